@@ -1,0 +1,225 @@
+"""``edge-run``: parse arguments, build the config, run the pipeline, map errors to exit codes.
+
+No logic of its own lives here: wiring is in ``edge.wiring``, the loop in ``edge.pipeline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from edge import __version__
+from edge.errors import EXIT_INTERNAL, EXIT_OK, WeedDetectorError
+
+log = logging.getLogger("edge")
+
+EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad arguments, 3 config, 4 model bundle,
+5 frame source, 6 outputs, 7 no TFLite runtime, 8 stalled source.
+Config keys: deploy/config.example.toml."""
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated pin numbers like 17,27, got {text!r}") from None
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _debounce(text: str) -> tuple[int, int]:
+    try:
+        n, m = (int(x) for x in text.lower().split("of" if "of" in text.lower() else "/"))
+        return n, m
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N/M such as 2/3, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-run",
+        description="Classify frames (camera, video, images, stream) as weed/crop/soil and switch sprayer outputs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="PATH", help="TOML config file (flags override it)")
+    p.add_argument("--version", action="store_true", help="print the version and the TFLite runtime in use")
+    p.add_argument("--validate-config", action="store_true",
+                   help="check config, model bundle and output wiring, then exit 0 (ok) or non-zero")
+    p.add_argument("--list-models", action="store_true", help="list the shipped/installed model bundles")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--model", metavar="NAME|DIR", help="bundle folder or shipped bundle name (default: the shipped default)")
+    m.add_argument("--variant", metavar="Q", help="run another export of the bundle, e.g. float32")
+    m.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default 2)")
+
+    s = p.add_argument_group("frame source (one of)")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index (/dev/videoN)")
+    src.add_argument("--video", metavar="PATH", help="video file")
+    src.add_argument("--images", metavar="DIR", help="folder of images (or one image)")
+    src.add_argument("--stream", metavar="URL", help="RTSP/HTTP stream URL")
+    src.add_argument("--picamera", action="store_true", help="Raspberry Pi camera through picamera2")
+    s.add_argument("--width", type=int, help="capture width (cameras)")
+    s.add_argument("--height", type=int, help="capture height (cameras)")
+    s.add_argument("--fps", type=float, help="capture frame rate (cameras)")
+    s.add_argument("--realtime", action="store_true", default=None, help="video: pace at the file's frame rate")
+    s.add_argument("--loop", action="store_true", default=None, help="video/images: start again at the end")
+    s.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+
+    d = p.add_argument_group("decision")
+    d.add_argument("--threshold", type=float, help="weed-score threshold (default: the bundle's)")
+    d.add_argument("--weed-labels", type=_csv, metavar="A,B", help="labels that count as weeds (default: the bundle's)")
+    d.add_argument("--debounce", type=_debounce, metavar="N/M", help="spray when N of the last M frames are weeds")
+    d.add_argument("--hold-ms", type=float, help="minimum spray time once started")
+
+    o = p.add_argument_group("outputs")
+    o.add_argument("--output", choices=["dryrun", "gpio", "jetson", "serial"], help="output kind (default dryrun)")
+    o.add_argument("--pins", type=_csv_ints, metavar="17,27", help="GPIO pins (BCM) for gpio/jetson")
+    o.add_argument("--active-low", action="store_true", default=None, help="relays that switch on a low pin")
+    o.add_argument("--serial-port", metavar="PORT", help="serial device or pyserial URL (serial output)")
+    o.add_argument("--baud", type=int, help="serial baud rate")
+    o.add_argument("--channels", type=int, help="number of channels (dryrun/serial)")
+    o.add_argument("--state-file", metavar="PATH", help="dryrun: append each output change as JSON here")
+
+    f = p.add_argument_group("safety")
+    f.add_argument("--stall-timeout", type=float, metavar="S", help="outputs off when no frame for S seconds")
+    f.add_argument("--max-on", type=float, metavar="S", help="outputs off after S seconds on")
+
+    lg = p.add_argument_group("logging")
+    lg.add_argument("--log-jsonl", metavar="PATH", help="per-frame JSON lines log")
+    lg.add_argument("--stats-interval", type=float, metavar="S", help="seconds between stats lines")
+    lg.add_argument("--print", dest="print_frames", action="store_true", default=None, help="print one line per frame")
+    lg.add_argument("--save-triggers", metavar="DIR", help="keep frames that fired and a sample of the others")
+    lg.add_argument("--sample-rate", type=float, help="share of non-firing frames kept with --save-triggers")
+    lg.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    lg.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return p
+
+
+def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    """The config keys the command line sets (only those given)."""
+    o: dict[str, dict[str, Any]] = {k: {} for k in ("model", "source", "decision", "output", "safety", "log")}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            o[section][key] = value
+
+    put("model", "bundle", a.model)
+    put("model", "variant", a.variant)
+    put("model", "threads", a.threads)
+    if a.camera is not None:
+        o["source"].update(kind="camera", camera=a.camera)
+    elif a.video:
+        o["source"].update(kind="video", path=a.video)
+    elif a.images:
+        o["source"].update(kind="images", path=a.images)
+    elif a.stream:
+        o["source"].update(kind="stream", url=a.stream)
+    elif a.picamera:
+        o["source"].update(kind="picamera")
+    for key in ("width", "height", "fps", "realtime", "loop"):
+        put("source", key, getattr(a, key))
+    put("decision", "threshold", a.threshold)
+    put("decision", "weed_labels", a.weed_labels)
+    if a.debounce:
+        o["decision"].update(debounce_n=a.debounce[0], debounce_m=a.debounce[1])
+    put("decision", "min_hold_ms", a.hold_ms)
+    put("output", "kind", a.output)
+    put("output", "pins", a.pins)
+    if a.active_low:
+        o["output"]["active_high"] = False
+    put("output", "port", a.serial_port)
+    put("output", "baud", a.baud)
+    put("output", "channels", a.channels)
+    put("output", "state_file", a.state_file)
+    put("safety", "stall_timeout_s", a.stall_timeout)
+    put("safety", "max_on_s", a.max_on)
+    put("log", "jsonl", a.log_jsonl)
+    put("log", "stats_interval_s", a.stats_interval)
+    put("log", "print_frames", a.print_frames)
+    put("log", "save_triggers", a.save_triggers)
+    put("log", "sample_rate", a.sample_rate)
+    if a.verbose:
+        o["log"]["level"] = "DEBUG"
+    elif a.quiet:
+        o["log"]["level"] = "WARNING"
+    return {k: v for k, v in o.items() if v}
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop``; the loop then exits and switches everything off."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        log.warning("%s received: stopping, all outputs off", signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_edge_run", False) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        h._edge_run = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.setLevel(level)
+
+
+def _version_text() -> str:
+    from edge.inference.runtime import runtime_info
+
+    info = runtime_info()
+    rt = str(info) if info else "no TFLite runtime installed (pip install ai-edge-litert)"
+    return f"edge-run {__version__} (weed-detector); runtime: {rt}; Python {sys.version.split()[0]}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.version:
+        print(_version_text())
+        return EXIT_OK
+    _setup_logging("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
+    from edge import wiring
+    from edge.config import load_config
+
+    try:
+        if args.list_models:
+            return wiring.list_models()
+        cfg = load_config(args.config, overrides_from_args(args))
+        _setup_logging(cfg.log.level)
+        if args.validate_config:
+            return wiring.validate(cfg)
+        stop = threading.Event()
+        with stop_on_signals(stop):
+            summary = wiring.run(cfg, stop=stop, max_frames=args.max_frames)
+        print(f"done ({summary.stopped_by}): {summary.frames} frames, {summary.weed_frames} weed frames, "
+              f"{summary.spray_frames} spraying, {summary.dropped} dropped, {summary.stalls} stalls; all outputs off")
+        return EXIT_OK
+    except WeedDetectorError as e:
+        print(f"edge-run: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception:
+        log.exception("internal error (all outputs were switched off); please report this with the log above")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

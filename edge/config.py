@@ -1,0 +1,169 @@
+"""The one TOML config file, validated on load (unknown keys rejected by name).
+
+Every key is documented in ``deploy/config.example.toml``. Command-line flags override
+the file (``edge.cli`` builds the override dict). Validation errors become one
+``ConfigError`` line naming the key, e.g.::
+
+    config /etc/weed-detector/config.toml: [output] pinz: unknown key — check the spelling; valid keys: ...
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    bundle: str = ""  # folder or shipped name; "" = the default bundle
+    variant: str = ""  # "" = the bundle's main (int8) model; e.g. "float32"
+    threads: int = Field(default=2, ge=1, le=64)
+
+
+class SourceConfig(_Section):
+    kind: Literal["camera", "video", "images", "stream", "picamera"] = "camera"
+    camera: int = Field(default=0, ge=0)  # OpenCV camera index (/dev/videoN)
+    path: str = ""  # video file or image folder
+    url: str = ""  # rtsp:// or http(s):// stream
+    width: int = Field(default=640, ge=16)
+    height: int = Field(default=480, ge=16)
+    fps: float = Field(default=30.0, gt=0)
+    realtime: bool = False  # video files: pace at the file's frame rate
+    loop: bool = False  # image folders / videos: start again at the end
+
+    @model_validator(mode="after")
+    def _needs(self) -> "SourceConfig":
+        if self.kind in ("video", "images") and not self.path:
+            raise ValueError(f"source kind '{self.kind}' needs path")
+        if self.kind == "stream" and not self.url:
+            raise ValueError("source kind 'stream' needs url")
+        return self
+
+
+class DecisionConfig(_Section):
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # None = the bundle's operating threshold
+    weed_labels: list[str] | None = None  # None = the bundle's weed labels
+    debounce_n: int = Field(default=1, ge=1)  # spray when N of the last M frames are weed frames
+    debounce_m: int = Field(default=1, ge=1)
+    min_hold_ms: float = Field(default=0.0, ge=0.0)  # keep spraying at least this long
+
+    @model_validator(mode="after")
+    def _nm(self) -> "DecisionConfig":
+        if self.debounce_n > self.debounce_m:
+            raise ValueError(f"debounce_n ({self.debounce_n}) must not exceed debounce_m ({self.debounce_m})")
+        return self
+
+
+class OutputConfig(_Section):
+    kind: Literal["dryrun", "gpio", "jetson", "serial"] = "dryrun"
+    channels: int | None = Field(default=None, ge=1, le=64)  # dryrun/serial; gpio/jetson: len(pins)
+    pins: list[int] = []  # gpio: BCM numbers; jetson: per pin_numbering
+    active_high: bool = True
+    pin_numbering: Literal["BCM", "BOARD"] = "BCM"  # jetson only
+    port: str = ""  # serial: /dev/ttyACM0, or a pyserial URL such as loop://
+    baud: int = Field(default=115200, gt=0)
+    heartbeat_s: float = Field(default=0.2, gt=0)
+    ack_timeout_s: float = Field(default=0.2, gt=0)
+    state_file: str = ""  # dryrun: append every change as a JSON line here
+
+    @model_validator(mode="after")
+    def _wiring(self) -> "OutputConfig":
+        if self.kind in ("gpio", "jetson") and not self.pins:
+            raise ValueError(f"output kind '{self.kind}' needs pins (e.g. pins = [17, 27])")
+        if self.kind == "serial" and not self.port:
+            raise ValueError("output kind 'serial' needs port (e.g. port = \"/dev/ttyACM0\")")
+        if len(set(self.pins)) != len(self.pins):
+            raise ValueError(f"pins {self.pins} name a pin twice")
+        return self
+
+    @property
+    def channel_count(self) -> int:
+        if self.kind in ("gpio", "jetson"):
+            return len(self.pins)
+        return self.channels or 1
+
+
+class SafetyConfig(_Section):
+    stall_timeout_s: float = Field(default=1.0, gt=0)  # no frame this long -> all outputs off
+    max_on_s: float = Field(default=10.0, gt=0)  # an output on this long -> off until the weed signal drops
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    jsonl: str = ""  # per-frame JSON lines log; "" = none
+    stats_interval_s: float = Field(default=5.0, gt=0)
+    print_frames: bool = False  # one human line per frame on stdout
+    save_triggers: str = ""  # folder for frames that fired (+ a sample of the others)
+    sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)  # share of non-firing frames kept
+
+
+class Config(_Section):
+    model: ModelConfig = ModelConfig()
+    source: SourceConfig = SourceConfig()
+    decision: DecisionConfig = DecisionConfig()
+    output: OutputConfig = OutputConfig()
+    safety: SafetyConfig = SafetyConfig()
+    log: LogConfig = LogConfig()
+
+
+def _describe(e: ValidationError, origin: str) -> ConfigError:
+    err = e.errors()[0]
+    loc = [str(x) for x in err["loc"]]
+    where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "(top level)")
+    if err["type"] == "extra_forbidden":
+        section = Config.model_fields.get(loc[0]) if len(loc) > 1 else None
+        valid = sorted(section.annotation.model_fields) if section is not None else sorted(Config.model_fields)
+        return ConfigError(f"config {origin}: {where}: unknown key",
+                           f"check the spelling; valid keys here: {', '.join(valid)}")
+    msg = err["msg"].removeprefix("Value error, ")
+    return ConfigError(f"config {origin}: {where}: {msg}", "see deploy/config.example.toml for every key")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read the TOML file (if any), apply overrides (nested dict), validate."""
+    data: dict[str, Any] = {}
+    origin = "(command line)"
+    if path:
+        p = Path(path)
+        origin = str(p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} not found", "give an existing file with --config, "
+                              "e.g. a copy of deploy/config.example.toml") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} cannot be read ({e})", "check the path and its permissions") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML ({e})", "fix the syntax at that line") from None
+    if overrides:
+        data = _merge(data, overrides)
+        if path:
+            origin += " + command line"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise _describe(e, origin) from None

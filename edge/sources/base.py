@@ -1,0 +1,44 @@
+"""The one interface every frame source implements."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from edge.frame import Frame
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Configure in ``__init__``, then ``start()``; ``read()`` until it returns None.
+
+    - ``start()`` opens the device/file and raises ``SourceError`` with a fix if it can't.
+    - ``read(timeout)`` returns the newest ``Frame``; ``None`` means the source is
+      finished (end of video / folder). When no frame arrives within ``timeout``
+      seconds it raises ``FrameTimeout`` (the pipeline then switches outputs off and
+      keeps waiting or reconnects).
+    - ``dropped`` counts frames that were captured but never returned because a newer
+      one replaced them.
+    - ``close()`` is idempotent; sources are context managers.
+    - ``live`` is True for cameras/streams (frames are dropped when we are slow),
+      False for files (every frame is returned).
+    """
+
+    name: str
+    live: bool
+
+    def start(self) -> None: ...
+
+    def read(self, timeout: float | None = None) -> Frame | None: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self): ...
+
+    def __exit__(self, *exc) -> None: ...
+
+
+class FrameTimeout(Exception):
+    """No frame within the requested timeout (the source may still come back)."""

@@ -1,0 +1,1 @@
+"""weed-detector training side: fine-tune, evaluate and export model bundles for `edge`."""

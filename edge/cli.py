@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = p.add_argument_group("safety")
     f.add_argument("--stall-timeout", type=float, metavar="S", help="outputs off when no frame for S seconds")
-    f.add_argument("--max-on", type=float, metavar="S", help="outputs off after S seconds on")
+    f.add_argument("--max-on", type=float, metavar="S", help="outputs off after S seconds of continuous spraying")
 
     lg = p.add_argument_group("logging")
     lg.add_argument("--log-jsonl", metavar="PATH", help="per-frame JSON lines log")
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
     """The config keys the command line sets (only those given)."""
-    o: dict[str, dict[str, Any]] = {k: {} for k in ("model", "source", "decision", "output", "safety", "log")}
+    o: dict[str, dict[str, Any]] = {k: {} for k in ("model", "source", "decision", "outputs", "safety", "log")}
 
     def put(section: str, key: str, value: Any) -> None:
         if value is not None:
@@ -132,16 +132,16 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
     if a.debounce:
         o["decision"].update(debounce_n=a.debounce[0], debounce_m=a.debounce[1])
     put("decision", "min_hold_ms", a.hold_ms)
-    put("output", "kind", a.output)
-    put("output", "pins", a.pins)
+    put("outputs", "kind", a.output)
+    put("outputs", "pins", a.pins)
     if a.active_low:
-        o["output"]["active_high"] = False
-    put("output", "port", a.serial_port)
-    put("output", "baud", a.baud)
-    put("output", "channels", a.channels)
-    put("output", "state_file", a.state_file)
+        o["outputs"]["active_high"] = False
+    put("outputs", "port", a.serial_port)
+    put("outputs", "baud", a.baud)
+    put("outputs", "channels", a.channels)
+    put("outputs", "state_file", a.state_file)
     put("safety", "stall_timeout_s", a.stall_timeout)
-    put("safety", "max_on_s", a.max_on)
+    put("safety", "max_spray_s", a.max_on)
     put("log", "jsonl", a.log_jsonl)
     put("log", "stats_interval_s", a.stats_interval)
     put("log", "print_frames", a.print_frames)
@@ -173,12 +173,23 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (main() may run many times in one process)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _setup_logging(level: str) -> None:
     root = logging.getLogger()
-    if not any(getattr(h, "_edge_run", False) for h in root.handlers):
-        h = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        h._edge_run = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(level)
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.errors import ConfigError
+from edge.outputs import OutputSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,38 +69,9 @@ class DecisionConfig(_Section):
         return self
 
 
-class OutputConfig(_Section):
-    kind: Literal["dryrun", "gpio", "jetson", "serial"] = "dryrun"
-    channels: int | None = Field(default=None, ge=1, le=64)  # dryrun/serial; gpio/jetson: len(pins)
-    pins: list[int] = []  # gpio: BCM numbers; jetson: per pin_numbering
-    active_high: bool = True
-    pin_numbering: Literal["BCM", "BOARD"] = "BCM"  # jetson only
-    port: str = ""  # serial: /dev/ttyACM0, or a pyserial URL such as loop://
-    baud: int = Field(default=115200, gt=0)
-    heartbeat_s: float = Field(default=0.2, gt=0)
-    ack_timeout_s: float = Field(default=0.2, gt=0)
-    state_file: str = ""  # dryrun: append every change as a JSON line here
-
-    @model_validator(mode="after")
-    def _wiring(self) -> "OutputConfig":
-        if self.kind in ("gpio", "jetson") and not self.pins:
-            raise ValueError(f"output kind '{self.kind}' needs pins (e.g. pins = [17, 27])")
-        if self.kind == "serial" and not self.port:
-            raise ValueError("output kind 'serial' needs port (e.g. port = \"/dev/ttyACM0\")")
-        if len(set(self.pins)) != len(self.pins):
-            raise ValueError(f"pins {self.pins} name a pin twice")
-        return self
-
-    @property
-    def channel_count(self) -> int:
-        if self.kind in ("gpio", "jetson"):
-            return len(self.pins)
-        return self.channels or 1
-
-
 class SafetyConfig(_Section):
     stall_timeout_s: float = Field(default=1.0, gt=0)  # no frame this long -> all outputs off
-    max_on_s: float = Field(default=10.0, gt=0)  # an output on this long -> off until the weed signal drops
+    max_spray_s: float = Field(default=10.0, gt=0)  # spraying this long without a break -> off until the weed signal drops
 
 
 class LogConfig(_Section):
@@ -115,7 +87,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     source: SourceConfig = SourceConfig()
     decision: DecisionConfig = DecisionConfig()
-    output: OutputConfig = OutputConfig()
+    outputs: OutputSpec = OutputSpec()  # its keys are documented on edge.outputs.OutputSpec
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
 

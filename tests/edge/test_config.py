@@ -13,26 +13,26 @@ def write(tmp_path, text):
 
 def test_defaults_are_safe():
     c = load_config()
-    assert c.output.kind == "dryrun" and c.source.kind == "camera"
-    assert c.safety.stall_timeout_s > 0 and c.safety.max_on_s > 0
+    assert c.outputs.kind == "dryrun" and c.source.kind == "camera"
+    assert c.safety.stall_timeout_s > 0 and c.safety.max_spray_s > 0
 
 
 def test_example_config_is_valid():
     from pathlib import Path
 
     c = load_config(Path(__file__).parents[2] / "deploy" / "config.example.toml")
-    assert c.output.kind in ("dryrun", "gpio", "serial", "jetson")
+    assert c.outputs.kind in ("dryrun", "gpio", "serial", "jetson")
 
 
 @pytest.mark.parametrize(
     "text, words",
     [
-        ("[output]\npinz = [17]\n", "[output] pinz: unknown key"),
-        ("[outputs]\nkind = 'gpio'\n", "outputs: unknown key"),
-        ("[output]\nkind = 'gpio'\n", "needs pins"),
-        ("[output]\nkind = 'relay'\n", "[output] kind"),
-        ("[output]\nkind = 'serial'\n", "needs port"),
-        ("[output]\nkind='gpio'\npins = [17, 17]\n", "twice"),
+        ("[outputs]\npinz = [17]\n", "[outputs] pinz: unknown key"),
+        ("[output]\nkind = 'gpio'\n", "output: unknown key"),
+        ("[outputs]\nkind = 'gpio'\n", "pins is required"),
+        ("[outputs]\nkind = 'relay'\n", "[outputs] kind"),
+        ("[outputs]\nkind = 'serial'\n", "port is required"),
+        ("[outputs]\nkind='gpio'\npins = [17, 17]\n", "a pin twice"),
         ("[decision]\nthreshold = 2\n", "[decision] threshold"),
         ("[decision]\ndebounce_n = 3\ndebounce_m = 2\n", "must not exceed"),
         ("[source]\nkind = 'video'\n", "needs path"),
@@ -53,11 +53,11 @@ def test_missing_file(tmp_path):
 
 
 def test_flags_override_file(tmp_path):
-    p = write(tmp_path, "[output]\nkind = 'gpio'\npins = [17]\n[model]\nthreads = 4\n[source]\nkind='camera'\ncamera=1\n")
+    p = write(tmp_path, "[outputs]\nkind = 'gpio'\npins = [17]\n[model]\nthreads = 4\n[source]\nkind='camera'\ncamera=1\n")
     args = build_parser().parse_args(["--pins", "5,6", "--active-low", "--images", "x", "--debounce", "2/3", "--threshold", "0.7"])
     c = load_config(p, overrides_from_args(args))
-    assert c.output.pins == [5, 6] and c.output.active_high is False and c.output.kind == "gpio"
+    assert tuple(c.outputs.pins) == (5, 6) and c.outputs.active_high is False and c.outputs.kind == "gpio"
     assert c.model.threads == 4
     assert c.source.kind == "images" and c.source.path == "x"
     assert (c.decision.debounce_n, c.decision.debounce_m, c.decision.threshold) == (2, 3, 0.7)
-    assert c.output.channel_count == 2
+    

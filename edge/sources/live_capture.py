@@ -1,0 +1,178 @@
+"""Shared part of the live sources (camera, stream, picamera2): a device read by a
+:class:`~edge.sources.latest.LatestFrameReader` (newest frame wins, drops counted), with
+``reopen()`` for reconnecting after the device went away.
+
+``LiveSource`` is the lifecycle; ``LiveCaptureSource`` adds an OpenCV ``VideoCapture``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional, Tuple
+
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.errors import SourceError
+from edge.frame import Frame
+from edge.sources.latest import LatestFrameReader
+
+log = logging.getLogger(__name__)
+
+
+class LiveSource:
+    """Base class: a live device read by the latest-frame reader (newest wins).
+
+    Subclasses implement ``_open_device() -> (grab, release)`` (see
+    :mod:`edge.sources.latest` for what ``grab`` returns; ``release`` runs in the reader
+    thread after its last grab) and ``_no_first_frame_error()``.
+    """
+
+    live = True
+    name: str
+
+    def __init__(
+        self,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        first_frame_timeout: float = 10.0,
+        max_read_failures: int = 3,
+    ):
+        self._clock = clock
+        self.first_frame_timeout = first_frame_timeout
+        self.max_read_failures = max_read_failures
+        self._reader: Optional[LatestFrameReader] = None
+        self._dropped_before = 0  # dropped by readers of earlier opens (reopen)
+        self._next_id = 0
+        self._closed = False
+        #: what the device actually delivers after our requests (width, height, fps)
+        self.actual: dict = {}
+
+    # -- to implement ------------------------------------------------------------------
+    def _open_device(self) -> Tuple[Callable[[], Any], Callable[[], None]]:
+        raise NotImplementedError
+
+    def _no_first_frame_error(self) -> SourceError:
+        raise NotImplementedError
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the device and start the reader thread (idempotent).
+
+        Waits up to ``first_frame_timeout`` seconds for a first frame so that a device
+        which opens but never delivers is reported here, before any output is switched.
+        """
+        if self._closed:
+            raise SourceError(
+                f"{self.name} was closed", fix="create a new source to read it again"
+            )
+        if self._reader is not None:
+            return
+        grab, release = self._open_device()
+        reader = LatestFrameReader(
+            grab,
+            source=self.name,
+            clock=self._clock,
+            on_exit=release,
+            first_id=self._next_id,
+        )
+        self._reader = reader
+        reader.start()
+        if not reader.wait_for_capture(1, self.first_frame_timeout):
+            error = reader.error
+            self._stop_reader()
+            raise error if error is not None else self._no_first_frame_error()
+
+    def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
+        """The newest frame (see :meth:`LatestFrameReader.read`)."""
+        if self._reader is None:
+            if self._closed:
+                return None
+            raise SourceError(
+                f"{self.name} was read before start()",
+                fix="call start() (or use the source in a `with` block) before read()",
+            )
+        return self._reader.read(timeout)
+
+    def reopen(self) -> None:
+        """Release the device and open it again, e.g. after an unplugged cable.
+
+        Frame ids continue where they stopped and the dropped count keeps adding up.
+        Raises ``SourceError`` like ``start()`` when the device is still unavailable.
+        """
+        if self._closed:
+            raise SourceError(f"{self.name} was closed", fix="create a new source")
+        self._stop_reader()
+        self.start()
+
+    def _stop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+            self._dropped_before += reader.dropped
+            self._next_id = reader.next_id
+
+    @property
+    def dropped(self) -> int:
+        current = self._reader.dropped if self._reader is not None else 0
+        return self._dropped_before + current
+
+    def close(self) -> None:
+        """Stop the reader thread and release the device (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_reader()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LiveCaptureSource(LiveSource):
+    """An OpenCV ``VideoCapture`` (camera index or stream URL) as a live source.
+
+    Subclasses implement ``_open_capture()`` (returns an opened capture or raises
+    ``SourceError``) and ``_read_failed_error(failures)``.
+    """
+
+    def _open_capture(self):
+        raise NotImplementedError
+
+    def _read_failed_error(self, failures: int) -> SourceError:
+        raise NotImplementedError
+
+    def _open_device(self):
+        import cv2
+
+        cap = self._open_capture()
+        self.actual = {
+            "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            "fps": float(cap.get(cv2.CAP_PROP_FPS)),
+        }
+        log.info(
+            "%s opened: %dx%d at %.1f fps (as reported by the device)",
+            self.name,
+            self.actual["width"],
+            self.actual["height"],
+            self.actual["fps"],
+        )
+        return self._make_grab(cap), cap.release
+
+    def _make_grab(self, cap):
+        failures = 0
+
+        def grab():
+            nonlocal failures
+            ok, image = cap.read()
+            if ok and image is not None:
+                failures = 0
+                return image
+            failures += 1
+            if failures >= self.max_read_failures:
+                raise self._read_failed_error(failures)
+            return None
+
+        return grab

@@ -1,0 +1,174 @@
+"""A video file (``--video PATH``): every frame in order, not live.
+
+As fast as possible by default (benchmarks, offline runs), or paced at the file's frame
+rate with ``realtime=True`` so that timing-dependent stages (debounce, hold, valve
+scheduling) see the same intervals as with a camera. ``t_capture_ns`` is the clock's time
+when the frame was decoded (and, in realtime mode, released).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Optional
+
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.errors import SourceError
+from edge.frame import Frame
+from edge.sources.pacing import Pacer
+
+log = logging.getLogger(__name__)
+
+_FORMATS_FIX = (
+    "check that it is a video file (`ffprobe PATH`); OpenCV reads e.g. AVI/MJPG and MP4/H.264 — "
+    "re-encode others with `ffmpeg -i IN -c:v mjpeg -q:v 3 OUT.avi`"
+)
+
+
+class VideoSource:
+    """OpenCV ``VideoCapture(path)``; ``read()`` returns every frame, then None."""
+
+    live = False
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        realtime: bool = False,
+        fps: Optional[float] = None,
+        loop: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
+        self.path = os.fspath(path)
+        self.realtime = realtime
+        self.fps_override = fps  # paces realtime playback instead of the file's own fps
+        self.loop = loop
+        self._clock = clock
+        self.name = f"video {os.path.basename(self.path)}"
+        self.fps: Optional[float] = None  # the rate used for pacing, known after start()
+        self.frame_count: Optional[int] = None  # as reported by the container (may be approximate)
+        self._cap = None
+        self._pacer: Optional[Pacer] = None
+        self._pending = None  # (image, index in file) decoded but not yet returned
+        self._index = 0  # frames decoded in the current pass
+        self._next_id = 0
+        self._started = False
+        self._closed = False
+
+    def start(self) -> None:
+        """Open the file (idempotent); ``SourceError`` naming the path when it can't."""
+        if self._closed:
+            raise SourceError(f"{self.name} was closed", fix="create a new source to read it again")
+        if self._started:
+            return
+        import cv2
+
+        if not os.path.exists(self.path):
+            raise SourceError(
+                f"video file {self.path} does not exist",
+                fix="check the path (relative paths start in the current directory)",
+            )
+        if os.path.isdir(self.path):
+            raise SourceError(
+                f"video path {self.path} is a folder", fix="use --images for a folder of images"
+            )
+        cap = cv2.VideoCapture(self.path)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"video file {self.path} could not be opened", fix=_FORMATS_FIX)
+        file_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = count if count > 0 else None
+        fps = self.fps_override or (file_fps if math.isfinite(file_fps) and file_fps > 0 else None)
+        if self.realtime:
+            if fps is None:
+                cap.release()
+                raise SourceError(
+                    f"video file {self.path} does not state its frame rate, needed for realtime playback",
+                    fix="give the frame rate explicitly (fps in the source config), or run without --realtime",
+                )
+            self._pacer = Pacer(fps, self._clock)
+        self.fps = fps
+        ok, image = cap.read()
+        if not ok or image is None:
+            cap.release()
+            raise SourceError(f"video file {self.path} has no readable frame", fix=_FORMATS_FIX)
+        self._cap = cap
+        self._pending = (image, 0)
+        self._index = 1
+        self._started = True
+        log.info(
+            "%s opened: %s frames at %s fps%s",
+            self.name,
+            self.frame_count if self.frame_count is not None else "?",
+            f"{fps:g}" if fps else "?",
+            " (realtime)" if self.realtime else "",
+        )
+
+    def _decode(self):
+        """Next (image, index) from the file, or None at the end."""
+        ok, image = self._cap.read()
+        if ok and image is not None:
+            self._index += 1
+            return image, self._index - 1
+        if self.loop and self._index > 0:
+            import cv2
+
+            log.info("%s: end of file after %d frames, looping", self.name, self._index)
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._index = 0
+            ok, image = self._cap.read()
+            if ok and image is not None:
+                self._index = 1
+                return image, 0
+        return None
+
+    def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
+        """The next frame in file order; None after the last one (or after close)."""
+        if self._closed:
+            return None
+        if not self._started:
+            raise SourceError(
+                f"{self.name} was read before start()",
+                fix="call start() (or use the source in a `with` block) before read()",
+            )
+        if self._pending is None:
+            self._pending = self._decode()
+            if self._pending is None:
+                log.info("%s: end of file after %d frames", self.name, self._next_id)
+                return None
+        if self._pacer is not None:
+            self._pacer.wait(self._next_id, timeout)  # FrameTimeout keeps the frame pending
+        image, index = self._pending
+        self._pending = None
+        frame = Frame(
+            image=image,
+            frame_id=self._next_id,
+            t_capture_ns=self._clock.now_ns(),
+            source=self.name,
+            meta={"file_index": index},
+        )
+        self._next_id += 1
+        return frame
+
+    @property
+    def dropped(self) -> int:
+        return 0  # a file source returns every frame
+
+    def close(self) -> None:
+        """Release the file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        cap, self._cap = self._cap, None
+        self._pending = None
+        if cap is not None:
+            cap.release()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,177 @@
+"""edge-run end to end: the real entry point on real files, real LiteRT, real library fakes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edge.cli import main
+from edge.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_OUTPUT, EXIT_SOURCE
+from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
+
+SCRIPT = "SWWSSWSW"  # per frame: S soil, W weed
+
+
+@pytest.fixture
+def frames(tmp_path) -> Path:
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i, c in enumerate(SCRIPT):
+        cv2.imwrite(str(d / f"{i:03d}_{c}.png"), solid(GREEN if c == "W" else BROWN, 60, 80))
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+@pytest.fixture
+def mock_pins():
+    gpiozero = pytest.importorskip("gpiozero")
+    from gpiozero.pins.mock import MockFactory
+
+    old = gpiozero.Device.pin_factory
+    gpiozero.Device.pin_factory = MockFactory()
+    yield gpiozero.Device.pin_factory
+    gpiozero.Device.pin_factory.reset()
+    gpiozero.Device.pin_factory = old
+
+
+def _changes(states):
+    out = []
+    for s in states:
+        if not out or out[-1] != s:
+            out.append(s)
+    return out
+
+
+def test_gpio_pins_follow_weed_frames(frames, mock_pins, tmp_path, capsys):
+    log = tmp_path / "frames.jsonl"
+    rc = main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--output", "gpio", "--pins", "17,27",
+               "--log-jsonl", str(log), "--print", "--threads", "1"])
+    assert rc == 0
+    for pin in (17, 27):
+        states = [bool(s.state) for s in mock_pins.pin(pin).states]
+        expected = _changes([False] + [c == "W" for c in SCRIPT] + [False])
+        assert _changes(states) == expected, pin
+        assert mock_pins.pin(pin).state == 0  # off at the end
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r["spray"] for r in records] == [c == "W" for c in SCRIPT]
+    assert [r["outputs"] for r in records] == [[int(c == "W")] * 2 for c in SCRIPT]
+    r = records[1]
+    assert r["label"] == "weed" and set(r["probs"]) == {"soil", "crop", "weed"} and r["frame"] == 1
+    assert set(r["ms"]) == {"capture_wait", "preprocess", "inference", "decision", "actuation", "end_to_end"}
+    assert isinstance(r["t_mono_ns"], int) and r["wall"].endswith("Z")
+    out = capsys.readouterr().out
+    assert out.count("SPRAY") == SCRIPT.count("W") and "all outputs off" in out
+
+
+def test_active_low_relays(frames, mock_pins):
+    assert main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--output", "gpio", "--pins", "5",
+                 "--active-low", "-q"]) == 0
+    states = [s.state for s in mock_pins.pin(5).states]
+    assert states[-1] == 1  # high = relay released
+    assert 0 in states  # driven low while spraying
+
+
+def test_weed_labels_and_threshold_overrides(frames, tmp_path):
+    log = tmp_path / "f.jsonl"
+    assert main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--weed-labels", "soil", "--log-jsonl", str(log),
+                 "-q"]) == 0
+    assert [json.loads(x)["spray"] for x in log.read_text().splitlines()] == [c == "S" for c in SCRIPT]
+    assert main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--threshold", "1.0", "--log-jsonl",
+                 str(log := tmp_path / "g.jsonl"), "-q"]) == 0
+    assert not any(json.loads(x)["spray"] for x in log.read_text().splitlines())
+
+
+def test_save_triggers(frames, tmp_path):
+    d = tmp_path / "saved"
+    assert main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--save-triggers", str(d), "--sample-rate", "1",
+                 "-q"]) == 0
+    assert len(list((d / "spray").glob("*.jpg"))) == SCRIPT.count("W")
+    assert len(list((d / "sample").glob("*.jpg"))) == SCRIPT.count("S")
+
+
+@pytest.mark.parametrize(
+    "argv, code, words",
+    [
+        (["--images", "/no/such/dir"], EXIT_SOURCE, "/no/such/dir"),
+        (["--video", "/no/such.avi"], EXIT_SOURCE, "/no/such.avi"),
+        (["--model", "/no/bundle"], EXIT_BUNDLE, "not found"),
+        (["--config", "/no/config.toml"], EXIT_CONFIG, "not found"),
+        (["--output", "serial", "--images", "."], EXIT_CONFIG, "port is required"),
+        (["--output", "gpio", "--pins", "17,17", "--images", "."], EXIT_CONFIG, "twice"),
+    ],
+)
+def test_user_errors_are_one_line_and_an_exit_code(argv, code, words, capsys):
+    if "--model" not in argv:
+        argv = ["--model", str(TOY_BUNDLE), *argv]
+    else:
+        argv = [*argv, "--images", "."]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("edge-run: error:")]
+
+
+def test_corrupt_model_fails_before_any_output(toy_bundle, frames, tmp_path, capsys):
+    (toy_bundle / "model.tflite").write_bytes(b"truncated")
+    state = tmp_path / "state.jsonl"
+    assert main(["--model", str(toy_bundle), "--images", str(frames), "--state-file", str(state)]) == EXIT_BUNDLE
+    assert not state.exists()  # the outputs were never even opened
+    assert "does not match its manifest" in capsys.readouterr().err
+
+
+def test_bad_pin_is_an_output_error(frames, mock_pins, capsys):
+    assert main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--output", "gpio", "--pins", "999"]) == EXIT_OUTPUT
+    assert "999" in capsys.readouterr().err
+
+
+def test_validate_config(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n[outputs]\nkind = 'dryrun'\nchannels = 3\n")
+    assert main(["--config", str(cfg), "--validate-config"]) == 0
+    out = capsys.readouterr().out
+    assert "config ok" in out and "3 channel(s)" in out
+    cfg.write_text("[outputs]\nkind = 'dryrun'\nchanels = 3\n")
+    assert main(["--config", str(cfg), "--validate-config"]) == EXIT_CONFIG
+    assert "chanels: unknown key" in capsys.readouterr().err
+
+
+def test_version_names_the_runtime(capsys):
+    assert main(["--version"]) == 0
+    assert "ai_edge_litert" in capsys.readouterr().out
+
+
+def test_sigterm_switches_everything_off(frames, tmp_path):
+    """A real edge-run process, spraying on a looping weed frame, gets SIGTERM."""
+    weeds = tmp_path / "weeds"
+    weeds.mkdir()
+    cv2.imwrite(str(weeds / "w.png"), solid(GREEN))
+    state = tmp_path / "state.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "--model", str(TOY_BUNDLE), "--images", str(weeds), "--loop",
+         "--channels", "2", "--state-file", str(state), "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = state.read_text().splitlines() if state.exists() else []
+            if any(json.loads(x)["state"] == [True, True] for x in lines):
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        else:
+            pytest.fail("edge-run never switched the outputs on")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    last = json.loads(state.read_text().splitlines()[-1])
+    assert last["state"] == [False, False] and last["event"] == "closed"
+    assert "SIGTERM" in err

@@ -1,0 +1,129 @@
+"""The loop's safety rules, driven by a scripted source and a manual clock (no sleeps)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from edge.actuation import Actuator
+from edge.clock import ManualClock
+from edge.decision import Decider
+from edge.frame import Frame
+from edge.inference import Classifier
+from edge.outputs.dryrun import DryRunOutput
+from edge.pipeline import Pipeline
+from edge.sources.base import FrameTimeout
+from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
+
+
+class ScriptedSource:
+    """A test source: plays a script of frames ('W' weed, 'S' soil, 'X' broken image),
+    timeouts ('.', each advancing the manual clock by the requested timeout) and a
+    callback step ('!' calls on_bang). Ends with None."""
+
+    live = True
+    name = "scripted"
+
+    def __init__(self, script: str, clock: ManualClock, on_bang=None):
+        self.script, self.clock, self.on_bang = list(script), clock, on_bang
+        self.i = 0
+        self.closed = False
+        self.states_seen = []
+
+    def start(self):
+        pass
+
+    @property
+    def dropped(self):
+        return 0
+
+    def read(self, timeout=None):
+        while self.script:
+            step = self.script.pop(0)
+            if step == "!":
+                self.on_bang()
+                continue
+            if step == ".":
+                self.clock.advance(timeout)
+                raise FrameTimeout()
+            self.clock.advance(0.05)
+            self.i += 1
+            img = {"W": solid(GREEN), "S": solid(BROWN), "X": np.zeros((4, 4), np.uint8)}[step]
+            return Frame(img, self.i, self.clock.now_ns(), self.name)
+        return None
+
+    def close(self):
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Classifier(TOY_BUNDLE, num_threads=1)
+
+
+def make(script, classifier, stall_timeout_s=1.0, max_on_s=10.0, **kw):
+    clock = ManualClock()
+    out = DryRunOutput(channels=2, clock=clock)
+    src = ScriptedSource(script, clock, **kw)
+    seen = []
+    p = Pipeline(src, classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out, max_on_s, clock),
+                 clock=clock, stall_timeout_s=stall_timeout_s,
+                 on_frame=lambda r: seen.append(r.outputs))
+    return p, out, seen
+
+
+def test_outputs_follow_weed_frames_and_end_off(classifier):
+    p, out, seen = make("SWWSW", classifier)
+    summary = p.run()
+    assert [o[0] for o in seen] == [False, True, True, False, True]
+    assert out.state() == (False, False)
+    assert summary.frames == 5 and summary.weed_frames == 3 and summary.stopped_by == "end of source"
+
+
+def test_stall_switches_off_and_recovers(classifier):
+    # weed, then 0.1 s polls: after 1 s without a frame everything is off; frames return.
+    p, out, seen = make("WW" + "." * 15 + "W", classifier, stall_timeout_s=1.0)
+    states = []
+    orig = p._on_timeout
+
+    def spy(last):
+        orig(last)
+        states.append(out.state())
+
+    p._on_timeout = spy
+    summary = p.run()
+    assert states[0] == (True, True)  # 0.1 s: not stalled yet
+    assert states[-1] == (False, False)  # 1.5 s: stalled -> off
+    assert summary.stalls == 1
+    assert seen[-1] == (True, True)  # resumed on the next weed frame
+    assert out.state() == (False, False)
+
+
+def test_exception_in_a_stage_leaves_everything_off(classifier):
+    p, out, seen = make("WWX", classifier)
+    with pytest.raises(ValueError, match="HxWx3"):
+        p.run()
+    assert seen[-1] == (True, True)  # it was spraying when the bad frame came
+    assert out.state() == (False, False)
+
+
+def test_stop_event_ends_the_loop_with_outputs_off(classifier):
+    stop = threading.Event()
+    p, out, seen = make("WW!WWW", classifier, on_bang=stop.set)
+    p.stop = stop
+    summary = p.run()
+    assert summary.frames == 3 and summary.stopped_by == "stop requested"  # the read in flight completes
+    assert out.state() == (False, False)
+
+
+def test_max_on_time_during_a_long_weed(classifier):
+    p, out, seen = make("W" * 30, classifier, max_on_s=0.5)  # 50 ms per frame
+    summary = p.run()
+    assert summary.max_on_trips == 1
+    assert seen[0] == (True, True) and seen[-1] == (False, False)

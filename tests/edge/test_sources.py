@@ -1,0 +1,537 @@
+"""Frame sources: image folders, video files, the latest-frame reader, open failures.
+
+Fast and hardware-free: videos are written by the test with cv2.VideoWriter, the live
+reader is driven by a fake grab function fed from a queue, time comes from ManualClock.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import queue
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.clock import ManualClock
+from edge.errors import ConfigError, SourceError
+from edge.sources import SourceSpec, make_source, open_source
+from edge.sources.base import FrameSource, FrameTimeout
+from edge.sources.camera import CameraSource
+from edge.sources.images import ImageFolderSource
+from edge.sources.latest import EndOfStream, Grabbed, LatestFrameReader
+from edge.sources.picamera import PicameraSource, lores_size_for, sensor_time_to_clock
+from edge.sources.stream import StreamSource, redact_url
+from edge.sources.video import VideoSource
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "samples"
+
+
+# -- helpers ---------------------------------------------------------------------------
+def solid(value: int, size=(24, 32)) -> np.ndarray:
+    return np.full((size[0], size[1], 3), value, np.uint8)
+
+
+def write_video(path: Path, n: int, fps: float = 10.0, size=(32, 24)) -> Path:
+    """n frames whose brightness encodes the index (0, 20, 40, ...)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(np.full((size[1], size[0], 3), 20 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def brightness(frame) -> int:
+    return int(round(float(frame.image.mean()) / 20.0))
+
+
+@pytest.fixture
+def tiny_video(tmp_path) -> Path:
+    return write_video(tmp_path / "tiny.avi", 8)
+
+
+class FakeDevice:
+    """A grab function the test drives: put images (or exceptions) in, the reader grabs them."""
+
+    def __init__(self):
+        self.q: queue.Queue = queue.Queue()
+        self.released = 0
+
+    def grab(self):
+        try:
+            item = self.q.get(timeout=0.002)
+        except queue.Empty:
+            return None  # nothing yet: the reader checks its stop event and polls again
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def release(self):
+        self.released += 1
+
+
+@pytest.fixture
+def device():
+    return FakeDevice()
+
+
+@pytest.fixture
+def reader(device):
+    r = LatestFrameReader(device.grab, source="fake", clock=ManualClock(), on_exit=device.release)
+    r.start()
+    yield r
+    r.close()
+
+
+# -- latest-frame reader ---------------------------------------------------------------
+def test_latest_newest_wins_and_drops_counted(device, reader):
+    for v in (1, 2, 3):
+        device.q.put(solid(v))
+    assert reader.wait_for_capture(3, timeout=5)
+    frame = reader.read(timeout=5)
+    assert frame.frame_id == 2 and int(frame.image[0, 0, 0]) == 3
+    assert reader.dropped == 2 and reader.returned == 1 and reader.captured == 3
+    # the next read waits for a NEWER frame instead of repeating the last one
+    with pytest.raises(FrameTimeout):
+        reader.read(timeout=0.005)
+    device.q.put(solid(4))
+    frame = reader.read(timeout=5)
+    assert frame.frame_id == 3 and int(frame.image[0, 0, 0]) == 4
+    assert reader.dropped == 2
+
+
+def test_latest_timeout_raises_frame_timeout(reader):
+    with pytest.raises(FrameTimeout):
+        reader.read(timeout=0.005)
+    with pytest.raises(FrameTimeout):
+        reader.read(timeout=0)
+
+
+def test_latest_timestamps_from_injected_clock(device):
+    clock = ManualClock(start_ns=5_000)
+    r = LatestFrameReader(device.grab, source="fake", clock=clock)
+    with r:
+        device.q.put(solid(1))
+        first = r.read(timeout=5)
+        clock.advance(0.5)
+        device.q.put(solid(2))
+        second = r.read(timeout=5)
+    assert first.t_capture_ns == 5_000
+    assert second.t_capture_ns == 5_000 + 500_000_000
+    assert first.source == "fake" and first.colour_order == "BGR"
+
+
+def test_latest_grabbed_carries_its_own_timestamp_and_meta(device, reader):
+    device.q.put(Grabbed(solid(7), 123_456, {"timestamp": "sensor"}))
+    frame = reader.read(timeout=5)
+    assert frame.t_capture_ns == 123_456 and frame.meta == {"timestamp": "sensor"}
+
+
+def test_latest_close_stops_thread_releases_once_and_is_idempotent(device, reader):
+    device.q.put(solid(1))
+    assert reader.wait_for_capture(1, timeout=5)
+    assert reader.alive
+    reader.close()
+    assert not reader.alive
+    assert device.released == 1
+    assert reader.dropped == 1  # captured, never returned
+    reader.close()
+    assert device.released == 1 and reader.dropped == 1
+    assert reader.read(timeout=0) is None
+
+
+def test_latest_close_wakes_a_blocked_reader(reader):
+    got = []
+    t = threading.Thread(target=lambda: got.append(reader.read(timeout=30)))
+    t.start()
+    reader.close()
+    t.join(5)
+    assert not t.is_alive() and got == [None]
+
+
+def test_latest_error_in_thread_reaches_read_as_source_error(device, reader):
+    device.q.put(RuntimeError("USB gone"))
+    with pytest.raises(SourceError, match="USB gone") as info:
+        reader.read(timeout=5)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert info.value.fix
+    assert not reader.wait_for_capture(1, timeout=0)
+    reader.close()
+    assert device.released == 1
+    assert reader.error is not None
+
+
+def test_latest_source_error_passes_through_and_pending_frame_comes_first(device, reader):
+    err = SourceError("camera 3 stopped delivering frames", fix="check the cable")
+    device.q.put(solid(1))
+    assert reader.wait_for_capture(1, timeout=5)
+    device.q.put(err)
+    while reader.alive:  # until the thread has died on the error
+        time.sleep(0.001)
+    assert reader.read(timeout=1).frame_id == 0  # the good frame is not lost
+    with pytest.raises(SourceError) as info:
+        reader.read(timeout=1)
+    assert info.value is err
+
+
+def test_latest_end_of_stream_returns_last_frame_then_none(device, reader):
+    device.q.put(solid(1))
+    device.q.put(EndOfStream())
+    frame = reader.read(timeout=5)
+    assert frame is not None and frame.frame_id == 0
+    assert reader.read(timeout=5) is None
+    assert device.released == 1
+
+
+def test_latest_first_id_continues_numbering(device):
+    r = LatestFrameReader(device.grab, source="fake", first_id=41)
+    with r:
+        device.q.put(solid(1))
+        assert r.read(timeout=5).frame_id == 41
+        assert r.next_id == 42
+
+
+# -- image folders ----------------------------------------------------------------------
+@pytest.fixture
+def image_dir(tmp_path) -> Path:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    cv2.imwrite(str(d / "b_second.png"), solid(2))
+    cv2.imwrite(str(d / "a_first.jpg"), solid(1 * 40))
+    cv2.imwrite(str(d / "c_third.bmp"), solid(3))
+    (d / "notes.txt").write_text("not an image")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff this is not really a jpeg")
+    (d / "sub").mkdir()
+    cv2.imwrite(str(d / "sub" / "ignored.png"), solid(9))
+    return d
+
+
+def test_images_in_name_order_bad_files_skipped_with_warning(image_dir, caplog):
+    clock = ManualClock()
+    with caplog.at_level(logging.WARNING, logger="edge.sources.images"):
+        with ImageFolderSource(image_dir, clock=clock) as src:
+            frames = []
+            while (f := src.read()) is not None:
+                frames.append(f)
+                clock.advance(0.01)
+            assert src.read() is None
+    assert [f.name for f in frames] == ["a_first.jpg", "b_second.png", "c_third.bmp"]
+    assert [f.frame_id for f in frames] == [0, 1, 2]
+    assert all(f.image.shape == (24, 32, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert [f.t_capture_ns for f in frames] == sorted({f.t_capture_ns for f in frames})
+    assert src.skipped == 2 and src.dropped == 0 and not src.live
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "notes.txt" in warned and "broken.jpg" in warned
+
+
+def test_images_loop_continues_ids_and_skips_bad_file_once(image_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="edge.sources.images"):
+        with ImageFolderSource(image_dir, loop=True) as src:
+            frames = [src.read() for _ in range(7)]
+    assert [f.name for f in frames] == ["a_first.jpg", "b_second.png", "c_third.bmp"] * 2 + ["a_first.jpg"]
+    assert [f.frame_id for f in frames] == list(range(7))
+    assert src.skipped == 2
+    assert sum("broken.jpg" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_images_single_file(image_dir):
+    with ImageFolderSource(image_dir / "b_second.png") as src:
+        assert src.read().name == "b_second.png"
+        assert src.read() is None
+
+
+@pytest.mark.parametrize("setup", ["empty", "only_text", "missing", "all_corrupt"])
+def test_images_nothing_to_read_is_a_source_error(tmp_path, setup):
+    d = tmp_path / "d"
+    if setup != "missing":
+        d.mkdir()
+    if setup == "only_text":
+        (d / "readme.md").write_text("x")
+    if setup == "all_corrupt":
+        (d / "x.jpg").write_bytes(b"garbage")
+    src = ImageFolderSource(d, loop=True)
+    with pytest.raises(SourceError) as info:
+        src.start()
+        src.read()
+    assert str(d) in str(info.value) and info.value.fix
+
+
+def test_images_realtime_paced_by_clock(image_dir):
+    clock = ManualClock(start_ns=0)
+    with ImageFolderSource(image_dir, fps=2, realtime=True, clock=clock) as src:
+        times = [src.read().t_capture_ns for _ in range(3)]
+    assert times == [0, 500_000_000, 1_000_000_000]
+
+
+def test_sample_images_are_named_by_class():
+    names = sorted(p.name for p in (SAMPLES / "images").iterdir())
+    assert len(names) == 24
+    classes = {n.split("__")[0] for n in names}
+    assert len(classes) == 12
+
+
+# -- video files ------------------------------------------------------------------------
+def test_video_every_frame_in_order(tiny_video):
+    clock = ManualClock()
+    with VideoSource(tiny_video, clock=clock) as src:
+        frames = []
+        while (f := src.read(timeout=1)) is not None:
+            frames.append(f)
+            clock.advance(0.001)
+        assert src.read() is None
+    assert len(frames) == 8
+    assert [f.frame_id for f in frames] == list(range(8))
+    assert [brightness(f) for f in frames] == list(range(8))
+    stamps = [f.t_capture_ns for f in frames]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 8
+    assert src.dropped == 0 and not src.live and src.fps == pytest.approx(10.0)
+
+
+def test_video_realtime_paced_at_file_fps_with_manual_clock(tiny_video):
+    clock = ManualClock(start_ns=0)
+    with VideoSource(tiny_video, realtime=True, clock=clock) as src:
+        frames = [src.read() for _ in range(4)]
+    # 10 fps: due every 100 ms; the manual clock advances by exactly the waits
+    assert [f.t_capture_ns for f in frames] == [0, 100_000_000, 200_000_000, 300_000_000]
+    assert clock.now_ns() == 300_000_000
+
+
+def test_video_realtime_late_frames_not_delayed_and_timeout(tiny_video):
+    clock = ManualClock(start_ns=0)
+    with VideoSource(tiny_video, realtime=True, fps=4, clock=clock) as src:  # due every 250 ms
+        assert src.read().t_capture_ns == 0
+        clock.advance(0.6)  # a slow consumer: frames 1 and 2 are already due
+        assert [src.read().t_capture_ns for _ in range(2)] == [600_000_000] * 2
+        with pytest.raises(FrameTimeout):  # frame 3 is due at 750 ms, beyond a 100 ms timeout
+            src.read(timeout=0.1)
+        frame = src.read(timeout=0.1)  # the frame stayed pending
+    assert frame.frame_id == 3 and frame.t_capture_ns == 750_000_000
+
+
+def test_video_loop_restarts(tiny_video):
+    with VideoSource(tiny_video, loop=True) as src:
+        frames = [src.read() for _ in range(10)]
+    assert [brightness(f) for f in frames] == list(range(8)) + [0, 1]
+    assert [f.frame_id for f in frames] == list(range(10))
+
+
+def test_sample_video_is_readable():
+    with VideoSource(SAMPLES / "field.avi") as src:
+        n = 0
+        while (f := src.read()) is not None:
+            n += 1
+            assert f.image.shape[2] == 3
+    assert n == 150 and src.fps == pytest.approx(15.0)
+    assert (SAMPLES / "field.avi").stat().st_size < 3 * 1024 * 1024
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_a_video", "folder"])
+def test_video_unreadable_is_a_source_error_with_path(tmp_path, kind):
+    path = tmp_path / "clip.avi"
+    if kind == "not_a_video":
+        path.write_text("hello")
+    if kind == "folder":
+        path.mkdir()
+    with pytest.raises(SourceError) as info:
+        VideoSource(path).start()
+    assert str(path) in str(info.value) and info.value.fix
+
+
+# -- live OpenCV sources -----------------------------------------------------------------
+def test_camera_that_does_not_exist_is_a_source_error():
+    src = CameraSource(index=97, first_frame_timeout=1)
+    with pytest.raises(SourceError) as info:
+        src.start()
+    msg = str(info.value)
+    assert "camera 97 could not be opened" in msg
+    assert "ls /dev/video*" in msg and "'video' group" in msg
+    src.close()
+    src.close()
+
+
+def test_stream_reads_newest_frames_then_reports_the_end(tiny_video):
+    # A file path is a valid FFmpeg "URL": exercises the live path without a network.
+    with StreamSource(str(tiny_video), first_frame_timeout=5, max_read_failures=1) as src:
+        assert src.live
+        frames = []
+        with pytest.raises(SourceError, match="stopped delivering frames"):
+            for _ in range(100):
+                frames.append(src.read(timeout=5))
+    ids = [f.frame_id for f in frames]
+    assert ids and ids == sorted(set(ids)) and ids[-1] <= 7
+    assert src.dropped == 8 - len(frames)  # every captured frame is returned or dropped
+
+
+def test_stream_reopen_continues_ids_and_drop_count(tiny_video):
+    src = StreamSource(str(tiny_video), first_frame_timeout=5, max_read_failures=1)
+    with src:
+        seen = []
+        for _ in range(2):  # read to the end, then "reconnect"
+            with pytest.raises(SourceError):
+                for _ in range(100):
+                    seen.append(src.read(timeout=5).frame_id)
+            if len(seen) and seen[-1] < 8:
+                src.reopen()
+    assert seen == sorted(set(seen)) and seen[-1] >= 8  # the second open continued the ids
+    assert src.dropped == 16 - len(seen)
+
+
+def test_stream_open_failure_hides_password(tmp_path):
+    url = f"file:{tmp_path}/nothing.mp4"
+    with pytest.raises(SourceError, match="could not be opened"):
+        StreamSource(url, open_timeout=2).start()
+    assert redact_url("rtsp://admin:hunter2@10.0.0.5:554/s1") == "rtsp://admin:***@10.0.0.5:554/s1"
+    assert redact_url("http://cam.local/video") == "http://cam.local/video"
+
+
+# -- picamera2 ---------------------------------------------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None, reason="picamera2 is installed")
+def test_picamera_missing_is_a_source_error_with_apt_fix():
+    src = PicameraSource()
+    with pytest.raises(SourceError) as info:
+        src.start()
+    assert "sudo apt install python3-picamera2" in str(info.value)
+    assert "--system-site-packages" in str(info.value)
+    src.close()
+
+
+def test_picamera_helpers():
+    assert lores_size_for((640, 480), (224, 224)) == (300, 224)
+    assert lores_size_for((1280, 720), (224, 224)) == (400, 224)
+    assert lores_size_for((320, 240), (640, 640)) == (320, 240)  # never above main
+    now = 10_000_000_000
+    assert sensor_time_to_clock(now - 20_000_000, now, 1_000_000_000) == now - 20_000_000
+    assert sensor_time_to_clock(now + 1, now, 1_000_000_000) is None  # from the future
+    assert sensor_time_to_clock(now - 2_000_000_000, now, 1_000_000_000) is None  # too old
+    assert sensor_time_to_clock(None, now, 1_000_000_000) is None
+
+
+class _FakeRequest:
+    def __init__(self, cam):
+        self.cam = cam
+
+    def make_array(self, name):
+        assert name == "lores"
+        w, h = self.cam.config["lores"]["size"]
+        stride = w + 16  # padded rows, as libcamera delivers them
+        if self.cam.config["lores"]["format"] == "YUV420":
+            yuv = np.full((h * 3 // 2, stride), 128, np.uint8)
+            yuv[:h, :w] = 200  # bright grey luma
+            return yuv
+        return np.full((h, w, 3), 77, np.uint8)
+
+    def get_metadata(self):
+        return {"SensorTimestamp": time.monotonic_ns() - 3_000_000, "ExposureTime": 10_000}
+
+    def release(self):
+        self.cam.released_requests += 1
+
+
+class _FakePicamera2:
+    """The subset of picamera2's API the source uses; ``vc4`` behaves like a Pi 4."""
+
+    instances: list = []
+    vc4 = True
+
+    def __init__(self, camera_num=0):
+        self.camera_num = camera_num
+        self.config = None
+        self.started = self.closed = False
+        self.released_requests = 0
+        _FakePicamera2.instances.append(self)
+
+    def create_preview_configuration(self, main, lores, controls):
+        return {"main": dict(main, format="XBGR8888"), "lores": dict(lores), "controls": controls}
+
+    def align_configuration(self, config):
+        pass
+
+    def configure(self, config):
+        if self.vc4 and config["lores"]["format"] != "YUV420":
+            raise RuntimeError("lores stream must be YUV")
+        self.config = config
+
+    def stream_configuration(self, name):
+        return self.config[name]
+
+    def start(self):
+        self.started = True
+
+    def capture_request(self):
+        time.sleep(0.002)  # a frame interval
+        return _FakeRequest(self)
+
+    def stop(self):
+        self.started = False
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("vc4, lores_format", [(True, "YUV420"), (False, "RGB888")])
+def test_picamera_lores_format_and_sensor_timestamps(monkeypatch, vc4, lores_format):
+    fake = types.ModuleType("picamera2")
+    fake.Picamera2 = _FakePicamera2
+    monkeypatch.setitem(sys.modules, "picamera2", fake)
+    monkeypatch.setattr(_FakePicamera2, "vc4", vc4)
+    _FakePicamera2.instances.clear()
+    src = PicameraSource(0, 640, 480, fps=30, infer_size=(224, 224))
+    with src:
+        frame = src.read(timeout=5)
+    cam = _FakePicamera2.instances[0]
+    assert src.lores_format == lores_format
+    assert cam.config["controls"] == {"FrameDurationLimits": (33333, 33333)}
+    assert frame.image.shape == (224, 300, 3) and frame.colour_order == "BGR"
+    assert frame.meta["timestamp"] == "sensor" and frame.meta["exposure_us"] == 10_000
+    assert frame.t_capture_ns <= time.monotonic_ns()
+    assert cam.closed and not cam.started and cam.released_requests >= 1
+
+
+# -- factory ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spec, cls",
+    [
+        (SourceSpec("camera", index=2, width=640, height=480, fps=30), CameraSource),
+        (SourceSpec("stream", url="rtsp://cam/1"), StreamSource),
+        (SourceSpec("picamera", infer_size=(224, 224)), PicameraSource),
+        (SourceSpec("video", path="x.avi", realtime=True), VideoSource),
+        (SourceSpec("images", path="dir", loop=True), ImageFolderSource),
+    ],
+)
+def test_make_source_builds_each_kind_without_opening(spec, cls):
+    src = make_source(spec)
+    assert isinstance(src, cls) and isinstance(src, FrameSource)
+    src.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kind": "webcam"},
+        {"kind": "video"},
+        {"kind": "images", "path": ""},
+        {"kind": "stream"},
+        {"kind": "camera", "index": -1},
+        {"kind": "camera", "fps": 0},
+        {"kind": "picamera", "infer_size": (224,)},
+    ],
+)
+def test_source_spec_rejects_bad_fields_with_config_error(kwargs):
+    with pytest.raises(ConfigError) as info:
+        SourceSpec(**kwargs)
+    assert info.value.fix
+
+
+def test_open_source_starts_the_source(image_dir):
+    with open_source(SourceSpec("images", path=str(image_dir))) as src:
+        assert src.read().name == "a_first.jpg"
+    with pytest.raises(SourceError):
+        open_source(SourceSpec("video", path=str(image_dir / "nope.avi")))

@@ -90,8 +90,8 @@ class GpioOutput(ChannelOutput):
                 reasons = "; ".join(str(w.message) for w in caught)
                 raise OutputError(
                     f"no GPIO library works on this machine for pin {pin} ({exc}{': ' + reasons if reasons else ''})",
-                    "on a Raspberry Pi: " + PI_EXTRA_FIX.split(" (")[0]
-                    + " (it brings lgpio); elsewhere use outputs.kind = \"dryrun\"",
+                    "on a Raspberry Pi: pip install 'weed-detector[pi]' (it brings lgpio); "
+                    "elsewhere use outputs.kind = \"dryrun\"",
                 ) from exc
             except exc_mod.PinInvalidPin as exc:
                 raise OutputError(

@@ -25,6 +25,9 @@ are the fail-safe paths (called from ``finally`` blocks) and log the error inste
 ``acks=False`` is a send-only mode (a TX-only link, or ``loop://`` in tests, where our
 own lines come back instead of replies): nothing is awaited and ``channels`` must be
 given. The controller's watchdog and bounded durations still protect the valves.
+
+A pyserial object passed as ``serial=`` (tests: a ``loop://`` instance) is used as it
+is and left open by ``close()``: whoever opened it closes it.
 """
 
 from __future__ import annotations
@@ -146,6 +149,11 @@ class SerialOutput(ChannelOutput):
         if self.acks and (self._ser.timeout is None or self._ser.timeout > _POLL_S):
             self._ser.timeout = _POLL_S  # reads must never block longer than a poll
         try:
+            if self.acks:  # replies meant for an earlier process must not answer our HELLO
+                try:
+                    self._ser.reset_input_buffer()
+                except Exception as exc:
+                    raise OutputError(f"serial port {port!r} failed: {exc}", PORT_FIX) from exc
             info = self._handshake(first=True)
             if info is not None:
                 if channels is not None and channels > info.channels:

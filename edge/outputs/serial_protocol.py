@@ -53,11 +53,11 @@ RETRYABLE = (E_CHK, E_FMT, E_LEN)
 _ARITY = {HELLO: 1, ON: 2, OFF: 1, ALLOFF: 0, HB: 0}
 HELLO_ACK_FIELDS = 4  # version, channels, watchdog_ms, max_on_ms
 
+# One decoded line: seq (int), cmd (str), args (tuple of str).
 Message = namedtuple("Message", ("seq", "cmd", "args"))
-Message.__doc__ = "One decoded line: seq (int), cmd (str), args (tuple of str)."
 
+# What a controller announces in its ACK to HELLO (all ints).
 HelloInfo = namedtuple("HelloInfo", ("version", "channels", "watchdog_ms", "max_on_ms"))
-HelloInfo.__doc__ = "What a controller announces in its ACK to HELLO."
 
 
 class ProtocolError(ValueError):
@@ -65,10 +65,9 @@ class ProtocolError(ValueError):
 
     ``code`` is one of ``ERROR_CODES`` (the controller sends it back in a NAK);
     ``seq`` is the line's sequence number when it could be read, else 0.
+    Always raised with all three arguments: MicroPython builds ``args`` from the
+    call, so there is no ``__init__`` with defaults.
     """
-
-    def __init__(self, code, seq=0, detail=""):
-        ValueError.__init__(self, code, seq, detail)
 
     @property
     def code(self):

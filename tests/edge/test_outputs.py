@@ -237,6 +237,16 @@ def test_gpio_busy_pin_names_the_pin_and_releases_the_others(factory):
     first.close()
 
 
+def test_gpio_without_a_working_pin_library_is_an_output_error(monkeypatch):
+    from edge.outputs.gpio import GpioOutput
+
+    monkeypatch.setattr(gpiozero.Device, "pin_factory", None)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "no-such-factory")
+    with pytest.raises(OutputError) as err:
+        GpioOutput([17])
+    assert "pin 17" in str(err.value) and "weed-detector[pi]" in str(err.value)
+
+
 def test_gpio_without_gpiozero_tells_how_to_install(monkeypatch):
     from edge.outputs.gpio import GpioOutput
 

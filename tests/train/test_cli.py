@@ -1,0 +1,72 @@
+"""`weed-train` wiring that needs no training: parsing, errors, background, weights list, gate exit."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from train import cli
+
+PHOTOS = Path(__file__).resolve().parent.parent / "data" / "photos"
+
+
+def test_train_needs_data(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train"])
+    assert e.value.code == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def test_missing_folder_is_a_config_error(tmp_path, capsys):
+    rc = cli.main(["background", "--data", str(tmp_path / "none"), "--weeds", "x", "--out", str(tmp_path / "bg")])
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "one sub-folder per class" in err
+
+
+def _rotated_set(root: Path) -> Path:
+    """Grass photos (which have plant-free gravel) x 4 rotations: 8 photos per class."""
+    import cv2
+    import numpy as np
+
+    for cls in ("black_grass", "loose_silky_bent", "common_wheat"):
+        (root / cls).mkdir(parents=True)
+        for p in sorted((PHOTOS / cls).glob("*.jpg")):
+            img = cv2.imread(str(p))
+            for k in range(4):
+                cv2.imwrite(str(root / cls / f"{p.stem}_r{k}.png"), np.rot90(img, k))
+    return root
+
+
+def test_background_command_writes_patches_per_split(tmp_path, capsys):
+    out = tmp_path / "bg"
+    data = _rotated_set(tmp_path / "data")
+    rc = cli.main([
+        "background", "--data", str(data), "--roles", str(PHOTOS / "classes.csv"), "--input-size", "48",
+        "--val", "0.25", "--test", "0.25", "--background-fraction", "2", "--out", str(out),
+    ])
+    assert rc == 0
+    rows = list(csv.DictReader((out / "patches.csv").open()))
+    assert rows and all((out / r["path"]).is_file() for r in rows)
+    assert {r["split"] for r in rows} <= {"train", "val", "test"}
+    assert "background patches" in capsys.readouterr().out
+
+
+def test_weights_list(capsys):
+    assert cli.main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "torchvision-imagenet1k-v1" in out and "NOT shippable" in out  # xception's source
+
+
+def test_gate_failure_exits_nonzero():
+    from edge.errors import WeedDetectorError
+    from train.export import EXIT_QUANT_GATE
+    from train.pipeline import RunResult
+
+    res = RunResult(bundle_dir=Path("x"), metrics={}, gate_passed=False, gate_message="species 2.00 points")
+    with pytest.raises(WeedDetectorError) as e:
+        cli.check_gate(res, allow_quant_drop=False)
+    assert e.value.exit_code == EXIT_QUANT_GATE and "--allow-quant-drop" in str(e.value)
+    cli.check_gate(res, allow_quant_drop=True)  # allowed: no error

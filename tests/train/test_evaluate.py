@@ -1,0 +1,88 @@
+"""Metrics on hand-made examples: species accuracy, sprayer rates, CIs, thresholds, gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train import evaluate as ev
+from train.data import Roles
+from train.export import quant_gate
+
+LABELS = ["background", "maize", "charlock", "fat_hen"]
+ROLES = Roles(weed=("charlock", "fat_hen"), crop=("maize",), background=("background",))
+
+
+def onehot(i, p=0.9):
+    v = np.full(len(LABELS), (1 - p) / (len(LABELS) - 1), np.float32)
+    v[i] = p
+    return v
+
+
+def test_hand_made_confusion():
+    # true:      maize maize charlock charlock fat_hen  background background
+    # predicted: maize fat_hen charlock fat_hen maize background charlock
+    y = np.array([1, 1, 2, 2, 3, 0, 0])
+    pred = [1, 3, 2, 3, 1, 0, 2]
+    probs = np.stack([onehot(i) for i in pred])
+    m = ev.evaluate(probs, y, LABELS, ROLES, threshold=0.5)
+    # species accuracy counts only the 5 plant photos: maize, charlock right -> 2/5
+    assert m["species_accuracy"] == pytest.approx(2 / 5)
+    assert m["n_plant_photos"] == 5 and m["n_background"] == 2
+    # sprayed = weed score >= 0.5: maize->fat_hen sprayed (crop sprayed 1/2);
+    # weeds: charlock, charlock->fat_hen flagged; fat_hen->maize missed (weed miss 1/3)
+    assert m["crop_sprayed"]["k"] == 1 and m["crop_sprayed"]["n"] == 2
+    assert m["weed_miss"]["k"] == 1 and m["weed_miss"]["n"] == 3
+    assert m["crop_vs_weed_accuracy"] == pytest.approx(3 / 5)
+    # background: one of two fired a valve, one recognised
+    assert m["background"]["fired"]["k"] == 1 and m["background"]["recall"] == pytest.approx(0.5)
+    cm = np.array(m["confusion_matrix"])
+    assert cm[1, 3] == 1 and cm[0, 2] == 1 and cm.sum() == 7
+    assert m["per_class"]["maize"]["precision"] == pytest.approx(0.5)  # predicted maize twice, right once
+    assert m["per_class"]["charlock"]["recall"] == pytest.approx(0.5)
+    text = ev.confusion_text(m["confusion_matrix"], LABELS)
+    assert "maize" in text and text.count("\n") == len(LABELS)
+
+
+def test_weed_score_sums_weed_classes():
+    probs = np.array([[0.1, 0.2, 0.3, 0.4]], np.float32)
+    assert ev.weed_score(probs, LABELS, ROLES)[0] == pytest.approx(0.7)
+
+
+def test_wilson_interval_known_values():
+    r = ev.wilson(0, 100)
+    assert r.low == 0.0 and r.high == pytest.approx(0.0370, abs=5e-4)
+    r = ev.wilson(3, 100)  # 3 % with n=100: 1.03 % .. 8.45 %
+    assert (r.low, r.high) == (pytest.approx(0.0103, abs=5e-4), pytest.approx(0.0845, abs=5e-4))
+    assert ev.wilson(0, 0).n == 0
+
+
+def test_threshold_sweep_and_choice():
+    # weeds score 0.6..0.9, crops 0.1..0.3: any threshold in (0.3, 0.6] separates them
+    y = np.array([2, 2, 2, 1, 1, 1])
+    ws = [0.6, 0.75, 0.9, 0.1, 0.2, 0.3]
+    probs = np.array([[0.0, 1 - w, w, 0.0] for w in ws], np.float32)
+    sweep = ev.threshold_sweep(probs, y, LABELS, ROLES)
+    perfect = [r["threshold"] for r in sweep if r["weed_miss"] == 0 and r["crop_sprayed"] == 0]
+    assert perfect == [0.35, 0.4, 0.45, 0.5, 0.55, 0.6]
+    assert ev.choose_threshold(sweep) in (0.45, 0.5)  # middle of the flat optimum
+    # weighting misses heavily moves the choice towards catching every weed
+    y2 = np.array([2, 1])
+    probs2 = np.array([[0, 0.6, 0.4, 0], [0, 0.55, 0.45, 0]], np.float32)
+    s2 = ev.threshold_sweep(probs2, y2, LABELS, ROLES)
+    assert ev.choose_threshold(s2, miss_weight=10.0) <= 0.4
+
+
+def test_quant_gate():
+    f = {"species_accuracy": 0.95, "crop_vs_weed_accuracy": 0.99}
+    ok = quant_gate(f, {"species_accuracy": 0.945, "crop_vs_weed_accuracy": 0.985})
+    assert ok.passed and ok.species_drop == pytest.approx(0.5)
+    bad = quant_gate(f, {"species_accuracy": 0.95, "crop_vs_weed_accuracy": 0.975})
+    assert not bad.passed and bad.crop_vs_weed_drop == pytest.approx(1.5)
+    assert "crop-vs-weed 1.50 points" in bad.message()
+    assert quant_gate(f, {"species_accuracy": 0.96, "crop_vs_weed_accuracy": 1.0}).passed  # int8 better
+
+
+def test_confusion_png(tmp_path):
+    p = ev.confusion_png([[3, 1], [0, 4]], ["a", "b"], tmp_path / "cm.png")
+    assert p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,118 @@
+"""A tiny end-to-end run: train -> export int8/float32 -> load with edge -> classify.
+
+Small images (32 px), a few photos (the committed ones, rotated to make more), random
+initial weights (no weight package needed), one short epoch: it checks the wiring, not
+the accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+PHOTOS = Path(__file__).resolve().parent.parent / "data" / "photos"
+CLASSES = ("maize", "sugar_beet", "charlock", "fat_hen")  # 2 crops, 2 weeds
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> Path:
+    """4 classes x 2 photos x 4 rotations; a roles file; one corrupt file."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        for p in sorted((PHOTOS / cls).glob("*.jpg")):
+            img = cv2.imread(str(p))
+            for k in range(4):
+                cv2.imwrite(str(root / cls / f"{p.stem}_r{k}.png"), np.rot90(img, k))
+    (root / "fat_hen" / "truncated.jpg").write_bytes((PHOTOS / "fat_hen").glob("*.jpg").__next__().read_bytes()[:40])
+    with (root.parent / "roles.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["class", "role"])
+        for cls in CLASSES:
+            w.writerow([cls, "crop" if cls in ("maize", "sugar_beet") else "weed"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_set):
+    """One tiny training run shared by the tests below (the slow part: ~10-20 s)."""
+    from train.data import Augment
+    from train.fit import FitConfig
+    from train.pipeline import DataConfig, train_model
+
+    dc = DataConfig(data=tiny_set, roles_file=tiny_set.parent / "roles.csv", val_fraction=0.25, test_fraction=0.25)
+    fc = FitConfig(mode="scratch", weights="none", input_size=32, epochs=1, batch_size=16, verbose=0,
+                   augment=Augment(rotation=0.25))
+    return train_model(dc, fc, progress=False)
+
+
+def _export(trained, out: Path, **kw):
+    from train.pipeline import ExportConfig, export_bundle
+
+    ec = ExportConfig(out=out, name="tiny", representative=16, latency_runs=3, **kw)
+    return export_bundle(trained, ec, argv=["train", "--data", str(trained.dc.data), "--input-size", "32"])
+
+
+@pytest.mark.slow
+def test_train_export_load_classify(trained, tmp_path):
+    from edge.bundle import load_bundle
+    from edge.inference import Classifier
+
+    res = _export(trained, tmp_path, extra_variants=("float16",))
+    folder = tmp_path / "tiny"
+    assert res.bundle_dir == folder
+    for f in ("manifest.json", "model.tflite", "model_float32.tflite", "model_float16.tflite", "report.md",
+              "metrics.json", "confusion_matrix.png", "confusion_matrix.txt"):
+        assert (folder / f).is_file(), f
+
+    bundle = load_bundle(folder)
+    m = bundle.manifest
+    assert m.quantization == "int8" and m.input.dtype == "uint8" and m.input.height == 32
+    assert set(m.weed_labels) == {"charlock", "fat_hen"} and set(m.crop_labels) == {"maize", "sugar_beet"}
+    assert m.training["command"].startswith("weed-train train --data")
+    assert m.training["corrupt_skipped"] == 1
+    assert 0.0 <= m.threshold <= 1.0 and m.metrics["threshold_chosen_on"] == "validation"
+    assert set(m.variants) == {"float32", "float16"}
+
+    photo = cv2.cvtColor(cv2.imread(str(next((PHOTOS / "maize").glob("*.jpg")))), cv2.COLOR_BGR2RGB)
+    for variant in (None, "float32", "float16"):
+        with Classifier(load_bundle(folder, variant=variant), num_threads=1) as clf:
+            probs = clf.classify_rgb(photo)
+            assert probs.shape == (len(m.labels),) and probs.dtype == np.float32
+            assert abs(float(probs.sum()) - 1.0) < 0.05
+
+    metrics = json.loads((folder / "metrics.json").read_text())
+    test = metrics["models"]["int8"]["test"]
+    assert test["n_plant_photos"] > 0
+    assert 0.0 <= test["species_accuracy"] <= 1.0
+    assert test["weed_miss"]["ci95"][0] <= test["weed_miss"]["rate"] <= test["weed_miss"]["ci95"][1]
+    report = (folder / "report.md").read_text()
+    assert m.training["command"] in report and "Quantisation gate" in report
+
+    # `weed-train evaluate`: the bundle on a folder of photos (here the training set itself)
+    from train.cli import main
+
+    assert main(["evaluate", "--model", str(folder), "--data", str(trained.dc.data), "--out", str(tmp_path / "ev")]) == 0
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert ev["n_plant_photos"] == 32 and ev["threshold"] == pytest.approx(m.threshold)
+
+
+@pytest.mark.slow
+def test_failed_gate_keeps_float_as_main_model(trained, tmp_path):
+    from edge.bundle import load_bundle
+
+    # an impossible allowance (int8 must beat float by 100 points) forces the gate to fail
+    res = _export(trained, tmp_path, max_quant_drop=-100.0)
+    assert not res.gate_passed and "crop-vs-weed" in res.gate_message
+    b = load_bundle(tmp_path / "tiny")
+    assert b.manifest.quantization == "float32" and b.model_path.name == "model_float32.tflite"
+    assert "int8" in b.manifest.variants and (tmp_path / "tiny" / "model_int8.tflite").is_file()
+    assert not (tmp_path / "tiny" / "model.tflite").exists()
+    assert b.manifest.metrics["quant_gate_passed"] is False

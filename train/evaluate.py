@@ -1,0 +1,320 @@
+"""Honest evaluation: species accuracy, the sprayer's two error rates, background, thresholds.
+
+Everything works on a matrix of class probabilities (one row per photo) so the same code
+scores a Keras model, a float TFLite file and the int8 TFLite run through the edge
+runtime. A photo is *flagged* (sprayed) when its weed score -- the summed probability
+of all weed classes -- reaches the threshold.
+
+* species accuracy: argmax over all classes, on plant photos only (crop + weed);
+* crop-vs-weed accuracy, weed miss rate (weed photos not flagged / weed photos) and crop
+  sprayed rate (crop photos flagged / crop photos), each rate with a Wilson 95 % interval;
+* background photos are reported on their own (how often they would fire a valve) and
+  never counted in the species numbers;
+* a threshold sweep, and the operating threshold chosen on the *validation* split.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from train.data import Roles
+
+
+@dataclass(frozen=True)
+class Rate:
+    """k events out of n, with a Wilson score interval."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+    def as_dict(self) -> dict:
+        return {"rate": self.value if self.n else None, "k": self.k, "n": self.n, "ci95": [self.low, self.high]}
+
+    def __str__(self) -> str:
+        if not self.n:
+            return "n/a (no photos)"
+        return f"{100 * self.value:.2f} % ({self.k}/{self.n}; 95 % CI {100 * self.low:.2f}-{100 * self.high:.2f} %)"
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> Rate:
+    """Wilson score interval (SciPy's binomtest), good for rates near 0 or 1."""
+    if n == 0:
+        return Rate(0, 0, float("nan"), float("nan"))
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return Rate(int(k), int(n), float(ci.low), float(ci.high))
+
+
+def role_vector(labels: Sequence[str], roles: Roles) -> np.ndarray:
+    """Per label: 1 weed, 0 crop, -1 background."""
+    return np.array([{"weed": 1, "crop": 0, "background": -1}[roles.role_of(l)] for l in labels], dtype=np.int64)
+
+
+def weed_score(probs: np.ndarray, labels: Sequence[str], roles: Roles) -> np.ndarray:
+    mask = role_vector(labels, roles) == 1
+    return probs[:, mask].sum(axis=1)
+
+
+def sprayer_rates(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, threshold: float) -> dict:
+    """Crop-vs-weed accuracy, weed miss, crop sprayed and background fired at ``threshold``."""
+    rv = role_vector(labels, roles)
+    true_role = rv[y]
+    flagged = weed_score(probs, labels, roles) >= threshold
+    weed, crop, bg = true_role == 1, true_role == 0, true_role == -1
+    plants = weed | crop
+    correct = (flagged & weed) | (~flagged & crop)
+    return {
+        "crop_vs_weed_accuracy": float(correct[plants].mean()) if plants.any() else float("nan"),
+        "weed_miss": wilson(int((weed & ~flagged).sum()), int(weed.sum())),
+        "crop_sprayed": wilson(int((crop & flagged).sum()), int(crop.sum())),
+        "background_fired": wilson(int((bg & flagged).sum()), int(bg.sum())),
+    }
+
+
+def threshold_sweep(
+    probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, thresholds: Sequence[float] | None = None
+) -> list[dict]:
+    """Rates at each threshold (default 0.05 .. 0.95 in steps of 0.05)."""
+    if thresholds is None:
+        thresholds = [round(t, 2) for t in np.arange(0.05, 0.951, 0.05)]
+    rows = []
+    for t in thresholds:
+        r = sprayer_rates(probs, y, labels, roles, float(t))
+        rows.append(
+            {
+                "threshold": float(t),
+                "crop_vs_weed_accuracy": r["crop_vs_weed_accuracy"],
+                "weed_miss": r["weed_miss"].value if r["weed_miss"].n else None,
+                "crop_sprayed": r["crop_sprayed"].value if r["crop_sprayed"].n else None,
+                "background_fired": r["background_fired"].value if r["background_fired"].n else None,
+            }
+        )
+    return rows
+
+
+def choose_threshold(sweep: Sequence[dict], miss_weight: float = 1.0) -> float:
+    """Operating threshold from a *validation* sweep.
+
+    Minimises ``miss_weight * weed_miss + crop_sprayed + background_fired``; among
+    equally good thresholds, the middle of the best run is taken (most margin on both
+    sides), so a flat optimum does not sit on its edge.
+    """
+    def cost(row: dict) -> float:
+        return sum(
+            w * (row[k] or 0.0)
+            for k, w in (("weed_miss", miss_weight), ("crop_sprayed", 1.0), ("background_fired", 1.0))
+        )
+
+    costs = np.array([cost(r) for r in sweep])
+    best = costs.min()
+    idx = np.flatnonzero(np.isclose(costs, best, atol=1e-12))
+    # longest contiguous run of optimal thresholds, then its middle
+    runs, start = [], idx[0]
+    for a, b in zip(idx, idx[1:]):
+        if b != a + 1:
+            runs.append((start, a))
+            start = b
+    runs.append((start, idx[-1]))
+    lo, hi = max(runs, key=lambda r: r[1] - r[0])
+    return float(sweep[(lo + hi) // 2]["threshold"])
+
+
+def evaluate(
+    probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, threshold: float
+) -> dict:
+    """All metrics for one split, as plain JSON-ready values (rates carry their CIs)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    probs = np.asarray(probs, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    rv = role_vector(labels, roles)
+    pred = probs.argmax(axis=1)
+    plants = rv[y] >= 0
+    bg = rv[y] == -1
+    p, r, f, support = precision_recall_fscore_support(
+        y, pred, labels=list(range(len(labels))), zero_division=0
+    )
+    rates = sprayer_rates(probs, y, labels, roles, threshold)
+    species_acc = float((pred[plants] == y[plants]).mean()) if plants.any() else float("nan")
+    out = {
+        "n_photos": int(len(y)),
+        "n_plant_photos": int(plants.sum()),
+        "n_background": int(bg.sum()),
+        "threshold": float(threshold),
+        "species_accuracy": species_acc,
+        "species_accuracy_ci95": list(wilson(int((pred[plants] == y[plants]).sum()), int(plants.sum())).as_dict()["ci95"]),
+        "crop_vs_weed_accuracy": rates["crop_vs_weed_accuracy"],
+        "weed_miss": rates["weed_miss"].as_dict(),
+        "crop_sprayed": rates["crop_sprayed"].as_dict(),
+        "background": {
+            "fired": rates["background_fired"].as_dict(),
+            "recall": float((pred[bg] == y[bg]).mean()) if bg.any() else None,
+            "max_weed_score": float(weed_score(probs[bg], labels, roles).max()) if bg.any() else None,
+        },
+        "per_class": {
+            lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+            for i, lab in enumerate(labels)
+        },
+        "confusion_matrix": confusion_matrix(y, pred, labels=list(range(len(labels)))).tolist(),
+        "sweep": threshold_sweep(probs, y, labels, roles),
+    }
+    return out
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def confusion_text(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> str:
+    """Rows = true class, columns = predicted (abbreviated to 6 characters)."""
+    short = [l[:6] for l in labels]
+    w = max(len(l) for l in labels)
+    cw = max(6, max(len(str(v)) for row in cm for v in row))
+    lines = [" " * w + "  " + " ".join(f"{s:>{cw}}" for s in short) + "   <- predicted"]
+    for lab, row in zip(labels, cm):
+        lines.append(f"{lab:>{w}}  " + " ".join(f"{v:>{cw}}" for v in row))
+    return "\n".join(lines)
+
+
+def confusion_png(cm: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(labels), 0.8 + 0.55 * len(labels)), dpi=100)
+    ConfusionMatrixDisplay(np.asarray(cm), display_labels=list(labels)).plot(
+        ax=ax, cmap="Greens", colorbar=False, xticks_rotation=60
+    )
+    ax.set_title(title or "confusion matrix (rows: true)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f} %"
+
+
+def rate_str(d: dict) -> str:
+    if not d["n"]:
+        return "n/a"
+    lo, hi = d["ci95"]
+    return f"{100 * d['rate']:.2f} % ({d['k']}/{d['n']}; 95 % CI {100 * lo:.2f}-{100 * hi:.2f} %)"
+
+
+def summary_lines(m: dict) -> list[str]:
+    return [
+        f"species accuracy (plants only): {pct(m['species_accuracy'])} over {m['n_plant_photos']} photos",
+        f"crop-vs-weed accuracy: {pct(m['crop_vs_weed_accuracy'])} at threshold {m['threshold']:.2f}",
+        f"weed miss rate: {rate_str(m['weed_miss'])}",
+        f"crop sprayed rate: {rate_str(m['crop_sprayed'])}",
+        f"background fired: {rate_str(m['background']['fired'])}",
+    ]
+
+
+def per_class_table(m: dict) -> str:
+    lines = ["| class | precision | recall | F1 | photos |", "|---|---:|---:|---:|---:|"]
+    for lab, v in m["per_class"].items():
+        lines.append(f"| {lab} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
+    return "\n".join(lines)
+
+
+def sweep_table(sweep: Sequence[dict], chosen: float) -> str:
+    lines = ["| threshold | crop-vs-weed acc. | weed miss | crop sprayed | background fired |", "|---:|---:|---:|---:|---:|"]
+    for r in sweep:
+        mark = " **(chosen)**" if abs(r["threshold"] - chosen) < 1e-9 else ""
+        lines.append(
+            f"| {r['threshold']:.2f}{mark} | {pct(r['crop_vs_weed_accuracy'])} | {pct(r['weed_miss'])} | "
+            f"{pct(r['crop_sprayed'])} | {pct(r['background_fired'])} |"
+        )
+    return "\n".join(lines)
+
+
+def write_metrics(path: Path, metrics: dict) -> Path:
+    path.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    return path
+
+
+def evaluate_bundle(
+    model: str | Path | None,
+    data_dir: Path,
+    variant: str | None = None,
+    out: Path | None = None,
+    roles_file: Path | None = None,
+    threshold: float | None = None,
+) -> dict:
+    """Score a bundle on a folder-per-class set of photos through the edge runtime.
+
+    The bundle's own labels, roles and operating threshold are used (``threshold``
+    overrides it); photos of classes the bundle does not know are refused unless
+    ``roles_file`` gives them a role -- they then count only in the sprayer rates.
+    """
+    from edge.bundle import load_bundle
+    from train import data as datamod
+    from train.data import DataError
+    from train.export import classify_all
+
+    bundle = load_bundle(model, variant=variant)
+    m = bundle.manifest
+    labels = list(m.labels)
+    roles = Roles(weed=tuple(m.weed_labels), crop=tuple(m.crop_labels), background=tuple(m.background_labels))
+    samples = list(datamod.check_images(datamod.scan_folder(data_dir)).good)
+    unknown = sorted({s.label for s in samples} - set(labels))
+    extra_roles = datamod.read_roles(unknown, roles_file) if unknown and roles_file else None
+    if unknown and extra_roles is None:
+        raise DataError(
+            f"classes {unknown} in {data_dir} are not labels of bundle '{m.name}'",
+            "remove them, or pass --roles class,role so they count in the weed/crop rates",
+        )
+    keep = [s for s in samples if s.label in labels]
+    images = [datamod.decode_rgb(s.path) for s in keep]
+    probs = classify_all(bundle, images, desc=f"{m.name} (edge)")
+    y = np.array([labels.index(s.label) for s in keep], dtype=np.int64)
+    thr = m.threshold if threshold is None else float(threshold)
+    metrics = evaluate(probs, y, labels, roles, thr)
+    metrics["bundle"] = m.name
+    metrics["model_file"] = bundle.model_path.name
+    metrics["data"] = str(data_dir)
+    if extra_roles is not None:
+        # photos of unknown classes: only "was it flagged?" can be scored
+        other = [s for s in samples if s.label not in labels]
+        p_other = classify_all(bundle, [datamod.decode_rgb(s.path) for s in other], desc="other classes (edge)")
+        flagged = weed_score(p_other, labels, roles) >= thr
+        is_weed = np.array([extra_roles.role_of(s.label) == "weed" for s in other])
+        metrics["unknown_classes"] = {
+            "classes": unknown,
+            "weed_miss": wilson(int((is_weed & ~flagged).sum()), int(is_weed.sum())).as_dict(),
+            "not_weed_sprayed": wilson(int((~is_weed & flagged).sum()), int((~is_weed).sum())).as_dict(),
+        }
+    for line in summary_lines(metrics):
+        print(line)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_metrics(out / "metrics.json", metrics)
+        confusion_png(metrics["confusion_matrix"], labels, out / "confusion_matrix.png", f"{m.name} on {Path(data_dir).name}")
+        (out / "confusion_matrix.txt").write_text(confusion_text(metrics["confusion_matrix"], labels) + "\n")
+        (out / "report.md").write_text(
+            "\n".join(
+                [f"# {m.name} ({bundle.model_path.name}) on `{data_dir}`", ""]
+                + [f"- {s}" for s in summary_lines(metrics)]
+                + ["", per_class_table(metrics), "", "```", confusion_text(metrics["confusion_matrix"], labels), "```",
+                   "", sweep_table(metrics["sweep"], thr), ""]
+            )
+        )
+        print(f"written: {out}/metrics.json, report.md, confusion_matrix.png/.txt")
+    return metrics

@@ -1,0 +1,279 @@
+"""Training modes, in the Keras transfer-learning vocabulary.
+
+* ``features`` -- frozen pretrained backbone (``include_top=False``, pooled) + a new
+  softmax head;
+* ``finetune`` -- ``features`` first, then the top N layers of the backbone unfrozen and
+  trained at a lower learning rate, BatchNorm layers kept frozen (inference mode) so the
+  small batches do not wreck their statistics;
+* ``logreg`` -- pooled embeddings + scikit-learn ``LogisticRegression`` (its weights are
+  then copied into a Dense softmax layer so the result exports like any other model);
+* ``scratch`` -- the same architecture from random weights (a baseline).
+
+Every mode returns one Keras model taking float32 RGB 0..255 (N, S, S, 3) and giving class
+probabilities: preprocessing is in the graph, so the exported TFLite takes uint8 pixels.
+Early stopping watches the validation loss and restores the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.errors import ConfigError
+from train.data import Augment, class_weights, make_dataset
+
+log = logging.getLogger(__name__)
+
+MODES = ("features", "finetune", "logreg", "scratch")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    mode: str = "finetune"
+    backbone: str = "mobilenet_v2"
+    input_size: int = 160
+    weights: str = "default"  # weight source name, "none", or a path
+    head_epochs: int = 5  # features mode / first phase of finetune (on augmented images)
+    head_on_embeddings: bool = True  # first phase on cached embeddings instead (fast, no augmentation)
+    embedding_head_epochs: int = 60  # epochs of that cached-embedding head (early-stopped)
+    epochs: int = 12  # finetune phase (or scratch)
+    unfreeze: int = -1  # top N backbone layers to unfreeze in finetune; -1 = all
+    train_batchnorm: bool = False  # finetune: also train BatchNorm (batch statistics adapt to the new photos)
+    head_lr: float = 1e-3
+    lr: float = 2e-4  # finetune / scratch learning rate (cosine-decayed)
+    batch_size: int = 32
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    weight_decay: float = 1e-4
+    patience: int = 4
+    seed: int = 42
+    class_weighting: bool = True
+    augment: Augment = field(default_factory=Augment)
+    logreg_c: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    verbose: int = 1
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}", f"choose one of {', '.join(MODES)}")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"] = asdict(self.augment)
+        d["logreg_c"] = list(self.logreg_c)
+        return d
+
+
+@dataclass
+class FitResult:
+    model: Any  # keras.Model: float 0..255 images -> probabilities
+    weights_source: str
+    preprocessing: str
+    history: dict
+    class_weights: dict[int, float]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def build_backbone(cfg: FitConfig, weights: str | None = None):
+    """The backbone from train.backbones (one builder per backbone, weights offline)."""
+    from train.backbones import build_backbone as _build
+
+    return _build(cfg.backbone, cfg.input_size, weights=weights or cfg.weights, include_top=False)
+
+
+def _classifier(built, n_classes: int, dropout: float, seed: int):
+    import keras
+
+    inputs = keras.Input(built.model.input_shape[1:], dtype="float32", name="image")
+    feats = built.model(inputs)
+    x = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")(feats) if dropout else feats
+    out = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, out, name=f"{built.model.name}_classifier")
+
+
+def _set_backbone_trainable(base, unfreeze: int, train_batchnorm: bool = False) -> int:
+    """Unfreeze the top ``unfreeze`` layers (-1: all) of ``base``.
+
+    BatchNorm layers stay frozen -- in Keras 3 a frozen BatchNorm also runs in inference
+    mode, so its moving statistics are untouched -- unless ``train_batchnorm``.
+    """
+    import keras
+
+    base.trainable = True
+    layers = base.layers
+    cut = 0 if unfreeze < 0 else max(0, len(layers) - unfreeze)
+    n = 0
+    for i, layer in enumerate(layers):
+        if isinstance(layer, keras.layers.BatchNormalization) and not train_batchnorm:
+            layer.trainable = False  # inference mode in Keras 3: moving stats untouched
+        else:
+            layer.trainable = i >= cut
+            n += int(layer.trainable and bool(layer.weights))
+    return n
+
+
+def _compile(model, lr, steps: int, cfg: FitConfig, decay: bool):
+    import keras
+
+    sched = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps)) if decay else lr
+    opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=cfg.weight_decay)
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def _callbacks(cfg: FitConfig):
+    import keras
+
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.patience, restore_best_weights=True, verbose=int(cfg.verbose > 0)
+        )
+    ]
+
+
+def _merge(h: dict, new: dict, phase: str) -> None:
+    for k, v in new.items():
+        h.setdefault(k, []).extend(float(x) for x in v)
+    h.setdefault("phase", []).extend([phase] * len(next(iter(new.values()))))
+
+
+def embed(model, x: np.ndarray, batch_size: int = 64, desc: str = "embedding") -> np.ndarray:
+    """Pooled features of ``x`` (uint8 images) with a progress bar."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", leave=False):
+        out.append(np.asarray(model(x[i : i + batch_size].astype(np.float32), training=False)))
+    return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
+
+
+def fit(
+    cfg: FitConfig,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    built=None,
+    embeddings: tuple[np.ndarray, np.ndarray] | None = None,
+) -> FitResult:
+    """Train one model in ``cfg.mode``. ``built`` may be passed in (a prebuilt backbone)."""
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    t0 = time.perf_counter()
+    if built is None:
+        built = build_backbone(cfg, "none" if cfg.mode == "scratch" else None)
+    cw = class_weights(y_train, n_classes) if cfg.class_weighting else {i: 1.0 for i in range(n_classes)}
+    history: dict = {}
+    notes: list[str] = []
+
+    if cfg.mode == "logreg":
+        model = _fit_logreg(cfg, built, x_train, y_train, x_val, y_val, n_classes, cw, embeddings, notes)
+        return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
+
+    model = _classifier(built, n_classes, cfg.dropout, cfg.seed)
+    train_ds = make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment, seed=cfg.seed)
+    val_ds = make_dataset(x_val, y_val, n_classes, cfg.batch_size)
+    steps = int(np.ceil(len(x_train) / cfg.batch_size))
+
+    if cfg.mode in ("features", "finetune"):
+        built.base.trainable = False
+        if cfg.head_on_embeddings:
+            if embeddings is None:
+                embeddings = (embed(built.model, x_train, desc="embedding train"), embed(built.model, x_val, desc="embedding val"))
+            h = _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw)
+            notes.append(f"head trained on cached embeddings of the un-augmented photos ({len(h['loss'])} epochs)")
+            _merge(history, h, "head")
+        elif cfg.head_epochs > 0:
+            _compile(model, cfg.head_lr, steps * cfg.head_epochs, cfg, decay=False)
+            h = model.fit(
+                train_ds, validation_data=val_ds, epochs=cfg.head_epochs, class_weight=cw,
+                callbacks=_callbacks(cfg), verbose=cfg.verbose,
+            )
+            _merge(history, h.history, "head")
+    if cfg.mode in ("finetune", "scratch"):
+        if cfg.mode == "scratch":
+            built.base.trainable = True
+            n = len(built.base.trainable_weights)
+        else:
+            n = _set_backbone_trainable(built.base, cfg.unfreeze, cfg.train_batchnorm)
+        bn = "BatchNorm trained too" if (cfg.train_batchnorm or cfg.mode == "scratch") else "BatchNorm frozen (inference mode)"
+        notes.append(f"{cfg.mode}: {n} backbone layers trainable ({bn}), lr {cfg.lr:g} cosine-decayed over {cfg.epochs} epochs")
+        _compile(model, cfg.lr, steps * cfg.epochs, cfg, decay=True)
+        h = model.fit(
+            train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=cw,
+            callbacks=_callbacks(cfg), verbose=cfg.verbose,
+        )
+        _merge(history, h.history, cfg.mode)
+    built.base.trainable = False
+    return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
+
+
+def _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw) -> dict:
+    """Train Dropout+Dense on cached pooled features, then copy it into ``model``'s head."""
+    import keras
+
+    e_train, e_val = embeddings
+    inp = keras.Input((e_train.shape[1],), name="features")
+    x = keras.layers.Dropout(cfg.dropout, seed=cfg.seed)(inp) if cfg.dropout else inp
+    out = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    head = keras.Model(inp, out, name="head")
+    head.compile(
+        optimizer=keras.optimizers.AdamW(cfg.head_lr, weight_decay=cfg.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+    h = head.fit(
+        e_train, keras.utils.to_categorical(y_train, n_classes),
+        validation_data=(e_val, keras.utils.to_categorical(y_val, n_classes)),
+        epochs=cfg.embedding_head_epochs, batch_size=cfg.batch_size, class_weight=cw, verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(5, 2 * cfg.patience),
+                                                 restore_best_weights=True)],
+    )
+    model.get_layer("probabilities").set_weights(head.get_layer("probabilities").get_weights())
+    return h.history
+
+
+def _fit_logreg(cfg, built, x_train, y_train, x_val, y_val, n_classes, cw, embeddings, notes):
+    import keras
+    from sklearn.linear_model import LogisticRegression
+
+    if embeddings is None:
+        e_train = embed(built.model, x_train, desc="embedding train")
+        e_val = embed(built.model, x_val, desc="embedding val")
+    else:
+        e_train, e_val = embeddings
+    best = None
+    for c in cfg.logreg_c:
+        clf = LogisticRegression(C=c, max_iter=3000, class_weight=cw if cfg.class_weighting else None)
+        clf.fit(e_train, y_train)
+        acc = float((clf.predict(e_val) == y_val).mean())
+        notes.append(f"logreg C={c:g}: val accuracy {100 * acc:.2f} %")
+        if best is None or acc > best[0]:
+            best = (acc, c, clf)
+    _, c, clf = best
+    notes.append(f"logreg: chose C={c:g} on validation")
+    model = _classifier(built, n_classes, 0.0, cfg.seed)
+    dense = model.get_layer("probabilities")
+    w = np.zeros((clf.coef_.shape[1], n_classes), np.float32)
+    b = np.full((n_classes,), -1e4, np.float32)  # classes absent from training never win
+    for j, cls in enumerate(clf.classes_):
+        w[:, cls] = clf.coef_[j] if clf.coef_.shape[0] > 1 else (clf.coef_[0] if j == 1 else -clf.coef_[0]) / 2
+        b[cls] = clf.intercept_[j] if clf.intercept_.shape[0] > 1 else (clf.intercept_[0] if j == 1 else -clf.intercept_[0]) / 2
+    dense.set_weights([w, b])
+    keras.utils.set_random_seed(cfg.seed)
+    return model
+
+
+def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities of a Keras classifier on uint8 images."""
+    return embed(model, x, batch_size, desc="predicting")
+

@@ -1,0 +1,410 @@
+"""The `weed-train train` run, stage by stage: data -> fit -> export -> evaluate -> bundle.
+
+Each stage lives in its own module (``data``, ``background``, ``fit``, ``export``,
+``evaluate``, ``report``); this one only wires them in order and records what was done.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from train import background as bgmod
+from train import data as datamod
+from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
+
+log = logging.getLogger(__name__)
+
+DATA_LICENCE = "CC BY-SA 4.0 (training photos: Plant Seedlings Dataset)"
+DATA_ATTRIBUTION = (
+    "Giselsson, T. M., Jørgensen, R. N., Jensen, P. K., Dyrmann, M., Midtiby, H. S. (2017). "
+    "A Public Image Database for Benchmark of Plant Seedling Classification Algorithms. arXiv:1711.05458. "
+    "Aarhus University / University of Southern Denmark."
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data: Path | None = None  # folder-per-class
+    csv: Path | None = None  # or a path,label CSV
+    val_dir: Path | None = None  # explicit validation folder (then test_dir too)
+    test_dir: Path | None = None
+    roles_file: Path | None = None
+    weeds: tuple[str, ...] = ()
+    crops: tuple[str, ...] = ()
+    background_classes: tuple[str, ...] = ()
+    groups: Path | None = None  # None: groups.csv inside/beside the data folder if present
+    use_groups: bool = True
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    background: str = "auto"  # "auto" (cut from the photos), "none", or a folder from `weed-train background`
+    background_fraction: float = 1.0  # background patches per split = this x mean photos per class
+    resize: str = "center_crop"
+    max_per_class: int = 0  # 0 = all (tests use a few)
+
+
+@dataclass
+class Item:
+    """One evaluation/training image: a photo, or a background patch cut from one."""
+
+    label: str
+    split: str
+    sample: Sample | None = None
+    patch: bgmod.Patch | None = None
+
+    def raw_rgb(self) -> np.ndarray:
+        """The image as the camera/edge would see it (original pixels, any size)."""
+        if self.patch is not None:
+            rgb = datamod.decode_rgb(self.patch.source)
+            p = self.patch
+            return np.ascontiguousarray(rgb[p.y : p.y + p.side, p.x : p.x + p.side])
+        return datamod.decode_rgb(self.sample.path)
+
+    @property
+    def name(self) -> str:
+        if self.patch is not None:
+            return f"{BACKGROUND}:{self.patch.source.parent.name}/{self.patch.source.name}"
+        return f"{self.sample.label}/{self.sample.path.name}"
+
+
+@dataclass
+class Prepared:
+    labels: list[str]
+    roles: Roles
+    samples: list[Sample]
+    items: dict[str, list[Item]]
+    corrupt: list[tuple[str, str]]
+    groups_file: str | None
+    leaks: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def split_items(self, split: str) -> list[Item]:
+        return self.items[split]
+
+    def counts(self) -> dict:
+        out = {}
+        for sp in SPLITS:
+            c: dict[str, int] = {}
+            for it in self.items[sp]:
+                c[it.label] = c.get(it.label, 0) + 1
+            out[sp] = {lab: c.get(lab, 0) for lab in self.labels}
+        return out
+
+
+def _limit(samples: list[Sample], per_class: int) -> list[Sample]:
+    if per_class <= 0:
+        return samples
+    out, seen = [], {}
+    for s in samples:
+        if seen.get(s.label, 0) < per_class:
+            out.append(s)
+            seen[s.label] = seen.get(s.label, 0) + 1
+    return out
+
+
+def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
+    """List, check, split the photos and add the background class."""
+    notes: list[str] = []
+    if dc.data is None and dc.csv is None:
+        raise DataError("no training data given", "pass --data DIR (one folder per class) or --csv FILE (path,label)")
+    samples = datamod.scan_folder(dc.data) if dc.data is not None else datamod.scan_csv(dc.csv)
+    samples = _limit(samples, dc.max_per_class)
+    root = dc.data if dc.data is not None else dc.csv.parent
+    groups_file = None
+    if dc.use_groups:
+        groups_file = dc.groups if dc.groups is not None else (datamod.find_groups_file(dc.data) if dc.data else None)
+    groups = datamod.read_groups(groups_file, root) if groups_file else {}
+    if groups_file is None:
+        notes.append("no groups file: every photo is its own group (near-duplicates could straddle splits)")
+
+    explicit = dc.val_dir is not None or dc.test_dir is not None
+    if explicit:
+        if dc.val_dir is None or dc.test_dir is None:
+            raise DataError("only one of --val-dir/--test-dir given", "give both, or neither to split automatically")
+        val = datamod.scan_folder(dc.val_dir)
+        test = datamod.scan_folder(dc.test_dir)
+        samples = datamod.explicit_splits(samples, val, test)
+
+    report = datamod.check_images(samples, progress=progress)
+    good = list(report.good)
+    corrupt = [(str(p), why) for p, why in report.corrupt]
+    good = datamod.attach_groups(good, groups, root)
+    if not explicit:
+        good = datamod.split_samples(good, dc.val_fraction, dc.test_fraction, dc.seed)
+    leaks = datamod.check_group_leaks(good)
+    if leaks and not explicit:
+        raise DataError(f"similarity groups straddle splits: {leaks[:5]}", "this is a bug in the split; report it")
+
+    labels = sorted({s.label for s in good})
+    roles = datamod.read_roles(labels, dc.roles_file, dc.weeds, dc.crops, dc.background_classes)
+    items = {sp: [Item(s.label, sp, sample=s) for s in good if s.split == sp] for sp in SPLITS}
+
+    if dc.background != "none" and BACKGROUND not in labels:
+        if dc.background == "auto":
+            want = bgmod.patch_counts(good, dc.background_fraction)
+            plan = bgmod.plan_patches(good, want, seed=dc.seed, progress=progress)
+            notes.append(
+                "background class cut from plant-free regions of each split's own photos "
+                f"(excess-green mask; {', '.join(f'{sp} {sum(p.split == sp for p in plan)}' for sp in SPLITS)})"
+            )
+        else:
+            plan = bgmod.read_patches(Path(dc.background) / "patches.csv")
+            bgmod.check_patch_splits(plan, good)
+            notes.append(f"background patches from {dc.background}")
+        for p in plan:
+            items[p.split].append(Item(BACKGROUND, p.split, patch=p))
+        if plan:
+            labels = sorted(labels + [BACKGROUND])
+            roles = roles.with_background(BACKGROUND)
+    for sp in SPLITS:
+        if not items[sp]:
+            raise DataError(f"the {sp} split is empty", "add photos, or lower --val/--test only if the set is large")
+    return Prepared(labels, roles, good, items, corrupt, str(groups_file) if groups_file else None, leaks, notes)
+
+
+def arrays(items: Sequence[Item], labels: Sequence[str], size: int, mode: str, desc: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """(x uint8 N×S×S×3 resized exactly as the edge does, y ids, raw RGB images for edge eval)."""
+    from tqdm.auto import tqdm
+
+    index = {lab: i for i, lab in enumerate(labels)}
+    x = np.zeros((len(items), size, size, 3), np.uint8)
+    y = np.zeros((len(items),), np.int64)
+    raw = []
+    for i, it in enumerate(tqdm(items, desc=desc, unit="img", leave=False)):
+        rgb = it.raw_rgb()
+        raw.append(rgb)
+        x[i] = datamod.resize_rgb(rgb, size, mode)
+        y[i] = index[it.label]
+    return x, y, raw
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return "weed-train " + " ".join(shlex.quote(a) for a in args)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    out: Path = Path("models")
+    name: str = "plant-seedlings-mnv2"
+    description: str = ""
+    extra_variants: tuple[str, ...] = ()  # "float16" on request; float32 is always written (the gate needs it)
+    allow_quant_drop: bool = False
+    max_quant_drop: float = 1.0  # points
+    representative: int = 400
+    miss_weight: float = 1.0  # weed miss vs crop sprayed trade-off when choosing the threshold
+    licence: str = DATA_LICENCE
+    attribution: str = DATA_ATTRIBUTION
+    latency_runs: int = 100
+
+
+@dataclass
+class RunResult:
+    bundle_dir: Path
+    metrics: dict
+    gate_passed: bool
+    gate_message: str
+
+
+def _evaluate_variant(bundle_dir: Path, variant: str | None, raw: dict, y: dict, labels, roles, miss_weight: float):
+    """Probabilities through the edge runtime, threshold chosen on val, metrics on test."""
+    from edge.bundle import load_bundle
+    from train import evaluate as ev
+    from train.export import classify_all
+
+    b = load_bundle(bundle_dir, variant=variant)
+    tag = variant or b.manifest.quantization
+    probs = {sp: classify_all(b, raw[sp], desc=f"{tag} {sp} (edge)") for sp in ("val", "test")}
+    val_sweep = ev.threshold_sweep(probs["val"], y["val"], labels, roles)
+    thr = ev.choose_threshold(val_sweep, miss_weight)
+    m_val = ev.evaluate(probs["val"], y["val"], labels, roles, thr)
+    m_test = ev.evaluate(probs["test"], y["test"], labels, roles, thr)
+    return {"threshold": thr, "val": m_val, "test": m_test, "file": b.model_path.name,
+            "size_bytes": b.model_path.stat().st_size, "quantization": b.quantization}
+
+
+@dataclass
+class Trained:
+    """A fitted model with the data it was made from (input to :func:`export_bundle`)."""
+
+    dc: DataConfig
+    fc: object  # FitConfig
+    prep: Prepared
+    x: dict
+    y: dict
+    raw: dict
+    result: object  # FitResult
+    started: str
+    converted: dict = field(default_factory=dict)  # (quantization, representative n) -> TFLite bytes
+
+
+def train_model(dc: DataConfig, fc, progress: bool = True) -> Trained:
+    """Prepare the data (split, background, arrays) and fit one model."""
+    from train.backbones import BACKBONES
+    from train.fit import build_backbone, fit
+
+    started = utc_now()
+    spec = BACKBONES.get(fc.backbone)
+    if spec is None:
+        raise DataError(f"unknown backbone {fc.backbone!r}", f"choose one of {', '.join(BACKBONES)}")
+    size = fc.input_size
+    prep = prepare(dc, progress=progress)
+    labels = prep.labels
+    log.info("classes: %s", ", ".join(labels))
+    x, y, raw = {}, {}, {}
+    for sp in SPLITS:
+        x[sp], y[sp], raw[sp] = arrays(prep.items[sp], labels, size, dc.resize, desc=f"loading {sp}")
+    print(datamod.split_table([_as_sample(it) for sp in SPLITS for it in prep.items[sp]], labels))
+
+    built = build_backbone(fc, "none" if fc.mode == "scratch" else None)
+    if not getattr(spec, "shippable", True) or _source_unshippable(built.weights_source):
+        prep.notes.append(f"WARNING: {fc.backbone} / {built.weights_source} may not be redistributed: do not ship this bundle")
+    result = fit(fc, x["train"], y["train"], x["val"], y["val"], len(labels), built=built)
+    return Trained(dc, fc, prep, x, y, raw, result, started)
+
+
+def run_train(dc: DataConfig, fc, ec: ExportConfig, argv: Sequence[str] | None = None, progress: bool = True) -> RunResult:
+    """Prepare data, fit, export int8 + float32 (+float16), evaluate through the edge, gate, write the bundle."""
+    return export_bundle(train_model(dc, fc, progress), ec, argv)
+
+
+def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = None) -> RunResult:
+    """Export int8 + float32 (+ extra variants), evaluate each through the edge, gate, write the bundle."""
+    from edge.bundle import InputSpec, Manifest, OutputSpec, write_bundle
+    from train import evaluate as ev
+    from train import export as ex
+    from train import report
+
+    dc, fc, prep, x, y, raw, result, t_start = t.dc, t.fc, t.prep, t.x, t.y, t.raw, t.result, t.started
+    labels, roles, size = prep.labels, prep.roles, fc.input_size
+    built = result
+
+    # ---- export
+    stage = ex.staging_dir()
+    rep = ex.representative_images(x["train"], y["train"], ec.representative, fc.seed)
+    def tflite(q: str) -> Path:
+        key = (q, len(rep) if q == "int8" else 0)
+        if key not in t.converted:  # a re-export of the same model (other gate/threshold settings) reuses it
+            t.converted[key] = ex.convert(result.model, q, rep if q == "int8" else None)
+        return ex.write_tflite(t.converted[key], stage / f"model_{q}.tflite")
+
+    files = {q: tflite(q) for q in ("int8", "float32", *ec.extra_variants)}
+    bundle_dir = Path(ec.out) / ec.name
+    training = {
+        "command": command_line(argv),
+        "seed": fc.seed,
+        "mode": fc.mode,
+        "started": t_start,
+        "data": str(dc.data or dc.csv),
+        "groups": prep.groups_file,
+        "split": {"val": dc.val_fraction, "test": dc.test_fraction, "explicit": dc.val_dir is not None},
+        "counts": prep.counts(),
+        "corrupt_skipped": len(prep.corrupt),
+        "class_weights": {labels[i]: round(w, 4) for i, w in result.class_weights.items()},
+        "fit": fc.as_dict(),
+        "seconds": round(result.seconds, 1),
+        "representative_images": int(len(rep)),
+        "notes": prep.notes + result.notes,
+    }
+    base_manifest = dict(
+        name=ec.name,
+        description=ec.description or f"{fc.backbone} ({fc.mode}) weed/crop/background classifier, {size}x{size} uint8 RGB",
+        labels=list(labels), weed_labels=list(roles.weed), crop_labels=list(roles.crop),
+        background_labels=list(roles.background),
+        backbone=fc.backbone, weights_source=built.weights_source, preprocessing=built.preprocessing,
+        licence=ec.licence, attribution=ec.attribution, training=training,
+    )
+
+    def manifest_for(main: str, threshold: float, metrics: dict) -> "Manifest":
+        io = ex.tflite_io(files[main])
+        return Manifest(
+            **base_manifest,
+            model_file="model.tflite" if main == "int8" else f"model_{main}.tflite",
+            quantization=main,
+            input=InputSpec(height=size, width=size, dtype=io["input_dtype"], colour_order="RGB", resize=dc.resize),
+            output=OutputSpec(kind="probabilities", dtype=io["output_dtype"], scale=io["output_scale"],
+                              zero_point=io["output_zero_point"]),
+            threshold=threshold, metrics=metrics,
+        )
+
+    variants = {q: p for q, p in files.items() if q != "int8"}
+    _remove_stale_models(bundle_dir)
+    write_bundle(bundle_dir, manifest_for("int8", 0.5, {}), files["int8"], variants)
+    evals = {"int8": _evaluate_variant(bundle_dir, None, raw, y, labels, roles, ec.miss_weight)}
+    for q in variants:
+        evals[q] = _evaluate_variant(bundle_dir, q, raw, y, labels, roles, ec.miss_weight)
+    gate = ex.quant_gate(evals["float32"]["test"], evals["int8"]["test"], ec.max_quant_drop)
+    for q in evals:
+        evals[q]["latency"] = _latency(bundle_dir, q, ec.latency_runs)
+
+    main = "int8" if (gate.passed or ec.allow_quant_drop) else "float32"
+    summary = report.summary_metrics(evals, main, gate)
+    metrics_doc = {
+        "bundle": ec.name, "main_model": main, "labels": labels, "description": base_manifest["description"],
+        "backbone": fc.backbone, "weights_source": built.weights_source, "input_size": size,
+        "roles": {"weed": list(roles.weed), "crop": list(roles.crop), "background": list(roles.background)},
+        "gate": {"passed": gate.passed, "allowed": ec.allow_quant_drop, "message": gate.message(),
+                 "species_drop_points": gate.species_drop, "crop_vs_weed_drop_points": gate.crop_vs_weed_drop},
+        "models": evals, "training": training, "history": result.history,
+        "corrupt_files": prep.corrupt,
+    }
+    # Final manifest: int8 is the model unless the gate failed (then float32 is, int8 stays as a variant).
+    if main == "int8":
+        write_bundle(bundle_dir, manifest_for("int8", evals["int8"]["threshold"], summary), files["int8"], variants)
+    else:
+        for f in ("model.tflite",):
+            (bundle_dir / f).unlink(missing_ok=True)
+        other = {q: p for q, p in files.items() if q != "float32"}
+        write_bundle(bundle_dir, manifest_for("float32", evals["float32"]["threshold"], summary), files["float32"], other)
+    ev.write_metrics(bundle_dir / "metrics.json", metrics_doc)
+    cm = evals[main]["test"]["confusion_matrix"]
+    ev.confusion_png(cm, labels, bundle_dir / "confusion_matrix.png", f"{ec.name} ({main}) — test split")
+    (bundle_dir / "confusion_matrix.txt").write_text(ev.confusion_text(cm, labels) + "\n")
+    (bundle_dir / "report.md").write_text(report.render(metrics_doc, ec, fc, dc, prep))
+    for p in files.values():
+        p.unlink(missing_ok=True)
+    stage.rmdir()
+    return RunResult(bundle_dir, metrics_doc, gate.passed, gate.message())
+
+
+def _remove_stale_models(bundle_dir: Path) -> None:
+    """A re-export replaces the bundle's model files: drop old ones so no stale variant lingers."""
+    if bundle_dir.is_dir():
+        for old in list(bundle_dir.glob("model*.tflite")) + [bundle_dir / "manifest.json"]:
+            old.unlink(missing_ok=True)
+
+
+def _latency(bundle_dir: Path, q: str, runs: int) -> dict:
+    from edge.bundle import load_bundle
+    from train.export import latency_ms
+
+    b = load_bundle(bundle_dir, variant=None if q == "int8" else q)
+    return {"1_thread": latency_ms(b, runs, num_threads=1), "2_threads": latency_ms(b, runs, num_threads=2)}
+
+
+def _source_unshippable(weights_source: str) -> bool:
+    try:
+        from train.weights import SOURCES
+
+        s = SOURCES.get(weights_source)
+        return bool(s is not None and not s.shippable)
+    except ImportError:
+        return False
+
+
+def _as_sample(it: Item) -> Sample:
+    if it.sample is not None:
+        return it.sample
+    return Sample(path=it.patch.source, label=it.label, group="", split=it.split)

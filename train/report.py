@@ -1,0 +1,158 @@
+"""report.md and the manifest's metrics summary, from the run's metrics document."""
+
+from __future__ import annotations
+
+from train.evaluate import pct, per_class_table, rate_str, summary_lines, sweep_table, confusion_text
+
+
+def _short(m: dict) -> dict:
+    return {
+        "species_accuracy": round(m["species_accuracy"], 4),
+        "crop_vs_weed_accuracy": round(m["crop_vs_weed_accuracy"], 4),
+        "weed_miss_rate": None if m["weed_miss"]["rate"] is None else round(m["weed_miss"]["rate"], 4),
+        "weed_miss_ci95": [round(v, 4) for v in m["weed_miss"]["ci95"]],
+        "crop_sprayed_rate": None if m["crop_sprayed"]["rate"] is None else round(m["crop_sprayed"]["rate"], 4),
+        "crop_sprayed_ci95": [round(v, 4) for v in m["crop_sprayed"]["ci95"]],
+        "background_fired_rate": m["background"]["fired"]["rate"],
+        "background_photos": m["n_background"],
+        "plant_photos": m["n_plant_photos"],
+    }
+
+
+def summary_metrics(evals: dict, main: str, gate) -> dict:
+    """The compact metrics stored in manifest.json (the full set is in metrics.json)."""
+    out = {
+        "split": "test (held out by similarity group)",
+        "threshold_chosen_on": "validation",
+        "quant_gate_passed": gate.passed,
+    }
+    for q, e in evals.items():
+        out[q] = _short(e["test"]) | {"size_bytes": e["size_bytes"], "threshold": e["threshold"]}
+        lat = e.get("latency", {}).get("2_threads")
+        if lat:
+            out[q]["invoke_p50_ms_2_threads"] = round(lat["p50_ms"], 3)
+    out["main"] = main
+    return out
+
+
+def render(doc: dict, ec, fc, dc, prep) -> str:
+    main = doc["main_model"]
+    evals = doc["models"]
+    t = doc["training"]
+    m = evals[main]["test"]
+    lines = [
+        f"# {ec.name}: training report",
+        "",
+        doc.get("description", ""),
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        t["command"],
+        "```",
+        "",
+        f"Seed {t['seed']}; started {t['started']}; {t['seconds']} s of training on this machine. "
+        "The same command gives the same metrics within noise (the bytes of the model may differ).",
+        "",
+        f"## Result on the test split ({main} model, the one `edge-run` loads)",
+        "",
+        "Test photos are held out by similarity group (near-identical frames never straddle splits); "
+        f"the operating threshold {evals[main]['threshold']:.2f} on the summed weed probability was chosen on the "
+        "validation split only.",
+        "",
+    ]
+    lines += [f"- {s}" for s in summary_lines(m)]
+    lines += [
+        "",
+        "| model | file | size | species acc. | crop-vs-weed acc. | weed miss | crop sprayed | background fired | threshold | invoke p50 (1 / 2 threads) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for q, e in evals.items():
+        tm = e["test"]
+        lat = e.get("latency", {})
+        l1 = lat.get("1_thread", {}).get("p50_ms")
+        l2 = lat.get("2_threads", {}).get("p50_ms")
+        lines.append(
+            f"| {q} | {e['file']} | {e['size_bytes'] / 1e6:.2f} MB | {pct(tm['species_accuracy'])} | "
+            f"{pct(tm['crop_vs_weed_accuracy'])} | {rate_str(tm['weed_miss'])} | {rate_str(tm['crop_sprayed'])} | "
+            f"{rate_str(tm['background']['fired'])} | {e['threshold']:.2f} | "
+            f"{'n/a' if l1 is None else f'{l1:.2f}'} / {'n/a' if l2 is None else f'{l2:.2f}'} ms |"
+        )
+    g = doc["gate"]
+    lines += [
+        "",
+        f"Quantisation gate: **{'passed' if g['passed'] else 'FAILED'}** — {g['message']}."
+        + ("" if g["passed"] else (" Shipped anyway (--allow-quant-drop)." if g["allowed"] else
+                                   " The float32 model is the bundle's main model; int8 is kept as a variant.")),
+        "",
+        "Latency is LiteRT `invoke()` only (XNNPACK, this 2-core x86 machine), measured through the edge runtime.",
+        "",
+        "## Per class (test)",
+        "",
+        per_class_table(m),
+        "",
+        "## Confusion matrix (test; rows true, columns predicted)",
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "```",
+        confusion_text(m["confusion_matrix"], doc["labels"]),
+        "```",
+        "",
+        "## Threshold sweep",
+        "",
+        "Validation (where the threshold is chosen):",
+        "",
+        sweep_table(evals[main]["val"]["sweep"], evals[main]["threshold"]),
+        "",
+        "Test (for information only; never used to choose):",
+        "",
+        sweep_table(m["sweep"], evals[main]["threshold"]),
+        "",
+        "## Data",
+        "",
+        f"- source: `{t['data']}`; groups: `{t['groups']}`; corrupt/unreadable files skipped: {t['corrupt_skipped']}",
+        f"- roles: weeds {', '.join(doc['roles']['weed'])}; crops {', '.join(doc['roles']['crop'])}; "
+        f"background {', '.join(doc['roles']['background']) or 'none'}",
+        "- class weights (balanced, used in the loss): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in t["class_weights"].items()),
+        f"- int8 calibration: {t['representative_images']} training images",
+        "",
+        "| class | train | val | test |",
+        "|---|---:|---:|---:|",
+    ]
+    for lab in doc["labels"]:
+        c = t["counts"]
+        lines.append(f"| {lab} | {c['train'][lab]} | {c['val'][lab]} | {c['test'][lab]} |")
+    lines += ["", "## Model and training", ""]
+    lines += [
+        f"- backbone `{fc.backbone}`, weights `{prep_weights(doc)}`, input {fc.input_size}x{fc.input_size} uint8 RGB "
+        f"({dc.resize}); preprocessing in the graph",
+        f"- mode `{fc.mode}`: head {fc.head_epochs} epochs at {fc.head_lr:g}, then {fc.epochs} epochs at {fc.lr:g} "
+        f"(cosine), unfreeze {'all' if fc.unfreeze < 0 else fc.unfreeze} layers, "
+        f"BatchNorm {'trained' if fc.train_batchnorm else 'frozen'}; "
+        f"label smoothing {fc.label_smoothing}, dropout {fc.dropout}, AdamW weight decay {fc.weight_decay:g}, "
+        f"batch {fc.batch_size}, early stopping on val loss (patience {fc.patience}) with best-epoch restore",
+        f"- augmentation (training batches only): {fc.augment}",
+    ]
+    lines += [f"- {n}" for n in t["notes"]]
+    lines += [
+        "",
+        "## Caveats",
+        "",
+        "- Greenhouse trays on gravel photographed top-down, 150x150 px: a new field, camera, soil or growth stage "
+        "will score lower than this split. Re-measure on your own photos (`weed-train evaluate`).",
+        "- black-grass and loose silky-bent look alike (and resemble young wheat); the data has known label noise there.",
+        "- The background class is cut from gravel/tray regions of these photos; real bare soil may differ.",
+        "",
+        "## Licence and attribution",
+        "",
+        f"- data: {ec.licence}. {ec.attribution}",
+        "- pretrained weights: see the manifest's `weights_source`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def prep_weights(doc: dict) -> str:
+    return doc.get("weights_source", "") or doc["training"].get("weights_source", "")

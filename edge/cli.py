@@ -202,6 +202,11 @@ def _version_text() -> str:
     return f"edge-run {__version__} (weed-detector); runtime: {rt}; Python {sys.version.split()[0]}"
 
 
+def one_line(text: str) -> str:
+    """An error message as exactly one line (a field name read from a file may hold a newline)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.version:
@@ -222,10 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stop_on_signals(stop):
             summary = wiring.run(cfg, stop=stop, max_frames=args.max_frames)
         print(f"done ({summary.stopped_by}): {summary.frames} frames, {summary.weed_frames} weed frames, "
-              f"{summary.spray_frames} spraying, {summary.dropped} dropped, {summary.stalls} stalls; all outputs off")
+              f"{summary.spray_frames} spraying, {summary.dropped} dropped, {summary.stalls} stalls, "
+              f"{summary.reconnects} reconnects; all outputs off")
         return EXIT_OK
     except WeedDetectorError as e:
-        print(f"edge-run: error: {e}", file=sys.stderr)
+        print(f"edge-run: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except Exception:
         log.exception("internal error (all outputs were switched off); please report this with the log above")

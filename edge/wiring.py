@@ -2,8 +2,13 @@
 
 1. the model bundle is loaded and its interpreter checked (bad model: nothing touched);
 2. the outputs are built (every channel off);
-3. the frame source is opened;
+3. systemd is told READY (when run as a ``Type=notify`` service), then the frame source
+   is opened;
 4. the pipeline runs; on any way out, outputs go off and everything is closed.
+
+Unattended operation (the ``[service]`` section, ``edge.config_service``): STATUS and
+WATCHDOG notifications from the loop's heartbeat, a lost camera reopened with backoff,
+a lost serial controller reconnected with backoff, and size caps on the logs.
 """
 
 from __future__ import annotations
@@ -12,16 +17,20 @@ import logging
 import sys
 import threading
 from contextlib import ExitStack
+from typing import Callable
 
 from edge.actuation import Actuator
 from edge.bundle import available_bundles, load_bundle
 from edge.config import Config
+from edge.config_service import ServiceConfig
 from edge.decision import Decider
 from edge.errors import EXIT_OK
 from edge.inference import Classifier
+from edge.notify import SdNotify, ServiceNotifier
 from edge.outputs import build_output
 from edge.outputs.base import Output
 from edge.pipeline import FrameResult, Pipeline, RunSummary
+from edge.reconnect import Backoff, ReconnectingOutput
 from edge.recorder import JsonlLog, TriggerSaver
 from edge.sources import SourceSpec, open_source
 
@@ -74,29 +83,79 @@ def frame_line(r: FrameResult) -> str:
             f"weed {r.decision.weed_score:4.2f}  {act:5s}  outputs {outs}  {r.timings.end_to_end:6.1f} ms")
 
 
+def service_config(cfg: Config) -> ServiceConfig:
+    """The ``[service]`` section (its defaults when the config model has none)."""
+    return getattr(cfg, "service", None) or ServiceConfig()
+
+
+def make_output(cfg: Config, service: ServiceConfig) -> Output:
+    """The configured output, all off; a serial controller is wrapped to reconnect when lost."""
+    if cfg.outputs.kind == "serial" and service.serial_reconnect:
+        return ReconnectingOutput(lambda: build_output(cfg.outputs),
+                                  backoff=Backoff(service.reconnect_initial_s, service.reconnect_max_s))
+    return build_output(cfg.outputs)
+
+
+def _with_output_state(beat: Callable[[dict], None], out: Output) -> Callable[[dict], None]:
+    """Adds ``controller: ok|lost`` to the heartbeat of a reconnecting (serial) output."""
+    if not isinstance(out, ReconnectingOutput):
+        return beat
+
+    def with_state(info: dict) -> None:
+        beat({**info, "controller": "ok" if out.connected else "lost, reconnecting",
+              "controller_losses": out.losses, "controller_reconnects": out.reconnects})
+
+    return with_state
+
+
 def run(cfg: Config, stop: threading.Event | None = None, max_frames: int | None = None,
-        output: Output | None = None) -> RunSummary:
+        output: Output | None = None, notifier: ServiceNotifier | None = None) -> RunSummary:
+    service = service_config(cfg)
+    if notifier is None:
+        notifier = ServiceNotifier(SdNotify() if service.notify else SdNotify(env={}),
+                                   status_interval_s=service.status_interval_s)
+    try:
+        return _run(cfg, service, notifier, stop, max_frames, output)
+    except BaseException as e:
+        notifier.notify.status(f"failed: {e}" if str(e) else f"failed: {type(e).__name__}")
+        raise
+    finally:
+        notifier.close()
+
+
+def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: threading.Event | None,
+         max_frames: int | None, output: Output | None) -> RunSummary:
     classifier = load_classifier(cfg)
     decider = make_decider(cfg, classifier)
     inp = classifier.bundle.manifest.input
     with ExitStack() as stack:
         stack.callback(classifier.close)
-        out = output if output is not None else build_output(cfg.outputs)
+        out = output if output is not None else make_output(cfg, service)
         stack.callback(out.close)
         log.info("model %s (%s) on %s | outputs: %s x%d | threshold %.2f, weeds: %s",
                  classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
                  decider.threshold, ", ".join(decider.weed_labels))
-        source = open_source(source_spec(cfg, (inp.width, inp.height)))
+        spec = source_spec(cfg, (inp.width, inp.height))
+        notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; opening {spec.describe()}")
+        stack.callback(notifier.stopping, "stopping: all outputs off")
+        source = open_source(spec)
         stack.callback(source.close)
+        maintain = getattr(out, "maintain", None)
         pipeline = Pipeline(
             source, classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
-            jsonl=JsonlLog(cfg.log.jsonl or None),
-            saver=TriggerSaver(cfg.log.save_triggers or None, cfg.log.sample_rate),
+            jsonl=JsonlLog(cfg.log.jsonl or None, max_bytes=int(service.log_max_mb * 1e6),
+                           backups=service.log_backups),
+            saver=TriggerSaver(cfg.log.save_triggers or None, cfg.log.sample_rate,
+                               max_bytes=int(service.triggers_max_mb * 1e6)),
             stop=stop,
             stall_timeout_s=cfg.safety.stall_timeout_s,
             stats_interval_s=cfg.log.stats_interval_s,
             max_frames=max_frames,
             on_frame=(lambda r: print(frame_line(r), flush=True)) if cfg.log.print_frames else None,
+            heartbeat=_with_output_state(notifier.beat, out),
+            maintain=(maintain,) if callable(maintain) else (),
+            reconnect=Backoff(service.reconnect_initial_s, service.reconnect_max_s),
+            give_up_s=service.give_up_s,
         )
         return pipeline.run()
 

@@ -1,0 +1,214 @@
+"""edge-bench: runs a few frames, writes JSON with every schema field, compares, renders.
+
+No assertion here is about how fast anything is: timings vary by machine and load.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bench import report
+from edge.bench.cli import main
+from edge.bench.frames import FramesSpec, GeneratedSource, generated_images
+from edge.bench.runner import RunSpec, run
+from edge.bench.sweep import Planned, run_in_subprocess
+from edge.bench.system import peak_rss
+from edge.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_SOURCE
+from edge.metrics import STAGES
+from tests.conftest import TOY_BUNDLE
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+TINY = FramesSpec(kind="generated", width=64, height=48)
+
+FRAME_SOURCES = {
+    "generated": TINY,
+    "video": FramesSpec(kind="video", path=str(SAMPLES / "field.avi"), width=None, height=None),
+    "images": FramesSpec(kind="images", path=str(SAMPLES / "images"), width=None, height=None),
+}
+
+
+def _run_problems(r: dict) -> list[str]:
+    problems: list[str] = []
+    report._check(r, report.RUN, "run", problems)
+    return problems
+
+
+@pytest.mark.parametrize("role", ["pipeline", "naive_baseline"])
+@pytest.mark.parametrize("kind", sorted(FRAME_SOURCES))
+def test_one_run_has_every_field(role, kind):
+    spec = RunSpec(role=role, bundle=str(TOY_BUNDLE), threads=1, frames=FRAME_SOURCES[kind], n_frames=4, warmup=2)
+    r = run(spec)
+    assert _run_problems(r) == []
+    assert r["ok"] and r["error"] is None
+    assert r["frames"] == 4 and r["warmup_frames"] == 2
+    for st in STAGES:
+        s = r["stages_ms"][st]
+        assert s["n"] == 4
+        assert s["min"] <= s["p50"] <= s["p95"] <= s["p99"] <= s["max"]
+    assert r["raw_invoke_ms"]["n"] >= 1
+    assert r["fps"] > 0 and r["peak_rss_mib"] > 0
+    assert len(r["model"]["sha256"]) == 64 and r["model"]["size_bytes"] > 0
+    assert r["runtime"]["name"] and r["runtime"]["version"]
+    if role == "naive_baseline":
+        assert r["model"]["variant"] == "float32" and r["threads"] == 1  # float32, one thread
+    else:
+        assert r["model"]["variant"] == "int8"
+
+
+def test_seconds_bound_a_run():
+    spec = RunSpec(bundle=str(TOY_BUNDLE), threads=1, frames=TINY, n_frames=None, seconds=0.05, warmup=0)
+    r = run(spec)
+    assert r["ok"] and r["frames"] >= 1 and r["stopped_by"] == "stop requested"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """One real sweep: baseline + int8 + float32, one thread, each in its own process."""
+    d = tmp_path_factory.mktemp("bench")
+    out = d / "a.json"
+    md = d / "a.md"
+    argv = ["--model", str(TOY_BUNDLE), "--variants", "int8,float32", "--threads", "1", "--generated", "64x48",
+            "--frames", "5", "--warmup", "2", "--json", str(out), "--markdown", str(md), "-q"]
+    return main(argv), out, md
+
+
+def test_sweep_writes_valid_json_with_every_field(sweep, capsys):
+    code, out, md = sweep
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert report.validate(doc) == []
+    assert doc["schema_version"] == report.SCHEMA_VERSION
+    ids = [r["id"] for r in doc["runs"]]
+    assert ids == ["colour-toy/naive/float32/t1", "colour-toy/pipeline/int8/t1", "colour-toy/pipeline/float32/t1"]
+    pids = {r["pid"] for r in doc["runs"]}
+    assert len(pids) == 3  # each configuration in a process of its own
+    for r in doc["runs"]:
+        assert r["ok"] and r["frames"] == 5
+        if r["role"] == "pipeline":
+            assert r["vs_naive"]["baseline_id"] == ids[0]
+            assert r["vs_naive"]["p50"] > 0 and r["e2e_over_invoke_p50"] > 0
+        else:
+            assert r["vs_naive"] is None
+    assert doc["machine"]["cores_logical"] >= 1 and len(doc["machine"]["loadavg_start"]) == 3
+    assert doc["command"].startswith("edge-bench --model")
+
+
+def _table_rows(text: str, header_start: str) -> list[str]:
+    lines = text.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[i:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+def test_markdown_table_renders(sweep):
+    _, out, md = sweep
+    text = md.read_text()
+    assert text == report.markdown(json.loads(out.read_text()))
+    for header in ("| run | fps", "| run | capture_wait"):
+        rows = _table_rows(text, header)
+        assert len(rows) == 2 + 3  # header, rule, one row per run
+        assert len({r.count("|") for r in rows}) == 1  # every row has every column
+    assert "naive loop (float32, 1 thread)" in text and "pipeline int8, 1 thread" in text
+
+
+def test_compare_two_files(sweep, tmp_path, capsys):
+    _, out, _ = sweep
+    doc = json.loads(out.read_text())
+    other = copy.deepcopy(doc)
+    other["machine"]["cpu_model"] = "ARM Cortex-A76"
+    for r in other["runs"]:
+        r["stages_ms"]["end_to_end"]["p50"] *= 2
+    other["runs"] = other["runs"][:2]  # float32 pipeline measured on A only
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(other))
+    capsys.readouterr()
+    assert main(["--compare", str(out), str(b)]) == 0
+    text = capsys.readouterr().out
+    assert "ARM Cortex-A76" in text  # B's machine line
+    rows = _table_rows(text, "| run | A fps")
+    assert len(rows) == 2 + 3
+    assert all("2.00×" in r for r in rows[2:4])  # B/A p50 of the runs in both files
+    assert "| — |" in rows[4]  # only in A
+    assert len({r.count("|") for r in rows}) == 1
+
+
+def test_compare_rejects_a_file_that_is_not_a_result(sweep, tmp_path, capsys):
+    _, out, _ = sweep
+    broken = json.loads(out.read_text())
+    del broken["runs"][0]["stages_ms"]["end_to_end"]["p95"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    assert main(["--compare", str(out), str(bad)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "runs[0].stages_ms.end_to_end.p95: missing" in err and "re-run edge-bench" in err
+    assert main(["--compare", str(out), str(tmp_path / "none.json")]) == EXIT_CONFIG
+
+
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda d: d.pop("schema_version"), "$.schema_version: missing"),
+    (lambda d: d["runs"][0].__setitem__("fps", "fast"), "$.runs[0].fps: expected"),
+    (lambda d: d["runs"][0].__setitem__("ok", 1), "$.runs[0].ok: expected bool"),
+    (lambda d: d["runs"][0].__setitem__("frames", True), "$.runs[0].frames: expected int"),
+    (lambda d: d["machine"].__setitem__("loadavg_start", [1.0]), "$.machine.loadavg_start: expected 3 items"),
+    (lambda d: d["runs"][0]["raw_invoke_ms"].__setitem__("p50", math.nan), "$.runs[0].raw_invoke_ms.p50"),
+])
+def test_validate_names_the_bad_field(sweep, mutate, problem):
+    doc = json.loads(sweep[1].read_text())
+    mutate(doc)
+    assert any(p.startswith(problem) for p in report.validate(doc))
+
+
+def test_every_schema_field_is_documented():
+    doc = (ROOT / "docs" / "benchmark.md").read_text()
+    summary_parent = ("runs[].raw_invoke_ms", *(f"runs[].stages_ms.{s}" for s in STAGES))
+    wanted = set()
+    for p in report.schema_paths():
+        parent, _, leaf = p.rpartition(".")
+        wanted.add(f"summary.{leaf}" if parent in summary_parent else p)  # documented once, as the summary object
+    missing = sorted(w for w in wanted if f"`{w}`" not in doc)
+    assert missing == []
+
+
+@pytest.mark.parametrize("argv, code, words", [
+    (["--variants", "float16", "--generated", "32x32"], EXIT_BUNDLE, "no 'float16' variant"),
+    (["--video", "no/such.avi"], EXIT_SOURCE, "does not exist"),
+    (["--config", "no/such.toml", "--generated", "32x32"], EXIT_CONFIG, "not found"),
+])
+def test_user_errors_stop_before_any_run(argv, code, words, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["--model", str(TOY_BUNDLE), "--frames", "1", "--json", str(out), *argv]) == code
+    assert words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_failing_child_is_recorded_not_fatal(tmp_path):
+    spec = RunSpec(bundle=str(tmp_path / "missing-bundle"), threads=1, frames=TINY, n_frames=1, warmup=0)
+    res, stderr = run_in_subprocess(Planned(spec, "missing/pipeline/int8/t1"), timeout_s=60)
+    assert res["ok"] is False and res["exit_code"] == EXIT_BUNDLE and "not found" in res["error"]
+    assert res["id"] == "missing/pipeline/int8/t1" and _run_problems(res) == []
+
+
+def test_generated_frames_are_deterministic_fresh_buffers():
+    assert all(np.array_equal(a, b) for a, b in zip(generated_images(40, 30, 1), generated_images(40, 30, 1)))
+    with GeneratedSource(40, 30, seed=1) as src:
+        f0, f1 = src.read(), src.read()
+        assert f0.image.shape == (30, 40, 3) and f0.image.dtype == np.uint8
+        assert f1.frame_id == 1 and f1.t_capture_ns >= f0.t_capture_ns
+        assert not np.shares_memory(f0.image, src.read().image)
+    assert src.read() is None  # closed
+
+
+def test_peak_rss_is_this_process():
+    mib, where = peak_rss()
+    assert mib > 0 and where in ("VmHWM", "ru_maxrss")

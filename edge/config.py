@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.config_service import ServiceConfig
 from edge.errors import ConfigError
 from edge.outputs import OutputSpec
 
@@ -90,6 +91,7 @@ class Config(_Section):
     outputs: OutputSpec = OutputSpec()  # its keys are documented on edge.outputs.OutputSpec
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
+    service: ServiceConfig = ServiceConfig()
 
 
 def _describe(e: ValidationError, origin: str) -> ConfigError:

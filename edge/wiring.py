@@ -83,11 +83,6 @@ def frame_line(r: FrameResult) -> str:
             f"weed {r.decision.weed_score:4.2f}  {act:5s}  outputs {outs}  {r.timings.end_to_end:6.1f} ms")
 
 
-def service_config(cfg: Config) -> ServiceConfig:
-    """The ``[service]`` section (its defaults when the config model has none)."""
-    return getattr(cfg, "service", None) or ServiceConfig()
-
-
 def make_output(cfg: Config, service: ServiceConfig) -> Output:
     """The configured output, all off; a serial controller is wrapped to reconnect when lost."""
     if cfg.outputs.kind == "serial" and service.serial_reconnect:
@@ -110,7 +105,7 @@ def _with_output_state(beat: Callable[[dict], None], out: Output) -> Callable[[d
 
 def run(cfg: Config, stop: threading.Event | None = None, max_frames: int | None = None,
         output: Output | None = None, notifier: ServiceNotifier | None = None) -> RunSummary:
-    service = service_config(cfg)
+    service = cfg.service
     if notifier is None:
         notifier = ServiceNotifier(SdNotify() if service.notify else SdNotify(env={}),
                                    status_interval_s=service.status_interval_s)

@@ -1,7 +1,6 @@
 """edge-run end to end: the real entry point on real files, real LiteRT, real library fakes."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,0 +1,30 @@
+"""The ``[service]`` config section: running unattended (systemd, reconnects, disk caps).
+
+Plugged into ``edge.config.Config`` as ``service: ServiceConfig = ServiceConfig()``;
+every key is documented in ``deploy/config.example.toml``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    notify: bool = True  # systemd notifications (READY/STATUS/WATCHDOG) when $NOTIFY_SOCKET is set
+    status_interval_s: float = Field(default=2.0, gt=0, le=3600)  # how often STATUS= is refreshed
+    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)  # first wait before reopening a lost camera/controller
+    reconnect_max_s: float = Field(default=10.0, gt=0, le=600)  # the wait doubles up to this
+    give_up_s: float = Field(default=0.0, ge=0)  # no frame for this long -> exit 8 (systemd restarts); 0 = never
+    serial_reconnect: bool = True  # serial controller lost mid-run: keep detecting and reconnect (false: exit 6)
+    log_max_mb: float = Field(default=50.0, ge=0)  # rotate the JSONL log beyond this size; 0 = no cap
+    log_backups: int = Field(default=3, ge=0, le=100)  # rotated logs kept (frames.jsonl.1 ...)
+    triggers_max_mb: float = Field(default=500.0, ge=0)  # oldest saved frames deleted beyond this; 0 = no cap
+
+    @model_validator(mode="after")
+    def _order(self) -> "ServiceConfig":
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_initial_s "
+                             f"({self.reconnect_initial_s})")
+        return self

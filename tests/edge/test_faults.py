@@ -1,0 +1,547 @@
+"""Faults an unattended sprayer meets, one test each; timing through a ManualClock, no sleeps.
+
+- the camera disappears mid-run / sends nothing: outputs off within one stall timeout,
+  reopened with backoff, detection resumes, counted in the summary and the status;
+- the serial controller is unplugged: no crash, the loss is logged, reconnect with backoff;
+- a corrupt model: a clear error before any output energises, non-zero exit;
+- an exception in a stage: all off, logged, non-zero exit; SIGINT: all off, clean exit;
+- the log disk is not writable: detection goes on, one warning; logs rotate under a cap;
+- no network listener is opened.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.actuation import Actuator
+from edge.cli import main
+from edge.clock import ManualClock
+from edge.decision import Decider, Decision
+from edge.errors import EXIT_BUNDLE, EXIT_INTERNAL, EXIT_STALL, OutputError, SourceError
+from edge.frame import Frame
+from edge.inference import Classifier
+from edge.outputs.dryrun import DryRunOutput
+from edge.outputs.serial_out import SerialOutput
+from edge.pipeline import Pipeline
+from edge.reconnect import Backoff, ReconnectingOutput
+from edge.recorder import JsonlLog, TriggerSaver
+from edge.sources.base import FrameTimeout
+from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
+
+
+class FlakyCamera:
+    """A live source on a script: 'W'/'S' frames, '.' a poll without a frame (the manual
+    clock advances by the poll timeout), 'E' the device fails (unplugged). ``reopen()``
+    consumes ``reopens`` (True: the device is back, False: still gone) and records when.
+    At the end of the script it asks the pipeline to stop (a live source never ends)."""
+
+    live = True
+    name = "flaky camera"
+
+    def __init__(self, script, clock, reopens=()):
+        self.script, self.clock, self.reopens = list(script), clock, list(reopens)
+        self.reopened_at = []
+        self.i = 0
+        self.gone = False
+        self.stop = threading.Event()
+
+    def start(self):
+        pass
+
+    @property
+    def dropped(self):
+        return 0
+
+    def read(self, timeout=None):
+        assert not self.gone, "read() on a failed device before reopen()"
+        if not self.script:
+            self.stop.set()
+            return None
+        step = self.script.pop(0)
+        if step == ".":
+            self.clock.advance(timeout)
+            raise FrameTimeout()
+        if step == "E":
+            self.gone = True
+            raise SourceError("flaky camera stopped delivering frames (3 failed reads in a row)", "check the cable")
+        self.clock.advance(0.05)
+        self.i += 1
+        return Frame(solid(GREEN if step == "W" else BROWN), self.i, self.clock.now_ns(), self.name)
+
+    def reopen(self):
+        self.reopened_at.append(self.clock.now_ns())
+        if not self.reopens.pop(0):
+            raise SourceError("camera 0 could not be opened", "check `ls /dev/video*`")
+        self.gone = False
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Classifier(TOY_BUNDLE, num_threads=1)
+
+
+def make(source, clock, classifier, out=None, **kw):
+    out = out or DryRunOutput(channels=2, clock=clock)
+    beats = []
+    kw.setdefault("stall_timeout_s", 1.0)
+    p = Pipeline(source, classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out, 10.0, clock),
+                 clock=clock, stop=source.stop, heartbeat=lambda info: beats.append((clock.now_ns(), info)),
+                 reconnect=kw.pop("reconnect", Backoff(0.5, 4.0)), **kw)
+    return p, out, beats
+
+
+# -- camera ----------------------------------------------------------------------------
+def test_unplugged_camera_goes_off_at_once_reopens_with_backoff_and_resumes(classifier, caplog):
+    clock = ManualClock()
+    cam = FlakyCamera("WWWE" + "WW", clock, reopens=[False, False, True])
+    p, out, beats = make(cam, clock, classifier)
+    t0 = clock.now_ns()
+    summary = p.run()
+
+    # every beat after the failure shows everything off and the camera lost, until it is back
+    fail = next(i for i, (_, b) in enumerate(beats) if b["camera"] == "lost")
+    assert beats[fail - 1][1]["outputs"] == "2/2 on"  # it was spraying when the camera went
+    lost = [b for _, b in beats if b["camera"] == "lost"]
+    assert len(lost) >= 3 and all(b["outputs"] == "0/2 on" for b in lost)  # heartbeats while waiting
+    t_fail = beats[fail][0]
+    # attempts after 0.5 s, then 1 s, then 2 s more (backoff), measured on the injected clock
+    gaps = np.diff([t_fail] + cam.reopened_at) / 1e9
+    assert gaps == pytest.approx([0.5, 1.0, 2.0], abs=0.11)
+    assert summary.source_losses == 1 and summary.reconnects == 1
+    assert summary.frames == 5 and summary.stats["reconnects"] == 1
+    assert beats[-1][1]["camera"] == "ok" and beats[-1][1]["outputs"] == "2/2 on"  # resumed spraying
+    assert out.state() == (False, False)  # and all off at the end
+    assert "all outputs off; reopening in 0.5 s" in caplog.text
+    assert clock.now_ns() - t0 < 5e9
+
+
+def test_silent_camera_goes_off_within_the_stall_timeout_then_is_reopened(classifier):
+    clock = ManualClock()
+    cam = FlakyCamera("WW" + "." * 20 + "WW", clock, reopens=[True])
+    p, out, beats = make(cam, clock, classifier, stall_timeout_s=1.0)  # polls of 0.1 s
+    summary = p.run()
+    stalled = next(i for i, (_, b) in enumerate(beats) if b["camera"] == "stalled")
+    last_on = beats[stalled - 1][0]
+    assert beats[stalled - 1][1]["outputs"] == "2/2 on" and beats[stalled][1]["outputs"] == "0/2 on"
+    first_off = beats[stalled][0]
+    assert (first_off - last_on) / 1e9 <= 1.0 + 0.1  # within one stall timeout (+ one poll)
+    assert summary.stalls == 1 and summary.source_losses == 1 and summary.reconnects == 1
+    assert len(cam.reopened_at) == 1 and (cam.reopened_at[0] - first_off) / 1e9 == pytest.approx(0.5, abs=0.11)
+    assert beats[-1][1]["outputs"] == "2/2 on"  # frames returned: detection resumed
+
+
+def test_a_live_source_that_ends_counts_as_lost(classifier):
+    clock = ManualClock()
+    cam = FlakyCamera("WW", clock, reopens=[True])
+    cam.stop = threading.Event()  # not set by the end of the script this time
+    ended = []
+
+    def read(timeout=None):
+        if cam.script:
+            return FlakyCamera.read(cam, timeout)
+        if not ended:
+            ended.append(clock.now_ns())
+            return None  # e.g. picamera2 closed underneath us
+        stop.set()
+        return None
+
+    stop = threading.Event()
+    cam.read = read
+    p, out, beats = make(cam, clock, classifier)
+    p.stop = stop
+    summary = p.run()
+    assert summary.source_losses == 1 and summary.reconnects == 1 and summary.stopped_by == "end of source"
+    assert any(b["camera"] == "lost" and b["outputs"] == "0/2 on" for _, b in beats)
+
+
+def test_a_camera_that_never_returns_gives_up_with_exit_code_8_when_configured(classifier):
+    clock = ManualClock()
+    cam = FlakyCamera("WE", clock, reopens=[False] * 50)
+    p, out, _ = make(cam, clock, classifier, give_up_s=10.0)
+    with pytest.raises(Exception) as info:
+        p.run()
+    assert info.value.exit_code == EXIT_STALL and "no frame from flaky camera" in str(info.value)
+    assert 3 <= len(cam.reopened_at) <= 6  # 0.5, 1, 2, 4, 4 ... within 10 s
+    assert out.state() == (False, False)
+
+
+def test_a_real_stream_source_that_ends_is_reopened(classifier, tmp_path):
+    """OpenCV's stream source on a video file: at its end the reads fail (like a camera
+    pulled out); the pipeline reopens it and frames resume. Real threads, bounded time."""
+    from edge.sources.stream import StreamSource
+
+    path = str(tmp_path / "clip.avi")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(5):
+        w.write(solid(GREEN))
+    w.release()
+    src = StreamSource(path, first_frame_timeout=5.0)
+    src.start()
+    stop = threading.Event()
+
+    def beat(info):
+        if info["reconnects"] >= 2 and info["camera"] == "ok":
+            stop.set()
+
+    out = DryRunOutput(channels=1)
+    p = Pipeline(src, classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out), stop=stop,
+                 stall_timeout_s=1.0, heartbeat=beat, reconnect=Backoff(0.01, 0.02), give_up_s=20.0)
+    try:
+        summary = p.run()
+    finally:
+        src.close()
+    assert summary.reconnects >= 2 and summary.source_losses >= 2 and summary.frames >= 3
+    assert out.state() == (False,)
+
+
+# -- serial controller ---------------------------------------------------------------
+@pytest.fixture
+def plug(tmp_path):
+    """A symlink standing in for /dev/ttyACM0 that points at whichever pty peer is 'plugged in'."""
+    from tests.edge.test_serial_protocol import ControllerPeer
+
+    link = tmp_path / "ttyPICO"
+    peers = []
+
+    def plug_in():
+        peer = ControllerPeer(channels=2)
+        peers.append(peer)
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(peer.path)
+        return peer
+
+    def unplug(peer):
+        link.unlink()
+        peer.close()
+        peers.remove(peer)
+
+    yield link, plug_in, unplug
+    for peer in peers:
+        peer.close()
+
+
+def test_unplugged_serial_controller_reconnects_with_backoff(plug, caplog):
+    link, plug_in, unplug = plug
+    clock = ManualClock()
+    peer = plug_in()
+    out = ReconnectingOutput(lambda: SerialOutput(str(link), heartbeat_s=5.0, ack_timeout_s=0.05, retries=1),
+                             backoff=Backoff(0.5, 2.0), clock=clock)
+    try:
+        out.set(0, True)
+        assert peer.ctl.pins == [True, False]
+        unplug(peer)
+        out.set(1, True)  # the command fails: no exception, the output counts as lost
+        assert not out.connected and out.state() == (False, False) and out.losses == 1
+        out.maintain()  # too early: no attempt
+        assert out.failed_attempts == 0
+        clock.advance(0.5)
+        out.maintain()  # still unplugged: one failed attempt, the next one 1 s later
+        assert out.failed_attempts == 1 and not out.connected
+        peer = plug_in()
+        clock.advance(0.5)
+        out.maintain()
+        assert not out.connected  # backoff: not yet
+        clock.advance(0.5)
+        out.maintain()
+        assert out.connected and out.reconnects == 1
+        out.set(1, True)
+        assert peer.ctl.pins == [False, True]
+    finally:
+        out.close()
+    assert peer.ctl.pins == [False, False]
+    assert "output lost" in caplog.text and "reconnected" in caplog.text
+
+
+def test_controller_lost_between_frames_is_noticed_by_the_heartbeat(plug):
+    link, plug_in, unplug = plug
+    clock = ManualClock()
+    peer = plug_in()
+    inner = []
+
+    def factory():
+        inner.append(SerialOutput(str(link), heartbeat_s=5.0, ack_timeout_s=0.05, retries=1))
+        return inner[-1]
+
+    out = ReconnectingOutput(factory, backoff=Backoff(0.5, 2.0), clock=clock)
+    try:
+        unplug(peer)
+        with pytest.raises(OutputError):
+            inner[-1].heartbeat()  # what the heartbeat thread does every heartbeat_s
+        out.maintain()
+        assert out.losses == 1 and not out.connected
+    finally:
+        out.close()
+
+
+def test_pipeline_keeps_detecting_while_the_controller_is_unplugged(plug, classifier):
+    link, plug_in, unplug = plug
+    clock = ManualClock()
+    peers = [plug_in()]
+
+    inner = []
+
+    def factory():
+        inner.append(SerialOutput(str(link), heartbeat_s=5.0, ack_timeout_s=0.05, retries=1))
+        return inner[-1]
+
+    def bang():
+        if peers[0] is not None:
+            unplug(peers.pop())
+            peers.append(None)
+            with pytest.raises(OutputError):
+                inner[-1].heartbeat()  # the heartbeat thread's next beat, made deterministic
+        else:
+            peers[:] = [plug_in()]
+            clock.advance(1.0)
+
+    from tests.edge.test_pipeline import ScriptedSource
+
+    out = ReconnectingOutput(factory, backoff=Backoff(0.5, 2.0), clock=clock)
+    seen = []
+    src = ScriptedSource("WW!WWW!WW", clock, on_bang=bang)
+    p = Pipeline(src, classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out, 10.0, clock), clock=clock,
+                 on_frame=lambda r: seen.append(r.outputs), maintain=[out.maintain])
+    try:
+        summary = p.run()  # no exception
+    finally:
+        out.close()
+    assert summary.frames == 7
+    assert seen == [(True, True)] * 2 + [(False, False)] * 3 + [(True, True)] * 2
+    assert out.losses == 1 and out.reconnects == 1
+    assert peers[0].ctl.pins == [False, False]
+
+
+# -- corrupt model, exceptions, signals ------------------------------------------------
+def test_truncated_model_fails_before_any_output(toy_bundle, tmp_path, capsys):
+    model = toy_bundle / "model.tflite"
+    model.write_bytes(model.read_bytes()[:100])
+    state = tmp_path / "state.jsonl"
+    rc = main(["--model", str(toy_bundle), "--images", str(tmp_path), "--state-file", str(state)])
+    assert rc == EXIT_BUNDLE
+    assert not state.exists()  # the outputs were never built
+    err = capsys.readouterr().err
+    assert err.startswith("edge-run: error:") and "Traceback" not in err
+
+
+def test_manifest_that_disagrees_with_the_model_fails_before_any_output(toy_bundle, tmp_path, capsys):
+    manifest = json.loads((toy_bundle / "manifest.json").read_text())
+    manifest["labels"].append("maize")  # 4 labels for a model with 3 outputs
+    (toy_bundle / "manifest.json").write_text(json.dumps(manifest))
+    state = tmp_path / "state.jsonl"
+    rc = main(["--model", str(toy_bundle), "--images", str(tmp_path), "--state-file", str(state)])
+    assert rc == EXIT_BUNDLE and not state.exists()
+    err = capsys.readouterr().err
+    assert err.count("edge-run: error:") == 1 and "Traceback" not in err and "4 labels" in err
+
+
+def test_exception_in_a_stage_switches_off_logs_and_exits_non_zero(tmp_path, monkeypatch, caplog):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(frames / f"{i}.png"), solid(GREEN))
+    calls = []
+    orig = Decider.update
+
+    def update(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise ZeroDivisionError("a bug in the decision stage")
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(Decider, "update", update)
+    state = tmp_path / "state.jsonl"
+    rc = main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--channels", "2", "--state-file", str(state)])
+    assert rc == EXIT_INTERNAL
+    states = [json.loads(x)["state"] for x in state.read_text().splitlines()]
+    assert [True, True] in states and states[-1] == [False, False]
+    assert "internal error (all outputs were switched off)" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
+
+
+def _run_edge(args, tmp_path, env=None):
+    weeds = tmp_path / "weeds"
+    weeds.mkdir(exist_ok=True)
+    cv2.imwrite(str(weeds / "w.png"), solid(GREEN))
+    state = tmp_path / "state.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "--model", str(TOY_BUNDLE), "--images", str(weeds), "--loop",
+         "--channels", "2", "--state-file", str(state), "--threads", "1", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lines = state.read_text().splitlines() if state.exists() else []
+        if any(json.loads(x)["state"] == [True, True] for x in lines):
+            return proc, state
+        if proc.poll() is not None:
+            pytest.fail(f"edge-run ended early: {proc.communicate()}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("edge-run never switched the outputs on")
+
+
+def test_sigint_switches_everything_off_and_exits_cleanly(tmp_path):
+    proc, state = _run_edge([], tmp_path)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    last = json.loads(state.read_text().splitlines()[-1])
+    assert last["state"] == [False, False] and last["event"] == "closed"
+    assert "SIGINT received" in err and "Traceback" not in err
+
+
+def _listening_sockets(pid: int) -> list[str]:
+    """Sockets of ``pid`` that listen (TCP) or are bound to a port (UDP), from /proc."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[9] in inodes and (proto.startswith("udp") or f[3] == "0A"):
+                found.append(f"{proto} {f[1]}")
+    return found
+
+
+def test_no_network_listener_is_opened(tmp_path):
+    proc, _ = _run_edge([], tmp_path)
+    try:
+        listening = _listening_sockets(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert listening == []
+
+
+# -- logs ------------------------------------------------------------------------------
+def test_unwritable_log_warns_once_and_detection_goes_on(tmp_path, caplog):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "frames.jsonl").mkdir()  # a directory where the file should be: open() fails, even as root
+    log = JsonlLog(ro / "frames.jsonl")
+    for i in range(3):
+        log.write({"frame": i})
+    assert caplog.text.count("cannot be written") == 1
+
+
+def test_full_disk_warns_once(tmp_path, caplog):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    log = JsonlLog(tmp_path / "x.jsonl")
+    log._f = open("/dev/full", "w", buffering=1)  # every write: ENOSPC, like a full SD card
+    for i in range(5):
+        log.write({"frame": i})
+    assert caplog.text.count("No space left on device") == 1
+
+
+def test_jsonl_log_rotates_under_its_cap(tmp_path):
+    path = tmp_path / "frames.jsonl"
+    log = JsonlLog(path, max_bytes=1000, backups=2)
+    for i in range(200):
+        log.write({"frame": i, "label": "weed", "pad": "x" * 20})
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["frames.jsonl", "frames.jsonl.1", "frames.jsonl.2"]
+    assert all(p.stat().st_size <= 1000 for p in tmp_path.iterdir())
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last["frame"] == 199 and log.rotations > 2
+    # a restart appends to the current file and keeps counting its size
+    log = JsonlLog(path, max_bytes=1000, backups=2)
+    log.write({"frame": 200, "pad": "x" * 900})
+    log.close()
+    assert path.stat().st_size <= 1000
+
+
+def test_trigger_frames_are_capped_oldest_deleted_first(tmp_path):
+    folder = tmp_path / "triggers"
+    (folder / "spray").mkdir(parents=True)
+    old = folder / "spray" / "00000000_old.jpg"
+    old.write_bytes(b"\xff" * 3000)  # from an earlier run
+    os.utime(old, ns=(1, 1))
+    saver = TriggerSaver(folder, max_bytes=6000)
+    noise = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    spray = Decision(frame_id=0, t_capture_ns=0, label="weed", label_prob=1.0, weed_score=1.0, weed_frame=True, spray=True)
+    for i in range(20):
+        saver.maybe_save(Frame(noise, i, i, "t"), spray)
+    total = sum(p.stat().st_size for p in folder.rglob("*.jpg"))
+    assert total <= 6000 and not old.exists() and saver.saved == 20 and saver.deleted >= 1
+    assert (folder / "spray" / f"{19:08d}_19_weed_1.00.jpg").exists()  # the newest is kept
+
+
+def test_edge_run_wiring_survives_an_unplugged_controller(plug, tmp_path):
+    """The real wiring (config -> ReconnectingOutput(SerialOutput) -> pipeline) on looping
+    weed images: the controller is unplugged mid-spray and plugged back in; the run goes
+    on, reconnects, sprays again, and ends with everything off. Bounded real time."""
+    from edge import wiring
+    from edge.config import load_config
+    from edge.notify import SdNotify, ServiceNotifier
+
+    link, plug_in, unplug = plug
+    weeds = tmp_path / "weeds"
+    weeds.mkdir()
+    cv2.imwrite(str(weeds / "w.png"), solid(GREEN))
+    cfg = load_config(None, {
+        "model": {"bundle": str(TOY_BUNDLE), "threads": 1},
+        "source": {"kind": "images", "path": str(weeds), "loop": True},
+        "outputs": {"kind": "serial", "port": str(link), "channels": 2, "heartbeat_s": 0.05,
+                    "ack_timeout_s": 0.05, "retries": 1},
+    })
+    beats = []
+
+    class Recorder(ServiceNotifier):
+        def beat(self, info):
+            beats.append(info)
+
+    stop = threading.Event()
+    result = {}
+    peer = plug_in()
+    t = threading.Thread(target=lambda: result.update(summary=wiring.run(
+        cfg, stop=stop, notifier=Recorder(SdNotify(env={})))), daemon=True)
+    t.start()
+
+    def wait_for(cond, what, limit=30.0):
+        deadline = time.monotonic() + limit
+        while not cond():
+            assert t.is_alive(), f"edge-run stopped while waiting for {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.01)
+
+    try:
+        wait_for(lambda: peer.ctl.pins == [True, True], "spraying")
+        unplug(peer)
+        wait_for(lambda: beats and beats[-1]["controller"].startswith("lost"), "the loss to be noticed")
+        assert beats[-1]["outputs"] == "0/2 on"
+        peer = plug_in()
+        wait_for(lambda: peer.ctl.pins == [True, True], "spraying after the reconnect")
+    finally:
+        stop.set()
+        t.join(30)
+    summary = result["summary"]
+    assert summary.frames > 0 and beats[-1]["controller_losses"] == 1 and beats[-1]["controller_reconnects"] == 1
+    assert peer.ctl.pins == [False, False]  # all off at the end

@@ -269,7 +269,7 @@ def train_model(dc: DataConfig, fc, progress: bool = True) -> Trained:
     print(datamod.split_table([_as_sample(it) for sp in SPLITS for it in prep.items[sp]], labels))
 
     built = build_backbone(fc, "none" if fc.mode == "scratch" else None)
-    if not getattr(spec, "shippable", True) or _source_unshippable(built.weights_source):
+    if _not_shippable(fc.backbone, built.weights_source):
         prep.notes.append(f"WARNING: {fc.backbone} / {built.weights_source} may not be redistributed: do not ship this bundle")
     result = fit(fc, x["train"], y["train"], x["val"], y["val"], len(labels), built=built)
     return Trained(dc, fc, prep, x, y, raw, result, started)
@@ -318,13 +318,18 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
         "representative_images": int(len(rep)),
         "notes": prep.notes + result.notes,
     }
+    description = ec.description or f"{fc.backbone} ({fc.mode}) weed/crop/background classifier, {size}x{size} uint8 RGB"
+    licence = ec.licence
+    if _not_shippable(fc.backbone, built.weights_source):
+        description = "NOT FOR DISTRIBUTION (pretrained weights without a licence). " + description
+        licence = f"do not redistribute: derived from {built.weights_source} weights, whose source states no licence; data: {licence}"
     base_manifest = dict(
         name=ec.name,
-        description=ec.description or f"{fc.backbone} ({fc.mode}) weed/crop/background classifier, {size}x{size} uint8 RGB",
+        description=description,
         labels=list(labels), weed_labels=list(roles.weed), crop_labels=list(roles.crop),
         background_labels=list(roles.background),
         backbone=fc.backbone, weights_source=built.weights_source, preprocessing=built.preprocessing,
-        licence=ec.licence, attribution=ec.attribution, training=training,
+        licence=licence, attribution=ec.attribution, training=training,
     )
 
     def manifest_for(main: str, threshold: float, metrics: dict) -> "Manifest":
@@ -394,14 +399,18 @@ def _latency(bundle_dir: Path, q: str, runs: int) -> dict:
     return {"1_thread": latency_ms(b, runs, num_threads=1), "2_threads": latency_ms(b, runs, num_threads=2)}
 
 
-def _source_unshippable(weights_source: str) -> bool:
-    try:
-        from train.weights import SOURCES
+def _not_shippable(backbone: str, weights_source: str) -> bool:
+    """True when the weights' licence forbids handing the model on (xception's source states none)."""
+    from train.backbones import BACKBONES
+    from train.weights import SOURCES
 
-        s = SOURCES.get(weights_source)
-        return bool(s is not None and not s.shippable)
-    except ImportError:
+    if weights_source == "none":
         return False
+    s = SOURCES.get(weights_source)
+    if s is not None:
+        return not s.shippable
+    spec = BACKBONES.get(backbone)
+    return bool(spec is not None and not spec.shippable)
 
 
 def _as_sample(it: Item) -> Sample:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.bundle import load_bundle

@@ -17,7 +17,6 @@ archive here; installing it asks Keras to fetch its files into ``~/.keras/models
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edge.bundle import sha256_file as sha256_of  # one hash helper for bundles and archives
 from edge.errors import EXIT_CONFIG, WeedDetectorError
 
 __all__ = [
@@ -241,14 +241,6 @@ def load(name_or_source: Union[str, WeightSource], root: Optional[Path] = None) 
             f"weights cache {npz} is unreadable ({exc})",
             f"delete it and {_install_hint(source)}",
         ) from exc
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def install(

@@ -7,13 +7,11 @@ extra); tests pass ``pin_factory=gpiozero.pins.mock.MockFactory()``.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Any, Sequence
 
-from edge.clock import Clock
 from edge.errors import OutputError
-from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput
+from edge.outputs.pins import PinOutput
 
 PI_EXTRA_FIX = "install it with: pip install 'weed-detector[pi]' (or use the dry-run output: outputs.kind = \"dryrun\")"
 
@@ -27,8 +25,12 @@ def _import_gpiozero():
     return gpiozero
 
 
-class GpioOutput(ChannelOutput):
-    """Channel ``i`` drives BCM pin ``pins[i]``; all pins off (inactive) at construction."""
+class GpioOutput(PinOutput):
+    """Channel ``i`` drives BCM pin ``pins[i]``; all pins off (inactive) at construction.
+
+    ``channel_options``: ``max_on_s``, ``clock`` and ``logger`` of
+    :class:`~edge.outputs.channels.ChannelOutput`.
+    """
 
     name = "gpio"
 
@@ -37,10 +39,7 @@ class GpioOutput(ChannelOutput):
         pins: Sequence[int],
         active_high: bool = True,
         pin_factory: Any = None,
-        *,
-        max_on_s: float | None = DEFAULT_MAX_ON_S,
-        clock: Clock | None = None,
-        logger: logging.Logger | None = None,
+        **channel_options: Any,
     ):
         pins = list(pins)
         if not pins:
@@ -57,9 +56,7 @@ class GpioOutput(ChannelOutput):
                 f"GPIO pin(s) {duplicates} listed more than once in outputs.pins",
                 "give every channel its own pin",
             )
-        super().__init__(len(pins), max_on_s=max_on_s, clock=clock, logger=logger)
-        self.pins = tuple(pins)
-        self.active_high = bool(active_high)
+        super().__init__(pins, active_high, **channel_options)
         gpiozero = _import_gpiozero()
         self._devices: list[Any] = []
         try:
@@ -118,14 +115,6 @@ class GpioOutput(ChannelOutput):
                     self._log.info("gpiozero: %s", w.message)
 
     # -- hooks ------------------------------------------------------------------------
-    def _hw_on(self, channel: int, was_on: bool, bound_s: float | None, now_ns: int) -> int:
-        if not was_on:
-            self._drive(channel, True)
-        return now_ns
-
-    def _hw_off(self, channel: int) -> None:
-        self._drive(channel, False)
-
     def _hw_all_off(self) -> None:
         errors = []
         for ch in range(self.channels):

@@ -8,12 +8,10 @@ process must use the same one.
 
 from __future__ import annotations
 
-import logging
-from typing import Sequence
+from typing import Any, Sequence
 
-from edge.clock import Clock
 from edge.errors import OutputError
-from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput
+from edge.outputs.pins import PinOutput
 
 NUMBERINGS = ("BOARD", "BCM")
 JETSON_EXTRA_FIX = "install it with: pip install 'weed-detector[jetson]' (or use the dry-run output: outputs.kind = \"dryrun\")"
@@ -32,8 +30,12 @@ def _import_jetson_gpio():
     return GPIO
 
 
-class JetsonGpioOutput(ChannelOutput):
-    """Channel ``i`` drives header pin ``pins[i]``; all pins inactive at construction."""
+class JetsonGpioOutput(PinOutput):
+    """Channel ``i`` drives header pin ``pins[i]``; all pins inactive at construction.
+
+    ``channel_options``: ``max_on_s``, ``clock`` and ``logger`` of
+    :class:`~edge.outputs.channels.ChannelOutput`.
+    """
 
     name = "jetson"
 
@@ -42,10 +44,7 @@ class JetsonGpioOutput(ChannelOutput):
         pins: Sequence[int],
         active_high: bool = True,
         numbering: str = "BOARD",
-        *,
-        max_on_s: float | None = DEFAULT_MAX_ON_S,
-        clock: Clock | None = None,
-        logger: logging.Logger | None = None,
+        **channel_options: Any,
     ):
         pins = list(pins)
         if numbering not in NUMBERINGS:
@@ -57,9 +56,7 @@ class JetsonGpioOutput(ChannelOutput):
             )
         if len(set(pins)) != len(pins):
             raise OutputError(f"a Jetson pin is listed twice in {pins}", "give every channel its own pin")
-        super().__init__(len(pins), max_on_s=max_on_s, clock=clock, logger=logger)
-        self.pins = tuple(pins)
-        self.active_high = bool(active_high)
+        super().__init__(pins, active_high, **channel_options)
         self.numbering = numbering
         GPIO = _import_jetson_gpio()
         self._gpio = GPIO
@@ -95,14 +92,6 @@ class JetsonGpioOutput(ChannelOutput):
             pins,
             "active-high" if self.active_high else "active-low",
         )
-
-    def _hw_on(self, channel: int, was_on: bool, bound_s: float | None, now_ns: int) -> int:
-        if not was_on:
-            self._drive(channel, True)
-        return now_ns
-
-    def _hw_off(self, channel: int) -> None:
-        self._drive(channel, False)
 
     def _hw_all_off(self) -> None:
         try:

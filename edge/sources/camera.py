@@ -8,9 +8,8 @@ supports it); the latest-frame reader thread does the rest.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
-from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import SourceError
 from edge.sources.live_capture import LiveCaptureSource
 
@@ -22,7 +21,17 @@ _OPEN_FIX = (
 
 
 class CameraSource(LiveCaptureSource):
-    """OpenCV ``VideoCapture(index)``; ``read()`` returns the newest frame."""
+    """OpenCV ``VideoCapture(index)``; ``read()`` returns the newest frame.
+
+    ``live_options``: ``clock``, ``first_frame_timeout`` and ``max_read_failures`` of
+    :class:`~edge.sources.live_capture.LiveSource`.
+    """
+
+    _read_failed_fix = (
+        "check the cable/USB connection and `dmesg` for disconnects; "
+        "a powered USB hub helps when the camera browns out"
+    )
+    _no_first_frame_fix = "try another resolution/fps (`v4l2-ctl --list-formats-ext`), " + _OPEN_FIX
 
     def __init__(
         self,
@@ -31,16 +40,10 @@ class CameraSource(LiveCaptureSource):
         height: Optional[int] = None,
         fps: Optional[float] = None,
         *,
-        clock: Clock = SYSTEM_CLOCK,
         api_preference: Optional[int] = None,
-        first_frame_timeout: float = 10.0,
-        max_read_failures: int = 3,
+        **live_options: Any,
     ):
-        super().__init__(
-            clock=clock,
-            first_frame_timeout=first_frame_timeout,
-            max_read_failures=max_read_failures,
-        )
+        super().__init__(**live_options)
         self.index = int(index)
         self.width = width
         self.height = height
@@ -64,16 +67,3 @@ class CameraSource(LiveCaptureSource):
         if self.fps:
             cap.set(cv2.CAP_PROP_FPS, float(self.fps))
         return cap
-
-    def _read_failed_error(self, failures: int) -> SourceError:
-        return SourceError(
-            f"camera {self.index} stopped delivering frames ({failures} failed reads in a row)",
-            fix="check the cable/USB connection and `dmesg` for disconnects; "
-            "a powered USB hub helps when the camera browns out",
-        )
-
-    def _no_first_frame_error(self) -> SourceError:
-        return SourceError(
-            f"camera {self.index} opened but sent no frame within {self.first_frame_timeout:g} s",
-            fix="try another resolution/fps (`v4l2-ctl --list-formats-ext`), " + _OPEN_FIX,
-        )

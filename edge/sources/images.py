@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import List, Optional
+from typing import Any, List, Optional
 
-from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import SourceError
 from edge.frame import Frame
+from edge.sources._files import FileSource
 from edge.sources.pacing import Pacer
 
 log = logging.getLogger(__name__)
@@ -26,40 +26,26 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-class ImageFolderSource:
-    """Images of a folder sorted by file name (or one image file); None after the last."""
+class ImageFolderSource(FileSource):
+    """Images of a folder sorted by file name (or one image file); None after the last.
 
-    live = False
+    ``options``: ``loop``, ``fps`` (the slideshow rate), ``realtime`` and ``clock`` of
+    :class:`~edge.sources._files.FileSource`.
+    """
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        loop: bool = False,
-        fps: Optional[float] = None,
-        realtime: bool = False,
-        clock: Clock = SYSTEM_CLOCK,
-    ):
-        self.path = os.fspath(path)
-        self.loop = loop
-        self._clock = clock
-        self._pacer = Pacer(fps, clock) if (realtime and fps) else None
-        self._realtime_without_fps = realtime and not fps
+    def __init__(self, path: str | os.PathLike, **options: Any):
+        super().__init__(path, **options)
+        fps = self.requested_fps
+        self._pacer = Pacer(fps, self._clock) if (self.realtime and fps) else None
+        self._realtime_without_fps = self.realtime and not fps
         self.name = f"images {os.path.basename(os.path.normpath(self.path)) or self.path}"
         self.files: List[str] = []  # file names still in play, in order
         self.skipped = 0  # non-image or undecodable files (each counted once)
         self._pos = 0  # position in self.files
         self._returned_in_pass = 0
-        self._next_id = 0
-        self._started = False
-        self._closed = False
 
-    def start(self) -> None:
-        """List the images (idempotent); ``SourceError`` when there is nothing to read."""
-        if self._closed:
-            raise SourceError(f"{self.name} was closed", fix="create a new source to read it again")
-        if self._started:
-            return
+    def _open(self) -> None:
+        """List the images; ``SourceError`` when there is nothing to read."""
         if self._realtime_without_fps:
             raise SourceError(
                 "realtime playback of an image folder needs a frame rate",
@@ -87,11 +73,7 @@ class ImageFolderSource:
                     fix="put .jpg/.jpeg/.png/.bmp/.webp/.tif files in it, or point to another folder",
                 )
         else:
-            raise SourceError(
-                f"image path {path} does not exist",
-                fix="check the path (relative paths start in the current directory)",
-            )
-        self._started = True
+            raise self._missing_path_error("image path")
         log.info("%s: %d image files in %s", self.name, len(self.files), self._dir)
 
     def _skip(self, name: str, why: str) -> None:
@@ -113,15 +95,8 @@ class ImageFolderSource:
             self._skip(name, "cannot be decoded as an image")
         return image
 
-    def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
-        """The next image; None after the last one (never with ``loop``) or after close."""
-        if self._closed:
-            return None
-        if not self._started:
-            raise SourceError(
-                f"{self.name} was read before start()",
-                fix="call start() (or use the source in a `with` block) before read()",
-            )
+    def _next_frame(self, timeout: Optional[float]) -> Optional[Frame]:
+        """The next image; None after the last one (never with ``loop``)."""
         while True:
             if self._pos >= len(self.files):
                 if self._returned_in_pass == 0:
@@ -138,31 +113,7 @@ class ImageFolderSource:
             if image is None:
                 del self.files[self._pos]  # never tried again
                 continue
-            if self._pacer is not None:
-                self._pacer.wait(self._next_id, timeout)  # FrameTimeout: same file next time
+            self._pace(timeout)  # FrameTimeout: same file next time
             self._pos += 1
             self._returned_in_pass += 1
-            frame = Frame(
-                image=image,
-                frame_id=self._next_id,
-                t_capture_ns=self._clock.now_ns(),
-                source=self.name,
-                name=name,
-            )
-            self._next_id += 1
-            return frame
-
-    @property
-    def dropped(self) -> int:
-        return 0  # every readable image is returned
-
-    def close(self) -> None:
-        """Nothing to release; later reads return None (idempotent)."""
-        self._closed = True
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+            return self._frame(image, name=name)

@@ -134,14 +134,29 @@ class LiveCaptureSource(LiveSource):
     """An OpenCV ``VideoCapture`` (camera index or stream URL) as a live source.
 
     Subclasses implement ``_open_capture()`` (returns an opened capture or raises
-    ``SourceError``) and ``_read_failed_error(failures)``.
+    ``SourceError``) and set ``_read_failed_fix`` and ``_no_first_frame_fix``: what to
+    check when the device stops delivering frames or sends no first frame. Their
+    ``__init__`` passes the keyword arguments of :class:`LiveSource` (``clock``,
+    ``first_frame_timeout``, ``max_read_failures``) on as ``**live_options``.
     """
+
+    _read_failed_fix: str
+    _no_first_frame_fix: str
 
     def _open_capture(self):
         raise NotImplementedError
 
     def _read_failed_error(self, failures: int) -> SourceError:
-        raise NotImplementedError
+        return SourceError(
+            f"{self.name} stopped delivering frames ({failures} failed reads in a row)",
+            fix=self._read_failed_fix,
+        )
+
+    def _no_first_frame_error(self) -> SourceError:
+        return SourceError(
+            f"{self.name} opened but sent no frame within {self.first_frame_timeout:g} s",
+            fix=self._no_first_frame_fix,
+        )
 
     def _open_device(self):
         import cv2

@@ -8,9 +8,9 @@ blocking forever. For RTSP over TCP (lossy Wi-Fi), set the environment variable
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import SourceError
 from edge.sources.live_capture import LiveCaptureSource
 
@@ -32,23 +32,27 @@ def redact_url(url: str) -> str:
 
 
 class StreamSource(LiveCaptureSource):
-    """OpenCV ``VideoCapture(url, CAP_FFMPEG)``; ``read()`` returns the newest frame."""
+    """OpenCV ``VideoCapture(url, CAP_FFMPEG)``; ``read()`` returns the newest frame.
+
+    ``live_options``: ``clock``, ``first_frame_timeout`` and ``max_read_failures`` of
+    :class:`~edge.sources.live_capture.LiveSource`.
+    """
+
+    _read_failed_fix = (
+        "check that the camera/server is up and reachable; "
+        "the stream can be reopened once it is back"
+    )
+    _no_first_frame_fix = "check the stream in `ffplay URL` or VLC; some cameras need a sub-stream URL"
 
     def __init__(
         self,
         url: str,
         *,
-        clock: Clock = SYSTEM_CLOCK,
         open_timeout: float = 10.0,
         read_timeout: float = 10.0,
-        first_frame_timeout: float = 10.0,
-        max_read_failures: int = 3,
+        **live_options: Any,
     ):
-        super().__init__(
-            clock=clock,
-            first_frame_timeout=first_frame_timeout,
-            max_read_failures=max_read_failures,
-        )
+        super().__init__(**live_options)
         self.url = str(url)
         self.open_timeout = open_timeout
         self.read_timeout = read_timeout
@@ -73,16 +77,3 @@ class StreamSource(LiveCaptureSource):
             )
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return cap
-
-    def _read_failed_error(self, failures: int) -> SourceError:
-        return SourceError(
-            f"{self.name} stopped delivering frames ({failures} failed reads in a row)",
-            fix="check that the camera/server is up and reachable; "
-            "the stream can be reopened once it is back",
-        )
-
-    def _no_first_frame_error(self) -> SourceError:
-        return SourceError(
-            f"{self.name} opened but sent no frame within {self.first_frame_timeout:g} s",
-            fix="check the stream in `ffplay URL` or VLC; some cameras need a sub-stream URL",
-        )

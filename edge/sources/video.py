@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Optional
+from typing import Any, Optional
 
-from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import SourceError
 from edge.frame import Frame
+from edge.sources._files import FileSource
 from edge.sources.pacing import Pacer
 
 log = logging.getLogger(__name__)
@@ -26,49 +26,28 @@ _FORMATS_FIX = (
 )
 
 
-class VideoSource:
-    """OpenCV ``VideoCapture(path)``; ``read()`` returns every frame, then None."""
+class VideoSource(FileSource):
+    """OpenCV ``VideoCapture(path)``; ``read()`` returns every frame, then None.
 
-    live = False
+    ``options``: ``realtime``, ``fps`` (paces realtime playback instead of the file's own
+    rate), ``loop`` and ``clock`` of :class:`~edge.sources._files.FileSource`.
+    """
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        realtime: bool = False,
-        fps: Optional[float] = None,
-        loop: bool = False,
-        clock: Clock = SYSTEM_CLOCK,
-    ):
-        self.path = os.fspath(path)
-        self.realtime = realtime
-        self.fps_override = fps  # paces realtime playback instead of the file's own fps
-        self.loop = loop
-        self._clock = clock
+    def __init__(self, path: str | os.PathLike, **options: Any):
+        super().__init__(path, **options)
         self.name = f"video {os.path.basename(self.path)}"
         self.fps: Optional[float] = None  # the rate used for pacing, known after start()
         self.frame_count: Optional[int] = None  # as reported by the container (may be approximate)
         self._cap = None
-        self._pacer: Optional[Pacer] = None
         self._pending = None  # (image, index in file) decoded but not yet returned
         self._index = 0  # frames decoded in the current pass
-        self._next_id = 0
-        self._started = False
-        self._closed = False
 
-    def start(self) -> None:
-        """Open the file (idempotent); ``SourceError`` naming the path when it can't."""
-        if self._closed:
-            raise SourceError(f"{self.name} was closed", fix="create a new source to read it again")
-        if self._started:
-            return
+    def _open(self) -> None:
+        """Open the file; ``SourceError`` naming the path when it can't."""
         import cv2
 
         if not os.path.exists(self.path):
-            raise SourceError(
-                f"video file {self.path} does not exist",
-                fix="check the path (relative paths start in the current directory)",
-            )
+            raise self._missing_path_error("video file")
         if os.path.isdir(self.path):
             raise SourceError(
                 f"video path {self.path} is a folder", fix="use --images for a folder of images"
@@ -80,7 +59,7 @@ class VideoSource:
         file_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 else None
-        fps = self.fps_override or (file_fps if math.isfinite(file_fps) and file_fps > 0 else None)
+        fps = self.requested_fps or (file_fps if math.isfinite(file_fps) and file_fps > 0 else None)
         if self.realtime:
             if fps is None:
                 cap.release()
@@ -97,7 +76,6 @@ class VideoSource:
         self._cap = cap
         self._pending = (image, 0)
         self._index = 1
-        self._started = True
         log.info(
             "%s opened: %s frames at %s fps%s",
             self.name,
@@ -124,51 +102,21 @@ class VideoSource:
                 return image, 0
         return None
 
-    def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
-        """The next frame in file order; None after the last one (or after close)."""
-        if self._closed:
-            return None
-        if not self._started:
-            raise SourceError(
-                f"{self.name} was read before start()",
-                fix="call start() (or use the source in a `with` block) before read()",
-            )
+    def _next_frame(self, timeout: Optional[float]) -> Optional[Frame]:
+        """The next frame in file order; None after the last one."""
         if self._pending is None:
             self._pending = self._decode()
             if self._pending is None:
                 log.info("%s: end of file after %d frames", self.name, self._next_id)
                 return None
-        if self._pacer is not None:
-            self._pacer.wait(self._next_id, timeout)  # FrameTimeout keeps the frame pending
+        self._pace(timeout)  # FrameTimeout keeps the frame pending
         image, index = self._pending
         self._pending = None
-        frame = Frame(
-            image=image,
-            frame_id=self._next_id,
-            t_capture_ns=self._clock.now_ns(),
-            source=self.name,
-            meta={"file_index": index},
-        )
-        self._next_id += 1
-        return frame
+        return self._frame(image, meta={"file_index": index})
 
-    @property
-    def dropped(self) -> int:
-        return 0  # a file source returns every frame
-
-    def close(self) -> None:
-        """Release the file (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """Release the file."""
         cap, self._cap = self._cap, None
         self._pending = None
         if cap is not None:
             cap.release()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -2,9 +2,6 @@
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -13,6 +10,7 @@ import pytest
 from edge.cli import main
 from edge.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_OUTPUT, EXIT_SOURCE
 from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
+from tests.edge.helpers import start_edge_run, stop_edge_run
 
 SCRIPT = "SWWSSWSW"  # per frame: S soil, W weed
 
@@ -147,32 +145,8 @@ def test_version_names_the_runtime(capsys):
 
 def test_sigterm_switches_everything_off(frames, tmp_path):
     """A real edge-run process, spraying on a looping weed frame, gets SIGTERM."""
-    weeds = tmp_path / "weeds"
-    weeds.mkdir()
-    cv2.imwrite(str(weeds / "w.png"), solid(GREEN))
-    state = tmp_path / "state.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--model", str(TOY_BUNDLE), "--images", str(weeds), "--loop",
-         "--channels", "2", "--state-file", str(state), "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            lines = state.read_text().splitlines() if state.exists() else []
-            if any(json.loads(x)["state"] == [True, True] for x in lines):
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        else:
-            pytest.fail("edge-run never switched the outputs on")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    last = json.loads(state.read_text().splitlines()[-1])
-    assert last["state"] == [False, False] and last["event"] == "closed"
+    proc, state = start_edge_run([], tmp_path)
+    err = stop_edge_run(proc, state, signal.SIGTERM)
     assert "SIGTERM" in err
 
 

@@ -12,8 +12,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,32 +32,24 @@ from edge.outputs.serial_out import SerialOutput
 from edge.pipeline import Pipeline
 from edge.reconnect import Backoff, ReconnectingOutput
 from edge.recorder import JsonlLog, TriggerSaver
-from edge.sources.base import FrameTimeout
-from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
+from tests.conftest import GREEN, TOY_BUNDLE, solid
+from tests.edge.helpers import ScriptedSource, start_edge_run, stop_edge_run
 
 
-class FlakyCamera:
+class FlakyCamera(ScriptedSource):
     """A live source on a script: 'W'/'S' frames, '.' a poll without a frame (the manual
     clock advances by the poll timeout), 'E' the device fails (unplugged). ``reopen()``
     consumes ``reopens`` (True: the device is back, False: still gone) and records when.
     At the end of the script it asks the pipeline to stop (a live source never ends)."""
 
-    live = True
     name = "flaky camera"
 
     def __init__(self, script, clock, reopens=()):
-        self.script, self.clock, self.reopens = list(script), clock, list(reopens)
+        super().__init__(script, clock)
+        self.reopens = list(reopens)
         self.reopened_at = []
-        self.i = 0
         self.gone = False
         self.stop = threading.Event()
-
-    def start(self):
-        pass
-
-    @property
-    def dropped(self):
-        return 0
 
     def read(self, timeout=None):
         assert not self.gone, "read() on a failed device before reopen()"
@@ -67,24 +57,16 @@ class FlakyCamera:
             self.stop.set()
             return None
         step = self.script.pop(0)
-        if step == ".":
-            self.clock.advance(timeout)
-            raise FrameTimeout()
         if step == "E":
             self.gone = True
             raise SourceError("flaky camera stopped delivering frames (3 failed reads in a row)", "check the cable")
-        self.clock.advance(0.05)
-        self.i += 1
-        return Frame(solid(GREEN if step == "W" else BROWN), self.i, self.clock.now_ns(), self.name)
+        return self._play(step, timeout)
 
     def reopen(self):
         self.reopened_at.append(self.clock.now_ns())
         if not self.reopens.pop(0):
             raise SourceError("camera 0 could not be opened", "check `ls /dev/video*`")
         self.gone = False
-
-    def close(self):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +289,6 @@ def test_pipeline_keeps_detecting_while_the_controller_is_unplugged(plug, classi
             peers[:] = [plug_in()]
             clock.advance(1.0)
 
-    from tests.edge.test_pipeline import ScriptedSource
-
     out = ReconnectingOutput(factory, backoff=Backoff(0.5, 2.0), clock=clock)
     seen = []
     src = ScriptedSource("WW!WWW!WW", clock, on_bang=bang)
@@ -371,38 +351,9 @@ def test_exception_in_a_stage_switches_off_logs_and_exits_non_zero(tmp_path, mon
     assert "ZeroDivisionError" in caplog.text
 
 
-def _run_edge(args, tmp_path, env=None):
-    weeds = tmp_path / "weeds"
-    weeds.mkdir(exist_ok=True)
-    cv2.imwrite(str(weeds / "w.png"), solid(GREEN))
-    state = tmp_path / "state.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--model", str(TOY_BUNDLE), "--images", str(weeds), "--loop",
-         "--channels", "2", "--state-file", str(state), "--threads", "1", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        lines = state.read_text().splitlines() if state.exists() else []
-        if any(json.loads(x)["state"] == [True, True] for x in lines):
-            return proc, state
-        if proc.poll() is not None:
-            pytest.fail(f"edge-run ended early: {proc.communicate()}")
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("edge-run never switched the outputs on")
-
-
 def test_sigint_switches_everything_off_and_exits_cleanly(tmp_path):
-    proc, state = _run_edge([], tmp_path)
-    try:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    last = json.loads(state.read_text().splitlines()[-1])
-    assert last["state"] == [False, False] and last["event"] == "closed"
+    proc, state = start_edge_run([], tmp_path)
+    err = stop_edge_run(proc, state, signal.SIGINT)
     assert "SIGINT received" in err and "Traceback" not in err
 
 
@@ -430,7 +381,7 @@ def _listening_sockets(pid: int) -> list[str]:
 
 
 def test_no_network_listener_is_opened(tmp_path):
-    proc, _ = _run_edge([], tmp_path)
+    proc, _ = start_edge_run([], tmp_path)
     try:
         listening = _listening_sockets(proc.pid)
     finally:

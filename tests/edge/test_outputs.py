@@ -104,25 +104,29 @@ def test_bad_channel_is_a_value_error():
                 out.set(bad, True)
 
 
+def _advance_and_expire(out, clock, seconds):
+    # Hold the output's lock so its own max-on thread cannot expire the channel between
+    # the clock moving and this check (the thread runs on the same manual clock).
+    with out._lock:
+        clock.advance(seconds)
+        return out.expire_due()
+
+
 def test_max_on_time_switches_a_channel_off_unless_refreshed():
     clock = ManualClock()
     lines = []
     with DryRunOutput(2, log=lines.append, max_on_s=1.0, clock=clock) as out:
         out.set(0, True)
         out.set(1, True, max_on_s=0.25)  # a shorter bound for this call
-        clock.advance(0.5)
-        assert out.expire_due() == [1]
+        assert _advance_and_expire(out, clock, 0.5) == [1]
         out.set(0, True)  # refresh: the bound counts from now
-        clock.advance(0.75)
-        assert out.expire_due() == []
+        assert _advance_and_expire(out, clock, 0.75) == []
         assert out.state() == (True, False)
-        clock.advance(0.25)
-        assert out.expire_due() == [0]
+        assert _advance_and_expire(out, clock, 0.25) == [0]
         assert out.state() == (False, False)
         assert out.expired == 2
         out.set(0, True, max_on_s=30.0)  # never longer than the output's own bound
-        clock.advance(1.0)
-        assert out.expire_due() == [0]
+        assert _advance_and_expire(out, clock, 1.0) == [0]
     assert "valve 1 OFF (max on-time elapsed without refresh)" in lines
 
 

@@ -2,64 +2,16 @@
 
 import threading
 
-import numpy as np
 import pytest
 
 from edge.actuation import Actuator
 from edge.clock import ManualClock
 from edge.decision import Decider
-from edge.frame import Frame
 from edge.inference import Classifier
 from edge.outputs.dryrun import DryRunOutput
 from edge.pipeline import Pipeline
-from edge.sources.base import FrameTimeout
-from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
-
-
-class ScriptedSource:
-    """A test source: plays a script of frames ('W' weed, 'S' soil, 'X' broken image),
-    timeouts ('.', each advancing the manual clock by the requested timeout) and a
-    callback step ('!' calls on_bang). Ends with None."""
-
-    live = True
-    name = "scripted"
-
-    def __init__(self, script: str, clock: ManualClock, on_bang=None):
-        self.script, self.clock, self.on_bang = list(script), clock, on_bang
-        self.i = 0
-        self.closed = False
-        self.states_seen = []
-
-    def start(self):
-        pass
-
-    @property
-    def dropped(self):
-        return 0
-
-    def read(self, timeout=None):
-        while self.script:
-            step = self.script.pop(0)
-            if step == "!":
-                self.on_bang()
-                continue
-            if step == ".":
-                self.clock.advance(timeout)
-                raise FrameTimeout()
-            self.clock.advance(0.05)
-            self.i += 1
-            img = {"W": solid(GREEN), "S": solid(BROWN), "X": np.zeros((4, 4), np.uint8)}[step]
-            return Frame(img, self.i, self.clock.now_ns(), self.name)
-        return None
-
-    def close(self):
-        self.closed = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+from tests.conftest import TOY_BUNDLE
+from tests.edge.helpers import ScriptedSource
 
 
 @pytest.fixture(scope="module")

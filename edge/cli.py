@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-config", action="store_true",
                    help="check config, model bundle and output wiring, then exit 0 (ok) or non-zero")
     p.add_argument("--list-models", action="store_true", help="list the shipped/installed model bundles")
+    p.add_argument("--test-outputs", action="store_true",
+                   help="pulse each output channel in turn (priming and checking the boom), then exit")
+    p.add_argument("--pulse-ms", type=float, default=500.0, metavar="MS",
+                   help="--test-outputs: pulse length (default 500)")
 
     m = p.add_argument_group("model")
     m.add_argument("--model", metavar="NAME|DIR", help="bundle folder or shipped bundle name (default: the shipped default)")
@@ -224,11 +228,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.validate_config:
             return wiring.validate(cfg)
         stop = threading.Event()
+        if args.test_outputs:
+            with stop_on_signals(stop):
+                return wiring.pulse_outputs(cfg, pulse_s=args.pulse_ms / 1000.0, stop=stop)
         with stop_on_signals(stop):
             summary = wiring.run(cfg, stop=stop, max_frames=args.max_frames)
         print(f"done ({summary.stopped_by}): {summary.frames} frames, {summary.weed_frames} weed frames, "
               f"{summary.spray_frames} spraying, {summary.dropped} dropped, {summary.stalls} stalls, "
               f"{summary.reconnects} reconnects; all outputs off")
+        if "spray" in summary.stats:  # [spray]: per-lane timing; how fast this setup may drive
+            from edge.lanes import max_speed_line
+
+            print(max_speed_line(summary.stats["spray"]))
         return EXIT_OK
     except WeedDetectorError as e:
         print(f"edge-run: error: {one_line(str(e))}", file=sys.stderr)

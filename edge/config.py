@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.config_service import ServiceConfig
+from edge.config_spray import SprayConfig
 from edge.errors import ConfigError
 from edge.outputs import OutputSpec
 
@@ -92,6 +93,7 @@ class Config(_Section):
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
     service: ServiceConfig = ServiceConfig()
+    spray: SprayConfig | None = None  # None: whole-frame decisions (see edge.config_spray)
 
 
 def _describe(e: ValidationError, origin: str) -> ConfigError:

@@ -142,9 +142,17 @@ class Pipeline:
             "spray": r.decision.spray,
             "outputs": [int(x) for x in r.outputs],
             "ms": r.timings.as_dict(),
+            **self._extra_record(r),
         })
         self.saver.maybe_save(r.frame, r.decision)
         self.stats.add(r.frame.t_capture_ns, r.timings, r.decision.weed_frame, r.decision.spray)
+
+    def _at_end_of_source(self) -> None:
+        """A file source has ended, before the outputs go off (the spray pipeline lets planned sprays finish)."""
+
+    def _extra_record(self, r: FrameResult) -> dict:
+        """More fields for the frame's JSONL line (the per-lane pipeline adds its lanes)."""
+        return {}
 
     # -- the loop --------------------------------------------------------------------
     def _on_timeout(self, last_frame_ns: int) -> None:
@@ -255,6 +263,7 @@ class Pipeline:
                     continue
                 if frame is None:
                     stopped_by = "end of source"
+                    self._at_end_of_source()
                     break
                 if self._stalled:
                     log.warning("frames are back from %s", self.source.name)

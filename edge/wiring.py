@@ -125,7 +125,7 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
     inp = classifier.bundle.manifest.input
     with ExitStack() as stack:
         stack.callback(classifier.close)
-        out = output if output is not None else make_output(cfg, service)
+        out = output if output is not None else make_output(with_spray_channels(cfg), service)
         stack.callback(out.close)
         log.info("model %s (%s) on %s | outputs: %s x%d | threshold %.2f, weeds: %s",
                  classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
@@ -136,8 +136,7 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         source = open_source(spec)
         stack.callback(source.close)
         maintain = getattr(out, "maintain", None)
-        pipeline = Pipeline(
-            source, classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
+        kw = dict(
             jsonl=JsonlLog(cfg.log.jsonl or None, max_bytes=int(service.log_max_mb * 1e6),
                            backups=service.log_backups),
             saver=TriggerSaver(cfg.log.save_triggers or None, cfg.log.sample_rate,
@@ -152,7 +151,125 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
             reconnect=Backoff(service.reconnect_initial_s, service.reconnect_max_s),
             give_up_s=service.give_up_s,
         )
+        if cfg.spray is not None:
+            pipeline: Pipeline = make_spray_pipeline(cfg, source, classifier, out, stack, **kw)
+        else:
+            pipeline = Pipeline(source, classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s), **kw)
         return pipeline.run()
+
+
+def with_spray_channels(cfg: Config) -> Config:
+    """With [spray] and dry-run outputs of unstated size: one dry-run channel per nozzle."""
+    if cfg.spray is None or cfg.outputs.kind != "dryrun" or cfg.outputs.channels is not None:
+        return cfg
+    return cfg.model_copy(update={"outputs": cfg.outputs.model_copy(update={"channels": cfg.spray.channels_needed})})
+
+
+def _check_enable_pin(cfg: Config) -> None:
+    """The [spray] input pins (enable switch, wheel encoder) must not be output pins."""
+    s = cfg.spray
+    if s is None or cfg.outputs.kind != "gpio":
+        return
+    for key in ("enable_pin", "encoder_pin"):
+        pin = getattr(s, key)
+        if pin is not None and (key == "enable_pin" or s.speed_source == "encoder") and pin in cfg.outputs.pins:
+            from edge.errors import ConfigError
+
+            raise ConfigError(f"[spray] {key} {pin} is also an output pin ([outputs] pins)",
+                              "wire the input to a free GPIO pin")
+
+
+def make_spray_pipeline(cfg: Config, source, classifier: Classifier, out: Output, stack: ExitStack, **kw):
+    """[spray]: per-lane decisions, sprays scheduled by a thread (closed, all off, by ``stack``)."""
+    from edge.geometry import Geometry
+    from edge.lanes import LanePlanner, SprayPipeline
+    from edge.scheduler import SprayScheduler
+    from edge.speed import build_speed_source
+    from edge.spraylog import SprayLog
+
+    s = cfg.spray
+    assert s is not None
+    _check_enable_pin(cfg)
+    geometry = Geometry.from_config(s)
+    speed = build_speed_source(s)
+    stack.callback(speed.close)
+    slog = SprayLog(s.log_jsonl or None, max_bytes=int(cfg.service.log_max_mb * 1e6), backups=cfg.service.log_backups)
+    scheduler = SprayScheduler(out, spray_log=slog, max_on_s=s.max_on_s,
+                               merge_gap_ns=geometry.open_lag_ns + geometry.close_lag_ns)
+    stack.callback(scheduler.close)
+    enable = None
+    if s.enable_pin is not None:
+        from edge.enable import EnableSwitch
+
+        switch = EnableSwitch(s.enable_pin, pull_up=s.enable_pull_up,
+                              on_off=lambda: scheduler.cancel_all("enable switch off"))
+        stack.callback(switch.close)
+        enable = switch.is_on
+    planner = LanePlanner(classifier, lambda: make_decider(cfg, classifier), geometry, scheduler, speed,
+                          min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable)
+    scheduler.start()
+    log.info("spray: %d lane(s) -> channels %s, nozzles %.0f cm behind the image centre, speed %s, "
+             "valve lag %.0f/%.0f ms", geometry.lanes, list(geometry.channels), s.nozzle_distance_cm,
+             {"fixed": f"{s.speed_kmh:g} km/h (fixed)", "nmea": f"GPS on {s.gps_port}",
+              "encoder": f"wheel encoder on GPIO{s.encoder_pin}"}[s.speed_source],
+             s.valve_open_lag_ms, s.valve_close_lag_ms)
+    return SprayPipeline(source, classifier, planner, **kw)
+
+
+def spray_summary(cfg: Config, out: Output) -> str:
+    """``--validate-config`` with [spray]: lanes, channels and the speed the geometry allows."""
+    from edge.errors import ConfigError
+    from edge.geometry import Geometry, max_speed
+
+    s = cfg.spray
+    assert s is not None
+    _check_enable_pin(cfg)
+    g = Geometry.from_config(s)
+    if max(g.channels) >= out.channels:
+        raise ConfigError(f"[spray] maps a lane to output channel {max(g.channels)} but the output has "
+                          f"{out.channels} channel(s)", "configure one output channel per nozzle "
+                          "(outputs.channels / outputs.pins) or fix [spray] lane_channels")
+    at = {ms: max_speed(g, ms).landing_kmh for ms in (50, 100)}
+    speed = {"fixed": f"fixed speed {s.speed_kmh:g} km/h", "nmea": f"GPS speed on {s.gps_port}",
+             "encoder": f"wheel-encoder speed on GPIO{s.encoder_pin}"}[s.speed_source]
+    return (f"spray: {g.lanes} lane(s) -> channels {list(g.channels)}, {speed} "
+            f"(min {s.min_speed_kmh:g}); sprays land up to {at[50]:.1f} km/h at 50 ms and {at[100]:.1f} km/h at "
+            f"100 ms from capture to valve command (edge-run prints the measured figure when it stops)")
+
+
+def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: threading.Event | None = None,
+                 output: Output | None = None, wait: Callable[[float], object] | None = None) -> int:
+    """``--test-outputs``: each channel on for ``pulse_s``, then off, in turn (priming and checking a boom).
+
+    No model, no camera. Every channel is off before, between and after the pulses, and on
+    any error or stop request (SIGINT/SIGTERM set ``stop``).
+    """
+    if not 0 < pulse_s <= 10:
+        from edge.errors import ConfigError
+
+        raise ConfigError(f"--pulse-ms {pulse_s * 1000:g} is out of range", "use 1 to 10000 ms")
+    stop = stop or threading.Event()
+    wait = wait or stop.wait
+    with ExitStack() as stack:
+        out = output if output is not None else build_output(with_spray_channels(cfg).outputs)
+        stack.callback(out.close)
+        out.all_off()
+        print(f"testing {out.name} outputs: {out.channels} channel(s), {pulse_s * 1000:g} ms each", flush=True)
+        for ch in range(out.channels):
+            if stop.is_set():
+                break
+            print(f"channel {ch}: ON", flush=True)
+            try:
+                out.set(ch, True, max_on_s=pulse_s + 1.0)
+                wait(pulse_s)
+            finally:
+                out.set(ch, False)
+            print(f"channel {ch}: off", flush=True)
+            if ch + 1 < out.channels and not stop.is_set():
+                wait(gap_s)
+        out.all_off()
+    print("stopped early: all outputs off" if stop.is_set() else "done: all outputs off", flush=True)
+    return EXIT_OK
 
 
 def validate(cfg: Config) -> int:
@@ -163,8 +280,10 @@ def validate(cfg: Config) -> int:
           f"{len(decider.labels)} labels, weeds: {', '.join(decider.weed_labels)}; threshold {decider.threshold:.2f}) "
           f"runs on {classifier.runtime}")
     classifier.close()
-    with build_output(cfg.outputs) as out:
+    with build_output(with_spray_channels(cfg).outputs) as out:
         print(f"outputs ok: {out.name} with {out.channels} channel(s), all off")
+        if cfg.spray is not None:
+            print(spray_summary(cfg, out))
     spec = source_spec(cfg)
     print(f"source: {spec.describe()} (opened at run time)")
     return EXIT_OK

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -119,6 +120,25 @@ class Classifier:
             probs = self._dequantise(raw)
             t2 = time.perf_counter_ns()
         return Scores(probs=probs, labels=self.labels, preprocess_ns=t1 - t0, inference_ns=t2 - t1)
+
+    def classify_many(self, images: Sequence[np.ndarray], colour_order: str = "BGR") -> list[Scores]:
+        """Classify several images (e.g. the lane tiles of one frame) under one hold of the interpreter.
+
+        Bundles have a fixed batch of 1 (checked against the manifest), so the images run one
+        after another through the same interpreter; each ``Scores`` has its own stage times.
+        """
+        out = []
+        with self._lock:
+            for image in images:
+                t0 = time.perf_counter_ns()
+                buf = self.preprocess(image, colour_order)
+                t1 = time.perf_counter_ns()
+                self._interp.set_tensor(self._in_index, buf)
+                self._interp.invoke()
+                probs = self._dequantise(self._interp.get_tensor(self._out_index)[0])
+                t2 = time.perf_counter_ns()
+                out.append(Scores(probs=probs, labels=self.labels, preprocess_ns=t1 - t0, inference_ns=t2 - t1))
+        return out
 
     def classify_rgb(self, image: np.ndarray) -> np.ndarray:
         """Probabilities for an RGB image (the training side's evaluation entry point)."""

@@ -229,11 +229,19 @@ class SerialOutput(ChannelOutput):
         except OutputError as exc:
             self._log.error("serial output: ALLOFF not confirmed: %s", exc)
 
-    def _hw_release(self) -> None:
+    def _stop_heartbeats(self) -> None:
         self._hb_stop.set()
         thread = self._hb_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.ack_timeout_s * (self.retries + 1) + 1.0)
+
+    def close(self) -> None:
+        # Heartbeats stop first, so the final ALLOFF is the last line the controller gets.
+        self._stop_heartbeats()
+        super().close()
+
+    def _hw_release(self) -> None:
+        self._stop_heartbeats()
         self._close_port()
 
     # -- protocol ------------------------------------------------------------------------

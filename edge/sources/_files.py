@@ -46,6 +46,7 @@ class FileSource:
         self._clock = clock
         self._pacer: Optional[Pacer] = None  # set by a subclass for realtime playback
         self._next_id = 0
+        self._dropped = 0  # realtime video only: frames superseded before they were read
         self._started = False
         self._closed = False
 
@@ -82,7 +83,7 @@ class FileSource:
 
     @property
     def dropped(self) -> int:
-        return 0  # a file source returns every frame
+        return self._dropped
 
     def close(self) -> None:
         """Release what the source holds; later reads return None (idempotent)."""
@@ -115,12 +116,12 @@ class FileSource:
         if self._pacer is not None:
             self._pacer.wait(self._next_id, timeout)
 
-    def _frame(self, image: Any, **fields: Any) -> Frame:
-        """The next ``Frame`` (id, capture time now, this source), with ``fields`` (name, meta)."""
+    def _frame(self, image: Any, t_capture_ns: Optional[int] = None, **fields: Any) -> Frame:
+        """The next ``Frame`` (id, capture time — now unless given —, this source), with ``fields``."""
         frame = Frame(
             image=image,
             frame_id=self._next_id,
-            t_capture_ns=self._clock.now_ns(),
+            t_capture_ns=self._clock.now_ns() if t_capture_ns is None else t_capture_ns,
             source=self.name,
             **fields,
         )

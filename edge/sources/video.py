@@ -1,9 +1,12 @@
-"""A video file (``--video PATH``): every frame in order, not live.
+"""A video file (``--video PATH``).
 
-As fast as possible by default (benchmarks, offline runs), or paced at the file's frame
-rate with ``realtime=True`` so that timing-dependent stages (debounce, hold, valve
-scheduling) see the same intervals as with a camera. ``t_capture_ns`` is the clock's time
-when the frame was decoded (and, in realtime mode, released).
+As fast as possible by default (benchmarks, offline runs): every frame in order,
+``t_capture_ns`` the clock's time when it was decoded. With ``realtime=True`` the file
+plays like a camera, so that timing-dependent stages (debounce, hold, valve scheduling)
+see what they would see in the field: frame ``i`` is captured at ``i / fps`` after the
+first (``t_capture_ns`` is that due time, not the time it was read), and when the
+pipeline is slower than the file, a frame already superseded by a newer due one is
+dropped and counted, as the newest-frame-wins camera reader does.
 """
 
 from __future__ import annotations
@@ -110,9 +113,21 @@ class VideoSource(FileSource):
                 log.info("%s: end of file after %d frames", self.name, self._next_id)
                 return None
         self._pace(timeout)  # FrameTimeout keeps the frame pending
+        t_capture_ns = None
+        if self._pacer is not None:
+            # Like a camera: a frame whose successor is already due was never going to be
+            # seen; drop it (counted) and take the newest due one, stamped at its due time.
+            while self._pacer.due_ns(self._next_id + 1) <= self._clock.now_ns():
+                newer = self._decode()
+                if newer is None:
+                    break
+                self._pending = newer
+                self._next_id += 1
+                self._dropped += 1
+            t_capture_ns = self._pacer.due_ns(self._next_id)
         image, index = self._pending
         self._pending = None
-        return self._frame(image, meta={"file_index": index})
+        return self._frame(image, t_capture_ns=t_capture_ns, meta={"file_index": index})
 
     def _release(self) -> None:
         """Release the file."""

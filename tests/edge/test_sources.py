@@ -304,15 +304,17 @@ def test_video_realtime_paced_at_file_fps_with_manual_clock(tiny_video):
     assert clock.now_ns() == 300_000_000
 
 
-def test_video_realtime_late_frames_not_delayed_and_timeout(tiny_video):
+def test_video_realtime_plays_like_a_camera_and_timeout(tiny_video):
     clock = ManualClock(start_ns=0)
     with VideoSource(tiny_video, realtime=True, fps=4, clock=clock) as src:  # due every 250 ms
         assert src.read().t_capture_ns == 0
         clock.advance(0.6)  # a slow consumer: frames 1 and 2 are already due
-        assert [src.read().t_capture_ns for _ in range(2)] == [600_000_000] * 2
+        late = src.read()  # frame 1 was superseded by frame 2: dropped, as a camera would
+        assert (late.frame_id, late.t_capture_ns, brightness(late), src.dropped) == (2, 500_000_000, 2, 1)
         with pytest.raises(FrameTimeout):  # frame 3 is due at 750 ms, beyond a 100 ms timeout
             src.read(timeout=0.1)
         frame = src.read(timeout=0.1)  # the frame stayed pending
+        assert src.dropped == 1
     assert frame.frame_id == 3 and frame.t_capture_ns == 750_000_000
 
 

@@ -1,0 +1,203 @@
+"""Replay scoring: a dry run's spray log + where the weeds really were -> hits, misses, waste.
+
+    python -m edge.replay --config field.toml --spray-log spray.jsonl --truth truth.jsonl
+
+The spray log is the ``[spray] log_jsonl`` of an ``edge-run`` over a recorded pass (a
+video read with ``--realtime``, so capture times match the recording). The ground-truth
+file has one JSON object per line::
+
+    {"lane": 1, "distance_cm": 250.0, "length_cm": 8.0, "kind": "weed"}
+
+``distance_cm``: the plant's centre, along travel, from the ground point under the image
+centre at the first frame; ``length_cm`` (default 5): its extent along travel; ``kind``:
+``weed`` (default) or anything else (a crop: spraying it is counted as waste).
+
+The pass is taken at the speed in the log's ``pass_start`` line (a fixed speed). Each
+executed open/close on a channel sprays the ground strip of its lane between where the
+spray line was when the liquid arrived (open + opening lag) and when it stopped (close +
+closing lag). A weed is **hit** when that covers all of it, **partly hit** when some of it,
+**missed** otherwise. Sprayed area off the weeds is the waste; *saved* compares the sprayed
+area with spraying the whole boom width for the whole pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from edge.config_spray import SprayConfig
+from edge.errors import ConfigError, WeedDetectorError
+from edge.geometry import Geometry, kmh_to_cm_s
+
+
+@dataclass(frozen=True)
+class Plant:
+    lane: int
+    distance_cm: float
+    length_cm: float = 5.0
+    kind: str = "weed"
+
+    @property
+    def span(self) -> tuple[float, float]:
+        return self.distance_cm - self.length_cm / 2, self.distance_cm + self.length_cm / 2
+
+
+@dataclass(frozen=True)
+class Score:
+    weeds: int
+    hits: int
+    partial: int
+    misses: int
+    crops_sprayed: int
+    late: int  # late or missed sprays the run logged (the pipeline was too slow)
+    sprayed_m2: float
+    wasted_m2: float  # sprayed area not on a weed
+    blanket_m2: float  # the whole boom width over the whole pass
+    pass_m: float
+
+    @property
+    def saved(self) -> float:
+        return 0.0 if self.blanket_m2 <= 0 else max(0.0, 1.0 - self.sprayed_m2 / self.blanket_m2)
+
+    def line(self) -> str:
+        return (f"weeds {self.weeds}: {self.hits} hit, {self.partial} partly, {self.misses} missed | "
+                f"{self.late} late sprays | crops sprayed {self.crops_sprayed} | sprayed {self.sprayed_m2:.2f} m² "
+                f"({self.wasted_m2:.2f} m² off weeds) over a {self.pass_m:.1f} m pass; herbicide saved vs blanket "
+                f"{self.saved:.0%}")
+
+
+def _union_len(segs: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Length of [lo, hi] covered by the (sorted, merged) segments."""
+    return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in segs)
+
+
+def _merge(segs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for a, b in sorted(segs):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def sprayed_segments(events: Sequence[dict], geom: Geometry, speed_cm_s: float, t0_ns: int) -> dict[int, list]:
+    """Per channel: the merged ground segments (cm along the pass) the executed sprays covered."""
+    segs: dict[int, list[tuple[float, float]]] = {}
+    opened: dict[int, int] = {}
+    last_ns = t0_ns
+
+    def pos(t_ns: float) -> float:  # where the spray line was at t (it trails the image centre)
+        return (t_ns - t0_ns) / 1e9 * speed_cm_s - geom.nozzle_distance_cm
+
+    for e in events:
+        last_ns = max(last_ns, int(e.get("t_mono_ns", last_ns)))
+        if e["event"] == "open":
+            opened[e["channel"]] = e["at_ns"]
+        elif e["event"] == "close" and e["channel"] in opened:
+            o = opened.pop(e["channel"])
+            segs.setdefault(e["channel"], []).append((pos(o + geom.open_lag_ns), pos(e["at_ns"] + geom.close_lag_ns)))
+    for ch, o in opened.items():  # never closed in the log: count it open to the end
+        segs.setdefault(ch, []).append((pos(o + geom.open_lag_ns), pos(last_ns)))
+    return {ch: _merge(s) for ch, s in segs.items()}
+
+
+def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig) -> Score:
+    geom = Geometry.from_config(cfg)
+    start = next((e for e in events if e["event"] == "pass_start"), None)
+    if start is None:
+        raise ConfigError("the spray log has no pass_start line",
+                          "score a spray log written by edge-run with [spray] log_jsonl over a whole pass")
+    kmh = start.get("speed_kmh") or cfg.speed_kmh
+    if not kmh or kmh <= 0:
+        raise ConfigError("the spray log does not say how fast the pass was", "set [spray] speed_kmh in the config")
+    v = kmh_to_cm_s(kmh)
+    t0 = int(start["t_capture_ns"])
+    end = next((e for e in reversed(events) if e["event"] == "pass_end"), None)
+    t_end = int(end["t_capture_ns"]) if end is not None else max(int(e["t_mono_ns"]) for e in events)
+    segs = sprayed_segments(events, geom, v, t0)
+    widths = [(b - a) * cfg.footprint_across_cm for a, b in zip(geom.lane_edges, geom.lane_edges[1:])]
+    hits = partial = misses = crops = 0
+    weed_area = 0.0
+    for p in plants:
+        if not 0 <= p.lane < geom.lanes:
+            raise ConfigError(f"ground truth names lane {p.lane}, the config has {geom.lanes}",
+                              "number lanes from 0, left to right in the image")
+        lo, hi = p.span
+        covered = _union_len(segs.get(geom.channels[p.lane], []), lo, hi)
+        if p.kind != "weed":
+            crops += covered > 0
+            continue
+        weed_area += covered * widths[p.lane]
+        if covered >= (hi - lo) - 1e-6:
+            hits += 1
+        elif covered > 0:
+            partial += 1
+        else:
+            misses += 1
+    # a channel sprays every lane mapped to it
+    sprayed = sum(sum(b - a for a, b in segs.get(geom.channels[lane], [])) * widths[lane] for lane in range(geom.lanes))
+    pass_cm = max(0.0, (t_end - t0) / 1e9 * v)
+    late = sum(1 for e in events if e["event"] in ("late", "missed"))
+    weeds = sum(1 for p in plants if p.kind == "weed")
+    return Score(weeds, hits, partial, misses, crops, late, sprayed / 1e4, max(0.0, sprayed - weed_area) / 1e4,
+                 pass_cm * cfg.footprint_across_cm / 1e4, pass_cm / 100)
+
+
+def read_jsonl(path: str | Path, what: str) -> list[dict]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} {path}: {e.strerror or e}", "check the path") from None
+    out = []
+    for i, ln in enumerate(lines, 1):
+        if ln.strip():
+            try:
+                out.append(json.loads(ln))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{what} {path} line {i} is not JSON ({e.msg})", "one JSON object per line") from None
+    return out
+
+
+def read_truth(path: str | Path) -> list[Plant]:
+    plants = []
+    for i, d in enumerate(read_jsonl(path, "ground-truth file"), 1):
+        try:
+            plants.append(Plant(int(d["lane"]), float(d["distance_cm"]), float(d.get("length_cm", 5.0)),
+                                str(d.get("kind", "weed"))))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"ground-truth file {path} line {i}: {e!r}",
+                              'each line needs "lane" and "distance_cm" (and may give "length_cm", "kind")') from None
+    return plants
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from edge.config import load_config
+
+    p = argparse.ArgumentParser(prog="python -m edge.replay", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="the edge-run config of the pass (its [spray] section)")
+    p.add_argument("--spray-log", required=True, help="the [spray] log_jsonl of the pass")
+    p.add_argument("--truth", required=True, help="ground truth: JSON lines with lane, distance_cm[, length_cm, kind]")
+    p.add_argument("--json", action="store_true", help="print the score as JSON")
+    a = p.parse_args(argv)
+    try:
+        cfg = load_config(a.config)
+        if cfg.spray is None:
+            raise ConfigError(f"config {a.config} has no [spray] section", "score the config the pass was run with")
+        s = score(read_jsonl(a.spray_log, "spray log"), read_truth(a.truth), cfg.spray)
+    except WeedDetectorError as e:
+        print(f"replay: error: {e}", file=sys.stderr)
+        return e.exit_code
+    if a.json:
+        print(json.dumps({**s.__dict__, "saved": round(s.saved, 4)}))
+    else:
+        print(s.line())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Per-lane spraying: tiles, a decision per lane, scheduled sprays; the loop and edge-run with [spray]."""
+
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.clock import ManualClock
+from edge.config_spray import SprayConfig
+from edge.decision import Decider
+from edge.frame import Frame
+from edge.geometry import Geometry
+from edge.inference import Classifier
+from edge.lanes import LanePlanner, SprayPipeline
+from edge.outputs.dryrun import DryRunOutput
+from edge.scheduler import SprayScheduler
+from edge.speed import FixedSpeed
+from edge.spraylog import SprayLog
+from tests.conftest import BROWN, GREEN, TOY_BUNDLE
+
+MS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Classifier(TOY_BUNDLE, num_threads=1)
+
+
+def field(weed_lanes=(), lanes=4, h=64, w=128, rows_weed=None):
+    """Soil, with a green (weed) patch filling the given lanes (all rows, or only row ``rows_weed`` of 2)."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = BROWN
+    lw = w // lanes
+    for lane in weed_lanes:
+        y0, y1 = (0, h) if rows_weed is None else (rows_weed * h // 2, (rows_weed + 1) * h // 2)
+        img[y0:y1, lane * lw:(lane + 1) * lw] = GREEN
+    return img
+
+
+def spray_cfg(**kw):
+    base = dict(lanes=4, footprint_across_cm=100.0, footprint_along_cm=40.0, nozzle_distance_cm=100.0,
+                margin_before_cm=0.0, margin_after_cm=0.0, valve_open_lag_ms=0.0, valve_close_lag_ms=0.0,
+                speed_kmh=3.6, tile_rows=1)  # 3.6 km/h = 100 cm/s
+    base.update(kw)
+    return SprayConfig(**base)
+
+
+def make(classifier, debounce=(1, 1), kmh=3.6, path=None, **kw):
+    c = spray_cfg(speed_kmh=kmh, **kw)
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(channels=c.channels_needed, clock=clock, max_on_s=30.0)
+    sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(path, clock=clock))
+    planner = LanePlanner(classifier, lambda: Decider(classifier.labels, ["weed"], 0.5, *debounce),
+                          Geometry.from_config(c), sched, FixedSpeed(kmh), min_speed_kmh=1.0, tile_rows=c.tile_rows)
+    return clock, out, sched, planner
+
+
+def test_tiles_cover_the_image_and_auto_rows_are_square(classifier):
+    _, _, _, p = make(classifier, tile_rows=0)
+    rows, tiles, crops = p.cut(field(h=96, w=128))  # lanes 32 px wide, 96 px tall -> 3 rows
+    assert rows == 3 and len(tiles) == 12
+    assert sum(c.shape[0] * c.shape[1] for c in crops) == 96 * 128
+    assert {c.shape[:2] for c in crops} == {(32, 32)}
+
+
+def test_classify_many_matches_classify(classifier):
+    imgs = [field((0,), lanes=1, h=32, w=32), field((), lanes=1, h=32, w=32)]
+    many = classifier.classify_many(imgs)
+    for img, s in zip(imgs, many):
+        assert np.allclose(s.probs, classifier.classify(img).probs)
+    assert [s.top[0] for s in many] == ["weed", "soil"]
+
+
+def test_a_weed_lane_sprays_its_own_nozzle_at_the_right_time(classifier):
+    clock, out, sched, p = make(classifier)
+    clock.advance(1.0)
+    t0 = clock.now_ns()
+    _, lanes, kmh = p.process(Frame(field((1,)), 1, t0, "test"))
+    assert kmh == 3.6
+    assert [r.decision.spray for r in lanes] == [False, True, False, False]
+    assert [r.scheduled for r in lanes] == [0, 1, 0, 0]
+    # whole strip: rear edge 20 cm behind the centre -> 80 cm to the nozzle = 800 ms; front edge 1200 ms
+    assert sched.pending(1) == [(t0 + 800 * MS, t0 + 1200 * MS)]
+    assert all(sched.pending(ch) == [] for ch in (0, 2, 3))
+
+
+def test_weed_in_one_row_schedules_only_that_tile(classifier):
+    clock, out, sched, p = make(classifier, tile_rows=2)
+    t0 = clock.now_ns()
+    p.process(Frame(field((2,), rows_weed=0), 1, t0, "test"))  # top row = ahead: 0..20 cm ahead
+    assert sched.pending(2) == [(t0 + 1000 * MS, t0 + 1200 * MS)]
+
+
+def test_lane_channels_map_lanes_to_outputs(classifier):
+    clock, out, sched, p = make(classifier, lane_channels=[3, 2, 1, 0])
+    p.process(Frame(field((0,)), 1, clock.now_ns(), "test"))
+    assert sched.pending(3) and not sched.pending(0)
+
+
+def test_first_debounced_frame_sets_the_time(classifier):
+    clock, out, sched, p = make(classifier, debounce=(2, 3))
+    t1 = clock.now_ns()
+    _, lanes, _ = p.process(Frame(field((0,)), 1, t1, "test"))
+    assert not lanes[0].decision.spray and sched.pending(0) == []
+    clock.advance(0.1)
+    t2 = clock.now_ns()
+    _, lanes, _ = p.process(Frame(field((0,)), 2, t2, "test"))
+    assert lanes[0].decision.spray and lanes[0].scheduled == 2
+    # both frames' strips, merged: opens for the first frame's capture time
+    assert sched.pending(0) == [(t1 + 800 * MS, t2 + 1200 * MS)]
+
+
+def test_below_min_speed_nothing_sprays(classifier, tmp_path):
+    clock, out, sched, p = make(classifier, kmh=0.5, path=tmp_path / "s.jsonl")
+    _, lanes, kmh = p.process(Frame(field((0, 1, 2, 3)), 1, clock.now_ns(), "test"))
+    assert kmh is None and p.too_slow_frames == 1
+    assert all(sched.pending(ch) == [] for ch in range(4))
+    clock.advance(2.0)
+    sched.run_due()
+    assert out.state() == (False,) * 4
+    events = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["not_sprayed"] * 4
+    assert "speed below minimum" in events[0]["why"]
+
+
+def test_slow_pipeline_sprays_late_and_says_so(classifier):
+    clock, out, sched, p = make(classifier, nozzle_distance_cm=30.0)  # rear edge 10 cm from the nozzle: 100 ms
+    t0 = clock.now_ns()
+    clock.advance(0.25)  # classified 250 ms after capture
+    _, lanes, _ = p.process(Frame(field((0,)), 1, t0, "test"))
+    assert lanes[0].late == 1 and sched.late == 1
+    sched.run_due()
+    assert out.state()[0] is True  # sprays the rest of the target
+
+
+class Frames:
+    """A finite source of frames on a manual clock, 50 ms apart."""
+
+    live = False
+    name = "frames"
+    dropped = 0
+
+    def __init__(self, images, clock):
+        self.images, self.clock, self.i = list(images), clock, 0
+
+    def read(self, timeout=None):
+        if not self.images:
+            return None
+        self.clock.advance(0.05)
+        self.i += 1
+        return Frame(self.images.pop(0), self.i, self.clock.now_ns(), self.name)
+
+    def close(self):
+        pass
+
+
+def test_spray_pipeline_runs_records_lanes_and_reports_max_speed(classifier, tmp_path):
+    from edge.recorder import JsonlLog
+
+    clock, out, sched, p = make(classifier)
+    src = Frames([field(()), field((1,)), field((1,)), field(())], clock)
+    pipe = SprayPipeline(src, classifier, p, clock=clock, jsonl=JsonlLog(tmp_path / "f.jsonl"))
+    summary = pipe.run()
+    assert summary.frames == 4 and summary.spray_frames == 2
+    spray = summary.stats["spray"]
+    assert spray["planned"] == 2 and spray["late"] == 0
+    assert spray["max_speed_kmh"] > 0 and spray["limited_by"] in ("latency", "frame rate")
+    # the frame period is 50 ms and the footprint 40 cm long: at most 800 cm/s = 28.8 km/h for coverage
+    assert spray["coverage_kmh"] == pytest.approx(28.8)
+    lines = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert [ln["lanes"][1]["spray"] for ln in lines] == [False, True, True, False]
+    assert lines[1]["lanes"][1]["scheduled"] == 1 and lines[1]["speed_kmh"] == 3.6
+    # the file ended: the planned sprays were carried out (two frames' strips merged: one open), then all off
+    assert spray["opens"] == 1 and spray["closes"] == 1 and spray["cancelled"] == 0
+    assert out.state() == (False,) * 4
+
+
+def test_edge_run_with_spray_section(tmp_path, capsys):
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i, lanes in enumerate([(), (0,), (0, 3), ()]):
+        cv2.imwrite(str(d / f"{i:03d}.png"), field(lanes, h=64, w=128))
+    states, slog = tmp_path / "states.jsonl", tmp_path / "spray.jsonl"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+[outputs]
+state_file = "{states}"
+[spray]
+lanes = 4
+footprint_across_cm = 100
+footprint_along_cm = 40
+nozzle_distance_cm = 100
+speed_kmh = 36
+valve_open_lag_ms = 0
+tile_rows = 1
+log_jsonl = "{slog}"
+""")
+    code = main(["--config", str(cfg), "--images", str(d), "--model", str(TOY_BUNDLE), "-q"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "max speed:" in out and "sprays: 3 planned" in out
+    import re
+
+    assert int(re.search(r"(\d+) opens", out).group(1)) >= 2  # carried out before exit (merging depends on pacing)
+    events = [json.loads(x)["event"] for x in slog.read_text().splitlines()]
+    assert events.count("planned") + events.count("late") + events.count("missed") == 3
+    # 4 dry-run channels (one per lane), all off at the end
+    last = json.loads(states.read_text().splitlines()[-1])
+    assert last["state"] == [False] * 4
+
+
+SPRAY_TOML = """
+[spray]
+lanes = 4
+footprint_across_cm = 100
+footprint_along_cm = 40
+nozzle_distance_cm = 100
+speed_kmh = 6
+valve_open_lag_ms = 0
+"""
+
+
+def test_validate_config_with_spray(tmp_path, capsys):
+    from edge.errors import EXIT_CONFIG
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n" + SPRAY_TOML)
+    assert main(["--config", str(cfg), "--validate-config"]) == 0
+    out = capsys.readouterr().out
+    # 100 - 20 (rear edge) - 5 (default margin) = 75 cm in 100 ms = 27 km/h
+    assert "4 channel(s)" in out and "channels [0, 1, 2, 3]" in out and "27.0 km/h at 100 ms" in out
+    cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n[outputs]\nchannels = 2\n" + SPRAY_TOML)
+    assert main(["--config", str(cfg), "--validate-config"]) == EXIT_CONFIG
+    assert "output channel 3 but the output has 2" in capsys.readouterr().err
+
+
+def test_gps_speed_and_position_go_into_the_spray_log(classifier, tmp_path):
+    from edge.speed import NmeaSpeed
+    from tests.edge.test_speed import nmea
+
+    clock, out, sched, p = make(classifier, path=tmp_path / "s.jsonl")
+    gps = NmeaSpeed("unused", clock=clock)
+    p.speed = gps
+    p.process(Frame(field((0,)), 1, clock.now_ns(), "test"))  # no fix yet: nothing sprays
+    assert sched.pending(0) == []
+    gps.feed(nmea("GPRMC,1,A,4807.038,N,01131.000,E,1.9438,0,230394,,,A"))  # 1.9438 kn = 3.6 km/h
+    t0 = clock.now_ns()
+    _, lanes, kmh = p.process(Frame(field((0,)), 2, t0, "test"))
+    assert kmh == pytest.approx(3.6, abs=1e-3)
+    [(o, c)] = sched.pending(0)
+    assert (o - t0) / MS == pytest.approx(800, abs=0.1) and (c - t0) / MS == pytest.approx(1200, abs=0.1)
+    sched.close()
+    planned = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    planned = [e for e in planned if e["event"] == "planned"]
+    assert planned[0]["lat"] == pytest.approx(48.1173) and planned[0]["lon"] == pytest.approx(11.516667)
+
+
+def test_test_outputs_pulses_each_channel_in_turn(tmp_path, capsys):
+    from edge import wiring
+    from edge.config import load_config
+
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(channels=3, clock=clock)
+    assert wiring.pulse_outputs(load_config(), pulse_s=0.2, gap_s=0.1, output=out, wait=clock.sleep) == 0
+    changes = [(t // MS, ch, on) for t, ev, ch, on in out.events if ev == "set"]
+    assert changes == [(0, 0, True), (200, 0, False), (300, 1, True), (500, 1, False),
+                       (600, 2, True), (800, 2, False)]
+    assert out.closed and "done: all outputs off" in capsys.readouterr().out
+
+
+def test_test_outputs_stops_on_request_with_everything_off():
+    from edge import wiring
+    from edge.config import load_config
+
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(channels=3, clock=clock)
+    stop = threading.Event()
+
+    def wait(s):  # a signal arrives during the first pulse
+        stop.set()
+        clock.sleep(s)
+
+    wiring.pulse_outputs(load_config(), pulse_s=0.2, output=out, wait=wait, stop=stop)
+    assert [(ch, on) for _, ev, ch, on in out.events if ev == "set"] == [(0, True), (0, False)]
+    assert out.state() == (False,) * 3
+
+
+def test_edge_run_test_outputs(tmp_path, capsys):
+    states = tmp_path / "s.jsonl"
+    assert main(["--test-outputs", "--pulse-ms", "1", "--channels", "2", "--state-file", str(states)]) == 0
+    assert "channel 1: off" in capsys.readouterr().out
+    ons = [json.loads(x)["channel"] for x in states.read_text().splitlines() if json.loads(x)["on"]]
+    assert ons == [0, 1]
+
+
+def test_weed_frames_outside_the_debounce_window_do_not_count(classifier):
+    clock, out, sched, p = make(classifier, debounce=(2, 3))
+    seen = []
+    for i, lanes in enumerate([(0,), (), (), (), (0,), (0,)], start=1):
+        clock.advance(0.1)
+        _, res, _ = p.process(Frame(field(lanes), i, clock.now_ns(), "test"))
+        seen.append(res[0].scheduled)
+    assert seen == [0, 0, 0, 0, 0, 2]  # frames 5 and 6; frame 1 had left the window
+    assert sched.late == 0
+
+
+@pytest.mark.parametrize("hold_ms, expect", [(0, 0), (500, 1)])
+def test_a_frame_without_weed_sprays_its_strip_only_with_a_hold(classifier, hold_ms, expect):
+    clock, out, sched, p = make(classifier, debounce=(2, 3))
+    p.deciders = [Decider(classifier.labels, ["weed"], 0.5, 2, 3, hold_ms / 1000) for _ in range(4)]
+    for i, lanes in enumerate([(0,), (0,)], start=1):
+        clock.advance(0.1)
+        p.process(Frame(field(lanes), i, clock.now_ns(), "test"))
+    clock.advance(0.1)
+    _, res, _ = p.process(Frame(field(()), 3, clock.now_ns(), "test"))  # still "spray": 2 of the last 3
+    assert res[0].decision.spray and not res[0].decision.weed_frame
+    assert res[0].scheduled == expect
+
+
+def test_enable_switch_off_nothing_sprays(classifier, tmp_path):
+    clock, out, sched, p = make(classifier, path=tmp_path / "s.jsonl")
+    switch = {"on": False}
+    p.enable = lambda: switch["on"]
+    p.process(Frame(field((0,)), 1, clock.now_ns(), "test"))
+    assert sched.pending(0) == [] and p.disabled_frames == 1
+    switch["on"] = True
+    p.process(Frame(field((0,)), 2, clock.now_ns(), "test"))
+    assert sched.pending(0) != []
+    switch["on"] = False
+    p.process(Frame(field(()), 3, clock.now_ns(), "test"))  # switched off: the pending spray is cancelled
+    assert sched.pending(0) == [] and sched.cancelled == 1
+    sched.close()
+    events = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert events[0] == {**events[0], "event": "not_sprayed", "why": "enable switch off"}
+
+
+@pytest.fixture
+def mock_factory():
+    gpiozero = pytest.importorskip("gpiozero")
+    from gpiozero.pins.mock import MockFactory
+
+    old = gpiozero.Device.pin_factory
+    gpiozero.Device.pin_factory = MockFactory()
+    yield gpiozero.Device.pin_factory
+    gpiozero.Device.pin_factory.reset()
+    gpiozero.Device.pin_factory = old
+
+
+@pytest.mark.parametrize("pull_up", [False, True])
+def test_enable_switch_on_gpio_cancels_at_once(mock_factory, pull_up):
+    from edge.enable import EnableSwitch
+
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(channels=2, clock=clock)
+    sched = SprayScheduler(out, clock=clock)
+    sw = EnableSwitch(22, pull_up=pull_up, on_off=lambda: sched.cancel_all("enable switch off"))
+    pin = mock_factory.pin(22)
+    assert not sw.is_on()
+    (pin.drive_low if pull_up else pin.drive_high)()
+    assert sw.is_on()
+    sched.plan(0, 0, 1_000 * MS)
+    sched.run_due()
+    assert out.state() == (True, False)
+    (pin.drive_high if pull_up else pin.drive_low)()  # switched off mid-spray: off now, not at the next frame
+    assert out.state() == (False, False) and sched.pending(0) == []
+    sw.close()
+    sw.close()
+    assert not sw.is_on()
+
+
+def test_edge_run_with_enable_switch_off(mock_factory, tmp_path, capsys):
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"{i:03d}.png"), field((1,)))
+    slog = tmp_path / "spray.jsonl"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SPRAY_TOML + f'enable_pin = 22\ntile_rows = 1\nlog_jsonl = "{slog}"\n')
+    assert main(["--config", str(cfg), "--images", str(d), "--model", str(TOY_BUNDLE), "-q"]) == 0
+    assert "3 with the enable switch off" in capsys.readouterr().out
+    events = [json.loads(x) for x in slog.read_text().splitlines()]
+    assert [e["why"] for e in events if e["event"] == "not_sprayed"] == ["enable switch off"] * 3
+    cfg.write_text(SPRAY_TOML + "enable_pin = 17\n[outputs]\nkind = 'gpio'\npins = [17, 27, 5, 6]\n")
+    from edge.errors import EXIT_CONFIG
+
+    assert main(["--config", str(cfg), "--images", str(d), "--model", str(TOY_BUNDLE), "-q"]) == EXIT_CONFIG
+    assert "also an output pin" in capsys.readouterr().err
+
+
+def test_edge_run_with_a_stopped_wheel_encoder(mock_factory, tmp_path, capsys):
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(d / f"{i:03d}.png"), field((1,)))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SPRAY_TOML + "speed_source = 'encoder'\nencoder_pin = 23\nencoder_cm_per_pulse = 2.5\n")
+    assert main(["--config", str(cfg), "--images", str(d), "--model", str(TOY_BUNDLE), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "sprays: 0 planned" in out and "2 frames below min speed" in out

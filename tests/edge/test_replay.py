@@ -1,0 +1,190 @@
+"""Replay scoring: table-driven on hand-written spray logs, and end to end on a synthetic scrolling field."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.clock import ManualClock
+from edge.config_spray import SprayConfig
+from edge.decision import Decider
+from edge.errors import ConfigError
+from edge.frame import Frame
+from edge.geometry import Geometry
+from edge.inference import Classifier
+from edge.lanes import LanePlanner, SprayPipeline
+from edge.outputs.dryrun import DryRunOutput
+from edge.replay import Plant, main, read_jsonl, score
+from edge.scheduler import SprayScheduler
+from edge.speed import FixedSpeed
+from edge.spraylog import SprayLog
+from tests.conftest import BLUE, BROWN, GREEN, TOY_BUNDLE
+
+MS = 1_000_000
+
+
+def cfg(**kw):
+    base = dict(lanes=2, footprint_across_cm=100.0, footprint_along_cm=40.0, nozzle_distance_cm=100.0,
+                valve_open_lag_ms=0.0, valve_close_lag_ms=0.0, speed_kmh=3.6, margin_before_cm=0, margin_after_cm=0)
+    base.update(kw)
+    return SprayConfig(**base)
+
+
+def log(*sprays, end_s=10.0):
+    """pass_start at t=0, then (channel, open_s, close_s) executed sprays."""
+    ev = [{"event": "pass_start", "t_capture_ns": 0, "speed_kmh": 3.6, "t_mono_ns": 0}]
+    for ch, o, c in sprays:
+        ev.append({"event": "open", "channel": ch, "at_ns": int(o * 1e9), "t_mono_ns": int(o * 1e9)})
+        ev.append({"event": "close", "channel": ch, "at_ns": int(c * 1e9), "t_mono_ns": int(c * 1e9)})
+    ev.append({"event": "pass_end", "t_capture_ns": int(end_s * 1e9), "t_mono_ns": int(end_s * 1e9)})
+    return ev
+
+
+# 100 cm/s, spray line 100 cm behind: at t seconds the nozzles are over pass distance 100 t - 100 cm
+@pytest.mark.parametrize("sprays, plants, expect", [
+    ([(0, 2.0, 2.2)], [Plant(0, 110, 10)], dict(hits=1)),  # sprays 100..120 cm: covers 105..115
+    ([(0, 2.0, 2.2)], [Plant(1, 110, 10)], dict(misses=1)),  # the other lane
+    ([(0, 2.1, 2.3)], [Plant(0, 110, 10)], dict(partial=1)),  # 110..130: half of it
+    ([(0, 2.0, 2.1), (0, 2.1, 2.2)], [Plant(0, 110, 10)], dict(hits=1)),  # two abutting sprays
+    ([(0, 2.0, 2.2)], [Plant(0, 110, 10, "crop")], dict(crops_sprayed=1)),
+    ([], [Plant(0, 110, 10)], dict(misses=1)),
+])
+def test_score_table(sprays, plants, expect):
+    s = score(log(*sprays), plants, cfg())
+    got = dict(hits=s.hits, partial=s.partial, misses=s.misses, crops_sprayed=s.crops_sprayed)
+    assert got == {**dict(hits=0, partial=0, misses=0, crops_sprayed=0), **expect}
+
+
+def test_areas_and_saving():
+    s = score(log((0, 2.0, 2.2), end_s=10.0), [Plant(0, 110, 10)], cfg())
+    # 20 cm x 50 cm lane = 0.1 m2 sprayed, 10 x 50 of it on the weed; the pass is 10 m x 1 m
+    assert s.sprayed_m2 == pytest.approx(0.1) and s.wasted_m2 == pytest.approx(0.05)
+    assert s.pass_m == pytest.approx(10.0) and s.blanket_m2 == pytest.approx(10.0)
+    assert s.saved == pytest.approx(0.99)
+
+
+def test_valve_lags_shift_the_sprayed_ground():
+    # opens at 1.95 s + 50 ms lag = 2.0 s on the ground: covers from 100 cm
+    s = score(log((0, 1.95, 2.15)), [Plant(0, 110, 10)], cfg(valve_open_lag_ms=50, valve_close_lag_ms=50))
+    assert s.hits == 1
+
+
+def test_log_without_pass_start_is_an_error():
+    with pytest.raises(ConfigError, match="pass_start"):
+        score([{"event": "open", "channel": 0, "at_ns": 0, "t_mono_ns": 0}], [], cfg())
+
+
+# -- end to end: a synthetic pass over a field of coloured patches ---------------------------
+
+PX_PER_CM = 1.6  # 40 cm along travel = 64 px; 100 cm across = 128 px
+
+
+def field_canvas(plants, top_cm=650.0, bottom_cm=-150.0):
+    """The ground as one tall image: top = furthest ahead; lane i = a 64 px column."""
+    h = int((top_cm - bottom_cm) * PX_PER_CM)
+    img = np.empty((h, 128, 3), np.uint8)
+    img[:] = BROWN
+    for p in plants:
+        lo, hi = p.span
+        r0, r1 = int((top_cm - hi) * PX_PER_CM), int((top_cm - lo) * PX_PER_CM)
+        img[r0:r1, p.lane * 64:(p.lane + 1) * 64] = GREEN if p.kind == "weed" else BLUE
+    return img, top_cm
+
+
+class Pass:
+    """Frames of a pass at 100 cm/s, 10 frames/s, on a manual clock; between frames the scheduler runs
+    every millisecond (what its thread does in a real run)."""
+
+    live = False
+    name = "pass"
+    dropped = 0
+
+    def __init__(self, canvas, top_cm, clock, scheduler, frames):
+        self.canvas, self.top_cm, self.clock, self.sched, self.n = canvas, top_cm, clock, scheduler, frames
+        self.i = 0
+        self.t0 = clock.now_ns()
+
+    def read(self, timeout=None):
+        if self.i >= self.n:
+            return None
+        if self.i:
+            for _ in range(100):
+                self.clock.advance(0.001)
+                self.sched.run_due()
+        centre_cm = 10.0 * self.i  # 100 cm/s x 0.1 s
+        r0 = int(round((self.top_cm - (centre_cm + 20)) * PX_PER_CM))
+        self.i += 1
+        return Frame(self.canvas[r0:r0 + 64].copy(), self.i, self.clock.now_ns(), self.name)
+
+    def close(self):
+        pass
+
+
+def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path):
+    classifier = Classifier(TOY_BUNDLE, num_threads=1)
+    plants = [Plant(1, 150, 16), Plant(0, 300, 16), Plant(1, 320, 16, "crop")]
+    c = cfg(tile_rows=2, margin_before_cm=3, margin_after_cm=3, valve_open_lag_ms=20, valve_close_lag_ms=20)
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(channels=2, clock=clock)
+    slog = tmp_path / "spray.jsonl"
+    sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(slog, clock=clock),
+                           merge_gap_ns=40 * MS)
+    planner = LanePlanner(classifier, lambda: Decider(classifier.labels, ["weed"], 0.5), Geometry.from_config(c),
+                          sched, FixedSpeed(3.6), tile_rows=2)
+    canvas, top = field_canvas(plants)
+    summary = SprayPipeline(Pass(canvas, top, clock, sched, frames=46), classifier, planner, clock=clock).run()
+    sched.close()
+    assert summary.stats["spray"]["late"] == 0
+    events = read_jsonl(slog, "spray log")
+    s = score(events, plants, c)
+    assert (s.hits, s.partial, s.misses, s.crops_sprayed) == (2, 0, 0, 0), s.line()
+    assert s.saved > 0.8 and s.late == 0
+    # the same log scored as if the nozzles were 50 cm further back: the sprays would have landed short
+    off = score(events, plants, c.model_copy(update={"nozzle_distance_cm": 150.0}))
+    assert off.hits == 0 and off.misses == 2
+    # and the command line over the same files
+    (tmp_path / "truth.jsonl").write_text("".join(json.dumps(p.__dict__) + "\n" for p in plants))
+    (tmp_path / "c.toml").write_text("[spray]\n" + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in c.model_dump().items() if v is not None))
+    assert main(["--config", str(tmp_path / "c.toml"), "--spray-log", str(slog),
+                 "--truth", str(tmp_path / "truth.jsonl"), "--json"]) == 0
+
+
+def test_field_pass_generator(tmp_path):
+    """tools/make_field_pass.py: frames scroll at the set speed; every plant in the truth file is where it says."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+
+    root = Path(__file__).parents[2]
+    out, truth, conf = tmp_path / "p.avi", tmp_path / "t.jsonl", tmp_path / "p.toml"
+    proc = subprocess.run([sys.executable, str(root / "tools" / "make_field_pass.py"), "--images",
+                           str(root / "samples" / "images"), "--out", str(out), "--truth", str(truth),
+                           "--config-out", str(conf), "--width", "160", "--height", "120", "--fps", "10",
+                           "--seconds", "4", "--speed-kmh", "3.6", "--weeds", "3", "--crops", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    plants = [json.loads(x) for x in truth.read_text().splitlines()]
+    assert sorted(p["kind"] for p in plants) == ["crop", "crop", "weed", "weed", "weed"]
+    from edge.config import load_config
+
+    c = load_config(conf).spray
+    assert c.lanes == 4 and c.speed_kmh == 3.6 and c.footprint_along_cm == 60.0
+    cap = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    assert len(frames) == 40 and frames[0].shape == (120, 160, 3)
+    for p in plants:  # the frame whose centre is nearest the plant: green at the centre of its lane
+        i = int(round(p["distance_cm"] / 10.0))  # 100 cm/s at 10 fps
+        img = frames[i].astype(int)
+        y = int(round(60 - (p["distance_cm"] - 10.0 * i) * 2.0))  # 2 px per cm along travel
+        x = int((p["lane"] + 0.5) * 40)
+        patch = img[max(0, y - 8):y + 8, x - 8:x + 8]
+        exg = 2 * patch[..., 1] - patch[..., 2] - patch[..., 0]
+        assert (exg > 30).mean() > 0.05, p

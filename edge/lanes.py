@@ -209,6 +209,7 @@ class SprayActuator:
         return self.scheduler.max_on_trips
 
     def check_max_on(self) -> None:
+        self.scheduler.check()
         self.scheduler.run_due()
 
     def fail_safe(self, reason: str) -> None:

@@ -80,6 +80,7 @@ class SprayScheduler:
         self.max_on_trips = 0
         self.cancelled = 0
         self.errors = 0
+        self.failure: BaseException | None = None  # set when switching failed; check() raises it
         self.delays_ns: deque[int] = deque(maxlen=2000)  # executed - planned switch time, the latest ones
 
     # -- planning ------------------------------------------------------------------------
@@ -91,6 +92,7 @@ class SprayScheduler:
     def plan(self, channel: int, open_ns: int, close_ns: int, *, lane: int | None = None,
              frame_id: int | None = None, reason: str = "weed", extra: dict | None = None) -> PlanOutcome:
         """Schedule one interval; ``extra`` fields (e.g. the GPS position) go into its log line."""
+        self.check()
         if not 0 <= channel < len(self._ch):
             raise ValueError(f"channel must be in 0..{len(self._ch) - 1}, got {channel}")
         if close_ns <= open_ns:
@@ -158,14 +160,22 @@ class SprayScheduler:
         try:
             self.output.set(channel, on, max_on_s=self.max_on_s if on else None)
             return True
-        except Exception as e:  # never let the scheduler die: everything off, keep going
+        except Exception as e:  # everything off now; the pipeline raises it at its next step (check())
             self.errors += 1
+            if self.failure is None:
+                self.failure = e
             log.error("switching channel %d %s failed: %s — all outputs off", channel, "on" if on else "off", e)
             try:
                 self.output.all_off()
             except Exception:
                 log.exception("all_off failed too")
             return False
+
+    def check(self) -> None:
+        """Raise the failure the switching thread met, so the run ends non-zero (systemd restarts it)."""
+        if self.failure is not None:
+            raise RuntimeError(f"spray scheduler failed: {self.failure!r} (all outputs were switched off)") \
+                from self.failure
 
     def _run_channel(self, i: int, ch: _Channel, now: int) -> int | None:
         current = next((iv for iv in ch.intervals if iv[0] <= now < iv[1]), None)
@@ -245,10 +255,12 @@ class SprayScheduler:
             while not self._stop.is_set():
                 try:
                     nxt = self.run_due()
-                except Exception:  # the thread must not die with a valve open
+                except Exception as e:  # the thread must not die with a valve open
                     log.exception("spray scheduler failed: all outputs off")
+                    if self.failure is None:
+                        self.failure = e
                     self.cancel_all("scheduler error")
-                    nxt = None
+                    return  # the pipeline's next check() ends the run non-zero
                 timeout = 0.1 if nxt is None else min(0.1, max(0.0, (nxt - self.clock.now_ns()) / 1e9))
                 self._cond.wait(timeout)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_USAGE
+from edge.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_RUNTIME, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "weed-detector.service"
@@ -32,9 +32,12 @@ def test_unit_is_a_notify_service_with_watchdog_and_bounded_restarts():
     assert o["Type"] == ["notify"] and o["NotifyAccess"] == ["main"]
     assert float(o["WatchdogSec"][0]) > 10  # longer than a camera's first-frame wait on reopen
     assert o["Restart"] == ["on-failure"]
-    assert set(map(int, o["RestartPreventExitStatus"][0].split())) == {EXIT_USAGE, EXIT_CONFIG, EXIT_BUNDLE}
+    assert set(map(int, o["RestartPreventExitStatus"][0].split())) == {EXIT_USAGE, EXIT_CONFIG, EXIT_BUNDLE, EXIT_RUNTIME}
     assert "--validate-config" in o["ExecStartPre"][0]
-    assert o["ExecStart"][0].split()[0] == o["ExecStartPre"][0].split()[0] == "/opt/weed-detector/venv/bin/edge-run"
+    # "-": a failing pre-check must not count as the unit's failure, or Restart=on-failure would
+    # retry a bad config forever (RestartPreventExitStatus= covers only the main process).
+    assert o["ExecStartPre"][0].startswith("-/")
+    assert o["ExecStart"][0].split()[0] == o["ExecStartPre"][0].split()[0][1:] == "/opt/weed-detector/venv/bin/edge-run"
     assert o["User"] == ["weed-detector"]
     assert set(o["SupplementaryGroups"][0].split()) == {"gpio", "dialout", "video"}
     assert o["StandardError"] == ["journal"]

@@ -275,3 +275,27 @@ def test_example_config_spray_block_is_valid_when_uncommented():
     assert keys[0].startswith("[spray]") and len(keys) == len(SprayConfig.model_fields) + 1
     c = Config.model_validate(tomllib.loads(text.replace(block, "") + "\n".join(keys)))
     assert c.spray is not None and c.spray.lanes == 4
+
+
+class _BrokenValve(DryRunOutput):
+    """A dry-run output whose channel 1 fails to switch on (a shorted driver, a dead relay board)."""
+
+    def set(self, channel, on, max_on_s=None):
+        if channel == 1 and on:
+            raise OSError("relay board not answering")
+        super().set(channel, on, max_on_s=max_on_s)
+
+
+def test_a_switching_failure_ends_the_run_with_everything_off():
+    clock = ManualClock(start_ns=0)
+    out = _BrokenValve(channels=2, clock=clock)
+    sch = SprayScheduler(out, clock=clock)
+    sch.plan(0, 0, 500_000_000)
+    sch.plan(1, 0, 500_000_000)
+    sch.run_due()
+    assert out.state() == (False, False) and sch.errors == 1
+    with pytest.raises(RuntimeError, match="relay board not answering"):
+        sch.plan(0, 600_000_000, 700_000_000)  # the pipeline's next step fails: non-zero exit, systemd restarts
+    with pytest.raises(RuntimeError):
+        sch.check()
+    sch.close()

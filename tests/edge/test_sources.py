@@ -174,7 +174,9 @@ def test_latest_source_error_passes_through_and_pending_frame_comes_first(device
     device.q.put(solid(1))
     assert reader.wait_for_capture(1, timeout=5)
     device.q.put(err)
+    deadline = time.monotonic() + 10
     while reader.alive:  # until the thread has died on the error
+        assert time.monotonic() < deadline, "the reader thread did not stop on the error"
         time.sleep(0.001)
     assert reader.read(timeout=1).frame_id == 0  # the good frame is not lost
     with pytest.raises(SourceError) as info:

@@ -27,3 +27,16 @@ def toy_bundle(tmp_path) -> Path:
     dst = tmp_path / "colour-toy"
     shutil.copytree(TOY_BUNDLE, dst)
     return dst
+
+
+@pytest.fixture
+def mock_pins():
+    """gpiozero's MockFactory as the default pin factory for the test (real gpiozero devices, fake pins)."""
+    gpiozero = pytest.importorskip("gpiozero")
+    from gpiozero.pins.mock import MockFactory
+
+    old = gpiozero.Device.pin_factory
+    gpiozero.Device.pin_factory = MockFactory()
+    yield gpiozero.Device.pin_factory
+    gpiozero.Device.pin_factory.reset()
+    gpiozero.Device.pin_factory = old

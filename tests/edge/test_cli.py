@@ -25,18 +25,6 @@ def frames(tmp_path) -> Path:
     return d
 
 
-@pytest.fixture
-def mock_pins():
-    gpiozero = pytest.importorskip("gpiozero")
-    from gpiozero.pins.mock import MockFactory
-
-    old = gpiozero.Device.pin_factory
-    gpiozero.Device.pin_factory = MockFactory()
-    yield gpiozero.Device.pin_factory
-    gpiozero.Device.pin_factory.reset()
-    gpiozero.Device.pin_factory = old
-
-
 def _changes(states):
     out = []
     for s in states:

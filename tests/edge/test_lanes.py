@@ -337,27 +337,17 @@ def test_enable_switch_off_nothing_sprays(classifier, tmp_path):
     assert events[0] == {**events[0], "event": "not_sprayed", "why": "enable switch off"}
 
 
-@pytest.fixture
-def mock_factory():
-    gpiozero = pytest.importorskip("gpiozero")
-    from gpiozero.pins.mock import MockFactory
-
-    old = gpiozero.Device.pin_factory
-    gpiozero.Device.pin_factory = MockFactory()
-    yield gpiozero.Device.pin_factory
-    gpiozero.Device.pin_factory.reset()
-    gpiozero.Device.pin_factory = old
 
 
 @pytest.mark.parametrize("pull_up", [False, True])
-def test_enable_switch_on_gpio_cancels_at_once(mock_factory, pull_up):
+def test_enable_switch_on_gpio_cancels_at_once(mock_pins, pull_up):
     from edge.enable import EnableSwitch
 
     clock = ManualClock(start_ns=0)
     out = DryRunOutput(channels=2, clock=clock)
     sched = SprayScheduler(out, clock=clock)
     sw = EnableSwitch(22, pull_up=pull_up, on_off=lambda: sched.cancel_all("enable switch off"))
-    pin = mock_factory.pin(22)
+    pin = mock_pins.pin(22)
     assert not sw.is_on()
     (pin.drive_low if pull_up else pin.drive_high)()
     assert sw.is_on()
@@ -371,7 +361,7 @@ def test_enable_switch_on_gpio_cancels_at_once(mock_factory, pull_up):
     assert not sw.is_on()
 
 
-def test_edge_run_with_enable_switch_off(mock_factory, tmp_path, capsys):
+def test_edge_run_with_enable_switch_off(mock_pins, tmp_path, capsys):
     d = tmp_path / "frames"
     d.mkdir()
     for i in range(3):
@@ -390,7 +380,7 @@ def test_edge_run_with_enable_switch_off(mock_factory, tmp_path, capsys):
     assert "also an output pin" in capsys.readouterr().err
 
 
-def test_edge_run_with_a_stopped_wheel_encoder(mock_factory, tmp_path, capsys):
+def test_edge_run_with_a_stopped_wheel_encoder(mock_pins, tmp_path, capsys):
     d = tmp_path / "frames"
     d.mkdir()
     for i in range(2):

@@ -230,7 +230,11 @@ class SprayScheduler:
             if dropped:
                 self.cancelled += dropped
                 self.spray_log.event("cancelled", plans=dropped, reason=reason)
-            for ch in self._ch:
+            now = self.clock.now_ns()
+            for i, ch in enumerate(self._ch):
+                if ch.on:  # the as-applied record needs the close of every open valve
+                    self.closes += 1
+                    self.spray_log.event("close", channel=i, planned_ns=now, at_ns=now, delay_ms=0.0, reason=reason)
                 ch.intervals.clear()
                 ch.on, ch.on_since_ns, ch.opened_for_ns = False, None, None
             try:

@@ -299,3 +299,18 @@ def test_a_switching_failure_ends_the_run_with_everything_off():
     with pytest.raises(RuntimeError):
         sch.check()
     sch.close()
+
+
+def test_cancelling_an_open_spray_logs_its_close(tmp_path):
+    path = tmp_path / "spray.jsonl"
+    clock, out, s = make(path=path)
+    s.plan(0, 10 * MS, 500 * MS)
+    run_until(clock, s, out, 20)
+    assert out.state() == (True, False)
+    s.cancel_all("speed below minimum or unknown")
+    assert out.state() == (False, False)
+    s.close()
+    events = [json.loads(x) for x in path.read_text().splitlines()]
+    closes = [e for e in events if e["event"] == "close"]
+    assert len(closes) == 1 and closes[0]["channel"] == 0 and closes[0]["reason"] == "speed below minimum or unknown"
+    assert closes[0]["at_ns"] == 20 * MS

@@ -4,7 +4,9 @@ A real camera mostly sees bare ground, which must never fire a valve. For each p
 excess-green vegetation mask (ExG = 2g - r - b on chromaticity coordinates, Woebbecke et
 al. 1995) marks plant pixels; the mask is dilated so thin leaves and their edges are
 avoided, and a square window with no plant pixel at all is cut out and resized to the
-model's input size (exactly as the runtime resizes a frame). Patches of a split come only
+model's input size (exactly as the runtime resizes a frame). Some patches are mosaics of
+small windows from several photos instead (see :class:`Patch`): ground seen from a
+camera's height. Patches of a split come only
 from that split's photos, so no test photo leaks into training. Which photos give a patch,
 the window size and position are drawn from a seed and the photo's own name: the same
 command gives the same patches.
@@ -37,15 +39,73 @@ class PatchParams:
     scales: tuple[float, ...] = DEFAULT_SCALES
     min_side_px: int = 40  # never cut a window smaller than this (in photo pixels)
     stride_fraction: float = 0.125  # window positions are tried on a grid of this fraction of its side
+    grids: tuple[int, ...] = (1, 1, 2, 3)  # the j-th patch of a split is a grids[j % len] square mosaic
+    piece_scale: float = 0.33  # side of a mosaic's windows, as a fraction of the photo's shorter side
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A plant-free square window of one photo, turned by ``turn`` (0-3 quarter turns, +4 mirrored)."""
+
+    source: Path
+    x: int
+    y: int
+    side: int
+    turn: int = 0
+
+    def crop(self, rgb: np.ndarray) -> np.ndarray:
+        out = rgb[self.y : self.y + self.side, self.x : self.x + self.side]
+        out = np.rot90(out, self.turn % 4)
+        if self.turn >= 4:
+            out = out[:, ::-1]
+        return np.ascontiguousarray(out)
 
 
 @dataclass(frozen=True)
 class Patch:
-    source: Path
+    """A background image: one plant-free window, or a ``grid`` x ``grid`` mosaic of them.
+
+    A photo here is a close-up (a few cm of ground); a field camera sees tens of cm, where
+    gravel looks finer and busier. Mosaics of small windows from several photos stand in
+    for that wider view, so bare ground seen from a boom is background too.
+    """
+
     split: str
-    x: int
-    y: int
-    side: int
+    pieces: tuple[Piece, ...]
+    grid: int = 1
+
+    def __post_init__(self):
+        if len(self.pieces) != self.grid * self.grid:
+            raise ValueError(f"a {self.grid}x{self.grid} patch needs {self.grid ** 2} pieces, got {len(self.pieces)}")
+
+    @property
+    def source(self) -> Path:
+        """The first piece's photo (names and split checks; all pieces share the split)."""
+        return self.pieces[0].source
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        return tuple(p.source for p in self.pieces)
+
+    def render(self, decode=None) -> np.ndarray:
+        """The patch in photo pixels (a mosaic's cells all take the smallest piece's side)."""
+        import cv2
+
+        decode = decode or decode_rgb
+        cell = min(p.side for p in self.pieces)
+        crops = []
+        for p in self.pieces:
+            rgb = decode(p.source)
+            if rgb is None:
+                raise DataError(f"{p.source} can no longer be decoded", "rebuild the background patches")
+            c = p.crop(rgb)
+            if c.shape[0] != cell:
+                c = cv2.resize(c, (cell, cell), interpolation=cv2.INTER_AREA)
+            crops.append(c)
+        if self.grid == 1:
+            return crops[0]
+        rows = [np.concatenate(crops[r * self.grid : (r + 1) * self.grid], axis=1) for r in range(self.grid)]
+        return np.ascontiguousarray(np.concatenate(rows, axis=0))
 
 
 def plant_mask(rgb: np.ndarray, threshold: float = 0.05, dilate_px: int = 7) -> np.ndarray:
@@ -100,6 +160,17 @@ def find_patch(rgb: np.ndarray, rng: np.random.Generator, params: PatchParams = 
     return None
 
 
+def find_piece(rgb: np.ndarray, rng: np.random.Generator, params: PatchParams = PatchParams()) -> tuple[int, int, int] | None:
+    """(x, y, side) of a random plant-free window of the mosaic size, or None."""
+    mask = plant_mask(rgb, params.exg_threshold, params.dilate_px)
+    side = max(params.min_side_px, int(round(params.piece_scale * min(mask.shape))))
+    cands = free_windows(mask, side, max(1, int(round(side * params.stride_fraction))))
+    if not cands:
+        return None
+    x, y = cands[int(rng.integers(len(cands)))]
+    return x, y, side
+
+
 def plan_patches(
     samples: Sequence[Sample],
     per_split: dict[str, int],
@@ -109,8 +180,10 @@ def plan_patches(
 ) -> list[Patch]:
     """Choose up to ``per_split[split]`` patches for each split, from that split's photos.
 
-    Photos are visited in an order fixed by the seed and their names; each gives at most
-    one patch.
+    Photos are visited in an order fixed by the seed and their names. A single-window patch
+    takes the largest plant-free window of the next photo (each photo gives at most one);
+    a mosaic takes one small window from each of the next photos of a second stream, each
+    turned and mirrored at random, so one mosaic mixes several photos' ground.
     """
     from tqdm.auto import tqdm
 
@@ -121,19 +194,22 @@ def plan_patches(
             continue
         pool = [s for s in samples if s.split == split]
         pool.sort(key=lambda s: _rng_for(s.key(), seed).integers(1 << 62))
+        singles = _single_windows(pool, seed, params)
+        pieces = _mosaic_pieces(pool, seed, params)
         got = 0
         bar = tqdm(total=want, desc=f"background {split}", unit="patch", disable=not progress, leave=False)
-        for s in pool:
-            if got >= want:
-                break
-            rgb = decode_rgb(s.path)
-            if rgb is None:
-                continue
-            found = find_patch(rgb, _rng_for(s.key(), seed), params)
-            if found is None:
-                continue
-            x, y, side = found
-            plan.append(Patch(source=s.path, split=split, x=x, y=y, side=side))
+        for j in range(want):
+            grid = params.grids[j % len(params.grids)]
+            if grid == 1:
+                one = next(singles, None)
+                if one is None:
+                    continue
+                plan.append(Patch(split=split, pieces=(one,), grid=1))
+            else:
+                cells = [p for p in (next(pieces, None) for _ in range(grid * grid)) if p is not None]
+                if len(cells) < grid * grid:
+                    continue
+                plan.append(Patch(split=split, pieces=tuple(cells), grid=grid))
             got += 1
             bar.update(1)
         bar.close()
@@ -142,12 +218,35 @@ def plan_patches(
     return plan
 
 
+def _single_windows(pool: Sequence[Sample], seed: int, params: PatchParams):
+    for s in pool:
+        rgb = decode_rgb(s.path)
+        if rgb is None:
+            continue
+        found = find_patch(rgb, _rng_for(s.key(), seed), params)
+        if found is not None:
+            yield Piece(s.path, *found)
+
+
+def _mosaic_pieces(pool: Sequence[Sample], seed: int, params: PatchParams, max_rounds: int = 8):
+    """Small windows, one per photo per round, in reverse pool order (unlike the singles)."""
+    for r in range(max_rounds):
+        any_found = False
+        for s in reversed(pool):
+            rgb = decode_rgb(s.path)
+            if rgb is None:
+                continue
+            rng = _rng_for(f"{s.key()}:mosaic:{r}", seed)
+            found = find_piece(rgb, rng, params)
+            if found is not None:
+                any_found = True
+                yield Piece(s.path, *found, turn=int(rng.integers(8)))
+        if not any_found:
+            return
+
+
 def cut_patch(patch: Patch, size: int, mode: str = "center_crop") -> np.ndarray:
-    rgb = decode_rgb(patch.source)
-    if rgb is None:
-        raise DataError(f"{patch.source} can no longer be decoded", "rebuild the background patches")
-    crop = rgb[patch.y : patch.y + patch.side, patch.x : patch.x + patch.side]
-    return resize_rgb(np.ascontiguousarray(crop), size, mode)
+    return resize_rgb(patch.render(), size, mode)
 
 
 def patch_counts(samples: Sequence[Sample], fraction: float) -> dict[str, int]:
@@ -169,15 +268,15 @@ def write_patches(plan: Sequence[Patch], out_dir: Path, size: int, mode: str = "
     for i, p in enumerate(plan):
         folder = out_dir / p.split / BACKGROUND
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"{p.source.parent.name}_{p.source.stem}_bg.png"
+        kind = "bg" if p.grid == 1 else f"mosaic{p.grid}"
+        name = f"{p.source.parent.name}_{p.source.stem}_{kind}_{i:04d}.png"
         img = cut_patch(p, size, mode)
         cv2.imwrite(str(folder / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        rows.append(
-            {"path": f"{p.split}/{BACKGROUND}/{name}", "split": p.split, "source": str(p.source), "x": p.x, "y": p.y, "side": p.side}
-        )
+        rows.append({"path": f"{p.split}/{BACKGROUND}/{name}", "split": p.split, "grid": p.grid,
+                     "pieces": json.dumps([[str(c.source), c.x, c.y, c.side, c.turn] for c in p.pieces])})
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "patches.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["path", "split", "source", "x", "y", "side"])
+        w = csv.DictWriter(fh, fieldnames=["path", "split", "grid", "pieces"])
         w.writeheader()
         w.writerows(rows)
     (out_dir / "background.json").write_text(json.dumps({"size": size, "resize": mode, **(meta or {})}, indent=2) + "\n")
@@ -190,19 +289,25 @@ def read_patches(patches_csv: Path) -> list[Patch]:
     if not patches_csv.is_file():
         raise DataError(f"{patches_csv} does not exist", "run `weed-train background` first or use --background auto")
     with patches_csv.open(newline="") as fh:
-        return [
-            Patch(source=Path(r["source"]), split=r["split"], x=int(r["x"]), y=int(r["y"]), side=int(r["side"]))
-            for r in csv.DictReader(fh)
-        ]
+        return [_patch_from_row(r) for r in csv.DictReader(fh)]
+
+
+def _patch_from_row(r: dict) -> Patch:
+    if "pieces" in r:
+        pieces = tuple(Piece(Path(src), int(x), int(y), int(side), int(turn)) for src, x, y, side, turn in json.loads(r["pieces"]))
+        return Patch(split=r["split"], pieces=pieces, grid=int(r["grid"]))
+    # the first format: one window per patch
+    return Patch(split=r["split"], pieces=(Piece(Path(r["source"]), int(r["x"]), int(r["y"]), int(r["side"])),))
 
 
 def check_patch_splits(plan: Sequence[Patch], samples: Sequence[Sample]) -> None:
     """Refuse patches whose source photo sits in another split now (a leak)."""
     split_of = {str(s.path.resolve()): s.split for s in samples}
     for p in plan:
-        now = split_of.get(str(Path(p.source).resolve()))
-        if now is not None and now != p.split:
-            raise DataError(
-                f"background patch from {p.source} is in {p.split} but its photo is now in {now}",
-                "rebuild the patches with the same --seed/--val/--test as training (or use --background auto)",
-            )
+        for src in p.sources:
+            now = split_of.get(str(Path(src).resolve()))
+            if now is not None and now != p.split:
+                raise DataError(
+                    f"background patch from {src} is in {p.split} but its photo is now in {now}",
+                    "rebuild the patches with the same --seed/--val/--test as training (or use --background auto)",
+                )

@@ -63,15 +63,14 @@ class Item:
     def raw_rgb(self) -> np.ndarray:
         """The image as the camera/edge would see it (original pixels, any size)."""
         if self.patch is not None:
-            rgb = datamod.decode_rgb(self.patch.source)
-            p = self.patch
-            return np.ascontiguousarray(rgb[p.y : p.y + p.side, p.x : p.x + p.side])
+            return self.patch.render()
         return datamod.decode_rgb(self.sample.path)
 
     @property
     def name(self) -> str:
         if self.patch is not None:
-            return f"{BACKGROUND}:{self.patch.source.parent.name}/{self.patch.source.name}"
+            kind = "" if self.patch.grid == 1 else f"mosaic{self.patch.grid}:"
+            return f"{BACKGROUND}:{kind}{self.patch.source.parent.name}/{self.patch.source.name}"
         return f"{self.sample.label}/{self.sample.path.name}"
 
 

@@ -65,10 +65,14 @@ def test_each_split_gets_patches_from_its_own_photos(tmp_path):
     plan = bg.plan_patches(samples, {"train": 3, "val": 1, "test": 2}, seed=5, progress=False)
     split_of = {s.path: s.split for s in samples}
     assert [p.split for p in plan].count("train") == 3
-    assert all(split_of[p.source] == p.split for p in plan)
+    assert all(split_of[src] == p.split for p in plan for src in p.sources)
+    # the default mix: single windows and mosaics of several photos' windows
+    train = [p for p in plan if p.split == "train"]
+    assert [p.grid for p in train] == [1, 1, 2]
+    assert len(set(train[2].sources)) == 4
     # reproducible
     again = bg.plan_patches(list(reversed(samples)), {"train": 3, "val": 1, "test": 2}, seed=5, progress=False)
-    assert sorted((str(p.source), p.x, p.y, p.side) for p in plan) == sorted((str(p.source), p.x, p.y, p.side) for p in again)
+    assert sorted(plan, key=repr) == sorted(again, key=repr)
     # written at the model's input size, with an index
     csv_path = bg.write_patches(plan, tmp_path / "bg", 48)
     back = bg.read_patches(csv_path)
@@ -92,3 +96,29 @@ def test_real_photos_give_background_patches():
             found += 1
             assert not bg.plant_mask(rgb)[y : y + side, x : x + side].any()
     assert found >= 3
+
+
+def test_mosaic_tiles_turned_windows_from_several_photos(tmp_path):
+    a, b = np.zeros((60, 60, 3), np.uint8), np.zeros((60, 60, 3), np.uint8)
+    a[:] = (100, 90, 80)
+    a[0, 0] = (255, 0, 0)  # a marker in the window's top-left corner
+    b[:] = (30, 30, 30)
+    pa, pb = tmp_path / "a.png", tmp_path / "b.png"
+    for p, img in ((pa, a), (pb, b)):
+        cv2.imwrite(str(p), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    pieces = (bg.Piece(pa, 0, 0, 20), bg.Piece(pb, 0, 0, 20), bg.Piece(pb, 5, 5, 20), bg.Piece(pa, 0, 0, 20, turn=5))
+    out = bg.Patch(split="train", pieces=pieces, grid=2).render()
+    assert out.shape == (40, 40, 3)
+    assert tuple(out[0, 0]) == (255, 0, 0) and tuple(out[5, 25]) == (30, 30, 30)
+    # turn 5 = a quarter turn counter-clockwise (top-left -> bottom-left), then mirrored left-right
+    # (bottom-left -> bottom-right)
+    cell = out[20:, 20:]
+    assert tuple(cell[19, 19]) == (255, 0, 0) and int((cell == (255, 0, 0)).all(axis=2).sum()) == 1
+    with pytest.raises(ValueError, match="needs 4 pieces"):
+        bg.Patch(split="train", pieces=pieces[:3], grid=2)
+
+
+def test_first_format_index_still_reads(tmp_path):
+    (tmp_path / "patches.csv").write_text("path,split,source,x,y,side\ntrain/background/a.png,train,/x/a.jpg,1,2,50\n")
+    (p,) = bg.read_patches(tmp_path / "patches.csv")
+    assert p.grid == 1 and p.pieces == (bg.Piece(Path("/x/a.jpg"), 1, 2, 50),)

@@ -5,6 +5,11 @@ with the spray scheduler). A channel that has been on longer than ``max_on_s`` i
 switched off and stays off until the decision drops (a camera stuck on one image must
 not empty the tank). ``fail_safe()`` switches everything off and is what the pipeline
 calls on a stall, an error, a signal and at exit.
+
+With an enable switch the output itself refuses to open (``OutputBlocked``, see
+``edge.enable``): a spray decision while the switch is off leaves every channel off, is
+counted in ``blocked_frames`` and logged once per off period; spraying resumes with the
+next weed decision after it is switched back on.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.decision import Decision
 from edge.outputs.base import Output
+from edge.outputs.channels import OutputBlocked
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +34,29 @@ class Actuator:
         self._latched = False  # max on-time hit: wait for the decision to drop
         self.max_on_trips = 0
         self.fail_safes = 0
+        self.blocked_frames = 0  # spray decisions the enable switch kept from opening
+        self._blocked = False
 
     @property
     def on(self) -> bool:
         return self._on_since_ns is not None
 
-    def _switch(self, on: bool) -> None:
-        for ch in range(self.output.channels):
-            self.output.set(ch, on, max_on_s=self.max_on_s if on else None)
+    def _switch(self, on: bool) -> bool:
+        """Every channel on or off; False when the enable switch refused to open (all off then)."""
+        try:
+            for ch in range(self.output.channels):
+                self.output.set(ch, on, max_on_s=self.max_on_s if on else None)
+        except OutputBlocked as e:
+            self.blocked_frames += 1
+            if not self._blocked:
+                log.warning("weed: not sprayed, blocked by the enable switch (%s)", e.what)
+            self._blocked = True
+            self.output.all_off()  # a channel opened before the refusal goes off too
+            return False
+        if on and self._blocked:
+            log.warning("enable switch on again: spraying")
+            self._blocked = False
+        return True
 
     def apply(self, decision: Decision) -> bool:
         """Switch outputs for a decision; returns whether they are on afterwards."""
@@ -53,8 +74,9 @@ class Actuator:
             want = False
         if want:
             # Refresh every frame: a serial controller bounds each ON by its duration.
-            self._switch(True)
-            if self._on_since_ns is None:
+            if not self._switch(True):
+                self._on_since_ns = None
+            elif self._on_since_ns is None:
                 self._on_since_ns = now
         elif self._on_since_ns is not None or any(self.output.state()):
             self._switch(False)

@@ -30,6 +30,14 @@ def _csv_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated pin numbers like 17,27, got {text!r}") from None
 
 
+def _csv_floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated milliseconds like 20,50,100, "
+                                         f"got {text!r}") from None
+
+
 def _csv(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -58,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pulse each output channel in turn (priming and checking the boom), then exit")
     p.add_argument("--pulse-ms", type=float, default=500.0, metavar="MS",
                    help="--test-outputs: pulse length (default 500)")
+
+    v = p.add_argument_group("valve lag (docs/spray-timing.md, 'Measuring the valve lag')")
+    v.add_argument("--measure-valve-lag", type=int, metavar="CHANNEL",
+                   help="pulse ONE output channel at --lag-pulses-ms, logging the exact command times, then exit")
+    v.add_argument("--lag-pulses-ms", type=_csv_floats, default=None, metavar="20,50,...",
+                   help="pulse lengths in ms (default 20,50,100,200,500)")
+    v.add_argument("--repeats", type=int, default=3, metavar="N", help="times each pulse length is given (default 3)")
+    v.add_argument("--gap-ms", type=float, default=1500.0, metavar="MS",
+                   help="pause between pulses, for the valve to settle (default 1500)")
+    v.add_argument("--lag-log", metavar="PATH", help="append every pulse's command times as JSON lines here")
+    v.add_argument("--yes", action="store_true", help="start pulsing at once (no Enter prompt)")
 
     m = p.add_argument_group("model")
     m.add_argument("--model", metavar="NAME|DIR", help="bundle folder or shipped bundle name (default: the shipped default)")
@@ -231,6 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.test_outputs:
             with stop_on_signals(stop):
                 return wiring.pulse_outputs(cfg, pulse_s=args.pulse_ms / 1000.0, stop=stop)
+        if args.measure_valve_lag is not None:
+            from edge import valvelag
+
+            with stop_on_signals(stop):
+                return valvelag.run(cfg, args.measure_valve_lag, args.lag_pulses_ms or valvelag.DEFAULT_PULSES_MS,
+                                    repeats=args.repeats, gap_ms=args.gap_ms, log_path=args.lag_log,
+                                    interactive=False if args.yes else None, stop=stop)
         with stop_on_signals(stop):
             summary = wiring.run(cfg, stop=stop, max_frames=args.max_frames)
         print(f"done ({summary.stopped_by}): {summary.frames} frames, {summary.weed_frames} weed frames, "

@@ -9,6 +9,7 @@ the file (``edge.cli`` builds the override dict). Validation errors become one
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -74,6 +75,13 @@ class DecisionConfig(_Section):
 class SafetyConfig(_Section):
     stall_timeout_s: float = Field(default=1.0, gt=0)  # no frame this long -> all outputs off
     max_spray_s: float = Field(default=10.0, gt=0)  # spraying this long without a break -> off until the weed signal drops
+    enable_pin: int | None = Field(default=None, ge=0, le=255)  # enable switch input; None = no switch
+    enable_pull_up: bool = False  # false: switch to 3V3 (on = high); true: switch to ground (on = low)
+    input_kind: Literal["auto", "gpio", "jetson"] = "auto"  # how inputs are read; auto: jetson with jetson outputs
+
+
+# Keys that moved out of [spray] (still read there, with a warning): old key -> [safety] key
+MOVED_TO_SAFETY = {"enable_pin": "enable_pin", "enable_pull_up": "enable_pull_up"}
 
 
 class LogConfig(_Section):
@@ -95,6 +103,42 @@ class Config(_Section):
     service: ServiceConfig = ServiceConfig()
     spray: SprayConfig | None = None  # None: whole-frame decisions (see edge.config_spray)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """``[spray] enable_pin`` / ``enable_pull_up`` (before the switch gated every mode) -> ``[safety]``."""
+        if not isinstance(data, dict) or not isinstance(data.get("spray"), dict):
+            return data
+        spray = dict(data["spray"])
+        moved = [k for k in MOVED_TO_SAFETY if k in spray]
+        if not moved:
+            return data
+        safety = dict(data.get("safety") or {})
+        for old in moved:
+            new = MOVED_TO_SAFETY[old]
+            value = spray.pop(old)
+            if new in safety and safety[new] != value:
+                raise ValueError(f"[spray] {old} = {value!r} and [safety] {new} = {safety[new]!r} disagree; "
+                                 f"[spray] {old} has moved to [safety] {new}: keep only that one")
+            safety[new] = value
+            logging.getLogger(__name__).warning(
+                "config: [spray] %s has moved to [safety] %s (the enable switch now gates every output, with or "
+                "without [spray]); it is read from [spray] for now — move it", old, new)
+        return {**data, "spray": spray, "safety": safety}
+
+    @model_validator(mode="after")
+    def _input_pins(self) -> "Config":
+        pin = self.safety.enable_pin
+        if pin is None:
+            return self
+        if self.outputs.kind in ("gpio", "jetson") and pin in self.outputs.pins:
+            raise ValueError(f"[safety] enable_pin {pin} is also an output pin ([outputs] pins); "
+                             "wire the enable switch to a free GPIO pin")
+        s = self.spray
+        if s is not None and s.speed_source == "encoder" and s.encoder_pin == pin:
+            raise ValueError(f"[spray] encoder_pin and [safety] enable_pin are both GPIO{pin}; use two pins")
+        return self
+
 
 def _describe(e: ValidationError, origin: str) -> ConfigError:
     err = e.errors()[0]
@@ -106,6 +150,8 @@ def _describe(e: ValidationError, origin: str) -> ConfigError:
         return ConfigError(f"config {origin}: {where}: unknown key",
                            f"check the spelling; valid keys here: {', '.join(valid)}")
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across sections names its keys itself
+        return ConfigError(f"config {origin}: {msg}", "see deploy/config.example.toml for every key")
     return ConfigError(f"config {origin}: {where}: {msg}", "see deploy/config.example.toml for every key")
 
 

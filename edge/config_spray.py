@@ -5,6 +5,10 @@ switches every channel). With it, each frame is cut into lanes (one per boom sec
 nozzle), each lane is classified and decided on its own, and every spray is scheduled on
 the monotonic clock so it lands where the weed is when the nozzle passes over it.
 
+The enable switch moved to ``[safety] enable_pin`` (it gates every output, with or
+without ``[spray]``); ``edge.config`` still reads ``enable_pin`` / ``enable_pull_up`` here
+and moves them, with a warning.
+
 All distances are centimetres on the ground, times milliseconds, speeds km/h.
 """
 
@@ -41,8 +45,6 @@ class SprayConfig(BaseModel):
     encoder_cm_per_pulse: float = Field(default=0.0, ge=0)  # encoder: travel per pulse (wheel circumference / pulses)
     encoder_pull_up: bool = True  # encoder: true for open-collector sensors that pull the pin to ground
     min_speed_kmh: float = Field(default=1.0, ge=0)  # below this (or stopped) nothing sprays
-    enable_pin: int | None = Field(default=None, ge=0, le=63)  # BCM pin of an enable switch; None = no switch
-    enable_pull_up: bool = False  # false: switch to 3V3 (on = high); true: switch to ground (on = low)
     log_jsonl: str = ""  # spray log: every planned/executed/late/missed open and close; "" = none
 
     @model_validator(mode="before")
@@ -78,8 +80,6 @@ class SprayConfig(BaseModel):
             raise ValueError("speed_kmh is required with speed_source = 'fixed' (your working speed, e.g. 6.0)")
         if self.speed_source == "encoder" and (self.encoder_pin is None or not self.encoder_cm_per_pulse > 0):
             raise ValueError("encoder_pin and encoder_cm_per_pulse are required with speed_source = 'encoder'")
-        if self.speed_source == "encoder" and self.encoder_pin == self.enable_pin:
-            raise ValueError(f"encoder_pin and enable_pin are both GPIO{self.encoder_pin}; use two pins")
         if self.speed_source == "nmea" and not self.gps_port:
             raise ValueError("gps_port is required with speed_source = 'nmea' (e.g. /dev/ttyACM0)")
         return self

@@ -18,6 +18,13 @@ Safety: an open channel is refreshed every ``refresh_s`` (outputs bound each ON 
 own ``max_on_s``); a channel open longer than ``max_on_s`` without a break is closed and
 stays closed (its plans dropped) until ``release(channel)`` — the lane's decision dropped;
 ``cancel_all()`` drops every plan and switches everything off (stall, stop, too slow).
+
+The enable switch gates the moment a valve opens: an output gated by it (``edge.enable``)
+refuses ``set(ch, True)`` while it is off (``OutputBlocked``). The scheduler then drops
+the interval it was about to open, counts it in ``blocked`` and logs a ``blocked`` spray
+log line (``why``: ``enable switch off``); an open channel whose refresh is refused is
+counted as closed (a ``close`` line with that reason). Switching the switch off also
+cancels every plan (``cancel_all``, registered as the switch's off listener by the wiring).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.outputs.base import Output
+from edge.outputs.channels import OutputBlocked
 from edge.spraylog import SprayLog
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,8 @@ class SprayScheduler:
         self.max_on_trips = 0
         self.cancelled = 0
         self.errors = 0
+        self.blocked = 0  # openings refused by the enable switch
+        self._blocked_warned = False
         self.failure: BaseException | None = None  # set when switching failed; check() raises it
         self.delays_ns: deque[int] = deque(maxlen=2000)  # executed - planned switch time, the latest ones
 
@@ -156,10 +166,19 @@ class SprayScheduler:
             due = [w for w in wake if w is not None]
             return min(due) if due else None
 
-    def _switch(self, channel: int, on: bool) -> bool:
+    def _switch(self, channel: int, on: bool) -> str:
+        """``ok``, ``blocked`` (the enable switch is off: every output is off) or ``failed``."""
         try:
             self.output.set(channel, on, max_on_s=self.max_on_s if on else None)
-            return True
+            if on:
+                self._blocked_warned = False
+            return "ok"
+        except OutputBlocked as e:
+            self.blocked += 1
+            if not self._blocked_warned:
+                self._blocked_warned = True
+                log.warning("channel %d not opened: blocked by the enable switch (%s)", channel, e.what)
+            return "blocked"
         except Exception as e:  # everything off now; the pipeline raises it at its next step (check())
             self.errors += 1
             if self.failure is None:
@@ -169,7 +188,7 @@ class SprayScheduler:
                 self.output.all_off()
             except Exception:
                 log.exception("all_off failed too")
-            return False
+            return "failed"
 
     def check(self) -> None:
         """Raise the failure the switching thread met, so the run ends non-zero (systemd restarts it)."""
@@ -189,7 +208,13 @@ class SprayScheduler:
             self._close(i, ch, now, planned=now)
             return None
         if current is not None and not ch.on:
-            if self._switch(i, True):
+            result = self._switch(i, True)
+            if result == "blocked":  # the switch is off: this interval will not be sprayed
+                ch.intervals.remove(current)
+                self.spray_log.event("blocked", channel=i, planned_ns=current[0], at_ns=now, until_ns=current[1],
+                                     why="enable switch off")
+                current = None
+            elif result == "ok":
                 ch.on, ch.on_since_ns, ch.last_refresh_ns = True, now, now
                 ch.opened_for_ns = current[0]
                 self.opens += 1
@@ -198,8 +223,15 @@ class SprayScheduler:
                 self.spray_log.event("open", channel=i, planned_ns=current[0], at_ns=now,
                                      delay_ms=round(delay / 1e6, 3), until_ns=current[1])
         elif current is not None and now - ch.last_refresh_ns >= self.refresh_ns:
-            self._switch(i, True)  # refresh: the output bounds each ON
-            ch.last_refresh_ns = now
+            if self._switch(i, True) == "blocked":  # refresh refused: the output switched everything off
+                ch.intervals.remove(current)
+                current = None
+                self.closes += 1
+                self.spray_log.event("close", channel=i, planned_ns=now, at_ns=now, delay_ms=0.0,
+                                     reason="enable switch off")
+                ch.on, ch.on_since_ns, ch.opened_for_ns = False, None, None
+            else:  # refresh: the output bounds each ON
+                ch.last_refresh_ns = now
         elif current is None and ch.on:
             ended = max((iv[1] for iv in ch.intervals if iv[1] <= now), default=now)
             self._close(i, ch, now, planned=ended)
@@ -296,4 +328,5 @@ class SprayScheduler:
             p95 = d[min(len(d) - 1, int(0.95 * len(d)))] / 1e6 if d else 0.0
             return {"planned": self.planned, "late": self.late, "missed": self.missed, "opens": self.opens,
                     "closes": self.closes, "max_on_trips": self.max_on_trips, "cancelled": self.cancelled,
+                    "blocked": self.blocked,
                     "switch_delay_p95_ms": round(p95, 3)}

@@ -10,7 +10,8 @@ into one of the backends, each in a file of its own:
   docs/serial-protocol.md (reference controller: ``serial_controller.py``).
 
 All implement ``edge.outputs.base.Output``; hardware libraries are imported only when
-their backend is built.
+their backend is built. ``build_output(spec, enable=switch)`` gates the output by an enable
+switch (``edge.enable``): no channel opens while it is off (``OutputBlocked``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.clock import Clock
 from edge.outputs.base import Output
-from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput
+from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput, Interlock, OutputBlocked
 from edge.outputs.dryrun import DryRunOutput
 from edge.outputs.serial_out import DEFAULT_ACK_TIMEOUT_S, DEFAULT_BAUD, DEFAULT_HEARTBEAT_S, DEFAULT_RETRIES
 
-__all__ = ["Output", "OutputSpec", "build_output", "ChannelOutput", "DryRunOutput", "KINDS"]
+__all__ = ["Output", "OutputSpec", "build_output", "ChannelOutput", "DryRunOutput", "Interlock", "OutputBlocked",
+           "KINDS"]
 
 KINDS = ("dryrun", "gpio", "jetson", "serial")
 
@@ -130,14 +132,22 @@ def build_output(
     pin_factory: Any = None,
     serial: Any = None,
     log: Any = None,
+    enable: Interlock | None = None,
 ) -> ChannelOutput:
     """Build the output ``spec`` describes (dry-run with one channel when ``spec`` is None).
 
     ``pin_factory`` (gpio) and ``serial`` (an open pyserial object for kind serial) are
     injected by tests; ``clock`` drives the on-time bound; ``log`` is the dry-run's
-    logger or callable. Raises ``OutputError`` with a fix when the hardware is missing.
+    logger or callable; ``enable`` (an enable switch) gates every channel. Raises
+    ``OutputError`` with a fix when the hardware is missing.
     """
-    spec = spec if spec is not None else OutputSpec()
+    out = _build(spec if spec is not None else OutputSpec(), clock, pin_factory, serial, log)
+    if enable is not None:
+        out.set_enable(enable)
+    return out
+
+
+def _build(spec: OutputSpec, clock: Clock | None, pin_factory: Any, serial: Any, log: Any) -> ChannelOutput:
     if spec.kind == "dryrun":
         return DryRunOutput(
             spec.channels or 1,

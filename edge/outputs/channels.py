@@ -17,6 +17,13 @@ another ``set(ch, True)`` within the bound is switched off by a background threa
 hung pipeline cannot hold a valve open. The thread sleeps on a condition variable until
 the earliest deadline; tests with a ``ManualClock`` call ``expire_due()`` instead of
 waiting. All public methods are thread-safe (one re-entrant lock per output).
+
+An output may be gated by an enable switch (``set_enable``, an ``Interlock`` such as
+``edge.enable.EnableSwitch``): while the switch is off, ``set(ch, True)`` switches nothing
+on, switches every channel off and raises ``OutputBlocked`` (counted in ``blocked``); the
+switch turning off switches every channel off at once. The check runs under the output's
+lock, and the switch's off-callback takes the same lock, so a valve cannot be opened
+after the switch went off.
 """
 
 from __future__ import annotations
@@ -24,11 +31,28 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+from typing import Callable, Protocol
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import OutputError
 
 DEFAULT_MAX_ON_S = 2.0
+
+
+class Interlock(Protocol):
+    """An enable switch as the outputs see it (``edge.enable.EnableSwitch``)."""
+
+    def is_on(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+    def add_off_listener(self, callback: Callable[[], None]) -> None: ...
+
+    def remove_off_listener(self, callback: Callable[[], None]) -> None: ...
+
+
+class OutputBlocked(OutputError):
+    """``set(ch, True)`` refused: the enable switch is off. Every channel is off."""
 
 
 class ChannelOutput(abc.ABC):
@@ -65,6 +89,30 @@ class ChannelOutput(abc.ABC):
         self._closed = False
         self._expiry_thread: threading.Thread | None = None
         self.expired = 0  # channels switched off because their on-time bound elapsed
+        self._enable: Interlock | None = None
+        self.blocked = 0  # set(ch, True) refused because the enable switch was off
+
+    # -- the enable switch -------------------------------------------------------------
+    def set_enable(self, enable: Interlock | None) -> None:
+        """Gate this output by ``enable`` (None: no gate). Off now: every channel goes off."""
+        with self._lock:
+            if self._enable is not None:
+                self._enable.remove_off_listener(self._enable_off)
+            self._enable = enable
+            if enable is None:
+                return
+            enable.add_off_listener(self._enable_off)
+            if not enable.is_on() and not self._closed:
+                self._all_off_locked("enable switch off")
+
+    @property
+    def enable(self) -> Interlock | None:
+        return self._enable
+
+    def _enable_off(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._all_off_locked("enable switch off")
 
     # -- the Output protocol ---------------------------------------------------------
     def set(self, channel: int, on: bool, max_on_s: float | None = None) -> None:
@@ -78,6 +126,14 @@ class ChannelOutput(abc.ABC):
                     "this is a bug in the caller: create a new output instead of reusing a closed one",
                 )
             if on:
+                if self._enable is not None and not self._enable.is_on():
+                    self.blocked += 1
+                    if any(self._state):
+                        self._all_off_locked("enable switch off")
+                    raise OutputBlocked(
+                        f"{self.name} channel {ch} not switched on: the {self._enable.describe()} is off",
+                        "switch it on to spray (no valve opens while it is off)",
+                    )
                 bound = self._bound(max_on_s)
                 now = self._clock.now_ns()
                 was_on = self._state[ch]
@@ -118,6 +174,8 @@ class ChannelOutput(abc.ABC):
                 error = exc
             self._closed = True
             self._cond.notify_all()
+            if self._enable is not None:
+                self._enable.remove_off_listener(self._enable_off)
             try:
                 self._hw_release()
             except Exception as exc:

@@ -4,15 +4,20 @@
 
 The spray log is the ``[spray] log_jsonl`` of an ``edge-run`` over a recorded pass (a
 video read with ``--realtime``, so capture times match the recording). The ground-truth
-file has one JSON object per line::
+file has one JSON object per line, each plant placed by distance or by time::
 
     {"lane": 1, "distance_cm": 250.0, "length_cm": 8.0, "kind": "weed"}
+    {"lane": 0, "time_s": 4.2, "length_cm": 6.0}
 
 ``distance_cm``: the plant's centre, along travel, from the ground point under the image
-centre at the first frame; ``length_cm`` (default 5): its extent along travel; ``kind``:
-``weed`` (default) or anything else (a crop: spraying it is counted as waste).
+centre at the first frame; ``time_s``: when the plant's centre passed under the image
+centre, in seconds from the start of the video (its first frame), converted to a distance
+with the pass's speed; ``length_cm`` (default 5): its extent along travel; ``kind``:
+``weed`` (default) or anything else (a crop: spraying it is counted as waste). Other keys
+(e.g. ``class``) are notes and ignored.
 
-The pass is taken at the speed in the log's ``pass_start`` line (a fixed speed). Each
+The pass is taken at the speed in the log's ``pass_start`` line (a fixed speed; the
+config's ``speed_kmh`` when the log has none). Each
 executed open/close on a channel sprays the ground strip of its lane between where the
 spray line was when the liquid arrived (open + opening lag) and when it stopped (close +
 closing lag). A weed is **hit** when that covers all of it, **partly hit** when some of it,
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +42,31 @@ from edge.geometry import Geometry, kmh_to_cm_s
 
 @dataclass(frozen=True)
 class Plant:
+    """A plant of the ground truth, placed by ``distance_cm`` or by ``time_s`` (exactly one of them)."""
+
     lane: int
-    distance_cm: float
+    distance_cm: float | None = None
     length_cm: float = 5.0
     kind: str = "weed"
+    time_s: float | None = None  # when its centre passed under the image centre, from the first frame
+
+    def __post_init__(self) -> None:
+        if (self.distance_cm is None) == (self.time_s is None):
+            raise ValueError("give exactly one of distance_cm and time_s")
+        if not self.length_cm >= 0:
+            raise ValueError(f"length_cm must be >= 0, got {self.length_cm!r}")
+
+    def placed(self, speed_cm_s: float) -> "Plant":
+        """The same plant by distance: a time is converted at the pass's speed."""
+        if self.distance_cm is not None:
+            return self
+        assert self.time_s is not None
+        return Plant(self.lane, self.time_s * speed_cm_s, self.length_cm, self.kind)
 
     @property
     def span(self) -> tuple[float, float]:
+        if self.distance_cm is None:
+            raise ValueError("a plant given by time_s has no distance yet: use placed(speed_cm_s)")
         return self.distance_cm - self.length_cm / 2, self.distance_cm + self.length_cm / 2
 
 
@@ -123,7 +147,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig) -> 
     widths = [(b - a) * cfg.footprint_across_cm for a, b in zip(geom.lane_edges, geom.lane_edges[1:])]
     hits = partial = misses = crops = 0
     weed_area = 0.0
-    for p in plants:
+    for p in (p.placed(v) for p in plants):
         if not 0 <= p.lane < geom.lanes:
             raise ConfigError(f"ground truth names lane {p.lane}, the config has {geom.lanes}",
                               "number lanes from 0, left to right in the image")
@@ -163,15 +187,36 @@ def read_jsonl(path: str | Path, what: str) -> list[dict]:
     return out
 
 
+def _number(d: dict, key: str) -> float | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{key} must be a number, got {v!r}")
+    return float(v)
+
+
 def read_truth(path: str | Path) -> list[Plant]:
+    """The ground-truth file: one plant per line, placed by ``distance_cm`` or by ``time_s``."""
     plants = []
     for i, d in enumerate(read_jsonl(path, "ground-truth file"), 1):
         try:
-            plants.append(Plant(int(d["lane"]), float(d["distance_cm"]), float(d.get("length_cm", 5.0)),
-                                str(d.get("kind", "weed"))))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"ground-truth file {path} line {i}: {e!r}",
-                              'each line needs "lane" and "distance_cm" (and may give "length_cm", "kind")') from None
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+            if "lane" not in d:
+                raise ValueError("no lane")
+            lane = d["lane"]
+            if isinstance(lane, bool) or not isinstance(lane, (int, float)) or not math.isfinite(lane) \
+                    or lane != int(lane):
+                raise ValueError(f"lane must be a whole number, got {lane!r}")
+            lane = int(lane)
+            length = _number(d, "length_cm")
+            plants.append(Plant(lane, _number(d, "distance_cm"), 5.0 if length is None else length,
+                                str(d.get("kind") or "weed"), _number(d, "time_s")))
+        except ValueError as e:
+            raise ConfigError(f"ground-truth file {path} line {i}: {e}",
+                              'each line needs "lane" and one of "distance_cm" or "time_s" (seconds from the start '
+                              'of the video), and may give "length_cm" and "kind"') from None
     return plants
 
 
@@ -180,15 +225,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m edge.replay", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the edge-run config of the pass (its [spray] section)")
-    p.add_argument("--spray-log", required=True, help="the [spray] log_jsonl of the pass")
-    p.add_argument("--truth", required=True, help="ground truth: JSON lines with lane, distance_cm[, length_cm, kind]")
+    p.add_argument("--spray-log", required=True, nargs="+", metavar="FILE",
+                   help="the [spray] log_jsonl of the pass; a rotated log: every part, oldest first "
+                        "(spray.jsonl.1 spray.jsonl)")
+    p.add_argument("--truth", required=True,
+                   help="ground truth: JSON lines with lane, distance_cm or time_s[, length_cm, kind]")
     p.add_argument("--json", action="store_true", help="print the score as JSON")
     a = p.parse_args(argv)
     try:
         cfg = load_config(a.config)
         if cfg.spray is None:
             raise ConfigError(f"config {a.config} has no [spray] section", "score the config the pass was run with")
-        s = score(read_jsonl(a.spray_log, "spray log"), read_truth(a.truth), cfg.spray)
+        events = [e for part in a.spray_log for e in read_jsonl(part, "spray log")]
+        s = score(events, read_truth(a.truth), cfg.spray)
     except WeedDetectorError as e:
         print(f"replay: error: {e}", file=sys.stderr)
         return e.exit_code

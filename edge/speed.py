@@ -7,7 +7,9 @@ not know it (no fix yet, stale reading): the caller then sprays nothing.
 - ``NmeaSpeed`` (``speed_source = "nmea"``): a GPS receiver on a serial port (pyserial,
   imported lazily) sending NMEA 0183 RMC and/or VTG sentences; a reader thread keeps the
   newest speed and position. A speed older than ``stale_s`` counts as unknown, with a
-  warning. ``parse_nmea`` is the pure parser.
+  warning. A port that fails (GPS unplugged) makes the speed unknown at once and is
+  reopened with backoff (``edge.reconnect.Backoff``); the speed returns with the next
+  valid sentence. ``parse_nmea`` is the pure parser.
 - ``WheelEncoderSpeed`` (``speed_source = "encoder"``): pulses of a wheel sensor on a GPIO
   input (gpiozero); no pulses within ``stale_s`` = stopped.
 """
@@ -22,7 +24,9 @@ from typing import Any, Callable, Protocol
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config_spray import SprayConfig
-from edge.errors import ConfigError, SourceError
+from edge.errors import ConfigError, OutputError, SourceError
+from edge.inputs import InputSpec, open_input
+from edge.reconnect import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +132,11 @@ class NmeaSpeed:
     name = "nmea"
 
     def __init__(self, port: str, baud: int = 9600, *, stale_s: float = 2.0, clock: Clock = SYSTEM_CLOCK,
-                 on_fix: Callable[[NmeaFix], None] | None = None):
+                 on_fix: Callable[[NmeaFix], None] | None = None, backoff: Backoff | None = None):
         if not stale_s > 0:
             raise ConfigError(f"speed_stale_s {stale_s!r} must be > 0", "use e.g. 2.0 (seconds)")
         self.port, self.baud = port, baud
+        self.backoff = backoff or Backoff(0.5, 5.0)
         self.stale_ns = int(stale_s * 1e9)
         self.clock = clock
         self.on_fix = on_fix
@@ -145,6 +150,10 @@ class NmeaSpeed:
         self._serial: Any = None
         self.sentences = 0
         self.rejected = 0  # lines that were not a valid RMC/VTG sentence
+        self.losses = 0  # the port failed (GPS unplugged): speed unknown until it is reopened
+        self.reconnects = 0
+        self.failed_attempts = 0
+        self._fails_in_row = 0
 
     def feed(self, line: str | bytes) -> NmeaFix | None:
         fix = parse_nmea(line)
@@ -183,29 +192,78 @@ class NmeaSpeed:
                 return None
             return self._pos
 
-    def start(self) -> "NmeaSpeed":
+    @property
+    def connected(self) -> bool:
+        return self._serial is not None
+
+    def _open(self) -> Any:
         try:
             import serial
         except ImportError as exc:  # pragma: no cover - pyserial is a core dependency
             raise SourceError(f"GPS speed needs pyserial ({exc})", "pip install pyserial") from exc
         try:
-            self._serial = serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.2)
+            return serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.2)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise SourceError(f"cannot open the GPS port {self.port!r}: {exc}",
                               "check [spray] gps_port (e.g. /dev/ttyACM0, /dev/serial0) and that you are in the "
                               "dialout group") from exc
+
+    def start(self) -> "NmeaSpeed":
+        """Open the port (a missing port at start-up is a ``SourceError``) and start the reader thread."""
+        self._serial = self._open()
         self._thread = threading.Thread(target=self._read_loop, name="gps-nmea", daemon=True)
         self._thread.start()
         return self
 
+    def _lose(self, port: Any, why: object) -> None:
+        """The port failed (unplugged): the speed is unknown at once, the port is closed and reopened later."""
+        with self._lock:
+            self._serial = None
+            self._kmh, self._t_ns, self._pos = None, None, None
+        self.losses += 1
+        log.warning("GPS port %s failed (%s): speed unknown, nothing sprays; reopening it with backoff",
+                    self.port, why)
+        try:
+            port.close()
+        except Exception as exc:  # the device is gone; closing may fail too
+            log.debug("closing the lost GPS port failed: %s", exc)
+
+    def _reopen(self) -> None:
+        """One reconnect attempt; waits (interruptibly) for the backoff's delay when it fails."""
+        try:
+            port = self._open()
+        except SourceError as exc:
+            self.failed_attempts += 1
+            self._fails_in_row += 1
+            delay = self.backoff.next_delay()
+            if self._fails_in_row == 1 or delay >= self.backoff.max_s:  # not a line per quick retry
+                log.warning("GPS port %s still unavailable (%s); next attempt in %g s", self.port,
+                            exc.__cause__ or exc.what, delay)
+            self._stop.wait(delay)
+            return
+        if self._stop.is_set():  # closed meanwhile: do not leak the port
+            port.close()
+            return
+        self._serial = port
+        self.reconnects += 1
+        self._fails_in_row = 0
+        self.backoff.reset()
+        log.warning("GPS port %s reopened; spraying resumes with its next valid fix", self.port)
+
     def _read_loop(self) -> None:
-        port = self._serial
         while not self._stop.is_set():
+            port = self._serial
+            if port is None:
+                self._reopen()
+                continue
             try:
                 line = port.readline()
-            except Exception as exc:  # a lost GPS: the speed goes stale, nothing sprays
-                log.warning("GPS port %s failed (%s): speed will go stale; retrying", self.port, exc)
-                self._stop.wait(1.0)
+            except Exception as exc:  # unplugged: pyserial raises SerialException (an OSError on some ports)
+                if self._stop.is_set():
+                    return
+                self._lose(port, exc)
+                self.backoff.reset()
+                self._stop.wait(self.backoff.next_delay())
                 continue
             if line:
                 self.feed(line)
@@ -215,12 +273,12 @@ class NmeaSpeed:
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout=1.0)
-        if self._serial is not None:
+        port, self._serial = self._serial, None
+        if port is not None:
             try:
-                self._serial.close()
+                port.close()
             except Exception:
                 pass
-            self._serial = None
 
 
 class WheelEncoderSpeed:
@@ -234,20 +292,15 @@ class WheelEncoderSpeed:
     name = "encoder"
 
     def __init__(self, pin: int, cm_per_pulse: float, *, stale_s: float = 2.0, pull_up: bool = True,
-                 clock: Clock = SYSTEM_CLOCK, pin_factory: Any = None):
+                 clock: Clock = SYSTEM_CLOCK, pin_factory: Any = None, inputs: InputSpec | None = None):
         if not cm_per_pulse > 0:
             raise ConfigError(f"encoder_cm_per_pulse {cm_per_pulse!r} must be > 0",
                               "wheel circumference in cm / pulses per revolution")
-        try:
-            import gpiozero
-        except ImportError as exc:
-            raise SourceError(f"wheel-encoder speed needs gpiozero ({exc})",
-                              "pip install 'weed-detector[pi]', or use speed_source = 'fixed'") from exc
-        try:
-            self._dev = gpiozero.DigitalInputDevice(pin, pull_up=pull_up, pin_factory=pin_factory)
-        except Exception as exc:
-            raise SourceError(f"cannot read the wheel encoder on GPIO{pin}: {exc}",
-                              "check [spray] encoder_pin (a free BCM pin)") from exc
+        try:  # gpiozero or Jetson.GPIO, as [safety] input_kind says
+            self._dev = open_input(pin, pull_up=pull_up, spec=inputs or InputSpec(pin_factory=pin_factory),
+                                   purpose="wheel encoder")
+        except OutputError as exc:
+            raise SourceError(exc.what, f"{exc.fix}; check [spray] encoder_pin, or use speed_source = 'fixed'") from exc
         self.pin, self.cm_per_pulse = pin, cm_per_pulse
         self.window_ns = int(stale_s * 1e9)
         self.clock = clock
@@ -284,12 +337,14 @@ class WheelEncoderSpeed:
             log.warning("closing the wheel encoder input failed: %s", exc)
 
 
-def build_speed_source(cfg: SprayConfig) -> SpeedSource:
+def build_speed_source(cfg: SprayConfig, *, backoff: Backoff | None = None,
+                       inputs: InputSpec | None = None) -> SpeedSource:
+    """The configured speed source, started; ``backoff`` paces reopening a lost GPS port."""
     if cfg.speed_source == "fixed":
         return FixedSpeed(cfg.speed_kmh)
     if cfg.speed_source == "nmea":
-        return NmeaSpeed(cfg.gps_port, cfg.gps_baud, stale_s=cfg.speed_stale_s).start()
+        return NmeaSpeed(cfg.gps_port, cfg.gps_baud, stale_s=cfg.speed_stale_s, backoff=backoff).start()
     if cfg.speed_source == "encoder" and cfg.encoder_pin is not None:
         return WheelEncoderSpeed(cfg.encoder_pin, cfg.encoder_cm_per_pulse, stale_s=cfg.speed_stale_s,
-                                 pull_up=cfg.encoder_pull_up)
+                                 pull_up=cfg.encoder_pull_up, inputs=inputs)
     raise ConfigError(f"[spray] speed_source {cfg.speed_source!r} is not supported", 'use "fixed"')

@@ -24,6 +24,8 @@ from edge.bundle import available_bundles, load_bundle
 from edge.config import Config
 from edge.config_service import ServiceConfig
 from edge.decision import Decider
+from edge.enable import EnableSwitch, gate, open_enable_switch
+from edge.inputs import input_spec
 from edge.errors import EXIT_OK
 from edge.inference import Classifier
 from edge.notify import SdNotify, ServiceNotifier
@@ -83,12 +85,13 @@ def frame_line(r: FrameResult) -> str:
             f"weed {r.decision.weed_score:4.2f}  {act:5s}  outputs {outs}  {r.timings.end_to_end:6.1f} ms")
 
 
-def make_output(cfg: Config, service: ServiceConfig) -> Output:
-    """The configured output, all off; a serial controller is wrapped to reconnect when lost."""
+def make_output(cfg: Config, service: ServiceConfig, enable=None) -> Output:
+    """The configured output, all off, gated by the enable switch (if any); a serial controller is
+    wrapped to reconnect when lost."""
     if cfg.outputs.kind == "serial" and service.serial_reconnect:
-        return ReconnectingOutput(lambda: build_output(cfg.outputs),
+        return ReconnectingOutput(lambda: build_output(cfg.outputs, enable=enable),
                                   backoff=Backoff(service.reconnect_initial_s, service.reconnect_max_s))
-    return build_output(cfg.outputs)
+    return build_output(cfg.outputs, enable=enable)
 
 
 def _with_output_state(beat: Callable[[dict], None], out: Output) -> Callable[[dict], None]:
@@ -125,7 +128,8 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
     inp = classifier.bundle.manifest.input
     with ExitStack() as stack:
         stack.callback(classifier.close)
-        out = output if output is not None else make_output(with_spray_channels(cfg), service)
+        switch = open_enable_switch(cfg, stack)  # before the outputs: they close (all off) first
+        out = gate(output, switch) if output is not None else make_output(with_spray_channels(cfg), service, switch)
         stack.callback(out.close)
         log.info("model %s (%s) on %s | outputs: %s x%d | threshold %.2f, weeds: %s",
                  classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
@@ -152,7 +156,7 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
             give_up_s=service.give_up_s,
         )
         if cfg.spray is not None:
-            pipeline: Pipeline = make_spray_pipeline(cfg, source, classifier, out, stack, **kw)
+            pipeline: Pipeline = make_spray_pipeline(cfg, source, classifier, out, stack, switch=switch, **kw)
         else:
             pipeline = Pipeline(source, classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s), **kw)
         return pipeline.run()
@@ -166,44 +170,44 @@ def with_spray_channels(cfg: Config) -> Config:
 
 
 def _check_enable_pin(cfg: Config) -> None:
-    """The [spray] input pins (enable switch, wheel encoder) must not be output pins."""
+    """The [spray] input pin (wheel encoder) must not be an output pin ([safety] enable_pin: edge.config)."""
     s = cfg.spray
     if s is None or cfg.outputs.kind != "gpio":
         return
-    for key in ("enable_pin", "encoder_pin"):
+    for key in ("encoder_pin",):
         pin = getattr(s, key)
-        if pin is not None and (key == "enable_pin" or s.speed_source == "encoder") and pin in cfg.outputs.pins:
+        if pin is not None and s.speed_source == "encoder" and pin in cfg.outputs.pins:
             from edge.errors import ConfigError
 
             raise ConfigError(f"[spray] {key} {pin} is also an output pin ([outputs] pins)",
                               "wire the input to a free GPIO pin")
 
 
-def make_spray_pipeline(cfg: Config, source, classifier: Classifier, out: Output, stack: ExitStack, **kw):
+def make_spray_pipeline(cfg: Config, source, classifier: Classifier, out: Output, stack: ExitStack, *,
+                        switch: EnableSwitch | None = None, **kw):
     """[spray]: per-lane decisions, sprays scheduled by a thread (closed, all off, by ``stack``)."""
     from edge.geometry import Geometry
     from edge.lanes import LanePlanner, SprayPipeline
     from edge.scheduler import SprayScheduler
     from edge.speed import build_speed_source
-    from edge.spraylog import SprayLog
+    from edge.spraylog import SprayLog, channel_lanes
 
     s = cfg.spray
     assert s is not None
     _check_enable_pin(cfg)
     geometry = Geometry.from_config(s)
-    speed = build_speed_source(s)
+    speed = build_speed_source(s, backoff=Backoff(cfg.service.reconnect_initial_s, cfg.service.reconnect_max_s),
+                               inputs=input_spec(cfg))
     stack.callback(speed.close)
-    slog = SprayLog(s.log_jsonl or None, max_bytes=int(cfg.service.log_max_mb * 1e6), backups=cfg.service.log_backups)
+    position = getattr(speed, "position", None)  # a GPS: lat/lon on every executed open/close
+    slog = SprayLog(s.log_jsonl or None, max_bytes=int(cfg.service.log_max_mb * 1e6), backups=cfg.service.log_backups,
+                    lanes=channel_lanes(geometry.channels), position=position if callable(position) else None)
     scheduler = SprayScheduler(out, spray_log=slog, max_on_s=s.max_on_s,
                                merge_gap_ns=geometry.open_lag_ns + geometry.close_lag_ns)
     stack.callback(scheduler.close)
     enable = None
-    if s.enable_pin is not None:
-        from edge.enable import EnableSwitch
-
-        switch = EnableSwitch(s.enable_pin, pull_up=s.enable_pull_up,
-                              on_off=lambda: scheduler.cancel_all("enable switch off"))
-        stack.callback(switch.close)
+    if switch is not None:  # the output is gated by it; off also cancels every plan
+        switch.add_off_listener(lambda: scheduler.cancel_all("enable switch off"))
         enable = switch.is_on
     planner = LanePlanner(classifier, lambda: make_decider(cfg, classifier), geometry, scheduler, speed,
                           min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable)
@@ -251,7 +255,11 @@ def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: t
     stop = stop or threading.Event()
     wait = wait or stop.wait
     with ExitStack() as stack:
-        out = output if output is not None else build_output(with_spray_channels(cfg).outputs)
+        switch = open_enable_switch(cfg, stack)
+        if switch is not None:
+            switch.require_on("pulse the outputs")
+        out = gate(output, switch) if output is not None else build_output(with_spray_channels(cfg).outputs,
+                                                                           enable=switch)
         stack.callback(out.close)
         out.all_off()
         print(f"testing {out.name} outputs: {out.channels} channel(s), {pulse_s * 1000:g} ms each", flush=True)
@@ -284,6 +292,10 @@ def validate(cfg: Config) -> int:
         print(f"outputs ok: {out.name} with {out.channels} channel(s), all off")
         if cfg.spray is not None:
             print(spray_summary(cfg, out))
+    with ExitStack() as stack:
+        switch = open_enable_switch(cfg, stack)
+        if switch is not None:
+            print(f"{switch.describe()}: {'on' if switch.is_on() else 'OFF now (no output opens until it is on)'}")
     spec = source_spec(cfg)
     print(f"source: {spec.describe()} (opened at run time)")
     return EXIT_OK

@@ -14,7 +14,7 @@ from edge.geometry import Geometry
 from edge.inference import Classifier
 from edge.lanes import LanePlanner, SprayPipeline
 from edge.outputs.dryrun import DryRunOutput
-from edge.replay import Plant, main, read_jsonl, score
+from edge.replay import Plant, main, read_jsonl, read_truth, score
 from edge.scheduler import SprayScheduler
 from edge.speed import FixedSpeed
 from edge.spraylog import SprayLog
@@ -53,6 +53,54 @@ def test_score_table(sprays, plants, expect):
     s = score(log(*sprays), plants, cfg())
     got = dict(hits=s.hits, partial=s.partial, misses=s.misses, crops_sprayed=s.crops_sprayed)
     assert got == {**dict(hits=0, partial=0, misses=0, crops_sprayed=0), **expect}
+
+
+@pytest.mark.parametrize("distance_plant, time_plant", [
+    (Plant(0, 110, 10), Plant(0, None, 10, time_s=1.1)),  # 100 cm/s: 1.1 s after the first frame = 110 cm
+    (Plant(0, 125, 10), Plant(0, time_s=1.25, length_cm=10)),  # partly: 120..130 vs sprayed 100..120
+    (Plant(1, 110, 10), Plant(1, time_s=1.1, length_cm=10)),  # the other lane: missed
+    (Plant(0, 110, 10, "crop"), Plant(0, time_s=1.1, length_cm=10, kind="crop")),
+])
+def test_truth_by_time_scores_like_truth_by_distance(distance_plant, time_plant):
+    ev = log((0, 2.0, 2.2))
+    by_distance, by_time = score(ev, [distance_plant], cfg()), score(ev, [time_plant], cfg())
+    assert by_time == by_distance
+    assert by_time.hits + by_time.partial + by_time.misses + by_time.crops_sprayed == 1
+
+
+def test_truth_by_time_uses_the_recorded_speed_then_the_configured_one():
+    # the log says 3.6 km/h (100 cm/s): 1.1 s = 110 cm, sprayed 100..120 -> hit
+    assert score(log((0, 2.0, 2.2)), [Plant(0, time_s=1.1, length_cm=10)], cfg(speed_kmh=7.2)).hits == 1
+    # no speed in the log: the config's 7.2 km/h (200 cm/s): 1.1 s = 220 cm, sprayed 300..340 -> missed...
+    ev = [{**e, "speed_kmh": None} if e["event"] == "pass_start" else e for e in log((0, 2.0, 2.2))]
+    assert score(ev, [Plant(0, time_s=1.1, length_cm=10)], cfg(speed_kmh=7.2)).misses == 1
+    # ... and 1.6 s = 320 cm: hit
+    assert score(ev, [Plant(0, time_s=1.6, length_cm=10)], cfg(speed_kmh=7.2)).hits == 1
+
+
+def test_read_truth_both_forms(tmp_path):
+    p = tmp_path / "truth.jsonl"
+    p.write_text('{"lane": 1, "distance_cm": 250.0, "length_cm": 8.0, "kind": "weed", "class": "fat_hen"}\n'
+                 '\n{"lane": 0, "time_s": 4.2}\n{"lane": 2.0, "time_s": 1, "length_cm": 3, "kind": "crop"}\n')
+    assert read_truth(p) == [Plant(1, 250.0, 8.0, "weed"), Plant(0, time_s=4.2), Plant(2, time_s=1.0, length_cm=3.0,
+                                                                                          kind="crop")]
+
+
+@pytest.mark.parametrize("line, words", [
+    ('{"lane": 0}', "one of \"distance_cm\" or \"time_s\""),
+    ('{"lane": 0, "distance_cm": 10, "time_s": 1}', "exactly one of distance_cm and time_s"),
+    ('{"distance_cm": 10}', "no lane"),
+    ('{"lane": 0.5, "time_s": 1}', "lane must be a whole number"),
+    ('{"lane": 0, "time_s": "1.2"}', "time_s must be a number"),
+    ('{"lane": 0, "time_s": 1, "length_cm": -2}', "length_cm must be >= 0"),
+    ('[0, 1.2]', "not a JSON object"),
+])
+def test_bad_truth_lines_say_which_line_and_how_to_fix_it(tmp_path, line, words):
+    p = tmp_path / "truth.jsonl"
+    p.write_text('{"lane": 0, "time_s": 1}\n' + line + "\n")
+    with pytest.raises(ConfigError, match="line 2") as e:
+        read_truth(p)
+    assert words in str(e.value)
 
 
 def test_areas_and_saving():
@@ -120,7 +168,7 @@ class Pass:
         pass
 
 
-def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path):
+def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path, capsys):
     classifier = Classifier(TOY_BUNDLE, num_threads=1)
     plants = [Plant(1, 150, 16), Plant(0, 300, 16), Plant(1, 320, 16, "crop")]
     c = cfg(tile_rows=2, margin_before_cm=3, margin_after_cm=3, valve_open_lag_ms=20, valve_close_lag_ms=20)
@@ -142,12 +190,26 @@ def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path):
     # the same log scored as if the nozzles were 50 cm further back: the sprays would have landed short
     off = score(events, plants, c.model_copy(update={"nozzle_distance_cm": 150.0}))
     assert off.hits == 0 and off.misses == 2
-    # and the command line over the same files
+    # and the command line over the same files, with the truth by distance and by time (100 cm/s)
     (tmp_path / "truth.jsonl").write_text("".join(json.dumps(p.__dict__) + "\n" for p in plants))
+    (tmp_path / "truth_t.jsonl").write_text("".join(json.dumps(
+        {"lane": p.lane, "time_s": p.distance_cm / 100.0, "length_cm": p.length_cm, "kind": p.kind}) + "\n"
+        for p in plants))
     (tmp_path / "c.toml").write_text("[spray]\n" + "".join(
         f"{k} = {json.dumps(v)}\n" for k, v in c.model_dump().items() if v is not None))
-    assert main(["--config", str(tmp_path / "c.toml"), "--spray-log", str(slog),
-                 "--truth", str(tmp_path / "truth.jsonl"), "--json"]) == 0
+    results = []
+    for truth in ("truth.jsonl", "truth_t.jsonl"):
+        assert main(["--config", str(tmp_path / "c.toml"), "--spray-log", str(slog),
+                     "--truth", str(tmp_path / truth), "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0] == results[1] and (results[0]["hits"], results[0]["misses"]) == (2, 0)
+    # a rotated log scores the same when every part is given, oldest first
+    text = slog.read_text().splitlines(keepends=True)
+    (tmp_path / "spray.jsonl.1").write_text("".join(text[:len(text) // 2]))
+    (tmp_path / "spray_now.jsonl").write_text("".join(text[len(text) // 2:]))
+    assert main(["--config", str(tmp_path / "c.toml"), "--spray-log", str(tmp_path / "spray.jsonl.1"),
+                 str(tmp_path / "spray_now.jsonl"), "--truth", str(tmp_path / "truth_t.jsonl"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == results[0]
 
 
 def test_field_pass_generator(tmp_path):

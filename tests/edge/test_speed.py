@@ -1,7 +1,9 @@
 """Travel speed: fixed, and NMEA RMC/VTG from a GPS (pure parser, staleness on a manual clock, a real pty)."""
 
 import os
+import queue
 import threading
+import time
 
 import pytest
 
@@ -9,6 +11,7 @@ from edge.clock import ManualClock
 from edge.config import load_config
 from edge.config_spray import SprayConfig
 from edge.errors import ConfigError, SourceError
+from edge.reconnect import Backoff
 from edge.speed import FixedSpeed, NmeaSpeed, build_speed_source, parse_nmea
 
 
@@ -86,6 +89,48 @@ def test_reads_a_gps_over_a_pty():
         gps.close()  # idempotent
         os.close(master)
         os.close(slave)
+
+
+def _until(predicate, timeout_s=5.0):
+    """Bounded wait for the reader thread (polls every 5 ms)."""
+    done = threading.Event()
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        done.wait(0.005)
+    return predicate()
+
+
+def test_unplugged_gps_is_reopened_and_speed_returns(tmp_path):
+    """A pty behind a symlink (like /dev/serial/by-id/...): unplugged = pty gone and the link removed."""
+    link = tmp_path / "gps"
+    master, slave = os.openpty()
+    link.symlink_to(os.ttyname(slave))
+    fixes = queue.Queue()
+    gps = NmeaSpeed(str(link), stale_s=60.0, on_fix=fixes.put, backoff=Backoff(0.01, 0.05)).start()
+    try:
+        os.write(master, nmea("GPRMC,1,A,4807.038,N,01131.000,E,5.0,0,230394,,,A").encode())
+        fixes.get(timeout=5.0)
+        assert gps.speed_kmh() == pytest.approx(9.26) and gps.position() is not None
+        os.close(master)  # unplugged
+        os.close(slave)
+        link.unlink()
+        master = slave = None
+        assert _until(lambda: gps.losses == 1)
+        # unknown at once (not only after stale_s = 60 s): nothing sprays while it is gone
+        assert gps.speed_kmh() is None and gps.position() is None and not gps.connected
+        assert _until(lambda: gps.failed_attempts >= 2)  # retried, with backoff, while the port is missing
+        master, slave = os.openpty()  # plugged back in (another pty, the same link)
+        link.symlink_to(os.ttyname(slave))
+        assert _until(lambda: gps.reconnects == 1)
+        assert gps.speed_kmh() is None  # no valid sentence yet since the loss
+        os.write(master, nmea("GPVTG,,T,,M,,N,7.5,K,A").encode())
+        assert fixes.get(timeout=5.0).speed_kmh == 7.5
+        assert gps.speed_kmh() == 7.5 and gps.losses == 1
+    finally:
+        gps.close()
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)
 
 
 def test_bad_gps_port_is_a_source_error(tmp_path):

@@ -4,9 +4,10 @@ Used instead of the whole-frame decision when the config has a ``[spray]`` secti
 
 Each frame is cut into a grid: one column per lane (boom section / nozzle, left to right),
 ``tile_rows`` rows along travel (0 = as many as make the tiles about square, so the
-model's centre crop loses little). All tiles of a frame are classified in one call
-(``Classifier.classify_many``). Each lane has its own ``Decider`` (threshold, N-of-M
-debounce, hold), fed with the lane's most weed-like tile. When a lane's decision says
+model's centre crop loses little). All tiles of a frame are classified as one batch, in
+one interpreter invoke (``Classifier.classify_many``; a model that cannot run a batch
+falls back to one invoke per tile, logged once). Each lane has its own ``Decider``
+(threshold, N-of-M debounce, hold), fed with the lane's most weed-like tile. When a lane's decision says
 spray, every weed tile of that lane is scheduled (``edge.geometry`` -> ``edge.scheduler``)
 — including those of the earlier weed frames the debounce was still waiting on, so the
 first frame that fired sets the time; a frame without weed tiles that still sprays
@@ -104,6 +105,11 @@ class LanePlanner:
         for p in self._pending:
             p.clear()
 
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """(tile rows, tiles per frame) of the frames seen so far; None before the first frame."""
+        return None if self._grid is None else (self._grid[1], len(self._grid[2]))
+
     def tiles_for(self, width: int, height: int) -> tuple[int, tuple[Tile, ...]]:
         if self._grid is None or self._grid[0] != (width, height):
             rows = self.tile_rows or self.geometry.auto_rows(width, height)
@@ -140,7 +146,7 @@ class LanePlanner:
 
     def process(self, frame: Frame) -> tuple[list[Scores], list[LaneResult], float | None]:
         rows, tiles, crops = self.cut(frame.image)
-        scores = self.classifier.classify_many(crops, frame.colour_order)
+        scores = self.classifier.classify_many(crops, frame.colour_order)  # one batch: one invoke for all tiles
         kmh = self._speed()
         if kmh is None:
             self.too_slow_frames += 1

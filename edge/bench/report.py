@@ -3,7 +3,8 @@
 ``SCHEMA`` is the one description of the JSON file; ``docs/benchmark.md`` documents every
 field in it and ``validate`` checks a document against it (the tests do, and
 ``--compare`` does before reading a file). Bump ``SCHEMA_VERSION`` on any change that
-renames, removes or retypes a field; adding a field keeps the version.
+renames, removes or retypes a field; adding a field keeps the version (wrap it in
+``Added``: files written before it lack it and stay valid).
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ SCHEMA_VERSION = 1
 @dataclass(frozen=True)
 class Opt:
     """The value may also be null."""
+
+    inner: Any
+
+
+@dataclass(frozen=True)
+class Added:
+    """A field added after the first files of this schema version: it may be missing (older
+    files) or null."""
 
     inner: Any
 
@@ -78,6 +87,27 @@ MODEL = {
     "untrained_demo": bool,
 }
 
+SPRAY = {
+    "lanes": int,
+    "tile_rows": int,
+    "tiles_per_frame": int,
+    "classify": str,
+    "invokes_per_frame": Opt(NUM),
+    "speed_kmh": NUM,
+    "speed_note": str,
+    "planned": int,
+    "late": int,
+    "missed": int,
+    "switch_delay_p95_ms": Opt(NUM),
+    "latency_ms": NUM,
+    "frame_period_ms": Opt(NUM),
+    "max_speed_kmh": NUM,
+    "landing_kmh": Opt(NUM),
+    "coverage_kmh": Opt(NUM),
+    "limited_by": str,
+    "max_speed_line": str,
+}
+
 RUN = {
     "id": str,
     "role": str,
@@ -105,6 +135,9 @@ RUN = {
     "loadavg_start": Opt(ListOf(NUM, 3)),
     "loadavg_end": Opt(ListOf(NUM, 3)),
     "pid": Opt(int),
+    "mode": Added(str),
+    "stage_names": Added(dict),
+    "spray": Added(SPRAY),
 }
 
 SCHEMA = {
@@ -130,7 +163,7 @@ def _type_ok(value: Any, t: Any) -> bool:
 
 
 def _check(value: Any, schema: Any, path: str, problems: list[str]) -> None:
-    if isinstance(schema, Opt):
+    if isinstance(schema, (Opt, Added)):
         if value is not None:
             _check(value, schema.inner, path, problems)
         return
@@ -149,7 +182,8 @@ def _check(value: Any, schema: Any, path: str, problems: list[str]) -> None:
             return
         for k, sub in schema.items():
             if k not in value:
-                problems.append(f"{path}.{k}: missing")
+                if not isinstance(sub, Added):
+                    problems.append(f"{path}.{k}: missing")
             else:
                 _check(value[k], sub, f"{path}.{k}", problems)
         return
@@ -168,7 +202,7 @@ def validate(doc: Any) -> list[str]:
 def schema_paths(schema: Any = SCHEMA, prefix: str = "") -> list[str]:
     """Every field path of the schema, e.g. ``runs[].stages_ms.end_to_end.p50``."""
     out: list[str] = []
-    if isinstance(schema, Opt):
+    if isinstance(schema, (Opt, Added)):
         return schema_paths(schema.inner, prefix)
     if isinstance(schema, ListOf):
         return schema_paths(schema.inner, prefix + "[]")
@@ -244,7 +278,17 @@ def run_label(r: dict) -> str:
     variant = m.get("variant", "?")
     if r["role"] == "naive_baseline":
         return f"naive loop ({variant}, 1 thread)"
-    return f"pipeline {variant}, {r['threads']} thread{'s' if r['threads'] != 1 else ''}"
+    label = f"pipeline {variant}, {r['threads']} thread{'s' if r['threads'] != 1 else ''}"
+    sp = r.get("spray")
+    if r.get("mode") == "lanes" and sp:
+        label += f", {sp['lanes']} lanes × {sp['tile_rows']} tiles ({sp['classify']})"
+    elif r.get("mode") == "lanes":
+        label += ", lanes"
+    return label
+
+
+def _lanes(r: dict) -> bool:
+    return r.get("mode") == "lanes"
 
 
 def _machine_line(doc: dict) -> str:
@@ -297,17 +341,40 @@ def markdown(doc: dict) -> str:
             f"| {run_label(r)} | {_f(r['fps'], 1)} | {_f(e['p50'])} | {_f(e['p95'])} | {_f(e['p99'])} | {_f(e['max'])} | "
             f"{_f(e['mean'])} | {_f(r['raw_invoke_ms']['p50'])} | {_x(r['e2e_over_invoke_p50'])} | "
             f"{_x(vs.get('p50'))} | {_x(vs.get('p95'))} | {_f(r['peak_rss_mib'], 0)} | {r['dropped']} |")
-    lines += [
-        "",
-        "Per stage, p50 / p95 ms (capture_wait = reading the frame: decode for files, waiting for a live frame):",
-        "",
-        "| run | " + " | ".join(STAGES) + " |",
-        "|---|" + "---:|" * len(STAGES),
-    ]
-    for r in doc["runs"]:
-        if r["ok"]:
+    frame_runs = [r for r in doc["runs"] if r["ok"] and not _lanes(r)]
+    lanes = [r for r in doc["runs"] if r["ok"] and _lanes(r)]
+    if frame_runs or not lanes:
+        lines += [
+            "",
+            "Per stage, p50 / p95 ms (capture_wait = reading the frame: decode for files, waiting for a live frame):",
+            "",
+            "| run | " + " | ".join(STAGES) + " |",
+            "|---|" + "---:|" * len(STAGES),
+        ]
+    for r in frame_runs:
+        cells = [f"{_f(r['stages_ms'][st]['p50'])} / {_f(r['stages_ms'][st]['p95'])}" for st in STAGES]
+        lines.append(f"| {run_label(r)} | " + " | ".join(cells) + " |")
+    if lanes:
+        names = lanes[0].get("stage_names") or {}
+        lines += [
+            "",
+            "Per-lane runs (`[spray]` in the config: edge-run's SprayPipeline), per stage, p50 / p95 ms:",
+            "",
+            "| run | " + " | ".join(names.get(st, st) for st in STAGES) + " |",
+            "|---|" + "---:|" * len(STAGES),
+        ]
+        for r in lanes:
             cells = [f"{_f(r['stages_ms'][st]['p50'])} / {_f(r['stages_ms'][st]['p95'])}" for st in STAGES]
             lines.append(f"| {run_label(r)} | " + " | ".join(cells) + " |")
+        lines += ["", "Per-lane runs, from the measured latency (end-to-end p95 + the scheduler's switching p95):", ""]
+        for r in lanes:
+            sp = r.get("spray") or {}
+            if sp:
+                lines.append(f"- {run_label(r)}: {sp['max_speed_line']} ({sp['invokes_per_frame']} invoke(s) per "
+                             f"frame; {sp['speed_note']})")
+        lines += ["", "The frame-rate bound of a file or generated source is the processing rate, not a camera's. "
+                  "vs naive is not given for per-lane runs (the naive loop classifies one whole frame); their "
+                  "invoke p50 is the invoke(s) of all of a frame's tiles."]
     lines += ["", "vs naive: our end-to-end percentile / the naive loop's (below 1× = faster). "
               "e2e/invoke: our end-to-end p50 / the bare interpreter invoke p50 (1× = no overhead at all)."]
     return "\n".join(lines) + "\n"
@@ -315,7 +382,7 @@ def markdown(doc: dict) -> str:
 
 def _key(r: dict) -> tuple:
     m = r.get("model") or {}
-    return (m.get("bundle", r["id"]), r["role"], m.get("variant", ""), r["threads"])
+    return (m.get("bundle", r["id"]), r["role"], m.get("variant", ""), r["threads"], r.get("mode", "frame"))
 
 
 def compare_markdown(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> str:

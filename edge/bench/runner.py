@@ -8,6 +8,13 @@ shared thread pools) and makes the peak memory that of this configuration alone.
 The pipeline run is built from the same pieces as ``edge-run`` (``edge.wiring``'s
 classifier, decider and source spec; ``Pipeline``; ``Actuator``; the dry-run output):
 only the frame callback that collects timings and the stop rule are the benchmark's.
+
+With a ``[spray]`` section in the config the run is edge-run's per-lane path instead
+(``edge.wiring.make_spray_pipeline``: ``SprayPipeline`` — tiles, one batched classify per
+frame, a decision per lane, sprays planned into the scheduler thread on the dry-run
+output), at a fixed speed, without the enable switch or the spray log; the run's
+``mode`` is ``lanes``, ``stage_names`` says what each stage covers, and ``spray`` holds
+the lane figures and the max speed computed from the measured latency.
 """
 
 from __future__ import annotations
@@ -33,6 +40,17 @@ log = logging.getLogger(__name__)
 
 ROLES = ("pipeline", "naive_baseline")
 MAX_INVOKE_SAMPLES = 300
+BENCH_SPEED_KMH = 6.0  # lanes runs whose config has no fixed speed (GPS, encoder) plan at this speed
+
+# What each of edge.metrics.STAGES covers, per kind of run (the JSON's ``stage_names``)
+STAGE_NAMES = {
+    "frame": {"capture_wait": "capture_wait", "preprocess": "preprocess", "inference": "inference",
+              "decision": "decision", "actuation": "actuation", "end_to_end": "end_to_end"},
+    "lanes": {"capture_wait": "capture_wait", "preprocess": "tiles preprocess",
+              "inference": "tiles inference (one batch)", "decision": "tiling + lane decisions + spray planning",
+              "actuation": "actuation (scheduler thread, not in the loop)",
+              "end_to_end": "capture to sprays planned"},
+}
 
 
 @dataclass(frozen=True)
@@ -113,12 +131,15 @@ class _Collector:
         self.t0_ns: Optional[int] = None
         self.t_last_ns: Optional[int] = None
         self.dropped0 = 0
+        self.counter = lambda: 0  # e.g. the classifier's invoke count, read when the measured part starts
+        self.count0 = 0
 
     def begin(self) -> None:
         """Called just before the pipeline runs (the measured part starts here without warm-up)."""
         if self.warmup == 0:
             self.t0_ns = time.perf_counter_ns()
             self.dropped0 = self.source.dropped
+            self.count0 = self.counter()
 
     def __call__(self, r) -> None:
         now = time.perf_counter_ns()
@@ -127,6 +148,7 @@ class _Collector:
             if self.seen == self.warmup:
                 self.t0_ns = now
                 self.dropped0 = self.source.dropped
+                self.count0 = self.counter()
             return
         self.timings.append(r.timings)
         self.weed_frames += int(r.decision.weed_frame)
@@ -189,6 +211,9 @@ def result_skeleton(spec: RunSpec) -> dict:
         "loadavg_start": None,
         "loadavg_end": None,
         "pid": os.getpid(),
+        "mode": "frame",
+        "stage_names": dict(STAGE_NAMES["frame"]),
+        "spray": None,
     }
 
 
@@ -215,13 +240,70 @@ def invoke_samples(invoke_once, n: int) -> list[float]:
     return [invoke_once() / 1e6 for _ in range(max(1, min(n, MAX_INVOKE_SAMPLES)))]
 
 
+def bench_spray(spray):
+    """The ``[spray]`` section a lanes run uses: the config's, at a fixed speed (its own, else
+    ``BENCH_SPEED_KMH``), without an enable switch (no GPIO) or a spray log (no files)."""
+    kmh = spray.speed_kmh if spray.speed_source == "fixed" and spray.speed_kmh > 0 else BENCH_SPEED_KMH
+    return spray.model_copy(update={"speed_source": "fixed", "speed_kmh": kmh, "enable_pin": None, "log_jsonl": ""})
+
+
+def _finite(x: float) -> Optional[float]:
+    return round(x, 2) if x == x and abs(x) != float("inf") else None
+
+
+def spray_result(pipeline, original_spray, e2e_p95: Optional[float], fps: Optional[float], n: int,
+                 invokes: int) -> dict:
+    """The ``spray`` object of a lanes run: tiling, classify path, spray counts and the max
+    speed from this run's measured latency (end-to-end p95 + the scheduler's switching p95)."""
+    from edge.geometry import max_speed
+    from edge.lanes import max_speed_line
+
+    planner, sched = pipeline.planner, pipeline.scheduler
+    s = planner.geometry
+    summary = sched.summary()
+    rows, tiles = planner.grid or (0, 0)
+    switch = summary.get("switch_delay_p95_ms") or 0.0
+    latency = (e2e_p95 or 0.0) + switch
+    period = 1000.0 / fps if fps else None
+    m = max_speed(s, latency, period, planner.debounce_n)
+    kmh = planner.speed.speed_kmh()
+    fixed = original_spray.speed_source == "fixed"
+    line_fields = {**summary, "max_speed_kmh": m.max_kmh, "landing_kmh": m.landing_kmh, "coverage_kmh": m.coverage_kmh,
+                   "limited_by": m.limited_by, "latency_ms": m.latency_ms, "too_slow_frames": planner.too_slow_frames,
+                   "disabled_frames": planner.disabled_frames}
+    for k in ("planned", "late", "missed", "opens", "max_on_trips"):
+        line_fields.setdefault(k, 0)
+    return {
+        "lanes": s.lanes,
+        "tile_rows": rows,
+        "tiles_per_frame": tiles,
+        "classify": pipeline.classifier.batch_mode,
+        "invokes_per_frame": round(invokes / n, 3) if n else None,
+        "speed_kmh": kmh,
+        "speed_note": "the config's fixed speed" if fixed else
+                      f"{original_spray.speed_source} speed source replaced by a fixed {kmh:g} km/h",
+        "planned": int(summary.get("planned", 0)),
+        "late": int(summary.get("late", 0)),
+        "missed": int(summary.get("missed", 0)),
+        "switch_delay_p95_ms": summary.get("switch_delay_p95_ms"),
+        "latency_ms": round(m.latency_ms, 2),
+        "frame_period_ms": round(period, 3) if period else None,
+        "max_speed_kmh": round(m.max_kmh, 2),
+        "landing_kmh": _finite(m.landing_kmh),
+        "coverage_kmh": _finite(m.coverage_kmh),
+        "limited_by": m.limited_by,
+        "max_speed_line": max_speed_line(line_fields),
+    }
+
+
 def run_pipeline(spec: RunSpec) -> dict:
-    """Run the edge pipeline for one configuration and return its run object."""
+    """Run the edge pipeline for one configuration and return its run object (the per-lane
+    ``SprayPipeline`` when the config has a ``[spray]`` section)."""
     from edge.actuation import Actuator
     from edge.config import load_config
     from edge.outputs import OutputSpec, build_output
     from edge.pipeline import Pipeline
-    from edge.wiring import load_classifier, make_decider
+    from edge.wiring import load_classifier, make_decider, make_spray_pipeline, with_spray_channels
 
     res = result_skeleton(spec)
     res["loadavg_start"] = loadavg()
@@ -229,6 +311,11 @@ def run_pipeline(spec: RunSpec) -> dict:
         "model": {"bundle": spec.bundle, "variant": spec.variant, "threads": spec.threads},
         "source": _frames_overrides(spec.frames),
     })
+    original_spray = cfg.spray
+    if original_spray is not None:
+        res["mode"] = "lanes"
+        res["stage_names"] = dict(STAGE_NAMES["lanes"])
+        cfg = with_spray_channels(cfg.model_copy(update={"spray": bench_spray(original_spray)}))
     # Always the dry-run output (a benchmark must not move valves); as many channels as configured.
     channels = cfg.outputs.channels or len(cfg.outputs.pins) or 1
     out_spec = OutputSpec(kind="dryrun", channels=channels, max_on_s=cfg.outputs.max_on_s)
@@ -248,24 +335,39 @@ def run_pipeline(spec: RunSpec) -> dict:
         source = open_frames(spec.frames, cfg, (inp.width, inp.height))
         stack.callback(source.close)
         collect = _Collector(spec.warmup, spec.seconds, stop, source)
-        pipeline = Pipeline(
-            source, classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
+        collect.counter = lambda: classifier.invokes
+        kw = dict(
             stop=stop,
             stall_timeout_s=cfg.safety.stall_timeout_s,
             stats_interval_s=1e9,  # no periodic stats line inside a measurement
             max_frames=spec.warmup + spec.n_frames if spec.n_frames is not None else None,
             on_frame=collect,
         )
+        if original_spray is not None:
+            pipeline = make_spray_pipeline(cfg, source, classifier, out, stack, **kw)
+        else:
+            pipeline = Pipeline(source, classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s), **kw)
         collect.begin()
         summary = pipeline.run()
         res["stopped_by"] = summary.stopped_by
         res["dropped"] = max(0, source.dropped - collect.dropped0)
         n = len(collect.timings)
-        invoke_ms = invoke_samples(classifier.invoke_only, n) if n else []
+        invokes = classifier.invokes - collect.count0
+        if original_spray is not None:
+            grid = pipeline.planner.grid
+            images = grid[1] if grid else 1
+            # the floor of a frame: the invoke(s) of all its tiles
+            invoke_ms = invoke_samples(lambda: classifier.invoke_only(images), n) if n else []
+        else:
+            invoke_ms = invoke_samples(classifier.invoke_only, n) if n else []
     res["weed_frames"], res["spray_frames"] = collect.weed_frames, collect.spray_frames
     by_stage = {s: [getattr(t, s) for t in collect.timings] for s in STAGES}
     span = (collect.t_last_ns - collect.t0_ns) if (collect.t_last_ns and collect.t0_ns) else None
-    return finish(res, by_stage, invoke_ms, n, span)
+    res = finish(res, by_stage, invoke_ms, n, span)
+    if original_spray is not None:
+        res["spray"] = spray_result(pipeline, original_spray, res["stages_ms"]["end_to_end"]["p95"], res["fps"], n,
+                                    invokes)
+    return res
 
 
 def run(spec: RunSpec) -> dict:

@@ -92,10 +92,14 @@ def run_in_subprocess(p: Planned, timeout_s: float) -> tuple[dict, str]:
 
 def attach_naive_ratios(runs: list[dict]) -> None:
     """``vs_naive`` of each pipeline run: its end-to-end p50/p95 over those of the naive
-    baseline of the same bundle (below 1: the pipeline is faster)."""
+    baseline of the same bundle (below 1: the pipeline is faster). Not for per-lane runs
+    (``mode`` lanes): the naive loop classifies one whole frame, they classify all its tiles."""
     naive = {r["model"]["dir"]: r for r in runs if r["role"] == "naive_baseline" and r["ok"] and r["model"]}
     for r in runs:
         if r["role"] != "pipeline" or not r["ok"] or not r["model"]:
+            continue
+        if r.get("mode") == "lanes":
+            r["vs_naive"] = None
             continue
         base = naive.get(r["model"]["dir"])
         if base is None:

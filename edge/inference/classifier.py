@@ -1,23 +1,35 @@
-"""The classifier: one interpreter per process, created once, checked against the bundle."""
+"""The classifier: one interpreter per process, created once, checked against the bundle.
+
+``classify_many`` (the lane tiles of a frame) runs all its images in **one invoke**: a
+second interpreter of the same model with its input resized to a batch of N (created
+once per distinct N and kept), fed from a preallocated (N, H, W, 3) buffer. A model that
+cannot run a batch (resizing fails, the output is not [N, classes], or the batched
+results differ from one-by-one ones on the first batch) falls back to one invoke per
+image; which path runs is logged once.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from edge.bundle import Bundle, load_bundle
 from edge.errors import BundleError
 from edge.inference.preprocess import Preprocessor
-from edge.inference.runtime import RuntimeInfo, make_interpreter
+from edge.inference.runtime import BatchUnsupported, RuntimeInfo, batch_interpreter, make_interpreter
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8, "float32": np.float32, "float16": np.float16}
+
+MAX_BATCH = 16  # images per invoke; more are split into equal chunks (bounds the activation memory)
+BATCH_CACHE = 3  # batch interpreters kept (distinct N); the least recently used one is dropped
 
 
 @dataclass(frozen=True)
@@ -36,8 +48,29 @@ class Scores:
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - np.max(x))
-    return e / e.sum()
+    """Softmax over the last axis (one row per image)."""
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class _Batch:
+    """An interpreter resized to ``n`` images, its input buffer and output quantisation."""
+
+    n: int
+    interp: Any
+    in_index: int
+    out_index: int
+    buffer: np.ndarray  # (n, H, W, 3), the model's input dtype
+    out_scale: float
+    out_zp: int
+
+
+def _chunks(n: int, max_batch: int) -> list[int]:
+    """Sizes of the invokes for ``n`` images: as few as ``max_batch`` allows, as equal as possible."""
+    k = -(-n // max_batch)
+    q, r = divmod(n, k)
+    return [q + 1] * r + [q] * (k - r)
 
 
 class Classifier:
@@ -47,11 +80,14 @@ class Classifier:
     bundle fails before the pipeline switches anything on.
     """
 
-    def __init__(self, bundle: Bundle | str | None = None, num_threads: int = 2):
+    def __init__(self, bundle: Bundle | str | None = None, num_threads: int = 2, *, batch: bool = True,
+                 max_batch: int = MAX_BATCH):
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
         if num_threads < 1:
             raise ValueError("num_threads must be >= 1")
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
         self.bundle = bundle
         self.labels = tuple(bundle.manifest.labels)
         self.num_threads = num_threads
@@ -67,6 +103,13 @@ class Classifier:
                                        inp["dtype"], in_scale, in_zp)
         self._out_scale, self._out_zp = out.get("quantization", (0.0, 0))
         self._out_float = np.issubdtype(out["dtype"], np.floating)
+        self._out_dtype = np.dtype(out["dtype"])
+        self.max_batch = max_batch
+        # None: not tried yet; True: batches run in one invoke; False: one by one (see batch_note)
+        self._batching: bool | None = None if batch else False
+        self.batch_note = "" if batch else "batching switched off (Classifier(batch=False))"
+        self._batches: OrderedDict[int, _Batch] = OrderedDict()
+        self.invokes = 0  # interpreter invokes so far (a batch counts once)
         log.info("model %s (%s, %s) on %s, %d thread(s)", bundle.name, bundle.quantization,
                  bundle.model_path.name, self.runtime, num_threads)
 
@@ -97,62 +140,177 @@ class Classifier:
         if self.bundle.variant is None and out_dtype != m.output.dtype:
             raise BundleError(f"{where}: output tensor dtype {out_dtype} != manifest output.dtype {m.output.dtype}", fix)
 
-    def _dequantise(self, raw: np.ndarray) -> np.ndarray:
+    def _dequantise(self, raw: np.ndarray, scale: float | None = None, zp: int | None = None) -> np.ndarray:
+        """Probabilities from a raw output (one row, or one row per image of a batch)."""
+        scale = self._out_scale if scale is None else scale
+        zp = self._out_zp if zp is None else zp
         if self._out_float:
             x = raw.astype(np.float32)
-        elif self._out_scale:
-            x = (raw.astype(np.float32) - self._out_zp) * self._out_scale
+        elif scale:
+            x = (raw.astype(np.float32) - np.float32(zp)) * np.float32(scale)
         else:
             x = raw.astype(np.float32)
         if self.bundle.manifest.output.kind == "logits":
             x = _softmax(x)
         return x
 
+    @property
+    def batch_mode(self) -> str:
+        """How ``classify_many`` runs: ``batched`` (one invoke per batch), ``one by one``, or ``not tried yet``."""
+        return {None: "not tried yet", True: "batched", False: "one by one"}[self._batching]
+
+    def _no_batch(self, reason: str) -> None:
+        self._batching = False
+        self._batches.clear()
+        self.batch_note = reason
+        log.warning("model %s cannot classify a batch of tiles in one invoke (%s): classifying them one by one, "
+                    "one invoke each", self.bundle.name, reason)
+
+    def _make_batch(self, n: int) -> _Batch:
+        """A batch interpreter for ``n`` images (``BatchUnsupported`` if the model cannot)."""
+        interp = batch_interpreter(self._interp, str(self.bundle.model_path), self.num_threads, n)
+        inp = interp.get_input_details()[0]
+        out = interp.get_output_details()[0]
+        oshape = [int(x) for x in out["shape"]]
+        if oshape != [n, len(self.labels)]:
+            raise BatchUnsupported(f"a batch of {n} gives an output of shape {oshape}, not [{n}, {len(self.labels)}]")
+        if np.dtype(inp["dtype"]) != self.preprocess.dtype or tuple(inp.get("quantization", (0.0, 0))) != \
+                tuple(self._interp.get_input_details()[0].get("quantization", (0.0, 0))):
+            raise BatchUnsupported("the batched input tensor has another dtype or quantisation")
+        if np.dtype(out["dtype"]) != self._out_dtype:
+            raise BatchUnsupported("the batched output tensor has another dtype")
+        scale, zp = out.get("quantization", (0.0, 0))
+        return _Batch(n, interp, inp["index"], out["index"], self.preprocess.batch_buffer(n), float(scale), int(zp))
+
+    def _batch_for(self, n: int) -> _Batch | None:
+        """The cached batch interpreter for ``n`` images; created (and checked) on first use."""
+        b = self._batches.get(n)
+        if b is not None:
+            self._batches.move_to_end(n)
+            return b
+        try:
+            b = self._make_batch(n)
+        except BatchUnsupported as e:
+            self._no_batch(str(e))
+            return None
+        except Exception as e:  # the runtime refused a second interpreter: one by one still works
+            self._no_batch(f"{e.__class__.__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            return None
+        self._batches[n] = b
+        while len(self._batches) > BATCH_CACHE:
+            self._batches.popitem(last=False)
+        return b
+
+    def _tolerance(self) -> float:
+        """How far a batched probability may be from the one-by-one one: one output quantisation step."""
+        step = 0.0 if self._out_float else float(self._out_scale or 1.0)
+        return max(step, 1e-4) * 1.001
+
+    def _check_batch(self, b: _Batch, probs: np.ndarray, images, colour_order: str) -> bool:
+        """First batch of a size: the first and last images one by one must give the same probabilities."""
+        for i in sorted({0, b.n - 1}):
+            self._interp.set_tensor(self._in_index, self.preprocess(images[i], colour_order))
+            self._interp.invoke()
+            self.invokes += 1
+            one = self._dequantise(self._interp.get_tensor(self._out_index)[0])
+            diff = float(np.max(np.abs(one - probs[i])))
+            if diff > self._tolerance():
+                self._no_batch(f"image {i} of a batch of {b.n} differs from its one-by-one result by {diff:.4g}")
+                return False
+        return True
+
     def classify(self, image: np.ndarray, colour_order: str = "BGR") -> Scores:
         """Classify one HxWx3 uint8 image of any size (OpenCV frames are BGR)."""
         with self._lock:  # one interpreter: calls are serialised
-            t0 = time.perf_counter_ns()
-            buf = self.preprocess(image, colour_order)
-            t1 = time.perf_counter_ns()
-            self._interp.set_tensor(self._in_index, buf)
-            self._interp.invoke()
-            raw = self._interp.get_tensor(self._out_index)[0]
-            probs = self._dequantise(raw)
-            t2 = time.perf_counter_ns()
-        return Scores(probs=probs, labels=self.labels, preprocess_ns=t1 - t0, inference_ns=t2 - t1)
+            return self._one(image, colour_order)
 
     def classify_many(self, images: Sequence[np.ndarray], colour_order: str = "BGR") -> list[Scores]:
-        """Classify several images (e.g. the lane tiles of one frame) under one hold of the interpreter.
+        """Classify several images (e.g. the lane tiles of one frame) in one invoke.
 
-        Bundles have a fixed batch of 1 (checked against the manifest), so the images run one
-        after another through the same interpreter; each ``Scores`` has its own stage times.
+        The images are preprocessed into the (N, H, W, 3) input of an interpreter resized to
+        a batch of N, which runs once (more than ``max_batch`` images: a few equal batches).
+        Each ``Scores`` has its own preprocessing time and an equal share of the batch's
+        inference time (the shares add up to it). Models that cannot run a batch, and
+        ``Classifier(batch=False)``, classify the images one after another instead.
         """
-        out = []
+        images = list(images)
+        out: list[Scores] = []
         with self._lock:
-            for image in images:
-                t0 = time.perf_counter_ns()
-                buf = self.preprocess(image, colour_order)
-                t1 = time.perf_counter_ns()
-                self._interp.set_tensor(self._in_index, buf)
-                self._interp.invoke()
-                probs = self._dequantise(self._interp.get_tensor(self._out_index)[0])
-                t2 = time.perf_counter_ns()
-                out.append(Scores(probs=probs, labels=self.labels, preprocess_ns=t1 - t0, inference_ns=t2 - t1))
+            if self._interp is None:
+                raise RuntimeError("the classifier is closed")
+            if len(images) == 1 or self._batching is False:
+                for image in images:
+                    out.append(self._one(image, colour_order))
+                return out
+            i = 0
+            for size in _chunks(len(images), self.max_batch):
+                part = images[i:i + size]
+                i += size
+                b = self._batch_for(size) if size > 1 and self._batching is not False else None
+                if b is None:
+                    out.extend(self._one(image, colour_order) for image in part)
+                else:
+                    out.extend(self._batched(b, part, colour_order))
         return out
+
+    def _one(self, image: np.ndarray, colour_order: str) -> Scores:
+        """One image through the batch-1 interpreter (the lock is held)."""
+        t0 = time.perf_counter_ns()
+        buf = self.preprocess(image, colour_order)
+        t1 = time.perf_counter_ns()
+        self._interp.set_tensor(self._in_index, buf)
+        self._interp.invoke()
+        self.invokes += 1
+        probs = self._dequantise(self._interp.get_tensor(self._out_index)[0])
+        t2 = time.perf_counter_ns()
+        return Scores(probs=probs, labels=self.labels, preprocess_ns=t1 - t0, inference_ns=t2 - t1)
+
+    def _batched(self, b: _Batch, images: list[np.ndarray], colour_order: str) -> list[Scores]:
+        pre = []
+        for k, image in enumerate(images):
+            t0 = time.perf_counter_ns()
+            self.preprocess.fill(image, colour_order, b.buffer[k])
+            pre.append(time.perf_counter_ns() - t0)
+        t1 = time.perf_counter_ns()
+        b.interp.set_tensor(b.in_index, b.buffer)
+        b.interp.invoke()
+        self.invokes += 1
+        probs = self._dequantise(b.interp.get_tensor(b.out_index), b.out_scale, b.out_zp)
+        infer = time.perf_counter_ns() - t1
+        if self._batching is None:  # the first batch: check it against one by one, once
+            if not self._check_batch(b, probs, images, colour_order):
+                return [self._one(image, colour_order) for image in images]
+            self._batching = True
+            self.batch_note = f"batches of up to {self.max_batch} images in one invoke"
+            log.info("model %s classifies the %d tiles of a frame in one invoke (batched; checked against one "
+                     "by one)", self.bundle.name, b.n)
+        share, extra = divmod(infer, b.n)
+        return [Scores(probs=probs[k], labels=self.labels, preprocess_ns=pre[k],
+                       inference_ns=share + (1 if k < extra else 0)) for k in range(b.n)]
 
     def classify_rgb(self, image: np.ndarray) -> np.ndarray:
         """Probabilities for an RGB image (the training side's evaluation entry point)."""
         return self.classify(image, colour_order="RGB").probs
 
-    def invoke_only(self) -> int:
-        """Run the interpreter on the current input buffer; ns taken (for benchmarks)."""
+    def invoke_only(self, images: int = 1) -> int:
+        """Run the invokes ``classify_many`` runs for ``images`` images, on the current input
+        buffers (nothing preprocessed); ns taken (for benchmarks: the floor of a frame)."""
         with self._lock:
+            batches: list[_Batch | None] = [None] * max(1, images)
+            if images > 1 and self._batching is True:
+                batches = [self._batch_for(size) if size > 1 else None
+                           for size in _chunks(images, self.max_batch)]
             t0 = time.perf_counter_ns()
-            self._interp.invoke()
+            for b in batches:
+                if b is None:
+                    self._interp.invoke()
+                else:
+                    b.interp.invoke()
             return time.perf_counter_ns() - t0
 
     def close(self) -> None:
         self._interp = None
+        self._batches.clear()
 
     def __enter__(self):
         return self

@@ -28,6 +28,8 @@ class Preprocessor:
 
     ``buffer`` has the interpreter's input shape (1, H, W, 3) and dtype; each call
     overwrites it and returns it, so no per-frame allocation of the input tensor.
+    ``fill`` writes one image into any (H, W, 3) slot, e.g. one row of a batch buffer
+    from ``batch_buffer(n)`` (allocated once per batch size by the caller).
     """
 
     def __init__(self, height: int, width: int, resize: str, model_colour: str, dtype: np.dtype,
@@ -64,13 +66,23 @@ class Preprocessor:
             out[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
         return out
 
+    def batch_buffer(self, n: int) -> np.ndarray:
+        """A zeroed (n, H, W, 3) input buffer of the model's dtype, for ``fill``."""
+        if n < 1:
+            raise ValueError(f"a batch needs at least one image, got {n}")
+        return np.zeros((n, self.height, self.width, 3), dtype=self.dtype)
+
     def __call__(self, image: np.ndarray, colour_order: str = "BGR") -> np.ndarray:
+        self.fill(image, colour_order, self.buffer[0])
+        return self.buffer
+
+    def fill(self, image: np.ndarray, colour_order: str, target: np.ndarray) -> None:
+        """Preprocess ``image`` into ``target`` (an (H, W, 3) slot of the model's dtype)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 image, got shape {image.shape} dtype {image.dtype}")
         rgb = self._resized(image)
         if colour_order != self.model_colour:
             cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=rgb)  # the swap is symmetric
-        target = self.buffer[0]
         if self._quant is not None:
             scale, zp, lo, hi = self._quant
             np.divide(rgb, scale, out=self._float, casting="unsafe")
@@ -80,4 +92,3 @@ class Preprocessor:
             target[...] = self._float
         else:
             target[...] = rgb
-        return self.buffer

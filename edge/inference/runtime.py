@@ -114,3 +114,31 @@ def runtime_info() -> RuntimeInfo | None:
             continue
         return RuntimeInfo(name, _version(dist), "XNNPACK (default CPU delegate)")
     return None
+
+
+class BatchUnsupported(Exception):
+    """The model cannot run a batch of N images in one invoke (the caller falls back to one by one)."""
+
+
+def batch_interpreter(like: Any, model_path: str, num_threads: int, n: int) -> Any:
+    """A second interpreter of ``like``'s runtime whose input batch is resized to ``n``.
+
+    Bundles are exported with a batch of 1; most convolutional models still run a batch of
+    N after ``resize_tensor_input`` + ``allocate_tensors``. A model with a batch-dependent
+    op (e.g. a RESHAPE to a fixed ``[1, ...]``) fails here or gives another output shape:
+    ``BatchUnsupported`` says which.
+    """
+    interp = type(like)(model_path=model_path, num_threads=num_threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    shape = [n, *(int(x) for x in inp["shape"][1:])]
+    try:
+        interp.resize_tensor_input(inp["index"], shape)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise BatchUnsupported(f"resizing the input to a batch of {n} failed: {text}") from None
+    got = [int(x) for x in interp.get_input_details()[0]["shape"]]
+    if got != shape:
+        raise BatchUnsupported(f"the input is {got} after resizing it to {shape}")
+    return interp

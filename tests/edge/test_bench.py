@@ -62,6 +62,68 @@ def test_one_run_has_every_field(role, kind):
         assert r["model"]["variant"] == "int8"
 
 
+SPRAY_TOML = """
+[spray]
+lanes = 4
+tile_rows = 3
+footprint_across_cm = 100
+footprint_along_cm = 40
+nozzle_distance_cm = 100
+speed_source = "nmea"
+gps_port = "loop://"
+enable_pin = 17
+log_jsonl = "{log}"
+"""
+
+
+@pytest.fixture(scope="module")
+def lanes_run(tmp_path_factory):
+    """A pipeline run with a [spray] config: edge-run's per-lane path (GPS and enable switch not needed)."""
+    d = tmp_path_factory.mktemp("lanes")
+    cfg = d / "spray.toml"
+    cfg.write_text(SPRAY_TOML.format(log=d / "spray.jsonl"))
+    spec = RunSpec(bundle=str(TOY_BUNDLE), threads=1, frames=FramesSpec(kind="generated", width=128, height=96),
+                   n_frames=4, warmup=2, config=str(cfg))
+    return run(spec), d
+
+
+def test_a_spray_config_measures_the_lane_pipeline(lanes_run):
+    r, d = lanes_run
+    assert _run_problems(r) == [] and r["ok"] and r["frames"] == 4
+    assert r["mode"] == "lanes" and r["stage_names"]["inference"] == "tiles inference (one batch)"
+    assert "spray planning" in r["stage_names"]["decision"]
+    sp = r["spray"]
+    assert (sp["lanes"], sp["tile_rows"], sp["tiles_per_frame"]) == (4, 3, 12)
+    assert sp["classify"] == "batched" and sp["invokes_per_frame"] == 1.0  # 12 tiles, one invoke per frame
+    assert sp["speed_kmh"] == 6.0 and "nmea speed source replaced" in sp["speed_note"]
+    assert sp["planned"] > 0 and sp["max_speed_kmh"] > 0 and sp["limited_by"] in ("latency", "frame rate")
+    # the max speed comes from this run's latency: end-to-end p95 + switching p95 (+ valve lag 30 ms, debounce 1)
+    e2e = r["stages_ms"]["end_to_end"]["p95"]
+    assert sp["latency_ms"] == pytest.approx(e2e + (sp["switch_delay_p95_ms"] or 0) + 30.0, abs=0.02)
+    shown = float(sp["max_speed_line"].split()[2])  # "max speed: 85.6 km/h (limited by ..."
+    assert sp["max_speed_line"].startswith("max speed: ") and shown == pytest.approx(sp["max_speed_kmh"], abs=0.06)
+    assert r["stages_ms"]["actuation"]["max"] == 0.0  # the scheduler thread switches, not the loop
+    assert not (d / "spray.jsonl").exists()  # no spray log written by a benchmark
+
+
+def test_lane_runs_render_with_their_stage_names(lanes_run):
+    r, _ = lanes_run
+    r = copy.deepcopy(r)
+    frame_run = run(RunSpec(bundle=str(TOY_BUNDLE), threads=1, frames=TINY, n_frames=2, warmup=0))
+    settings = {"source": TINY.to_dict(), "source_description": TINY.describe(), "frames": 4, "seconds": None,
+                "warmup": 2, "config": "spray.toml", "baseline": False, "timeout_s": 60.0}
+    from edge.bench.system import loadavg, machine_info
+
+    machine = {**machine_info(), "loadavg_start": loadavg(), "loadavg_end": loadavg()}
+    doc = report.build_document([frame_run, r], machine, settings, "edge-bench --config spray.toml")
+    assert report.validate(doc) == []
+    text = report.markdown(doc)
+    rows = _table_rows(text, "| run | capture_wait | tiles preprocess | tiles inference (one batch) |")
+    assert len(rows) == 3 and "4 lanes × 3 tiles (batched)" in rows[2]
+    assert len(_table_rows(text, "| run | capture_wait | preprocess |")) == 3  # the whole-frame run only
+    assert f"4 lanes × 3 tiles (batched): {r['spray']['max_speed_line']}" in text
+
+
 def test_seconds_bound_a_run():
     spec = RunSpec(bundle=str(TOY_BUNDLE), threads=1, frames=TINY, n_frames=None, seconds=0.05, warmup=0)
     r = run(spec)
@@ -167,6 +229,16 @@ def test_validate_names_the_bad_field(sweep, mutate, problem):
     doc = json.loads(sweep[1].read_text())
     mutate(doc)
     assert any(p.startswith(problem) for p in report.validate(doc))
+
+
+def test_files_without_the_added_fields_still_validate(sweep):
+    doc = json.loads(sweep[1].read_text())
+    assert all(r["mode"] == "frame" and r["spray"] is None for r in doc["runs"])
+    for r in doc["runs"]:  # as written before per-lane runs existed
+        del r["mode"], r["stage_names"], r["spray"]
+    assert report.validate(doc) == []
+    doc["runs"][0]["spray"] = {"lanes": 4}
+    assert "$.runs[0].spray.tile_rows: missing" in report.validate(doc)
 
 
 def test_every_schema_field_is_documented():

@@ -75,3 +75,81 @@ def test_runtime_chain_reports_which_runtime(monkeypatch):
     monkeypatch.setenv("WEED_DETECTOR_RUNTIME", "nonsense")
     with pytest.raises(RuntimeMissingError, match="not a known runtime"):
         Classifier(TOY_BUNDLE, 1)
+
+
+def _tiles():
+    """Different images: each colour, and mixes (one quantisation step matters on these)."""
+    out = [solid(c, 40, 30) for c in (GREEN, BLUE, BROWN)]
+    for a, b in ((GREEN, BROWN), (BLUE, GREEN), (BROWN, BLUE)):
+        img = solid(a, 40, 30)
+        img[:, 15:] = b
+        out.append(img)
+    rng = np.random.default_rng(3)
+    out.append(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    return out
+
+
+@pytest.mark.parametrize("variant", [None, "float32"])
+def test_batch_is_one_invoke_and_matches_one_by_one(variant):
+    bundle = load_bundle(TOY_BUNDLE, variant=variant)
+    with Classifier(bundle, num_threads=1) as batched, Classifier(bundle, num_threads=1, batch=False) as single:
+        tiles = _tiles()
+        assert batched.batch_mode == "not tried yet"
+        first = batched.classify_many(tiles)  # creates the batch interpreter, checks it against one by one
+        assert batched.batch_mode == "batched"
+        before = batched.invokes
+        many = batched.classify_many(tiles)
+        assert batched.invokes - before == 1  # 7 tiles, one invoke
+        count = single.invokes
+        one_by_one = single.classify_many(tiles)
+        assert single.invokes - count == len(tiles) and single.batch_mode == "one by one"
+        step = batched._out_scale or 1e-6  # one output quantisation step
+        for a, b, c in zip(many, one_by_one, first):
+            assert np.max(np.abs(a.probs - b.probs)) <= step and np.array_equal(a.probs, c.probs)
+            assert a.probs.dtype == np.float32 and a.preprocess_ns > 0
+        assert [s.top[0] for s in many[:3]] == ["weed", "crop", "soil"]
+        assert batched.invoke_only(len(tiles)) > 0 and batched.invokes - before == 1  # invoke_only is not counted
+
+
+def test_more_tiles_than_max_batch_run_as_equal_batches():
+    with Classifier(TOY_BUNDLE, num_threads=1, max_batch=4) as c:
+        tiles = _tiles() * 2  # 14 -> 4 invokes of 4, 4, 3, 3 (a 3 and a 4 interpreter)
+        c.classify_many(tiles)
+        before = c.invokes
+        many = c.classify_many(tiles)
+        assert c.invokes - before == 4 and sorted(c._batches) == [3, 4]
+        assert [s.top[0] for s in many[:3]] == [s.top[0] for s in many[7:10]] == ["weed", "crop", "soil"]
+
+
+def test_a_model_that_cannot_batch_falls_back_to_one_by_one(monkeypatch, caplog):
+    from edge.inference import classifier as mod
+
+    real = mod.batch_interpreter
+
+    def wrong_batch(like, path, threads, n):  # a real interpreter whose batch is not the one asked for
+        return real(like, path, threads, n + 1)
+
+    monkeypatch.setattr(mod, "batch_interpreter", wrong_batch)
+    with Classifier(TOY_BUNDLE, num_threads=1) as c:
+        tiles = _tiles()
+        with caplog.at_level("WARNING"):
+            many = c.classify_many(tiles)
+            c.classify_many(tiles)
+        assert c.batch_mode == "one by one" and "output of shape [8, 3], not [7, 3]" in c.batch_note
+        warnings = [r for r in caplog.records if "one by one" in r.getMessage()]
+        assert len(warnings) == 1  # said once
+        before = c.invokes
+        again = c.classify_many(tiles)
+        assert c.invokes - before == len(tiles)
+        assert [s.top[0] for s in many] == [s.top[0] for s in again] and many[0].top[0] == "weed"
+
+
+def test_batch_buffer_rows_match_the_single_buffer():
+    pre = Preprocessor(8, 8, "center_crop", "RGB", np.int8, scale=2.0, zero_point=-128)
+    buf = pre.batch_buffer(3)
+    imgs = [solid(GREEN, 20, 30), solid(BLUE, 8, 8), solid(BROWN, 30, 10)]
+    for k, img in enumerate(imgs):
+        pre.fill(img, "BGR", buf[k])
+    for k, img in enumerate(imgs):
+        assert np.array_equal(buf[k], pre(img, "BGR")[0])
+    assert buf.shape == (3, 8, 8, 3) and buf.dtype == np.int8

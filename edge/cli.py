@@ -261,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = wiring.run(cfg, stop=stop, max_frames=args.max_frames)
         print(f"done ({summary.stopped_by}): {summary.frames} frames, {summary.weed_frames} weed frames, "
               f"{summary.spray_frames} spraying, {summary.dropped} dropped, {summary.stalls} stalls, "
-              f"{summary.reconnects} reconnects; all outputs off")
+              f"{summary.reconnects} reconnects"
+              + (f", {summary.stats['blocked_frames']} spray frames blocked by the enable switch"
+                 if summary.stats.get("blocked_frames") else "") + "; all outputs off")
         if "spray" in summary.stats:  # [spray]: per-lane timing; how fast this setup may drive
             from edge.lanes import max_speed_line
 

@@ -15,6 +15,9 @@ schedules its whole lane strip if a hold (``min_hold_ms``) is set, else nothing.
 minimum working speed, or with the speed unknown, nothing is scheduled and pending sprays
 are cancelled.
 
+The spray log gets a ``speed`` line whenever the travel speed changes (``edge.odometer``),
+so replay scoring can place a pass driven at a varying speed.
+
 ``SprayPipeline`` is the ``edge.pipeline.Pipeline`` loop (stall check, fail-safe, logs)
 with this per-lane processing; ``SprayActuator`` gives the loop its fail-safe hooks.
 """
@@ -35,9 +38,10 @@ from edge.frame import Frame
 from edge.geometry import Geometry, MaxSpeed, Tile, kmh_to_cm_s, max_speed
 from edge.inference.classifier import Classifier, Scores
 from edge.metrics import FrameTimings
+from edge.odometer import Odometer
 from edge.pipeline import FrameResult, Pipeline, RunSummary
 from edge.scheduler import SprayScheduler
-from edge.speed import SpeedSource
+from edge.speed import NmeaSpeed, SpeedSource
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class LanePlanner:
         self._grid: tuple[tuple[int, int], int, tuple[Tile, ...]] | None = None
         self._too_slow = False
         self.too_slow_frames = 0
+        self.last_kmh: float | None = None  # the speed source's reading at the last frame (None: unknown)
         for ch in geometry.channels:
             if ch >= scheduler.output.channels:
                 raise ConfigError(
@@ -126,7 +131,7 @@ class LanePlanner:
         return rows, tiles, crops
 
     def _speed(self) -> float | None:
-        kmh = self.speed.speed_kmh()
+        kmh = self.last_kmh = self.speed.speed_kmh()
         slow = kmh is None or kmh < self.min_speed_kmh or kmh <= 0
         if slow and not self._too_slow:
             if kmh is None:
@@ -244,15 +249,24 @@ class SprayPipeline(Pipeline):
         self.scheduler = planner.scheduler
         super().__init__(source, classifier, planner, SprayActuator(planner.scheduler), **kw)  # type: ignore[arg-type]
         self._last_capture_ns: int | None = None
+        self.odometer: Odometer | None = None  # distance since the first frame; `speed` lines when it changes
+        gps = planner.speed
+        self.gps: NmeaSpeed | None = gps if isinstance(gps, NmeaSpeed) else None
 
     def process(self, frame: Frame, wait_ns: int = 0) -> LaneFrameResult:
+        slog = self.scheduler.spray_log
         if self._last_capture_ns is None:  # replay scoring measures the pass from here
-            self.scheduler.spray_log.event("pass_start", t_capture_ns=frame.t_capture_ns, frame=frame.frame_id,
-                                           speed_kmh=self.planner.speed.speed_kmh())
+            kmh0 = self.planner.speed.speed_kmh()
+            slog.event("pass_start", t_capture_ns=frame.t_capture_ns, frame=frame.frame_id, speed_kmh=kmh0)
+            self.odometer = Odometer(frame.t_capture_ns, kmh0)
         self._last_capture_ns = frame.t_capture_ns
         t0 = time.perf_counter_ns()
         scores, lanes, kmh = self.planner.process(frame)
         t1 = time.perf_counter_ns()
+        assert self.odometer is not None
+        changed = self.odometer.update(frame.t_capture_ns, self.planner.last_kmh)
+        if changed is not None:  # replay scoring integrates the speed over the pass
+            slog.event("speed", frame=frame.frame_id, **changed)
         decision, agg = _aggregate(frame, lanes, scores, self.classifier.labels)
         classify_ns = agg.preprocess_ns + agg.inference_ns
         timings = FrameTimings(
@@ -294,16 +308,35 @@ class SprayPipeline(Pipeline):
         latency = e2e + self.scheduler.summary()["switch_delay_p95_ms"]
         return max_speed(self.planner.geometry, latency, 1000.0 / fps if fps > 0 else None, self.planner.debounce_n)
 
+    def _counters(self) -> str:
+        text = ""
+        if self.scheduler.blocked:
+            text += f", enable switch blocked {self.scheduler.blocked} opening(s)"
+        if self.gps is not None:
+            text += f", GPS lost {self.gps.losses}x, reopened {self.gps.reconnects}x"
+        return text
+
+    def status(self) -> dict:
+        info = super().status()
+        if self.gps is not None:
+            gps = self.gps
+            state = "lost, reopening" if not gps.connected else "ok" if gps.speed_kmh() is not None else "no speed"
+            info.update(gps=state, gps_losses=gps.losses, gps_reconnects=gps.reconnects)
+        return info
+
     def run(self) -> RunSummary:
         summary = super().run()
         if self._last_capture_ns is not None:
-            self.scheduler.spray_log.event("pass_end", t_capture_ns=self._last_capture_ns)
+            dist = {} if self.odometer is None else {"distance_cm": round(self.odometer.distance_cm, 2)}
+            self.scheduler.spray_log.event("pass_end", t_capture_ns=self._last_capture_ns, **dist)
         m = self.max_speed()
         spray = {**self.scheduler.summary(), "too_slow_frames": self.planner.too_slow_frames,
                  "disabled_frames": self.planner.disabled_frames,
                  "max_speed_kmh": round(m.max_kmh, 2), "landing_kmh": round(m.landing_kmh, 2),
                  "coverage_kmh": round(m.coverage_kmh, 2), "limited_by": m.limited_by,
                  "latency_ms": round(m.latency_ms, 2)}
+        if self.gps is not None:
+            spray.update(gps_losses=self.gps.losses, gps_reconnects=self.gps.reconnects)
         return replace(summary, stats={**summary.stats, "spray": spray})
 
 
@@ -315,4 +348,7 @@ def max_speed_line(spray: dict) -> str:
             f"valve lag; frame coverage {cov}) | sprays: {spray['planned']} planned, {spray['late']} late "
             f"({spray['missed']} missed), {spray['opens']} opens, {spray['max_on_trips']} max-on trips, "
             f"{spray['too_slow_frames']} frames below min speed"
-            + (f", {spray['disabled_frames']} with the enable switch off" if spray.get("disabled_frames") else ""))
+            + (f", {spray['disabled_frames']} with the enable switch off" if spray.get("disabled_frames") else "")
+            + (f", {spray['blocked']} openings blocked by the enable switch" if spray.get("blocked") else "")
+            + (f", GPS lost {spray['gps_losses']}x (reopened {spray['gps_reconnects']}x)"
+               if spray.get("gps_losses") else ""))

@@ -10,7 +10,7 @@ A notification that cannot be sent is warned about once and never stops detectio
 Sending is rate-limited with an injectable clock: the pipeline calls :meth:`ServiceNotifier.beat`
 on every frame and every poll, but a ``WATCHDOG=1`` goes out at most every quarter of
 the watchdog timeout and a ``STATUS=`` at most every ``status_interval_s`` (or when the
-camera state changes).
+camera, serial controller or GPS state changes).
 """
 
 from __future__ import annotations
@@ -96,6 +96,9 @@ def status_text(info: Mapping[str, object]) -> str:
     p95 = info.get("latency_p95_ms")
     p95_txt = "-" if p95 is None or p95 != p95 else f"{p95:.0f}"
     controller = f", controller {info['controller']}" if "controller" in info else ""
+    if "gps" in info:  # a GPS speed source
+        controller += (f", GPS {info['gps']} (lost {info.get('gps_losses', 0)}x, "
+                       f"reopened {info.get('gps_reconnects', 0)}x)")
     return (f"{info.get('fps', 0.0):.1f} fps, latency p50 {lat_txt} ms p95 {p95_txt} ms, "
             f"camera {info.get('camera', '?')}, frames {info.get('frames', 0)}, "
             f"stalls {info.get('stalls', 0)}, reconnects {info.get('reconnects', 0)}, "
@@ -132,7 +135,7 @@ class ServiceNotifier:
             self._last_ping = now
             if self.notify.watchdog():
                 self.pings += 1
-        camera = (info.get("camera"), info.get("controller"))  # a change is reported at once
+        camera = (info.get("camera"), info.get("controller"), info.get("gps"))  # a change is reported at once
         if (self._last_status is None or camera != self._last_camera
                 or now - self._last_status >= self.status_interval_ns):
             self._last_status, self._last_camera = now, camera

@@ -297,14 +297,21 @@ class Pipeline:
             reconnects=self.reconnects,
             stopped_by=stopped_by,
             stats={**self.stats.summary(self.source.dropped), "stalls": self.stalls,
-                   "source_losses": self.source_losses, "reconnects": self.reconnects},
+                   "source_losses": self.source_losses, "reconnects": self.reconnects,
+                   **({"blocked_frames": self.actuator.blocked_frames}
+                      if getattr(self.actuator, "blocked_frames", 0) else {})},
         )
+
+    def _counters(self) -> str:
+        """More of the stats line: counters that are only shown when they say something."""
+        blocked = getattr(self.actuator, "blocked_frames", 0)  # whole-frame mode (the spray actuator has none)
+        return f", enable switch blocked {blocked} spray frame(s)" if blocked else ""
 
     def _stats_line(self) -> str:
         line = self.stats.line(self.source.dropped)
         if self.stalls or self.source_losses:
             line += f", stalls {self.stalls}, source lost {self.source_losses}x, reopened {self.reconnects}x"
-        return line
+        return line + self._counters()
 
     @property
     def camera_state(self) -> str:

@@ -12,15 +12,16 @@ file has one JSON object per line, each plant placed by distance or by time::
 ``distance_cm``: the plant's centre, along travel, from the ground point under the image
 centre at the first frame; ``time_s``: when the plant's centre passed under the image
 centre, in seconds from the start of the video (its first frame), converted to a distance
-with the pass's speed; ``length_cm`` (default 5): its extent along travel; ``kind``:
+with the pass's speed over that time; ``length_cm`` (default 5): its extent along travel; ``kind``:
 ``weed`` (default) or anything else (a crop: spraying it is counted as waste). Other keys
 (e.g. ``class``) are notes and ignored.
 
-The pass is taken at the speed in the log's ``pass_start`` line (a fixed speed; the
-config's ``speed_kmh`` when the log has none). Each
-executed open/close on a channel sprays the ground strip of its lane between where the
-spray line was when the liquid arrived (open + opening lag) and when it stopped (close +
-closing lag). A weed is **hit** when that covers all of it, **partly hit** when some of it,
+Times are turned into distances along the pass with the speed the run logged: its
+``pass_start`` line and a ``speed`` line at every change, integrated from the first frame
+(``edge.odometer.PassTrack``; a log without any speed is taken at the config's
+``speed_kmh``). Each executed open/close on a channel sprays the ground strip of its lane
+between where the spray line was when the liquid arrived (open + opening lag) and when it
+stopped (close + closing lag). A weed is **hit** when that covers all of it, **partly hit** when some of it,
 **missed** otherwise. Sprayed area off the weeds is the waste; *saved* compares the sprayed
 area with spraying the whole boom width for the whole pass.
 """
@@ -33,11 +34,12 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from edge.config_spray import SprayConfig
 from edge.errors import ConfigError, WeedDetectorError
-from edge.geometry import Geometry, kmh_to_cm_s
+from edge.geometry import Geometry
+from edge.odometer import PassTrack
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,17 @@ class Plant:
         if not self.length_cm >= 0:
             raise ValueError(f"length_cm must be >= 0, got {self.length_cm!r}")
 
-    def placed(self, speed_cm_s: float) -> "Plant":
-        """The same plant by distance: a time is converted at the pass's speed."""
+    def placed(self, distance_at: Callable[[float], float]) -> "Plant":
+        """The same plant by distance: ``distance_at(seconds from the first frame)`` -> cm along the pass."""
         if self.distance_cm is not None:
             return self
         assert self.time_s is not None
-        return Plant(self.lane, self.time_s * speed_cm_s, self.length_cm, self.kind)
+        return Plant(self.lane, distance_at(self.time_s), self.length_cm, self.kind)
 
     @property
     def span(self) -> tuple[float, float]:
         if self.distance_cm is None:
-            raise ValueError("a plant given by time_s has no distance yet: use placed(speed_cm_s)")
+            raise ValueError("a plant given by time_s has no distance yet: use placed(distance_at)")
         return self.distance_cm - self.length_cm / 2, self.distance_cm + self.length_cm / 2
 
 
@@ -109,14 +111,18 @@ def _merge(segs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(a, b) for a, b in out]
 
 
-def sprayed_segments(events: Sequence[dict], geom: Geometry, speed_cm_s: float, t0_ns: int) -> dict[int, list]:
+def sprayed_segments(events: Sequence[dict], geom: Geometry, track: PassTrack) -> dict[int, list]:
     """Per channel: the merged ground segments (cm along the pass) the executed sprays covered."""
     segs: dict[int, list[tuple[float, float]]] = {}
     opened: dict[int, int] = {}
-    last_ns = t0_ns
+    last_ns = track.t0_ns
 
     def pos(t_ns: float) -> float:  # where the spray line was at t (it trails the image centre)
-        return (t_ns - t0_ns) / 1e9 * speed_cm_s - geom.nozzle_distance_cm
+        return track.distance_at_ns(t_ns) - geom.nozzle_distance_cm
+
+    def seg(o_ns: float, c_ns: float) -> tuple[float, float]:
+        a = pos(o_ns)
+        return a, max(a, pos(c_ns))
 
     for e in events:
         last_ns = max(last_ns, int(e.get("t_mono_ns", last_ns)))
@@ -124,9 +130,9 @@ def sprayed_segments(events: Sequence[dict], geom: Geometry, speed_cm_s: float, 
             opened[e["channel"]] = e["at_ns"]
         elif e["event"] == "close" and e["channel"] in opened:
             o = opened.pop(e["channel"])
-            segs.setdefault(e["channel"], []).append((pos(o + geom.open_lag_ns), pos(e["at_ns"] + geom.close_lag_ns)))
+            segs.setdefault(e["channel"], []).append(seg(o + geom.open_lag_ns, e["at_ns"] + geom.close_lag_ns))
     for ch, o in opened.items():  # never closed in the log: count it open to the end
-        segs.setdefault(ch, []).append((pos(o + geom.open_lag_ns), pos(last_ns)))
+        segs.setdefault(ch, []).append(seg(o + geom.open_lag_ns, last_ns))
     return {ch: _merge(s) for ch, s in segs.items()}
 
 
@@ -136,18 +142,17 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig) -> 
     if start is None:
         raise ConfigError("the spray log has no pass_start line",
                           "score a spray log written by edge-run with [spray] log_jsonl over a whole pass")
-    kmh = start.get("speed_kmh") or cfg.speed_kmh
-    if not kmh or kmh <= 0:
+    track = PassTrack.from_events(events, cfg.speed_kmh)
+    if track is None:
         raise ConfigError("the spray log does not say how fast the pass was", "set [spray] speed_kmh in the config")
-    v = kmh_to_cm_s(kmh)
-    t0 = int(start["t_capture_ns"])
+    t0 = track.t0_ns
     end = next((e for e in reversed(events) if e["event"] == "pass_end"), None)
     t_end = int(end["t_capture_ns"]) if end is not None else max(int(e["t_mono_ns"]) for e in events)
-    segs = sprayed_segments(events, geom, v, t0)
+    segs = sprayed_segments(events, geom, track)
     widths = [(b - a) * cfg.footprint_across_cm for a, b in zip(geom.lane_edges, geom.lane_edges[1:])]
     hits = partial = misses = crops = 0
     weed_area = 0.0
-    for p in (p.placed(v) for p in plants):
+    for p in (p.placed(track.distance_at) for p in plants):
         if not 0 <= p.lane < geom.lanes:
             raise ConfigError(f"ground truth names lane {p.lane}, the config has {geom.lanes}",
                               "number lanes from 0, left to right in the image")
@@ -165,7 +170,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig) -> 
             misses += 1
     # a channel sprays every lane mapped to it
     sprayed = sum(sum(b - a for a, b in segs.get(geom.channels[lane], [])) * widths[lane] for lane in range(geom.lanes))
-    pass_cm = max(0.0, (t_end - t0) / 1e9 * v)
+    pass_cm = max(0.0, track.distance_at_ns(t_end))
     late = sum(1 for e in events if e["event"] in ("late", "missed"))
     weeds = sum(1 for p in plants if p.kind == "weed")
     return Score(weeds, hits, partial, misses, crops, late, sprayed / 1e4, max(0.0, sprayed - weed_area) / 1e4,

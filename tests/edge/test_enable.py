@@ -117,6 +117,27 @@ def test_whole_frame_actuator_is_gated(switch):
     out.close()
 
 
+def test_whole_frame_blocked_frames_are_in_the_summary_and_the_stats_line(switch, caplog):
+    from edge.actuation import Actuator
+    from edge.decision import Decider
+    from edge.inference import Classifier
+    from edge.pipeline import Pipeline
+    from tests.edge.helpers import ScriptedSource
+
+    sw, pin = switch
+    clock = ManualClock()
+    out = DryRunOutput(2, clock=clock)
+    out.set_enable(sw)
+    classifier = Classifier(TOY_BUNDLE, num_threads=1)
+    pipe = Pipeline(ScriptedSource("WWSW", clock), classifier, Decider(classifier.labels, ["weed"], 0.5),
+                    Actuator(out, clock=clock), clock=clock)
+    with caplog.at_level("INFO", logger="edge.pipeline"):
+        summary = pipe.run()
+    assert summary.stats["blocked_frames"] == 3
+    stats = [r.getMessage() for r in caplog.records if r.name == "edge.pipeline"][-1]
+    assert "enable switch blocked 3 spray frame(s)" in stats
+
+
 def frames_dir(tmp_path, n=3):
     d = tmp_path / "frames"
     d.mkdir()
@@ -132,7 +153,8 @@ def test_edge_run_without_spray_honours_the_enable_switch(mock_pins, tmp_path, c
     args = ["--config", str(cfg), "--images", str(d), "--model", str(TOY_BUNDLE), "--state-file", str(states), "-q"]
     cfg.write_text("[safety]\nenable_pin = 22\n")
     assert main(args) == 0
-    assert "3 weed frames" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 weed frames" in out and "3 spray frames blocked by the enable switch" in out
     assert not [e for e in map(json.loads, states.read_text().splitlines()) if e["on"]]  # nothing ever opened
     cfg.write_text("")  # without the switch the same frames do spray
     states.unlink()

@@ -410,3 +410,20 @@ def test_edge_run_with_a_stopped_wheel_encoder(mock_pins, tmp_path, capsys):
     assert main(["--config", str(cfg), "--images", str(d), "--model", str(TOY_BUNDLE), "-q"]) == 0
     out = capsys.readouterr().out
     assert "sprays: 0 planned" in out and "2 frames below min speed" in out
+
+
+def test_openings_blocked_by_the_enable_switch_are_in_the_summary_and_stats_line(classifier, mock_pins, caplog):
+    from edge.enable import EnableSwitch
+    from edge.lanes import max_speed_line
+
+    clock, out, sched, p = make(classifier)
+    sw = EnableSwitch(22)  # off; no planner gate: the sprays were planned in the moment before it went off
+    out.set_enable(sw)
+    pipe = SprayPipeline(Frames([field((1,)), field((1,)), field(())], clock), classifier, p, clock=clock)
+    with caplog.at_level("INFO", logger="edge.pipeline"):
+        spray = pipe.run().stats["spray"]
+    sw.close()
+    assert spray["blocked"] == 1 and spray["opens"] == 0  # the two frames' strips merged into one interval
+    assert "1 openings blocked by the enable switch" in max_speed_line(spray)
+    stats = [r.getMessage() for r in caplog.records if r.name == "edge.pipeline"][-1]
+    assert "enable switch blocked 1 opening(s)" in stats

@@ -171,3 +171,57 @@ def test_watchdog_pings_continue_while_a_lost_camera_is_reopened(systemd):
     msgs.extend(sd.messages())
     assert sum("WATCHDOG" in m for m in msgs) == len(pings)
     assert any("camera lost" in m.get("STATUS", "") for m in msgs)
+
+
+def test_gps_losses_and_reconnects_in_the_status_stats_line_and_summary(systemd, tmp_path, caplog):
+    """A GPS on a pty behind a symlink (like /dev/serial/by-id/...), unplugged and plugged back in."""
+    from edge.inference import Classifier
+    from edge.lanes import SprayPipeline, max_speed_line
+    from edge.reconnect import Backoff
+    from edge.speed import NmeaSpeed
+    from tests.edge.test_lanes import Frames, field, make
+    from tests.edge.test_speed import _until, nmea
+
+    path, sd = systemd
+    classifier = Classifier(TOY_BUNDLE, num_threads=1)
+    clock, out, sched, planner = make(classifier)
+    notifier = ServiceNotifier(SdNotify(env={"NOTIFY_SOCKET": path}), clock=clock, status_interval_s=60.0)
+    link = tmp_path / "gps"
+    master, slave = os.openpty()
+    link.symlink_to(os.ttyname(slave))
+    gps = planner.speed = NmeaSpeed(str(link), stale_s=60.0, clock=clock, backoff=Backoff(0.01, 0.05)).start()
+    try:
+        os.write(master, nmea("GPVTG,,T,,M,,N,3.6,K,A").encode())
+        assert _until(lambda: gps.speed_kmh() == 3.6)
+        pipe = SprayPipeline(Frames([field((1,)), field(())], clock), classifier, planner, clock=clock)
+        notifier.beat(pipe.status())
+        assert pipe._stats_line().endswith(", GPS lost 0x, reopened 0x")
+        os.close(master)  # unplugged
+        os.close(slave)
+        link.unlink()
+        master = slave = None
+        assert _until(lambda: gps.losses == 1)
+        notifier.beat(pipe.status())  # the GPS state changed: a STATUS at once
+        master, slave = os.openpty()  # plugged back in
+        link.symlink_to(os.ttyname(slave))
+        assert _until(lambda: gps.reconnects == 1)
+        notifier.beat(pipe.status())
+        status = [m["STATUS"] for m in sd.messages() if "STATUS" in m]
+        assert [s[s.index(", GPS"):] for s in status] == [
+            ", GPS ok (lost 0x, reopened 0x)", ", GPS lost, reopening (lost 1x, reopened 0x)",
+            ", GPS no speed (lost 1x, reopened 1x)"]
+        os.write(master, nmea("GPVTG,,T,,M,,N,3.6,K,A").encode())
+        assert _until(lambda: gps.speed_kmh() == 3.6)
+        with caplog.at_level("INFO", logger="edge.pipeline"):
+            spray = pipe.run().stats["spray"]
+        assert (spray["gps_losses"], spray["gps_reconnects"]) == (1, 1) and spray["planned"] == 1
+        assert max_speed_line(spray).endswith(", GPS lost 1x (reopened 1x)")
+        stats = [r.getMessage() for r in caplog.records if r.name == "edge.pipeline"][-1]
+        assert stats.endswith(", GPS lost 1x, reopened 1x")
+    finally:
+        gps.close()
+        sched.close()
+        notifier.close()
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)

@@ -184,6 +184,7 @@ def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path, capsys):
     sched.close()
     assert summary.stats["spray"]["late"] == 0
     events = read_jsonl(slog, "spray log")
+    assert not [e for e in events if e["event"] == "speed"]  # a fixed speed: no speed lines
     s = score(events, plants, c)
     assert (s.hits, s.partial, s.misses, s.crops_sprayed) == (2, 0, 0, 0), s.line()
     assert s.saved > 0.8 and s.late == 0
@@ -250,3 +251,117 @@ def test_field_pass_generator(tmp_path):
         patch = img[max(0, y - 8):y + 8, x - 8:x + 8]
         exg = 2 * patch[..., 1] - patch[..., 2] - patch[..., 0]
         assert (exg > 30).mean() > 0.05, p
+
+
+# -- a speed that varies over the pass (GPS, wheel encoder) ---------------------------------
+
+def test_odometer_logs_a_speed_line_only_when_the_speed_changes():
+    from edge.odometer import Odometer
+
+    odo = Odometer(0, 3.6, min_change_kmh=0.1, every_s=0.5)  # 100 cm/s
+    assert [odo.update(i * 100 * MS, 3.6) for i in range(20)] == [None] * 20  # a fixed speed: no line at all
+    assert odo.distance_cm == pytest.approx(190.0)
+    line = odo.update(2000 * MS, 1.8)  # halved: logged with the run's own distance
+    assert line == {"t_capture_ns": 2000 * MS, "speed_kmh": 1.8, "distance_cm": 200.0}
+    assert odo.update(2100 * MS, 1.85) is None  # a small change: not yet...
+    at = 200.0 + 0.1 * 50.0 + 0.4 * 1.85 / 0.036  # each frame's speed held until the next frame
+    assert odo.update(2500 * MS, 1.85) == {"t_capture_ns": 2500 * MS, "speed_kmh": 1.85, "distance_cm": round(at, 2)}
+    unknown = odo.update(2600 * MS, None)  # ... after every_s it is; unknown is logged, the last speed held
+    assert unknown["speed_kmh"] is None and odo.update(2700 * MS, None) is None
+    assert odo.update(2800 * MS, 1.85)["distance_cm"] == pytest.approx(at + 3 * 0.1 * 1.85 / 0.036, abs=0.01)
+    # unknown at the first frame: the first known speed is taken back to it (as replay does)
+    late = Odometer(0, None)
+    assert late.update(100 * MS, None) is None
+    assert late.update(500 * MS, 3.6) == {"t_capture_ns": 500 * MS, "speed_kmh": 3.6, "distance_cm": 50.0}
+
+
+def slowed_log(*sprays, speed_lines=True, distance=True):
+    """100 cm/s until 2 s, then 50 cm/s (logged at the change); spray line 100 cm behind the image centre."""
+    ev = log(*sprays)
+    if speed_lines:
+        ev.insert(1, {"event": "speed", "t_capture_ns": 2_000 * MS, "speed_kmh": 1.8, "t_mono_ns": 2_000 * MS,
+                      **({"distance_cm": 200.0} if distance else {})})
+    return ev
+
+
+@pytest.mark.parametrize("distance", [True, False])
+def test_a_speed_change_mid_pass_is_integrated(distance):
+    # at 5.0..5.2 s the nozzles were over 200 + 50 x 3 - 100 = 250 cm .. 260 cm (at a constant 100 cm/s: 400..420)
+    plants = [Plant(0, 255, 10), Plant(1, time_s=3.1, length_cm=10)]  # 3.1 s: 200 + 50 x 1.1 = 255 cm
+    sprays = [(0, 5.0, 5.2), (1, 5.0, 5.2)]
+    s = score(slowed_log(*sprays, distance=distance), plants, cfg())
+    assert (s.hits, s.partial, s.misses) == (2, 0, 0), s.line()
+    assert s.pass_m == pytest.approx(6.0)  # 2 s at 1 m/s + 8 s at 0.5 m/s
+    constant = score(slowed_log(*sprays, speed_lines=False), plants, cfg())  # the pass_start speed throughout
+    assert (constant.hits, constant.misses) == (0, 2) and constant.pass_m == pytest.approx(10.0)
+
+
+def test_an_unknown_speed_holds_the_last_known_one():
+    ev = slowed_log((0, 5.0, 5.2))
+    ev.insert(2, {"event": "speed", "t_capture_ns": 3_000 * MS, "speed_kmh": None, "distance_cm": 250.0,
+                  "t_mono_ns": 3_000 * MS})
+    assert score(ev, [Plant(0, 255, 10)], cfg()).hits == 1
+    # unknown at the first frame: the first known speed (50 cm/s at 2 s) is taken back to it
+    ev = [{**e, "speed_kmh": None} if e["event"] == "pass_start" else e for e in slowed_log((0, 5.0, 5.2))]
+    assert score(ev, [Plant(0, 255, 10)], cfg(speed_kmh=7.2)).hits == 1
+
+
+class SlowingPass(Pass):
+    """Like ``Pass``, but the vehicle slows from 100 to 50 cm/s after 1 s; a GPS (a real ``NmeaSpeed`` on the
+    manual clock) reports the speed of each frame."""
+
+    def __init__(self, canvas, top_cm, clock, scheduler, frames, gps):
+        super().__init__(canvas, top_cm, clock, scheduler, frames)
+        self.gps, self.centre_cm = gps, 0.0
+
+    def read(self, timeout=None):
+        from tests.edge.test_speed import nmea
+
+        if self.i >= self.n:
+            return None
+        if self.i:
+            for _ in range(100):
+                self.clock.advance(0.001)
+                self.sched.run_due()
+            self.centre_cm += 0.1 * self.speed(self.i - 1)
+        self.gps.feed(nmea(f"GPVTG,,T,,M,,N,{self.speed(self.i) * 0.036:.2f},K,A"))
+        r0 = int(round((self.top_cm - (self.centre_cm + 20)) * PX_PER_CM))
+        self.i += 1
+        return Frame(self.canvas[r0:r0 + 64].copy(), self.i, self.clock.now_ns(), self.name)
+
+    @staticmethod
+    def speed(i):
+        return 100.0 if i < 10 else 50.0  # cm/s from frame i to the next
+
+
+def test_a_pass_that_slows_down_scores_its_hits_with_the_logged_speed(tmp_path):
+    from edge.speed import NmeaSpeed
+
+    classifier = Classifier(TOY_BUNDLE, num_threads=1)
+    plants = [Plant(1, 200, 16), Plant(0, 290, 16), Plant(1, 330, 16, "crop")]
+    c = cfg(tile_rows=2, margin_before_cm=3, margin_after_cm=3, valve_open_lag_ms=20, valve_close_lag_ms=20)
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(channels=2, clock=clock)
+    slog = tmp_path / "spray.jsonl"
+    sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(slog, clock=clock), merge_gap_ns=40 * MS)
+    gps = NmeaSpeed("unused", clock=clock)
+    planner = LanePlanner(classifier, lambda: Decider(classifier.labels, ["weed"], 0.5), Geometry.from_config(c),
+                          sched, gps, tile_rows=2)
+    canvas, top = field_canvas(plants)
+    summary = SprayPipeline(SlowingPass(canvas, top, clock, sched, 75, gps), classifier, planner, clock=clock).run()
+    sched.close()
+    assert summary.stats["spray"]["late"] == 0
+    events = read_jsonl(slog, "spray log")
+    [change] = [e for e in events if e["event"] == "speed"]
+    assert change["speed_kmh"] == 1.8 and change["distance_cm"] == pytest.approx(100.0)
+    assert events[-1]["event"] == "pass_end" and events[-1]["distance_cm"] == pytest.approx(100 + 64 * 5.0)
+    s = score(events, plants, c)
+    assert (s.hits, s.partial, s.misses, s.crops_sprayed) == (2, 0, 0, 0), s.line()
+    assert s.pass_m == pytest.approx(4.2)
+    # the truth by time (when each plant passed under the image centre) scores the same
+    by_time = [Plant(p.lane, time_s=1.0 + (p.distance_cm - 100.0) / 50.0, length_cm=p.length_cm, kind=p.kind)
+               for p in plants]
+    assert score(events, by_time, c) == s
+    # taken at the first frame's speed throughout, the same sprays land far from the weeds
+    constant = score([e for e in events if e["event"] != "speed"], plants, c)
+    assert constant.hits == 0 and constant.misses == 2

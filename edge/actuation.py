@@ -9,7 +9,9 @@ calls on a stall, an error, a signal and at exit.
 With an enable switch the output itself refuses to open (``OutputBlocked``, see
 ``edge.enable``): a spray decision while the switch is off leaves every channel off, is
 counted in ``blocked_frames`` and logged once per off period; spraying resumes with the
-next weed decision after it is switched back on.
+next weed decision after it is switched back on. A lost serial controller refuses the
+same way (``OutputUnavailable``, from ``edge.reconnect.ReconnectingOutput``): counted in
+``unavailable_frames``, logged once per loss, and the outputs do not count as on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.decision import Decision
 from edge.outputs.base import Output
-from edge.outputs.channels import OutputBlocked
+from edge.outputs.channels import OutputBlocked, OutputUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +37,17 @@ class Actuator:
         self.max_on_trips = 0
         self.fail_safes = 0
         self.blocked_frames = 0  # spray decisions the enable switch kept from opening
+        self.unavailable_frames = 0  # spray decisions not sprayed: the output (serial controller) was lost
         self._blocked = False
+        self._lost = False
 
     @property
     def on(self) -> bool:
         return self._on_since_ns is not None
 
     def _switch(self, on: bool) -> bool:
-        """Every channel on or off; False when the enable switch refused to open (all off then)."""
+        """Every channel on or off; False when the enable switch or a lost controller kept them from
+        opening (all off then)."""
         try:
             for ch in range(self.output.channels):
                 self.output.set(ch, on, max_on_s=self.max_on_s if on else None)
@@ -53,9 +58,19 @@ class Actuator:
             self._blocked = True
             self.output.all_off()  # a channel opened before the refusal goes off too
             return False
+        except OutputUnavailable as e:
+            self.unavailable_frames += 1
+            if not self._lost:
+                log.warning("weed: not sprayed, %s", e.what)
+            self._lost = True
+            self.output.all_off()
+            return False
         if on and self._blocked:
             log.warning("enable switch on again: spraying")
             self._blocked = False
+        if on and self._lost:
+            log.warning("controller back: spraying")
+            self._lost = False
         return True
 
     def apply(self, decision: Decision) -> bool:

@@ -263,7 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{summary.spray_frames} spraying, {summary.dropped} dropped, {summary.stalls} stalls, "
               f"{summary.reconnects} reconnects"
               + (f", {summary.stats['blocked_frames']} spray frames blocked by the enable switch"
-                 if summary.stats.get("blocked_frames") else "") + "; all outputs off")
+                 if summary.stats.get("blocked_frames") else "")
+              + (f", {summary.stats['unavailable_frames']} spray frames not sprayed (controller lost)"
+                 if summary.stats.get("unavailable_frames") else "") + "; all outputs off")
         if "spray" in summary.stats:  # [spray]: per-lane timing; how fast this setup may drive
             from edge.lanes import max_speed_line
 

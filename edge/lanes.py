@@ -280,6 +280,10 @@ class SprayPipeline(Pipeline):
         return LaneFrameResult(frame, agg, decision, tuple(self.actuator.output.state()), timings,
                                lanes=tuple(lanes), speed_kmh=kmh)
 
+    def _sprayed(self, r: FrameResult) -> bool:
+        """A lane decided to spray (its valve opens later, at the planned time; the scheduler counts the opens)."""
+        return r.decision.spray
+
     def _extra_record(self, r: FrameResult) -> dict:
         if not isinstance(r, LaneFrameResult):
             return {}
@@ -312,6 +316,8 @@ class SprayPipeline(Pipeline):
         text = ""
         if self.scheduler.blocked:
             text += f", enable switch blocked {self.scheduler.blocked} opening(s)"
+        if self.scheduler.unavailable:
+            text += f", controller lost: {self.scheduler.unavailable} opening(s) not sprayed"
         if self.gps is not None:
             text += f", GPS lost {self.gps.losses}x, reopened {self.gps.reconnects}x"
         return text
@@ -350,5 +356,6 @@ def max_speed_line(spray: dict) -> str:
             f"{spray['too_slow_frames']} frames below min speed"
             + (f", {spray['disabled_frames']} with the enable switch off" if spray.get("disabled_frames") else "")
             + (f", {spray['blocked']} openings blocked by the enable switch" if spray.get("blocked") else "")
+            + (f", {spray['unavailable']} openings not sprayed (controller lost)" if spray.get("unavailable") else "")
             + (f", GPS lost {spray['gps_losses']}x (reopened {spray['gps_reconnects']}x)"
                if spray.get("gps_losses") else ""))

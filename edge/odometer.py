@@ -76,14 +76,20 @@ class PassTrack:
 
     @classmethod
     def from_events(cls, events: Sequence[dict], fallback_kmh: float | None) -> "PassTrack | None":
-        """The track of the first pass in ``events``; None when no speed is known at all (not in the log,
-        no ``fallback_kmh``)."""
-        start = next((e for e in events if e.get("event") == "pass_start"), None)
-        if start is None:
+        """The track of the first pass in ``events`` (its ``pass_start`` and the ``speed`` lines after it, up
+        to the next ``pass_start``); None when no speed is known at all (not in the log, no ``fallback_kmh``)."""
+        first = next((i for i, e in enumerate(events) if e.get("event") == "pass_start"), None)
+        if first is None:
             raise ValueError("no pass_start line")
+        start = events[first]
         t0 = int(start["t_capture_ns"])
+        own: list[dict] = []
+        for e in events[first + 1:]:
+            if e.get("event") == "pass_start":
+                break  # another run: never mixed in
+            own.append(e)
         points: list[tuple[float, float | None, float | None]] = [(0.0, start.get("speed_kmh"), 0.0)]
-        lines = sorted((e for e in events if e.get("event") == "speed" and int(e["t_capture_ns"]) >= t0),
+        lines = sorted((e for e in own if e.get("event") == "speed" and int(e["t_capture_ns"]) >= t0),
                        key=lambda e: int(e["t_capture_ns"]))
         points += [((int(e["t_capture_ns"]) - t0) / 1e9, e.get("speed_kmh"), e.get("distance_cm")) for e in lines]
         if not any(v is not None and v > 0 for _, v, _ in points):  # one fixed speed, as the config says

@@ -145,7 +145,12 @@ class Pipeline:
             **self._extra_record(r),
         })
         self.saver.maybe_save(r.frame, r.decision)
-        self.stats.add(r.frame.t_capture_ns, r.timings, r.decision.weed_frame, r.decision.spray)
+        self.stats.add(r.frame.t_capture_ns, r.timings, r.decision.weed_frame, self._sprayed(r))
+
+    def _sprayed(self, r: FrameResult) -> bool:
+        """Whether the frame counts as spraying: its decision said so AND the outputs are on (not
+        refused by the enable switch or a lost controller, not latched off by the max on-time)."""
+        return r.decision.spray and any(r.outputs)
 
     def _at_end_of_source(self) -> None:
         """A file source has ended, before the outputs go off (the spray pipeline lets planned sprays finish)."""
@@ -299,13 +304,17 @@ class Pipeline:
             stats={**self.stats.summary(self.source.dropped), "stalls": self.stalls,
                    "source_losses": self.source_losses, "reconnects": self.reconnects,
                    **({"blocked_frames": self.actuator.blocked_frames}
-                      if getattr(self.actuator, "blocked_frames", 0) else {})},
+                      if getattr(self.actuator, "blocked_frames", 0) else {}),
+                   **({"unavailable_frames": self.actuator.unavailable_frames}
+                      if getattr(self.actuator, "unavailable_frames", 0) else {})},
         )
 
     def _counters(self) -> str:
         """More of the stats line: counters that are only shown when they say something."""
         blocked = getattr(self.actuator, "blocked_frames", 0)  # whole-frame mode (the spray actuator has none)
-        return f", enable switch blocked {blocked} spray frame(s)" if blocked else ""
+        lost = getattr(self.actuator, "unavailable_frames", 0)
+        return ((f", enable switch blocked {blocked} spray frame(s)" if blocked else "")
+                + (f", {lost} spray frame(s) not sprayed: controller lost" if lost else ""))
 
     def _stats_line(self) -> str:
         line = self.stats.line(self.source.dropped)

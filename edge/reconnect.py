@@ -7,7 +7,10 @@
   output is closed (it stops heart-beating, so the controller's own watchdog closes the
   valves), every channel reads as off, and detection goes on; a new output is built
   with backoff from ``maintain()`` (the pipeline calls it on every loop turn) or from the
-  next ``set(ch, True)``. Losses and reconnects are logged and counted.
+  next ``set(ch, True)``. Losses and reconnects are logged and counted. While it is lost,
+  ``set(ch, True)`` raises ``OutputUnavailable`` (nothing opened: the caller must not
+  count a spray), and ``off_reason(ch)`` of a channel that was on says
+  ``controller lost``.
 
 A device missing at start-up is still an ``OutputError`` (exit code 6): the first build
 happens in the constructor and is not retried.
@@ -22,6 +25,7 @@ from typing import Callable
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import WeedDetectorError
 from edge.outputs.base import Output
+from edge.outputs.channels import OutputUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class ReconnectingOutput:
         self._inner: Output | None = factory()
         self.name = self._inner.name
         self.channels = self._inner.channels
+        self._lost_off: list[str | None] = [None] * self.channels  # "controller lost" for channels on then
         self._next_try_ns = 0
         self._closed = False
         self.losses = 0
@@ -84,6 +89,11 @@ class ReconnectingOutput:
         inner, self._inner = self._inner, None
         if inner is None:
             return
+        try:
+            was_on = tuple(inner.state())[: self.channels]
+        except Exception:  # the state is a cache; never let it stop the fail-safe path
+            was_on = (True,) * self.channels
+        self._lost_off = ["controller lost" if on else None for on in was_on]
         self.losses += 1
         log.error("%s output lost (%s): every channel counts as off; detection goes on and the output "
                   "is reconnected with backoff", self.name, why)
@@ -129,18 +139,36 @@ class ReconnectingOutput:
 
     # -- the Output protocol ---------------------------------------------------------
     def set(self, channel: int, on: bool, max_on_s: float | None = None) -> None:
+        """``OutputUnavailable`` for ``on`` while the device is lost (or lost by this very command)."""
         with self._lock:
             if on:
                 self.maintain()
             inner = self._inner
             if inner is None:
-                return  # lost: every channel is off (the controller's watchdog saw to it)
+                if on:  # every channel is off (the controller's watchdog saw to it): nothing opened
+                    raise self._unavailable(channel, "it is lost")
+                return
             try:
                 inner.set(channel, on, max_on_s=max_on_s)
             except WeedDetectorError as e:
                 if self._healthy(inner):
                     raise  # a refusal by a working device (bad channel...) is a real error
                 self._lose(e.what)
+                if on:
+                    raise self._unavailable(channel, f"it stopped answering: {e.what}") from None
+
+    def _unavailable(self, channel: int, why: str) -> OutputUnavailable:
+        return OutputUnavailable(
+            f"{self.name} channel {channel} not switched on: the controller is lost ({why}); reconnecting with "
+            "backoff", "check the controller's cable and power; spraying resumes once it answers again")
+
+    def off_reason(self, channel: int) -> str | None:
+        """Why ``channel`` last went off: ``controller lost`` while lost (or not switched on since)."""
+        with self._lock:
+            inner = self._inner
+            own = getattr(inner, "off_reason", None) if inner is not None else None
+            reason = own(channel) if callable(own) else None
+            return reason or self._lost_off[channel]
 
     def all_off(self) -> None:
         with self._lock:

@@ -24,6 +24,10 @@ between where the spray line was when the liquid arrived (open + opening lag) an
 stopped (close + closing lag). A weed is **hit** when that covers all of it, **partly hit** when some of it,
 **missed** otherwise. Sprayed area off the weeds is the waste; *saved* compares the sprayed
 area with spraying the whole boom width for the whole pass.
+
+A spray log appends: one file may hold several runs. Each run's lines are those from its
+``pass_start`` to the next ``pass_start``; one pass is scored, never a mix (``--pass N``,
+1 = the first, -1 = the last, the default), and the output says which of how many.
 """
 
 from __future__ import annotations
@@ -84,15 +88,17 @@ class Score:
     wasted_m2: float  # sprayed area not on a weed
     blanket_m2: float  # the whole boom width over the whole pass
     pass_m: float
+    pass_no: int = 1  # which pass of the spray log was scored (1-based)
+    passes: int = 1  # how many passes the spray log holds
 
     @property
     def saved(self) -> float:
         return 0.0 if self.blanket_m2 <= 0 else max(0.0, 1.0 - self.sprayed_m2 / self.blanket_m2)
 
     def line(self) -> str:
-        return (f"weeds {self.weeds}: {self.hits} hit, {self.partial} partly, {self.misses} missed | "
-                f"{self.late} late sprays | crops sprayed {self.crops_sprayed} | sprayed {self.sprayed_m2:.2f} m² "
-                f"({self.wasted_m2:.2f} m² off weeds) over a {self.pass_m:.1f} m pass; herbicide saved vs blanket "
+        return (f"pass {self.pass_no} of {self.passes}: weeds {self.weeds}: {self.hits} hit, {self.partial} partly, "
+                f"{self.misses} missed | {self.late} late sprays | crops sprayed {self.crops_sprayed} | "
+                f"sprayed {self.sprayed_m2:.2f} m² ({self.wasted_m2:.2f} m² off weeds) over a {self.pass_m:.1f} m pass; herbicide saved vs blanket "
                 f"{self.saved:.0%}")
 
 
@@ -136,16 +142,40 @@ def sprayed_segments(events: Sequence[dict], geom: Geometry, track: PassTrack) -
     return {ch: _merge(s) for ch, s in segs.items()}
 
 
-def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig) -> Score:
-    geom = Geometry.from_config(cfg)
-    start = next((e for e in events if e["event"] == "pass_start"), None)
-    if start is None:
+def split_passes(events: Sequence[dict]) -> list[list[dict]]:
+    """The runs of a spray log: each from its ``pass_start`` line up to the next one (lines before the
+    first ``pass_start`` belong to no pass and are left out)."""
+    passes: list[list[dict]] = []
+    for e in events:
+        if e.get("event") == "pass_start":
+            passes.append([e])
+        elif passes:
+            passes[-1].append(e)
+    return passes
+
+
+def select_pass(events: Sequence[dict], number: int = -1) -> tuple[list[dict], int, int]:
+    """The lines of pass ``number`` (1-based; negative: from the end, -1 = the last), its 1-based
+    number and how many passes there are."""
+    passes = split_passes(events)
+    if not passes:
         raise ConfigError("the spray log has no pass_start line",
                           "score a spray log written by edge-run with [spray] log_jsonl over a whole pass")
+    n = len(passes)
+    if number == 0 or not -n <= number <= n:
+        raise ConfigError(f"--pass {number}: the spray log holds {n} pass(es)",
+                          f"give 1..{n} (1 = the first), or -1..-{n} (-1 = the last, the default)")
+    index = number - 1 if number > 0 else n + number
+    return passes[index], index + 1, n
+
+
+def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pass_no: int = -1) -> Score:
+    """Score pass ``pass_no`` of the spray log (default: the last one; see ``select_pass``)."""
+    geom = Geometry.from_config(cfg)
+    events, number, passes = select_pass(events, pass_no)
     track = PassTrack.from_events(events, cfg.speed_kmh)
     if track is None:
         raise ConfigError("the spray log does not say how fast the pass was", "set [spray] speed_kmh in the config")
-    t0 = track.t0_ns
     end = next((e for e in reversed(events) if e["event"] == "pass_end"), None)
     t_end = int(end["t_capture_ns"]) if end is not None else max(int(e["t_mono_ns"]) for e in events)
     segs = sprayed_segments(events, geom, track)
@@ -174,7 +204,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig) -> 
     late = sum(1 for e in events if e["event"] in ("late", "missed"))
     weeds = sum(1 for p in plants if p.kind == "weed")
     return Score(weeds, hits, partial, misses, crops, late, sprayed / 1e4, max(0.0, sprayed - weed_area) / 1e4,
-                 pass_cm * cfg.footprint_across_cm / 1e4, pass_cm / 100)
+                 pass_cm * cfg.footprint_across_cm / 1e4, pass_cm / 100, number, passes)
 
 
 def read_jsonl(path: str | Path, what: str) -> list[dict]:
@@ -235,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(spray.jsonl.1 spray.jsonl)")
     p.add_argument("--truth", required=True,
                    help="ground truth: JSON lines with lane, distance_cm or time_s[, length_cm, kind]")
+    p.add_argument("--pass", dest="pass_no", type=int, default=-1, metavar="N",
+                   help="which run of the spray log to score when it holds several (it appends): 1 = the first, "
+                        "-1 = the last (default)")
     p.add_argument("--json", action="store_true", help="print the score as JSON")
     a = p.parse_args(argv)
     try:
@@ -242,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.spray is None:
             raise ConfigError(f"config {a.config} has no [spray] section", "score the config the pass was run with")
         events = [e for part in a.spray_log for e in read_jsonl(part, "spray log")]
-        s = score(events, read_truth(a.truth), cfg.spray)
+        s = score(events, read_truth(a.truth), cfg.spray, a.pass_no)
     except WeedDetectorError as e:
         print(f"replay: error: {e}", file=sys.stderr)
         return e.exit_code

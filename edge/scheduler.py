@@ -25,6 +25,18 @@ the interval it was about to open, counts it in ``blocked`` and logs a ``blocked
 log line (``why``: ``enable switch off``); an open channel whose refresh is refused is
 counted as closed (a ``close`` line with that reason). Switching the switch off also
 cancels every plan (``cancel_all``, registered as the switch's off listener by the wiring).
+
+A lost serial controller (``edge.reconnect.ReconnectingOutput``) refuses the same way
+(``OutputUnavailable``): the interval is dropped, counted in ``unavailable`` and logged as
+``blocked`` with ``why``: ``controller lost``; nothing counts as opened. A channel the
+output switched off by itself while a spray was on (the controller lost or restarted, the
+output's own on-time bound) is noticed at the next switching turn (at most a refresh period
+later): a ``close`` line with the output's reason, then, if the interval goes on, a new
+``open`` marked ``reopen`` (not a switching delay).
+
+``delay_ms`` of an ``open`` is the switching delay: from when the opening was due, its
+planned time or, for a late interval, the moment it was planned (how late the plan came
+is the ``late`` line's ``late_ms``, not a switching delay).
 """
 
 from __future__ import annotations
@@ -36,15 +48,19 @@ from dataclasses import dataclass, field
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.outputs.base import Output
-from edge.outputs.channels import OutputBlocked
+from edge.outputs.channels import OutputBlocked, OutputUnavailable
 from edge.spraylog import SprayLog
 
 log = logging.getLogger(__name__)
 
+_REFUSED = {"blocked": "enable switch off", "unavailable": "controller lost"}  # the `why` of a refused opening
+
 
 @dataclass
 class _Channel:
-    intervals: list[list[int]] = field(default_factory=list)  # sorted, disjoint [open_ns, close_ns]
+    # sorted, disjoint [open_ns, close_ns, due_ns]: due_ns = max(open_ns, when it was planned), the time
+    # the opening could be switched at the earliest (the switching delay counts from it)
+    intervals: list[list[int]] = field(default_factory=list)
     on: bool = False
     on_since_ns: int | None = None
     opened_for_ns: int | None = None  # the planned open time of the interval being sprayed
@@ -89,7 +105,10 @@ class SprayScheduler:
         self.cancelled = 0
         self.errors = 0
         self.blocked = 0  # openings refused by the enable switch
+        self.unavailable = 0  # openings not made because the output (serial controller) was lost
+        self.output_closed = 0  # open channels the output switched off by itself (lost, restarted, bound)
         self._blocked_warned = False
+        self._lost_warned = False
         self.failure: BaseException | None = None  # set when switching failed; check() raises it
         self.delays_ns: deque[int] = deque(maxlen=2000)  # executed - planned switch time, the latest ones
 
@@ -97,7 +116,7 @@ class SprayScheduler:
     def _covered(self, ch: _Channel, t_ns: int) -> bool:
         if ch.on and ch.on_since_ns is not None and ch.on_since_ns <= t_ns:
             return True
-        return any(o <= t_ns < c for o, c in ch.intervals)
+        return any(iv[0] <= t_ns < iv[1] for iv in ch.intervals)
 
     def plan(self, channel: int, open_ns: int, close_ns: int, *, lane: int | None = None,
              frame_id: int | None = None, reason: str = "weed", extra: dict | None = None) -> PlanOutcome:
@@ -126,7 +145,7 @@ class SprayScheduler:
                             lane, late_ns / 1e6)
                 return PlanOutcome("missed", late_ns)
             late_ns = now - open_ns if open_ns < now and not self._covered(ch, open_ns) else 0
-            self._insert(ch, open_ns, close_ns)
+            self._insert(ch, open_ns, close_ns, max(open_ns, now))
             self.planned += 1
             if late_ns:
                 self.late += 1
@@ -138,13 +157,15 @@ class SprayScheduler:
             self._cond.notify_all()
             return PlanOutcome("late" if late_ns else "planned", late_ns)
 
-    def _insert(self, ch: _Channel, open_ns: int, close_ns: int) -> None:
+    def _insert(self, ch: _Channel, open_ns: int, close_ns: int, due_ns: int) -> None:
         gap = self.merge_gap_ns
-        merged = [open_ns, close_ns]
+        merged = [open_ns, close_ns, due_ns]
         keep = []
         for iv in ch.intervals:
             if iv[0] <= merged[1] + gap and merged[0] <= iv[1] + gap:
-                merged = [min(merged[0], iv[0]), max(merged[1], iv[1])]
+                # the opening is the earliest part's, and so is when it became due
+                due = min(merged[2], iv[2]) if iv[0] == merged[0] else (merged[2] if merged[0] < iv[0] else iv[2])
+                merged = [min(merged[0], iv[0]), max(merged[1], iv[1]), due]
             else:
                 keep.append(iv)
         keep.append(merged)
@@ -153,7 +174,7 @@ class SprayScheduler:
 
     def pending(self, channel: int) -> list[tuple[int, int]]:
         with self._lock:
-            return [(o, c) for o, c in self._ch[channel].intervals]
+            return [(iv[0], iv[1]) for iv in self._ch[channel].intervals]
 
     # -- execution -----------------------------------------------------------------------
     def run_due(self) -> int | None:
@@ -162,16 +183,20 @@ class SprayScheduler:
             if self._closed:
                 return None
             now = self.clock.now_ns()
-            wake = [self._run_channel(i, ch, now) for i, ch in enumerate(self._ch)]
+            # what the output says: a channel we hold open may have been switched off under us
+            out_on = tuple(self.output.state()) if any(ch.on for ch in self._ch) else None
+            wake = [self._run_channel(i, ch, now, None if out_on is None else bool(out_on[i]))
+                    for i, ch in enumerate(self._ch)]
             due = [w for w in wake if w is not None]
             return min(due) if due else None
 
     def _switch(self, channel: int, on: bool) -> str:
-        """``ok``, ``blocked`` (the enable switch is off: every output is off) or ``failed``."""
+        """``ok``, ``blocked`` (the enable switch is off: every output is off), ``unavailable`` (the
+        output's device is lost: nothing opened) or ``failed``."""
         try:
             self.output.set(channel, on, max_on_s=self.max_on_s if on else None)
             if on:
-                self._blocked_warned = False
+                self._blocked_warned = self._lost_warned = False
             return "ok"
         except OutputBlocked as e:
             self.blocked += 1
@@ -179,6 +204,13 @@ class SprayScheduler:
                 self._blocked_warned = True
                 log.warning("channel %d not opened: blocked by the enable switch (%s)", channel, e.what)
             return "blocked"
+        except OutputUnavailable as e:
+            self.unavailable += 1
+            if not self._lost_warned:
+                self._lost_warned = True
+                log.warning("channel %d not opened: %s — sprays are dropped (logged as blocked) until it is back",
+                            channel, e.what)
+            return "unavailable"
         except Exception as e:  # everything off now; the pipeline raises it at its next step (check())
             self.errors += 1
             if self.failure is None:
@@ -196,8 +228,26 @@ class SprayScheduler:
             raise RuntimeError(f"spray scheduler failed: {self.failure!r} (all outputs were switched off)") \
                 from self.failure
 
-    def _run_channel(self, i: int, ch: _Channel, now: int) -> int | None:
+    def _off_reason(self, channel: int) -> str:
+        get = getattr(self.output, "off_reason", None)
+        try:
+            why = get(channel) if callable(get) else None
+        except Exception:  # a reason is for the log only
+            why = None
+        return why or "the output switched it off"
+
+    def _run_channel(self, i: int, ch: _Channel, now: int, out_on: bool | None = None) -> int | None:
         current = next((iv for iv in ch.intervals if iv[0] <= now < iv[1]), None)
+        reopen_since: int | None = None
+        if ch.on and out_on is False:  # switched off under us: the log must say the valve closed
+            why = self._off_reason(i)
+            self.closes += 1
+            self.output_closed += 1
+            log.warning("channel %d was closed by the output while spraying (%s)%s", i, why,
+                        "; opening it again" if current is not None else "")
+            self.spray_log.event("close", channel=i, planned_ns=now, at_ns=now, delay_ms=0.0, reason=why)
+            reopen_since = ch.on_since_ns if current is not None else None  # max on-time counts on
+            ch.on, ch.on_since_ns, ch.opened_for_ns = False, None, None
         if ch.on and ch.on_since_ns is not None and now - ch.on_since_ns > self.max_on_ns:
             self.max_on_trips += 1
             ch.latched = True
@@ -209,26 +259,34 @@ class SprayScheduler:
             return None
         if current is not None and not ch.on:
             result = self._switch(i, True)
-            if result == "blocked":  # the switch is off: this interval will not be sprayed
+            if result in ("blocked", "unavailable"):  # this interval will not be sprayed
                 ch.intervals.remove(current)
                 self.spray_log.event("blocked", channel=i, planned_ns=current[0], at_ns=now, until_ns=current[1],
-                                     why="enable switch off")
+                                     why=_REFUSED[result])
                 current = None
             elif result == "ok":
                 ch.on, ch.on_since_ns, ch.last_refresh_ns = True, now, now
                 ch.opened_for_ns = current[0]
                 self.opens += 1
-                delay = now - current[0]
-                self.delays_ns.append(max(0, delay))
-                self.spray_log.event("open", channel=i, planned_ns=current[0], at_ns=now,
-                                     delay_ms=round(delay / 1e6, 3), until_ns=current[1])
+                if reopen_since is not None:  # not a switching delay: the output had closed it
+                    ch.on_since_ns = reopen_since
+                    self.spray_log.event("open", channel=i, planned_ns=now, at_ns=now, delay_ms=0.0,
+                                         until_ns=current[1], reopen=True)
+                else:
+                    due = current[2]  # its planned time, or when a late one was planned
+                    delay = now - due
+                    self.delays_ns.append(max(0, delay))
+                    self.spray_log.event("open", channel=i, planned_ns=current[0], at_ns=now,
+                                         delay_ms=round(delay / 1e6, 3), until_ns=current[1],
+                                         **({"due_ns": due} if due != current[0] else {}))
         elif current is not None and now - ch.last_refresh_ns >= self.refresh_ns:
-            if self._switch(i, True) == "blocked":  # refresh refused: the output switched everything off
+            result = self._switch(i, True)
+            if result in ("blocked", "unavailable"):  # refresh refused: the output is all off
                 ch.intervals.remove(current)
                 current = None
                 self.closes += 1
                 self.spray_log.event("close", channel=i, planned_ns=now, at_ns=now, delay_ms=0.0,
-                                     reason="enable switch off")
+                                     reason=_REFUSED[result])
                 ch.on, ch.on_since_ns, ch.opened_for_ns = False, None, None
             else:  # refresh: the output bounds each ON
                 ch.last_refresh_ns = now
@@ -328,5 +386,5 @@ class SprayScheduler:
             p95 = d[min(len(d) - 1, int(0.95 * len(d)))] / 1e6 if d else 0.0
             return {"planned": self.planned, "late": self.late, "missed": self.missed, "opens": self.opens,
                     "closes": self.closes, "max_on_trips": self.max_on_trips, "cancelled": self.cancelled,
-                    "blocked": self.blocked,
+                    "blocked": self.blocked, "unavailable": self.unavailable, "output_closed": self.output_closed,
                     "switch_delay_p95_ms": round(p95, 3)}

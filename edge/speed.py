@@ -7,9 +7,11 @@ not know it (no fix yet, stale reading): the caller then sprays nothing.
 - ``NmeaSpeed`` (``speed_source = "nmea"``): a GPS receiver on a serial port (pyserial,
   imported lazily) sending NMEA 0183 RMC and/or VTG sentences; a reader thread keeps the
   newest speed and position. A speed older than ``stale_s`` counts as unknown, with a
-  warning. A port that fails (GPS unplugged) makes the speed unknown at once and is
-  reopened with backoff (``edge.reconnect.Backoff``); the speed returns with the next
-  valid sentence. ``parse_nmea`` is the pure parser.
+  warning; so does a position older than ``stale_s``, timed by the RMC sentences alone
+  (a VTG carries a speed but no position, so it does not refresh the position). A port
+  that fails (GPS unplugged) makes the speed unknown at once and is reopened with backoff
+  (``edge.reconnect.Backoff``); the speed returns with the next valid sentence.
+  ``parse_nmea`` is the pure parser.
 - ``WheelEncoderSpeed`` (``speed_source = "encoder"``): pulses of a wheel sensor on a GPIO
   input (gpiozero); no pulses within ``stale_s`` = stopped.
 """
@@ -144,6 +146,7 @@ class NmeaSpeed:
         self._kmh: float | None = None
         self._t_ns: int | None = None
         self._pos: tuple[float, float] | None = None
+        self._pos_t_ns: int | None = None  # when the last RMC (the only sentence with a position) arrived
         self._stale_warned = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -164,10 +167,10 @@ class NmeaSpeed:
             self.sentences += 1
             self._kmh = fix.speed_kmh
             self._t_ns = self.clock.now_ns()
-            if fix.lat is not None and fix.lon is not None:
-                self._pos = (fix.lat, fix.lon)
-            elif fix.sentence == "RMC":
-                self._pos = None
+            if fix.sentence == "RMC":  # a VTG (speed only) must not make an old position look current
+                valid = fix.lat is not None and fix.lon is not None
+                self._pos = (fix.lat, fix.lon) if valid else None
+                self._pos_t_ns = self._t_ns
         if self.on_fix is not None:
             self.on_fix(fix)
         return fix
@@ -188,7 +191,7 @@ class NmeaSpeed:
 
     def position(self) -> tuple[float, float] | None:
         with self._lock:
-            if self._t_ns is None or self.clock.now_ns() - self._t_ns > self.stale_ns:
+            if self._pos_t_ns is None or self.clock.now_ns() - self._pos_t_ns > self.stale_ns:
                 return None
             return self._pos
 
@@ -219,7 +222,7 @@ class NmeaSpeed:
         """The port failed (unplugged): the speed is unknown at once, the port is closed and reopened later."""
         with self._lock:
             self._serial = None
-            self._kmh, self._t_ns, self._pos = None, None, None
+            self._kmh, self._t_ns, self._pos, self._pos_t_ns = None, None, None, None
         self.losses += 1
         log.warning("GPS port %s failed (%s): speed unknown, nothing sprays; reopening it with backoff",
                     self.port, why)

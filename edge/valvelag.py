@@ -67,11 +67,17 @@ class LagPulse:
     off_cmd_ns: int  # just before the off command
     off_done_ns: int  # the off command returned
     wall: str  # UTC wall time of the on command, for matching a video by hand
+    cut_ns: int | None = None  # the enable switch went off (closing the valve) before the off command
+
+    @property
+    def cut(self) -> bool:
+        """The pulse was cut short: the valve closed before the off command (enable switch off)."""
+        return self.cut_ns is not None
 
     @property
     def commanded_ms(self) -> float:
-        """On command to off command: the pulse the valve was actually given."""
-        return (self.off_cmd_ns - self.on_cmd_ns) / 1e6
+        """On command to off command (or to the cut): the pulse the valve was actually given."""
+        return ((self.cut_ns if self.cut_ns is not None else self.off_cmd_ns) - self.on_cmd_ns) / 1e6
 
     @property
     def on_latency_ms(self) -> float:
@@ -79,7 +85,7 @@ class LagPulse:
         return (self.on_done_ns - self.on_cmd_ns) / 1e6
 
     def record(self) -> dict:
-        return {"event": "pulse", **asdict(self), "commanded_ms": round(self.commanded_ms, 3),
+        return {"event": "pulse", **asdict(self), "cut": self.cut, "commanded_ms": round(self.commanded_ms, 3),
                 "on_latency_ms": round(self.on_latency_ms, 3)}
 
 
@@ -103,7 +109,9 @@ def measure_valve_lag(output: Output, channel: int, pulses_ms: Sequence[float] =
 
     ``wait(seconds)`` waits (default: ``stop.wait``, so a signal ends the wait at once);
     ``prompt(text)`` (e.g. ``input``) is called once before the first pulse, None = start at
-    once. Raises ``OutputBlocked`` if the enable switch goes off (everything is off then).
+    once. Raises ``OutputBlocked`` if the enable switch goes off (everything is off then);
+    a pulse it cut short is logged with ``"cut": true`` and the length it really had. The
+    log's ``end`` line is written whatever happened.
     """
     _check(output, channel, pulses_ms, repeats, gap_ms)
     stop = stop or threading.Event()
@@ -136,29 +144,62 @@ def measure_valve_lag(output: Output, channel: int, pulses_ms: Sequence[float] =
                 stop.set()
         emit("start", output=getattr(output, "name", "?"), channel=channel, pulses_ms=list(pulses_ms),
              repeats=repeats, gap_ms=gap_ms)
+        # the enable switch going off closes the valve at once (the output's own listener): note when
+        cut_at: list[int] = []
+        switch = getattr(output, "enable", None)
+        if switch is not None and callable(getattr(switch, "add_off_listener", None)):
+            def on_switch_off() -> None:
+                cut_at.append(clock.now_ns())
+                stop.set()  # the measurement stops; a default wait() ends at once
+
+            switch.add_off_listener(on_switch_off)
+            stack.callback(switch.remove_off_listener, on_switch_off)
+        what = getattr(switch, "describe", lambda: "enable switch")()
+
+        def switched_off() -> None:  # raised here, as the output would refuse the next pulse
+            if cut_at:
+                raise OutputBlocked(f"{output.name} channel {channel} not switched on: the {what} is off",
+                                    "switch it on and measure again")
+
         seq = 0
+        why: str | None = None
         try:
             for rep in range(1, repeats + 1):
                 for p_ms in pulses_ms:
+                    switched_off()
                     if stop.is_set():
                         break
                     if seq:
                         wait(gap_ms / 1000.0)
+                        switched_off()
                         if stop.is_set():
                             break
                     seq += 1
-                    pulse = _pulse(output, channel, p_ms, seq, rep, clock, wait)
+                    pulse = _pulse(output, channel, p_ms, seq, rep, clock, wait, cut_at)
                     pulses.append(pulse)
                     emit(**pulse.record())
                     say(f"pulse {seq:3d}/{n}: channel {channel} {p_ms:7.1f} ms asked, {pulse.commanded_ms:8.3f} ms "
-                        f"commanded (on command took {pulse.on_latency_ms:.3f} ms)  {pulse.wall}")
+                        f"commanded (on command took {pulse.on_latency_ms:.3f} ms)  {pulse.wall}"
+                        + ("  CUT SHORT: the valve closed before the off command" if pulse.cut else ""))
+                    if pulse.cut:
+                        raise OutputBlocked(
+                            f"pulse {seq} on channel {channel} was cut after {pulse.commanded_ms:.1f} ms of "
+                            f"{p_ms:g}: the {what} went off",
+                            "switch it on and measure again (the cut pulse is marked \"cut\" in the log)")
         except OutputBlocked as e:
-            emit("stopped", reason="enable switch off")
+            why = "enable switch off"
+            emit("stopped", reason=why)
             say(f"stopped: {e.what}; all outputs off")
             raise
+        except BaseException as e:
+            why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {e.__class__.__name__}"
+            raise
         finally:
-            output.all_off()
-        emit("end", pulses=len(pulses), stopped=stop.is_set())
+            try:
+                output.all_off()
+            finally:
+                emit("end", pulses=len(pulses), stopped=stop.is_set() or why is not None,
+                     **({"reason": why} if why else {}))
     say(("stopped early" if stop.is_set() else "done") + f": {len(pulses)} pulse(s), all outputs off")
     return pulses
 
@@ -182,10 +223,12 @@ def _check(output: Output, channel: int, pulses_ms: Sequence[float], repeats: in
 
 
 def _pulse(output: Output, channel: int, pulse_ms: float, seq: int, rep: int, clock: Clock,
-           wait: Callable[[float], object]) -> LagPulse:
+           wait: Callable[[float], object], cut_at: Sequence[int] = ()) -> LagPulse:
+    """One pulse; ``cut_at`` collects the times the enable switch went off (it closes the valve)."""
     pulse_ns = int(pulse_ms * 1e6)
     wall = wall_time()
     on_cmd = clock.now_ns()
+    still_on = True
     try:
         output.set(channel, True, max_on_s=pulse_ms / 1000.0 + 1.0)
         on_done = clock.now_ns()
@@ -194,9 +237,13 @@ def _pulse(output: Output, channel: int, pulse_ms: float, seq: int, rep: int, cl
             wait(remaining / 1e9)  # timed from the on command, not from its acknowledgement
     finally:
         off_cmd = clock.now_ns()
+        still_on = bool(output.state()[channel])
         output.set(channel, False)
         off_done = clock.now_ns()
-    return LagPulse(seq, rep, channel, pulse_ms, on_cmd, on_done, off_cmd, off_done, wall)
+    cut_ns = None
+    if not still_on:  # something closed the valve before our off command: when, if the switch said so
+        cut_ns = next((t for t in cut_at if on_cmd <= t <= off_cmd), off_cmd)
+    return LagPulse(seq, rep, channel, pulse_ms, on_cmd, on_done, off_cmd, off_done, wall, cut_ns)
 
 
 @dataclass(frozen=True)

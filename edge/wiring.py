@@ -266,9 +266,9 @@ def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: t
         for ch in range(out.channels):
             if stop.is_set():
                 break
-            print(f"channel {ch}: ON", flush=True)
             try:
                 out.set(ch, True, max_on_s=pulse_s + 1.0)
+                print(f"channel {ch}: ON", flush=True)  # only once it really is (the enable switch may refuse)
                 wait(pulse_s)
             finally:
                 out.set(ch, False)

@@ -14,7 +14,8 @@ image top points ahead. Writes:
   ``length_cm``, ``kind`` weed/crop, ``class``);
 - a config with the matching ``[spray]`` section (lanes, footprint, speed).
 
-Deterministic for a given seed. Run from the repository root::
+Deterministic for a given seed. ``--images`` defaults to the repository's
+``samples/images`` (found from this script's location, so it runs from any directory)::
 
     python tools/make_field_pass.py --out pass.avi --truth pass_truth.jsonl --config-out pass.toml
     edge-run --config pass.toml --video pass.avi --realtime
@@ -28,11 +29,15 @@ import json
 import os
 import random
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from make_sample_video import CROPS, EXG_THRESHOLD, PATCH, excess_green, gravel_tile, plant_free_patches
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = REPO / "samples" / "images"
 
 
 def cutout(photo: np.ndarray, size_px: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +63,8 @@ def place(n_lanes: int, n_plants: int, lo_cm: float, hi_cm: float, length_cm: fl
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", default="samples/images", help="folder of <class>__<id>.jpg photos")
+    ap.add_argument("--images", default=str(DEFAULT_IMAGES),
+                    help="folder of <class>__<id>.jpg photos (default: the repository's samples/images)")
     ap.add_argument("--out", default="field_pass.avi", help="output video (MJPG AVI)")
     ap.add_argument("--truth", default="field_pass_truth.jsonl", help="ground truth (JSON lines)")
     ap.add_argument("--config-out", default="", help="also write an edge-run config with the matching [spray]")
@@ -77,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1711)
     a = ap.parse_args(argv)
 
-    names = sorted(n for n in os.listdir(a.images) if n.lower().endswith((".jpg", ".png")) and "__" in n)
+    try:
+        listing = os.listdir(a.images)
+    except OSError as e:
+        print(f"cannot read the photo folder {a.images}: {e.strerror or e} (give --images FOLDER)", file=sys.stderr)
+        return 1
+    names = sorted(n for n in listing if n.lower().endswith((".jpg", ".png")) and "__" in n)
     if not names:
         print(f"no <class>__<id>.jpg photos in {a.images}", file=sys.stderr)
         return 1

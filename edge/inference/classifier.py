@@ -3,9 +3,10 @@
 ``classify_many`` (the lane tiles of a frame) runs all its images in **one invoke**: a
 second interpreter of the same model with its input resized to a batch of N (created
 once per distinct N and kept), fed from a preallocated (N, H, W, 3) buffer. A model that
-cannot run a batch (resizing fails, the output is not [N, classes], or the batched
-results differ from one-by-one ones on the first batch) falls back to one invoke per
-image; which path runs is logged once.
+cannot run a batch (resizing fails, the output is not [N, classes], the batched results
+differ from one-by-one ones on the first batch of any size N, or the runtime raises on a
+batch's invoke) falls back to one invoke per image for good (that batch is classified
+again one by one); which path runs is logged once.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class Classifier:
         self._batching: bool | None = None if batch else False
         self.batch_note = "" if batch else "batching switched off (Classifier(batch=False))"
         self._batches: OrderedDict[int, _Batch] = OrderedDict()
+        self._checked: set[int] = set()  # batch sizes whose results were checked against one by one
         self.invokes = 0  # interpreter invokes so far (a batch counts once)
         log.info("model %s (%s, %s) on %s, %d thread(s)", bundle.name, bundle.quantization,
                  bundle.model_path.name, self.runtime, num_threads)
@@ -207,7 +209,7 @@ class Classifier:
         return max(step, 1e-4) * 1.001
 
     def _check_batch(self, b: _Batch, probs: np.ndarray, images, colour_order: str) -> bool:
-        """First batch of a size: the first and last images one by one must give the same probabilities."""
+        """The first batch of each size: its first and last images one by one must give the same probabilities."""
         for i in sorted({0, b.n - 1}):
             self._interp.set_tensor(self._in_index, self.preprocess(images[i], colour_order))
             self._interp.invoke()
@@ -272,18 +274,27 @@ class Classifier:
             self.preprocess.fill(image, colour_order, b.buffer[k])
             pre.append(time.perf_counter_ns() - t0)
         t1 = time.perf_counter_ns()
-        b.interp.set_tensor(b.in_index, b.buffer)
-        b.interp.invoke()
-        self.invokes += 1
-        probs = self._dequantise(b.interp.get_tensor(b.out_index), b.out_scale, b.out_zp)
+        try:
+            b.interp.set_tensor(b.in_index, b.buffer)
+            b.interp.invoke()
+            self.invokes += 1
+            probs = self._dequantise(b.interp.get_tensor(b.out_index), b.out_scale, b.out_zp)
+        except Exception as e:  # the runtime failed on the batch: one by one from now on, this chunk again
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self._no_batch(f"the batch interpreter failed on a batch of {b.n}: {e.__class__.__name__}: {first}")
+            return [self._one(image, colour_order) for image in images]
         infer = time.perf_counter_ns() - t1
-        if self._batching is None:  # the first batch: check it against one by one, once
+        if b.n not in self._checked:  # the first batch of each size: check it against one by one, once
             if not self._check_batch(b, probs, images, colour_order):
                 return [self._one(image, colour_order) for image in images]
-            self._batching = True
-            self.batch_note = f"batches of up to {self.max_batch} images in one invoke"
-            log.info("model %s classifies the %d tiles of a frame in one invoke (batched; checked against one "
-                     "by one)", self.bundle.name, b.n)
+            self._checked.add(b.n)
+            if self._batching is None:
+                self._batching = True
+                self.batch_note = f"batches of up to {self.max_batch} images in one invoke"
+                log.info("model %s classifies the %d tiles of a frame in one invoke (batched; checked against one "
+                         "by one)", self.bundle.name, b.n)
+            else:
+                log.debug("model %s: a batch of %d checked against one by one too", self.bundle.name, b.n)
         share, extra = divmod(infer, b.n)
         return [Scores(probs=probs[k], labels=self.labels, preprocess_ns=pre[k],
                        inference_ns=share + (1 if k < extra else 0)) for k in range(b.n)]

@@ -23,12 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.clock import Clock
 from edge.outputs.base import Output
-from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput, Interlock, OutputBlocked
+from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput, Interlock, OutputBlocked, OutputUnavailable
 from edge.outputs.dryrun import DryRunOutput
 from edge.outputs.serial_out import DEFAULT_ACK_TIMEOUT_S, DEFAULT_BAUD, DEFAULT_HEARTBEAT_S, DEFAULT_RETRIES
 
 __all__ = ["Output", "OutputSpec", "build_output", "ChannelOutput", "DryRunOutput", "Interlock", "OutputBlocked",
-           "KINDS"]
+           "OutputUnavailable", "KINDS"]
 
 KINDS = ("dryrun", "gpio", "jetson", "serial")
 

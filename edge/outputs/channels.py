@@ -10,7 +10,11 @@ backend subclasses it and implements four small hooks that touch the hardware:
 - ``_hw_release()``: release the hardware (after everything is off).
 
 and may override ``_changed(channel, on, reason)`` to observe state changes (the
-dry-run output logs them).
+dry-run output logs them). ``off_reason(channel)`` says why a channel last went off
+(``set``, ``all_off``, ``expired``, ``enable switch off``, ``controller restarted``...), so
+a caller that left a channel on can tell why it is off now. A backend whose device
+switched everything off by itself (a serial controller that restarted) calls
+``_device_reset(reason)``: the cached state then says off, as the valves are.
 
 Every channel has an on-time bound (``max_on_s``): a channel that is not refreshed by
 another ``set(ch, True)`` within the bound is switched off by a background thread, so a
@@ -55,6 +59,11 @@ class OutputBlocked(OutputError):
     """``set(ch, True)`` refused: the enable switch is off. Every channel is off."""
 
 
+class OutputUnavailable(OutputError):
+    """``set(ch, True)`` did not switch anything on: the device is gone (a serial controller
+    unplugged; ``edge.reconnect.ReconnectingOutput`` is reconnecting it). Every channel is off."""
+
+
 class ChannelOutput(abc.ABC):
     """Base class of the output backends; see the module docstring."""
 
@@ -86,6 +95,7 @@ class ChannelOutput(abc.ABC):
         self._cond = threading.Condition(self._lock)
         self._state = [False] * channels
         self._deadline: list[int | None] = [None] * channels
+        self._off_reason: list[str | None] = [None] * channels
         self._closed = False
         self._expiry_thread: threading.Thread | None = None
         self.expired = 0  # channels switched off because their on-time bound elapsed
@@ -138,9 +148,10 @@ class ChannelOutput(abc.ABC):
                 now = self._clock.now_ns()
                 was_on = self._state[ch]
                 start = self._hw_on(ch, was_on, bound, now)
+                reopened = was_on and not self._state[ch]  # the device reset it while switching (and it is on again)
                 self._state[ch] = True
                 self._deadline[ch] = None if bound is None else start + int(bound * 1e9)
-                if not was_on:
+                if not was_on or reopened:
                     self._changed(ch, True, "set")
                 if bound is not None:
                     self._start_expiry_thread()
@@ -151,7 +162,7 @@ class ChannelOutput(abc.ABC):
                 finally:
                     self._state[ch] = False
                     self._deadline[ch] = None
-                self._changed(ch, False, "set")
+                self._went_off(ch, "set")
 
     def all_off(self) -> None:
         with self._lock:
@@ -162,6 +173,11 @@ class ChannelOutput(abc.ABC):
     def state(self) -> tuple[bool, ...]:
         with self._lock:
             return tuple(self._state)
+
+    def off_reason(self, channel: int) -> str | None:
+        """Why ``channel`` last went off (None: it never did)."""
+        with self._lock:
+            return self._off_reason[self._check_channel(channel)]
 
     def close(self) -> None:
         with self._lock:
@@ -233,7 +249,7 @@ class ChannelOutput(abc.ABC):
                 self._state[ch] = False
                 self._deadline[ch] = None
                 self.expired += 1
-                self._changed(ch, False, "expired")
+                self._went_off(ch, "expired")
             return due
 
     def _bound(self, max_on_s: float | None) -> float | None:
@@ -279,7 +295,22 @@ class ChannelOutput(abc.ABC):
             self._deadline = [None] * self.channels
             for ch, on in enumerate(was):
                 if on:
-                    self._changed(ch, False, reason)
+                    self._went_off(ch, reason)
+
+    def _went_off(self, channel: int, reason: str) -> None:
+        self._off_reason[channel] = reason
+        self._changed(channel, False, reason)
+
+    def _device_reset(self, reason: str) -> list[int]:
+        """The device switched every channel off by itself: the cached state follows; returns those
+        that were on. Safe from any thread (takes the output's lock)."""
+        with self._lock:
+            was = [ch for ch, on in enumerate(self._state) if on]
+            self._state = [False] * self.channels
+            self._deadline = [None] * self.channels
+            for ch in was:
+                self._went_off(ch, reason)
+            return was
 
     # -- hooks -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -14,6 +14,9 @@ The edge side of protocol version 1, over pyserial (imported lazily), so a real 
   (a ``threading.Event``), after which the controller's watchdog is the backstop.
 - Every command waits for its ``ACK`` (same sequence number) for ``ack_timeout_s``
   and is re-sent up to ``retries`` times (all commands are idempotent).
+- A controller that restarted answers ``NAK SYNC``: the edge handshakes again and, as the
+  restart switched every valve off, marks every channel off (``off_reason``:
+  ``controller restarted``, counted in ``restarts``) before re-sending the command.
 
 When the controller stops answering (the choice documented in docs/serial-protocol.md):
 the output is marked unhealthy and stops heart-beating, so the controller switches
@@ -137,6 +140,7 @@ class SerialOutput(ChannelOutput):
         self.healthy = True
         self.resent = 0  # commands sent again after a timeout or a damaged line
         self.heartbeats = 0  # acknowledged (or, without acks, sent) heartbeats
+        self.restarts = 0  # the controller restarted (NAK SYNC) and was handshaken again
         self._io = threading.RLock()
         self._seq = 0
         self._splitter = proto.LineSplitter(proto.MAX_LINE)
@@ -305,7 +309,17 @@ class SerialOutput(ChannelOutput):
                         "sprayer controller on %s asks for a new handshake (did it restart?); handshaking again",
                         self.port,
                     )
-                    self._handshake()
+                    with self._lock:  # the handshake and the state it implies (all off) are one step
+                        self._handshake()
+                        closed = self._device_reset("controller restarted")
+                    self.restarts += 1
+                    if closed:
+                        self._log.warning(
+                            "sprayer controller on %s restarted: it closed channel(s) %s; they count as off "
+                            "until switched on again",
+                            self.port,
+                            ", ".join(map(str, closed)),
+                        )
                     continue
                 raise OutputError(
                     f"sprayer controller on {self.port} refused {cmd} {','.join(map(str, args))}: NAK {nak.code} "

@@ -27,6 +27,7 @@ from edge.decision import Decider, Decision
 from edge.errors import EXIT_BUNDLE, EXIT_INTERNAL, EXIT_STALL, OutputError, SourceError
 from edge.frame import Frame
 from edge.inference import Classifier
+from edge.outputs import OutputUnavailable
 from edge.outputs.dryrun import DryRunOutput
 from edge.outputs.serial_out import SerialOutput
 from edge.pipeline import Pipeline
@@ -225,8 +226,13 @@ def test_unplugged_serial_controller_reconnects_with_backoff(plug, caplog):
         out.set(0, True)
         assert peer.ctl.pins == [True, False]
         unplug(peer)
-        out.set(1, True)  # the command fails: no exception, the output counts as lost
+        with pytest.raises(OutputUnavailable):  # the command fails: nothing opened, the output counts as lost
+            out.set(1, True)
         assert not out.connected and out.state() == (False, False) and out.losses == 1
+        assert out.off_reason(0) == "controller lost"  # channel 0 was on when it was lost
+        with pytest.raises(OutputUnavailable, match="not switched on: the controller is lost"):
+            out.set(0, True)  # still lost: a distinct outcome, not a silent success
+        out.set(0, False)  # switching off a lost output is fine: everything is off
         out.maintain()  # too early: no attempt
         assert out.failed_attempts == 0
         clock.advance(0.5)
@@ -301,7 +307,101 @@ def test_pipeline_keeps_detecting_while_the_controller_is_unplugged(plug, classi
     assert summary.frames == 7
     assert seen == [(True, True)] * 2 + [(False, False)] * 3 + [(True, True)] * 2
     assert out.losses == 1 and out.reconnects == 1
+    # the 3 weed frames while it was lost did not spray: counted as such, not as spraying
+    assert summary.spray_frames == 4 and summary.stats["unavailable_frames"] == 3
+    assert p.actuator.unavailable_frames == 3
     assert peers[0].ctl.pins == [False, False]
+
+
+def _spray_events(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_scheduler_logs_no_spray_while_the_controller_is_lost(plug, tmp_path):
+    """Lost mid-spray: the open valve gets a close line, the rest of its interval and any new one are
+    logged as blocked (controller lost); nothing counts as opened until it is back."""
+    from edge.scheduler import SprayScheduler
+    from edge.spraylog import SprayLog
+
+    link, plug_in, unplug = plug
+    clock = ManualClock(start_ns=0)
+    peer = plug_in()
+    inner = []
+
+    def factory():
+        inner.append(SerialOutput(str(link), heartbeat_s=5.0, ack_timeout_s=0.05, retries=1, max_on_s=30.0,
+                                  clock=clock))
+        return inner[-1]
+
+    out = ReconnectingOutput(factory, backoff=Backoff(0.5, 2.0), clock=clock)
+    log_path = tmp_path / "spray.jsonl"
+    sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(log_path, clock=clock), refresh_s=0.1)
+    MS = 1_000_000
+    try:
+        sched.plan(0, 10 * MS, 500 * MS)
+        clock.advance(0.01)
+        sched.run_due()
+        assert peer.ctl.pins == [True, False] and sched.opens == 1
+        unplug(peer)
+        with pytest.raises(OutputError):
+            inner[-1].heartbeat()  # the heartbeat thread notices, deterministically
+        out.maintain()
+        assert not out.connected
+        clock.advance(0.1)
+        sched.run_due()  # the valve was closed under us; reopening it is refused
+        assert sched.state == (False, False) and sched.pending(0) == []
+        sched.plan(1, 200 * MS, 300 * MS)
+        clock.advance(0.1)
+        sched.run_due()  # still lost (backoff: no reconnect yet): a new interval is not sprayed either
+        assert sched.opens == 1 and sched.unavailable == 2 and sched.state == (False, False)
+        summary = sched.summary()
+        assert summary["opens"] == 1 and summary["unavailable"] == 2 and summary["output_closed"] == 1
+    finally:
+        sched.close()
+        out.close()
+    events = _spray_events(log_path)
+    executed = [(e["event"], e["channel"], e.get("reason") or e.get("why")) for e in events
+                if e["event"] in ("open", "close", "blocked")]
+    assert executed == [("open", 0, None), ("close", 0, "controller lost"), ("blocked", 0, "controller lost"),
+                        ("blocked", 1, "controller lost")]
+
+
+def test_a_restarted_controller_closes_the_valves_in_the_state_and_the_log(tmp_path):
+    """NAK SYNC + a new handshake: the controller closed every valve, so the output says off, the
+    scheduler logs the close and reopens the valve whose interval goes on (not as a switching delay)."""
+    from edge.scheduler import SprayScheduler
+    from edge.spraylog import SprayLog
+    from tests.edge.test_serial_protocol import ControllerPeer
+
+    peer = ControllerPeer(channels=2)
+    clock = ManualClock(start_ns=0)
+    out = SerialOutput(peer.path, heartbeat_s=10.0, ack_timeout_s=1.0, max_on_s=30.0, clock=clock)
+    log_path = tmp_path / "spray.jsonl"
+    sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(log_path, clock=clock), refresh_s=0.1)
+    MS = 1_000_000
+    try:
+        sched.plan(0, 0, 1000 * MS)
+        sched.plan(1, 0, 50 * MS)
+        sched.run_due()
+        assert peer.ctl.pins == [True, True]
+        peer.restart()  # power-cycled: every valve closed, not synced
+        out.heartbeat()  # NAK SYNC -> handshake again
+        assert out.restarts == 1 and out.state() == (False, False)
+        assert out.off_reason(0) == out.off_reason(1) == "controller restarted"
+        clock.advance(0.1)
+        sched.run_due()
+        assert peer.ctl.pins == [True, False] and sched.state == (True, False)
+        assert sched.opens == 3 and sched.output_closed == 2
+        assert list(sched.delays_ns) == [0, 0]  # the two first opens: the reopen is not a switching delay
+    finally:
+        sched.close()
+        out.close()
+        peer.close()
+    events = [(e["event"], e["channel"], e.get("reason"), e.get("reopen")) for e in _spray_events(log_path)
+              if e["event"] in ("open", "close")]
+    assert events[:6] == [("open", 0, None, None), ("open", 1, None, None),
+                          ("close", 0, "controller restarted", None), ("open", 0, None, True),
+                          ("close", 1, "controller restarted", None), ("close", 0, "close", None)]
 
 
 # -- corrupt model, exceptions, signals ------------------------------------------------

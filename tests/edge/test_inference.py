@@ -144,6 +144,71 @@ def test_a_model_that_cannot_batch_falls_back_to_one_by_one(monkeypatch, caplog)
         assert [s.top[0] for s in many] == [s.top[0] for s in again] and many[0].top[0] == "weed"
 
 
+class _Disagrees:
+    """A real batch interpreter whose rows come back in reverse order (results that differ)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def get_tensor(self, index):
+        return self._real.get_tensor(index)[::-1].copy()
+
+
+class _InvokeFails(_Disagrees):
+    """A real batch interpreter whose invoke raises, as a runtime can (e.g. out of memory)."""
+
+    def get_tensor(self, index):
+        return self._real.get_tensor(index)
+
+    def invoke(self):
+        raise RuntimeError("tensor arena exhausted\nmore details")
+
+
+def test_every_batch_size_is_checked_against_one_by_one(monkeypatch, caplog):
+    from edge.inference import classifier as mod
+
+    real = mod.batch_interpreter
+    monkeypatch.setattr(mod, "batch_interpreter",  # the size-4 batch is right, the size-3 one is not
+                        lambda like, path, threads, n: real(like, path, threads, n) if n == 4
+                        else _Disagrees(real(like, path, threads, n)))
+    with Classifier(TOY_BUNDLE, num_threads=1, max_batch=4) as c, \
+            Classifier(TOY_BUNDLE, num_threads=1, batch=False) as single:
+        tiles = _tiles()[:6]  # chunks of 3 and 3: the first size used is the wrong one
+        four = _tiles()[:4]
+        assert [s.top[0] for s in c.classify_many(four)] == [s.top[0] for s in single.classify_many(four)]
+        assert c.batch_mode == "batched"
+        with caplog.at_level("WARNING"):
+            got = c.classify_many(tiles)  # a new size (3): checked too, it differs -> one by one for good
+        assert c.batch_mode == "one by one" and "batch of 3 differs" in c.batch_note
+        want = single.classify_many(tiles)
+        assert all(np.array_equal(a.probs, b.probs) for a, b in zip(got, want))
+        before = c.invokes
+        c.classify_many(tiles)
+        assert c.invokes - before == len(tiles)
+
+
+def test_a_batch_invoke_that_raises_falls_back_for_good_and_redoes_the_chunk(monkeypatch, caplog):
+    from edge.inference import classifier as mod
+
+    real = mod.batch_interpreter
+    monkeypatch.setattr(mod, "batch_interpreter", lambda *a: _InvokeFails(real(*a)))
+    with Classifier(TOY_BUNDLE, num_threads=1) as c, Classifier(TOY_BUNDLE, num_threads=1, batch=False) as single:
+        tiles = _tiles()
+        with caplog.at_level("WARNING"):
+            got = c.classify_many(tiles)  # no exception: the chunk is classified again one by one
+        assert c.batch_mode == "one by one"
+        assert "the batch interpreter failed on a batch of 7: RuntimeError: tensor arena exhausted" == c.batch_note
+        assert [r for r in caplog.records if "one by one" in r.getMessage() and r.levelname == "WARNING"]
+        want = single.classify_many(tiles)
+        assert all(np.array_equal(a.probs, b.probs) for a, b in zip(got, want))
+        before = c.invokes
+        c.classify_many(tiles)
+        assert c.invokes - before == len(tiles)
+
+
 def test_batch_buffer_rows_match_the_single_buffer():
     pre = Preprocessor(8, 8, "center_crop", "RGB", np.int8, scale=2.0, zero_point=-128)
     buf = pre.batch_buffer(3)

@@ -117,6 +117,46 @@ def test_valve_lags_shift_the_sprayed_ground():
     assert s.hits == 1
 
 
+def _shifted(events, s):
+    keys = ("t_capture_ns", "at_ns", "t_mono_ns")
+    return [{k: (v + int(s * 1e9) if k in keys else v) for k, v in e.items()} for e in events]
+
+
+def test_a_log_with_several_runs_scores_one_pass_never_a_mix(tmp_path, capsys):
+    """A spray log appends: run 1 sprayed lane 0, run 2 (100 s later, slowing down) lane 1. Each pass is
+    scored from its own lines only; the default is the last one and the output says which."""
+    run1 = log((0, 2.0, 2.2))
+    run2 = _shifted(log((1, 2.0, 2.2)), 100.0)
+    run2.insert(1, {"event": "speed", "t_capture_ns": int(105e9), "speed_kmh": 1.8, "distance_cm": 500.0,
+                    "t_mono_ns": int(105e9)})  # run 2 halves its speed after 5 s: 5 m + 5 s x 0.5 m/s = 7.5 m
+    plants = [Plant(0, 110, 10), Plant(1, 110, 10)]
+    last = score(run1 + run2, plants, cfg())
+    assert (last.pass_no, last.passes, last.hits, last.misses) == (2, 2, 1, 1)
+    assert last.pass_m == pytest.approx(7.5)
+    first = score(run1 + run2, plants, cfg(), pass_no=1)
+    assert (first.pass_no, first.hits, first.misses) == (1, 1, 1) and first.pass_m == pytest.approx(10.0)
+    assert score(run1 + run2, plants, cfg(), pass_no=-2) == first
+    assert score(run1, plants, cfg()).line().startswith("pass 1 of 1: weeds 2: 1 hit")
+    # a run that died with a valve open (no close, no pass_end) stays within its own pass
+    crashed = log((0, 2.0, 2.2))[:-1] + [{"event": "open", "channel": 1, "at_ns": int(3e9), "t_mono_ns": int(3e9)}]
+    s = score(crashed + run2, [Plant(1, 300, 10)], cfg())
+    assert s.misses == 1 and s.sprayed_m2 == pytest.approx(0.2 * 0.5)  # only run 2's 20 cm of lane 1
+    # the command line
+    slog = tmp_path / "spray.jsonl"
+    slog.write_text("".join(json.dumps(e) + "\n" for e in run1 + run2))
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text("".join(json.dumps(p.__dict__) + "\n" for p in plants))
+    conf = tmp_path / "c.toml"
+    conf.write_text("[spray]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg().model_dump().items()
+                                          if v is not None))
+    args = ["--config", str(conf), "--spray-log", str(slog), "--truth", str(truth)]
+    assert main(args) == 0 and capsys.readouterr().out.startswith("pass 2 of 2: weeds 2: 1 hit")
+    assert main(args + ["--pass", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {**first.__dict__, "saved": round(first.saved, 4)}
+    assert main(args + ["--pass", "3"]) == 3
+    assert "--pass 3: the spray log holds 2 pass(es)" in capsys.readouterr().err
+
+
 def test_log_without_pass_start_is_an_error():
     with pytest.raises(ConfigError, match="pass_start"):
         score([{"event": "open", "channel": 0, "at_ns": 0, "t_mono_ns": 0}], [], cfg())
@@ -251,6 +291,23 @@ def test_field_pass_generator(tmp_path):
         patch = img[max(0, y - 8):y + 8, x - 8:x + 8]
         exg = 2 * patch[..., 1] - patch[..., 2] - patch[..., 0]
         assert (exg > 30).mean() > 0.05, p
+
+
+def test_field_pass_generator_finds_its_photos_from_any_directory(tmp_path):
+    """Without --images it uses the repository's samples/images, wherever it is run from."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    proc = subprocess.run([sys.executable, str(root / "tools" / "make_field_pass.py"), "--out", "p.avi",
+                           "--truth", "t.jsonl", "--width", "80", "--height", "60", "--fps", "5", "--seconds", "1",
+                           "--weeds", "1", "--crops", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "p.avi").stat().st_size > 0 and len((tmp_path / "t.jsonl").read_text().splitlines()) == 2
+    bad = subprocess.run([sys.executable, str(root / "tools" / "make_field_pass.py"), "--images", "nowhere"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "cannot read the photo folder nowhere" in bad.stderr
 
 
 # -- a speed that varies over the pass (GPS, wheel encoder) ---------------------------------

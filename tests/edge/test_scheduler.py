@@ -201,6 +201,33 @@ def test_late_spray_is_counted_logged_and_sprayed(tmp_path):
     assert late["lane"] == 0 and late["frame"] == 7 and late["late_ms"] == 50.0 and late["reason"] == "weed"
 
 
+def test_switching_delay_of_a_late_spray_counts_from_when_it_was_planned(tmp_path):
+    """Lateness (the plan came after the opening time) is the late line's late_ms; the switching delay
+    and so switch_delay_p95_ms (and the max speed) only count from when the scheduler could switch it."""
+    clock, out, s = make(path=tmp_path / "spray.jsonl")
+    clock.advance(0.15)
+    assert s.plan(0, 100 * MS, 300 * MS).late_ns == 50 * MS
+    clock.advance(0.002)  # the scheduler thread switches 2 ms after the plan arrived
+    s.run_due()
+    assert out.state() == (True, False)
+    assert list(s.delays_ns) == [2 * MS] and s.summary()["switch_delay_p95_ms"] == 2.0
+    s.close()
+    events = [json.loads(x) for x in (tmp_path / "spray.jsonl").read_text().splitlines()]
+    late, opened = events[0], events[1]
+    assert late["event"] == "late" and late["late_ms"] == 50.0
+    assert opened == {**opened, "event": "open", "planned_ns": 100 * MS, "due_ns": 150 * MS, "at_ns": 152 * MS,
+                      "delay_ms": 2.0}
+
+
+def test_a_late_plan_merged_into_a_pending_interval_keeps_the_earliest_due_time():
+    clock, out, s = make()
+    s.plan(0, 100 * MS, 200 * MS)  # due at 100 ms
+    clock.advance(0.12)
+    s.plan(0, 110 * MS, 250 * MS)  # late, merges: the opening (100 ms) was due at 100 ms
+    s.run_due()
+    assert s.pending(0) == [(100 * MS, 250 * MS)] and list(s.delays_ns) == [20 * MS]
+
+
 def test_past_open_already_covered_is_not_late():
     clock, out, s = make()
     s.plan(0, 100 * MS, 300 * MS)

@@ -522,6 +522,9 @@ def test_pty_controller_restart_triggers_a_new_handshake(peer):
     out.set(1, True)
     assert peer.ctl.synced and peer.ctl.pins == [False, True, False, False]
     assert peer.commands()[-3:] == ["ON", "HELLO", "ON"]
+    # the state follows the controller: channel 0 is off now (the restart closed it)
+    assert out.state() == (False, True, False, False) and out.restarts == 1
+    assert out.off_reason(0) == "controller restarted" and out.off_reason(1) is None
     out.set(0, True)  # the edge re-sends ON for a channel the restart switched off
     assert peer.ctl.pins == [True, True, False, False]
     out.close()

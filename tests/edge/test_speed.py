@@ -67,6 +67,23 @@ def test_stale_speed_is_unknown():
     assert gps.rejected == 1 and gps.sentences == 2
 
 
+def test_position_is_timed_by_rmc_alone():
+    """RMC gone, VTG still arriving: the speed stays current, the old position goes stale."""
+    clock = ManualClock()
+    gps = NmeaSpeed("unused", stale_s=2.0, clock=clock)
+    gps.feed(nmea("GPRMC,1,A,4807.038,N,01131.000,E,2.0,0,230394,,,A"))
+    assert gps.position() == pytest.approx((48.1173, 11.516667))
+    for _ in range(3):  # 3 s of VTG only
+        clock.advance(1.0)
+        gps.feed(nmea("GPVTG,,T,,M,,N,7.5,K,A"))
+    assert gps.speed_kmh() == 7.5 and gps.position() is None
+    gps.feed(nmea("GPRMC,2,A,4807.038,N,01131.000,E,2.0,0,230394,,,A"))
+    assert gps.position() == pytest.approx((48.1173, 11.516667))
+    gps.feed(nmea("GPRMC,3,V,,,,,,,230394,,"))  # no fix: no position, whatever the VTG says
+    gps.feed(nmea("GPVTG,,T,,M,,N,7.5,K,A"))
+    assert gps.position() is None
+
+
 def test_reads_a_gps_over_a_pty():
     master, slave = os.openpty()
     got = []

@@ -97,6 +97,79 @@ def test_the_enable_switch_going_off_stops_the_measurement(mock_pins):
     sw.close()
 
 
+def test_a_pulse_cut_by_the_enable_switch_is_logged_as_cut_with_its_real_length(mock_pins, tmp_path):
+    from edge.enable import EnableSwitch
+
+    sw = EnableSwitch(22)
+    pin = mock_pins.pin(22)
+    pin.drive_high()
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(1, clock=clock)
+    out.set_enable(sw)
+
+    def wait(s):  # the operator switches off 30 ms into the second (100 ms) pulse
+        if s == pytest.approx(0.1):
+            clock.sleep(0.03)
+            pin.drive_low()
+            clock.sleep(s - 0.03)
+        else:
+            clock.sleep(s)
+
+    said = []
+    with pytest.raises(OutputBlocked, match="cut after 30.0 ms of 100"):
+        measure_valve_lag(out, 0, [50, 100, 200], repeats=1, gap_ms=10, clock=clock, wait=wait,
+                          log_path=tmp_path / "lag.jsonl", say=said.append)
+    lines = [json.loads(x) for x in (tmp_path / "lag.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in lines] == ["start", "pulse", "pulse", "stopped", "end"]
+    full, cut = lines[1], lines[2]
+    assert full["cut"] is False and full["cut_ns"] is None and full["commanded_ms"] == 50.0
+    assert cut["cut"] is True and cut["commanded_ms"] == 30.0 and cut["cut_ns"] == cut["on_cmd_ns"] + 30 * MS
+    assert cut["off_cmd_ns"] - cut["on_cmd_ns"] == 100 * MS  # the off command came at the planned time
+    assert lines[-1] == {**lines[-1], "pulses": 2, "stopped": True, "reason": "enable switch off"}
+    assert "CUT SHORT" in said[-2] and said[-1].startswith("stopped: pulse 2 on channel 0 was cut after 30.0 ms")
+    assert out.state() == (False,)
+    sw.close()
+
+
+def test_the_log_ends_with_an_end_line_whatever_stops_it(tmp_path):
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(1, clock=clock)
+
+    def wait(s):  # Ctrl-C as a KeyboardInterrupt during the first pulse
+        clock.sleep(s / 2)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_valve_lag(out, 0, [100], repeats=2, clock=clock, wait=wait, log_path=tmp_path / "lag.jsonl",
+                          say=lambda _: None)
+    lines = [json.loads(x) for x in (tmp_path / "lag.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in lines] == ["start", "end"]
+    assert lines[-1] == {**lines[-1], "pulses": 0, "stopped": True, "reason": "interrupted"}
+    assert out.state() == (False,)
+
+
+def test_test_outputs_says_on_only_for_a_channel_that_opened(mock_pins, capsys):
+    from edge import wiring
+    from edge.enable import EnableSwitch
+
+    sw = EnableSwitch(22)
+    pin = mock_pins.pin(22)
+    pin.drive_high()
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(2, clock=clock)
+    out.set_enable(sw)
+
+    def wait(s):  # switched off during the first pulse: channel 1 is refused
+        pin.drive_low()
+        clock.sleep(s)
+
+    with pytest.raises(OutputBlocked):
+        wiring.pulse_outputs(load_config(), pulse_s=0.1, gap_s=0.1, output=out, wait=wait)
+    printed = capsys.readouterr().out
+    assert "channel 0: ON" in printed and "channel 1: ON" not in printed
+    sw.close()
+
+
 def test_edge_run_measure_valve_lag(tmp_path, capsys):
     log = tmp_path / "lag.jsonl"
     states = tmp_path / "states.jsonl"

@@ -39,8 +39,9 @@ class PatchParams:
     scales: tuple[float, ...] = DEFAULT_SCALES
     min_side_px: int = 40  # never cut a window smaller than this (in photo pixels)
     stride_fraction: float = 0.125  # window positions are tried on a grid of this fraction of its side
-    grids: tuple[int, ...] = (1, 1, 2, 3)  # the j-th patch of a split is a grids[j % len] square mosaic
+    grids: tuple[int, ...] = (1, 2, 3, 3)  # the j-th patch of a split is a grids[j % len] square mosaic
     piece_scale: float = 0.33  # side of a mosaic's windows, as a fraction of the photo's shorter side
+    ground_only: bool = True  # mosaic windows: ground only (no tray wall, ruler, deep shadow)
 
 
 @dataclass(frozen=True)
@@ -160,11 +161,30 @@ def find_patch(rgb: np.ndarray, rng: np.random.Generator, params: PatchParams = 
     return None
 
 
+def ground_mask(rgb: np.ndarray) -> np.ndarray:
+    """Boolean HxW mask of pixels that are not bare ground: smooth surfaces (tray walls,
+    labels), near-black (shadows, tray edges) and near-white (barcode rulers)."""
+    import cv2
+
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    local_var = cv2.blur(gray * gray, (7, 7)) - cv2.blur(gray, (7, 7)) ** 2
+    return (local_var < 6.0) | (gray < 40) | (gray > 235)
+
+
 def find_piece(rgb: np.ndarray, rng: np.random.Generator, params: PatchParams = PatchParams()) -> tuple[int, int, int] | None:
-    """(x, y, side) of a random plant-free window of the mosaic size, or None."""
+    """(x, y, side) of a random plant-free window of the mosaic size, or None.
+
+    With ``params.ground_only`` the window must also be bare ground (at most 3 % of its
+    pixels smooth, near-black or near-white), so a mosaic looks like a stretch of field.
+    """
     mask = plant_mask(rgb, params.exg_threshold, params.dilate_px)
     side = max(params.min_side_px, int(round(params.piece_scale * min(mask.shape))))
     cands = free_windows(mask, side, max(1, int(round(side * params.stride_fraction))))
+    if cands and params.ground_only:
+        other = np.pad(ground_mask(rgb).astype(np.int32), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+        limit = 0.03 * side * side
+        cands = [(x, y) for x, y in cands
+                 if other[y + side, x + side] - other[y, x + side] - other[y + side, x] + other[y, x] <= limit]
     if not cands:
         return None
     x, y = cands[int(rng.integers(len(cands)))]

@@ -43,8 +43,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=42, help="seed for the split, patches and training (default 42)")
     g.add_argument("--background", default="auto",
                    help="'auto' (cut plant-free patches from each split's photos), 'none', or a folder from `weed-train background`")
-    g.add_argument("--background-fraction", type=float, default=1.0,
-                   help="background patches per split, as a multiple of the mean photos per class (default 1.0)")
+    g.add_argument("--background-fraction", type=float, default=1.5,
+                   help="background patches per split, as a multiple of the mean photos per class (default 1.5)")
     g.add_argument("--resize", choices=("center_crop", "stretch", "pad"), default="center_crop",
                    help="how photos are fitted to the input (same as the edge runtime; default center_crop)")
     g.add_argument("--max-per-class", type=int, default=0, help=argparse.SUPPRESS)

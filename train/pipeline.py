@@ -46,7 +46,7 @@ class DataConfig:
     test_fraction: float = 0.15
     seed: int = 42
     background: str = "auto"  # "auto" (cut from the photos), "none", or a folder from `weed-train background`
-    background_fraction: float = 1.0  # background patches per split = this x mean photos per class
+    background_fraction: float = 1.5  # background patches per split = this x mean photos per class
     resize: str = "center_crop"
     max_per_class: int = 0  # 0 = all (tests use a few)
 

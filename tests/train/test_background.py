@@ -68,8 +68,8 @@ def test_each_split_gets_patches_from_its_own_photos(tmp_path):
     assert all(split_of[src] == p.split for p in plan for src in p.sources)
     # the default mix: single windows and mosaics of several photos' windows
     train = [p for p in plan if p.split == "train"]
-    assert [p.grid for p in train] == [1, 1, 2]
-    assert len(set(train[2].sources)) == 4
+    assert [p.grid for p in train] == [1, 2, 3]
+    assert len(set(train[1].sources)) == 4 and len(set(train[2].sources)) == 4  # every train photo
     # reproducible
     again = bg.plan_patches(list(reversed(samples)), {"train": 3, "val": 1, "test": 2}, seed=5, progress=False)
     assert sorted(plan, key=repr) == sorted(again, key=repr)
@@ -122,3 +122,15 @@ def test_first_format_index_still_reads(tmp_path):
     (tmp_path / "patches.csv").write_text("path,split,source,x,y,side\ntrain/background/a.png,train,/x/a.jpg,1,2,50\n")
     (p,) = bg.read_patches(tmp_path / "patches.csv")
     assert p.grid == 1 and p.pieces == (bg.Piece(Path("/x/a.jpg"), 1, 2, 50),)
+
+
+def test_mosaic_windows_avoid_rulers_and_tray_walls():
+    img = _photo()
+    img[:, :75] = (250, 250, 250)  # a white ruler / tray wall over the left half
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        x, y, side = bg.find_piece(img, rng)
+        assert x >= 75 - 1  # only the gravel half
+    assert bg.find_piece(img, rng, bg.PatchParams(ground_only=False)) is not None
+    img[:, 75:] = (250, 250, 250)
+    assert bg.find_piece(img, rng) is None

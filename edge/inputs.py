@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from edge.errors import OutputError
+from edge.outputs.jetson import set_numbering
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +121,8 @@ class JetsonGpioInput:
         self._closed = False
         self.when_activated: Callable[[], object] | None = None
         self.when_deactivated: Callable[[], object] | None = None
-        mode = getattr(GPIO, numbering)
         try:
-            GPIO.setwarnings(False)
-            current = GPIO.getmode()
-            if current is not None and current != mode:
-                raise OutputError(
-                    f"Jetson.GPIO is already in {current} numbering in this process; the {purpose} uses {numbering}",
-                    "use the same [outputs] pin_numbering for every Jetson pin")
-            if current is None:
-                GPIO.setmode(mode)
+            set_numbering(GPIO, numbering, purpose)
             GPIO.setup(pin, GPIO.IN)  # no pull_up_down: Jetson.GPIO ignores it (external resistor)
             self._last = self._read()
             kw = {} if bounce_ms is None else {"bouncetime": int(bounce_ms)}

@@ -30,6 +30,21 @@ def _import_jetson_gpio():
     return GPIO
 
 
+
+def set_numbering(GPIO, numbering: str, purpose: str) -> None:
+    """Put Jetson.GPIO in ``numbering`` ("BOARD", "BCM", ...) unless this process already chose
+    another one (Jetson.GPIO has one numbering per process)."""
+    mode = getattr(GPIO, numbering)
+    GPIO.setwarnings(False)
+    current = GPIO.getmode()
+    if current is not None and current != mode:
+        raise OutputError(
+            f"Jetson.GPIO is already in {current} numbering in this process; the {purpose} use {numbering}",
+            "use the same [outputs] pin_numbering for every Jetson pin",
+        )
+    if current is None:
+        GPIO.setmode(mode)
+
 class JetsonGpioOutput(PinOutput):
     """Channel ``i`` drives header pin ``pins[i]``; all pins inactive at construction.
 
@@ -62,17 +77,8 @@ class JetsonGpioOutput(PinOutput):
         self._gpio = GPIO
         self._on_level = GPIO.HIGH if self.active_high else GPIO.LOW
         self._off_level = GPIO.LOW if self.active_high else GPIO.HIGH
-        mode = getattr(GPIO, numbering)
         try:
-            GPIO.setwarnings(False)
-            current = GPIO.getmode()
-            if current is not None and current != mode:
-                raise OutputError(
-                    f"Jetson.GPIO is already in {current} numbering in this process, outputs.pin_numbering is {numbering}",
-                    "use the same numbering for every Jetson output",
-                )
-            if current is None:
-                GPIO.setmode(mode)
+            set_numbering(GPIO, numbering, "outputs")
             GPIO.setup(list(pins), GPIO.OUT, initial=self._off_level)
         except OutputError:
             raise

@@ -128,14 +128,18 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _input_pins(self) -> "Config":
+        s = self.spray
+        encoder = s.encoder_pin if s is not None and s.speed_source == "encoder" else None
+        if encoder is not None and self.outputs.kind == "gpio" and encoder in self.outputs.pins:
+            raise ValueError(f"[spray] encoder_pin {encoder} is also an output pin ([outputs] pins); "
+                             "wire the wheel encoder to a free GPIO pin")
         pin = self.safety.enable_pin
         if pin is None:
             return self
         if self.outputs.kind in ("gpio", "jetson") and pin in self.outputs.pins:
             raise ValueError(f"[safety] enable_pin {pin} is also an output pin ([outputs] pins); "
                              "wire the enable switch to a free GPIO pin")
-        s = self.spray
-        if s is not None and s.speed_source == "encoder" and s.encoder_pin == pin:
+        if encoder == pin:
             raise ValueError(f"[spray] encoder_pin and [safety] enable_pin are both GPIO{pin}; use two pins")
         return self
 

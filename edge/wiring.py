@@ -169,20 +169,6 @@ def with_spray_channels(cfg: Config) -> Config:
     return cfg.model_copy(update={"outputs": cfg.outputs.model_copy(update={"channels": cfg.spray.channels_needed})})
 
 
-def _check_enable_pin(cfg: Config) -> None:
-    """The [spray] input pin (wheel encoder) must not be an output pin ([safety] enable_pin: edge.config)."""
-    s = cfg.spray
-    if s is None or cfg.outputs.kind != "gpio":
-        return
-    for key in ("encoder_pin",):
-        pin = getattr(s, key)
-        if pin is not None and s.speed_source == "encoder" and pin in cfg.outputs.pins:
-            from edge.errors import ConfigError
-
-            raise ConfigError(f"[spray] {key} {pin} is also an output pin ([outputs] pins)",
-                              "wire the input to a free GPIO pin")
-
-
 def make_spray_pipeline(cfg: Config, source, classifier: Classifier, out: Output, stack: ExitStack, *,
                         switch: EnableSwitch | None = None, **kw):
     """[spray]: per-lane decisions, sprays scheduled by a thread (closed, all off, by ``stack``)."""
@@ -194,7 +180,6 @@ def make_spray_pipeline(cfg: Config, source, classifier: Classifier, out: Output
 
     s = cfg.spray
     assert s is not None
-    _check_enable_pin(cfg)
     geometry = Geometry.from_config(s)
     speed = build_speed_source(s, backoff=Backoff(cfg.service.reconnect_initial_s, cfg.service.reconnect_max_s),
                                inputs=input_spec(cfg))
@@ -227,7 +212,6 @@ def spray_summary(cfg: Config, out: Output) -> str:
 
     s = cfg.spray
     assert s is not None
-    _check_enable_pin(cfg)
     g = Geometry.from_config(s)
     if max(g.channels) >= out.channels:
         raise ConfigError(f"[spray] maps a lane to output channel {max(g.channels)} but the output has "

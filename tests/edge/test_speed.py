@@ -210,3 +210,7 @@ def test_encoder_config(tmp_path):
         load_config(p)
     p.write_text(base + "speed_source = 'encoder'\nencoder_pin = 23\nencoder_cm_per_pulse = 2\n")
     assert load_config(p).spray.encoder_cm_per_pulse == 2
+    p.write_text(base + "speed_source = 'encoder'\nencoder_pin = 23\nencoder_cm_per_pulse = 2\n"
+                 "[outputs]\nkind = 'gpio'\npins = [23, 24]\n")
+    with pytest.raises(ConfigError, match="encoder_pin 23 is also an output pin"):
+        load_config(p)

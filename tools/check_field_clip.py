@@ -45,7 +45,8 @@ def score(bundle: str, video: Path, truth: Path, coverage: float) -> dict:
                 counts[r["role"]][1] += 1
             i += 1
         cap.release()
-    return {role: {"fired": f, "frames": n} for role, (f, n) in counts.items()}
+    return {"video_frames": i, "truth_rows": len(rows),
+            "roles": {role: {"fired": f, "frames": n} for role, (f, n) in counts.items()}}
 
 
 def main(argv=None) -> int:
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     if a.json:
         print(json.dumps(res))
     else:
-        for role, r in res.items():
+        for role, r in res["roles"].items():
             print(f"{role:10s} fired on {r['fired']:3d} of {r['frames']:3d} frames")
     return 0
 

@@ -48,6 +48,12 @@ class Scores:
         return self.labels[i], float(self.probs[i])
 
 
+def _describe(e: Exception) -> str:
+    """``Class: first line of the message`` (runtime errors can be long)."""
+    text = str(e).strip()
+    return f"{e.__class__.__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     """Softmax over the last axis (one row per image)."""
     e = np.exp(x - np.max(x, axis=-1, keepdims=True))
@@ -196,7 +202,7 @@ class Classifier:
             self._no_batch(str(e))
             return None
         except Exception as e:  # the runtime refused a second interpreter: one by one still works
-            self._no_batch(f"{e.__class__.__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            self._no_batch(_describe(e))
             return None
         self._batches[n] = b
         while len(self._batches) > BATCH_CACHE:
@@ -211,10 +217,7 @@ class Classifier:
     def _check_batch(self, b: _Batch, probs: np.ndarray, images, colour_order: str) -> bool:
         """The first batch of each size: its first and last images one by one must give the same probabilities."""
         for i in sorted({0, b.n - 1}):
-            self._interp.set_tensor(self._in_index, self.preprocess(images[i], colour_order))
-            self._interp.invoke()
-            self.invokes += 1
-            one = self._dequantise(self._interp.get_tensor(self._out_index)[0])
+            one = self._one(images[i], colour_order).probs
             diff = float(np.max(np.abs(one - probs[i])))
             if diff > self._tolerance():
                 self._no_batch(f"image {i} of a batch of {b.n} differs from its one-by-one result by {diff:.4g}")
@@ -280,8 +283,7 @@ class Classifier:
             self.invokes += 1
             probs = self._dequantise(b.interp.get_tensor(b.out_index), b.out_scale, b.out_zp)
         except Exception as e:  # the runtime failed on the batch: one by one from now on, this chunk again
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self._no_batch(f"the batch interpreter failed on a batch of {b.n}: {e.__class__.__name__}: {first}")
+            self._no_batch(f"the batch interpreter failed on a batch of {b.n}: {_describe(e)}")
             return [self._one(image, colour_order) for image in images]
         infer = time.perf_counter_ns() - t1
         if b.n not in self._checked:  # the first batch of each size: check it against one by one, once

@@ -18,6 +18,27 @@ from edge.valvelag import measure_valve_lag, run, strip_lag
 MS = 1_000_000
 
 
+@pytest.fixture
+def gated_output(mock_pins):
+    """``make(channels)`` -> (enable pin, clock, dry-run output gated by an enable switch on GPIO22, on)."""
+    from edge.enable import EnableSwitch
+
+    switches = []
+
+    def make(channels: int):
+        switches.append(EnableSwitch(22))
+        pin = mock_pins.pin(22)
+        pin.drive_high()
+        clock = ManualClock(start_ns=0)
+        out = DryRunOutput(channels, clock=clock)
+        out.set_enable(switches[-1])
+        return pin, clock, out
+
+    yield make
+    for sw in switches:
+        sw.close()
+
+
 def test_pulses_one_channel_at_each_length_with_monotonic_command_times(tmp_path):
     clock = ManualClock(start_ns=0)
     out = DryRunOutput(3, clock=clock)
@@ -74,15 +95,8 @@ def test_bad_requests_are_refused_before_anything_switches(kw, match):
     assert not [e for e in out.events if e[1] == "set"]
 
 
-def test_the_enable_switch_going_off_stops_the_measurement(mock_pins):
-    from edge.enable import EnableSwitch
-
-    sw = EnableSwitch(22)
-    pin = mock_pins.pin(22)
-    pin.drive_high()
-    clock = ManualClock(start_ns=0)
-    out = DryRunOutput(1, clock=clock)
-    out.set_enable(sw)
+def test_the_enable_switch_going_off_stops_the_measurement(gated_output):
+    pin, clock, out = gated_output(1)
 
     def wait(s):
         clock.sleep(s)
@@ -94,18 +108,10 @@ def test_the_enable_switch_going_off_stops_the_measurement(mock_pins):
         measure_valve_lag(out, 0, [50], repeats=3, gap_ms=1000, clock=clock, wait=wait, say=said.append)
     assert said[-1].startswith("stopped: dryrun channel 0 not switched on: the enable switch (GPIO22) is off")
     assert [on for _, ev, _, on in out.events if ev == "set"] == [True, False] and out.state() == (False,)
-    sw.close()
 
 
-def test_a_pulse_cut_by_the_enable_switch_is_logged_as_cut_with_its_real_length(mock_pins, tmp_path):
-    from edge.enable import EnableSwitch
-
-    sw = EnableSwitch(22)
-    pin = mock_pins.pin(22)
-    pin.drive_high()
-    clock = ManualClock(start_ns=0)
-    out = DryRunOutput(1, clock=clock)
-    out.set_enable(sw)
+def test_a_pulse_cut_by_the_enable_switch_is_logged_as_cut_with_its_real_length(gated_output, tmp_path):
+    pin, clock, out = gated_output(1)
 
     def wait(s):  # the operator switches off 30 ms into the second (100 ms) pulse
         if s == pytest.approx(0.1):
@@ -128,7 +134,6 @@ def test_a_pulse_cut_by_the_enable_switch_is_logged_as_cut_with_its_real_length(
     assert lines[-1] == {**lines[-1], "pulses": 2, "stopped": True, "reason": "enable switch off"}
     assert "CUT SHORT" in said[-2] and said[-1].startswith("stopped: pulse 2 on channel 0 was cut after 30.0 ms")
     assert out.state() == (False,)
-    sw.close()
 
 
 def test_the_log_ends_with_an_end_line_whatever_stops_it(tmp_path):
@@ -148,16 +153,10 @@ def test_the_log_ends_with_an_end_line_whatever_stops_it(tmp_path):
     assert out.state() == (False,)
 
 
-def test_test_outputs_says_on_only_for_a_channel_that_opened(mock_pins, capsys):
+def test_test_outputs_says_on_only_for_a_channel_that_opened(gated_output, capsys):
     from edge import wiring
-    from edge.enable import EnableSwitch
 
-    sw = EnableSwitch(22)
-    pin = mock_pins.pin(22)
-    pin.drive_high()
-    clock = ManualClock(start_ns=0)
-    out = DryRunOutput(2, clock=clock)
-    out.set_enable(sw)
+    pin, clock, out = gated_output(2)
 
     def wait(s):  # switched off during the first pulse: channel 1 is refused
         pin.drive_low()
@@ -167,7 +166,6 @@ def test_test_outputs_says_on_only_for_a_channel_that_opened(mock_pins, capsys):
         wiring.pulse_outputs(load_config(), pulse_s=0.1, gap_s=0.1, output=out, wait=wait)
     printed = capsys.readouterr().out
     assert "channel 0: ON" in printed and "channel 1: ON" not in printed
-    sw.close()
 
 
 def test_edge_run_measure_valve_lag(tmp_path, capsys):

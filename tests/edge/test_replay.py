@@ -191,6 +191,13 @@ class Pass:
         self.canvas, self.top_cm, self.clock, self.sched, self.n = canvas, top_cm, clock, scheduler, frames
         self.i = 0
         self.t0 = clock.now_ns()
+        self.centre_cm = 0.0
+
+    def speed(self, i):
+        return 100.0  # cm/s from frame i to the next
+
+    def at_frame(self):
+        """Called as each frame is taken (a GPS reports the speed here)."""
 
     def read(self, timeout=None):
         if self.i >= self.n:
@@ -199,8 +206,9 @@ class Pass:
             for _ in range(100):
                 self.clock.advance(0.001)
                 self.sched.run_due()
-        centre_cm = 10.0 * self.i  # 100 cm/s x 0.1 s
-        r0 = int(round((self.top_cm - (centre_cm + 20)) * PX_PER_CM))
+            self.centre_cm += 0.1 * self.speed(self.i - 1)
+        self.at_frame()
+        r0 = int(round((self.top_cm - (self.centre_cm + 20)) * PX_PER_CM))
         self.i += 1
         return Frame(self.canvas[r0:r0 + 64].copy(), self.i, self.clock.now_ns(), self.name)
 
@@ -369,26 +377,15 @@ class SlowingPass(Pass):
 
     def __init__(self, canvas, top_cm, clock, scheduler, frames, gps):
         super().__init__(canvas, top_cm, clock, scheduler, frames)
-        self.gps, self.centre_cm = gps, 0.0
+        self.gps = gps
 
-    def read(self, timeout=None):
+    def at_frame(self):
         from tests.edge.test_speed import nmea
 
-        if self.i >= self.n:
-            return None
-        if self.i:
-            for _ in range(100):
-                self.clock.advance(0.001)
-                self.sched.run_due()
-            self.centre_cm += 0.1 * self.speed(self.i - 1)
         self.gps.feed(nmea(f"GPVTG,,T,,M,,N,{self.speed(self.i) * 0.036:.2f},K,A"))
-        r0 = int(round((self.top_cm - (self.centre_cm + 20)) * PX_PER_CM))
-        self.i += 1
-        return Frame(self.canvas[r0:r0 + 64].copy(), self.i, self.clock.now_ns(), self.name)
 
-    @staticmethod
-    def speed(i):
-        return 100.0 if i < 10 else 50.0  # cm/s from frame i to the next
+    def speed(self, i):
+        return 100.0 if i < 10 else 50.0
 
 
 def test_a_pass_that_slows_down_scores_its_hits_with_the_logged_speed(tmp_path):

@@ -98,7 +98,7 @@ def _fit_config(a: argparse.Namespace, **over):
         epochs=a.epochs, unfreeze=a.unfreeze, train_batchnorm=a.train_batchnorm, head_lr=a.head_lr, lr=a.lr, batch_size=a.batch_size,
         label_smoothing=a.label_smoothing, dropout=a.dropout, weight_decay=a.weight_decay, patience=a.patience,
         seed=a.seed, class_weighting=not a.no_class_weights, augment=Augment.off() if a.no_augment else Augment(),
-        verbose=0 if a.quiet else 1, head_on_embeddings=not a.head_on_images,
+        verbose=0 if a.quiet else 1, head_on_embeddings=not a.head_on_images, refit=getattr(a, "refit", False),
     )
     kw.update(over)
     return FitConfig(**kw)
@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model and write a bundle (int8 + float32) with its report")
     _add_data_args(t)
     _add_fit_args(t)
+    t.add_argument_group("model and training").add_argument(
+        "--refit", action="store_true",
+        help="after the run on train (early-stopped on val), train again on train+val for the epochs validation "
+             "chose; threshold and validation metrics stay the split model's, test stays unseen")
     e = t.add_argument_group("export")
     e.add_argument("--out", type=Path, default=Path("models"), help="folder for bundles (default models/)")
     e.add_argument("--name", default="plant-seedlings-mnv2", help="bundle name (its folder under --out)")

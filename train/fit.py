@@ -55,6 +55,7 @@ class FitConfig:
     augment: Augment = field(default_factory=Augment)
     logreg_c: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
     verbose: int = 1
+    refit: bool = False  # after the run on train, train again on train+val for the epochs validation chose
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -128,9 +129,11 @@ def _compile(model, lr, steps: int, cfg: FitConfig, decay: bool):
     )
 
 
-def _callbacks(cfg: FitConfig):
+def _callbacks(cfg: FitConfig, validated: bool = True):
     import keras
 
+    if not validated:  # a refit on train+val: fixed epochs, nothing to stop on
+        return []
     return [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.patience, restore_best_weights=True, verbose=int(cfg.verbose > 0)
@@ -164,7 +167,11 @@ def fit(
     built=None,
     embeddings: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FitResult:
-    """Train one model in ``cfg.mode``. ``built`` may be passed in (a prebuilt backbone)."""
+    """Train one model in ``cfg.mode``. ``built`` may be passed in (a prebuilt backbone).
+
+    With ``x_val`` None (a refit on train+val) every phase runs its configured epochs:
+    no validation, no early stopping.
+    """
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
@@ -181,14 +188,16 @@ def fit(
 
     model = _classifier(built, n_classes, cfg.dropout, cfg.seed)
     train_ds = make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment, seed=cfg.seed)
-    val_ds = make_dataset(x_val, y_val, n_classes, cfg.batch_size)
+    validated = x_val is not None
+    val_ds = make_dataset(x_val, y_val, n_classes, cfg.batch_size) if validated else None
     steps = int(np.ceil(len(x_train) / cfg.batch_size))
 
     if cfg.mode in ("features", "finetune"):
         built.base.trainable = False
         if cfg.head_on_embeddings:
             if embeddings is None:
-                embeddings = (embed(built.model, x_train, desc="embedding train"), embed(built.model, x_val, desc="embedding val"))
+                embeddings = (embed(built.model, x_train, desc="embedding train"),
+                              embed(built.model, x_val, desc="embedding val") if validated else None)
             h = _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw)
             notes.append(f"head trained on cached embeddings of the un-augmented photos ({len(h['loss'])} epochs)")
             _merge(history, h, "head")
@@ -196,7 +205,7 @@ def fit(
             _compile(model, cfg.head_lr, steps * cfg.head_epochs, cfg, decay=False)
             h = model.fit(
                 train_ds, validation_data=val_ds, epochs=cfg.head_epochs, class_weight=cw,
-                callbacks=_callbacks(cfg), verbose=cfg.verbose,
+                callbacks=_callbacks(cfg, validated), verbose=cfg.verbose,
             )
             _merge(history, h.history, "head")
     if cfg.mode in ("finetune", "scratch"):
@@ -210,7 +219,7 @@ def fit(
         _compile(model, cfg.lr, steps * cfg.epochs, cfg, decay=True)
         h = model.fit(
             train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=cw,
-            callbacks=_callbacks(cfg), verbose=cfg.verbose,
+            callbacks=_callbacks(cfg, validated), verbose=cfg.verbose,
         )
         _merge(history, h.history, cfg.mode)
     built.base.trainable = False
@@ -222,6 +231,7 @@ def _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, c
     import keras
 
     e_train, e_val = embeddings
+    validation = None if e_val is None else (e_val, keras.utils.to_categorical(y_val, n_classes))
     inp = keras.Input((e_train.shape[1],), name="features")
     x = keras.layers.Dropout(cfg.dropout, seed=cfg.seed)(inp) if cfg.dropout else inp
     out = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
@@ -233,10 +243,10 @@ def _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, c
     )
     h = head.fit(
         e_train, keras.utils.to_categorical(y_train, n_classes),
-        validation_data=(e_val, keras.utils.to_categorical(y_val, n_classes)),
+        validation_data=validation,
         epochs=cfg.embedding_head_epochs, batch_size=cfg.batch_size, class_weight=cw, verbose=0,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(5, 2 * cfg.patience),
-                                                 restore_best_weights=True)],
+        callbacks=[] if validation is None else [keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=max(5, 2 * cfg.patience), restore_best_weights=True)],
     )
     model.get_layer("probabilities").set_weights(head.get_layer("probabilities").get_weights())
     return h.history
@@ -271,6 +281,37 @@ def _fit_logreg(cfg, built, x_train, y_train, x_val, y_val, n_classes, cw, embed
     dense.set_weights([w, b])
     keras.utils.set_random_seed(cfg.seed)
     return model
+
+
+def chosen_epochs(history: dict) -> dict[str, int]:
+    """Epochs per training phase up to the one early stopping kept (lowest validation loss).
+
+    These are what a refit on train+val runs, without validation to stop on.
+    """
+    best: dict[str, tuple[float, int]] = {}
+    counts: dict[str, int] = {}
+    for phase, loss in zip(history.get("phase", []), history.get("val_loss", [])):
+        counts[phase] = counts.get(phase, 0) + 1
+        if phase not in best or loss < best[phase][0]:
+            best[phase] = (loss, counts[phase])
+    return {phase: n for phase, (_, n) in best.items()}
+
+
+def refit_config(cfg: FitConfig, history: dict) -> FitConfig:
+    """``cfg`` with each phase's epochs fixed to what validation chose (see :func:`chosen_epochs`)."""
+    from dataclasses import replace
+
+    if cfg.mode == "logreg":
+        raise ConfigError("--refit works with the features, finetune and scratch modes",
+                          "drop --refit, or use --mode finetune")
+    n = chosen_epochs(history)
+    head = n.get("head")
+    return replace(
+        cfg, refit=False,
+        head_epochs=head if head and not cfg.head_on_embeddings else cfg.head_epochs,
+        embedding_head_epochs=head if head and cfg.head_on_embeddings else cfg.embedding_head_epochs,
+        epochs=n.get(cfg.mode, cfg.epochs) if cfg.mode in ("finetune", "scratch") else cfg.epochs,
+    )
 
 
 def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -217,15 +217,22 @@ class RunResult:
     gate_message: str
 
 
-def _evaluate_variant(bundle_dir: Path, variant: str | None, raw: dict, y: dict, labels, roles, miss_weight: float):
-    """Probabilities through the edge runtime, threshold chosen on val, metrics on test."""
+def _evaluate_variant(bundle_dir: Path, variant: str | None, raw: dict, y: dict, labels, roles, miss_weight: float,
+                      val_probs: np.ndarray | None = None):
+    """Probabilities through the edge runtime, threshold chosen on val, metrics on test.
+
+    ``val_probs`` (after a refit, which trained on the validation photos) are the split
+    model's validation probabilities: the threshold and the validation metrics come from them.
+    """
     from edge.bundle import load_bundle
     from train import evaluate as ev
     from train.export import classify_all
 
     b = load_bundle(bundle_dir, variant=variant)
     tag = variant or b.manifest.quantization
-    probs = {sp: classify_all(b, raw[sp], desc=f"{tag} {sp} (edge)") for sp in ("val", "test")}
+    probs = {sp: classify_all(b, raw[sp], desc=f"{tag} {sp} (edge)") for sp in ("test",) + (("val",) if val_probs is None else ())}
+    if val_probs is not None:
+        probs["val"] = val_probs
     val_sweep = ev.threshold_sweep(probs["val"], y["val"], labels, roles)
     thr = ev.choose_threshold(val_sweep, miss_weight)
     m_val = ev.evaluate(probs["val"], y["val"], labels, roles, thr)
@@ -247,6 +254,7 @@ class Trained:
     result: object  # FitResult
     started: str
     converted: dict = field(default_factory=dict)  # (quantization, representative n) -> TFLite bytes
+    val_probs: np.ndarray | None = None  # after a refit: the split model's validation probabilities
 
 
 def train_model(dc: DataConfig, fc, progress: bool = True) -> Trained:
@@ -271,7 +279,35 @@ def train_model(dc: DataConfig, fc, progress: bool = True) -> Trained:
     if _not_shippable(fc.backbone, built.weights_source):
         prep.notes.append(f"WARNING: {fc.backbone} / {built.weights_source} may not be redistributed: do not ship this bundle")
     result = fit(fc, x["train"], y["train"], x["val"], y["val"], len(labels), built=built)
-    return Trained(dc, fc, prep, x, y, raw, result, started)
+    if not getattr(fc, "refit", False):
+        return Trained(dc, fc, prep, x, y, raw, result, started)
+    return _refit(dc, fc, prep, x, y, raw, result, started)
+
+
+def _refit(dc: DataConfig, fc, prep: Prepared, x: dict, y: dict, raw: dict, split, started: str) -> Trained:
+    """Train again from the pretrained weights on train+val, for the epochs validation chose.
+
+    The split model (trained on train, early-stopped on val) has chosen the epochs; its
+    validation probabilities choose the threshold. The test photos stay unseen.
+    """
+    from train.fit import FitResult, build_backbone, chosen_epochs, fit, predict, refit_config
+
+    rc = refit_config(fc, split.history)
+    val_probs = predict(split.model, x["val"])
+    epochs = ", ".join(f"{phase} {n}" for phase, n in chosen_epochs(split.history).items())
+    x_all = np.concatenate([x["train"], x["val"]])
+    y_all = np.concatenate([y["train"], y["val"]])
+    log.info("refit on train+val (%d images) for the epochs validation chose: %s", len(x_all), epochs)
+    built = build_backbone(rc, "none" if rc.mode == "scratch" else None)
+    again = fit(rc, x_all, y_all, None, None, len(prep.labels), built=built)
+    notes = split.notes + [
+        f"refit: trained again on train+val ({len(x_all)} images) for the epochs validation chose ({epochs}); "
+        "validation metrics and the threshold are the split model's (float, before the refit), "
+        "test metrics the refit model's"
+    ] + [f"refit {n}" for n in again.notes]
+    result = FitResult(again.model, again.weights_source, again.preprocessing, split.history, again.class_weights,
+                       split.seconds + again.seconds, notes)
+    return Trained(dc, fc, prep, x, y, raw, result, started, val_probs=val_probs)
 
 
 def run_train(dc: DataConfig, fc, ec: ExportConfig, argv: Sequence[str] | None = None, progress: bool = True) -> RunResult:
@@ -346,9 +382,9 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
     variants = {q: p for q, p in files.items() if q != "int8"}
     _remove_stale_models(bundle_dir)
     write_bundle(bundle_dir, manifest_for("int8", 0.5, {}), files["int8"], variants)
-    evals = {"int8": _evaluate_variant(bundle_dir, None, raw, y, labels, roles, ec.miss_weight)}
-    for q in variants:
-        evals[q] = _evaluate_variant(bundle_dir, q, raw, y, labels, roles, ec.miss_weight)
+    evals = {q: _evaluate_variant(bundle_dir, None if q == "int8" else q, raw, y, labels, roles, ec.miss_weight,
+                                  t.val_probs)
+             for q in ("int8", *variants)}
     gate = ex.quant_gate(evals["float32"]["test"], evals["int8"]["test"], ec.max_quant_drop)
     for q in evals:
         evals[q]["latency"] = _latency(bundle_dir, q, ec.latency_runs)

@@ -70,3 +70,19 @@ def test_gate_failure_exits_nonzero():
         cli.check_gate(res, allow_quant_drop=False)
     assert e.value.exit_code == EXIT_QUANT_GATE and "--allow-quant-drop" in str(e.value)
     cli.check_gate(res, allow_quant_drop=True)  # allowed: no error
+
+
+def test_refit_runs_the_epochs_validation_chose():
+    from train.fit import FitConfig, chosen_epochs, refit_config
+
+    history = {
+        "phase": ["head"] * 4 + ["finetune"] * 6,
+        "val_loss": [1.0, 0.8, 0.7, 0.75, 0.9, 0.6, 0.5, 0.55, 0.58, 0.6],
+    }
+    assert chosen_epochs(history) == {"head": 3, "finetune": 3}
+    rc = refit_config(FitConfig(epochs=12, embedding_head_epochs=60, refit=True), history)
+    assert (rc.embedding_head_epochs, rc.epochs, rc.refit) == (3, 3, False)
+    rc = refit_config(FitConfig(head_on_embeddings=False, head_epochs=5), history)
+    assert (rc.head_epochs, rc.epochs) == (3, 3)
+    with pytest.raises(Exception, match="--refit works with"):
+        refit_config(FitConfig(mode="logreg"), history)

@@ -67,6 +67,7 @@ def test_train_export_load_classify(trained, tmp_path):
     from edge.bundle import load_bundle
     from edge.inference import Classifier
 
+    assert trained.val_probs is None  # no refit: the exported model chose its own threshold on val
     res = _export(trained, tmp_path, extra_variants=("float16",), allow_quant_drop=True)
     folder = tmp_path / "tiny"
     assert res.bundle_dir == folder
@@ -118,3 +119,28 @@ def test_failed_gate_keeps_float_as_main_model(trained, tmp_path):
     assert "int8" in b.manifest.variants and (tmp_path / "tiny" / "model_int8.tflite").is_file()
     assert not (tmp_path / "tiny" / "model.tflite").exists()
     assert b.manifest.metrics["quant_gate_passed"] is False
+
+
+@pytest.mark.slow
+def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny_set, tmp_path):
+    """--refit: a second model on train+val for the epochs validation chose; val stays the split model's."""
+    from train.data import Augment
+    from train.fit import FitConfig, chosen_epochs
+    from train.pipeline import DataConfig, train_model
+
+    dc = DataConfig(data=tiny_set, roles_file=tiny_set.parent / "roles.csv", val_fraction=0.25, test_fraction=0.25)
+    fc = FitConfig(mode="finetune", weights="none", input_size=32, embedding_head_epochs=3, epochs=2, batch_size=16,
+                   verbose=0, augment=Augment(rotation=0.25), refit=True)
+    t = train_model(dc, fc, progress=False)
+    n = chosen_epochs(t.result.history)
+    assert set(n) == {"head", "finetune"} and 1 <= n["head"] <= 3 and 1 <= n["finetune"] <= 2
+    assert t.val_probs.shape == (len(t.y["val"]), len(t.prep.labels))
+    assert np.allclose(t.val_probs.sum(axis=1), 1.0, atol=1e-3)
+    assert any(note.startswith("refit: trained again on train+val") for note in t.result.notes)
+
+    res = _export(t, tmp_path, allow_quant_drop=True)
+    int8, f32 = res.metrics["models"]["int8"], res.metrics["models"]["float32"]
+    # one set of validation probabilities (the split model's) chose both thresholds
+    assert int8["threshold"] == f32["threshold"] and int8["val"] == f32["val"]
+    assert int8["test"]["n_plant_photos"] == len([v for v in t.y["test"] if t.prep.labels[v] in CLASSES])
+    assert "refit" in (tmp_path / "tiny" / "report.md").read_text()

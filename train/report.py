@@ -101,7 +101,8 @@ def render(doc: dict, ec, fc, dc, prep) -> str:
         "",
         "## Threshold sweep",
         "",
-        "Validation (where the threshold is chosen):",
+        ("Validation, scored by the split model before the refit (where the threshold is chosen):"
+         if any(n.startswith("refit:") for n in t["notes"]) else "Validation (where the threshold is chosen):"),
         "",
         sweep_table(evals[main]["val"]["sweep"], evals[main]["threshold"]),
         "",

@@ -107,18 +107,69 @@ def _fit_config(a: argparse.Namespace, **over):
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
-    from train.pipeline import ExportConfig, run_train
+def _add_threshold_args(g) -> None:
+    g.add_argument("--miss-weight", type=float, default=1.0,
+                   help="weight of weed misses vs crop sprays when choosing the threshold on validation (default 1)")
+    g.add_argument("--max-weed-miss", type=_percent, default=None, metavar="PERCENT",
+                   help="choose the threshold among those with at most this weed miss rate on validation, "
+                        "e.g. 1 (when none meets the limits, the weighted rule alone decides)")
+    g.add_argument("--max-crop-sprayed", type=_percent, default=None, metavar="PERCENT",
+                   help="... and at most this crop sprayed rate on validation, e.g. 3")
 
-    ec = ExportConfig(
+
+def _percent(text: str) -> float:
+    """'1', '1%' or '0.5 %' -> a fraction (0.01, 0.005)."""
+    try:
+        v = float(text.strip().rstrip("%").strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage (write e.g. 1 for 1 %)") from None
+    if not 0 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 100 (percent)")
+    return v / 100.0
+
+
+def _export_config(a: argparse.Namespace, **over):
+    from train.pipeline import ExportConfig
+
+    kw = dict(
         out=a.out, name=a.name, description=a.description or "",
         extra_variants=tuple(q for q in a.export if q != "int8" and q != "float32"),
         allow_quant_drop=a.allow_quant_drop, max_quant_drop=a.max_quant_drop, representative=a.representative,
-        miss_weight=a.miss_weight,
+        miss_weight=a.miss_weight, max_weed_miss=a.max_weed_miss, max_crop_sprayed=a.max_crop_sprayed,
     )
-    res = run_train(_data_config(a), _fit_config(a), ec, argv=argv, progress=not a.quiet)
+    kw.update(over)
+    return ExportConfig(**kw)
+
+
+def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from train.pipeline import run_train
+
+    res = run_train(_data_config(a), _fit_config(a), _export_config(a), argv=argv, progress=not a.quiet)
     print_result(res)
     check_gate(res, a.allow_quant_drop)
+    return 0
+
+
+def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Re-choose a bundle's threshold: the training command it records rebuilds the same split."""
+    import json
+    import shlex
+
+    from edge.bundle import resolve_bundle
+    from edge.errors import ConfigError
+    from train.pipeline import command_line, rethreshold
+
+    folder = resolve_bundle(a.model)
+    recorded = json.loads((folder / "metrics.json").read_text())["training"]["command"]
+    words = shlex.split(recorded)
+    if words[:2] != ["weed-train", "train"]:
+        raise ConfigError(f"{folder / 'metrics.json'} records no `weed-train train` command ({recorded!r})",
+                          "only bundles made by weed-train train can be re-thresholded")
+    t = build_parser().parse_args(words[1:])
+    ec = _export_config(t, out=folder.parent, name=folder.name, miss_weight=a.miss_weight,
+                        max_weed_miss=a.max_weed_miss, max_crop_sprayed=a.max_crop_sprayed)
+    res = rethreshold(folder, _data_config(t), _fit_config(t), ec, command_line(argv), progress=not a.quiet)
+    print_result(res)
     return 0
 
 
@@ -222,9 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-quant-drop", action="store_true", help="ship int8 even if it loses > --max-quant-drop points")
     e.add_argument("--max-quant-drop", type=float, default=1.0, help="allowed int8 accuracy drop in points (default 1.0)")
     e.add_argument("--representative", type=int, default=400, help="training images used to calibrate int8 (default 400)")
-    e.add_argument("--miss-weight", type=float, default=1.0,
-                   help="weight of weed misses vs crop sprays when choosing the threshold on validation (default 1)")
+    _add_threshold_args(e)
     t.set_defaults(func=cmd_train)
+
+    th = sub.add_parser("threshold", help="choose a bundle's threshold again from its validation sweep and "
+                                          "re-score its test split (needs the data it was trained on)")
+    th.add_argument("--model", required=True, help="bundle folder or name")
+    th.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_threshold_args(th.add_argument_group("threshold rule"))
+    th.set_defaults(func=cmd_threshold)
 
     b = sub.add_parser("background", help="cut background (no plant) patches from the photos into a folder")
     _add_data_args(b)

@@ -104,13 +104,31 @@ def threshold_sweep(
     return rows
 
 
-def choose_threshold(sweep: Sequence[dict], miss_weight: float = 1.0) -> float:
+def within_limits(row: dict, max_weed_miss: float | None, max_crop_sprayed: float | None) -> bool:
+    """Whether a sweep row meets the operator's limits (rates as fractions; None = no limit)."""
+    return all(
+        limit is None or (row[key] or 0.0) <= limit + 1e-12
+        for key, limit in (("weed_miss", max_weed_miss), ("crop_sprayed", max_crop_sprayed))
+    )
+
+
+def choose_threshold(
+    sweep: Sequence[dict],
+    miss_weight: float = 1.0,
+    max_weed_miss: float | None = None,
+    max_crop_sprayed: float | None = None,
+) -> float:
     """Operating threshold from a *validation* sweep.
 
-    Minimises ``miss_weight * weed_miss + crop_sprayed + background_fired``; among
-    equally good thresholds, the middle of the best run is taken (most margin on both
-    sides), so a flat optimum does not sit on its edge.
+    With limits (fractions: the most weed misses and crop sprays the operator accepts),
+    only the thresholds that meet both are considered, when any does; otherwise all are.
+    Among those, minimises ``miss_weight * weed_miss + crop_sprayed + background_fired``;
+    among equally good thresholds, the middle of the best run is taken (most margin on
+    both sides), so a flat optimum does not sit on its edge.
     """
+    feasible = [r for r in sweep if within_limits(r, max_weed_miss, max_crop_sprayed)]
+    sweep = feasible or list(sweep)
+
     def cost(row: dict) -> float:
         return sum(
             w * (row[k] or 0.0)
@@ -129,6 +147,19 @@ def choose_threshold(sweep: Sequence[dict], miss_weight: float = 1.0) -> float:
     runs.append((start, idx[-1]))
     lo, hi = max(runs, key=lambda r: r[1] - r[0])
     return float(sweep[(lo + hi) // 2]["threshold"])
+
+
+def threshold_rule(miss_weight: float, max_weed_miss: float | None, max_crop_sprayed: float | None,
+                   sweep: Sequence[dict], threshold: float) -> str:
+    """One line saying how ``threshold`` was chosen on ``sweep`` (validation)."""
+    cost = f"lowest {miss_weight:g} x weed miss + crop sprayed + background fired on validation"
+    if max_weed_miss is None and max_crop_sprayed is None:
+        return cost
+    limits = " and ".join(f"{name} <= {100 * v:g} %" for name, v in (("weed miss", max_weed_miss),
+                                                                       ("crop sprayed", max_crop_sprayed)) if v is not None)
+    if any(within_limits(r, max_weed_miss, max_crop_sprayed) for r in sweep):
+        return f"{cost}, among the thresholds with {limits} on validation"
+    return f"{cost}; no threshold met {limits} on validation"
 
 
 def evaluate(

@@ -204,6 +204,8 @@ class ExportConfig:
     max_quant_drop: float = 1.0  # points
     representative: int = 400
     miss_weight: float = 1.0  # weed miss vs crop sprayed trade-off when choosing the threshold
+    max_weed_miss: float | None = None  # limits (fractions) the threshold must meet on validation, when it can
+    max_crop_sprayed: float | None = None
     licence: str = DATA_LICENCE
     attribution: str = DATA_ATTRIBUTION
     latency_runs: int = 100
@@ -217,7 +219,7 @@ class RunResult:
     gate_message: str
 
 
-def _evaluate_variant(bundle_dir: Path, variant: str | None, raw: dict, y: dict, labels, roles, miss_weight: float,
+def _evaluate_variant(bundle_dir: Path, variant: str | None, raw: dict, y: dict, labels, roles, ec: ExportConfig,
                       val_probs: np.ndarray | None = None):
     """Probabilities through the edge runtime, threshold chosen on val, metrics on test.
 
@@ -234,10 +236,11 @@ def _evaluate_variant(bundle_dir: Path, variant: str | None, raw: dict, y: dict,
     if val_probs is not None:
         probs["val"] = val_probs
     val_sweep = ev.threshold_sweep(probs["val"], y["val"], labels, roles)
-    thr = ev.choose_threshold(val_sweep, miss_weight)
+    thr = ev.choose_threshold(val_sweep, ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed)
     m_val = ev.evaluate(probs["val"], y["val"], labels, roles, thr)
     m_test = ev.evaluate(probs["test"], y["test"], labels, roles, thr)
-    return {"threshold": thr, "val": m_val, "test": m_test, "file": b.model_path.name,
+    rule = ev.threshold_rule(ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed, val_sweep, thr)
+    return {"threshold": thr, "threshold_rule": rule, "val": m_val, "test": m_test, "file": b.model_path.name,
             "size_bytes": b.model_path.stat().st_size, "quantization": b.quantization}
 
 
@@ -382,8 +385,7 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
     variants = {q: p for q, p in files.items() if q != "int8"}
     _remove_stale_models(bundle_dir)
     write_bundle(bundle_dir, manifest_for("int8", 0.5, {}), files["int8"], variants)
-    evals = {q: _evaluate_variant(bundle_dir, None if q == "int8" else q, raw, y, labels, roles, ec.miss_weight,
-                                  t.val_probs)
+    evals = {q: _evaluate_variant(bundle_dir, None if q == "int8" else q, raw, y, labels, roles, ec, t.val_probs)
              for q in ("int8", *variants)}
     gate = ex.quant_gate(evals["float32"]["test"], evals["int8"]["test"], ec.max_quant_drop)
     for q in evals:
@@ -452,3 +454,76 @@ def _as_sample(it: Item) -> Sample:
     if it.sample is not None:
         return it.sample
     return Sample(path=it.patch.source, label=it.label, group="", split=it.split)
+
+
+def _val_at(val: dict, threshold: float) -> dict:
+    """Validation metrics at another threshold of their own sweep (the sweep keeps every rate).
+
+    Needed after a refit, whose validation photos were scored by the split model, gone now.
+    """
+    from train import evaluate as ev
+
+    row = next((r for r in val["sweep"] if abs(r["threshold"] - threshold) < 1e-9), None)
+    if row is None:
+        raise DataError(f"threshold {threshold} is not in the validation sweep", "choose one of the sweep's thresholds")
+
+    def rate(old: dict, value) -> dict:
+        n = old["n"]
+        return ev.wilson(int(round((value or 0.0) * n)), n).as_dict() if n else old
+
+    out = dict(val, threshold=threshold, crop_vs_weed_accuracy=row["crop_vs_weed_accuracy"],
+               weed_miss=rate(val["weed_miss"], row["weed_miss"]),
+               crop_sprayed=rate(val["crop_sprayed"], row["crop_sprayed"]))
+    out["background"] = dict(val["background"], fired=rate(val["background"]["fired"], row["background_fired"]))
+    return out
+
+
+def rethreshold(bundle_dir: Path, dc: DataConfig, fc, ec: ExportConfig, command: str, progress: bool = True) -> RunResult:
+    """Choose a bundle's threshold again from its stored validation sweep; re-score the test split.
+
+    The data config is the one the bundle's training command recorded, so ``prepare`` rebuilds
+    the same split (seeded); only the test photos are classified again, through the edge runtime.
+    The main model stays the same: the quantisation gate is checked again and must agree.
+    """
+    import json
+
+    from edge.bundle import MANIFEST, Manifest, load_bundle, read_manifest
+    from train import evaluate as ev
+    from train import export as ex
+    from train import report
+    from train.export import classify_all
+
+    doc = json.loads((bundle_dir / "metrics.json").read_text())
+    prep = prepare(dc, progress=progress)
+    if list(prep.labels) != list(doc["labels"]):
+        raise DataError(f"the data gives classes {prep.labels}, the bundle has {doc['labels']}",
+                        "run it where the data the bundle was trained on is, unchanged")
+    labels, roles = prep.labels, prep.roles
+    _, y_test, raw_test = arrays(prep.items["test"], labels, fc.input_size, dc.resize, desc="loading test")
+    main = doc["main_model"]
+    previous = doc["models"][main]["threshold"]
+    for q, e in doc["models"].items():
+        thr = ev.choose_threshold(e["val"]["sweep"], ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed)
+        b = load_bundle(bundle_dir, variant=None if q == main else q)
+        probs = classify_all(b, raw_test, desc=f"{q} test (edge)")
+        e.update(threshold=thr, val=_val_at(e["val"], thr), test=ev.evaluate(probs, y_test, labels, roles, thr),
+                 threshold_rule=ev.threshold_rule(ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed,
+                                                  e["val"]["sweep"], thr))
+    gate = ex.quant_gate(doc["models"]["float32"]["test"], doc["models"]["int8"]["test"], ec.max_quant_drop)
+    if (main == "int8") != (gate.passed or doc["gate"]["allowed"]):
+        raise DataError(f"at the new threshold the quantisation gate says: {gate.message()}",
+                        "the main model would change: retrain with the threshold options instead")
+    doc["gate"].update(passed=gate.passed, message=gate.message(), species_drop_points=gate.species_drop,
+                       crop_vs_weed_drop_points=gate.crop_vs_weed_drop)
+    doc["training"]["rethreshold"] = {"command": command, "previous": previous, "at": utc_now()}
+    manifest = read_manifest(bundle_dir)
+    manifest = Manifest.model_validate(manifest.model_copy(update={
+        "threshold": doc["models"][main]["threshold"],
+        "metrics": report.summary_metrics(doc["models"], main, gate),
+        "training": doc["training"],
+    }).model_dump())
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=2) + "\n", encoding="utf-8")
+    ev.write_metrics(bundle_dir / "metrics.json", doc)
+    (bundle_dir / "report.md").write_text(report.render(doc, ec, fc, dc, prep))
+    load_bundle(bundle_dir)  # hashes and manifest still check out
+    return RunResult(bundle_dir, doc, gate.passed, gate.message())

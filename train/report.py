@@ -58,9 +58,14 @@ def render(doc: dict, ec, fc, dc, prep) -> str:
         "",
         "Test photos are held out by similarity group (near-identical frames never straddle splits); "
         f"the operating threshold {evals[main]['threshold']:.2f} on the summed weed probability was chosen on the "
-        "validation split only.",
+        "validation split only"
+        + (f" ({evals[main]['threshold_rule']})." if evals[main].get("threshold_rule") else "."),
         "",
     ]
+    if t.get("rethreshold"):
+        r = t["rethreshold"]
+        lines += [f"The threshold was re-chosen after training (was {r['previous']:.2f}) by:", "", "```sh",
+                  r["command"], "```", ""]
     lines += [f"- {s}" for s in summary_lines(m)]
     lines += [
         "",

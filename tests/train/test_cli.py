@@ -86,3 +86,16 @@ def test_refit_runs_the_epochs_validation_chose():
     assert (rc.head_epochs, rc.epochs) == (3, 3)
     with pytest.raises(Exception, match="--refit works with"):
         refit_config(FitConfig(mode="logreg"), history)
+
+
+@pytest.mark.parametrize("text,value", [("1", 0.01), ("3%", 0.03), ("0.5 %", 0.005), ("0", 0.0)])
+def test_percent_limits(text, value):
+    assert cli._percent(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["one", "101", "-1"])
+def test_percent_limits_refuse_nonsense(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="percent"):
+        cli._percent(text)

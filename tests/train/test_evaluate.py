@@ -73,6 +73,28 @@ def test_threshold_sweep_and_choice():
     assert ev.choose_threshold(s2, miss_weight=10.0) <= 0.4
 
 
+def test_threshold_limits_pick_among_the_thresholds_that_meet_them():
+    """The shipped model's situation: the cost alone picks a threshold with no crop sprayed
+    and 1.2 % weed miss; limits of 1 % / 3 % move it to where both are met."""
+    rows = [
+        {"threshold": 0.35, "weed_miss": 0.004, "crop_sprayed": 0.041, "background_fired": 0.0},
+        {"threshold": 0.4, "weed_miss": 0.008, "crop_sprayed": 0.027, "background_fired": 0.0},
+        {"threshold": 0.45, "weed_miss": 0.008, "crop_sprayed": 0.027, "background_fired": 0.0},
+        {"threshold": 0.5, "weed_miss": 0.012, "crop_sprayed": 0.027, "background_fired": 0.0},
+        {"threshold": 0.7, "weed_miss": 0.012, "crop_sprayed": 0.0, "background_fired": 0.0},
+        {"threshold": 0.8, "weed_miss": 0.024, "crop_sprayed": 0.0, "background_fired": 0.0},
+    ]
+    assert ev.choose_threshold(rows) == 0.7
+    assert ev.choose_threshold(rows, max_weed_miss=0.01, max_crop_sprayed=0.03) == 0.4
+    assert ev.choose_threshold(rows, max_weed_miss=0.005) == 0.35  # one limit alone
+    assert "among the thresholds with weed miss <= 1 % and crop sprayed <= 3 %" in ev.threshold_rule(
+        1.0, 0.01, 0.03, rows, 0.4)
+    # limits nobody meets: the weighted rule alone decides, and says so
+    assert ev.choose_threshold(rows, max_weed_miss=0.001, max_crop_sprayed=0.001) == 0.7
+    assert "no threshold met" in ev.threshold_rule(1.0, 0.001, 0.001, rows, 0.7)
+    assert ev.threshold_rule(2.0, None, None, rows, 0.7).startswith("lowest 2 x weed miss")
+
+
 def test_quant_gate():
     f = {"species_accuracy": 0.95, "crop_vs_weed_accuracy": 0.99}
     ok = quant_gate(f, {"species_accuracy": 0.945, "crop_vs_weed_accuracy": 0.985})

@@ -144,3 +144,35 @@ def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny
     assert int8["threshold"] == f32["threshold"] and int8["val"] == f32["val"]
     assert int8["test"]["n_plant_photos"] == len([v for v in t.y["test"] if t.prep.labels[v] in CLASSES])
     assert "scored by the split model before the refit" in (tmp_path / "tiny" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_threshold_command_rechooses_on_validation_and_rescores_the_same_test_split(trained, tmp_path):
+    from edge.bundle import load_bundle
+    from train.cli import main
+    from train.pipeline import ExportConfig, export_bundle
+
+    data = trained.dc.data
+    argv = ["train", "--data", str(data), "--roles", str(data.parent / "roles.csv"), "--val", "0.25", "--test", "0.25",
+            "--input-size", "32"]
+    before = export_bundle(trained, ExportConfig(out=tmp_path, name="tiny", representative=16, latency_runs=3,
+                                                 allow_quant_drop=True), argv=argv).metrics
+    folder = tmp_path / "tiny"
+    assert main(["threshold", "--model", str(folder), "--max-weed-miss", "0", "--quiet"]) == 0
+
+    after = json.loads((folder / "metrics.json").read_text())
+    manifest = load_bundle(folder).manifest  # hashes still check out
+    main_model = after["main_model"]
+    e = after["models"][main_model]
+    assert manifest.threshold == e["threshold"]
+    assert after["training"]["rethreshold"]["previous"] == before["models"][main_model]["threshold"]
+    assert after["training"]["rethreshold"]["command"].startswith("weed-train threshold --model")
+    assert "weed miss <= 0 %" in e["threshold_rule"]
+    # the recorded training command rebuilt the same split: the same test photos, the same argmax
+    for key in ("n_photos", "species_accuracy", "confusion_matrix"):
+        assert e["test"][key] == before["models"][main_model]["test"][key]
+    # validation numbers follow the validation sweep at the new threshold
+    row = next(r for r in e["val"]["sweep"] if r["threshold"] == e["threshold"])
+    assert e["val"]["weed_miss"]["rate"] == pytest.approx(row["weed_miss"])
+    assert e["val"]["crop_vs_weed_accuracy"] == pytest.approx(row["crop_vs_weed_accuracy"])
+    assert "re-chosen after training" in (folder / "report.md").read_text()

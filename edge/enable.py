@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from typing import Any, Callable
 
 from edge.errors import OutputError
-from edge.inputs import InputSpec, input_spec, open_input
+from edge.inputs import InputSpec, close_input, input_spec, open_input
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,7 @@ class EnableSwitch:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._dev.close()
-        except Exception as exc:
-            log.warning("closing the enable switch input failed: %s", exc)
+        close_input(self._dev, "the enable switch input")
 
     def __enter__(self) -> "EnableSwitch":
         return self

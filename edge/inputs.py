@@ -54,6 +54,15 @@ def input_spec(cfg: Any, pin_factory: Any = None) -> InputSpec:
     return InputSpec(kind=kind, numbering=cfg.outputs.pin_numbering, pin_factory=pin_factory)
 
 
+def close_input(dev: Any, what: str) -> None:
+    """Close an input opened by :func:`open_input`; a failure is logged, never raised
+    (closing runs during shutdown, which must go on)."""
+    try:
+        dev.close()
+    except Exception as exc:
+        log.warning("closing %s failed: %s", what, exc)
+
+
 def open_input(pin: int, *, pull_up: bool = False, spec: InputSpec | None = None, purpose: str = "input",
                bounce_ms: int | None = None) -> Any:
     """One digital input, active high (``pull_up=False``) or active low (``pull_up=True``).

@@ -27,7 +27,7 @@ from typing import Any, Callable, Protocol
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config_spray import SprayConfig
 from edge.errors import ConfigError, OutputError, SourceError
-from edge.inputs import InputSpec, open_input
+from edge.inputs import InputSpec, close_input, open_input
 from edge.reconnect import Backoff
 
 log = logging.getLogger(__name__)
@@ -334,10 +334,7 @@ class WheelEncoderSpeed:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._dev.close()
-        except Exception as exc:
-            log.warning("closing the wheel encoder input failed: %s", exc)
+        close_input(self._dev, "the wheel encoder input")
 
 
 def build_speed_source(cfg: SprayConfig, *, backoff: Backoff | None = None,

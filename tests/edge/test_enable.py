@@ -43,6 +43,21 @@ def decision(spray: bool) -> Decision:
                     label="weed" if spray else "soil", label_prob=1.0)
 
 
+def test_closing_is_idempotent_and_a_failing_input_close_is_logged_not_raised(switch, caplog):
+    from edge.inputs import close_input
+
+    sw, _pin = switch
+    sw.close()
+    sw.close()
+
+    class PinGone:
+        def close(self):
+            raise OSError("pin released by another process")
+
+    close_input(PinGone(), "the enable switch input")
+    assert "closing the enable switch input failed: pin released by another process" in caplog.text
+
+
 # -- the output gate -----------------------------------------------------------------------
 
 

@@ -187,7 +187,10 @@ def fit(
         return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
 
     model = _classifier(built, n_classes, cfg.dropout, cfg.seed)
-    train_ds = make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment, seed=cfg.seed)
+    # One endless iterator with a fixed number of steps per epoch (same batches as one pass
+    # each): a fresh iterator every epoch stalled 5-15 s before its first batch.
+    train_ds = make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment,
+                            seed=cfg.seed).repeat()
     validated = x_val is not None
     val_ds = make_dataset(x_val, y_val, n_classes, cfg.batch_size) if validated else None
     steps = int(np.ceil(len(x_train) / cfg.batch_size))
@@ -204,7 +207,7 @@ def fit(
         elif cfg.head_epochs > 0:
             _compile(model, cfg.head_lr, steps * cfg.head_epochs, cfg, decay=False)
             h = model.fit(
-                train_ds, validation_data=val_ds, epochs=cfg.head_epochs, class_weight=cw,
+                train_ds, validation_data=val_ds, epochs=cfg.head_epochs, steps_per_epoch=steps, class_weight=cw,
                 callbacks=_callbacks(cfg, validated), verbose=cfg.verbose,
             )
             _merge(history, h.history, "head")
@@ -218,7 +221,7 @@ def fit(
         notes.append(f"{cfg.mode}: {n} backbone layers trainable ({bn}), lr {cfg.lr:g} cosine-decayed over {cfg.epochs} epochs")
         _compile(model, cfg.lr, steps * cfg.epochs, cfg, decay=True)
         h = model.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=cw,
+            train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=steps, class_weight=cw,
             callbacks=_callbacks(cfg, validated), verbose=cfg.verbose,
         )
         _merge(history, h.history, cfg.mode)

@@ -46,9 +46,12 @@ def decision(spray: bool) -> Decision:
 def test_closing_is_idempotent_and_a_failing_input_close_is_logged_not_raised(switch, caplog):
     from edge.inputs import close_input
 
-    sw, _pin = switch
+    sw, pin = switch
+    pin.drive_high()
+    assert sw.is_on()
     sw.close()
     sw.close()
+    assert not sw.is_on()  # a closed switch never reports "on", even with the pin still high
 
     class PinGone:
         def close(self):

@@ -1,6 +1,6 @@
 """``edge-run``: parse arguments, build the config, run the pipeline, map errors to exit codes.
 
-No logic of its own lives here: wiring is in ``edge.wiring``, the loop in ``edge.pipeline``.
+No logic of its own lives here: wiring is in ``edge.app.wiring``, the loop in ``edge.loop.runner``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from edge import __version__
-from edge.errors import EXIT_INTERNAL, EXIT_OK, WeedDetectorError
+from edge.core.errors import EXIT_INTERNAL, EXIT_OK, WeedDetectorError
 
 log = logging.getLogger("edge")
 
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_version_text())
         return EXIT_OK
     _setup_logging("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
-    from edge import wiring
+    from edge.app import wiring
     from edge.config import load_config
 
     try:
@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with stop_on_signals(stop):
                 return wiring.pulse_outputs(cfg, pulse_s=args.pulse_ms / 1000.0, stop=stop)
         if args.measure_valve_lag is not None:
-            from edge import valvelag
+            from edge.app import valvelag
 
             with stop_on_signals(stop):
                 return valvelag.run(cfg, args.measure_valve_lag, args.lag_pulses_ms or valvelag.DEFAULT_PULSES_MS,
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f", {summary.stats['unavailable_frames']} spray frames not sprayed (controller lost)"
                  if summary.stats.get("unavailable_frames") else "") + "; all outputs off")
         if "spray" in summary.stats:  # [spray]: per-lane timing; how fast this setup may drive
-            from edge.lanes import max_speed_line
+            from edge.loop.per_lane import max_speed_line
 
             print(max_speed_line(summary.stats["spray"]))
         return EXIT_OK

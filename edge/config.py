@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge.config_service import ServiceConfig
-from edge.config_spray import SprayConfig
-from edge.errors import ConfigError
+from edge.service.config import ServiceConfig
+from edge.spray.config import SprayConfig
+from edge.core.errors import ConfigError
 from edge.outputs import OutputSpec
 
 if sys.version_info >= (3, 11):
@@ -101,7 +101,7 @@ class Config(_Section):
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
     service: ServiceConfig = ServiceConfig()
-    spray: SprayConfig | None = None  # None: whole-frame decisions (see edge.config_spray)
+    spray: SprayConfig | None = None  # None: whole-frame decisions (see edge.spray.config)
 
     @model_validator(mode="before")
     @classmethod

@@ -108,10 +108,10 @@ def classify(bundle: Path, images: list[Path]) -> dict:
     import numpy as np
 
     import edge.cli  # noqa: F401  - the service's whole import graph
-    import edge.notify  # noqa: F401
+    import edge.service.notify  # noqa: F401
     import edge.outputs.serial_out  # noqa: F401
-    import edge.wiring  # noqa: F401
-    from edge.bundle import load_bundle
+    import edge.app.wiring  # noqa: F401
+    from edge.inference.bundle import load_bundle
     from edge.inference import Classifier
 
     clf = Classifier(load_bundle(bundle), num_threads=1)

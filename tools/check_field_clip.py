@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cv2
 
-from edge.decision import Decider
+from edge.decide.decider import Decider
 from edge.inference.classifier import Classifier
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32)
     args = ap.parse_args()
 
-    from edge.bundle import InputSpec, Manifest, OutputSpec, write_bundle
+    from edge.inference.bundle import InputSpec, Manifest, OutputSpec, write_bundle
 
     model = build(args.size)
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,7 +9,7 @@ over the strip at the chosen speed and frame rate, like a camera on a moving boo
 image top points ahead. Writes:
 
 - the video (MJPG AVI);
-- the ground truth for ``python -m edge.replay`` (JSON lines: ``lane``, ``distance_cm`` of
+- the ground truth for ``python -m edge.tools.replay`` (JSON lines: ``lane``, ``distance_cm`` of
   the plant's centre from the ground point under the image centre at the first frame,
   ``length_cm``, ``kind`` weed/crop, ``class``);
 - a config with the matching ``[spray]`` section (lanes, footprint, speed).
@@ -19,7 +19,7 @@ Deterministic for a given seed. ``--images`` defaults to the repository's
 
     python tools/make_field_pass.py --out pass.avi --truth pass_truth.jsonl --config-out pass.toml
     edge-run --config pass.toml --video pass.avi --realtime
-    python -m edge.replay --config pass.toml --spray-log pass_spray.jsonl --truth pass_truth.jsonl
+    python -m edge.tools.replay --config pass.toml --spray-log pass_spray.jsonl --truth pass_truth.jsonl
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Parses the command line, builds the configs and calls the stage modules; no logic of its
 own. Known problems exit with their own code and a one-line message saying how to fix
-them (see ``edge.errors``); the quantisation gate exits with 9.
+them (see ``edge.core.errors``); the quantisation gate exits with 9.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from edge.errors import EXIT_INTERNAL, WeedDetectorError
+from edge.core.errors import EXIT_INTERNAL, WeedDetectorError
 
 log = logging.getLogger("weed-train")
 
@@ -155,8 +155,8 @@ def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
     import json
     import shlex
 
-    from edge.bundle import resolve_bundle
-    from edge.errors import ConfigError
+    from edge.inference.bundle import resolve_bundle
+    from edge.core.errors import ConfigError
     from train.pipeline import command_line, rethreshold
 
     folder = resolve_bundle(a.model)

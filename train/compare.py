@@ -27,8 +27,8 @@ DEFAULT_MODES = ("logreg", "features", "finetune")
 def run_compare(dc, make_fit_config: Callable[..., object], backbones: Sequence[str], modes: Sequence[str], out: Path,
                 progress: bool = True) -> str:
     """Train/export/evaluate every backbone x mode; write compare.md/.json into ``out``; return the table."""
-    from edge.bundle import InputSpec, Manifest, OutputSpec, write_bundle
-    from edge.errors import WeedDetectorError
+    from edge.inference.bundle import InputSpec, Manifest, OutputSpec, write_bundle
+    from edge.core.errors import WeedDetectorError
     from train import evaluate as ev
     from train import export as ex
     from train.backbones import BACKBONES
@@ -90,7 +90,7 @@ def run_compare(dc, make_fit_config: Callable[..., object], backbones: Sequence[
             )
             write_bundle(folder, manifest, tfl)
             tfl.unlink()
-            from edge.bundle import load_bundle
+            from edge.inference.bundle import load_bundle
 
             b = load_bundle(folder)
             pv = ex.classify_all(b, raw["val"], desc=f"{backbone}/{mode} val")

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edge.errors import ConfigError
+from edge.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

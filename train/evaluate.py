@@ -294,7 +294,7 @@ def evaluate_bundle(
     overrides it); photos of classes the bundle does not know are refused unless
     ``roles_file`` gives them a role -- they then count only in the sprayer rates.
     """
-    from edge.bundle import load_bundle
+    from edge.inference.bundle import load_bundle
     from train import data as datamod
     from train.data import DataError
     from train.export import classify_all

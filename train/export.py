@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edge.errors import WeedDetectorError
+from edge.core.errors import WeedDetectorError
 
 log = logging.getLogger(__name__)
 

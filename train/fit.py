@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import ConfigError
+from edge.core.errors import ConfigError
 from train.data import Augment, class_weights, make_dataset
 
 log = logging.getLogger(__name__)

@@ -226,7 +226,7 @@ def _evaluate_variant(bundle_dir: Path, variant: str | None, raw: dict, y: dict,
     ``val_probs`` (after a refit, which trained on the validation photos) are the split
     model's validation probabilities: the threshold and the validation metrics come from them.
     """
-    from edge.bundle import load_bundle
+    from edge.inference.bundle import load_bundle
     from train import evaluate as ev
     from train.export import classify_all
 
@@ -320,7 +320,7 @@ def run_train(dc: DataConfig, fc, ec: ExportConfig, argv: Sequence[str] | None =
 
 def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = None) -> RunResult:
     """Export int8 + float32 (+ extra variants), evaluate each through the edge, gate, write the bundle."""
-    from edge.bundle import InputSpec, Manifest, OutputSpec, write_bundle
+    from edge.inference.bundle import InputSpec, Manifest, OutputSpec, write_bundle
     from train import evaluate as ev
     from train import export as ex
     from train import report
@@ -429,7 +429,7 @@ def _remove_stale_models(bundle_dir: Path) -> None:
 
 
 def _latency(bundle_dir: Path, q: str, runs: int) -> dict:
-    from edge.bundle import load_bundle
+    from edge.inference.bundle import load_bundle
     from train.export import latency_ms
 
     b = load_bundle(bundle_dir, variant=None if q == "int8" else q)
@@ -487,7 +487,7 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc, ec: ExportConfig, command:
     """
     import json
 
-    from edge.bundle import MANIFEST, Manifest, load_bundle, read_manifest
+    from edge.inference.bundle import MANIFEST, Manifest, load_bundle, read_manifest
     from train import evaluate as ev
     from train import export as ex
     from train import report

@@ -32,8 +32,8 @@ from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.bundle import sha256_file as sha256_of  # one hash helper for bundles and archives
-from edge.errors import EXIT_CONFIG, WeedDetectorError
+from edge.inference.bundle import sha256_file as sha256_of  # one hash helper for bundles and archives
+from edge.core.errors import EXIT_CONFIG, WeedDetectorError
 
 __all__ = [
     "CACHE_ENV",

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge.bundle import Bundle, load_bundle
-from edge.errors import BundleError
+from edge.inference.bundle import Bundle, load_bundle
+from edge.core.errors import BundleError
 from edge.inference.preprocess import Preprocessor
 from edge.inference.runtime import BatchUnsupported, RuntimeInfo, batch_interpreter, make_interpreter
 

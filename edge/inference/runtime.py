@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from edge.errors import BundleError, RuntimeMissingError
+from edge.core.errors import BundleError, RuntimeMissingError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ into one of the backends, each in a file of its own:
 
 All implement ``edge.outputs.base.Output``; hardware libraries are imported only when
 their backend is built. ``build_output(spec, enable=switch)`` gates the output by an enable
-switch (``edge.enable``): no channel opens while it is off (``OutputBlocked``).
+switch (``edge.inputs.enable``): no channel opens while it is off (``OutputBlocked``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.clock import Clock
+from edge.core.clock import Clock
 from edge.outputs.base import Output
 from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput, Interlock, OutputBlocked, OutputUnavailable
 from edge.outputs.dryrun import DryRunOutput

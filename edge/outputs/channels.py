@@ -23,7 +23,7 @@ the earliest deadline; tests with a ``ManualClock`` call ``expire_due()`` instea
 waiting. All public methods are thread-safe (one re-entrant lock per output).
 
 An output may be gated by an enable switch (``set_enable``, an ``Interlock`` such as
-``edge.enable.EnableSwitch``): while the switch is off, ``set(ch, True)`` switches nothing
+``edge.inputs.enable.EnableSwitch``): while the switch is off, ``set(ch, True)`` switches nothing
 on, switches every channel off and raises ``OutputBlocked`` (counted in ``blocked``); the
 switch turning off switches every channel off at once. The check runs under the output's
 lock, and the switch's off-callback takes the same lock, so a valve cannot be opened
@@ -37,14 +37,14 @@ import logging
 import threading
 from typing import Callable, Protocol
 
-from edge.clock import SYSTEM_CLOCK, Clock
-from edge.errors import OutputError
+from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import OutputError
 
 DEFAULT_MAX_ON_S = 2.0
 
 
 class Interlock(Protocol):
-    """An enable switch as the outputs see it (``edge.enable.EnableSwitch``)."""
+    """An enable switch as the outputs see it (``edge.inputs.enable.EnableSwitch``)."""
 
     def is_on(self) -> bool: ...
 
@@ -61,7 +61,7 @@ class OutputBlocked(OutputError):
 
 class OutputUnavailable(OutputError):
     """``set(ch, True)`` did not switch anything on: the device is gone (a serial controller
-    unplugged; ``edge.reconnect.ReconnectingOutput`` is reconnecting it). Every channel is off."""
+    unplugged; ``edge.outputs.reconnecting.ReconnectingOutput`` is reconnecting it). Every channel is off."""
 
 
 class ChannelOutput(abc.ABC):

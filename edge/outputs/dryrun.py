@@ -25,8 +25,8 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from edge.clock import Clock
-from edge.errors import OutputError
+from edge.core.clock import Clock
+from edge.core.errors import OutputError
 from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput
 
 EVENTS_KEPT = 1000

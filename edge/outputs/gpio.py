@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Sequence
 
-from edge.errors import OutputError
+from edge.core.errors import OutputError
 from edge.outputs.pins import PinOutput
 
 PI_EXTRA_FIX = "install it with: pip install 'weed-detector[pi]' (or use the dry-run output: outputs.kind = \"dryrun\")"

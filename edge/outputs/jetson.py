@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from edge.errors import OutputError
+from edge.core.errors import OutputError
 from edge.outputs.pins import PinOutput
 
 NUMBERINGS = ("BOARD", "BCM")

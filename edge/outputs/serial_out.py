@@ -41,8 +41,8 @@ import threading
 import time
 from typing import Any
 
-from edge.clock import Clock
-from edge.errors import OutputError
+from edge.core.clock import Clock
+from edge.core.errors import OutputError
 from edge.outputs import serial_protocol as proto
 from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput
 

@@ -25,8 +25,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from edge.clock import SYSTEM_CLOCK, Clock
-from edge.errors import ConfigError
+from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import ConfigError
 from edge.sources.base import FrameSource, FrameTimeout
 
 __all__ = ["SourceSpec", "make_source", "open_source", "FrameSource", "FrameTimeout", "KINDS"]

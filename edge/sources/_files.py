@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from edge.clock import SYSTEM_CLOCK, Clock
-from edge.errors import SourceError
-from edge.frame import Frame
+from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import SourceError
+from edge.core.frame import Frame
 from edge.sources.pacing import Pacer
 
 

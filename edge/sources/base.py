@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from edge.frame import Frame
+from edge.core.frame import Frame
 
 
 @runtime_checkable

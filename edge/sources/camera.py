@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edge.errors import SourceError
+from edge.core.errors import SourceError
 from edge.sources.live_capture import LiveCaptureSource
 
 

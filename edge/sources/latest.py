@@ -16,7 +16,7 @@ counts every frame that was captured but never returned as *dropped*.
 
 It raises :class:`EndOfStream` when the device has no more frames, and any other
 exception to report a failure; that exception reaches the caller of ``read()`` as a
-:class:`~edge.errors.SourceError` instead of dying silently in the thread.
+:class:`~edge.core.errors.SourceError` instead of dying silently in the thread.
 
 The thread owns the device: ``on_exit`` (e.g. ``VideoCapture.release``) runs in the
 reader thread after its last ``grab``, so a device is never released while another thread
@@ -30,9 +30,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
-from edge.clock import SYSTEM_CLOCK, Clock
-from edge.errors import SourceError, WeedDetectorError
-from edge.frame import Frame
+from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import SourceError, WeedDetectorError
+from edge.core.frame import Frame
 from edge.sources.base import FrameTimeout
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional, Tuple
 
-from edge.clock import SYSTEM_CLOCK, Clock
-from edge.errors import SourceError
-from edge.frame import Frame
+from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import SourceError
+from edge.core.frame import Frame
 from edge.sources.latest import LatestFrameReader
 
 log = logging.getLogger(__name__)

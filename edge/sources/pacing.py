@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from edge.clock import Clock
+from edge.core.clock import Clock
 from edge.sources.base import FrameTimeout
 
 

@@ -30,8 +30,8 @@ import logging
 import math
 from typing import Optional, Tuple
 
-from edge.clock import SYSTEM_CLOCK, Clock
-from edge.errors import SourceError
+from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import SourceError
 from edge.sources.latest import Grabbed
 from edge.sources.live_capture import LiveSource
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from edge.errors import SourceError
+from edge.core.errors import SourceError
 from edge.sources.live_capture import LiveCaptureSource
 
 

@@ -16,8 +16,8 @@ import math
 import os
 from typing import Any, Optional
 
-from edge.errors import SourceError
-from edge.frame import Frame
+from edge.core.errors import SourceError
+from edge.core.frame import Frame
 from edge.sources._files import FileSource
 from edge.sources.pacing import Pacer
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.clock import ManualClock
-from edge.frame import Frame
+from edge.core.clock import ManualClock
+from edge.core.frame import Frame
 from edge.sources.base import FrameTimeout
 from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
 

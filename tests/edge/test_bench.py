@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bench import report
-from edge.bench.cli import main
-from edge.bench.frames import FramesSpec, GeneratedSource, generated_images
-from edge.bench.runner import RunSpec, run
-from edge.bench.sweep import Planned, run_in_subprocess
-from edge.bench.system import peak_rss
-from edge.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_SOURCE
-from edge.metrics import STAGES
+from edge.tools.bench import report
+from edge.tools.bench.cli import main
+from edge.tools.bench.frames import FramesSpec, GeneratedSource, generated_images
+from edge.tools.bench.runner import RunSpec, run
+from edge.tools.bench.sweep import Planned, run_in_subprocess
+from edge.tools.bench.system import peak_rss
+from edge.core.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_SOURCE
+from edge.core.metrics import STAGES
 from tests.conftest import TOY_BUNDLE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def test_lane_runs_render_with_their_stage_names(lanes_run):
     frame_run = run(RunSpec(bundle=str(TOY_BUNDLE), threads=1, frames=TINY, n_frames=2, warmup=0))
     settings = {"source": TINY.to_dict(), "source_description": TINY.describe(), "frames": 4, "seconds": None,
                 "warmup": 2, "config": "spray.toml", "baseline": False, "timeout_s": 60.0}
-    from edge.bench.system import loadavg, machine_info
+    from edge.tools.bench.system import loadavg, machine_info
 
     machine = {**machine_info(), "loadavg_start": loadavg(), "loadavg_end": loadavg()}
     doc = report.build_document([frame_run, r], machine, settings, "edge-bench --config spray.toml")

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from edge.bundle import DEFAULT_BUNDLE, Manifest, available_bundles, load_bundle, resolve_bundle, write_bundle
-from edge.errors import EXIT_BUNDLE, BundleError
+from edge.inference.bundle import DEFAULT_BUNDLE, Manifest, available_bundles, load_bundle, resolve_bundle, write_bundle
+from edge.core.errors import EXIT_BUNDLE, BundleError
 from edge.inference import Classifier
 
 
@@ -70,7 +70,7 @@ def test_manifest_disagreeing_with_the_model_fails_before_use(toy_bundle, change
 def test_garbage_model_with_matching_hash_is_a_bundle_error(toy_bundle):
     (toy_bundle / "model.tflite").write_bytes(b"\x00garbage" * 100)
     m = json.loads((toy_bundle / "manifest.json").read_text())
-    from edge.bundle import sha256_file
+    from edge.inference.bundle import sha256_file
 
     m["model_sha256"] = sha256_file(toy_bundle / "model.tflite")
     (toy_bundle / "manifest.json").write_text(json.dumps(m))

@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 from edge.cli import main
-from edge.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_OUTPUT, EXIT_SOURCE
+from edge.core.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_OUTPUT, EXIT_SOURCE
 from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
 from tests.edge.helpers import start_edge_run, stop_edge_run
 

@@ -2,7 +2,7 @@ import pytest
 
 from edge.cli import build_parser, overrides_from_args
 from edge.config import load_config
-from edge.errors import EXIT_CONFIG, ConfigError
+from edge.core.errors import EXIT_CONFIG, ConfigError
 
 
 def write(tmp_path, text):

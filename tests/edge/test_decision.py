@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from edge.actuation import Actuator
-from edge.clock import ManualClock
-from edge.decision import Decider
-from edge.errors import ConfigError
+from edge.loop.actuator import Actuator
+from edge.core.clock import ManualClock
+from edge.decide.decider import Decider
+from edge.core.errors import ConfigError
 from edge.outputs.dryrun import DryRunOutput
 
 LABELS = ["soil", "maize", "charlock", "black_grass"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundle import DEFAULT_BUNDLE, resolve_bundle
+from edge.inference.bundle import DEFAULT_BUNDLE, resolve_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_RUNTIME, EXIT_USAGE
+from edge.core.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_RUNTIME, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "weed-detector.service"

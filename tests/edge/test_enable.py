@@ -15,14 +15,14 @@ import cv2
 import pytest
 
 from edge.cli import main
-from edge.clock import ManualClock
+from edge.core.clock import ManualClock
 from edge.config import load_config
-from edge.decision import Decision
-from edge.errors import EXIT_OUTPUT, ConfigError, OutputError
+from edge.decide.decider import Decision
+from edge.core.errors import EXIT_OUTPUT, ConfigError, OutputError
 from edge.outputs import OutputBlocked, build_output
 from edge.outputs.dryrun import DryRunOutput
-from edge.scheduler import SprayScheduler
-from edge.spraylog import SprayLog
+from edge.spray.scheduler import SprayScheduler
+from edge.spray.spray_log import SprayLog
 from tests.conftest import GREEN, TOY_BUNDLE, solid
 
 MS = 1_000_000
@@ -31,7 +31,7 @@ PIN = 22
 
 @pytest.fixture
 def switch(mock_pins):
-    from edge.enable import EnableSwitch
+    from edge.inputs.enable import EnableSwitch
 
     sw = EnableSwitch(PIN)
     yield sw, mock_pins.pin(PIN)
@@ -44,7 +44,7 @@ def decision(spray: bool) -> Decision:
 
 
 def test_closing_is_idempotent_and_a_failing_input_close_is_logged_not_raised(switch, caplog):
-    from edge.inputs import close_input
+    from edge.inputs.digital import close_input
 
     sw, pin = switch
     pin.drive_high()
@@ -116,7 +116,7 @@ def test_off_listeners_all_run_even_if_one_fails(switch):
 
 
 def test_whole_frame_actuator_is_gated(switch):
-    from edge.actuation import Actuator
+    from edge.loop.actuator import Actuator
 
     sw, pin = switch
     clock = ManualClock()
@@ -136,10 +136,10 @@ def test_whole_frame_actuator_is_gated(switch):
 
 
 def test_whole_frame_blocked_frames_are_in_the_summary_and_the_stats_line(switch, caplog):
-    from edge.actuation import Actuator
-    from edge.decision import Decider
+    from edge.loop.actuator import Actuator
+    from edge.decide.decider import Decider
     from edge.inference import Classifier
-    from edge.pipeline import Pipeline
+    from edge.loop.runner import Pipeline
     from tests.edge.helpers import ScriptedSource
 
     sw, pin = switch
@@ -149,10 +149,10 @@ def test_whole_frame_blocked_frames_are_in_the_summary_and_the_stats_line(switch
     classifier = Classifier(TOY_BUNDLE, num_threads=1)
     pipe = Pipeline(ScriptedSource("WWSW", clock), classifier, Decider(classifier.labels, ["weed"], 0.5),
                     Actuator(out, clock=clock), clock=clock)
-    with caplog.at_level("INFO", logger="edge.pipeline"):
+    with caplog.at_level("INFO", logger="edge.loop.runner"):
         summary = pipe.run()
     assert summary.stats["blocked_frames"] == 3
-    stats = [r.getMessage() for r in caplog.records if r.name == "edge.pipeline"][-1]
+    stats = [r.getMessage() for r in caplog.records if r.name == "edge.loop.runner"][-1]
     assert "enable switch blocked 3 spray frame(s)" in stats
 
 
@@ -242,7 +242,7 @@ def test_test_outputs_refuses_with_the_switch_off(mock_pins, tmp_path, capsys):
 
 
 def test_test_outputs_stops_when_the_switch_goes_off(switch):
-    from edge import wiring
+    from edge.app import wiring
 
     sw, pin = switch
     pin.drive_high()
@@ -293,7 +293,7 @@ def test_enable_pin_in_safety_and_moved_from_spray(tmp_path, caplog):
     ("[outputs]\nkind = 'jetson'\npins = [29]\n[safety]\ninput_kind = 'gpio'\n", "gpio"),
 ])
 def test_input_kind_comes_from_the_config(tmp_path, toml, kind):
-    from edge.inputs import input_spec
+    from edge.inputs.digital import input_spec
 
     p = tmp_path / "c.toml"
     p.write_text(toml)
@@ -387,7 +387,7 @@ def jetson(monkeypatch):
 
 @pytest.mark.parametrize("pull_up", [False, True])
 def test_jetson_input_reports_edges_like_gpiozero(jetson, pull_up):
-    from edge.inputs import InputSpec, open_input
+    from edge.inputs.digital import InputSpec, open_input
 
     on, off = (jetson.LOW, jetson.HIGH) if pull_up else (jetson.HIGH, jetson.LOW)
     jetson.levels[15] = off
@@ -407,7 +407,7 @@ def test_jetson_input_reports_edges_like_gpiozero(jetson, pull_up):
 
 
 def test_jetson_enable_switch_gates_a_jetson_output(jetson, tmp_path):
-    from edge.enable import open_enable_switch
+    from edge.inputs.enable import open_enable_switch
 
     p = tmp_path / "c.toml"
     p.write_text("[outputs]\nkind = 'jetson'\npins = [29, 31]\n[safety]\nenable_pin = 15\n")
@@ -427,7 +427,7 @@ def test_jetson_enable_switch_gates_a_jetson_output(jetson, tmp_path):
 
 
 def test_jetson_input_errors_say_what_to_do(jetson, monkeypatch):
-    from edge.inputs import InputSpec, JetsonGpioInput, open_input
+    from edge.inputs.digital import InputSpec, JetsonGpioInput, open_input
 
     with pytest.raises(OutputError, match="free GPIO-capable BOARD header pin"):
         open_input(2, spec=InputSpec(kind="jetson"))  # a power pin
@@ -442,7 +442,7 @@ def test_jetson_input_errors_say_what_to_do(jetson, monkeypatch):
 
 
 def test_gpiozero_input_missing_tells_how_to_install(monkeypatch):
-    from edge.inputs import open_input
+    from edge.inputs.digital import open_input
 
     monkeypatch.setitem(sys.modules, "gpiozero", None)
     with pytest.raises(OutputError, match="input_kind = \"jetson\""):
@@ -457,8 +457,8 @@ def test_validate_config_reports_the_enable_switch(mock_pins, tmp_path, capsys):
 
 
 def test_a_reconnecting_serial_output_is_gated_too(switch, tmp_path):
-    from edge import wiring
-    from edge.reconnect import ReconnectingOutput
+    from edge.app import wiring
+    from edge.outputs.reconnecting import ReconnectingOutput
 
     sw, pin = switch
     p = tmp_path / "c.toml"
@@ -477,8 +477,8 @@ def test_a_reconnecting_serial_output_is_gated_too(switch, tmp_path):
 
 
 def test_jetson_wheel_encoder(jetson):
-    from edge.inputs import InputSpec
-    from edge.speed import WheelEncoderSpeed
+    from edge.inputs.digital import InputSpec
+    from edge.spray.speed import WheelEncoderSpeed
 
     clock = ManualClock(start_ns=0)
     enc = WheelEncoderSpeed(33, 10.0, stale_s=2.0, clock=clock, inputs=InputSpec(kind="jetson"))

@@ -20,19 +20,19 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.actuation import Actuator
+from edge.loop.actuator import Actuator
 from edge.cli import main
-from edge.clock import ManualClock
-from edge.decision import Decider, Decision
-from edge.errors import EXIT_BUNDLE, EXIT_INTERNAL, EXIT_STALL, OutputError, SourceError
-from edge.frame import Frame
+from edge.core.clock import ManualClock
+from edge.decide.decider import Decider, Decision
+from edge.core.errors import EXIT_BUNDLE, EXIT_INTERNAL, EXIT_STALL, OutputError, SourceError
+from edge.core.frame import Frame
 from edge.inference import Classifier
 from edge.outputs import OutputUnavailable
 from edge.outputs.dryrun import DryRunOutput
 from edge.outputs.serial_out import SerialOutput
-from edge.pipeline import Pipeline
-from edge.reconnect import Backoff, ReconnectingOutput
-from edge.recorder import JsonlLog, TriggerSaver
+from edge.loop.runner import Pipeline
+from edge.outputs.reconnecting import Backoff, ReconnectingOutput
+from edge.service.records import JsonlLog, TriggerSaver
 from tests.conftest import GREEN, TOY_BUNDLE, solid
 from tests.edge.helpers import ScriptedSource, start_edge_run, stop_edge_run
 
@@ -320,8 +320,8 @@ def _spray_events(path):
 def test_scheduler_logs_no_spray_while_the_controller_is_lost(plug, tmp_path):
     """Lost mid-spray: the open valve gets a close line, the rest of its interval and any new one are
     logged as blocked (controller lost); nothing counts as opened until it is back."""
-    from edge.scheduler import SprayScheduler
-    from edge.spraylog import SprayLog
+    from edge.spray.scheduler import SprayScheduler
+    from edge.spray.spray_log import SprayLog
 
     link, plug_in, unplug = plug
     clock = ManualClock(start_ns=0)
@@ -369,8 +369,8 @@ def test_scheduler_logs_no_spray_while_the_controller_is_lost(plug, tmp_path):
 def test_a_restarted_controller_closes_the_valves_in_the_state_and_the_log(tmp_path):
     """NAK SYNC + a new handshake: the controller closed every valve, so the output says off, the
     scheduler logs the close and reopens the valve whose interval goes on (not as a switching delay)."""
-    from edge.scheduler import SprayScheduler
-    from edge.spraylog import SprayLog
+    from edge.spray.scheduler import SprayScheduler
+    from edge.spray.spray_log import SprayLog
     from tests.edge.test_serial_protocol import ControllerPeer
 
     peer = ControllerPeer(channels=2)
@@ -549,9 +549,9 @@ def test_edge_run_wiring_survives_an_unplugged_controller(plug, tmp_path):
     """The real wiring (config -> ReconnectingOutput(SerialOutput) -> pipeline) on looping
     weed images: the controller is unplugged mid-spray and plugged back in; the run goes
     on, reconnects, sprays again, and ends with everything off. Bounded real time."""
-    from edge import wiring
+    from edge.app import wiring
     from edge.config import load_config
-    from edge.notify import SdNotify, ServiceNotifier
+    from edge.service.notify import SdNotify, ServiceNotifier
 
     link, plug_in, unplug = plug
     weeds = tmp_path / "weeds"

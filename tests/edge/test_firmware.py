@@ -14,7 +14,7 @@ import pytest
 
 import edge.outputs.serial_controller as serial_controller
 import edge.outputs.serial_protocol as serial_protocol
-from edge.clock import ManualClock
+from edge.core.clock import ManualClock
 from edge.outputs import serial_protocol as proto
 from edge.outputs.serial_out import SerialOutput
 

@@ -1,6 +1,6 @@
 """Bad input, fuzzed with hypothesis: random bytes as images, random TOML configs, random
 manifests, random serial replies. Nothing may escape but the user-facing errors of
-edge/errors.py (one clear line with a fix); edge-run itself never prints a traceback."""
+edge/core/errors.py (one clear line with a fix); edge-run itself never prints a traceback."""
 
 import json
 import shutil
@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.bundle import load_bundle
+from edge.inference.bundle import load_bundle
 from edge.cli import main, one_line
 from edge.config import load_config
-from edge.errors import BundleError, ConfigError, OutputError, SourceError, WeedDetectorError
+from edge.core.errors import BundleError, ConfigError, OutputError, SourceError, WeedDetectorError
 from edge.outputs import serial_protocol as proto
 from edge.outputs.serial_out import SerialOutput
 from edge.sources.images import ImageFolderSource

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle
+from edge.inference.bundle import load_bundle
 from edge.inference import Classifier
 from edge.inference.preprocess import Preprocessor, crop_box
 from tests.conftest import BLUE, BROWN, GREEN, TOY_BUNDLE, solid
@@ -60,7 +60,7 @@ def test_quantised_input_uses_tensor_scale_and_zero_point():
 
 
 def test_import_edge_does_not_load_tensorflow():
-    code = ("import sys, edge, edge.cli, edge.pipeline, edge.inference, edge.bundle, edge.config; "
+    code = ("import sys, edge, edge.cli, edge.loop.runner, edge.inference, edge.inference.bundle, edge.config; "
             "from edge.inference import Classifier; Classifier(%r, 1); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'train')]; "
             "assert not bad, bad" % str(TOY_BUNDLE))
@@ -68,7 +68,7 @@ def test_import_edge_does_not_load_tensorflow():
 
 
 def test_runtime_chain_reports_which_runtime(monkeypatch):
-    from edge.errors import RuntimeMissingError
+    from edge.core.errors import RuntimeMissingError
     from edge.inference.runtime import runtime_info
 
     assert runtime_info().name == "ai_edge_litert"

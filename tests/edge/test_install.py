@@ -34,6 +34,6 @@ def test_installed_console_script_runs_the_default_model(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("frame ") == 3
-    where = subprocess.run([str(py), "-c", "import edge.bundle as b; print(b.load_bundle().dir)"], cwd=tmp_path,
+    where = subprocess.run([str(py), "-c", "import edge.inference.bundle as b; print(b.load_bundle().dir)"], cwd=tmp_path,
                            capture_output=True, text=True, env=env, check=True).stdout.strip()
     assert where.startswith(str(venv)), where  # from the install's share/, not the checkout

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.clock import ManualClock
-from edge.config_spray import SprayConfig
-from edge.decision import Decider
-from edge.frame import Frame
-from edge.geometry import Geometry
+from edge.core.clock import ManualClock
+from edge.spray.config import SprayConfig
+from edge.decide.decider import Decider
+from edge.core.frame import Frame
+from edge.spray.geometry import Geometry
 from edge.inference import Classifier
-from edge.lanes import LanePlanner, SprayPipeline
+from edge.loop.per_lane import LanePlanner, SprayPipeline
 from edge.outputs.dryrun import DryRunOutput
-from edge.scheduler import SprayScheduler
-from edge.speed import FixedSpeed
-from edge.spraylog import SprayLog
+from edge.spray.scheduler import SprayScheduler
+from edge.spray.speed import FixedSpeed
+from edge.spray.spray_log import SprayLog
 from tests.conftest import BROWN, GREEN, TOY_BUNDLE
 
 MS = 1_000_000
@@ -178,7 +178,7 @@ class Frames:
 
 
 def test_spray_pipeline_runs_records_lanes_and_reports_max_speed(classifier, tmp_path):
-    from edge.recorder import JsonlLog
+    from edge.service.records import JsonlLog
 
     clock, out, sched, p = make(classifier)
     src = Frames([field(()), field((1,)), field((1,)), field(())], clock)
@@ -244,7 +244,7 @@ valve_open_lag_ms = 0
 
 
 def test_validate_config_with_spray(tmp_path, capsys):
-    from edge.errors import EXIT_CONFIG
+    from edge.core.errors import EXIT_CONFIG
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n" + SPRAY_TOML)
@@ -258,7 +258,7 @@ def test_validate_config_with_spray(tmp_path, capsys):
 
 
 def test_gps_speed_and_position_go_into_the_spray_log(classifier, tmp_path):
-    from edge.speed import NmeaSpeed
+    from edge.spray.speed import NmeaSpeed
     from tests.edge.test_speed import nmea
 
     clock, out, sched, p = make(classifier, path=tmp_path / "s.jsonl")
@@ -279,7 +279,7 @@ def test_gps_speed_and_position_go_into_the_spray_log(classifier, tmp_path):
 
 
 def test_test_outputs_pulses_each_channel_in_turn(tmp_path, capsys):
-    from edge import wiring
+    from edge.app import wiring
     from edge.config import load_config
 
     clock = ManualClock(start_ns=0)
@@ -292,7 +292,7 @@ def test_test_outputs_pulses_each_channel_in_turn(tmp_path, capsys):
 
 
 def test_test_outputs_stops_on_request_with_everything_off():
-    from edge import wiring
+    from edge.app import wiring
     from edge.config import load_config
 
     clock = ManualClock(start_ns=0)
@@ -361,7 +361,7 @@ def test_enable_switch_off_nothing_sprays(classifier, tmp_path):
 
 @pytest.mark.parametrize("pull_up", [False, True])
 def test_enable_switch_on_gpio_cancels_at_once(mock_pins, pull_up):
-    from edge.enable import EnableSwitch
+    from edge.inputs.enable import EnableSwitch
 
     clock = ManualClock(start_ns=0)
     out = DryRunOutput(channels=2, clock=clock)
@@ -394,7 +394,7 @@ def test_edge_run_with_enable_switch_off(mock_pins, tmp_path, capsys):
     events = [json.loads(x) for x in slog.read_text().splitlines()]
     assert [e["why"] for e in events if e["event"] == "not_sprayed"] == ["enable switch off"] * 3
     cfg.write_text(SPRAY_TOML + "enable_pin = 17\n[outputs]\nkind = 'gpio'\npins = [17, 27, 5, 6]\n")
-    from edge.errors import EXIT_CONFIG
+    from edge.core.errors import EXIT_CONFIG
 
     assert main(["--config", str(cfg), "--images", str(d), "--model", str(TOY_BUNDLE), "-q"]) == EXIT_CONFIG
     assert "also an output pin" in capsys.readouterr().err
@@ -413,17 +413,17 @@ def test_edge_run_with_a_stopped_wheel_encoder(mock_pins, tmp_path, capsys):
 
 
 def test_openings_blocked_by_the_enable_switch_are_in_the_summary_and_stats_line(classifier, mock_pins, caplog):
-    from edge.enable import EnableSwitch
-    from edge.lanes import max_speed_line
+    from edge.inputs.enable import EnableSwitch
+    from edge.loop.per_lane import max_speed_line
 
     clock, out, sched, p = make(classifier)
     sw = EnableSwitch(22)  # off; no planner gate: the sprays were planned in the moment before it went off
     out.set_enable(sw)
     pipe = SprayPipeline(Frames([field((1,)), field((1,)), field(())], clock), classifier, p, clock=clock)
-    with caplog.at_level("INFO", logger="edge.pipeline"):
+    with caplog.at_level("INFO", logger="edge.loop.runner"):
         spray = pipe.run().stats["spray"]
     sw.close()
     assert spray["blocked"] == 1 and spray["opens"] == 0  # the two frames' strips merged into one interval
     assert "1 openings blocked by the enable switch" in max_speed_line(spray)
-    stats = [r.getMessage() for r in caplog.records if r.name == "edge.pipeline"][-1]
+    stats = [r.getMessage() for r in caplog.records if r.name == "edge.loop.runner"][-1]
     assert "enable switch blocked 1 opening(s)" in stats

@@ -8,8 +8,8 @@ import cv2
 import pytest
 
 from edge.cli import main
-from edge.clock import ManualClock
-from edge.notify import SdNotify, ServiceNotifier, status_text
+from edge.core.clock import ManualClock
+from edge.service.notify import SdNotify, ServiceNotifier, status_text
 from tests.conftest import GREEN, TOY_BUNDLE, solid
 
 
@@ -139,12 +139,12 @@ def test_a_failing_run_reports_its_error_in_the_status(systemd, tmp_path, monkey
 def test_watchdog_pings_continue_while_a_lost_camera_is_reopened(systemd):
     """The loop waits for a camera for 3.5 s (backoff 0.5 + 1 + 2): a hung-process watchdog
     of 2 s must still be fed all along (a ping every 0.5 s), and the STATUS says so."""
-    from edge.actuation import Actuator
-    from edge.decision import Decider
+    from edge.loop.actuator import Actuator
+    from edge.decide.decider import Decider
     from edge.inference import Classifier
     from edge.outputs.dryrun import DryRunOutput
-    from edge.pipeline import Pipeline
-    from edge.reconnect import Backoff
+    from edge.loop.runner import Pipeline
+    from edge.outputs.reconnecting import Backoff
     from tests.edge.test_faults import FlakyCamera
 
     path, sd = systemd
@@ -176,9 +176,9 @@ def test_watchdog_pings_continue_while_a_lost_camera_is_reopened(systemd):
 def test_gps_losses_and_reconnects_in_the_status_stats_line_and_summary(systemd, tmp_path, caplog):
     """A GPS on a pty behind a symlink (like /dev/serial/by-id/...), unplugged and plugged back in."""
     from edge.inference import Classifier
-    from edge.lanes import SprayPipeline, max_speed_line
-    from edge.reconnect import Backoff
-    from edge.speed import NmeaSpeed
+    from edge.loop.per_lane import SprayPipeline, max_speed_line
+    from edge.outputs.reconnecting import Backoff
+    from edge.spray.speed import NmeaSpeed
     from tests.edge.test_lanes import Frames, field, make
     from tests.edge.test_speed import _until, nmea
 
@@ -212,11 +212,11 @@ def test_gps_losses_and_reconnects_in_the_status_stats_line_and_summary(systemd,
             ", GPS no speed (lost 1x, reopened 1x)"]
         os.write(master, nmea("GPVTG,,T,,M,,N,3.6,K,A").encode())
         assert _until(lambda: gps.speed_kmh() == 3.6)
-        with caplog.at_level("INFO", logger="edge.pipeline"):
+        with caplog.at_level("INFO", logger="edge.loop.runner"):
             spray = pipe.run().stats["spray"]
         assert (spray["gps_losses"], spray["gps_reconnects"]) == (1, 1) and spray["planned"] == 1
         assert max_speed_line(spray).endswith(", GPS lost 1x (reopened 1x)")
-        stats = [r.getMessage() for r in caplog.records if r.name == "edge.pipeline"][-1]
+        stats = [r.getMessage() for r in caplog.records if r.name == "edge.loop.runner"][-1]
         assert stats.endswith(", GPS lost 1x, reopened 1x")
     finally:
         gps.close()

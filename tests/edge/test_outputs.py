@@ -10,8 +10,8 @@ import threading
 import pytest
 from pydantic import ValidationError
 
-from edge.clock import ManualClock
-from edge.errors import EXIT_OUTPUT, OutputError
+from edge.core.clock import ManualClock
+from edge.core.errors import EXIT_OUTPUT, OutputError
 from edge.outputs import DryRunOutput, OutputSpec, build_output
 from edge.outputs.base import Output
 

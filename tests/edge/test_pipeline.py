@@ -4,12 +4,12 @@ import threading
 
 import pytest
 
-from edge.actuation import Actuator
-from edge.clock import ManualClock
-from edge.decision import Decider
+from edge.loop.actuator import Actuator
+from edge.core.clock import ManualClock
+from edge.decide.decider import Decider
 from edge.inference import Classifier
 from edge.outputs.dryrun import DryRunOutput
-from edge.pipeline import Pipeline
+from edge.loop.runner import Pipeline
 from tests.conftest import TOY_BUNDLE
 from tests.edge.helpers import ScriptedSource
 

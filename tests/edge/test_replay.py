@@ -5,19 +5,19 @@ import json
 import numpy as np
 import pytest
 
-from edge.clock import ManualClock
-from edge.config_spray import SprayConfig
-from edge.decision import Decider
-from edge.errors import ConfigError
-from edge.frame import Frame
-from edge.geometry import Geometry
+from edge.core.clock import ManualClock
+from edge.spray.config import SprayConfig
+from edge.decide.decider import Decider
+from edge.core.errors import ConfigError
+from edge.core.frame import Frame
+from edge.spray.geometry import Geometry
 from edge.inference import Classifier
-from edge.lanes import LanePlanner, SprayPipeline
+from edge.loop.per_lane import LanePlanner, SprayPipeline
 from edge.outputs.dryrun import DryRunOutput
-from edge.replay import Plant, main, read_jsonl, read_truth, score
-from edge.scheduler import SprayScheduler
-from edge.speed import FixedSpeed
-from edge.spraylog import SprayLog
+from edge.tools.replay import Plant, main, read_jsonl, read_truth, score
+from edge.spray.scheduler import SprayScheduler
+from edge.spray.speed import FixedSpeed
+from edge.spray.spray_log import SprayLog
 from tests.conftest import BLUE, BROWN, GREEN, TOY_BUNDLE
 
 MS = 1_000_000
@@ -321,7 +321,7 @@ def test_field_pass_generator_finds_its_photos_from_any_directory(tmp_path):
 # -- a speed that varies over the pass (GPS, wheel encoder) ---------------------------------
 
 def test_odometer_logs_a_speed_line_only_when_the_speed_changes():
-    from edge.odometer import Odometer
+    from edge.spray.odometer import Odometer
 
     odo = Odometer(0, 3.6, min_change_kmh=0.1, every_s=0.5)  # 100 cm/s
     assert [odo.update(i * 100 * MS, 3.6) for i in range(20)] == [None] * 20  # a fixed speed: no line at all
@@ -389,7 +389,7 @@ class SlowingPass(Pass):
 
 
 def test_a_pass_that_slows_down_scores_its_hits_with_the_logged_speed(tmp_path):
-    from edge.speed import NmeaSpeed
+    from edge.spray.speed import NmeaSpeed
 
     classifier = Classifier(TOY_BUNDLE, num_threads=1)
     plants = [Plant(1, 200, 16), Plant(0, 290, 16), Plant(1, 330, 16, "crop")]

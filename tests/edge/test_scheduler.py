@@ -6,14 +6,14 @@ import threading
 
 import pytest
 
-from edge.clock import ManualClock
+from edge.core.clock import ManualClock
 from edge.config import load_config
-from edge.config_spray import SprayConfig
-from edge.errors import ConfigError
-from edge.geometry import Geometry, kmh_to_cm_s, max_speed
+from edge.spray.config import SprayConfig
+from edge.core.errors import ConfigError
+from edge.spray.geometry import Geometry, kmh_to_cm_s, max_speed
 from edge.outputs.dryrun import DryRunOutput
-from edge.scheduler import SprayScheduler
-from edge.spraylog import SprayLog
+from edge.spray.scheduler import SprayScheduler
+from edge.spray.spray_log import SprayLog
 
 MS = 1_000_000
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.clock import ManualClock
-from edge.errors import OutputError
+from edge.core.clock import ManualClock
+from edge.core.errors import OutputError
 from edge.outputs import OutputSpec, build_output
 from edge.outputs import serial_protocol as proto
 from edge.outputs.base import Output

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.clock import ManualClock
-from edge.errors import ConfigError, SourceError
+from edge.core.clock import ManualClock
+from edge.core.errors import ConfigError, SourceError
 from edge.sources import SourceSpec, make_source, open_source
 from edge.sources.base import FrameSource, FrameTimeout
 from edge.sources.camera import CameraSource

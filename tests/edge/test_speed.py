@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from edge.clock import ManualClock
+from edge.core.clock import ManualClock
 from edge.config import load_config
-from edge.config_spray import SprayConfig
-from edge.errors import ConfigError, SourceError
-from edge.reconnect import Backoff
-from edge.speed import FixedSpeed, NmeaSpeed, build_speed_source, parse_nmea
+from edge.spray.config import SprayConfig
+from edge.core.errors import ConfigError, SourceError
+from edge.outputs.reconnecting import Backoff
+from edge.spray.speed import FixedSpeed, NmeaSpeed, build_speed_source, parse_nmea
 
 
 def nmea(body: str) -> str:
@@ -182,7 +182,7 @@ def mock_factory():
 
 
 def test_wheel_encoder_speed(mock_factory):
-    from edge.speed import WheelEncoderSpeed
+    from edge.spray.speed import WheelEncoderSpeed
 
     clock = ManualClock()
     enc = WheelEncoderSpeed(23, cm_per_pulse=2.0, stale_s=0.5, pull_up=False, clock=clock, pin_factory=mock_factory)

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from edge.clock import ManualClock
+from edge.core.clock import ManualClock
 from edge.outputs.dryrun import DryRunOutput
-from edge.scheduler import SprayScheduler
-from edge.speed import NmeaSpeed
-from edge.spraylog import SprayLog, channel_lanes
+from edge.spray.scheduler import SprayScheduler
+from edge.spray.speed import NmeaSpeed
+from edge.spray.spray_log import SprayLog, channel_lanes
 from tests.edge.test_speed import nmea
 
 MS = 1_000_000

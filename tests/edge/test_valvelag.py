@@ -8,12 +8,12 @@ import threading
 import pytest
 
 from edge.cli import main
-from edge.clock import ManualClock
+from edge.core.clock import ManualClock
 from edge.config import load_config
-from edge.errors import EXIT_CONFIG, EXIT_OUTPUT, ConfigError
+from edge.core.errors import EXIT_CONFIG, EXIT_OUTPUT, ConfigError
 from edge.outputs import OutputBlocked
 from edge.outputs.dryrun import DryRunOutput
-from edge.valvelag import measure_valve_lag, run, strip_lag
+from edge.app.valvelag import measure_valve_lag, run, strip_lag
 
 MS = 1_000_000
 
@@ -21,7 +21,7 @@ MS = 1_000_000
 @pytest.fixture
 def gated_output(mock_pins):
     """``make(channels)`` -> (enable pin, clock, dry-run output gated by an enable switch on GPIO22, on)."""
-    from edge.enable import EnableSwitch
+    from edge.inputs.enable import EnableSwitch
 
     switches = []
 
@@ -154,7 +154,7 @@ def test_the_log_ends_with_an_end_line_whatever_stops_it(tmp_path):
 
 
 def test_test_outputs_says_on_only_for_a_channel_that_opened(gated_output, capsys):
-    from edge import wiring
+    from edge.app import wiring
 
     pin, clock, out = gated_output(2)
 
@@ -195,7 +195,7 @@ def test_run_without_a_terminal_answer_pulses_nothing(monkeypatch):
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # input() -> EOFError
     out = DryRunOutput(1)
-    from edge.errors import OutputError
+    from edge.core.errors import OutputError
 
     with pytest.raises(OutputError, match="--yes"):
         run(load_config(), 0, [10], interactive=True, output=out)
@@ -214,7 +214,7 @@ def test_strip_lag_from_marks():
 
 
 def test_strip_command(capsys):
-    from edge.valvelag import main as strip_main
+    from edge.app.valvelag import main as strip_main
 
     args = ["strip", "--speed-kmh", "1.8", "--pulses-ms", "50,100,200", "--marks-cm", "3.25,5.75,10.75"]
     assert strip_main(args) == 0

@@ -61,7 +61,7 @@ def test_weights_list(capsys):
 
 
 def test_gate_failure_exits_nonzero():
-    from edge.errors import WeedDetectorError
+    from edge.core.errors import WeedDetectorError
     from train.export import EXIT_QUANT_GATE
     from train.pipeline import RunResult
 

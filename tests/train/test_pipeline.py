@@ -64,7 +64,7 @@ def _export(trained, out: Path, **kw):
 
 @pytest.mark.slow
 def test_train_export_load_classify(trained, tmp_path):
-    from edge.bundle import load_bundle
+    from edge.inference.bundle import load_bundle
     from edge.inference import Classifier
 
     assert trained.val_probs is None  # no refit: the exported model chose its own threshold on val
@@ -109,7 +109,7 @@ def test_train_export_load_classify(trained, tmp_path):
 
 @pytest.mark.slow
 def test_failed_gate_keeps_float_as_main_model(trained, tmp_path):
-    from edge.bundle import load_bundle
+    from edge.inference.bundle import load_bundle
 
     # an impossible allowance (int8 must beat float by 100 points) forces the gate to fail
     res = _export(trained, tmp_path, max_quant_drop=-100.0)
@@ -148,7 +148,7 @@ def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny
 
 @pytest.mark.slow
 def test_threshold_command_rechooses_on_validation_and_rescores_the_same_test_split(trained, tmp_path):
-    from edge.bundle import load_bundle
+    from edge.inference.bundle import load_bundle
     from train.cli import main
     from train.pipeline import ExportConfig, export_bundle
 

@@ -1,0 +1,1 @@
+"""The building blocks every stage shares: errors with exit codes, clocks, frames, timings."""

@@ -1,0 +1,292 @@
+"""Model bundles: the contract between training and the edge.
+
+A bundle is a folder ``models/<name>/`` holding ``manifest.json`` and the model file
+(``model.tflite``, full-integer int8 with uint8 RGB input), optionally other exports of
+the same model (``variants``, e.g. ``model_float32.tflite`` for the benchmark) and the
+training report. Everything the edge needs to feed and read the model is in the
+manifest; preprocessing beyond resizing lives inside the model graph.
+
+``load_bundle`` validates the manifest and the file's sha256 here; the tensor shapes
+and dtypes are checked against the manifest when the interpreter is created
+(``edge.inference``), still before any output is energised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import site
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.core.errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_BUNDLE = "plant-seedlings-mnv2"
+ENV_MODELS_DIR = "WEED_DETECTOR_MODELS"  # extra folder searched for bundle names
+
+Quantization = Literal["int8", "float16", "float32"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: Literal[3] = 3
+    dtype: Literal["uint8", "int8", "float32"] = "uint8"
+    colour_order: Literal["RGB", "BGR"] = "RGB"
+    # How a frame whose aspect differs from the model's is fitted:
+    # centre_crop keeps the centre at full scale, stretch distorts, pad letterboxes.
+    resize: Literal["center_crop", "stretch", "pad"] = "center_crop"
+
+
+class OutputSpec(_Strict):
+    kind: Literal["probabilities", "logits"] = "probabilities"
+    dtype: Literal["uint8", "int8", "float32", "float16"] = "uint8"
+    scale: float | None = None
+    zero_point: int | None = None
+
+
+class Variant(_Strict):
+    file: str
+    sha256: str = ""
+    quantization: Quantization
+    size_bytes: int = 0
+
+
+class Manifest(_Strict):
+    format_version: int = FORMAT_VERSION
+    name: str = Field(min_length=1)
+    description: str = ""
+    untrained_demo: bool = False
+    model_file: str = "model.tflite"
+    model_sha256: str = ""
+    quantization: Quantization = "int8"
+    labels: list[str] = Field(min_length=2)
+    weed_labels: list[str]
+    crop_labels: list[str] = []
+    background_labels: list[str] = []
+    input: InputSpec
+    output: OutputSpec = OutputSpec()
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    backbone: str = ""
+    weights_source: str = ""
+    preprocessing: str = ""
+    metrics: dict[str, Any] = {}
+    variants: dict[str, Variant] = {}
+    licence: str = ""
+    attribution: str = ""
+    created: str = ""
+    training: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _labels_consistent(self) -> "Manifest":
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version} is not supported by this edge "
+                f"runtime (it reads version {FORMAT_VERSION}); upgrade weed-detector or re-export the bundle"
+            )
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels contain duplicates")
+        for field in ("weed_labels", "crop_labels", "background_labels"):
+            unknown = [x for x in getattr(self, field) if x not in self.labels]
+            if unknown:
+                raise ValueError(f"{field} names {unknown}, which are not in labels")
+        roles = [set(self.weed_labels), set(self.crop_labels), set(self.background_labels)]
+        if (roles[0] & roles[1]) or (roles[0] & roles[2]) or (roles[1] & roles[2]):
+            raise ValueError("a label is in more than one of weed_labels/crop_labels/background_labels")
+        if not self.weed_labels:
+            raise ValueError("weed_labels is empty: nothing would ever be sprayed")
+        return self
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle on disk. ``model_path`` is the file chosen (main or a variant)."""
+
+    dir: Path
+    manifest: Manifest
+    model_path: Path
+    variant: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def quantization(self) -> str:
+        if self.variant is None:
+            return self.manifest.quantization
+        return self.manifest.variants[self.variant].quantization
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def models_dirs() -> list[Path]:
+    """Folders searched for bundle names, in order.
+
+    1. ``$WEED_DETECTOR_MODELS`` if set; 2. ``models/`` of the checkout this package
+    runs from; 3. ``<prefix>/share/weed-detector/models`` where a (non-editable)
+    install puts the shipped bundles (venv/system prefix, then the user base).
+    """
+    dirs: list[Path] = []
+    env = os.environ.get(ENV_MODELS_DIR)
+    if env:
+        dirs.append(Path(env))
+    dirs.append(Path(__file__).resolve().parents[2] / "models")
+    for prefix in (sys.prefix, sys.base_prefix, site.getuserbase()):
+        d = Path(prefix) / "share" / "weed-detector" / "models"
+        if d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def available_bundles() -> dict[str, Path]:
+    """Bundle name -> folder for every bundle found in ``models_dirs()`` (first wins)."""
+    found: dict[str, Path] = {}
+    for d in models_dirs():
+        if d.is_dir():
+            for m in sorted(d.glob(f"*/{MANIFEST}")):
+                found.setdefault(m.parent.name, m.parent)
+    return found
+
+
+def resolve_bundle(path_or_name: str | os.PathLike | None) -> Path:
+    """A bundle folder from a path, a shipped bundle's name, or None (the default)."""
+    if path_or_name is None or str(path_or_name) == "":
+        path_or_name = DEFAULT_BUNDLE
+    p = Path(path_or_name).expanduser()
+    if p.is_file() and p.name == MANIFEST:
+        p = p.parent
+    if p.is_dir():
+        return p
+    if p.suffix == ".tflite":
+        raise BundleError(
+            f"--model {p} is a bare .tflite file",
+            "pass the bundle folder that holds model.tflite and manifest.json (export one with `weed-train`)",
+        )
+    found = available_bundles()
+    if str(path_or_name) in found:
+        return found[str(path_or_name)]
+    names = ", ".join(sorted(found)) or "none found"
+    raise BundleError(
+        f"model bundle '{path_or_name}' not found (not a folder; shipped bundles: {names})",
+        "pass a bundle folder with --model PATH or one of the shipped names",
+    )
+
+
+def read_manifest(folder: Path) -> Manifest:
+    mpath = folder / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(
+            f"{mpath} is missing",
+            "a bundle folder needs manifest.json beside the model; re-export it with `weed-train export`",
+        )
+    try:
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{mpath} is not valid JSON ({e})", "restore the file from the bundle or re-export it") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{mpath} must hold a JSON object", "restore the file from the bundle or re-export it")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(manifest)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (typo, or a bundle made for a newer weed-detector)"
+        raise BundleError(
+            f"{mpath}: field '{loc}': {msg}",
+            "fix that field in manifest.json or re-export the bundle with `weed-train export`",
+        ) from None
+
+
+def load_bundle(path_or_name: str | os.PathLike | None = None, variant: str | None = None, verify_hash: bool = True) -> Bundle:
+    """Find, read and validate a bundle. ``variant`` picks e.g. ``"float32"``."""
+    folder = resolve_bundle(path_or_name)
+    manifest = read_manifest(folder)
+    if variant in (None, "", manifest.quantization):
+        file, digest, chosen = manifest.model_file, manifest.model_sha256, None
+    elif variant in manifest.variants:
+        v = manifest.variants[variant]
+        file, digest, chosen = v.file, v.sha256, variant
+    else:
+        have = ", ".join([manifest.quantization, *manifest.variants]) or "none"
+        raise BundleError(f"bundle '{manifest.name}' has no '{variant}' variant (it has: {have})", "choose one of those")
+    model_path = folder / file
+    if not model_path.is_file():
+        raise BundleError(
+            f"model file {model_path} named in {folder / MANIFEST} is missing",
+            "copy the whole bundle folder again or re-export it",
+        )
+    if model_path.stat().st_size == 0:
+        raise BundleError(f"model file {model_path} is empty", "copy the whole bundle folder again or re-export it")
+    if verify_hash:
+        if not digest:
+            raise BundleError(
+                f"{folder / MANIFEST} gives no sha256 for {file}",
+                "re-export the bundle with `weed-train export` (it records the hash)",
+            )
+        actual = sha256_file(model_path)
+        if actual != digest:
+            raise BundleError(
+                f"{model_path} does not match its manifest (sha256 {actual[:12]}… != {digest[:12]}…): the file is corrupt, "
+                "truncated or from another bundle",
+                "copy the whole bundle folder again or re-export it",
+            )
+    return Bundle(dir=folder, manifest=manifest, model_path=model_path, variant=chosen)
+
+
+def write_bundle(
+    folder: str | os.PathLike,
+    manifest: Manifest,
+    model_file: str | os.PathLike,
+    variants: dict[str, str | os.PathLike] | None = None,
+) -> Path:
+    """Write a bundle: copy the model (and variants), fill in hashes, sizes and date.
+
+    ``variants`` maps a quantization name (``"float32"``, ``"float16"``) to a model file;
+    each is stored as ``model_<name>.tflite``. Returns the bundle folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    src = Path(model_file)
+    dst = folder / manifest.model_file
+    if src.resolve() != dst.resolve():
+        shutil.copyfile(src, dst)
+    vmeta: dict[str, Variant] = dict(manifest.variants)
+    for qname, vpath in (variants or {}).items():
+        vsrc = Path(vpath)
+        vdst = folder / f"model_{qname}.tflite"
+        if vsrc.resolve() != vdst.resolve():
+            shutil.copyfile(vsrc, vdst)
+        vmeta[qname] = Variant(file=vdst.name, sha256=sha256_file(vdst), quantization=qname, size_bytes=vdst.stat().st_size)
+    final = manifest.model_copy(
+        update={
+            "model_sha256": sha256_file(dst),
+            "variants": vmeta,
+            "created": manifest.created or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
+    # Round-trip through validation so a bad manifest is caught at export, not in the field.
+    final = Manifest.model_validate(final.model_dump())
+    (folder / MANIFEST).write_text(json.dumps(final.model_dump(), indent=2) + "\n", encoding="utf-8")
+    return folder

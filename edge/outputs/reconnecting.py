@@ -1,0 +1,197 @@
+"""Coming back after a device went away: exponential backoff, and an output that reconnects.
+
+- :class:`Backoff`: the delays between reconnect attempts (e.g. 0.5, 1, 2, 4 ... 10 s),
+  reset after a success. Used for the camera (by the pipeline) and the serial controller.
+- :class:`ReconnectingOutput`: wraps an output that can lose its device mid-run (the
+  serial sprayer controller unplugged). When the device stops answering, the wrapped
+  output is closed (it stops heart-beating, so the controller's own watchdog closes the
+  valves), every channel reads as off, and detection goes on; a new output is built
+  with backoff from ``maintain()`` (the pipeline calls it on every loop turn) or from the
+  next ``set(ch, True)``. Losses and reconnects are logged and counted. While it is lost,
+  ``set(ch, True)`` raises ``OutputUnavailable`` (nothing opened: the caller must not
+  count a spray), and ``off_reason(ch)`` of a channel that was on says
+  ``controller lost``.
+
+A device missing at start-up is still an ``OutputError`` (exit code 6): the first build
+happens in the constructor and is not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import WeedDetectorError
+from edge.outputs.base import Output
+from edge.outputs.channels import OutputUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """``initial_s``, then doubling (``factor``) up to ``max_s``; ``reset()`` after a success."""
+
+    def __init__(self, initial_s: float = 0.5, max_s: float = 10.0, factor: float = 2.0):
+        if not (initial_s > 0 and max_s >= initial_s and factor >= 1):
+            raise ValueError(f"backoff needs 0 < initial_s <= max_s and factor >= 1, got "
+                             f"{initial_s!r}, {max_s!r}, {factor!r}")
+        self.initial_s, self.max_s, self.factor = initial_s, max_s, factor
+        self._next = initial_s
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt (each call grows the following one)."""
+        d = self._next
+        self._next = min(self.max_s, self._next * self.factor)
+        return d
+
+    def reset(self) -> None:
+        self._next = self.initial_s
+
+
+class ReconnectingOutput:
+    """An ``Output`` whose device may vanish and come back; see the module docstring.
+
+    ``factory()`` builds the real output (every channel off) or raises
+    ``WeedDetectorError``. An output that has a ``healthy`` attribute (``SerialOutput``)
+    is treated as lost as soon as it turns False (its heartbeat failed), even between
+    switch commands.
+    """
+
+    def __init__(self, factory: Callable[[], Output], *, backoff: Backoff | None = None,
+                 clock: Clock = SYSTEM_CLOCK):
+        self._factory = factory
+        self._backoff = backoff or Backoff()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._inner: Output | None = factory()
+        self.name = self._inner.name
+        self.channels = self._inner.channels
+        self._lost_off: list[str | None] = [None] * self.channels  # "controller lost" for channels on then
+        self._next_try_ns = 0
+        self._closed = False
+        self.losses = 0
+        self.reconnects = 0
+        self.failed_attempts = 0
+
+    # -- state -----------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._inner is not None
+
+    def _healthy(self, inner: Output) -> bool:
+        return bool(getattr(inner, "healthy", True))
+
+    def _lose(self, why: object) -> None:
+        """The device is gone: close what is left (never raises) and schedule a reconnect."""
+        inner, self._inner = self._inner, None
+        if inner is None:
+            return
+        try:
+            was_on = tuple(inner.state())[: self.channels]
+        except Exception:  # the state is a cache; never let it stop the fail-safe path
+            was_on = (True,) * self.channels
+        self._lost_off = ["controller lost" if on else None for on in was_on]
+        self.losses += 1
+        log.error("%s output lost (%s): every channel counts as off; detection goes on and the output "
+                  "is reconnected with backoff", self.name, why)
+        try:
+            inner.close()
+        except Exception as e:  # the device is gone; closing it may fail too
+            log.debug("closing the lost %s output failed: %s", self.name, e)
+        self._backoff.reset()
+        self._next_try_ns = self._clock.now_ns() + int(self._backoff.next_delay() * 1e9)
+
+    def maintain(self) -> None:
+        """Notice a lost device and reconnect when the backoff allows (cheap when healthy)."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._inner is not None:
+                if not self._healthy(self._inner):
+                    self._lose("it stopped answering")
+                return
+            now = self._clock.now_ns()
+            if now < self._next_try_ns:
+                return
+            try:
+                inner = self._factory()
+            except WeedDetectorError as e:
+                self.failed_attempts += 1
+                delay = self._backoff.next_delay()
+                self._next_try_ns = now + int(delay * 1e9)
+                log.warning("%s output still unavailable (%s); next attempt in %.1f s", self.name, e.what, delay)
+                return
+            if inner.channels < self.channels:
+                inner.close()
+                self.failed_attempts += 1
+                self._next_try_ns = now + int(self._backoff.next_delay() * 1e9)
+                log.error("%s output came back with %d channels instead of %d; not using it",
+                          self.name, inner.channels, self.channels)
+                return
+            self._inner = inner
+            self.reconnects += 1
+            self._backoff.reset()
+            log.warning("%s output reconnected (every channel off); spraying resumes with the next weed",
+                        self.name)
+
+    # -- the Output protocol ---------------------------------------------------------
+    def set(self, channel: int, on: bool, max_on_s: float | None = None) -> None:
+        """``OutputUnavailable`` for ``on`` while the device is lost (or lost by this very command)."""
+        with self._lock:
+            if on:
+                self.maintain()
+            inner = self._inner
+            if inner is None:
+                if on:  # every channel is off (the controller's watchdog saw to it): nothing opened
+                    raise self._unavailable(channel, "it is lost")
+                return
+            try:
+                inner.set(channel, on, max_on_s=max_on_s)
+            except WeedDetectorError as e:
+                if self._healthy(inner):
+                    raise  # a refusal by a working device (bad channel...) is a real error
+                self._lose(e.what)
+                if on:
+                    raise self._unavailable(channel, f"it stopped answering: {e.what}") from None
+
+    def _unavailable(self, channel: int, why: str) -> OutputUnavailable:
+        return OutputUnavailable(
+            f"{self.name} channel {channel} not switched on: the controller is lost ({why}); reconnecting with "
+            "backoff", "check the controller's cable and power; spraying resumes once it answers again")
+
+    def off_reason(self, channel: int) -> str | None:
+        """Why ``channel`` last went off: ``controller lost`` while lost (or not switched on since)."""
+        with self._lock:
+            inner = self._inner
+            own = getattr(inner, "off_reason", None) if inner is not None else None
+            reason = own(channel) if callable(own) else None
+            return reason or self._lost_off[channel]
+
+    def all_off(self) -> None:
+        with self._lock:
+            if self._inner is not None:
+                self._inner.all_off()
+
+    def state(self) -> tuple[bool, ...]:
+        with self._lock:
+            if self._inner is None:
+                return (False,) * self.channels
+            return tuple(self._inner.state())[: self.channels]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            inner, self._inner = self._inner, None
+        if inner is not None:
+            inner.close()
+
+    def __enter__(self) -> "ReconnectingOutput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Running unattended: systemd notifications, the run records (frame log, saved frames), the [service] section."""

@@ -1,0 +1,421 @@
+"""One benchmark configuration, meant to run in a process of its own.
+
+``python -m edge.tools.bench.runner --spec JSON [--out FILE]`` runs one :class:`RunSpec` and
+writes one run object (see docs/benchmark.md, ``runs[]``) as JSON to FILE or stdout.
+A fresh interpreter per configuration keeps runs independent (no warm caches, no
+shared thread pools) and makes the peak memory that of this configuration alone.
+
+The pipeline run is built from the same pieces as ``edge-run`` (``edge.app.wiring``'s
+classifier, decider and source spec; ``Pipeline``; ``Actuator``; the dry-run output):
+only the frame callback that collects timings and the stop rule are the benchmark's.
+
+With a ``[spray]`` section in the config the run is edge-run's per-lane path instead
+(``edge.app.wiring.make_spray_pipeline``: ``SprayPipeline`` — tiles, one batched classify per
+frame, a decision per lane, sprays planned into the scheduler thread on the dry-run
+output), at a fixed speed, without the enable switch or the spray log; the run's
+``mode`` is ``lanes``, ``stage_names`` says what each stage covers, and ``spray`` holds
+the lane figures and the max speed computed from the measured latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+from edge.tools.bench.frames import FramesSpec, GeneratedSource
+from edge.tools.bench.stats import ratio, summarise
+from edge.tools.bench.system import loadavg, peak_rss, ru_maxrss_mib
+from edge.core.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOURCE, ConfigError, WeedDetectorError
+from edge.core.metrics import STAGES
+
+log = logging.getLogger(__name__)
+
+ROLES = ("pipeline", "naive_baseline")
+MAX_INVOKE_SAMPLES = 300
+BENCH_SPEED_KMH = 6.0  # lanes runs whose config has no fixed speed (GPS, encoder) plan at this speed
+
+# What each of edge.core.metrics.STAGES covers, per kind of run (the JSON's ``stage_names``)
+STAGE_NAMES = {
+    "frame": {"capture_wait": "capture_wait", "preprocess": "preprocess", "inference": "inference",
+              "decision": "decision", "actuation": "actuation", "end_to_end": "end_to_end"},
+    "lanes": {"capture_wait": "capture_wait", "preprocess": "tiles preprocess",
+              "inference": "tiles inference (one batch)", "decision": "tiling + lane decisions + spray planning",
+              "actuation": "actuation (scheduler thread, not in the loop)",
+              "end_to_end": "capture to sprays planned"},
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One configuration. ``bundle`` is a bundle folder or name, ``variant`` one of its
+    exports ("" = the main model). ``n_frames`` and/or ``seconds`` bound the measured
+    part (whichever ends first); ``warmup`` frames run before it and are not counted."""
+
+    role: str = "pipeline"
+    bundle: str = ""
+    variant: str = ""
+    threads: int = 2
+    frames: FramesSpec = field(default_factory=FramesSpec)
+    n_frames: Optional[int] = 300
+    seconds: Optional[float] = None
+    warmup: int = 20
+    config: Optional[str] = None  # edge-run TOML for the decision and safety settings
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ConfigError(f"unknown run role {self.role!r}", "use one of: " + ", ".join(ROLES))
+        if self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}", "use e.g. --threads 1,2,4")
+        if self.n_frames is None and self.seconds is None:
+            raise ConfigError("a run needs a length", "give --frames N or --seconds S")
+        if self.n_frames is not None and self.n_frames < 1:
+            raise ConfigError(f"--frames must be >= 1, got {self.n_frames}", "measure at least one frame")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ConfigError(f"--seconds must be > 0, got {self.seconds}", "e.g. --seconds 30")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup must be >= 0, got {self.warmup}", "e.g. --warmup 20")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        d = json.loads(text)
+        d["frames"] = FramesSpec.from_dict(d.get("frames") or {})
+        return cls(**d)
+
+
+def model_info(bundle) -> dict:
+    """The ``model`` object of a run: what exactly was measured."""
+    from edge.inference.bundle import sha256_file
+
+    m = bundle.manifest
+    inp = bundle.manifest.input
+    return {
+        "bundle": m.name,
+        "dir": str(bundle.dir),
+        "variant": bundle.quantization,
+        "file": bundle.model_path.name,
+        "size_bytes": bundle.model_path.stat().st_size,
+        "sha256": sha256_file(bundle.model_path),
+        "input": f"{inp.width}x{inp.height}",
+        "backbone": m.backbone,
+        "untrained_demo": m.untrained_demo,
+    }
+
+
+def run_id(role: str, bundle_name: str, quantization: str, threads: int) -> str:
+    kind = "naive" if role == "naive_baseline" else "pipeline"
+    return f"{bundle_name}/{kind}/{quantization}/t{threads}"
+
+
+class _Collector:
+    """The pipeline's ``on_frame``: skips the warm-up, keeps each measured frame's
+    timings, stops the run when ``seconds`` have been measured."""
+
+    def __init__(self, warmup: int, seconds: Optional[float], stop: threading.Event, source):
+        self.warmup, self.stop, self.source = warmup, stop, source
+        self.limit_ns = int(seconds * 1e9) if seconds else None
+        self.seen = 0
+        self.timings: list = []
+        self.weed_frames = 0
+        self.spray_frames = 0
+        self.t0_ns: Optional[int] = None
+        self.t_last_ns: Optional[int] = None
+        self.dropped0 = 0
+        self.counter = lambda: 0  # e.g. the classifier's invoke count, read when the measured part starts
+        self.count0 = 0
+
+    def begin(self) -> None:
+        """Called just before the pipeline runs (the measured part starts here without warm-up)."""
+        if self.warmup == 0:
+            self.t0_ns = time.perf_counter_ns()
+            self.dropped0 = self.source.dropped
+            self.count0 = self.counter()
+
+    def __call__(self, r) -> None:
+        now = time.perf_counter_ns()
+        self.seen += 1
+        if self.seen <= self.warmup:
+            if self.seen == self.warmup:
+                self.t0_ns = now
+                self.dropped0 = self.source.dropped
+                self.count0 = self.counter()
+            return
+        self.timings.append(r.timings)
+        self.weed_frames += int(r.decision.weed_frame)
+        self.spray_frames += int(r.decision.spray)
+        self.t_last_ns = now
+        if self.limit_ns is not None and now - self.t0_ns >= self.limit_ns:
+            self.stop.set()
+
+
+def _frames_overrides(spec: FramesSpec) -> dict:
+    if spec.kind == "generated":
+        return {}  # not an edge-run source: built by open_frames
+    if spec.kind == "camera":
+        o = {"kind": "camera", "camera": spec.index}
+        for k in ("width", "height", "fps"):
+            if getattr(spec, k):
+                o[k] = getattr(spec, k)
+        return o
+    return {"kind": spec.kind, "path": spec.path, "loop": True, "realtime": False}
+
+
+def open_frames(spec: FramesSpec, cfg, infer_size: tuple[int, int]):
+    """The pipeline's frame source: edge-run's own sources for video, images and
+    cameras (files looped), or generated frames."""
+    if spec.kind == "generated":
+        src = GeneratedSource(spec.width, spec.height, spec.seed)
+        src.start()
+        return src
+    from edge.sources import open_source
+    from edge.app.wiring import source_spec
+
+    return open_source(source_spec(cfg, infer_size))
+
+
+def result_skeleton(spec: RunSpec) -> dict:
+    return {
+        "id": "",
+        "role": spec.role,
+        "ok": False,
+        "error": None,
+        "exit_code": EXIT_OK,
+        "model": None,
+        "runtime": None,
+        "threads": spec.threads,
+        "warmup_frames": spec.warmup,
+        "frames": 0,
+        "duration_s": None,
+        "fps": None,
+        "dropped": 0,
+        "stopped_by": None,
+        "weed_frames": 0,
+        "spray_frames": 0,
+        "stages_ms": {s: summarise([]) for s in STAGES},
+        "raw_invoke_ms": summarise([]),
+        "e2e_over_invoke_p50": None,
+        "vs_naive": None,
+        "peak_rss_mib": None,
+        "peak_rss_source": None,
+        "ru_maxrss_mib": None,
+        "loadavg_start": None,
+        "loadavg_end": None,
+        "pid": os.getpid(),
+        "mode": "frame",
+        "stage_names": dict(STAGE_NAMES["frame"]),
+        "spray": None,
+    }
+
+
+def finish(res: dict, timings_by_stage: dict, invoke_ms: list, n: int, span_ns: Optional[int]) -> dict:
+    """Fill the measured numbers of a run (shared by the pipeline and the baseline)."""
+    res["frames"] = n
+    res["stages_ms"] = {s: summarise(timings_by_stage.get(s, [])) for s in STAGES}
+    res["raw_invoke_ms"] = summarise(invoke_ms)
+    res["e2e_over_invoke_p50"] = ratio(res["stages_ms"]["end_to_end"]["p50"], res["raw_invoke_ms"]["p50"])
+    if span_ns and span_ns > 0 and n > 0:
+        res["duration_s"] = round(span_ns / 1e9, 4)
+        res["fps"] = round(n / (span_ns / 1e9), 3)
+    res["peak_rss_mib"], res["peak_rss_source"] = peak_rss()
+    res["ru_maxrss_mib"] = ru_maxrss_mib()
+    res["loadavg_end"] = loadavg()
+    res["ok"] = n > 0
+    if n == 0:
+        res["error"] = "no frame was measured (the source ended during the warm-up?)"
+    return res
+
+
+def invoke_samples(invoke_once, n: int) -> list[float]:
+    """Milliseconds of ``n`` bare interpreter invokes on the current input (the limit)."""
+    return [invoke_once() / 1e6 for _ in range(max(1, min(n, MAX_INVOKE_SAMPLES)))]
+
+
+def bench_spray(spray):
+    """The ``[spray]`` section a lanes run uses: the config's, at a fixed speed (its own, else
+    ``BENCH_SPEED_KMH``), without an enable switch (no GPIO) or a spray log (no files)."""
+    kmh = spray.speed_kmh if spray.speed_source == "fixed" and spray.speed_kmh > 0 else BENCH_SPEED_KMH
+    return spray.model_copy(update={"speed_source": "fixed", "speed_kmh": kmh, "enable_pin": None, "log_jsonl": ""})
+
+
+def _finite(x: float) -> Optional[float]:
+    return round(x, 2) if x == x and abs(x) != float("inf") else None
+
+
+def spray_result(pipeline, original_spray, e2e_p95: Optional[float], fps: Optional[float], n: int,
+                 invokes: int) -> dict:
+    """The ``spray`` object of a lanes run: tiling, classify path, spray counts and the max
+    speed from this run's measured latency (end-to-end p95 + the scheduler's switching p95)."""
+    from edge.spray.geometry import max_speed
+    from edge.loop.per_lane import max_speed_line
+
+    planner, sched = pipeline.planner, pipeline.scheduler
+    s = planner.geometry
+    summary = sched.summary()
+    rows, tiles = planner.grid or (0, 0)
+    switch = summary.get("switch_delay_p95_ms") or 0.0
+    latency = (e2e_p95 or 0.0) + switch
+    period = 1000.0 / fps if fps else None
+    m = max_speed(s, latency, period, planner.debounce_n)
+    kmh = planner.speed.speed_kmh()
+    fixed = original_spray.speed_source == "fixed"
+    line_fields = {**summary, "max_speed_kmh": m.max_kmh, "landing_kmh": m.landing_kmh, "coverage_kmh": m.coverage_kmh,
+                   "limited_by": m.limited_by, "latency_ms": m.latency_ms, "too_slow_frames": planner.too_slow_frames,
+                   "disabled_frames": planner.disabled_frames}
+    for k in ("planned", "late", "missed", "opens", "max_on_trips"):
+        line_fields.setdefault(k, 0)
+    return {
+        "lanes": s.lanes,
+        "tile_rows": rows,
+        "tiles_per_frame": tiles,
+        "classify": pipeline.classifier.batch_mode,
+        "invokes_per_frame": round(invokes / n, 3) if n else None,
+        "speed_kmh": kmh,
+        "speed_note": "the config's fixed speed" if fixed else
+                      f"{original_spray.speed_source} speed source replaced by a fixed {kmh:g} km/h",
+        "planned": int(summary.get("planned", 0)),
+        "late": int(summary.get("late", 0)),
+        "missed": int(summary.get("missed", 0)),
+        "switch_delay_p95_ms": summary.get("switch_delay_p95_ms"),
+        "latency_ms": round(m.latency_ms, 2),
+        "frame_period_ms": round(period, 3) if period else None,
+        "max_speed_kmh": round(m.max_kmh, 2),
+        "landing_kmh": _finite(m.landing_kmh),
+        "coverage_kmh": _finite(m.coverage_kmh),
+        "limited_by": m.limited_by,
+        "max_speed_line": max_speed_line(line_fields),
+    }
+
+
+def run_pipeline(spec: RunSpec) -> dict:
+    """Run the edge pipeline for one configuration and return its run object (the per-lane
+    ``SprayPipeline`` when the config has a ``[spray]`` section)."""
+    from edge.loop.actuator import Actuator
+    from edge.config import load_config
+    from edge.outputs import OutputSpec, build_output
+    from edge.loop.runner import Pipeline
+    from edge.app.wiring import load_classifier, make_decider, make_spray_pipeline, with_spray_channels
+
+    res = result_skeleton(spec)
+    res["loadavg_start"] = loadavg()
+    cfg = load_config(spec.config, {
+        "model": {"bundle": spec.bundle, "variant": spec.variant, "threads": spec.threads},
+        "source": _frames_overrides(spec.frames),
+    })
+    original_spray = cfg.spray
+    if original_spray is not None:
+        res["mode"] = "lanes"
+        res["stage_names"] = dict(STAGE_NAMES["lanes"])
+        cfg = with_spray_channels(cfg.model_copy(update={"spray": bench_spray(original_spray)}))
+    # Always the dry-run output (a benchmark must not move valves); as many channels as configured.
+    channels = cfg.outputs.channels or len(cfg.outputs.pins) or 1
+    out_spec = OutputSpec(kind="dryrun", channels=channels, max_on_s=cfg.outputs.max_on_s)
+
+    classifier = load_classifier(cfg)
+    decider = make_decider(cfg, classifier)
+    res["id"] = run_id(spec.role, classifier.bundle.name, classifier.bundle.quantization, spec.threads)
+    res["model"] = model_info(classifier.bundle)
+    rt = classifier.runtime
+    res["runtime"] = {"name": rt.name, "version": rt.version, "delegate": rt.delegate}
+    inp = classifier.bundle.manifest.input
+    stop = threading.Event()
+    with ExitStack() as stack:
+        stack.callback(classifier.close)
+        out = build_output(out_spec)
+        stack.callback(out.close)
+        source = open_frames(spec.frames, cfg, (inp.width, inp.height))
+        stack.callback(source.close)
+        collect = _Collector(spec.warmup, spec.seconds, stop, source)
+        collect.counter = lambda: classifier.invokes
+        kw = dict(
+            stop=stop,
+            stall_timeout_s=cfg.safety.stall_timeout_s,
+            stats_interval_s=1e9,  # no periodic stats line inside a measurement
+            max_frames=spec.warmup + spec.n_frames if spec.n_frames is not None else None,
+            on_frame=collect,
+        )
+        if original_spray is not None:
+            pipeline = make_spray_pipeline(cfg, source, classifier, out, stack, **kw)
+        else:
+            pipeline = Pipeline(source, classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s), **kw)
+        collect.begin()
+        summary = pipeline.run()
+        res["stopped_by"] = summary.stopped_by
+        res["dropped"] = max(0, source.dropped - collect.dropped0)
+        n = len(collect.timings)
+        invokes = classifier.invokes - collect.count0
+        if original_spray is not None:
+            grid = pipeline.planner.grid
+            images = grid[1] if grid else 1
+            # the floor of a frame: the invoke(s) of all its tiles
+            invoke_ms = invoke_samples(lambda: classifier.invoke_only(images), n) if n else []
+        else:
+            invoke_ms = invoke_samples(classifier.invoke_only, n) if n else []
+    res["weed_frames"], res["spray_frames"] = collect.weed_frames, collect.spray_frames
+    by_stage = {s: [getattr(t, s) for t in collect.timings] for s in STAGES}
+    span = (collect.t_last_ns - collect.t0_ns) if (collect.t_last_ns and collect.t0_ns) else None
+    res = finish(res, by_stage, invoke_ms, n, span)
+    if original_spray is not None:
+        res["spray"] = spray_result(pipeline, original_spray, res["stages_ms"]["end_to_end"]["p95"], res["fps"], n,
+                                    invokes)
+    return res
+
+
+def run(spec: RunSpec) -> dict:
+    if spec.role == "naive_baseline":
+        from edge.tools.bench.baseline import run_naive
+
+        return run_naive(spec)
+    return run_pipeline(spec)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edge.tools.bench.runner",
+                                description="Run one edge-bench configuration (edge-bench starts this per configuration).")
+    p.add_argument("--spec", required=True, help="the RunSpec as JSON")
+    p.add_argument("--out", metavar="FILE", help="write the run JSON here (default: stdout)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code = EXIT_OK
+    try:
+        spec = RunSpec.from_json(args.spec)
+    except (ValueError, TypeError) as e:
+        print(f"edge-bench runner: error: --spec is not a valid RunSpec ({e})", file=sys.stderr)
+        return EXIT_INTERNAL
+    except WeedDetectorError as e:
+        print(f"edge-bench runner: error: {e}", file=sys.stderr)
+        return e.exit_code
+    try:
+        res = run(spec)
+        if not res["ok"]:
+            code = res["exit_code"] = EXIT_SOURCE
+    except WeedDetectorError as e:
+        res = result_skeleton(spec)
+        res.update(error=str(e), exit_code=e.exit_code)
+        code = e.exit_code
+    except Exception as e:  # report it in the JSON too: the parent goes on with the other configurations
+        log.exception("internal error in the benchmark run")
+        res = result_skeleton(spec)
+        res.update(error=f"internal error: {e.__class__.__name__}: {e}", exit_code=EXIT_INTERNAL)
+        code = EXIT_INTERNAL
+    text = json.dumps(res, indent=1)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        print(text)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

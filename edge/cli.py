@@ -259,17 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     interactive=False if args.yes else None, stop=stop)
         with stop_on_signals(stop):
             summary = wiring.run(cfg, stop=stop, max_frames=args.max_frames)
-        print(f"done ({summary.stopped_by}): {summary.frames} frames, {summary.weed_frames} weed frames, "
-              f"{summary.spray_frames} spraying, {summary.dropped} dropped, {summary.stalls} stalls, "
-              f"{summary.reconnects} reconnects"
-              + (f", {summary.stats['blocked_frames']} spray frames blocked by the enable switch"
-                 if summary.stats.get("blocked_frames") else "")
-              + (f", {summary.stats['unavailable_frames']} spray frames not sprayed (controller lost)"
-                 if summary.stats.get("unavailable_frames") else "") + "; all outputs off")
-        if "spray" in summary.stats:  # [spray]: per-lane timing; how fast this setup may drive
-            from edge.loop.per_lane import max_speed_line
-
-            print(max_speed_line(summary.stats["spray"]))
+        for line in summary.summary_lines():  # [spray]: also how fast this setup may drive
+            print(line)
         return EXIT_OK
     except WeedDetectorError as e:
         print(f"edge-run: error: {one_line(str(e))}", file=sys.stderr)

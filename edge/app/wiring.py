@@ -17,7 +17,7 @@ import logging
 import sys
 import threading
 from contextlib import ExitStack
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from edge.loop.actuator import Actuator
 from edge.inference.bundle import available_bundles, load_bundle
@@ -31,10 +31,19 @@ from edge.inference import Classifier
 from edge.service.notify import SdNotify, ServiceNotifier
 from edge.outputs import build_output
 from edge.outputs.base import Output
-from edge.loop.runner import FrameResult, Pipeline, RunSummary
-from edge.outputs.reconnecting import Backoff, ReconnectingOutput
+from edge.loop.processor import FrameProcessor, ProcessedFrame
+from edge.loop.runner import RunLoop
+from edge.loop.stats import RunStats
+from edge.loop.whole_frame import WholeFrameProcessor
+from edge.core.reconnect import Backoff
+from edge.outputs.reconnecting import ReconnectingOutput
 from edge.service.records import JsonlLog, TriggerSaver
 from edge.sources import SourceSpec, open_source
+from edge.sources.base import FrameSource, ReopenableSource
+from edge.sources.reconnecting import ReconnectingSource
+
+if TYPE_CHECKING:
+    from edge.loop.per_lane import LaneProcessor
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +85,7 @@ def make_decider(cfg: Config, classifier: Classifier) -> Decider:
     )
 
 
-def frame_line(r: FrameResult) -> str:
+def frame_line(r: ProcessedFrame) -> str:
     """The human line ``--print`` shows per frame."""
     name = r.frame.name or f"{r.frame.source}"
     act = "SPRAY" if r.decision.spray else ("weed?" if r.decision.weed_frame else "-")
@@ -94,20 +103,8 @@ def make_output(cfg: Config, service: ServiceConfig, enable=None) -> Output:
     return build_output(cfg.outputs, enable=enable)
 
 
-def _with_output_state(beat: Callable[[dict], None], out: Output) -> Callable[[dict], None]:
-    """Adds ``controller: ok|lost`` to the heartbeat of a reconnecting (serial) output."""
-    if not isinstance(out, ReconnectingOutput):
-        return beat
-
-    def with_state(info: dict) -> None:
-        beat({**info, "controller": "ok" if out.connected else "lost, reconnecting",
-              "controller_losses": out.losses, "controller_reconnects": out.reconnects})
-
-    return with_state
-
-
 def run(cfg: Config, stop: threading.Event | None = None, max_frames: int | None = None,
-        output: Output | None = None, notifier: ServiceNotifier | None = None) -> RunSummary:
+        output: Output | None = None, notifier: ServiceNotifier | None = None) -> RunStats:
     service = cfg.service
     if notifier is None:
         notifier = ServiceNotifier(SdNotify() if service.notify else SdNotify(env={}),
@@ -122,7 +119,7 @@ def run(cfg: Config, stop: threading.Event | None = None, max_frames: int | None
 
 
 def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: threading.Event | None,
-         max_frames: int | None, output: Output | None) -> RunSummary:
+         max_frames: int | None, output: Output | None) -> RunStats:
     classifier = load_classifier(cfg)
     decider = make_decider(cfg, classifier)
     inp = classifier.bundle.manifest.input
@@ -137,10 +134,15 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         spec = source_spec(cfg, (inp.width, inp.height))
         notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; opening {spec.describe()}")
         stack.callback(notifier.stopping, "stopping: all outputs off")
-        source = open_source(spec)
+        stop = stop or threading.Event()
+        source = reconnecting(open_source(spec), cfg, stop)
         stack.callback(source.close)
-        maintain = getattr(out, "maintain", None)
-        kw = dict(
+        if cfg.spray is not None:
+            processor: FrameProcessor = make_lane_processor(cfg, classifier, out, stack, switch=switch)
+        else:
+            processor = WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s))
+        loop = RunLoop(
+            source, processor,
             jsonl=JsonlLog(cfg.log.jsonl or None, max_bytes=int(service.log_max_mb * 1e6),
                            backups=service.log_backups),
             saver=TriggerSaver(cfg.log.save_triggers or None, cfg.log.sample_rate,
@@ -150,16 +152,21 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
             stats_interval_s=cfg.log.stats_interval_s,
             max_frames=max_frames,
             on_frame=(lambda r: print(frame_line(r), flush=True)) if cfg.log.print_frames else None,
-            heartbeat=_with_output_state(notifier.beat, out),
-            maintain=(maintain,) if callable(maintain) else (),
-            reconnect=Backoff(service.reconnect_initial_s, service.reconnect_max_s),
+            heartbeat=notifier.beat,
+            maintain=(out.maintain,),
+            controller=out.link,
             give_up_s=service.give_up_s,
         )
-        if cfg.spray is not None:
-            pipeline: Pipeline = make_spray_pipeline(cfg, source, classifier, out, stack, switch=switch, **kw)
-        else:
-            pipeline = Pipeline(source, classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s), **kw)
-        return pipeline.run()
+        return loop.run()
+
+
+def reconnecting(source: FrameSource, cfg: Config, stop: threading.Event) -> FrameSource:
+    """A live source (camera, stream, picamera2) is reopened with backoff when it fails or stays silent."""
+    if not isinstance(source, ReopenableSource) or not source.live:
+        return source
+    service = cfg.service
+    return ReconnectingSource(source, backoff=Backoff(service.reconnect_initial_s, service.reconnect_max_s),
+                              silence_s=cfg.safety.stall_timeout_s, stop=stop)
 
 
 def with_spray_channels(cfg: Config) -> Config:
@@ -169,11 +176,11 @@ def with_spray_channels(cfg: Config) -> Config:
     return cfg.model_copy(update={"outputs": cfg.outputs.model_copy(update={"channels": cfg.spray.channels_needed})})
 
 
-def make_spray_pipeline(cfg: Config, source, classifier: Classifier, out: Output, stack: ExitStack, *,
-                        switch: EnableSwitch | None = None, **kw):
+def make_lane_processor(cfg: Config, classifier: Classifier, out: Output, stack: ExitStack, *,
+                        switch: EnableSwitch | None = None) -> "LaneProcessor":
     """[spray]: per-lane decisions, sprays scheduled by a thread (closed, all off, by ``stack``)."""
+    from edge.loop.per_lane import LanePlanner, LaneProcessor
     from edge.spray.geometry import Geometry
-    from edge.loop.per_lane import LanePlanner, SprayPipeline
     from edge.spray.scheduler import SprayScheduler
     from edge.spray.speed import build_speed_source
     from edge.spray.spray_log import SprayLog, channel_lanes
@@ -184,9 +191,8 @@ def make_spray_pipeline(cfg: Config, source, classifier: Classifier, out: Output
     speed = build_speed_source(s, backoff=Backoff(cfg.service.reconnect_initial_s, cfg.service.reconnect_max_s),
                                inputs=input_spec(cfg))
     stack.callback(speed.close)
-    position = getattr(speed, "position", None)  # a GPS: lat/lon on every executed open/close
     slog = SprayLog(s.log_jsonl or None, max_bytes=int(cfg.service.log_max_mb * 1e6), backups=cfg.service.log_backups,
-                    lanes=channel_lanes(geometry.channels), position=position if callable(position) else None)
+                    lanes=channel_lanes(geometry.channels), position=speed.position)
     scheduler = SprayScheduler(out, spray_log=slog, max_on_s=s.max_on_s,
                                merge_gap_ns=geometry.open_lag_ns + geometry.close_lag_ns)
     stack.callback(scheduler.close)
@@ -202,7 +208,7 @@ def make_spray_pipeline(cfg: Config, source, classifier: Classifier, out: Output
              {"fixed": f"{s.speed_kmh:g} km/h (fixed)", "nmea": f"GPS on {s.gps_port}",
               "encoder": f"wheel encoder on GPIO{s.encoder_pin}"}[s.speed_source],
              s.valve_open_lag_ms, s.valve_close_lag_ms)
-    return SprayPipeline(source, classifier, planner, **kw)
+    return LaneProcessor(planner)
 
 
 def spray_summary(cfg: Config, out: Output) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from edge.core.errors import OutputError
 from edge.inputs.digital import InputSpec, close_input, input_spec, open_input
+from edge.outputs.base import Output
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,8 @@ def open_enable_switch(cfg: Any, stack: ExitStack | None = None, *, pin_factory:
     return switch
 
 
-def gate(output: Any, switch: EnableSwitch | None) -> Any:
+def gate(output: Output, switch: EnableSwitch | None) -> Output:
     """Make ``output`` refuse to open while ``switch`` is off (an output built elsewhere, e.g. by a test)."""
-    if switch is None:
-        return output
-    set_enable = getattr(output, "set_enable", None)
-    if not callable(set_enable):
-        raise OutputError(f"the {getattr(output, 'name', 'given')} output cannot be gated by the enable switch",
-                          "use an output from edge.outputs.build_output (every built-in backend supports it)")
-    set_enable(switch)
+    if switch is not None:
+        output.set_enable(switch)
     return output

@@ -38,6 +38,7 @@ import threading
 from typing import Callable, Protocol
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.reconnect import LinkState
 from edge.core.errors import OutputError
 
 DEFAULT_MAX_ON_S = 2.0
@@ -66,6 +67,9 @@ class OutputUnavailable(OutputError):
 
 class ChannelOutput(abc.ABC):
     """Base class of the output backends; see the module docstring."""
+
+    #: False once the device stopped answering (the serial output sets it); a lost output is not reused
+    healthy: bool = True
 
     name = "output"
 
@@ -213,6 +217,13 @@ class ChannelOutput(abc.ABC):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def maintain(self) -> None:
+        """Nothing to keep up between frames (a reconnecting output reconnects here)."""
+
+    def link(self) -> LinkState | None:
+        """None: this output is not reconnected when lost (``ReconnectingOutput`` is)."""
+        return None
 
     def __enter__(self):
         return self

@@ -1,7 +1,5 @@
-"""Coming back after a device went away: exponential backoff, and an output that reconnects.
+"""An output that reconnects after its device went away (backoff: ``edge.core.reconnect``).
 
-- :class:`Backoff`: the delays between reconnect attempts (e.g. 0.5, 1, 2, 4 ... 10 s),
-  reset after a success. Used for the camera (by the pipeline) and the serial controller.
 - :class:`ReconnectingOutput`: wraps an output that can lose its device mid-run (the
   serial sprayer controller unplugged). When the device stops answering, the wrapped
   output is closed (it stops heart-beating, so the controller's own watchdog closes the
@@ -23,38 +21,19 @@ import threading
 from typing import Callable
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.reconnect import Backoff, LinkState
 from edge.core.errors import WeedDetectorError
 from edge.outputs.base import Output
-from edge.outputs.channels import OutputUnavailable
+from edge.outputs.channels import Interlock, OutputUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class Backoff:
-    """``initial_s``, then doubling (``factor``) up to ``max_s``; ``reset()`` after a success."""
-
-    def __init__(self, initial_s: float = 0.5, max_s: float = 10.0, factor: float = 2.0):
-        if not (initial_s > 0 and max_s >= initial_s and factor >= 1):
-            raise ValueError(f"backoff needs 0 < initial_s <= max_s and factor >= 1, got "
-                             f"{initial_s!r}, {max_s!r}, {factor!r}")
-        self.initial_s, self.max_s, self.factor = initial_s, max_s, factor
-        self._next = initial_s
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt (each call grows the following one)."""
-        d = self._next
-        self._next = min(self.max_s, self._next * self.factor)
-        return d
-
-    def reset(self) -> None:
-        self._next = self.initial_s
 
 
 class ReconnectingOutput:
     """An ``Output`` whose device may vanish and come back; see the module docstring.
 
     ``factory()`` builds the real output (every channel off) or raises
-    ``WeedDetectorError``. An output that has a ``healthy`` attribute (``SerialOutput``)
+    ``WeedDetectorError``. An output whose ``healthy`` turns False (``SerialOutput``)
     is treated as lost as soon as it turns False (its heartbeat failed), even between
     switch commands.
     """
@@ -66,8 +45,10 @@ class ReconnectingOutput:
         self._clock = clock
         self._lock = threading.RLock()
         self._inner: Output | None = factory()
+        self._enable: Interlock | None = None
         self.name = self._inner.name
         self.channels = self._inner.channels
+        self.max_on_s = self._inner.max_on_s
         self._lost_off: list[str | None] = [None] * self.channels  # "controller lost" for channels on then
         self._next_try_ns = 0
         self._closed = False
@@ -81,8 +62,21 @@ class ReconnectingOutput:
         with self._lock:
             return self._inner is not None
 
-    def _healthy(self, inner: Output) -> bool:
-        return bool(getattr(inner, "healthy", True))
+    @property
+    def healthy(self) -> bool:
+        """True: a lost device is this wrapper's normal business, not a failure of the run."""
+        return True
+
+    def link(self) -> LinkState:
+        with self._lock:
+            return LinkState(self._inner is not None, self.losses, self.reconnects)
+
+    def set_enable(self, enable: Interlock | None) -> None:
+        """Gate the device's output (and every one rebuilt after a loss) by ``enable``."""
+        with self._lock:
+            self._enable = enable
+            if self._inner is not None:
+                self._inner.set_enable(enable)
 
     def _lose(self, why: object) -> None:
         """The device is gone: close what is left (never raises) and schedule a reconnect."""
@@ -110,7 +104,7 @@ class ReconnectingOutput:
             if self._closed:
                 return
             if self._inner is not None:
-                if not self._healthy(self._inner):
+                if not self._inner.healthy:
                     self._lose("it stopped answering")
                 return
             now = self._clock.now_ns()
@@ -131,6 +125,8 @@ class ReconnectingOutput:
                 log.error("%s output came back with %d channels instead of %d; not using it",
                           self.name, inner.channels, self.channels)
                 return
+            if self._enable is not None:
+                inner.set_enable(self._enable)
             self._inner = inner
             self.reconnects += 1
             self._backoff.reset()
@@ -151,7 +147,7 @@ class ReconnectingOutput:
             try:
                 inner.set(channel, on, max_on_s=max_on_s)
             except WeedDetectorError as e:
-                if self._healthy(inner):
+                if inner.healthy:
                     raise  # a refusal by a working device (bad channel...) is a real error
                 self._lose(e.what)
                 if on:
@@ -166,8 +162,7 @@ class ReconnectingOutput:
         """Why ``channel`` last went off: ``controller lost`` while lost (or not switched on since)."""
         with self._lock:
             inner = self._inner
-            own = getattr(inner, "off_reason", None) if inner is not None else None
-            reason = own(channel) if callable(own) else None
+            reason = inner.off_reason(channel) if inner is not None else None
             return reason or self._lost_off[channel]
 
     def all_off(self) -> None:

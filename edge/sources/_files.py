@@ -81,6 +81,10 @@ class FileSource:
             )
         return self._next_frame(timeout)
 
+    def link(self) -> None:
+        """None: this source does not reconnect by itself (``ReconnectingSource`` wraps it to)."""
+        return None
+
     @property
     def dropped(self) -> int:
         return self._dropped

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from edge.core.errors import SourceError
 from edge.core.frame import Frame
+from edge.core.reconnect import LinkState
 
 
 @runtime_checkable
@@ -21,6 +23,8 @@ class FrameSource(Protocol):
     - ``close()`` is idempotent; sources are context managers.
     - ``live`` is True for cameras/streams (frames are dropped when we are slow),
       False for files (every frame is returned).
+    - ``link()`` is the device's ``LinkState`` when the source reconnects by itself
+      (``edge.sources.reconnecting.ReconnectingSource``), None for the others.
     """
 
     name: str
@@ -33,6 +37,8 @@ class FrameSource(Protocol):
     @property
     def dropped(self) -> int: ...
 
+    def link(self) -> LinkState | None: ...
+
     def close(self) -> None: ...
 
     def __enter__(self): ...
@@ -40,5 +46,16 @@ class FrameSource(Protocol):
     def __exit__(self, *exc) -> None: ...
 
 
+@runtime_checkable
+class ReopenableSource(FrameSource, Protocol):
+    """A live source that can release its device and open it again (``edge.sources.live_capture``)."""
+
+    def reopen(self) -> None: ...
+
+
 class FrameTimeout(Exception):
     """No frame within the requested timeout (the source may still come back)."""
+
+
+class SourceLost(SourceError):
+    """A reconnecting source just lost its device: outputs off now; it is reopened with backoff."""

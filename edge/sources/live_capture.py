@@ -110,6 +110,10 @@ class LiveSource:
             self._dropped_before += reader.dropped
             self._next_id = reader.next_id
 
+    def link(self) -> None:
+        """None: this source does not reconnect by itself (``ReconnectingSource`` wraps it to)."""
+        return None
+
     @property
     def dropped(self) -> int:
         current = self._reader.dropped if self._reader is not None else 0

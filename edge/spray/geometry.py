@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from edge.core.tile import Tile
 from edge.spray.config import SprayConfig
 
 CM_PER_S_PER_KMH = 100_000 / 3600  # 1 km/h = 27.78 cm/s
@@ -36,26 +37,6 @@ def kmh_to_cm_s(kmh: float) -> float:
 
 def cm_s_to_kmh(cm_s: float) -> float:
     return cm_s / CM_PER_S_PER_KMH
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One cell of the image grid, in image fractions and in ground offsets."""
-
-    lane: int
-    row: int  # 0 = top of the image
-    x0: float  # fractions of the image width, left to right
-    x1: float
-    y0: float  # fractions of the image height, top to bottom
-    y1: float
-    front_cm: float  # along-travel offset of the tile's front (trailing) edge, + = ahead of the camera
-    rear_cm: float  # ... of its rear (leading) edge, nearest the nozzle
-
-    def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """(x0, x1, y0, y1) in pixels; neighbouring tiles share their edges, none is empty."""
-        px0, px1 = round(self.x0 * width), round(self.x1 * width)
-        py0, py1 = round(self.y0 * height), round(self.y1 * height)
-        return px0, max(px1, px0 + 1), py0, max(py1, py0 + 1)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ class SprayScheduler:
         self.max_on_s = max_on_s
         self.max_on_ns = int(max_on_s * 1e9)
         self.merge_gap_ns = max(0, int(merge_gap_ns))
-        out_bound = getattr(output, "max_on_s", None)
+        out_bound = output.max_on_s
         if refresh_s is None:
             refresh_s = min(0.5, out_bound / 4) if out_bound else 0.5
         self.refresh_ns = max(1_000_000, int(refresh_s * 1e9))
@@ -229,9 +229,8 @@ class SprayScheduler:
                 from self.failure
 
     def _off_reason(self, channel: int) -> str:
-        get = getattr(self.output, "off_reason", None)
         try:
-            why = get(channel) if callable(get) else None
+            why = self.output.off_reason(channel)
         except Exception:  # a reason is for the log only
             why = None
         return why or "the output switched it off"

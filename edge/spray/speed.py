@@ -10,7 +10,7 @@ not know it (no fix yet, stale reading): the caller then sprays nothing.
   warning; so does a position older than ``stale_s``, timed by the RMC sentences alone
   (a VTG carries a speed but no position, so it does not refresh the position). A port
   that fails (GPS unplugged) makes the speed unknown at once and is reopened with backoff
-  (``edge.outputs.reconnecting.Backoff``); the speed returns with the next valid sentence.
+  (``edge.core.reconnect.Backoff``); the speed returns with the next valid sentence.
   ``parse_nmea`` is the pure parser.
 - ``WheelEncoderSpeed`` (``speed_source = "encoder"``): pulses of a wheel sensor on a GPIO
   input (gpiozero); no pulses within ``stale_s`` = stopped.
@@ -28,7 +28,7 @@ from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.spray.config import SprayConfig
 from edge.core.errors import ConfigError, OutputError, SourceError
 from edge.inputs.digital import InputSpec, close_input, open_input
-from edge.outputs.reconnecting import Backoff
+from edge.core.reconnect import Backoff, LinkState
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,26 @@ class SpeedSource(Protocol):
     def speed_kmh(self) -> float | None:
         """Current travel speed in km/h, or None when unknown or stale."""
 
+    def position(self) -> tuple[float, float] | None:
+        """(lat, lon) where the source knows it (a GPS), else None."""
+
+    def link(self) -> LinkState | None:
+        """The GPS port's ``LinkState`` (it is reopened when unplugged); None for sources with no link."""
+
     def close(self) -> None: ...
 
 
-class FixedSpeed:
+class _NoPositionNoLink:
+    """For speed sources that know no position and have no link to lose."""
+
+    def position(self) -> tuple[float, float] | None:
+        return None
+
+    def link(self) -> LinkState | None:
+        return None
+
+
+class FixedSpeed(_NoPositionNoLink):
     name = "fixed"
 
     def __init__(self, kmh: float):
@@ -199,6 +215,9 @@ class NmeaSpeed:
     def connected(self) -> bool:
         return self._serial is not None
 
+    def link(self) -> LinkState:
+        return LinkState(self.connected, self.losses, self.reconnects)
+
     def _open(self) -> Any:
         try:
             import serial
@@ -284,7 +303,7 @@ class NmeaSpeed:
                 pass
 
 
-class WheelEncoderSpeed:
+class WheelEncoderSpeed(_NoPositionNoLink):
     """Speed from a wheel's pulse sensor on a GPIO input (gpiozero, imported lazily).
 
     The speed is the distance of the pulses within the last ``stale_s`` divided by the time

@@ -37,6 +37,9 @@ class ScriptedSource:
     def dropped(self):
         return 0
 
+    def link(self):
+        return None
+
     def read(self, timeout=None):
         while self.script:
             step = self.script.pop(0)

@@ -139,7 +139,8 @@ def test_whole_frame_blocked_frames_are_in_the_summary_and_the_stats_line(switch
     from edge.loop.actuator import Actuator
     from edge.decide.decider import Decider
     from edge.inference import Classifier
-    from edge.loop.runner import Pipeline
+    from edge.loop.runner import RunLoop
+    from edge.loop.whole_frame import WholeFrameProcessor
     from tests.edge.helpers import ScriptedSource
 
     sw, pin = switch
@@ -147,8 +148,9 @@ def test_whole_frame_blocked_frames_are_in_the_summary_and_the_stats_line(switch
     out = DryRunOutput(2, clock=clock)
     out.set_enable(sw)
     classifier = Classifier(TOY_BUNDLE, num_threads=1)
-    pipe = Pipeline(ScriptedSource("WWSW", clock), classifier, Decider(classifier.labels, ["weed"], 0.5),
-                    Actuator(out, clock=clock), clock=clock)
+    pipe = RunLoop(ScriptedSource("WWSW", clock),
+                   WholeFrameProcessor(classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out, clock=clock),
+                                       clock=clock), clock=clock)
     with caplog.at_level("INFO", logger="edge.loop.runner"):
         summary = pipe.run()
     assert summary.stats["blocked_frames"] == 3

@@ -30,8 +30,11 @@ from edge.inference import Classifier
 from edge.outputs import OutputUnavailable
 from edge.outputs.dryrun import DryRunOutput
 from edge.outputs.serial_out import SerialOutput
-from edge.loop.runner import Pipeline
-from edge.outputs.reconnecting import Backoff, ReconnectingOutput
+from edge.loop.runner import RunLoop
+from edge.loop.whole_frame import WholeFrameProcessor
+from edge.sources.reconnecting import ReconnectingSource
+from edge.core.reconnect import Backoff
+from edge.outputs.reconnecting import ReconnectingOutput
 from edge.service.records import JsonlLog, TriggerSaver
 from tests.conftest import GREEN, TOY_BUNDLE, solid
 from tests.edge.helpers import ScriptedSource, start_edge_run, stop_edge_run
@@ -75,13 +78,16 @@ def classifier():
     return Classifier(TOY_BUNDLE, num_threads=1)
 
 
-def make(source, clock, classifier, out=None, **kw):
+def make(source, clock, classifier, out=None, stop=None, **kw):
     out = out or DryRunOutput(channels=2, clock=clock)
     beats = []
     kw.setdefault("stall_timeout_s", 1.0)
-    p = Pipeline(source, classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out, 10.0, clock),
-                 clock=clock, stop=source.stop, heartbeat=lambda info: beats.append((clock.now_ns(), info)),
-                 reconnect=kw.pop("reconnect", Backoff(0.5, 4.0)), **kw)
+    stop = stop or source.stop
+    camera = ReconnectingSource(source, backoff=kw.pop("reconnect", Backoff(0.5, 4.0)), silence_s=kw["stall_timeout_s"],
+                                clock=clock, stop=stop)
+    p = RunLoop(camera, WholeFrameProcessor(classifier, Decider(classifier.labels, ["weed"], 0.5),
+                                            Actuator(out, 10.0, clock), clock=clock),
+                clock=clock, stop=stop, heartbeat=lambda info: beats.append((clock.now_ns(), info)), **kw)
     return p, out, beats
 
 
@@ -142,8 +148,7 @@ def test_a_live_source_that_ends_counts_as_lost(classifier):
 
     stop = threading.Event()
     cam.read = read
-    p, out, beats = make(cam, clock, classifier)
-    p.stop = stop
+    p, out, beats = make(cam, clock, classifier, stop=stop)
     summary = p.run()
     assert summary.source_losses == 1 and summary.reconnects == 1 and summary.stopped_by == "end of source"
     assert any(b["camera"] == "lost" and b["outputs"] == "0/2 on" for _, b in beats)
@@ -179,8 +184,9 @@ def test_a_real_stream_source_that_ends_is_reopened(classifier, tmp_path):
             stop.set()
 
     out = DryRunOutput(channels=1)
-    p = Pipeline(src, classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out), stop=stop,
-                 stall_timeout_s=1.0, heartbeat=beat, reconnect=Backoff(0.01, 0.02), give_up_s=20.0)
+    camera = ReconnectingSource(src, backoff=Backoff(0.01, 0.02), silence_s=1.0, stop=stop)
+    p = RunLoop(camera, WholeFrameProcessor(classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out)),
+                stop=stop, stall_timeout_s=1.0, heartbeat=beat, give_up_s=20.0)
     try:
         summary = p.run()
     finally:
@@ -298,8 +304,9 @@ def test_pipeline_keeps_detecting_while_the_controller_is_unplugged(plug, classi
     out = ReconnectingOutput(factory, backoff=Backoff(0.5, 2.0), clock=clock)
     seen = []
     src = ScriptedSource("WW!WWW!WW", clock, on_bang=bang)
-    p = Pipeline(src, classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out, 10.0, clock), clock=clock,
-                 on_frame=lambda r: seen.append(r.outputs), maintain=[out.maintain])
+    p = RunLoop(src, WholeFrameProcessor(classifier, Decider(classifier.labels, ["weed"], 0.5),
+                                         Actuator(out, 10.0, clock), clock=clock),
+                clock=clock, on_frame=lambda r: seen.append(r.outputs), maintain=[out.maintain])
     try:
         summary = p.run()  # no exception
     finally:
@@ -309,7 +316,7 @@ def test_pipeline_keeps_detecting_while_the_controller_is_unplugged(plug, classi
     assert out.losses == 1 and out.reconnects == 1
     # the 3 weed frames while it was lost did not spray: counted as such, not as spraying
     assert summary.spray_frames == 4 and summary.stats["unavailable_frames"] == 3
-    assert p.actuator.unavailable_frames == 3
+    assert p.processor.actuator.unavailable_frames == 3
     assert peers[0].ctl.pins == [False, False]
 
 

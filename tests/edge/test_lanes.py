@@ -14,7 +14,8 @@ from edge.decide.decider import Decider
 from edge.core.frame import Frame
 from edge.spray.geometry import Geometry
 from edge.inference import Classifier
-from edge.loop.per_lane import LanePlanner, SprayPipeline
+from edge.loop.per_lane import LanePlanner, LaneProcessor
+from edge.loop.runner import RunLoop
 from edge.outputs.dryrun import DryRunOutput
 from edge.spray.scheduler import SprayScheduler
 from edge.spray.speed import FixedSpeed
@@ -166,6 +167,9 @@ class Frames:
     def __init__(self, images, clock):
         self.images, self.clock, self.i = list(images), clock, 0
 
+    def link(self):
+        return None
+
     def read(self, timeout=None):
         if not self.images:
             return None
@@ -182,7 +186,7 @@ def test_spray_pipeline_runs_records_lanes_and_reports_max_speed(classifier, tmp
 
     clock, out, sched, p = make(classifier)
     src = Frames([field(()), field((1,)), field((1,)), field(())], clock)
-    pipe = SprayPipeline(src, classifier, p, clock=clock, jsonl=JsonlLog(tmp_path / "f.jsonl"))
+    pipe = RunLoop(src, LaneProcessor(p, clock=clock), clock=clock, jsonl=JsonlLog(tmp_path / "f.jsonl"))
     summary = pipe.run()
     assert summary.frames == 4 and summary.spray_frames == 2
     spray = summary.stats["spray"]
@@ -263,7 +267,7 @@ def test_gps_speed_and_position_go_into_the_spray_log(classifier, tmp_path):
 
     clock, out, sched, p = make(classifier, path=tmp_path / "s.jsonl")
     gps = NmeaSpeed("unused", clock=clock)
-    p.speed = gps
+    p.spray.speed = gps
     p.process(Frame(field((0,)), 1, clock.now_ns(), "test"))  # no fix yet: nothing sprays
     assert sched.pending(0) == []
     gps.feed(nmea("GPRMC,1,A,4807.038,N,01131.000,E,1.9438,0,230394,,,A"))  # 1.9438 kn = 3.6 km/h
@@ -330,7 +334,7 @@ def test_weed_frames_outside_the_debounce_window_do_not_count(classifier):
 @pytest.mark.parametrize("hold_ms, expect", [(0, 0), (500, 1)])
 def test_a_frame_without_weed_sprays_its_strip_only_with_a_hold(classifier, hold_ms, expect):
     clock, out, sched, p = make(classifier, debounce=(2, 3))
-    p.deciders = [Decider(classifier.labels, ["weed"], 0.5, 2, 3, hold_ms / 1000) for _ in range(4)]
+    p.decisions.deciders = [Decider(classifier.labels, ["weed"], 0.5, 2, 3, hold_ms / 1000) for _ in range(4)]
     for i, lanes in enumerate([(0,), (0,)], start=1):
         clock.advance(0.1)
         p.process(Frame(field(lanes), i, clock.now_ns(), "test"))
@@ -343,7 +347,7 @@ def test_a_frame_without_weed_sprays_its_strip_only_with_a_hold(classifier, hold
 def test_enable_switch_off_nothing_sprays(classifier, tmp_path):
     clock, out, sched, p = make(classifier, path=tmp_path / "s.jsonl")
     switch = {"on": False}
-    p.enable = lambda: switch["on"]
+    p.spray.enable = lambda: switch["on"]
     p.process(Frame(field((0,)), 1, clock.now_ns(), "test"))
     assert sched.pending(0) == [] and p.disabled_frames == 1
     switch["on"] = True
@@ -414,12 +418,12 @@ def test_edge_run_with_a_stopped_wheel_encoder(mock_pins, tmp_path, capsys):
 
 def test_openings_blocked_by_the_enable_switch_are_in_the_summary_and_stats_line(classifier, mock_pins, caplog):
     from edge.inputs.enable import EnableSwitch
-    from edge.loop.per_lane import max_speed_line
+    from edge.loop.stats import max_speed_line
 
     clock, out, sched, p = make(classifier)
     sw = EnableSwitch(22)  # off; no planner gate: the sprays were planned in the moment before it went off
     out.set_enable(sw)
-    pipe = SprayPipeline(Frames([field((1,)), field((1,)), field(())], clock), classifier, p, clock=clock)
+    pipe = RunLoop(Frames([field((1,)), field((1,)), field(())], clock), LaneProcessor(p, clock=clock), clock=clock)
     with caplog.at_level("INFO", logger="edge.loop.runner"):
         spray = pipe.run().stats["spray"]
     sw.close()

@@ -143,8 +143,10 @@ def test_watchdog_pings_continue_while_a_lost_camera_is_reopened(systemd):
     from edge.decide.decider import Decider
     from edge.inference import Classifier
     from edge.outputs.dryrun import DryRunOutput
-    from edge.loop.runner import Pipeline
-    from edge.outputs.reconnecting import Backoff
+    from edge.loop.runner import RunLoop
+    from edge.loop.whole_frame import WholeFrameProcessor
+    from edge.sources.reconnecting import ReconnectingSource
+    from edge.core.reconnect import Backoff
     from tests.edge.test_faults import FlakyCamera
 
     path, sd = systemd
@@ -163,8 +165,9 @@ def test_watchdog_pings_continue_while_a_lost_camera_is_reopened(systemd):
         return sent()
 
     notifier.notify.watchdog = watchdog
-    Pipeline(cam, clf, Decider(clf.labels, ["weed"], 0.5), Actuator(out, 10.0, clock), clock=clock, stop=cam.stop,
-             heartbeat=notifier.beat, reconnect=Backoff(0.5, 4.0)).run()
+    camera = ReconnectingSource(cam, backoff=Backoff(0.5, 4.0), clock=clock, stop=cam.stop)
+    RunLoop(camera, WholeFrameProcessor(clf, Decider(clf.labels, ["weed"], 0.5), Actuator(out, 10.0, clock), clock=clock),
+            clock=clock, stop=cam.stop, heartbeat=notifier.beat).run()
     clf.close()
     assert (pings[-1] - pings[0]) / 1e9 >= 3.5
     assert max(b - a for a, b in zip(pings, pings[1:])) / 1e9 <= 0.6  # never close to the 2 s timeout
@@ -176,8 +179,10 @@ def test_watchdog_pings_continue_while_a_lost_camera_is_reopened(systemd):
 def test_gps_losses_and_reconnects_in_the_status_stats_line_and_summary(systemd, tmp_path, caplog):
     """A GPS on a pty behind a symlink (like /dev/serial/by-id/...), unplugged and plugged back in."""
     from edge.inference import Classifier
-    from edge.loop.per_lane import SprayPipeline, max_speed_line
-    from edge.outputs.reconnecting import Backoff
+    from edge.loop.per_lane import LaneProcessor
+    from edge.loop.runner import RunLoop
+    from edge.loop.stats import max_speed_line
+    from edge.core.reconnect import Backoff
     from edge.spray.speed import NmeaSpeed
     from tests.edge.test_lanes import Frames, field, make
     from tests.edge.test_speed import _until, nmea
@@ -189,13 +194,13 @@ def test_gps_losses_and_reconnects_in_the_status_stats_line_and_summary(systemd,
     link = tmp_path / "gps"
     master, slave = os.openpty()
     link.symlink_to(os.ttyname(slave))
-    gps = planner.speed = NmeaSpeed(str(link), stale_s=60.0, clock=clock, backoff=Backoff(0.01, 0.05)).start()
+    gps = planner.spray.speed = NmeaSpeed(str(link), stale_s=60.0, clock=clock, backoff=Backoff(0.01, 0.05)).start()
     try:
         os.write(master, nmea("GPVTG,,T,,M,,N,3.6,K,A").encode())
         assert _until(lambda: gps.speed_kmh() == 3.6)
-        pipe = SprayPipeline(Frames([field((1,)), field(())], clock), classifier, planner, clock=clock)
+        pipe = RunLoop(Frames([field((1,)), field(())], clock), LaneProcessor(planner, clock=clock), clock=clock)
         notifier.beat(pipe.status())
-        assert pipe._stats_line().endswith(", GPS lost 0x, reopened 0x")
+        assert pipe.stats().line().endswith(", GPS lost 0x, reopened 0x")
         os.close(master)  # unplugged
         os.close(slave)
         link.unlink()

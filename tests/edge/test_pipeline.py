@@ -9,7 +9,8 @@ from edge.core.clock import ManualClock
 from edge.decide.decider import Decider
 from edge.inference import Classifier
 from edge.outputs.dryrun import DryRunOutput
-from edge.loop.runner import Pipeline
+from edge.loop.runner import RunLoop
+from edge.loop.whole_frame import WholeFrameProcessor
 from tests.conftest import TOY_BUNDLE
 from tests.edge.helpers import ScriptedSource
 
@@ -24,8 +25,9 @@ def make(script, classifier, stall_timeout_s=1.0, max_on_s=10.0, **kw):
     out = DryRunOutput(channels=2, clock=clock)
     src = ScriptedSource(script, clock, **kw)
     seen = []
-    p = Pipeline(src, classifier, Decider(classifier.labels, ["weed"], 0.5), Actuator(out, max_on_s, clock),
-                 clock=clock, stall_timeout_s=stall_timeout_s,
+    p = RunLoop(src, WholeFrameProcessor(classifier, Decider(classifier.labels, ["weed"], 0.5),
+                                         Actuator(out, max_on_s, clock), clock=clock),
+                clock=clock, stall_timeout_s=stall_timeout_s,
                  on_frame=lambda r: seen.append(r.outputs))
     return p, out, seen
 
@@ -42,13 +44,13 @@ def test_stall_switches_off_and_recovers(classifier):
     # weed, then 0.1 s polls: after 1 s without a frame everything is off; frames return.
     p, out, seen = make("WW" + "." * 15 + "W", classifier, stall_timeout_s=1.0)
     states = []
-    orig = p._on_timeout
+    orig = p._no_frame
 
-    def spy(last):
-        orig(last)
+    def spy():
+        orig()
         states.append(out.state())
 
-    p._on_timeout = spy
+    p._no_frame = spy
     summary = p.run()
     assert states[0] == (True, True)  # 0.1 s: not stalled yet
     assert states[-1] == (False, False)  # 1.5 s: stalled -> off

@@ -12,7 +12,8 @@ from edge.core.errors import ConfigError
 from edge.core.frame import Frame
 from edge.spray.geometry import Geometry
 from edge.inference import Classifier
-from edge.loop.per_lane import LanePlanner, SprayPipeline
+from edge.loop.per_lane import LanePlanner, LaneProcessor
+from edge.loop.runner import RunLoop
 from edge.outputs.dryrun import DryRunOutput
 from edge.tools.replay import Plant, main, read_jsonl, read_truth, score
 from edge.spray.scheduler import SprayScheduler
@@ -199,6 +200,9 @@ class Pass:
     def at_frame(self):
         """Called as each frame is taken (a GPS reports the speed here)."""
 
+    def link(self):
+        return None
+
     def read(self, timeout=None):
         if self.i >= self.n:
             return None
@@ -228,7 +232,7 @@ def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path, capsys):
     planner = LanePlanner(classifier, lambda: Decider(classifier.labels, ["weed"], 0.5), Geometry.from_config(c),
                           sched, FixedSpeed(3.6), tile_rows=2)
     canvas, top = field_canvas(plants)
-    summary = SprayPipeline(Pass(canvas, top, clock, sched, frames=46), classifier, planner, clock=clock).run()
+    summary = RunLoop(Pass(canvas, top, clock, sched, frames=46), LaneProcessor(planner, clock=clock), clock=clock).run()
     sched.close()
     assert summary.stats["spray"]["late"] == 0
     events = read_jsonl(slog, "spray log")
@@ -402,7 +406,8 @@ def test_a_pass_that_slows_down_scores_its_hits_with_the_logged_speed(tmp_path):
     planner = LanePlanner(classifier, lambda: Decider(classifier.labels, ["weed"], 0.5), Geometry.from_config(c),
                           sched, gps, tile_rows=2)
     canvas, top = field_canvas(plants)
-    summary = SprayPipeline(SlowingPass(canvas, top, clock, sched, 75, gps), classifier, planner, clock=clock).run()
+    summary = RunLoop(SlowingPass(canvas, top, clock, sched, 75, gps), LaneProcessor(planner, clock=clock),
+                      clock=clock).run()
     sched.close()
     assert summary.stats["spray"]["late"] == 0
     events = read_jsonl(slog, "spray log")

@@ -11,7 +11,7 @@ from edge.core.clock import ManualClock
 from edge.config import load_config
 from edge.spray.config import SprayConfig
 from edge.core.errors import ConfigError, SourceError
-from edge.outputs.reconnecting import Backoff
+from edge.core.reconnect import Backoff
 from edge.spray.speed import FixedSpeed, NmeaSpeed, build_speed_source, parse_nmea
 
 

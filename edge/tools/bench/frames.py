@@ -120,6 +120,9 @@ class GeneratedSource:
     def dropped(self) -> int:
         return 0
 
+    def link(self) -> None:
+        return None
+
     def close(self) -> None:
         self._closed = True
         self._pool = []

@@ -28,13 +28,17 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from edge.tools.bench.frames import FramesSpec, GeneratedSource
 from edge.tools.bench.stats import ratio, summarise
 from edge.tools.bench.system import loadavg, peak_rss, ru_maxrss_mib
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOURCE, ConfigError, WeedDetectorError
 from edge.core.metrics import STAGES
+
+if TYPE_CHECKING:
+    from edge.loop.per_lane import LaneProcessor
+    from edge.spray.config import SprayConfig
 
 log = logging.getLogger(__name__)
 
@@ -251,21 +255,18 @@ def _finite(x: float) -> Optional[float]:
     return round(x, 2) if x == x and abs(x) != float("inf") else None
 
 
-def spray_result(pipeline, original_spray, e2e_p95: Optional[float], fps: Optional[float], n: int,
-                 invokes: int) -> dict:
+def spray_result(processor: "LaneProcessor", original_spray: "SprayConfig", e2e_p95: Optional[float],
+                 fps: Optional[float], n: int, invokes: int) -> dict:
     """The ``spray`` object of a lanes run: tiling, classify path, spray counts and the max
     speed from this run's measured latency (end-to-end p95 + the scheduler's switching p95)."""
-    from edge.spray.geometry import max_speed
-    from edge.loop.per_lane import max_speed_line
+    from edge.loop.stats import max_speed_line
 
-    planner, sched = pipeline.planner, pipeline.scheduler
+    planner, sched = processor.planner, processor.scheduler
     s = planner.geometry
     summary = sched.summary()
     rows, tiles = planner.grid or (0, 0)
-    switch = summary.get("switch_delay_p95_ms") or 0.0
-    latency = (e2e_p95 or 0.0) + switch
     period = 1000.0 / fps if fps else None
-    m = max_speed(s, latency, period, planner.debounce_n)
+    m = processor.max_speed(e2e_p95 or 0.0, fps or 0.0)
     kmh = planner.speed.speed_kmh()
     fixed = original_spray.speed_source == "fixed"
     line_fields = {**summary, "max_speed_kmh": m.max_kmh, "landing_kmh": m.landing_kmh, "coverage_kmh": m.coverage_kmh,
@@ -277,7 +278,7 @@ def spray_result(pipeline, original_spray, e2e_p95: Optional[float], fps: Option
         "lanes": s.lanes,
         "tile_rows": rows,
         "tiles_per_frame": tiles,
-        "classify": pipeline.classifier.batch_mode,
+        "classify": planner.classifier.batch_mode,
         "invokes_per_frame": round(invokes / n, 3) if n else None,
         "speed_kmh": kmh,
         "speed_note": "the config's fixed speed" if fixed else
@@ -298,12 +299,14 @@ def spray_result(pipeline, original_spray, e2e_p95: Optional[float], fps: Option
 
 def run_pipeline(spec: RunSpec) -> dict:
     """Run the edge pipeline for one configuration and return its run object (the per-lane
-    ``SprayPipeline`` when the config has a ``[spray]`` section)."""
-    from edge.loop.actuator import Actuator
+    processor when the config has a ``[spray]`` section)."""
+    from edge.app.wiring import load_classifier, make_decider, make_lane_processor, with_spray_channels
     from edge.config import load_config
+    from edge.loop.actuator import Actuator
+    from edge.loop.per_lane import LaneProcessor
+    from edge.loop.runner import RunLoop
+    from edge.loop.whole_frame import WholeFrameProcessor
     from edge.outputs import OutputSpec, build_output
-    from edge.loop.runner import Pipeline
-    from edge.app.wiring import load_classifier, make_decider, make_spray_pipeline, with_spray_channels
 
     res = result_skeleton(spec)
     res["loadavg_start"] = loadavg()
@@ -343,18 +346,18 @@ def run_pipeline(spec: RunSpec) -> dict:
             max_frames=spec.warmup + spec.n_frames if spec.n_frames is not None else None,
             on_frame=collect,
         )
+        lanes: LaneProcessor | None = None
         if original_spray is not None:
-            pipeline = make_spray_pipeline(cfg, source, classifier, out, stack, **kw)
-        else:
-            pipeline = Pipeline(source, classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s), **kw)
+            lanes = make_lane_processor(cfg, classifier, out, stack)
+        processor = lanes or WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s))
         collect.begin()
-        summary = pipeline.run()
+        summary = RunLoop(source, processor, **kw).run()
         res["stopped_by"] = summary.stopped_by
         res["dropped"] = max(0, source.dropped - collect.dropped0)
         n = len(collect.timings)
         invokes = classifier.invokes - collect.count0
-        if original_spray is not None:
-            grid = pipeline.planner.grid
+        if lanes is not None:
+            grid = lanes.planner.grid
             images = grid[1] if grid else 1
             # the floor of a frame: the invoke(s) of all its tiles
             invoke_ms = invoke_samples(lambda: classifier.invoke_only(images), n) if n else []
@@ -364,8 +367,8 @@ def run_pipeline(spec: RunSpec) -> dict:
     by_stage = {s: [getattr(t, s) for t in collect.timings] for s in STAGES}
     span = (collect.t_last_ns - collect.t0_ns) if (collect.t_last_ns and collect.t0_ns) else None
     res = finish(res, by_stage, invoke_ms, n, span)
-    if original_spray is not None:
-        res["spray"] = spray_result(pipeline, original_spray, res["stages_ms"]["end_to_end"]["p95"], res["fps"], n,
+    if lanes is not None and original_spray is not None:
+        res["spray"] = spray_result(lanes, original_spray, res["stages_ms"]["end_to_end"]["p95"], res["fps"], n,
                                     invokes)
     return res
 

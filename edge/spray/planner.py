@@ -1,0 +1,120 @@
+"""From lane verdicts to planned valve intervals.
+
+Each frame is first gated (``gate``): below the minimum working speed, with the speed
+unknown, or with the enable switch off, nothing is scheduled and sprays already planned
+are cancelled (once, when the condition starts). Then each lane's verdict
+(``edge.decide.lanes``) is planned (``plan``): its sightings become valve intervals on
+the monotonic clock (``edge.spray.geometry`` -> ``edge.spray.scheduler``), a spray that
+the gate refused is logged ``not_sprayed``, and a lane with nothing to spray releases its
+valve's refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from edge.core.errors import ConfigError
+from edge.decide.lanes import LaneVerdict
+from edge.spray.geometry import Geometry, kmh_to_cm_s
+from edge.spray.scheduler import SprayScheduler
+from edge.spray.speed import SpeedSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Whether this frame may spray: the travel speed (None: too slow or unknown) and why not."""
+
+    kmh: float | None
+    go: bool
+    why: str  # the reason logged for a refused spray
+
+
+@dataclass(frozen=True)
+class Planned:
+    scheduled: int  # intervals handed to the scheduler for the lane on this frame
+    late: int  # ... of which late or missed
+
+
+class SprayPlanner:
+    """Speed and enable gate, and the scheduling of sightings; owns no thread."""
+
+    def __init__(self, geometry: Geometry, scheduler: SprayScheduler, speed: SpeedSource, *,
+                 min_speed_kmh: float = 1.0, enable: Callable[[], bool] | None = None):
+        self.geometry = geometry
+        self.scheduler = scheduler
+        self.speed = speed
+        self.min_speed_kmh = min_speed_kmh
+        self.enable = enable  # the enable switch: off -> nothing sprays
+        self._disabled = False
+        self._too_slow = False
+        self.disabled_frames = 0
+        self.too_slow_frames = 0
+        self.last_kmh: float | None = None  # the speed source's reading at the last frame (None: unknown)
+        for ch in geometry.channels:
+            if ch >= scheduler.output.channels:
+                raise ConfigError(
+                    f"[spray] maps a lane to output channel {ch} but the output has {scheduler.output.channels} "
+                    "channel(s)", "configure one output channel per nozzle (outputs.channels / outputs.pins) "
+                    "or fix [spray] lane_channels")
+
+    def gate(self) -> Gate:
+        """This frame's speed and enable switch; counts and logs the frames that may not spray."""
+        kmh = self._speed()
+        if kmh is None:
+            self.too_slow_frames += 1
+        disabled = self.enable is not None and not self.enable()
+        if disabled:
+            self.disabled_frames += 1
+            if not self._disabled:
+                self.scheduler.cancel_all("enable switch off")
+        self._disabled = disabled
+        return Gate(kmh, kmh is not None and not disabled,
+                    "enable switch off" if disabled else "speed below minimum or unknown")
+
+    def _speed(self) -> float | None:
+        kmh = self.last_kmh = self.speed.speed_kmh()
+        slow = kmh is None or kmh < self.min_speed_kmh or kmh <= 0
+        if slow and not self._too_slow:
+            if kmh is None:
+                log.warning("travel speed unknown (no GPS fix yet, or stale): nothing sprays")
+            else:
+                log.warning("travel speed %.1f km/h is below min_speed_kmh=%.1f: nothing sprays", kmh,
+                            self.min_speed_kmh)
+            self.scheduler.cancel_all("speed below minimum or unknown")
+        elif not slow and self._too_slow:
+            log.warning("travel speed %.1f km/h: spraying again", kmh)
+        self._too_slow = slow
+        return None if slow else kmh
+
+    def plan(self, verdict: LaneVerdict, frame_id: int, gate: Gate) -> Planned:
+        """Schedule a lane's sightings (or log why not, or release its valve)."""
+        channel = self.geometry.channels[verdict.lane]
+        decision = verdict.decision
+        if decision.spray and gate.go:
+            assert gate.kmh is not None
+            return self._schedule(verdict, channel, frame_id, kmh_to_cm_s(gate.kmh))
+        if decision.spray:  # too slow or switched off: counted, logged, not sprayed
+            self.scheduler.spray_log.event("not_sprayed", lane=verdict.lane, channel=channel, frame=frame_id,
+                                           why=gate.why)
+        elif not decision.weed_frame:
+            self.scheduler.release(channel)
+        return Planned(0, 0)
+
+    def _schedule(self, verdict: LaneVerdict, channel: int, frame_id: int, cm_s: float) -> Planned:
+        reason = "weed" if verdict.own_weed else "hold"
+        position = self.speed.position()  # a GPS knows where we are: lat/lon on the spray log
+        extra = {"lat": round(position[0], 7), "lon": round(position[1], 7)} if position is not None else None
+        scheduled = late = 0
+        for sighting in verdict.sightings:
+            why = reason if sighting.frame_id == frame_id else "weed (debounced)"
+            for tile in sighting.tiles:
+                open_ns, close_ns = self.geometry.tile_interval_ns(tile, sighting.t_capture_ns, cm_s)
+                outcome = self.scheduler.plan(channel, open_ns, close_ns, lane=verdict.lane,
+                                              frame_id=sighting.frame_id, reason=why, extra=extra)
+                scheduled += 1
+                late += outcome.status in ("late", "missed")
+        return Planned(scheduled, late)

@@ -236,20 +236,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_version_text())
         return EXIT_OK
     _setup_logging("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
-    from edge.app import wiring
+    from edge.app import checks, wiring
     from edge.config import load_config
 
     try:
         if args.list_models:
-            return wiring.list_models()
+            return checks.list_models()
         cfg = load_config(args.config, overrides_from_args(args))
         _setup_logging(cfg.log.level)
         if args.validate_config:
-            return wiring.validate(cfg)
+            return checks.validate(cfg)
         stop = threading.Event()
         if args.test_outputs:
             with stop_on_signals(stop):
-                return wiring.pulse_outputs(cfg, pulse_s=args.pulse_ms / 1000.0, stop=stop)
+                return checks.pulse_outputs(cfg, pulse_s=args.pulse_ms / 1000.0, stop=stop)
         if args.measure_valve_lag is not None:
             from edge.app import valvelag
 

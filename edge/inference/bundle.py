@@ -99,8 +99,10 @@ class Manifest(_Strict):
             )
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels contain duplicates")
-        for field in ("weed_labels", "crop_labels", "background_labels"):
-            unknown = [x for x in getattr(self, field) if x not in self.labels]
+        roles_of = {"weed_labels": self.weed_labels, "crop_labels": self.crop_labels,
+                    "background_labels": self.background_labels}
+        for field, names in roles_of.items():
+            unknown = [x for x in names if x not in self.labels]
             if unknown:
                 raise ValueError(f"{field} names {unknown}, which are not in labels")
         roles = [set(self.weed_labels), set(self.crop_labels), set(self.background_labels)]

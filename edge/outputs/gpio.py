@@ -78,7 +78,7 @@ class GpioOutput(PinOutput):
     def _open_pin(self, gpiozero: Any, pin: int, pin_factory: Any) -> Any:
         exc_mod = gpiozero.exc
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", getattr(exc_mod, "PinFactoryFallback", Warning))
+            warnings.simplefilter("always", exc_mod.PinFactoryFallback)
             try:
                 return gpiozero.DigitalOutputDevice(
                     pin, active_high=self.active_high, initial_value=False, pin_factory=pin_factory

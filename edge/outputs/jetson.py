@@ -34,7 +34,7 @@ def _import_jetson_gpio():
 def set_numbering(GPIO, numbering: str, purpose: str) -> None:
     """Put Jetson.GPIO in ``numbering`` ("BOARD", "BCM", ...) unless this process already chose
     another one (Jetson.GPIO has one numbering per process)."""
-    mode = getattr(GPIO, numbering)
+    mode = {"BOARD": GPIO.BOARD, "BCM": GPIO.BCM}[numbering]  # one of NUMBERINGS: checked by the callers
     GPIO.setwarnings(False)
     current = GPIO.getmode()
     if current is not None and current != mode:

@@ -39,6 +39,16 @@ class Planned:
     late: int  # ... of which late or missed
 
 
+def require_channels(geometry: Geometry, channels: int) -> None:
+    """``ConfigError`` unless the output has a channel for every lane's nozzle."""
+    highest = max(geometry.channels)
+    if highest >= channels:
+        raise ConfigError(
+            f"[spray] maps a lane to output channel {highest} but the output has {channels} "
+            "channel(s)", "configure one output channel per nozzle (outputs.channels / outputs.pins) "
+            "or fix [spray] lane_channels")
+
+
 class SprayPlanner:
     """Speed and enable gate, and the scheduling of sightings; owns no thread."""
 
@@ -54,12 +64,7 @@ class SprayPlanner:
         self.disabled_frames = 0
         self.too_slow_frames = 0
         self.last_kmh: float | None = None  # the speed source's reading at the last frame (None: unknown)
-        for ch in geometry.channels:
-            if ch >= scheduler.output.channels:
-                raise ConfigError(
-                    f"[spray] maps a lane to output channel {ch} but the output has {scheduler.output.channels} "
-                    "channel(s)", "configure one output channel per nozzle (outputs.channels / outputs.pins) "
-                    "or fix [spray] lane_channels")
+        require_channels(geometry, scheduler.output.channels)
 
     def gate(self) -> Gate:
         """This frame's speed and enable switch; counts and logs the frames that may not spray."""

@@ -244,7 +244,7 @@ def test_test_outputs_refuses_with_the_switch_off(mock_pins, tmp_path, capsys):
 
 
 def test_test_outputs_stops_when_the_switch_goes_off(switch):
-    from edge.app import wiring
+    from edge.app import checks
 
     sw, pin = switch
     pin.drive_high()
@@ -257,7 +257,7 @@ def test_test_outputs_stops_when_the_switch_goes_off(switch):
         clock.sleep(s)
 
     with pytest.raises(OutputBlocked):
-        wiring.pulse_outputs(load_config(), pulse_s=0.1, gap_s=0.1, output=out, wait=wait)
+        checks.pulse_outputs(load_config(), pulse_s=0.1, gap_s=0.1, output=out, wait=wait)
     assert [(ch, on) for _, ev, ch, on in out.events if ev in ("set", "enable switch off")] == [(0, True), (0, False)]
     assert out.closed
 

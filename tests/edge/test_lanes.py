@@ -283,12 +283,12 @@ def test_gps_speed_and_position_go_into_the_spray_log(classifier, tmp_path):
 
 
 def test_test_outputs_pulses_each_channel_in_turn(tmp_path, capsys):
-    from edge.app import wiring
+    from edge.app import checks
     from edge.config import load_config
 
     clock = ManualClock(start_ns=0)
     out = DryRunOutput(channels=3, clock=clock)
-    assert wiring.pulse_outputs(load_config(), pulse_s=0.2, gap_s=0.1, output=out, wait=clock.sleep) == 0
+    assert checks.pulse_outputs(load_config(), pulse_s=0.2, gap_s=0.1, output=out, wait=clock.sleep) == 0
     changes = [(t // MS, ch, on) for t, ev, ch, on in out.events if ev == "set"]
     assert changes == [(0, 0, True), (200, 0, False), (300, 1, True), (500, 1, False),
                        (600, 2, True), (800, 2, False)]
@@ -296,7 +296,7 @@ def test_test_outputs_pulses_each_channel_in_turn(tmp_path, capsys):
 
 
 def test_test_outputs_stops_on_request_with_everything_off():
-    from edge.app import wiring
+    from edge.app import checks
     from edge.config import load_config
 
     clock = ManualClock(start_ns=0)
@@ -307,7 +307,7 @@ def test_test_outputs_stops_on_request_with_everything_off():
         stop.set()
         clock.sleep(s)
 
-    wiring.pulse_outputs(load_config(), pulse_s=0.2, output=out, wait=wait, stop=stop)
+    checks.pulse_outputs(load_config(), pulse_s=0.2, output=out, wait=wait, stop=stop)
     assert [(ch, on) for _, ev, ch, on in out.events if ev == "set"] == [(0, True), (0, False)]
     assert out.state() == (False,) * 3
 

@@ -154,7 +154,7 @@ def test_the_log_ends_with_an_end_line_whatever_stops_it(tmp_path):
 
 
 def test_test_outputs_says_on_only_for_a_channel_that_opened(gated_output, capsys):
-    from edge.app import wiring
+    from edge.app import checks
 
     pin, clock, out = gated_output(2)
 
@@ -163,7 +163,7 @@ def test_test_outputs_says_on_only_for_a_channel_that_opened(gated_output, capsy
         clock.sleep(s)
 
     with pytest.raises(OutputBlocked):
-        wiring.pulse_outputs(load_config(), pulse_s=0.1, gap_s=0.1, output=out, wait=wait)
+        checks.pulse_outputs(load_config(), pulse_s=0.1, gap_s=0.1, output=out, wait=wait)
     printed = capsys.readouterr().out
     assert "channel 0: ON" in printed and "channel 1: ON" not in printed
 

@@ -166,11 +166,8 @@ def _frames_overrides(spec: FramesSpec) -> dict:
     if spec.kind == "generated":
         return {}  # not an edge-run source: built by open_frames
     if spec.kind == "camera":
-        o = {"kind": "camera", "camera": spec.index}
-        for k in ("width", "height", "fps"):
-            if getattr(spec, k):
-                o[k] = getattr(spec, k)
-        return o
+        o = {"kind": "camera", "camera": spec.index, "width": spec.width, "height": spec.height, "fps": spec.fps}
+        return {k: v for k, v in o.items() if v or k == "camera"}
     return {"kind": spec.kind, "path": spec.path, "loop": True, "realtime": False}
 
 

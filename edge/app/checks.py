@@ -1,0 +1,107 @@
+"""The subcommands that use a run's parts without running it: ``--validate-config``,
+``--test-outputs`` and ``--list-models``."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from contextlib import ExitStack
+from typing import Callable
+
+from edge.app.wiring import load_classifier, make_decider, source_spec, with_spray_channels
+from edge.config import Config
+from edge.core.errors import EXIT_OK, ConfigError
+from edge.inference.bundle import available_bundles, load_bundle
+from edge.inputs.enable import gate, open_enable_switch
+from edge.outputs import build_output
+from edge.outputs.base import Output
+
+
+def spray_summary(cfg: Config, out: Output) -> str:
+    """``--validate-config`` with [spray]: lanes, channels and the speed the geometry allows."""
+    from edge.spray.geometry import Geometry, max_speed
+    from edge.spray.planner import require_channels
+
+    s = cfg.spray
+    assert s is not None
+    g = Geometry.from_config(s)
+    require_channels(g, out.channels)
+    at = {ms: max_speed(g, ms).landing_kmh for ms in (50, 100)}
+    speed = {"fixed": f"fixed speed {s.speed_kmh:g} km/h", "nmea": f"GPS speed on {s.gps_port}",
+             "encoder": f"wheel-encoder speed on GPIO{s.encoder_pin}"}[s.speed_source]
+    return (f"spray: {g.lanes} lane(s) -> channels {list(g.channels)}, {speed} "
+            f"(min {s.min_speed_kmh:g}); sprays land up to {at[50]:.1f} km/h at 50 ms and {at[100]:.1f} km/h at "
+            f"100 ms from capture to valve command (edge-run prints the measured figure when it stops)")
+
+
+def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: threading.Event | None = None,
+                 output: Output | None = None, wait: Callable[[float], object] | None = None) -> int:
+    """``--test-outputs``: each channel on for ``pulse_s``, then off, in turn (priming and checking a boom).
+
+    No model, no camera. Every channel is off before, between and after the pulses, and on
+    any error or stop request (SIGINT/SIGTERM set ``stop``).
+    """
+    if not 0 < pulse_s <= 10:
+        raise ConfigError(f"--pulse-ms {pulse_s * 1000:g} is out of range", "use 1 to 10000 ms")
+    stop = stop or threading.Event()
+    wait = wait or stop.wait
+    with ExitStack() as stack:
+        switch = open_enable_switch(cfg, stack)
+        if switch is not None:
+            switch.require_on("pulse the outputs")
+        out = gate(output, switch) if output is not None else build_output(with_spray_channels(cfg).outputs,
+                                                                           enable=switch)
+        stack.callback(out.close)
+        out.all_off()
+        print(f"testing {out.name} outputs: {out.channels} channel(s), {pulse_s * 1000:g} ms each", flush=True)
+        for ch in range(out.channels):
+            if stop.is_set():
+                break
+            try:
+                out.set(ch, True, max_on_s=pulse_s + 1.0)
+                print(f"channel {ch}: ON", flush=True)  # only once it really is (the enable switch may refuse)
+                wait(pulse_s)
+            finally:
+                out.set(ch, False)
+            print(f"channel {ch}: off", flush=True)
+            if ch + 1 < out.channels and not stop.is_set():
+                wait(gap_s)
+        out.all_off()
+    print("stopped early: all outputs off" if stop.is_set() else "done: all outputs off", flush=True)
+    return EXIT_OK
+
+
+def validate(cfg: Config) -> int:
+    """``--validate-config``: config (already parsed), bundle + interpreter, output wiring."""
+    classifier = load_classifier(cfg)
+    decider = make_decider(cfg, classifier)
+    print(f"config ok; model '{classifier.bundle.name}' ({classifier.bundle.quantization}, "
+          f"{len(decider.labels)} labels, weeds: {', '.join(decider.weed_labels)}; threshold {decider.threshold:.2f}) "
+          f"runs on {classifier.runtime}")
+    classifier.close()
+    with build_output(with_spray_channels(cfg).outputs) as out:
+        print(f"outputs ok: {out.name} with {out.channels} channel(s), all off")
+        if cfg.spray is not None:
+            print(spray_summary(cfg, out))
+    with ExitStack() as stack:
+        switch = open_enable_switch(cfg, stack)
+        if switch is not None:
+            print(f"{switch.describe()}: {'on' if switch.is_on() else 'OFF now (no output opens until it is on)'}")
+    spec = source_spec(cfg)
+    print(f"source: {spec.describe()} (opened at run time)")
+    return EXIT_OK
+
+
+def list_models() -> int:
+    found = available_bundles()
+    if not found:
+        print("no model bundles found", file=sys.stderr)
+    for name, folder in found.items():
+        try:
+            m = load_bundle(folder, verify_hash=False).manifest
+            extra = " [UNTRAINED DEMO]" if m.untrained_demo else ""
+            print(f"{name}: {m.backbone} {m.input.width}x{m.input.height} {m.quantization}, "
+                  f"{len(m.labels)} labels{extra}  ({folder})")
+        except Exception as e:  # a broken bundle should not hide the others
+            print(f"{name}: unreadable ({e})  ({folder})")
+    return EXIT_OK

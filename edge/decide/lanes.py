@@ -79,8 +79,8 @@ class LaneDecisions:
         waiting = self._waiting[lane]
         sightings: tuple[Sighting, ...] = ()
         if decision.spray:
-            own = weed_tiles or (tuple(tiles) if decider.min_hold_ns > 0 else ())
-            sightings = (*waiting, Sighting(frame.t_capture_ns, frame.frame_id, own, self._seq))
+            this_frame = weed_tiles or (tuple(tiles) if decider.min_hold_ns > 0 else ())
+            sightings = (*waiting, Sighting(frame.t_capture_ns, frame.frame_id, this_frame, self._seq))
             waiting.clear()
         elif decision.weed_frame:
             waiting.append(Sighting(frame.t_capture_ns, frame.frame_id, weed_tiles, self._seq))

@@ -40,7 +40,7 @@ from edge.core.tile import Tile
 from edge.decide.decider import Decider, Decision
 from edge.decide.lanes import LaneDecisions
 from edge.inference.classifier import Classifier, Scores
-from edge.loop.processor import GpsState, ProcessorCounts
+from edge.loop.processor import GpsState, ProcessedFrame, ProcessorCounts
 from edge.spray.geometry import Geometry, MaxSpeed, max_speed
 from edge.spray.odometer import Odometer
 from edge.spray.planner import SprayPlanner
@@ -61,12 +61,10 @@ class LaneResult:
 
 
 @dataclass(frozen=True)
-class LaneFrameResult:
-    frame: Frame
-    scores: Scores  # the most weed-like tile's, with the stage times of all tiles
-    decision: Decision  # the most weed-like lane's; weed_frame / spray: any lane's
-    outputs: tuple[bool, ...]
-    timings: FrameTimings
+class LaneFrameResult(ProcessedFrame):
+    """A per-lane result: ``scores`` are the most weed-like tile's (with the stage times of all
+    tiles), ``decision`` the most weed-like lane's (weed_frame / spray: any lane's)."""
+
     lanes: tuple[LaneResult, ...]
     speed_kmh: float | None
 

@@ -3,7 +3,7 @@
 Two processors implement :class:`FrameProcessor`: ``edge.loop.whole_frame`` (one
 decision per frame, every channel together) and ``edge.loop.per_lane`` (a decision per
 lane, sprays scheduled for the moment each nozzle passes the weed). Each has its own
-result type; both satisfy :class:`ProcessedFrame`.
+result type, a :class:`ProcessedFrame`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from edge.decide.decider import Decision
 from edge.inference.classifier import Scores
 
 
-class ProcessedFrame(Protocol):
-    """One frame's outcome: what the log, the stats and ``--print`` need."""
+@dataclass(frozen=True)
+class ProcessedFrame:
+    """One frame's outcome: what the log, the stats and ``--print`` need. Each processor has
+    its own subclass (``FrameResult``, ``LaneFrameResult``)."""
 
     frame: Frame
     scores: Scores
@@ -31,9 +33,11 @@ class ProcessedFrame(Protocol):
     @property
     def sprayed(self) -> bool:
         """Whether the frame counts as spraying in the stats."""
+        raise NotImplementedError
 
     def log_fields(self) -> dict:
         """Fields this kind of result adds to the frame's JSONL line."""
+        return {}
 
 
 @dataclass(frozen=True)

@@ -12,28 +12,21 @@ from typing import Callable
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.frame import Frame
 from edge.core.metrics import FrameTimings
-from edge.decide.decider import Decider, Decision
-from edge.inference.classifier import Classifier, Scores
+from edge.decide.decider import Decider
+from edge.inference.classifier import Classifier
 from edge.loop.actuator import Actuator
-from edge.loop.processor import ProcessorCounts
+from edge.loop.processor import ProcessedFrame, ProcessorCounts
 
 
 @dataclass(frozen=True)
-class FrameResult:
-    frame: Frame
-    scores: Scores
-    decision: Decision
-    outputs: tuple[bool, ...]
-    timings: FrameTimings
+class FrameResult(ProcessedFrame):
+    """A whole-frame result: one decision for every channel."""
 
     @property
     def sprayed(self) -> bool:
         """The decision said spray AND the outputs are on (not refused by the enable switch or a lost
         controller, not latched off by the max on-time)."""
         return self.decision.spray and any(self.outputs)
-
-    def log_fields(self) -> dict:
-        return {}
 
 
 class WholeFrameProcessor:

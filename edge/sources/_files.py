@@ -16,10 +16,11 @@ from typing import Any, Optional
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import SourceError
 from edge.core.frame import Frame
+from edge.sources.base import SourceLifecycle
 from edge.sources.pacing import Pacer
 
 
-class FileSource:
+class FileSource(SourceLifecycle):
     """Base class of the sources that read files; see the module docstring.
 
     Arguments: ``path`` of the file or folder; ``loop``: start again after the last
@@ -81,27 +82,9 @@ class FileSource:
             )
         return self._next_frame(timeout)
 
-    def link(self) -> None:
-        """None: this source does not reconnect by itself (``ReconnectingSource`` wraps it to)."""
-        return None
-
     @property
     def dropped(self) -> int:
         return self._dropped
-
-    def close(self) -> None:
-        """Release what the source holds; later reads return None (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._release()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- for subclasses --------------------------------------------------------------
     def _missing_path_error(self, what: str) -> SourceError:

@@ -53,6 +53,37 @@ class ReopenableSource(FrameSource, Protocol):
     def reopen(self) -> None: ...
 
 
+class SourceLifecycle:
+    """What every built-in source shares: an idempotent ``close()`` that calls ``_release()``
+    once, the context manager (``with`` starts and closes), and no link of its own."""
+
+    _closed = False
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def link(self) -> LinkState | None:
+        """None: this source does not reconnect by itself (``ReconnectingSource`` wraps it to)."""
+        return None
+
+    def close(self) -> None:
+        """Release what the source holds; later reads return None (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class FrameTimeout(Exception):
     """No frame within the requested timeout (the source may still come back)."""
 

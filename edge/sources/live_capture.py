@@ -13,12 +13,13 @@ from typing import Any, Callable, Optional, Tuple
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import SourceError
 from edge.core.frame import Frame
+from edge.sources.base import SourceLifecycle
 from edge.sources.latest import LatestFrameReader
 
 log = logging.getLogger(__name__)
 
 
-class LiveSource:
+class LiveSource(SourceLifecycle):
     """Base class: a live device read by the latest-frame reader (newest wins).
 
     Subclasses implement ``_open_device() -> (grab, release)`` (see
@@ -110,28 +111,14 @@ class LiveSource:
             self._dropped_before += reader.dropped
             self._next_id = reader.next_id
 
-    def link(self) -> None:
-        """None: this source does not reconnect by itself (``ReconnectingSource`` wraps it to)."""
-        return None
-
     @property
     def dropped(self) -> int:
         current = self._reader.dropped if self._reader is not None else 0
         return self._dropped_before + current
 
-    def close(self) -> None:
-        """Stop the reader thread and release the device (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """Stop the reader thread and release the device (``close()``, idempotent)."""
         self._stop_reader()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class LiveCaptureSource(LiveSource):

@@ -26,11 +26,21 @@ class FrameTimings:
         return {k: round(getattr(self, k), 3) for k in STAGES}
 
 
-def percentiles(values, qs=(50, 95, 99)) -> dict[str, float]:
-    if len(values) == 0:
-        return {f"p{q}": float("nan") for q in qs}
+def percentile(values, q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``values``; nan when there are none.
+
+    The one definition every latency figure uses (the stats line, the service status, the
+    scheduler's switching delay, edge-bench): numpy's default, linear interpolation
+    between the closest ranks.
+    """
     arr = np.asarray(values, dtype=np.float64)
-    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
+    return float(np.percentile(arr, q)) if arr.size else float("nan")
+
+
+def percentiles(values, qs=(50, 95, 99)) -> dict[str, float]:
+    """``{"p50": ..., "p95": ..., "p99": ...}`` (one ``percentile`` per ``q`` in ``qs``)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{q}": percentile(arr, q) for q in qs}
 
 
 @dataclass

@@ -23,7 +23,6 @@ enable switch going off. Timing comes from an injectable ``Clock``; tests use a
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -34,9 +33,8 @@ from typing import Callable, Sequence
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import EXIT_OK, ConfigError, OutputError
-from edge.outputs.base import Output
-from edge.outputs.channels import OutputBlocked
-from edge.service.records import wall_time
+from edge.core.jsonl import JsonlWriter, wall_time
+from edge.outputs.channels import ChannelOutput, Interlock, OutputBlocked
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ def parse_pulses(text: str) -> tuple[float, ...]:
     return values
 
 
-def measure_valve_lag(output: Output, channel: int, pulses_ms: Sequence[float] = DEFAULT_PULSES_MS, *,
+def measure_valve_lag(output: ChannelOutput, channel: int, pulses_ms: Sequence[float] = DEFAULT_PULSES_MS, *,
                       repeats: int = 3, gap_ms: float = 1500.0, clock: Clock = SYSTEM_CLOCK,
                       wait: Callable[[float], object] | None = None, stop: threading.Event | None = None,
                       log_path: str | Path | None = None, prompt: Callable[[str], object] | None = None,
@@ -109,86 +107,30 @@ def measure_valve_lag(output: Output, channel: int, pulses_ms: Sequence[float] =
 
     ``wait(seconds)`` waits (default: ``stop.wait``, so a signal ends the wait at once);
     ``prompt(text)`` (e.g. ``input``) is called once before the first pulse, None = start at
-    once. Raises ``OutputBlocked`` if the enable switch goes off (everything is off then);
-    a pulse it cut short is logged with ``"cut": true`` and the length it really had. The
-    log's ``end`` line is written whatever happened.
+    once. Raises ``OutputBlocked`` if the enable switch gating ``output`` (``output.enable``)
+    goes off (everything is off then); a pulse it cut short is logged with ``"cut": true``
+    and the length it really had. The log's ``end`` line is written whatever happened.
     """
     _check(output, channel, pulses_ms, repeats, gap_ms)
     stop = stop or threading.Event()
     wait = wait or stop.wait
-    n = len(pulses_ms) * repeats
-    total_s = (sum(pulses_ms) * repeats + gap_ms * (n - 1)) / 1000.0
     pulses: list[LagPulse] = []
     with ExitStack() as stack:
-        sink = None
-        if log_path:
-            try:
-                sink = stack.enter_context(open(log_path, "a", encoding="utf-8", buffering=1))
-            except OSError as e:
-                raise ConfigError(f"cannot write the valve-lag log {str(log_path)!r}: {e.strerror or e}",
-                                  "give a writable path with --lag-log") from None
-
-        def emit(event: str, **fields) -> None:
-            if sink is not None:
-                sink.write(json.dumps({"event": event, "t_mono_ns": clock.now_ns(), "wall": wall_time(), **fields})
-                           + "\n")
-
+        lag_log = stack.enter_context(_LagLog(log_path, clock))
         stack.callback(output.all_off)
         output.all_off()
-        say(PROCEDURE.format(channel=channel, pulses=", ".join(f"{p:g}" for p in pulses_ms), repeats=repeats,
-                             gap=gap_ms, count=n, total=total_s, where=f" {log_path}" if log_path else
-                             " (add --lag-log PATH to keep them)"))
-        if prompt is not None:
-            answer = prompt("Start filming / the strip, then press Enter to pulse (q + Enter cancels): ")
-            if str(answer or "").strip().lower().startswith("q"):
-                stop.set()
-        emit("start", output=getattr(output, "name", "?"), channel=channel, pulses_ms=list(pulses_ms),
-             repeats=repeats, gap_ms=gap_ms)
-        # the enable switch going off closes the valve at once (the output's own listener): note when
-        cut_at: list[int] = []
-        switch = getattr(output, "enable", None)
-        if switch is not None and callable(getattr(switch, "add_off_listener", None)):
-            def on_switch_off() -> None:
-                cut_at.append(clock.now_ns())
-                stop.set()  # the measurement stops; a default wait() ends at once
-
-            switch.add_off_listener(on_switch_off)
-            stack.callback(switch.remove_off_listener, on_switch_off)
-        what = getattr(switch, "describe", lambda: "enable switch")()
-
-        def switched_off() -> None:  # raised here, as the output would refuse the next pulse
-            if cut_at:
-                raise OutputBlocked(f"{output.name} channel {channel} not switched on: the {what} is off",
-                                    "switch it on and measure again")
-
-        seq = 0
+        if not _announce(channel, pulses_ms, repeats, gap_ms, log_path, prompt, say):
+            stop.set()
+        lag_log.emit("start", output=output.name, channel=channel, pulses_ms=list(pulses_ms), repeats=repeats,
+                     gap_ms=gap_ms)
+        switch = stack.enter_context(_SwitchWatch(output.enable, clock, stop))
         why: str | None = None
         try:
-            for rep in range(1, repeats + 1):
-                for p_ms in pulses_ms:
-                    switched_off()
-                    if stop.is_set():
-                        break
-                    if seq:
-                        wait(gap_ms / 1000.0)
-                        switched_off()
-                        if stop.is_set():
-                            break
-                    seq += 1
-                    pulse = _pulse(output, channel, p_ms, seq, rep, clock, wait, cut_at)
-                    pulses.append(pulse)
-                    emit(**pulse.record())
-                    say(f"pulse {seq:3d}/{n}: channel {channel} {p_ms:7.1f} ms asked, {pulse.commanded_ms:8.3f} ms "
-                        f"commanded (on command took {pulse.on_latency_ms:.3f} ms)  {pulse.wall}"
-                        + ("  CUT SHORT: the valve closed before the off command" if pulse.cut else ""))
-                    if pulse.cut:
-                        raise OutputBlocked(
-                            f"pulse {seq} on channel {channel} was cut after {pulse.commanded_ms:.1f} ms of "
-                            f"{p_ms:g}: the {what} went off",
-                            "switch it on and measure again (the cut pulse is marked \"cut\" in the log)")
+            _pulse_series(output, channel, pulses_ms, repeats, gap_ms, clock, wait, stop, switch, lag_log, say,
+                          pulses)
         except OutputBlocked as e:
             why = "enable switch off"
-            emit("stopped", reason=why)
+            lag_log.emit("stopped", reason=why)
             say(f"stopped: {e.what}; all outputs off")
             raise
         except BaseException as e:
@@ -198,17 +140,114 @@ def measure_valve_lag(output: Output, channel: int, pulses_ms: Sequence[float] =
             try:
                 output.all_off()
             finally:
-                emit("end", pulses=len(pulses), stopped=stop.is_set() or why is not None,
-                     **({"reason": why} if why else {}))
+                lag_log.emit("end", pulses=len(pulses), stopped=stop.is_set() or why is not None,
+                             **({"reason": why} if why else {}))
     say(("stopped early" if stop.is_set() else "done") + f": {len(pulses)} pulse(s), all outputs off")
     return pulses
 
 
-def _check(output: Output, channel: int, pulses_ms: Sequence[float], repeats: int, gap_ms: float) -> None:
+class _LagLog:
+    """The valve-lag log (``--lag-log``): ``start``, a ``pulse`` line per pulse, ``stopped``, ``end``;
+    every line has ``event``, ``t_mono_ns`` and ``wall``. No path: nothing is written."""
+
+    def __init__(self, path: str | Path | None, clock: Clock):
+        try:
+            self._out = JsonlWriter(path or None, what="valve-lag log", goes_on="the measurement goes on without it",
+                                    logger=log, strict=True)
+        except OSError as e:
+            raise ConfigError(f"cannot write the valve-lag log {str(path)!r}: {e.strerror or e}",
+                              "give a writable path with --lag-log") from None
+        self._clock = clock
+
+    def emit(self, event: str, **fields) -> None:
+        self._out.write({"event": event, "t_mono_ns": self._clock.now_ns(), "wall": wall_time(), **fields})
+
+    def __enter__(self) -> "_LagLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._out.close()
+
+
+def _announce(channel: int, pulses_ms: Sequence[float], repeats: int, gap_ms: float, log_path: str | Path | None,
+              prompt: Callable[[str], object] | None, say: Callable[[str], object]) -> bool:
+    """Say what is about to happen and, with ``prompt``, wait for the go; False: the operator cancelled."""
+    n = len(pulses_ms) * repeats
+    total_s = (sum(pulses_ms) * repeats + gap_ms * (n - 1)) / 1000.0
+    say(PROCEDURE.format(channel=channel, pulses=", ".join(f"{p:g}" for p in pulses_ms), repeats=repeats,
+                         gap=gap_ms, count=n, total=total_s, where=f" {log_path}" if log_path else
+                         " (add --lag-log PATH to keep them)"))
+    if prompt is None:
+        return True
+    answer = prompt("Start filming / the strip, then press Enter to pulse (q + Enter cancels): ")
+    return not str(answer or "").strip().lower().startswith("q")
+
+
+class _SwitchWatch:
+    """Notes when the enable switch gating the output goes off (the output's own listener closes
+    the valve at once) and ends the measurement then. ``switch`` None: no switch, nothing to watch."""
+
+    def __init__(self, switch: Interlock | None, clock: Clock, stop: threading.Event):
+        self._switch = switch
+        self._clock = clock
+        self._stop = stop
+        self.what = switch.describe() if switch is not None else "enable switch"
+        self.cut_at: list[int] = []  # when it went off (monotonic ns)
+
+    def _off(self) -> None:
+        self.cut_at.append(self._clock.now_ns())
+        self._stop.set()  # the measurement stops; a default wait() ends at once
+
+    def __enter__(self) -> "_SwitchWatch":
+        if self._switch is not None:
+            self._switch.add_off_listener(self._off)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._switch is not None:
+            self._switch.remove_off_listener(self._off)
+
+    def check(self, output_name: str, channel: int) -> None:
+        """Raise ``OutputBlocked`` once the switch went off, as the output would refuse the next pulse."""
+        if self.cut_at:
+            raise OutputBlocked(f"{output_name} channel {channel} not switched on: the {self.what} is off",
+                                "switch it on and measure again")
+
+
+def _pulse_series(output: ChannelOutput, channel: int, pulses_ms: Sequence[float], repeats: int, gap_ms: float,
+                  clock: Clock, wait: Callable[[float], object], stop: threading.Event, switch: _SwitchWatch,
+                  lag_log: _LagLog, say: Callable[[str], object], pulses: list[LagPulse]) -> None:
+    """Every pulse length ``repeats`` times, ``gap_ms`` apart, until ``stop``; appends each pulse to ``pulses``.
+    Raises ``OutputBlocked`` when the enable switch went off or cut a pulse short."""
+    n = len(pulses_ms) * repeats
+    for rep in range(1, repeats + 1):
+        for p_ms in pulses_ms:
+            switch.check(output.name, channel)
+            if stop.is_set():
+                return
+            if pulses:
+                wait(gap_ms / 1000.0)
+                switch.check(output.name, channel)
+                if stop.is_set():
+                    return
+            pulse = _pulse(output, channel, p_ms, len(pulses) + 1, rep, clock, wait, switch.cut_at)
+            pulses.append(pulse)
+            lag_log.emit(**pulse.record())
+            say(f"pulse {pulse.seq:3d}/{n}: channel {channel} {p_ms:7.1f} ms asked, {pulse.commanded_ms:8.3f} ms "
+                f"commanded (on command took {pulse.on_latency_ms:.3f} ms)  {pulse.wall}"
+                + ("  CUT SHORT: the valve closed before the off command" if pulse.cut else ""))
+            if pulse.cut:
+                raise OutputBlocked(
+                    f"pulse {pulse.seq} on channel {channel} was cut after {pulse.commanded_ms:.1f} ms of "
+                    f"{p_ms:g}: the {switch.what} went off",
+                    "switch it on and measure again (the cut pulse is marked \"cut\" in the log)")
+
+
+def _check(output: ChannelOutput, channel: int, pulses_ms: Sequence[float], repeats: int, gap_ms: float) -> None:
     if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < output.channels:
         raise ConfigError(f"channel {channel!r} does not exist: the {output.name} output has channels "
                           f"0..{output.channels - 1}", "give one channel number (the valve to measure)")
-    bound_ms = (getattr(output, "max_on_s", None) or MAX_PULSE_MS / 1000) * 1000
+    bound_ms = (output.max_on_s or MAX_PULSE_MS / 1000) * 1000
     for p in pulses_ms:
         if not 0 < p <= MAX_PULSE_MS:
             raise ConfigError(f"pulse length {p:g} ms is out of range", f"use 1 to {MAX_PULSE_MS:g} ms")
@@ -222,7 +261,7 @@ def _check(output: Output, channel: int, pulses_ms: Sequence[float], repeats: in
         raise ConfigError(f"--gap-ms {gap_ms:g} is out of range", "use 0 to 60000 ms (the valve must settle)")
 
 
-def _pulse(output: Output, channel: int, pulse_ms: float, seq: int, rep: int, clock: Clock,
+def _pulse(output: ChannelOutput, channel: int, pulse_ms: float, seq: int, rep: int, clock: Clock,
            wait: Callable[[float], object], cut_at: Sequence[int] = ()) -> LagPulse:
     """One pulse; ``cut_at`` collects the times the enable switch went off (it closes the valve)."""
     pulse_ns = int(pulse_ms * 1e6)
@@ -278,7 +317,7 @@ def strip_lag(speed_cm_s: float, pulses_ms: Sequence[float], marks_cm: Sequence[
 
 def run(cfg, channel: int, pulses_ms: Sequence[float] = DEFAULT_PULSES_MS, *, repeats: int = 3,
         gap_ms: float = 1500.0, log_path: str | None = None, interactive: bool | None = None,
-        stop: threading.Event | None = None, output: Output | None = None) -> int:
+        stop: threading.Event | None = None, output: ChannelOutput | None = None) -> int:
     """``edge-run --measure-valve-lag``: build the configured output (gated by the enable switch) and pulse."""
     from edge.inputs.enable import gate, open_enable_switch
     from edge.outputs import build_output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -23,14 +23,25 @@ class FrameTimings:
     end_to_end: float
 
     def as_dict(self) -> dict[str, float]:
-        return {k: round(getattr(self, k), 3) for k in STAGES}
+        """Stage -> milliseconds (3 decimals), in the order of ``STAGES``."""
+        return {k: round(v, 3) for k, v in asdict(self).items()}
+
+
+def percentile(values, q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``values``; nan when there are none.
+
+    The one definition every latency figure uses (the stats line, the service status, the
+    scheduler's switching delay, edge-bench): numpy's default, linear interpolation
+    between the closest ranks.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.percentile(arr, q)) if arr.size else float("nan")
 
 
 def percentiles(values, qs=(50, 95, 99)) -> dict[str, float]:
-    if len(values) == 0:
-        return {f"p{q}": float("nan") for q in qs}
+    """``{"p50": ..., "p95": ..., "p99": ...}`` (one ``percentile`` per ``q`` in ``qs``)."""
     arr = np.asarray(values, dtype=np.float64)
-    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
+    return {f"p{q}": percentile(arr, q) for q in qs}
 
 
 @dataclass
@@ -51,9 +62,8 @@ class RollingStats:
         self._t.append(t_ns)
         if len(self._t) > self.window:
             self._t.popleft()
-        for k in STAGES:
-            d = self._stages.setdefault(k, deque(maxlen=self.window))
-            d.append(getattr(timings, k))
+        for k, ms in asdict(timings).items():
+            self._stages.setdefault(k, deque(maxlen=self.window)).append(ms)
 
     def fps(self) -> float:
         if len(self._t) < 2:
@@ -75,9 +85,3 @@ class RollingStats:
             "dropped": dropped,
             "weed_frames": self.weed_frames,
         }
-
-    def line(self, dropped: int) -> str:
-        s = self.summary(dropped)
-        return (f"stats: {s['frames']} frames, {s['fps']:.1f} fps, latency p50 {s['e2e_p50_ms']:.1f} ms "
-                f"p95 {s['e2e_p95_ms']:.1f} ms (inference p50 {s['inference_p50_ms']:.1f} ms), "
-                f"dropped {dropped}, weed frames {s['weed_frames']}")

@@ -70,7 +70,6 @@ class RunLoop:
         self.controller = controller  # the output's link state (a reconnecting serial controller)
         self.give_up_ns = int(give_up_s * 1e9)
         self.timing = RollingStats()
-        self.spray_frames = 0
         self.stalls = 0
         self._stalled = False
         self._last_frame_ns = 0
@@ -143,7 +142,6 @@ class RunLoop:
         })
         self.saver.maybe_save(r.frame, r.decision)
         self.timing.add(r.frame.t_capture_ns, r.timings, r.decision.weed_frame, r.sprayed)
-        self.spray_frames += int(r.sprayed)
 
     # -- no frame ----------------------------------------------------------------------
     def _no_frame(self) -> None:
@@ -184,7 +182,7 @@ class RunLoop:
         camera = "lost" if link is not None and not link.connected else "stalled" if self._stalled else "ok"
         return RunStats(
             timing=self.timing.summary(dropped),
-            spray_frames=self.spray_frames,
+            spray_frames=self.timing.sprays,
             stalls=self.stalls,
             source_losses=link.losses if link is not None else 0,
             reconnects=link.reconnects if link is not None else 0,

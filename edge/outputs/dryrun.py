@@ -1,35 +1,47 @@
 """Dry-run output: no hardware, every change logged ("valve 0 ON") and kept in memory.
 
 The default output when no hardware is configured. With ``state_file`` it also appends
-one JSON line per event, flushed immediately, so another process (a test sending
-SIGTERM to ``edge-run``) can watch the valves::
+one JSON line per event (``edge.core.jsonl``), flushed immediately, so another process (a
+test sending SIGTERM to ``edge-run``) can watch the valves::
 
-    {"t_ns": 123, "event": "open",  "channel": null, "on": null, "state": [false, false]}
-    {"t_ns": 456, "event": "set",   "channel": 0, "on": true,  "state": [true, false]}
-    {"t_ns": 789, "event": "close", "channel": 0, "on": false, "state": [false, false]}
-    {"t_ns": 790, "event": "closed", "channel": null, "on": null, "state": [false, false]}
+    {"t_mono_ns":123,"event":"open","channel":null,"on":null,"state":[false,false]}
+    {"t_mono_ns":456,"event":"set","channel":0,"on":true,"state":[true,false]}
+    {"t_mono_ns":789,"event":"close","channel":0,"on":false,"state":[false,false]}
+    {"t_mono_ns":790,"event":"closed","channel":null,"on":null,"state":[false,false]}
 
-``t_ns`` is the output's clock (``time.monotonic_ns()`` by default: CLOCK_MONOTONIC,
-comparable between processes on one machine). ``event`` is ``open``, ``set``,
-``expired`` (the on-time bound elapsed), ``all_off`` or ``close`` (a channel switched
-off by that call); the last line of a cleanly closed output is ``closed`` with every
-channel off. The last ``EVENTS_KEPT`` events are also kept in ``events``.
+``t_mono_ns`` is the output's clock (``time.monotonic_ns()`` by default: CLOCK_MONOTONIC,
+comparable between processes on one machine), the key the other logs use too; state
+files written before it was renamed say ``t_ns``: read a line's time with
+``state_time_ns``, which takes either. ``event`` is ``open``, ``set``, ``expired`` (the
+on-time bound elapsed), ``all_off`` or ``close`` (a channel switched off by that call);
+the last line of a cleanly closed output is ``closed`` with every channel off. The last
+``EVENTS_KEPT`` events are also kept in ``events``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from edge.core.clock import Clock
 from edge.core.errors import OutputError
+from edge.core.jsonl import JsonlWriter
 from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput
 
 EVENTS_KEPT = 1000
+
+
+def state_time_ns(line: Mapping[str, Any]) -> int:
+    """The monotonic time of one parsed state-file line: ``t_mono_ns``, or ``t_ns`` in files
+    written before the key was renamed."""
+    if "t_mono_ns" in line:
+        return int(line["t_mono_ns"])
+    if "t_ns" in line:
+        return int(line["t_ns"])
+    raise KeyError(f"state-file line has no time (neither t_mono_ns nor t_ns): {dict(line)!r}")
 
 
 class DryRunOutput(ChannelOutput):
@@ -58,17 +70,15 @@ class DryRunOutput(ChannelOutput):
         self.label = label
         # (t_ns, event, channel, on), newest last
         self.events: deque[tuple[int, str, int | None, bool | None]] = deque(maxlen=EVENTS_KEPT)
-        self._file = None
-        self._file_failed = False
         self.state_file = Path(state_file) if state_file is not None else None
-        if self.state_file is not None:
-            try:
-                self._file = open(self.state_file, "a", encoding="utf-8", buffering=1)
-            except OSError as exc:
-                raise OutputError(
-                    f"cannot open the dry-run state file {str(self.state_file)!r}: {exc.strerror or exc}",
-                    "pick a writable path for outputs.state_file (or leave it unset)",
-                ) from exc
+        try:
+            self._file = JsonlWriter(self.state_file, what="dry-run state file",
+                                     goes_on="the outputs go on without it", logger=self._log, strict=True)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot open the dry-run state file {str(self.state_file)!r}: {exc.strerror or exc}",
+                "pick a writable path for outputs.state_file (or leave it unset)",
+            ) from exc
         self._record("open", None, None)
 
     # -- hooks ------------------------------------------------------------------------
@@ -88,26 +98,12 @@ class DryRunOutput(ChannelOutput):
 
     def _hw_release(self) -> None:
         self._record("closed", None, None)
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-            self._file = None
+        self._file.close()
 
     # -- state file ------------------------------------------------------------------
     def _record(self, event: str, channel: int | None, on: bool | None) -> None:
         t_ns = self._clock.now_ns()
         self.events.append((t_ns, event, channel, on))
-        if self._file is None:
-            return
-        line = json.dumps(
-            {"t_ns": t_ns, "event": event, "channel": channel, "on": on, "state": list(self._state)}
-        )
-        try:
-            self._file.write(line + "\n")
-            self._file.flush()
-        except (OSError, ValueError) as exc:
-            if not self._file_failed:  # warn once, keep running: the log is not the valve
-                self._file_failed = True
-                self._log.warning("dry-run state file %s not writable any more: %s", self.state_file, exc)
+        # a failing state file warns once and the outputs go on: the log is not the valve
+        self._file.write({"t_mono_ns": t_ns, "event": event, "channel": channel, "on": on,
+                          "state": list(self._state)})

@@ -99,6 +99,21 @@ def _open_port(port: str, baud: int) -> Any:
         ) from exc
 
 
+def _check_settings(channels: int | None, heartbeat_s: float, ack_timeout_s: float, retries: int, acks: bool,
+                    max_on_s: float) -> None:
+    """``OutputError`` (naming the ``[outputs]`` key to fix) for settings no controller could work with."""
+    for field, value in (("heartbeat_s", heartbeat_s), ("ack_timeout_s", ack_timeout_s), ("max_on_s", max_on_s)):
+        if value is None or not value > 0:
+            raise OutputError(f"serial output: {field} must be > 0 seconds, got {value!r}", f"fix outputs.{field}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise OutputError(f"serial output: retries must be an int >= 0, got {retries!r}", "fix outputs.retries")
+    if not acks and channels is None:
+        raise OutputError(
+            "serial output without acknowledgements cannot learn the channel count from the controller",
+            "set outputs.channels",
+        )
+
+
 class SerialOutput(ChannelOutput):
     """Channels are the controller's channels 0..n-1; see the module docstring."""
 
@@ -120,16 +135,7 @@ class SerialOutput(ChannelOutput):
         logger: logging.Logger | None = None,
     ):
         self._log = logger if logger is not None else logging.getLogger(__name__)
-        for field, value in (("heartbeat_s", heartbeat_s), ("ack_timeout_s", ack_timeout_s), ("max_on_s", max_on_s)):
-            if value is None or not value > 0:
-                raise OutputError(f"serial output: {field} must be > 0 seconds, got {value!r}", f"fix outputs.{field}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise OutputError(f"serial output: retries must be an int >= 0, got {retries!r}", "fix outputs.retries")
-        if not acks and channels is None:
-            raise OutputError(
-                "serial output without acknowledgements cannot learn the channel count from the controller",
-                "set outputs.channels",
-            )
+        _check_settings(channels, heartbeat_s, ack_timeout_s, retries, acks, max_on_s)
         self.port = port
         self.baud = baud
         self.heartbeat_s = float(heartbeat_s)
@@ -149,53 +155,76 @@ class SerialOutput(ChannelOutput):
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._owns_port = serial is None
-        self._ser = _open_port(port, baud) if serial is None else serial
-        if self.acks and (self._ser.timeout is None or self._ser.timeout > _POLL_S):
-            self._ser.timeout = _POLL_S  # reads must never block longer than a poll
+        self._ser = self._take_port(serial)
         try:
-            if self.acks:  # replies meant for an earlier process must not answer our HELLO
-                try:
-                    self._ser.reset_input_buffer()
-                except Exception as exc:
-                    raise OutputError(f"serial port {port!r} failed: {exc}", PORT_FIX) from exc
-            info = self._handshake(first=True)
-            if info is not None:
-                if channels is not None and channels > info.channels:
-                    raise OutputError(
-                        f"outputs.channels is {channels} but the controller on {port} has {info.channels}",
-                        f"set outputs.channels to at most {info.channels} (or leave it unset)",
-                    )
-                n = channels if channels is not None else info.channels
-                limit_ms = info.max_on_ms
-            else:
-                n = channels
-                limit_ms = proto.MAX_DURATION_MS
-            if max_on_s * 1000 > limit_ms:
-                self._log.warning(
-                    "outputs.max_on_s %.3f s exceeds the controller's limit; using %.3f s", max_on_s, limit_ms / 1000
-                )
-                max_on_s = limit_ms / 1000
+            info = self._greet()
+            n, max_on_s = self._fit_to(info, channels, max_on_s)
             super().__init__(n, max_on_s=max_on_s, clock=clock, logger=self._log)
-            self._last_sent = [None] * n
-            self._command(proto.ALLOFF)  # fail-safe start: must be acknowledged
-            self._hb_thread = threading.Thread(target=self._heartbeat_loop, name="serial-heartbeat", daemon=True)
-            self._hb_thread.start()
+            self._start(n)
         except BaseException:
             self._hb_stop.set()
             self._close_port()
             raise
+        self._log_started(info, n)
+
+    # -- construction steps ----------------------------------------------------------
+    def _take_port(self, serial: Any) -> Any:
+        """The given pyserial object, else the port opened; reads never block longer than a poll."""
+        ser = _open_port(self.port, self.baud) if serial is None else serial
+        if self.acks and (ser.timeout is None or ser.timeout > _POLL_S):
+            ser.timeout = _POLL_S
+        return ser
+
+    def _greet(self) -> proto.HelloInfo | None:
+        """Drop stale input, then ``HELLO``; the controller's answer (None without acks)."""
+        if self.acks:  # replies meant for an earlier process must not answer our HELLO
+            try:
+                self._ser.reset_input_buffer()
+            except Exception as exc:
+                raise OutputError(f"serial port {self.port!r} failed: {exc}", PORT_FIX) from exc
+        return self._handshake(first=True)
+
+    def _fit_to(self, info: proto.HelloInfo | None, channels: int | None, max_on_s: float) -> tuple[int, float]:
+        """The channel count and on-time bound to use with the controller that answered ``info``."""
         if info is not None:
-            self._log.info(
-                "serial controller on %s: protocol v%d, %d channels, watchdog %d ms, max on %d ms; using %d channel(s)",
-                port,
-                info.version,
-                info.channels,
-                info.watchdog_ms,
-                info.max_on_ms,
-                n,
-            )
+            if channels is not None and channels > info.channels:
+                raise OutputError(
+                    f"outputs.channels is {channels} but the controller on {self.port} has {info.channels}",
+                    f"set outputs.channels to at most {info.channels} (or leave it unset)",
+                )
+            n = channels if channels is not None else info.channels
+            limit_ms = info.max_on_ms
         else:
-            self._log.info("serial output on %s: send-only (no acknowledgements), %d channel(s)", port, n)
+            assert channels is not None  # _check_settings: required without acks
+            n = channels
+            limit_ms = proto.MAX_DURATION_MS
+        if max_on_s * 1000 > limit_ms:
+            self._log.warning(
+                "outputs.max_on_s %.3f s exceeds the controller's limit; using %.3f s", max_on_s, limit_ms / 1000
+            )
+            max_on_s = limit_ms / 1000
+        return n, max_on_s
+
+    def _start(self, channels: int) -> None:
+        """Everything off (must be acknowledged: fail-safe start), then the heartbeats."""
+        self._last_sent = [None] * channels
+        self._command(proto.ALLOFF)
+        self._hb_thread = threading.Thread(target=self._heartbeat_loop, name="serial-heartbeat", daemon=True)
+        self._hb_thread.start()
+
+    def _log_started(self, info: proto.HelloInfo | None, channels: int) -> None:
+        if info is None:
+            self._log.info("serial output on %s: send-only (no acknowledgements), %d channel(s)", self.port, channels)
+            return
+        self._log.info(
+            "serial controller on %s: protocol v%d, %d channels, watchdog %d ms, max on %d ms; using %d channel(s)",
+            self.port,
+            info.version,
+            info.channels,
+            info.watchdog_ms,
+            info.max_on_ms,
+            channels,
+        )
 
     # -- public extras ---------------------------------------------------------------
     def heartbeat(self) -> None:

@@ -6,85 +6,31 @@ failure is warned about once and that writer is switched off.
 Both stay under a size cap so an unattended run cannot fill the SD card: the JSONL log
 rotates (``frames.jsonl`` -> ``frames.jsonl.1`` ... ``.<backups>``, the oldest deleted) once
 it exceeds ``max_bytes``, and the trigger-frame folder deletes its oldest frames once
-the saved frames exceed ``max_bytes`` in total. 0 = no cap.
+the saved frames exceed ``max_bytes`` in total. 0 = no cap. The JSONL writing itself
+(rotation, the one warning) is ``edge.core.jsonl``'s, shared with the other logs.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import random
-import time
 from pathlib import Path
-from typing import Any
+
+from edge.core.jsonl import JsonlWriter, wall_time
+
+__all__ = ["JsonlLog", "TriggerSaver", "wall_time"]
 
 log = logging.getLogger(__name__)
 
 
-class JsonlLog:
+class JsonlLog(JsonlWriter):
+    """The frame log (``[log] jsonl``): one JSON line per frame, written by ``edge.core.jsonl``."""
+
     def __init__(self, path: str | Path | None, max_bytes: int = 0, backups: int = 3):
-        self.path = Path(path) if path else None
-        self.max_bytes = max(0, int(max_bytes))
-        self.backups = max(0, int(backups))
-        self.rotations = 0
-        self._size = 0
-        self._f = None
-        self._broken = False
-        if self.path is not None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._open()
-            except OSError as e:
-                self._warn(e)
-
-    def _open(self) -> None:
-        assert self.path is not None
-        self._f = open(self.path, "a", encoding="utf-8", buffering=1)
-        self._size = self._f.tell()
-
-    def _rotate(self) -> None:
-        """``log`` -> ``log.1`` -> ... -> ``log.<backups>`` (deleted beyond that)."""
-        assert self.path is not None and self._f is not None
-        self._f.close()
-        self._f = None
-        if self.backups == 0:
-            self.path.unlink(missing_ok=True)
-        else:
-            for i in range(self.backups - 1, 0, -1):
-                older = self.path.with_name(f"{self.path.name}.{i}")
-                if older.exists():
-                    os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self.rotations += 1
-        self._open()
-
-    def _warn(self, e: OSError) -> None:
-        if not self._broken:
-            log.warning("frame log %s cannot be written (%s): detection goes on without it", self.path, e)
-        self._broken = True
-        self._f = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self._f is None:
-            return
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        try:
-            if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
-                self._rotate()
-            self._f.write(line)
-            self._size += len(line)
-        except OSError as e:
-            self._warn(e)
-
-    def close(self) -> None:
-        if self._f is not None:
-            try:
-                self._f.close()
-            except OSError:
-                pass
-            self._f = None
+        super().__init__(path, max_bytes, backups, what="frame log", goes_on="detection goes on without it",
+                         logger=log)
 
 
 class TriggerSaver:
@@ -168,9 +114,3 @@ class TriggerSaver:
                 log.warning("cannot keep %s under %d bytes (%s): saving stops", self.folder, self.max_bytes, e)
                 self._broken = True
         return str(d / name)
-
-
-def wall_time() -> str:
-    """Wall-clock time for humans reading logs (never used for latency)."""
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"

@@ -47,6 +47,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.metrics import percentile
 from edge.outputs.base import Output
 from edge.outputs.channels import OutputBlocked, OutputUnavailable
 from edge.spray.spray_log import SprayLog
@@ -381,8 +382,7 @@ class SprayScheduler:
 
     def summary(self) -> dict:
         with self._lock:
-            d = sorted(self.delays_ns)
-            p95 = d[min(len(d) - 1, int(0.95 * len(d)))] / 1e6 if d else 0.0
+            p95 = percentile(self.delays_ns, 95) / 1e6 if self.delays_ns else 0.0
             return {"planned": self.planned, "late": self.late, "missed": self.missed, "opens": self.opens,
                     "closes": self.closes, "max_on_trips": self.max_on_trips, "cancelled": self.cancelled,
                     "blocked": self.blocked, "unavailable": self.unavailable, "output_closed": self.output_closed,

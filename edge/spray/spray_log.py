@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
-from edge.service.records import JsonlLog, wall_time
+from edge.core.jsonl import JsonlWriter, wall_time
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class SprayLog:
         self.max_bytes = max(0, int(max_bytes))
         self.hard_max_bytes = max(self.max_bytes, int(hard_max_bytes if hard_max_bytes is not None
                                                       else 2 * self.max_bytes))
-        self._out = JsonlLog(path or None, max_bytes=self.max_bytes, backups=backups)
+        self._out = JsonlWriter(path or None, self.max_bytes, backups, what="spray log",
+                                goes_on="spraying goes on without it", logger=log)
         self._clock = clock
         self._lanes = dict(lanes or {})
         self._position = position
@@ -84,11 +85,9 @@ class SprayLog:
                 extra.update(self._where())
             # while a channel is open, its close belongs to the file that has its open
             busy = bool(self._open)
-            self._out.max_bytes = self.hard_max_bytes if busy else self.max_bytes
-            before = self._out.rotations
-            self._out.write({"event": event, "t_mono_ns": self._clock.now_ns(), "wall": wall_time(),
-                             **fields, **extra})
-            if busy and self._out.rotations != before:
+            rotated = self._out.write({"event": event, "t_mono_ns": self._clock.now_ns(), "wall": wall_time(),
+                                       **fields, **extra}, max_bytes=self.hard_max_bytes if busy else self.max_bytes)
+            if busy and rotated:
                 self.forced_rotations += 1
                 log.warning("spray log %s reached %d bytes with channel(s) %s open: rotated anyway; the open "
                             "line is in the previous file", self._out.path, self.hard_max_bytes, sorted(self._open))

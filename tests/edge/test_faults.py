@@ -518,6 +518,28 @@ def test_full_disk_warns_once(tmp_path, caplog):
     assert caplog.text.count("No space left on device") == 1
 
 
+def test_every_log_on_a_full_disk_warns_once_naming_itself_and_goes_on(tmp_path, caplog):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    from edge.spray.spray_log import SprayLog
+
+    out = DryRunOutput(1, log=lambda _m: None, state_file=tmp_path / "state.jsonl")
+    out._file._f = open("/dev/full", "w", buffering=1)  # the state file's disk fills up
+    slog = SprayLog(tmp_path / "spray.jsonl", clock=ManualClock())
+    slog._out._f = open("/dev/full", "w", buffering=1)
+    for _ in range(3):
+        out.set(0, True)
+        out.set(0, False)
+        slog.event("open", channel=0, at_ns=1)
+    assert out.state() == (False,) and slog.counts["open"] == 3
+    out.close()
+    slog.close()
+    warnings = [r.getMessage() for r in caplog.records if "No space left on device" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "dry-run state file" in warnings[0] and "the outputs go on without it" in warnings[0]
+    assert "spray log" in warnings[1] and "spraying goes on without it" in warnings[1]
+
+
 def test_jsonl_log_rotates_under_its_cap(tmp_path):
     path = tmp_path / "frames.jsonl"
     log = JsonlLog(path, max_bytes=1000, backups=2)

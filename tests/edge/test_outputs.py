@@ -14,6 +14,7 @@ from edge.core.clock import ManualClock
 from edge.core.errors import EXIT_OUTPUT, OutputError
 from edge.outputs import DryRunOutput, OutputSpec, build_output
 from edge.outputs.base import Output
+from edge.outputs.dryrun import state_time_ns
 
 gpiozero = pytest.importorskip("gpiozero")
 from gpiozero.pins.mock import MockFactory  # noqa: E402
@@ -73,7 +74,15 @@ def test_dryrun_state_file_records_changes_as_json_lines(tmp_path):
     ]
     assert records[1]["state"] == [False, True]
     assert records[-1]["state"] == [False, False]
-    assert [r["t_ns"] for r in records] == [5_000, 5_000, 6_000, 6_000]
+    assert [r["t_mono_ns"] for r in records] == [5_000, 5_000, 6_000, 6_000]
+
+
+def test_a_state_file_line_with_the_old_time_key_still_reads():
+    old = json.loads('{"t_ns": 790, "event": "closed", "channel": null, "on": null, "state": [false, false]}')
+    assert state_time_ns(old) == 790
+    assert state_time_ns({"t_mono_ns": 5, "event": "open"}) == 5
+    with pytest.raises(KeyError, match="neither t_mono_ns nor t_ns"):
+        state_time_ns({"event": "open"})
 
 
 def test_dryrun_state_file_unwritable_is_an_output_error(tmp_path):

@@ -81,3 +81,12 @@ def test_max_on_time_during_a_long_weed(classifier):
     summary = p.run()
     assert summary.max_on_trips == 1
     assert seen[0] == (True, True) and seen[-1] == (False, False)
+
+
+def test_stage_timings_are_logged_in_the_order_of_stages():
+    from dataclasses import fields
+
+    from edge.core.metrics import STAGES, FrameTimings
+
+    assert tuple(f.name for f in fields(FrameTimings)) == STAGES
+    assert list(FrameTimings(1, 2, 3, 4, 5, 6.00049).as_dict().items()) == list(zip(STAGES, [1, 2, 3, 4, 5, 6.0]))

@@ -219,6 +219,20 @@ def test_switching_delay_of_a_late_spray_counts_from_when_it_was_planned(tmp_pat
                       "delay_ms": 2.0}
 
 
+def test_switch_delay_p95_is_the_same_percentile_as_the_latency_figures():
+    """One percentile definition (edge.core.metrics.percentile: numpy's, linear interpolation) for
+    both terms max_speed adds: the end-to-end p95 and the switching-delay p95."""
+    from edge.core.metrics import percentile, percentiles
+
+    clock, out, s = make()
+    assert s.summary()["switch_delay_p95_ms"] == 0.0  # nothing switched yet
+    s.delays_ns.extend(i * MS for i in range(1, 11))  # 1..10 ms
+    assert s.summary()["switch_delay_p95_ms"] == 9.55  # nearest rank would say 10
+    assert percentile(range(1, 11), 95) == pytest.approx(9.55) == percentiles(range(1, 11), (95,))["p95"]
+    assert math.isnan(percentile([], 95))  # the stats line shows "-"; the scheduler says 0.0 without delays
+    s.close()
+
+
 def test_a_late_plan_merged_into_a_pending_interval_keeps_the_earliest_due_time():
     clock, out, s = make()
     s.plan(0, 100 * MS, 200 * MS)  # due at 100 ms

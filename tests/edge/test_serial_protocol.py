@@ -508,11 +508,12 @@ def test_pty_background_heartbeats_arrive(peer):
     while peer.commands().count("HB") < 3 and time.monotonic() < deadline:
         time.sleep(0.005)
     assert peer.commands().count("HB") >= 3
+    heartbeats = out._hb_thread
     out.close()
-    sent = peer.commands().count("HB")
+    # close() sets the heartbeat thread's stop event and joins it before its final ALLOFF: once close()
+    # has returned the thread has ended, so no HB can follow the acknowledged ALLOFF
+    assert out._hb_stop.is_set() and not heartbeats.is_alive()
     assert peer.commands()[-1] == "ALLOFF"
-    time.sleep(0.03)
-    assert peer.commands().count("HB") == sent  # the heartbeat thread stopped with close()
 
 
 def test_pty_controller_restart_triggers_a_new_handshake(peer):

@@ -23,7 +23,7 @@ import time
 from typing import Optional
 
 from edge.tools.bench.frames import FramesSpec, generated_images
-from edge.tools.bench.runner import RunSpec, finish, invoke_samples, model_info, result_skeleton, run_id
+from edge.tools.bench.runs import RunSpec, finish, invoke_samples, model_info, result_skeleton, run_id
 from edge.tools.bench.system import loadavg
 from edge.core.errors import BundleError, SourceError
 from edge.core.metrics import STAGES

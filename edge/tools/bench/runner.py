@@ -5,7 +5,8 @@ writes one run object (see docs/benchmark.md, ``runs[]``) as JSON to FILE or std
 A fresh interpreter per configuration keeps runs independent (no warm caches, no
 shared thread pools) and makes the peak memory that of this configuration alone.
 
-The pipeline run is built from the same pieces as ``edge-run`` (``edge.app.wiring``'s
+The run object's skeleton and the numbers every run fills are ``edge.tools.bench.runs``'s,
+shared with the naive loop (``baseline``). The pipeline run is built from the same pieces as ``edge-run`` (``edge.app.wiring``'s
 classifier, decider and source spec; ``Pipeline``; ``Actuator``; the dry-run output):
 only the frame callback that collects timings and the stop rule are the benchmark's.
 
@@ -22,18 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from edge.tools.bench.baseline import run_naive
 from edge.tools.bench.frames import FramesSpec, GeneratedSource
-from edge.tools.bench.stats import ratio, summarise
-from edge.tools.bench.system import loadavg, peak_rss, ru_maxrss_mib
-from edge.core.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOURCE, ConfigError, WeedDetectorError
+from edge.tools.bench.runs import (STAGE_NAMES, RunSpec, finish, invoke_samples, model_info, result_skeleton,
+                                   run_id)
+from edge.tools.bench.system import loadavg
+from edge.core.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOURCE, WeedDetectorError
 from edge.core.metrics import STAGES
 
 if TYPE_CHECKING:
@@ -42,83 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROLES = ("pipeline", "naive_baseline")
-MAX_INVOKE_SAMPLES = 300
+__all__ = ["RunSpec", "run", "run_pipeline", "main"]
+
 BENCH_SPEED_KMH = 6.0  # lanes runs whose config has no fixed speed (GPS, encoder) plan at this speed
-
-# What each of edge.core.metrics.STAGES covers, per kind of run (the JSON's ``stage_names``)
-STAGE_NAMES = {
-    "frame": {"capture_wait": "capture_wait", "preprocess": "preprocess", "inference": "inference",
-              "decision": "decision", "actuation": "actuation", "end_to_end": "end_to_end"},
-    "lanes": {"capture_wait": "capture_wait", "preprocess": "tiles preprocess",
-              "inference": "tiles inference (one batch)", "decision": "tiling + lane decisions + spray planning",
-              "actuation": "actuation (scheduler thread, not in the loop)",
-              "end_to_end": "capture to sprays planned"},
-}
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One configuration. ``bundle`` is a bundle folder or name, ``variant`` one of its
-    exports ("" = the main model). ``n_frames`` and/or ``seconds`` bound the measured
-    part (whichever ends first); ``warmup`` frames run before it and are not counted."""
-
-    role: str = "pipeline"
-    bundle: str = ""
-    variant: str = ""
-    threads: int = 2
-    frames: FramesSpec = field(default_factory=FramesSpec)
-    n_frames: Optional[int] = 300
-    seconds: Optional[float] = None
-    warmup: int = 20
-    config: Optional[str] = None  # edge-run TOML for the decision and safety settings
-
-    def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ConfigError(f"unknown run role {self.role!r}", "use one of: " + ", ".join(ROLES))
-        if self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}", "use e.g. --threads 1,2,4")
-        if self.n_frames is None and self.seconds is None:
-            raise ConfigError("a run needs a length", "give --frames N or --seconds S")
-        if self.n_frames is not None and self.n_frames < 1:
-            raise ConfigError(f"--frames must be >= 1, got {self.n_frames}", "measure at least one frame")
-        if self.seconds is not None and not self.seconds > 0:
-            raise ConfigError(f"--seconds must be > 0, got {self.seconds}", "e.g. --seconds 30")
-        if self.warmup < 0:
-            raise ConfigError(f"--warmup must be >= 0, got {self.warmup}", "e.g. --warmup 20")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "RunSpec":
-        d = json.loads(text)
-        d["frames"] = FramesSpec.from_dict(d.get("frames") or {})
-        return cls(**d)
-
-
-def model_info(bundle) -> dict:
-    """The ``model`` object of a run: what exactly was measured."""
-    from edge.inference.bundle import sha256_file
-
-    m = bundle.manifest
-    inp = bundle.manifest.input
-    return {
-        "bundle": m.name,
-        "dir": str(bundle.dir),
-        "variant": bundle.quantization,
-        "file": bundle.model_path.name,
-        "size_bytes": bundle.model_path.stat().st_size,
-        "sha256": sha256_file(bundle.model_path),
-        "input": f"{inp.width}x{inp.height}",
-        "backbone": m.backbone,
-        "untrained_demo": m.untrained_demo,
-    }
-
-
-def run_id(role: str, bundle_name: str, quantization: str, threads: int) -> str:
-    kind = "naive" if role == "naive_baseline" else "pipeline"
-    return f"{bundle_name}/{kind}/{quantization}/t{threads}"
 
 
 class _Collector:
@@ -182,63 +109,6 @@ def open_frames(spec: FramesSpec, cfg, infer_size: tuple[int, int]):
     from edge.app.wiring import source_spec
 
     return open_source(source_spec(cfg, infer_size))
-
-
-def result_skeleton(spec: RunSpec) -> dict:
-    return {
-        "id": "",
-        "role": spec.role,
-        "ok": False,
-        "error": None,
-        "exit_code": EXIT_OK,
-        "model": None,
-        "runtime": None,
-        "threads": spec.threads,
-        "warmup_frames": spec.warmup,
-        "frames": 0,
-        "duration_s": None,
-        "fps": None,
-        "dropped": 0,
-        "stopped_by": None,
-        "weed_frames": 0,
-        "spray_frames": 0,
-        "stages_ms": {s: summarise([]) for s in STAGES},
-        "raw_invoke_ms": summarise([]),
-        "e2e_over_invoke_p50": None,
-        "vs_naive": None,
-        "peak_rss_mib": None,
-        "peak_rss_source": None,
-        "ru_maxrss_mib": None,
-        "loadavg_start": None,
-        "loadavg_end": None,
-        "pid": os.getpid(),
-        "mode": "frame",
-        "stage_names": dict(STAGE_NAMES["frame"]),
-        "spray": None,
-    }
-
-
-def finish(res: dict, timings_by_stage: dict, invoke_ms: list, n: int, span_ns: Optional[int]) -> dict:
-    """Fill the measured numbers of a run (shared by the pipeline and the baseline)."""
-    res["frames"] = n
-    res["stages_ms"] = {s: summarise(timings_by_stage.get(s, [])) for s in STAGES}
-    res["raw_invoke_ms"] = summarise(invoke_ms)
-    res["e2e_over_invoke_p50"] = ratio(res["stages_ms"]["end_to_end"]["p50"], res["raw_invoke_ms"]["p50"])
-    if span_ns and span_ns > 0 and n > 0:
-        res["duration_s"] = round(span_ns / 1e9, 4)
-        res["fps"] = round(n / (span_ns / 1e9), 3)
-    res["peak_rss_mib"], res["peak_rss_source"] = peak_rss()
-    res["ru_maxrss_mib"] = ru_maxrss_mib()
-    res["loadavg_end"] = loadavg()
-    res["ok"] = n > 0
-    if n == 0:
-        res["error"] = "no frame was measured (the source ended during the warm-up?)"
-    return res
-
-
-def invoke_samples(invoke_once, n: int) -> list[float]:
-    """Milliseconds of ``n`` bare interpreter invokes on the current input (the limit)."""
-    return [invoke_once() / 1e6 for _ in range(max(1, min(n, MAX_INVOKE_SAMPLES)))]
 
 
 def bench_spray(spray):
@@ -372,8 +242,6 @@ def run_pipeline(spec: RunSpec) -> dict:
 
 def run(spec: RunSpec) -> dict:
     if spec.role == "naive_baseline":
-        from edge.tools.bench.baseline import run_naive
-
         return run_naive(spec)
     return run_pipeline(spec)
 

@@ -6,23 +6,25 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from edge.core.metrics import percentiles
+
 SUMMARY_KEYS = ("n", "p50", "p95", "p99", "max", "mean", "min")
 
 
 def summarise(values_ms: Iterable[float]) -> dict:
     """``{"n", "p50", "p95", "p99", "max", "mean", "min"}`` of ``values_ms`` (None when empty).
 
-    Percentiles use numpy's default (linear interpolation between closest ranks).
+    Percentiles are ``edge.core.metrics.percentile``'s, as in edge-run's stats line.
     """
     arr = np.asarray(list(values_ms), dtype=np.float64)
     if arr.size == 0:
         return {"n": 0, **{k: None for k in SUMMARY_KEYS[1:]}}
-    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
+    p = percentiles(arr, (50, 95, 99))
     return {
         "n": int(arr.size),
-        "p50": _r(p50),
-        "p95": _r(p95),
-        "p99": _r(p99),
+        "p50": _r(p["p50"]),
+        "p95": _r(p["p95"]),
+        "p99": _r(p["p99"]),
         "max": _r(arr.max()),
         "mean": _r(arr.mean()),
         "min": _r(arr.min()),

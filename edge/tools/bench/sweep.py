@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from edge.tools.bench.frames import FramesSpec
-from edge.tools.bench.runner import RunSpec, result_skeleton, run_id
+from edge.tools.bench.runs import RunSpec, result_skeleton, run_id
 from edge.tools.bench.stats import ratio
 from edge.core.errors import EXIT_INTERNAL, BundleError, SourceError
 

@@ -34,26 +34,9 @@ from edge.outputs.base import Output
 from edge.loop.runner import FrameResult, Pipeline, RunSummary
 from edge.outputs.reconnecting import Backoff, ReconnectingOutput
 from edge.service.records import JsonlLog, TriggerSaver
-from edge.sources import SourceSpec, open_source
+from edge.sources import open_source
 
 log = logging.getLogger(__name__)
-
-
-def source_spec(cfg: Config, infer_size: tuple[int, int] | None = None) -> SourceSpec:
-    s = cfg.source
-    live = s.kind in ("camera", "picamera")
-    return SourceSpec(
-        kind=s.kind,
-        index=s.camera,
-        path=s.path or None,
-        url=s.url or None,
-        width=s.width if live else None,
-        height=s.height if live else None,
-        fps=s.fps if live or s.kind == "images" else None,  # video: the file's own rate
-        realtime=s.realtime,
-        loop=s.loop,
-        infer_size=infer_size if s.kind == "picamera" else None,
-    )
 
 
 def load_classifier(cfg: Config) -> Classifier:
@@ -134,10 +117,10 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         log.info("model %s (%s) on %s | outputs: %s x%d | threshold %.2f, weeds: %s",
                  classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
                  decider.threshold, ", ".join(decider.weed_labels))
-        spec = source_spec(cfg, (inp.width, inp.height))
-        notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; opening {spec.describe()}")
+        notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; "
+                       f"opening {cfg.source.describe()}")
         stack.callback(notifier.stopping, "stopping: all outputs off")
-        source = open_source(spec)
+        source = open_source(cfg.source, infer_size=(inp.width, inp.height))
         stack.callback(source.close)
         maintain = getattr(out, "maintain", None)
         kw = dict(
@@ -280,8 +263,7 @@ def validate(cfg: Config) -> int:
         switch = open_enable_switch(cfg, stack)
         if switch is not None:
             print(f"{switch.describe()}: {'on' if switch.is_on() else 'OFF now (no output opens until it is on)'}")
-    spec = source_spec(cfg)
-    print(f"source: {spec.describe()} (opened at run time)")
+    print(f"source: {cfg.source.describe()} (opened at run time)")
     return EXIT_OK
 
 

@@ -1,7 +1,9 @@
 """The ``[source]`` config section: what to read frames from, checked once.
 
-``SourceConfig`` is the section of the TOML file (plugged into ``edge.config.Config``,
-every key documented in ``deploy/config.example.toml``). Which keys a kind reads:
+``SourceConfig`` is both the section of the TOML file (plugged into ``edge.config.Config``,
+every key documented in ``deploy/config.example.toml``) and what
+:func:`edge.sources.make_source` / :func:`~edge.sources.open_source` build a source from.
+Which keys a kind reads:
 
 ==========  ===============================================================
 kind        keys
@@ -13,7 +15,8 @@ video       ``path``, ``realtime`` (pace at the file's own rate), ``loop``
 images      ``path``, ``fps`` (slideshow rate with ``realtime``), ``realtime``, ``loop``
 ==========  ===============================================================
 
-The keys a kind does not read are ignored.
+The keys a kind does not read are ignored (:attr:`SourceConfig.capture_size` and
+:attr:`SourceConfig.frame_rate` say what reaches the source).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+KINDS = ("camera", "video", "images", "stream", "picamera")
+LIVE_KINDS = ("camera", "picamera")  # capture size and frame rate are requests to a device
 
 
 class SourceConfig(BaseModel):
@@ -43,3 +49,23 @@ class SourceConfig(BaseModel):
         if self.kind == "stream" and not self.url:
             raise ValueError("source kind 'stream' needs url")
         return self
+
+    @property
+    def capture_size(self) -> tuple[int, int] | None:
+        """(width, height) requested from a camera; None for files and streams."""
+        return (self.width, self.height) if self.kind in LIVE_KINDS else None
+
+    @property
+    def frame_rate(self) -> float | None:
+        """The rate handed to the source: cameras' request, images' slideshow rate; None for
+        a video (it keeps the file's own rate) and a stream."""
+        return self.fps if self.kind in LIVE_KINDS or self.kind == "images" else None
+
+    def describe(self) -> str:
+        """A short human label, e.g. ``camera 0`` or ``video samples/field.avi`` (a stream's
+        password is redacted)."""
+        if self.kind == "stream":
+            from edge.sources.stream import redact_url
+
+            return f"stream {redact_url(self.url)}"
+        return f"{self.kind} {self.camera if self.kind in LIVE_KINDS else self.path}"

@@ -178,9 +178,8 @@ def open_frames(spec: FramesSpec, cfg, infer_size: tuple[int, int]):
         src.start()
         return src
     from edge.sources import open_source
-    from edge.app.wiring import source_spec
 
-    return open_source(source_spec(cfg, infer_size))
+    return open_source(cfg.source, infer_size=infer_size)
 
 
 def result_skeleton(spec: RunSpec) -> dict:

@@ -8,7 +8,7 @@ section       model                       module
 [model]       ``ModelConfig``             ``edge.inference.config``
 [source]      ``SourceConfig``            ``edge.sources.config``
 [decision]    ``DecisionConfig``          ``edge.decide.config``
-[outputs]     ``OutputSpec``              ``edge.outputs``
+[outputs]     ``OutputConfig`` (by kind)  ``edge.outputs.config``
 [safety]      ``SafetyConfig``            ``edge.loop.config``
 [log]         ``LogConfig``               ``edge.service.config``
 [service]     ``ServiceConfig``           ``edge.service.config``
@@ -38,7 +38,7 @@ from edge.core.errors import ConfigError
 from edge.decide.config import DecisionConfig
 from edge.inference.config import ModelConfig
 from edge.loop.config import SafetyConfig
-from edge.outputs import OutputSpec
+from edge.outputs.config import OUTPUT_TYPES, DryRunOutputConfig, GpioOutputConfig, OutputConfig, PinOutputConfig
 from edge.service.config import LogConfig, ServiceConfig
 from edge.sources.config import SourceConfig
 from edge.spray.config import SprayConfig
@@ -61,7 +61,7 @@ class Config(BaseModel):
     model: ModelConfig = ModelConfig()
     source: SourceConfig = SourceConfig()
     decision: DecisionConfig = DecisionConfig()
-    outputs: OutputSpec = OutputSpec()  # its keys are documented on edge.outputs.OutputSpec
+    outputs: OutputConfig = DryRunOutputConfig()  # one type per kind: edge.outputs.config
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
     service: ServiceConfig = ServiceConfig()
@@ -94,13 +94,13 @@ class Config(BaseModel):
     def _input_pins(self) -> "Config":
         s = self.spray
         encoder = s.encoder_pin if s is not None and s.speed_source == "encoder" else None
-        if encoder is not None and self.outputs.kind == "gpio" and encoder in self.outputs.pins:
+        if encoder is not None and isinstance(self.outputs, GpioOutputConfig) and encoder in self.outputs.pins:
             raise ValueError(f"[spray] encoder_pin {encoder} is also an output pin ([outputs] pins); "
                              "wire the wheel encoder to a free GPIO pin")
         pin = self.safety.enable_pin
         if pin is None:
             return self
-        if self.outputs.kind in ("gpio", "jetson") and pin in self.outputs.pins:
+        if isinstance(self.outputs, PinOutputConfig) and pin in self.outputs.pins:
             raise ValueError(f"[safety] enable_pin {pin} is also an output pin ([outputs] pins); "
                              "wire the enable switch to a free GPIO pin")
         if encoder == pin:
@@ -108,16 +108,30 @@ class Config(BaseModel):
         return self
 
 
+def _valid_keys(section: str | None, kind: str | None) -> str:
+    """The keys of a section (of ``[outputs]`` of one kind), or the sections (``section`` None)."""
+    if kind is not None:
+        own = set(OUTPUT_TYPES[kind].model_fields)
+        others = {k for t in OUTPUT_TYPES.values() for k in t.model_fields} - own
+        return f"{', '.join(sorted(own))} (other output kinds also take: {', '.join(sorted(others))})"
+    model = Config.model_fields[section].annotation if section else Config
+    return ", ".join(sorted(model.model_fields))
+
+
 def _describe(e: ValidationError, origin: str) -> ConfigError:
     err = e.errors()[0]
     loc = [str(x) for x in err["loc"]]
+    # an [outputs] error's location holds the kind the union chose: outputs.gpio.pinz -> [outputs] pinz
+    kind = loc.pop(1) if len(loc) > 1 and loc[0] == "outputs" and loc[1] in OUTPUT_TYPES else None
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # [outputs] kind is not a kind
+        loc.append(err["ctx"]["discriminator"].strip("'"))
+        *tags, last = err["ctx"].get("expected_tags", "").split(", ")
+        msg = f"Input should be {', '.join(tags)} or {last}" if tags else msg
     where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "(top level)")
     if err["type"] == "extra_forbidden":
-        section = Config.model_fields.get(loc[0]) if len(loc) > 1 else None
-        valid = sorted(section.annotation.model_fields) if section is not None else sorted(Config.model_fields)
-        return ConfigError(f"config {origin}: {where}: unknown key",
-                           f"check the spelling; valid keys here: {', '.join(valid)}")
-    msg = err["msg"].removeprefix("Value error, ")
+        valid = _valid_keys(loc[0] if len(loc) > 1 else None, kind)
+        return ConfigError(f"config {origin}: {where}: unknown key", f"check the spelling; valid keys here: {valid}")
     if not loc:  # a check across sections names its keys itself
         return ConfigError(f"config {origin}: {msg}", "see deploy/config.example.toml for every key")
     return ConfigError(f"config {origin}: {where}: {msg}", "see deploy/config.example.toml for every key")

@@ -29,7 +29,7 @@ from edge.inputs.digital import input_spec
 from edge.core.errors import EXIT_OK
 from edge.inference import Classifier
 from edge.service.notify import SdNotify, ServiceNotifier
-from edge.outputs import build_output
+from edge.outputs import DryRunOutputConfig, SerialOutputConfig, build_output
 from edge.outputs.base import Output
 from edge.loop.runner import FrameResult, Pipeline, RunSummary
 from edge.outputs.reconnecting import Backoff, ReconnectingOutput
@@ -71,7 +71,7 @@ def frame_line(r: FrameResult) -> str:
 def make_output(cfg: Config, service: ServiceConfig, enable=None) -> Output:
     """The configured output, all off, gated by the enable switch (if any); a serial controller is
     wrapped to reconnect when lost."""
-    if cfg.outputs.kind == "serial" and service.serial_reconnect:
+    if isinstance(cfg.outputs, SerialOutputConfig) and service.serial_reconnect:
         return ReconnectingOutput(lambda: build_output(cfg.outputs, enable=enable),
                                   backoff=Backoff(service.reconnect_initial_s, service.reconnect_max_s))
     return build_output(cfg.outputs, enable=enable)
@@ -147,7 +147,7 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
 
 def with_spray_channels(cfg: Config) -> Config:
     """With [spray] and dry-run outputs of unstated size: one dry-run channel per nozzle."""
-    if cfg.spray is None or cfg.outputs.kind != "dryrun" or cfg.outputs.channels is not None:
+    if cfg.spray is None or not isinstance(cfg.outputs, DryRunOutputConfig) or cfg.outputs.channels is not None:
         return cfg
     return cfg.model_copy(update={"outputs": cfg.outputs.model_copy(update={"channels": cfg.spray.channels_needed})})
 

@@ -300,7 +300,7 @@ def run_pipeline(spec: RunSpec) -> dict:
     ``SprayPipeline`` when the config has a ``[spray]`` section)."""
     from edge.loop.actuator import Actuator
     from edge.config import load_config
-    from edge.outputs import OutputSpec, build_output
+    from edge.outputs import DryRunOutputConfig, PinOutputConfig, build_output
     from edge.loop.runner import Pipeline
     from edge.app.wiring import load_classifier, make_decider, make_spray_pipeline, with_spray_channels
 
@@ -316,8 +316,9 @@ def run_pipeline(spec: RunSpec) -> dict:
         res["stage_names"] = dict(STAGE_NAMES["lanes"])
         cfg = with_spray_channels(cfg.model_copy(update={"spray": bench_spray(original_spray)}))
     # Always the dry-run output (a benchmark must not move valves); as many channels as configured.
-    channels = cfg.outputs.channels or len(cfg.outputs.pins) or 1
-    out_spec = OutputSpec(kind="dryrun", channels=channels, max_on_s=cfg.outputs.max_on_s)
+    pins = cfg.outputs.pins if isinstance(cfg.outputs, PinOutputConfig) else ()
+    channels = cfg.outputs.channels or len(pins) or 1
+    out_spec = DryRunOutputConfig(channels=channels, max_on_s=cfg.outputs.max_on_s)
 
     classifier = load_classifier(cfg)
     decider = make_decider(cfg, classifier)

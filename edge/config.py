@@ -38,7 +38,14 @@ from edge.core.errors import ConfigError
 from edge.decide.config import DecisionConfig
 from edge.inference.config import ModelConfig
 from edge.loop.config import SafetyConfig
-from edge.outputs.config import OUTPUT_TYPES, DryRunOutputConfig, GpioOutputConfig, OutputConfig, PinOutputConfig
+from edge.outputs.config import (
+    OUTPUT_KEYS,
+    OUTPUT_TYPES,
+    DryRunOutputConfig,
+    GpioOutputConfig,
+    OutputConfig,
+    PinOutputConfig,
+)
 from edge.service.config import LogConfig, ServiceConfig
 from edge.sources.config import SourceConfig
 from edge.spray.config import SprayConfig
@@ -112,8 +119,7 @@ def _valid_keys(section: str | None, kind: str | None) -> str:
     """The keys of a section (of ``[outputs]`` of one kind), or the sections (``section`` None)."""
     if kind is not None:
         own = set(OUTPUT_TYPES[kind].model_fields)
-        others = {k for t in OUTPUT_TYPES.values() for k in t.model_fields} - own
-        return f"{', '.join(sorted(own))} (other output kinds also take: {', '.join(sorted(others))})"
+        return f"{', '.join(sorted(own))} (other output kinds also take: {', '.join(sorted(OUTPUT_KEYS - own))})"
     model = Config.model_fields[section].annotation if section else Config
     return ", ".join(sorted(model.model_fields))
 

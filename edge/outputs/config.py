@@ -153,7 +153,7 @@ OUTPUT_TYPES: dict[str, type[OutputConfigBase]] = {
     for t in (DryRunOutputConfig, GpioOutputConfig, JetsonOutputConfig, SerialOutputConfig)
 }
 KINDS = tuple(OUTPUT_TYPES)
-_ANY_KIND_KEYS = frozenset(k for t in OUTPUT_TYPES.values() for k in t.model_fields)
+OUTPUT_KEYS = frozenset(k for t in OUTPUT_TYPES.values() for k in t.model_fields)  # what any kind takes
 
 
 def _keys_for_kind(data: Any) -> Any:
@@ -167,7 +167,7 @@ def _keys_for_kind(data: Any) -> Any:
     own = OUTPUT_TYPES[kind].model_fields if isinstance(kind, str) and kind in OUTPUT_TYPES else None
     if own is None:
         return data  # not a kind: the union's error lists the kinds
-    foreign = [k for k in data if k not in own and k in _ANY_KIND_KEYS]
+    foreign = [k for k in data if k not in own and k in OUTPUT_KEYS]
     if foreign:
         log.warning("config: [outputs] %s do not apply to kind %r; ignored", ", ".join(foreign), kind)
     return {k: v for k, v in data.items() if k not in foreign}

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from edge import __version__
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, WeedDetectorError
@@ -127,54 +127,70 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# How the command line sets config keys: (argparse dest, config section, what the flag's value sets).
+# A plain key takes the flag's value; a converter returns the keys it sets ({} = none).
+# A flag that was not given (None, or False for a switch) sets nothing; later rows win.
+Convert = Callable[[Any], dict]
+
+
+def _source(kind: str, key: str | None = None) -> Convert:
+    """--camera N, --video PATH, ...: the flag chooses the source kind (an empty PATH/URL: not given)."""
+    return lambda value: {} if value == "" else {"kind": kind, **({key: value} if key else {})}
+
+
+def _const(key: str, value: Any) -> Convert:
+    """A switch that sets ``key`` to a fixed value (--active-low, -v, -q)."""
+    return lambda _given: {key: value}
+
+
+FLAG_KEYS: tuple[tuple[str, str, str | Convert], ...] = (
+    ("model", "model", "bundle"),
+    ("variant", "model", "variant"),
+    ("threads", "model", "threads"),
+    ("camera", "source", _source("camera", "camera")),
+    ("video", "source", _source("video", "path")),
+    ("images", "source", _source("images", "path")),
+    ("stream", "source", _source("stream", "url")),
+    ("picamera", "source", _source("picamera")),
+    ("width", "source", "width"),
+    ("height", "source", "height"),
+    ("fps", "source", "fps"),
+    ("realtime", "source", "realtime"),
+    ("loop", "source", "loop"),
+    ("threshold", "decision", "threshold"),
+    ("weed_labels", "decision", "weed_labels"),
+    ("debounce", "decision", lambda nm: {"debounce_n": nm[0], "debounce_m": nm[1]}),
+    ("hold_ms", "decision", "min_hold_ms"),
+    ("output", "outputs", "kind"),
+    ("pins", "outputs", "pins"),
+    ("active_low", "outputs", _const("active_high", False)),
+    ("serial_port", "outputs", "port"),
+    ("baud", "outputs", "baud"),
+    ("channels", "outputs", "channels"),
+    ("state_file", "outputs", "state_file"),
+    ("stall_timeout", "safety", "stall_timeout_s"),
+    ("max_on", "safety", "max_spray_s"),
+    ("log_jsonl", "log", "jsonl"),
+    ("stats_interval", "log", "stats_interval_s"),
+    ("print_frames", "log", "print_frames"),
+    ("save_triggers", "log", "save_triggers"),
+    ("sample_rate", "log", "sample_rate"),
+    ("quiet", "log", _const("level", "WARNING")),
+    ("verbose", "log", _const("level", "DEBUG")),  # after -q: -v wins
+)
+
+
 def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
-    """The config keys the command line sets (only those given)."""
-    o: dict[str, dict[str, Any]] = {k: {} for k in ("model", "source", "decision", "outputs", "safety", "log")}
-
-    def put(section: str, key: str, value: Any) -> None:
-        if value is not None:
-            o[section][key] = value
-
-    put("model", "bundle", a.model)
-    put("model", "variant", a.variant)
-    put("model", "threads", a.threads)
-    if a.camera is not None:
-        o["source"].update(kind="camera", camera=a.camera)
-    elif a.video:
-        o["source"].update(kind="video", path=a.video)
-    elif a.images:
-        o["source"].update(kind="images", path=a.images)
-    elif a.stream:
-        o["source"].update(kind="stream", url=a.stream)
-    elif a.picamera:
-        o["source"].update(kind="picamera")
-    for key in ("width", "height", "fps", "realtime", "loop"):
-        put("source", key, getattr(a, key))
-    put("decision", "threshold", a.threshold)
-    put("decision", "weed_labels", a.weed_labels)
-    if a.debounce:
-        o["decision"].update(debounce_n=a.debounce[0], debounce_m=a.debounce[1])
-    put("decision", "min_hold_ms", a.hold_ms)
-    put("outputs", "kind", a.output)
-    put("outputs", "pins", a.pins)
-    if a.active_low:
-        o["outputs"]["active_high"] = False
-    put("outputs", "port", a.serial_port)
-    put("outputs", "baud", a.baud)
-    put("outputs", "channels", a.channels)
-    put("outputs", "state_file", a.state_file)
-    put("safety", "stall_timeout_s", a.stall_timeout)
-    put("safety", "max_spray_s", a.max_on)
-    put("log", "jsonl", a.log_jsonl)
-    put("log", "stats_interval_s", a.stats_interval)
-    put("log", "print_frames", a.print_frames)
-    put("log", "save_triggers", a.save_triggers)
-    put("log", "sample_rate", a.sample_rate)
-    if a.verbose:
-        o["log"]["level"] = "DEBUG"
-    elif a.quiet:
-        o["log"]["level"] = "WARNING"
-    return {k: v for k, v in o.items() if v}
+    """The config keys the command line sets (only those given), by ``FLAG_KEYS``."""
+    o: dict[str, dict[str, Any]] = {}
+    for dest, section, key in FLAG_KEYS:
+        value = getattr(a, dest)
+        if value is None or value is False:
+            continue
+        keys = {key: value} if isinstance(key, str) else key(value)
+        if keys:
+            o.setdefault(section, {}).update(keys)
+    return o
 
 
 @contextmanager

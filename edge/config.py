@@ -1,10 +1,27 @@
 """The one TOML config file, validated on load (unknown keys rejected by name).
 
-Every key is documented in ``deploy/config.example.toml``. Command-line flags override
-the file (``edge.cli`` builds the override dict). Validation errors become one
+Each stage owns its section (the module that defines it):
+
+============  ==========================  ===========================================
+section       model                       module
+============  ==========================  ===========================================
+[model]       ``ModelConfig``             ``edge.inference.config``
+[source]      ``SourceConfig``            ``edge.sources.config``
+[decision]    ``DecisionConfig``          ``edge.decide.config``
+[outputs]     ``OutputConfig`` (by kind)  ``edge.outputs.config``
+[safety]      ``SafetyConfig``            ``edge.loop.config``
+[log]         ``LogConfig``               ``edge.service.config``
+[service]     ``ServiceConfig``           ``edge.service.config``
+[spray]       ``SprayConfig``             ``edge.spray.config``
+============  ==========================  ===========================================
+
+This module only assembles them: ``Config``, the checks across sections (input pins that
+are also output pins, the old ``[spray]`` enable-switch keys), ``load_config`` and the one
+error format. Every key is documented in ``deploy/config.example.toml``. Command-line flags
+override the file (``edge.cli`` builds the override dict). Validation errors become one
 ``ConfigError`` line naming the key, e.g.::
 
-    config /etc/weed-detector/config.toml: [output] pinz: unknown key — check the spelling; valid keys: ...
+    config /etc/weed-detector/config.toml: [outputs] pinz: unknown key — check the spelling; valid keys here: ...
 """
 
 from __future__ import annotations
@@ -13,91 +30,45 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from edge.service.config import ServiceConfig
-from edge.spray.config import SprayConfig
 from edge.core.errors import ConfigError
-from edge.outputs import OutputSpec
+from edge.decide.config import DecisionConfig
+from edge.inference.config import ModelConfig
+from edge.loop.config import SafetyConfig
+from edge.outputs.config import (
+    OUTPUT_KEYS,
+    OUTPUT_TYPES,
+    DryRunOutputConfig,
+    GpioOutputConfig,
+    OutputConfig,
+    PinOutputConfig,
+)
+from edge.service.config import LogConfig, ServiceConfig
+from edge.sources.config import SourceConfig
+from edge.spray.config import SprayConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelConfig(_Section):
-    bundle: str = ""  # folder or shipped name; "" = the default bundle
-    variant: str = ""  # "" = the bundle's main (int8) model; e.g. "float32"
-    threads: int = Field(default=2, ge=1, le=64)
-
-
-class SourceConfig(_Section):
-    kind: Literal["camera", "video", "images", "stream", "picamera"] = "camera"
-    camera: int = Field(default=0, ge=0)  # OpenCV camera index (/dev/videoN)
-    path: str = ""  # video file or image folder
-    url: str = ""  # rtsp:// or http(s):// stream
-    width: int = Field(default=640, ge=16)
-    height: int = Field(default=480, ge=16)
-    fps: float = Field(default=30.0, gt=0)
-    realtime: bool = False  # video files: pace at the file's frame rate
-    loop: bool = False  # image folders / videos: start again at the end
-
-    @model_validator(mode="after")
-    def _needs(self) -> "SourceConfig":
-        if self.kind in ("video", "images") and not self.path:
-            raise ValueError(f"source kind '{self.kind}' needs path")
-        if self.kind == "stream" and not self.url:
-            raise ValueError("source kind 'stream' needs url")
-        return self
-
-
-class DecisionConfig(_Section):
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # None = the bundle's operating threshold
-    weed_labels: list[str] | None = None  # None = the bundle's weed labels
-    debounce_n: int = Field(default=1, ge=1)  # spray when N of the last M frames are weed frames
-    debounce_m: int = Field(default=1, ge=1)
-    min_hold_ms: float = Field(default=0.0, ge=0.0)  # keep spraying at least this long
-
-    @model_validator(mode="after")
-    def _nm(self) -> "DecisionConfig":
-        if self.debounce_n > self.debounce_m:
-            raise ValueError(f"debounce_n ({self.debounce_n}) must not exceed debounce_m ({self.debounce_m})")
-        return self
-
-
-class SafetyConfig(_Section):
-    stall_timeout_s: float = Field(default=1.0, gt=0)  # no frame this long -> all outputs off
-    max_spray_s: float = Field(default=10.0, gt=0)  # spraying this long without a break -> off until the weed signal drops
-    enable_pin: int | None = Field(default=None, ge=0, le=255)  # enable switch input; None = no switch
-    enable_pull_up: bool = False  # false: switch to 3V3 (on = high); true: switch to ground (on = low)
-    input_kind: Literal["auto", "gpio", "jetson"] = "auto"  # how inputs are read; auto: jetson with jetson outputs
+__all__ = ["Config", "load_config", "MOVED_TO_SAFETY"]
 
 
 # Keys that moved out of [spray] (still read there, with a warning): old key -> [safety] key
 MOVED_TO_SAFETY = {"enable_pin": "enable_pin", "enable_pull_up": "enable_pull_up"}
 
 
-class LogConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    jsonl: str = ""  # per-frame JSON lines log; "" = none
-    stats_interval_s: float = Field(default=5.0, gt=0)
-    print_frames: bool = False  # one human line per frame on stdout
-    save_triggers: str = ""  # folder for frames that fired (+ a sample of the others)
-    sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)  # share of non-firing frames kept
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-
-class Config(_Section):
     model: ModelConfig = ModelConfig()
     source: SourceConfig = SourceConfig()
     decision: DecisionConfig = DecisionConfig()
-    outputs: OutputSpec = OutputSpec()  # its keys are documented on edge.outputs.OutputSpec
+    outputs: OutputConfig = DryRunOutputConfig()  # one type per kind: edge.outputs.config
     safety: SafetyConfig = SafetyConfig()
     log: LogConfig = LogConfig()
     service: ServiceConfig = ServiceConfig()
@@ -130,13 +101,13 @@ class Config(_Section):
     def _input_pins(self) -> "Config":
         s = self.spray
         encoder = s.encoder_pin if s is not None and s.speed_source == "encoder" else None
-        if encoder is not None and self.outputs.kind == "gpio" and encoder in self.outputs.pins:
+        if encoder is not None and isinstance(self.outputs, GpioOutputConfig) and encoder in self.outputs.pins:
             raise ValueError(f"[spray] encoder_pin {encoder} is also an output pin ([outputs] pins); "
                              "wire the wheel encoder to a free GPIO pin")
         pin = self.safety.enable_pin
         if pin is None:
             return self
-        if self.outputs.kind in ("gpio", "jetson") and pin in self.outputs.pins:
+        if isinstance(self.outputs, PinOutputConfig) and pin in self.outputs.pins:
             raise ValueError(f"[safety] enable_pin {pin} is also an output pin ([outputs] pins); "
                              "wire the enable switch to a free GPIO pin")
         if encoder == pin:
@@ -144,16 +115,29 @@ class Config(_Section):
         return self
 
 
+def _valid_keys(section: str | None, kind: str | None) -> str:
+    """The keys of a section (of ``[outputs]`` of one kind), or the sections (``section`` None)."""
+    if kind is not None:
+        own = set(OUTPUT_TYPES[kind].model_fields)
+        return f"{', '.join(sorted(own))} (other output kinds also take: {', '.join(sorted(OUTPUT_KEYS - own))})"
+    model = Config.model_fields[section].annotation if section else Config
+    return ", ".join(sorted(model.model_fields))
+
+
 def _describe(e: ValidationError, origin: str) -> ConfigError:
     err = e.errors()[0]
     loc = [str(x) for x in err["loc"]]
+    # an [outputs] error's location holds the kind the union chose: outputs.gpio.pinz -> [outputs] pinz
+    kind = loc.pop(1) if len(loc) > 1 and loc[0] == "outputs" and loc[1] in OUTPUT_TYPES else None
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # [outputs] kind is not a kind
+        loc.append(err["ctx"]["discriminator"].strip("'"))
+        *tags, last = err["ctx"].get("expected_tags", "").split(", ")
+        msg = f"Input should be {', '.join(tags)} or {last}" if tags else msg
     where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "(top level)")
     if err["type"] == "extra_forbidden":
-        section = Config.model_fields.get(loc[0]) if len(loc) > 1 else None
-        valid = sorted(section.annotation.model_fields) if section is not None else sorted(Config.model_fields)
-        return ConfigError(f"config {origin}: {where}: unknown key",
-                           f"check the spelling; valid keys here: {', '.join(valid)}")
-    msg = err["msg"].removeprefix("Value error, ")
+        valid = _valid_keys(loc[0] if len(loc) > 1 else None, kind)
+        return ConfigError(f"config {origin}: {where}: unknown key", f"check the spelling; valid keys here: {valid}")
     if not loc:  # a check across sections names its keys itself
         return ConfigError(f"config {origin}: {msg}", "see deploy/config.example.toml for every key")
     return ConfigError(f"config {origin}: {where}: {msg}", "see deploy/config.example.toml for every key")

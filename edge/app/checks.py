@@ -8,7 +8,7 @@ import threading
 from contextlib import ExitStack
 from typing import Callable
 
-from edge.app.wiring import load_classifier, make_decider, source_spec, with_spray_channels
+from edge.app.wiring import load_classifier, make_decider, with_spray_channels
 from edge.config import Config
 from edge.core.errors import EXIT_OK, ConfigError
 from edge.inference.bundle import available_bundles, load_bundle
@@ -87,8 +87,7 @@ def validate(cfg: Config) -> int:
         switch = open_enable_switch(cfg, stack)
         if switch is not None:
             print(f"{switch.describe()}: {'on' if switch.is_on() else 'OFF now (no output opens until it is on)'}")
-    spec = source_spec(cfg)
-    print(f"source: {spec.describe()} (opened at run time)")
+    print(f"source: {cfg.source.describe()} (opened at run time)")
     return EXIT_OK
 
 

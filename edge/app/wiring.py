@@ -27,7 +27,7 @@ from edge.inputs.enable import EnableSwitch, gate, open_enable_switch
 from edge.inputs.digital import input_spec
 from edge.inference import Classifier
 from edge.service.notify import SdNotify, ServiceNotifier
-from edge.outputs import build_output
+from edge.outputs import DryRunOutputConfig, SerialOutputConfig, build_output
 from edge.outputs.base import Output
 from edge.loop.processor import FrameProcessor, ProcessedFrame
 from edge.loop.runner import RunLoop
@@ -36,7 +36,7 @@ from edge.loop.whole_frame import WholeFrameProcessor
 from edge.core.reconnect import Backoff
 from edge.outputs.reconnecting import ReconnectingOutput
 from edge.service.records import JsonlLog, TriggerSaver
-from edge.sources import SourceSpec, open_source
+from edge.sources import open_source
 from edge.sources.base import FrameSource, ReopenableSource
 from edge.sources.reconnecting import ReconnectingSource
 
@@ -44,23 +44,6 @@ if TYPE_CHECKING:
     from edge.loop.per_lane import LaneProcessor
 
 log = logging.getLogger(__name__)
-
-
-def source_spec(cfg: Config, infer_size: tuple[int, int] | None = None) -> SourceSpec:
-    s = cfg.source
-    live = s.kind in ("camera", "picamera")
-    return SourceSpec(
-        kind=s.kind,
-        index=s.camera,
-        path=s.path or None,
-        url=s.url or None,
-        width=s.width if live else None,
-        height=s.height if live else None,
-        fps=s.fps if live or s.kind == "images" else None,  # video: the file's own rate
-        realtime=s.realtime,
-        loop=s.loop,
-        infer_size=infer_size if s.kind == "picamera" else None,
-    )
 
 
 def load_classifier(cfg: Config) -> Classifier:
@@ -95,7 +78,7 @@ def frame_line(r: ProcessedFrame) -> str:
 def make_output(cfg: Config, service: ServiceConfig, enable=None) -> Output:
     """The configured output, all off, gated by the enable switch (if any); a serial controller is
     wrapped to reconnect when lost."""
-    if cfg.outputs.kind == "serial" and service.serial_reconnect:
+    if isinstance(cfg.outputs, SerialOutputConfig) and service.serial_reconnect:
         return ReconnectingOutput(lambda: build_output(cfg.outputs, enable=enable),
                                   backoff=Backoff(service.reconnect_initial_s, service.reconnect_max_s))
     return build_output(cfg.outputs, enable=enable)
@@ -129,11 +112,11 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         log.info("model %s (%s) on %s | outputs: %s x%d | threshold %.2f, weeds: %s",
                  classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
                  decider.threshold, ", ".join(decider.weed_labels))
-        spec = source_spec(cfg, (inp.width, inp.height))
-        notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; opening {spec.describe()}")
+        notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; "
+                       f"opening {cfg.source.describe()}")
         stack.callback(notifier.stopping, "stopping: all outputs off")
         stop = stop or threading.Event()
-        source = reconnecting(open_source(spec), cfg, stop)
+        source = reconnecting(open_source(cfg.source, infer_size=(inp.width, inp.height)), cfg, stop)
         stack.callback(source.close)
         if cfg.spray is not None:
             processor: FrameProcessor = make_lane_processor(cfg, classifier, out, stack, switch=switch)
@@ -169,7 +152,7 @@ def reconnecting(source: FrameSource, cfg: Config, stop: threading.Event) -> Fra
 
 def with_spray_channels(cfg: Config) -> Config:
     """With [spray] and dry-run outputs of unstated size: one dry-run channel per nozzle."""
-    if cfg.spray is None or cfg.outputs.kind != "dryrun" or cfg.outputs.channels is not None:
+    if cfg.spray is None or not isinstance(cfg.outputs, DryRunOutputConfig) or cfg.outputs.channels is not None:
         return cfg
     return cfg.model_copy(update={"outputs": cfg.outputs.model_copy(update={"channels": cfg.spray.channels_needed})})
 

@@ -1,12 +1,28 @@
-"""The ``[service]`` config section: running unattended (systemd, reconnects, disk caps).
+"""The ``[log]`` and ``[service]`` config sections: the run records and running unattended.
 
-Plugged into ``edge.config.Config`` as ``service: ServiceConfig = ServiceConfig()``;
-every key is documented in ``deploy/config.example.toml``.
+``[log]`` (``LogConfig``): the log level, the per-frame JSON lines log and the saved frames
+(written by ``edge.service.records``), the stats interval and ``--print``. ``[service]``
+(``ServiceConfig``): systemd notifications, reconnects, and the size caps on those records.
+Both are plugged into ``edge.config.Config``; every key is documented in
+``deploy/config.example.toml``.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class LogConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    jsonl: str = ""  # per-frame JSON lines log; "" = none
+    stats_interval_s: float = Field(default=5.0, gt=0)
+    print_frames: bool = False  # one human line per frame on stdout
+    save_triggers: str = ""  # folder for frames that fired (+ a sample of the others)
+    sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)  # share of non-firing frames kept
 
 
 class ServiceConfig(BaseModel):

@@ -158,3 +158,51 @@ def test_serial_controller_follows_weed_frames(frames):
     # on at each run of weed frames, off at each run of soil frames after one
     expected = _changes([c == "W" for c in SCRIPT])
     assert ch0 == (expected if expected[0] else expected[1:]) + ([] if not expected[-1] else [False])
+
+
+# -- flags -> config keys (edge.cli.FLAG_KEYS) ----------------------------------------------
+RUN_FLAGS = {"help", "config", "version", "validate_config", "list_models", "test_outputs", "pulse_ms",
+             "measure_valve_lag", "lag_pulses_ms", "repeats", "gap_ms", "lag_log", "yes", "max_frames"}
+
+
+def test_every_flag_is_a_run_flag_or_in_the_one_table():
+    from edge.cli import FLAG_KEYS, build_parser
+
+    dests = [dest for dest, _section, _key in FLAG_KEYS]
+    assert len(dests) == len(set(dests))
+    assert {a.dest for a in build_parser()._actions} == RUN_FLAGS | set(dests)
+
+
+def test_every_plain_row_names_a_config_key():
+    from edge.cli import FLAG_KEYS
+    from edge.config import Config
+    from edge.outputs.config import OUTPUT_KEYS
+
+    for dest, section, key in FLAG_KEYS:
+        fields = OUTPUT_KEYS if section == "outputs" else Config.model_fields[section].annotation.model_fields
+        assert not isinstance(key, str) or key in fields, dest
+
+
+@pytest.mark.parametrize(
+    "argv, overrides",
+    [
+        ([], {}),
+        (["--camera", "0"], {"source": {"kind": "camera", "camera": 0}}),
+        (["--picamera", "--width", "320"], {"source": {"kind": "picamera", "width": 320}}),
+        (["--video", "v.avi", "--realtime"], {"source": {"kind": "video", "path": "v.avi", "realtime": True}}),
+        (["--video", ""], {}),  # an empty path counts as not given
+        (["--stream", "rtsp://cam/1"], {"source": {"kind": "stream", "url": "rtsp://cam/1"}}),
+        (["--debounce", "2of3", "--hold-ms", "0"], {"decision": {"debounce_n": 2, "debounce_m": 3, "min_hold_ms": 0}}),
+        (["--output", "gpio", "--pins", "17,27", "--active-low"],
+         {"outputs": {"kind": "gpio", "pins": [17, 27], "active_high": False}}),
+        (["--serial-port", "loop://", "--max-on", "3"], {"outputs": {"port": "loop://"}, "safety": {"max_spray_s": 3}}),
+        (["--threads", "0", "--weed-labels", ""], {"model": {"threads": 0}, "decision": {"weed_labels": []}}),
+        (["-q"], {"log": {"level": "WARNING"}}),
+        (["-q", "-v", "--print"], {"log": {"level": "DEBUG", "print_frames": True}}),  # -v wins over -q
+        (["--max-frames", "3", "--yes"], {}),  # run flags set no config key
+    ],
+)
+def test_flags_set_their_config_keys(argv, overrides):
+    from edge.cli import build_parser, overrides_from_args
+
+    assert overrides_from_args(build_parser().parse_args(argv)) == overrides

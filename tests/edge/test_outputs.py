@@ -12,9 +12,19 @@ from pydantic import ValidationError
 
 from edge.core.clock import ManualClock
 from edge.core.errors import EXIT_OUTPUT, OutputError
-from edge.outputs import DryRunOutput, OutputSpec, build_output
+from edge.config import load_config
+from edge.outputs import (
+    DryRunOutput,
+    DryRunOutputConfig,
+    GpioOutputConfig,
+    JetsonOutputConfig,
+    SerialOutputConfig,
+    build_output,
+    output_config,
+)
 from edge.outputs.base import Output
 from edge.outputs.dryrun import state_time_ns
+from tests.edge.test_enable import jetson  # noqa: F401 - the fake Jetson.GPIO fixture
 
 gpiozero = pytest.importorskip("gpiozero")
 from gpiozero.pins.mock import MockFactory  # noqa: E402
@@ -291,7 +301,7 @@ def test_build_output_defaults_to_one_dryrun_channel():
 
 
 def test_build_output_gpio_with_injected_factory(factory):
-    spec = OutputSpec(kind="gpio", pins=(6, 13), active_high=False, max_on_s=1.5)
+    spec = GpioOutputConfig(pins=(6, 13), active_high=False, max_on_s=1.5)
     with build_output(spec, pin_factory=factory) as out:
         assert out.name == "gpio" and out.max_on_s == 1.5
         out.set(1, True)
@@ -299,7 +309,7 @@ def test_build_output_gpio_with_injected_factory(factory):
 
 
 def test_build_output_dryrun_state_file(tmp_path):
-    spec = OutputSpec(kind="dryrun", channels=2, state_file=str(tmp_path / "s.jsonl"))
+    spec = DryRunOutputConfig(channels=2, state_file=str(tmp_path / "s.jsonl"))
     with build_output(spec, log=lambda _m: None) as out:
         out.set(1, True)
     assert (tmp_path / "s.jsonl").read_text().count("\n") == 4
@@ -318,13 +328,82 @@ def test_build_output_dryrun_state_file(tmp_path):
         ({"max_on_s": 0}, "max_on_s"),
     ],
 )
-def test_output_spec_rejects_bad_combinations(fields, needle):
+def test_output_config_rejects_bad_combinations(fields, needle):
     with pytest.raises(ValidationError) as err:
-        OutputSpec(**fields)
+        output_config(fields)
     assert needle in str(err.value)
 
 
-def test_output_spec_is_frozen():
-    spec = OutputSpec()
+def test_output_config_is_frozen():
+    spec = output_config()
     with pytest.raises(ValidationError):
         spec.kind = "gpio"
+
+
+# -- one config type per kind ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "config_type", "name", "channels"),
+    [
+        (None, DryRunOutputConfig, "dryrun", 1),  # no [outputs]: dry-run with its defaults
+        ({"channels": 3}, DryRunOutputConfig, "dryrun", 3),  # kind defaults to dryrun
+        ({"kind": "gpio", "pins": [17, 27], "active_high": False}, GpioOutputConfig, "gpio", 2),
+        ({"kind": "jetson", "pins": [29, 31, 33], "pin_numbering": "BOARD"}, JetsonOutputConfig, "jetson", 3),
+        ({"kind": "serial", "port": "loop://", "channels": 2, "acks": False}, SerialOutputConfig, "serial", 2),
+    ],
+)
+def test_each_output_kind_builds_from_its_config(table, config_type, name, channels, factory, jetson):
+    import serial
+
+    cfg = load_config(overrides={"outputs": table} if table is not None else None)
+    assert type(cfg.outputs) is config_type and cfg.outputs.kind == config_type.model_fields["kind"].default
+    port = serial.serial_for_url("loop://", timeout=0.01) if name == "serial" else None
+    with build_output(cfg.outputs, pin_factory=factory, serial=port, log=lambda _m: None) as out:
+        assert (out.name, out.channels) == (name, channels)
+        out.set(0, True)
+        assert out.state()[0]
+    if name == "jetson":
+        assert jetson.mode == "BOARD" and jetson.levels[29] == jetson.LOW  # off after close
+
+
+def test_build_output_has_a_backend_for_every_kind():
+    from edge.outputs.config import KINDS, OUTPUT_TYPES
+
+    assert KINDS == ("dryrun", "gpio", "jetson", "serial") and tuple(OUTPUT_TYPES) == KINDS
+    with pytest.raises(TypeError, match="output config"):
+        build_output({"kind": "dryrun"})  # a plain table is not a config: output_config() reads it
+
+
+@pytest.mark.parametrize(
+    ("table", "ignored"),
+    [
+        ({"kind": "dryrun", "pins": [17], "baud": 9600, "heartbeat_s": 0.5}, "pins, baud, heartbeat_s"),
+        ({"pins": [], "acks": True}, "pins, acks"),  # kind defaults to dryrun
+        ({"kind": "gpio", "pins": [17], "state_file": "s.jsonl", "port": "/dev/ttyACM0"}, "state_file, port"),
+        ({"kind": "jetson", "pins": [29], "retries": 3}, "retries"),
+        ({"kind": "serial", "port": "loop://", "pins": [5], "active_high": False}, "pins, active_high"),
+    ],
+)
+def test_a_key_of_another_kind_warns_and_is_ignored(caplog, table, ignored):
+    kind = table.get("kind", "dryrun")
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.config"):
+        c = output_config(table)
+    assert f"[outputs] {ignored} do not apply to kind '{kind}'; ignored" in caplog.text
+    assert c.kind == kind and not set(ignored.split(", ")) & set(type(c).model_fields)
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        {"kind": "dryrun", "channels": 2, "max_on_s": 1.0, "state_file": "s.jsonl"},
+        {"kind": "gpio", "pins": [17], "active_high": False, "max_on_s": 1.0},
+        # pin_numbering applies to every kind: Jetson inputs ([safety] input_kind) read it too
+        {"kind": "serial", "port": "loop://", "baud": 9600, "pin_numbering": "BCM"},
+    ],
+)
+def test_keys_of_the_kind_itself_give_no_warning(caplog, table):
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.config"):
+        c = output_config(table)
+    assert not caplog.records and all(getattr(c, k) == (tuple(v) if isinstance(v, list) else v)
+                                      for k, v in table.items())

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from edge.core.clock import ManualClock
 from edge.core.errors import OutputError
-from edge.outputs import OutputSpec, build_output
+from edge.outputs import SerialOutputConfig, build_output
 from edge.outputs import serial_protocol as proto
 from edge.outputs.base import Output
 from edge.outputs.serial_controller import Controller
@@ -355,7 +355,7 @@ def test_exact_bytes_written_over_loop():
 
 def test_build_output_serial_uses_the_injected_port():
     port = serial.serial_for_url("loop://", timeout=0.01)
-    spec = OutputSpec(kind="serial", port="loop://", channels=1, acks=False, heartbeat_s=30)
+    spec = SerialOutputConfig(port="loop://", channels=1, acks=False, heartbeat_s=30)
     with build_output(spec, serial=port) as out:
         out.set(0, True)
     lines = [proto.decode(raw) for raw in proto.LineSplitter().feed(port.read(port.in_waiting))]

@@ -21,7 +21,8 @@ import pytest
 
 from edge.core.clock import ManualClock
 from edge.core.errors import ConfigError, SourceError
-from edge.sources import SourceSpec, make_source, open_source
+from edge.config import load_config
+from edge.sources import SourceConfig, make_source, open_source
 from edge.sources.base import FrameSource, FrameTimeout
 from edge.sources.camera import CameraSource
 from edge.sources.images import ImageFolderSource
@@ -501,19 +502,34 @@ def test_picamera_lores_format_and_sensor_timestamps(monkeypatch, vc4, lores_for
 
 # -- factory ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "spec, cls",
+    "config, infer_size, cls",
     [
-        (SourceSpec("camera", index=2, width=640, height=480, fps=30), CameraSource),
-        (SourceSpec("stream", url="rtsp://cam/1"), StreamSource),
-        (SourceSpec("picamera", infer_size=(224, 224)), PicameraSource),
-        (SourceSpec("video", path="x.avi", realtime=True), VideoSource),
-        (SourceSpec("images", path="dir", loop=True), ImageFolderSource),
+        (SourceConfig(kind="camera", camera=2, width=640, height=480, fps=30), None, CameraSource),
+        (SourceConfig(kind="stream", url="rtsp://cam/1"), None, StreamSource),
+        (SourceConfig(kind="picamera"), (224, 224), PicameraSource),
+        (SourceConfig(kind="video", path="x.avi", realtime=True), None, VideoSource),
+        (SourceConfig(kind="images", path="dir", loop=True), None, ImageFolderSource),
     ],
 )
-def test_make_source_builds_each_kind_without_opening(spec, cls):
-    src = make_source(spec)
+def test_make_source_builds_each_kind_without_opening(config, infer_size, cls):
+    src = make_source(config, infer_size=infer_size)
     assert isinstance(src, cls) and isinstance(src, FrameSource)
     src.close()
+
+
+@pytest.mark.parametrize(
+    "fields, capture_size, frame_rate, label",
+    [
+        ({"kind": "camera", "camera": 1, "fps": 15}, (640, 480), 15, "camera 1"),
+        ({"kind": "picamera", "width": 1280, "height": 720}, (1280, 720), 30, "picamera 0"),
+        ({"kind": "video", "path": "v.avi", "fps": 5}, None, None, "video v.avi"),  # a video keeps its own rate
+        ({"kind": "images", "path": "d", "fps": 5}, None, 5, "images d"),
+        ({"kind": "stream", "url": "rtsp://u:secret@cam/1"}, None, None, "stream rtsp://u:***@cam/1"),
+    ],
+)
+def test_source_config_says_what_reaches_the_source(fields, capture_size, frame_rate, label):
+    c = SourceConfig(**fields)
+    assert (c.capture_size, c.frame_rate, c.describe()) == (capture_size, frame_rate, label)
 
 
 @pytest.mark.parametrize(
@@ -523,19 +539,24 @@ def test_make_source_builds_each_kind_without_opening(spec, cls):
         {"kind": "video"},
         {"kind": "images", "path": ""},
         {"kind": "stream"},
-        {"kind": "camera", "index": -1},
+        {"kind": "camera", "camera": -1},
         {"kind": "camera", "fps": 0},
-        {"kind": "picamera", "infer_size": (224,)},
     ],
 )
-def test_source_spec_rejects_bad_fields_with_config_error(kwargs):
+def test_source_config_rejects_bad_fields_with_config_error(kwargs):
     with pytest.raises(ConfigError) as info:
-        SourceSpec(**kwargs)
+        load_config(overrides={"source": kwargs})
+    assert info.value.fix
+
+
+def test_make_source_rejects_a_bad_infer_size_with_config_error():
+    with pytest.raises(ConfigError) as info:
+        make_source(SourceConfig(kind="picamera"), infer_size=(224,))
     assert info.value.fix
 
 
 def test_open_source_starts_the_source(image_dir):
-    with open_source(SourceSpec("images", path=str(image_dir))) as src:
+    with open_source(SourceConfig(kind="images", path=str(image_dir))) as src:
         assert src.read().name == "a_first.jpg"
     with pytest.raises(SourceError):
-        open_source(SourceSpec("video", path=str(image_dir / "nope.avi")))
+        open_source(SourceConfig(kind="video", path=str(image_dir / "nope.avi")))

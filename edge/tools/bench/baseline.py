@@ -115,7 +115,7 @@ def run_naive(spec: RunSpec) -> dict:
     import numpy as np
 
     from edge.inference.runtime import make_interpreter
-    from edge.outputs import OutputSpec, build_output
+    from edge.outputs import DryRunOutputConfig, build_output
 
     res = result_skeleton(spec)
     res["threads"] = 1
@@ -139,7 +139,7 @@ def run_naive(spec: RunSpec) -> dict:
     logits = m.output.kind == "logits"
 
     frames = NaiveFrames(spec.frames)
-    out = build_output(OutputSpec(kind="dryrun"))
+    out = build_output(DryRunOutputConfig())
     by_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     n_total = spec.warmup + spec.n_frames if spec.n_frames is not None else None
     limit_ns = int(spec.seconds * 1e9) if spec.seconds else None

@@ -106,9 +106,8 @@ def open_frames(spec: FramesSpec, cfg, infer_size: tuple[int, int]):
         src.start()
         return src
     from edge.sources import open_source
-    from edge.app.wiring import source_spec
 
-    return open_source(source_spec(cfg, infer_size))
+    return open_source(cfg.source, infer_size=infer_size)
 
 
 def bench_spray(spray):
@@ -173,7 +172,7 @@ def run_pipeline(spec: RunSpec) -> dict:
     from edge.loop.per_lane import LaneProcessor
     from edge.loop.runner import RunLoop
     from edge.loop.whole_frame import WholeFrameProcessor
-    from edge.outputs import OutputSpec, build_output
+    from edge.outputs import DryRunOutputConfig, PinOutputConfig, build_output
 
     res = result_skeleton(spec)
     res["loadavg_start"] = loadavg()
@@ -187,8 +186,9 @@ def run_pipeline(spec: RunSpec) -> dict:
         res["stage_names"] = dict(STAGE_NAMES["lanes"])
         cfg = with_spray_channels(cfg.model_copy(update={"spray": bench_spray(original_spray)}))
     # Always the dry-run output (a benchmark must not move valves); as many channels as configured.
-    channels = cfg.outputs.channels or len(cfg.outputs.pins) or 1
-    out_spec = OutputSpec(kind="dryrun", channels=channels, max_on_s=cfg.outputs.max_on_s)
+    pins = cfg.outputs.pins if isinstance(cfg.outputs, PinOutputConfig) else ()
+    channels = cfg.outputs.channels or len(pins) or 1
+    out_spec = DryRunOutputConfig(channels=channels, max_on_s=cfg.outputs.max_on_s)
 
     classifier = load_classifier(cfg)
     decider = make_decider(cfg, classifier)

@@ -1,0 +1,24 @@
+"""The ``[decision]`` config section: threshold, weed labels, N-of-M debounce, minimum hold.
+
+Plugged into ``edge.config.Config``; every key is documented in ``deploy/config.example.toml``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class DecisionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # None = the bundle's operating threshold
+    weed_labels: list[str] | None = None  # None = the bundle's weed labels
+    debounce_n: int = Field(default=1, ge=1)  # spray when N of the last M frames are weed frames
+    debounce_m: int = Field(default=1, ge=1)
+    min_hold_ms: float = Field(default=0.0, ge=0.0)  # keep spraying at least this long
+
+    @model_validator(mode="after")
+    def _nm(self) -> "DecisionConfig":
+        if self.debounce_n > self.debounce_m:
+            raise ValueError(f"debounce_n ({self.debounce_n}) must not exceed debounce_m ({self.debounce_m})")
+        return self

@@ -8,13 +8,14 @@ import threading
 from contextlib import ExitStack
 from typing import Callable
 
-from edge.app.wiring import load_classifier, make_decider, with_spray_channels
+from edge.app.wiring import load_classifier, make_decider, open_gated_output, with_spray_channels
 from edge.config import Config
 from edge.core.errors import EXIT_OK, ConfigError
 from edge.inference.bundle import available_bundles, load_bundle
-from edge.inputs.enable import gate, open_enable_switch
+from edge.inputs.enable import open_enable_switch
 from edge.outputs import build_output
 from edge.outputs.base import Output
+from edge.outputs.channels import ChannelOutput
 
 
 def spray_summary(cfg: Config, out: Output) -> str:
@@ -35,7 +36,7 @@ def spray_summary(cfg: Config, out: Output) -> str:
 
 
 def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: threading.Event | None = None,
-                 output: Output | None = None, wait: Callable[[float], object] | None = None) -> int:
+                 output: ChannelOutput | None = None, wait: Callable[[float], object] | None = None) -> int:
     """``--test-outputs``: each channel on for ``pulse_s``, then off, in turn (priming and checking a boom).
 
     No model, no camera. Every channel is off before, between and after the pulses, and on
@@ -46,12 +47,7 @@ def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: t
     stop = stop or threading.Event()
     wait = wait or stop.wait
     with ExitStack() as stack:
-        switch = open_enable_switch(cfg, stack)
-        if switch is not None:
-            switch.require_on("pulse the outputs")
-        out = gate(output, switch) if output is not None else build_output(with_spray_channels(cfg).outputs,
-                                                                           enable=switch)
-        stack.callback(out.close)
+        out = open_gated_output(cfg, stack, "pulse the outputs", output)
         out.all_off()
         print(f"testing {out.name} outputs: {out.channels} channel(s), {pulse_s * 1000:g} ms each", flush=True)
         for ch in range(out.channels):

@@ -319,19 +319,12 @@ def run(cfg, channel: int, pulses_ms: Sequence[float] = DEFAULT_PULSES_MS, *, re
         gap_ms: float = 1500.0, log_path: str | None = None, interactive: bool | None = None,
         stop: threading.Event | None = None, output: ChannelOutput | None = None) -> int:
     """``edge-run --measure-valve-lag``: build the configured output (gated by the enable switch) and pulse."""
-    from edge.inputs.enable import gate, open_enable_switch
-    from edge.outputs import build_output
-    from edge.app.wiring import with_spray_channels
+    from edge.app.wiring import open_gated_output
 
     if interactive is None:
         interactive = sys.stdin is not None and sys.stdin.isatty()
     with ExitStack() as stack:
-        switch = open_enable_switch(cfg, stack)
-        if switch is not None:
-            switch.require_on("pulse a valve")
-        out = gate(output, switch) if output is not None else build_output(with_spray_channels(cfg).outputs,
-                                                                           enable=switch)
-        stack.callback(out.close)
+        out = open_gated_output(cfg, stack, "pulse a valve", output)
         try:
             measure_valve_lag(out, channel, pulses_ms, repeats=repeats, gap_ms=gap_ms, stop=stop,
                               log_path=log_path, prompt=input if interactive else None)

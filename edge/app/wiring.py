@@ -29,6 +29,7 @@ from edge.inference import Classifier
 from edge.service.notify import SdNotify, ServiceNotifier
 from edge.outputs import DryRunOutputConfig, SerialOutputConfig, build_output
 from edge.outputs.base import Output
+from edge.outputs.channels import ChannelOutput
 from edge.loop.processor import FrameProcessor, ProcessedFrame
 from edge.loop.runner import RunLoop
 from edge.loop.stats import RunStats
@@ -73,6 +74,19 @@ def frame_line(r: ProcessedFrame) -> str:
     outs = "".join("1" if x else "0" for x in r.outputs)
     return (f"frame {r.frame.frame_id:5d}  {name[:40]:40s}  {r.decision.label:26s} {r.decision.label_prob:4.2f}  "
             f"weed {r.decision.weed_score:4.2f}  {act:5s}  outputs {outs}  {r.timings.end_to_end:6.1f} ms")
+
+
+def open_gated_output(cfg: Config, stack: ExitStack, action: str,
+                      output: ChannelOutput | None = None) -> ChannelOutput:
+    """The configured output (or ``output``, built elsewhere), gated by the enable switch, closed (all off)
+    by ``stack``. ``OutputError`` when the switch is off now: ``action`` would open a valve."""
+    switch = open_enable_switch(cfg, stack)
+    if switch is not None:
+        switch.require_on(action)
+    out = gate(output, switch) if output is not None else build_output(with_spray_channels(cfg).outputs,
+                                                                       enable=switch)
+    stack.callback(out.close)
+    return out
 
 
 def make_output(cfg: Config, service: ServiceConfig, enable=None) -> Output:

@@ -358,7 +358,7 @@ def markdown(doc: dict) -> str:
         names = lanes[0].get("stage_names") or {}
         lines += [
             "",
-            "Per-lane runs (`[spray]` in the config: edge-run's SprayPipeline), per stage, p50 / p95 ms:",
+            "Per-lane runs (`[spray]` in the config: edge-run's per-lane processor), per stage, p50 / p95 ms:",
             "",
             "| run | " + " | ".join(names.get(st, st) for st in STAGES) + " |",
             "|---|" + "---:|" * len(STAGES),

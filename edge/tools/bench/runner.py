@@ -6,12 +6,13 @@ A fresh interpreter per configuration keeps runs independent (no warm caches, no
 shared thread pools) and makes the peak memory that of this configuration alone.
 
 The run object's skeleton and the numbers every run fills are ``edge.tools.bench.runs``'s,
-shared with the naive loop (``baseline``). The pipeline run is built from the same pieces as ``edge-run`` (``edge.app.wiring``'s
-classifier, decider and source spec; ``Pipeline``; ``Actuator``; the dry-run output):
+shared with the naive loop (``baseline``). The pipeline run is built from the same pieces
+as ``edge-run`` (``edge.app.wiring``'s classifier and decider, the ``[source]`` section,
+``RunLoop`` with the ``WholeFrameProcessor`` and its ``Actuator``, the dry-run output):
 only the frame callback that collects timings and the stop rule are the benchmark's.
 
 With a ``[spray]`` section in the config the run is edge-run's per-lane path instead
-(``edge.app.wiring.make_spray_pipeline``: ``SprayPipeline`` — tiles, one batched classify per
+(``edge.app.wiring.make_lane_processor``: ``LaneProcessor`` — tiles, one batched classify per
 frame, a decision per lane, sprays planned into the scheduler thread on the dry-run
 output), at a fixed speed, without the enable switch or the spray log; the run's
 ``mode`` is ``lanes``, ``stage_names`` says what each stage covers, and ``spray`` holds

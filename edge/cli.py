@@ -18,8 +18,9 @@ from edge.core.errors import EXIT_INTERNAL, EXIT_OK, WeedDetectorError
 
 log = logging.getLogger("edge")
 
-EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad arguments, 3 config, 4 model bundle,
-5 frame source, 6 outputs, 7 no TFLite runtime, 8 stalled source.
+EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad arguments, 3 config (also a log file or folder
+it names that cannot be written), 4 model bundle, 5 frame source, 6 outputs (also a --state-file
+that cannot be written), 7 no TFLite runtime, 8 stalled source.
 Config keys: deploy/config.example.toml."""
 
 

@@ -151,12 +151,9 @@ class _LagLog:
     every line has ``event``, ``t_mono_ns`` and ``wall``. No path: nothing is written."""
 
     def __init__(self, path: str | Path | None, clock: Clock):
-        try:
-            self._out = JsonlWriter(path or None, what="valve-lag log", goes_on="the measurement goes on without it",
-                                    logger=log, strict=True)
-        except OSError as e:
-            raise ConfigError(f"cannot write the valve-lag log {str(path)!r}: {e.strerror or e}",
-                              "give a writable path with --lag-log") from None
+        self._out = JsonlWriter(path or None, what="valve-lag log", goes_on="the measurement goes on without it",
+                                fix="give a writable path with --lag-log", error=ConfigError, make_folder=False,
+                                logger=log, clock=clock)
         self._clock = clock
 
     def emit(self, event: str, **fields) -> None:

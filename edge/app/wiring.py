@@ -1,10 +1,14 @@
 """Config -> the objects of a run, in the order that keeps the valves safe.
 
-1. the model bundle is loaded and its interpreter checked (bad model: nothing touched);
-2. the outputs are built (every channel off);
-3. systemd is told READY (when run as a ``Type=notify`` service), then the frame source
+1. the frame log and the trigger-frame folder are opened: a file the user named that
+   cannot be written is an error at start (``ConfigError``, exit 3; the dry-run state
+   file, opened with the outputs, exit 6; the spray log, opened with the lane processor,
+   exit 3), while mid-run writing never stops detection;
+2. the model bundle is loaded and its interpreter checked (bad model: nothing touched);
+3. the outputs are built (every channel off);
+4. systemd is told READY (when run as a ``Type=notify`` service), then the frame source
    is opened;
-4. the run loop runs (a whole-frame or a per-lane processor); on any way out, outputs go off and everything is closed.
+5. the run loop runs (a whole-frame or a per-lane processor); on any way out, outputs go off and everything is closed.
 
 Unattended operation (the ``[service]`` section, ``edge.service.config``): STATUS and
 WATCHDOG notifications from the loop's heartbeat, a lost camera reopened with backoff,
@@ -115,11 +119,12 @@ def run(cfg: Config, stop: threading.Event | None = None, max_frames: int | None
 
 def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: threading.Event | None,
          max_frames: int | None, output: Output | None) -> RunStats:
-    classifier = load_classifier(cfg)
-    decider = make_decider(cfg, classifier)
-    inp = classifier.bundle.manifest.input
     with ExitStack() as stack:
+        jsonl, saver = open_records(cfg, service, stack)  # a named file that cannot be written: exit 3, first
+        classifier = load_classifier(cfg)
         stack.callback(classifier.close)
+        decider = make_decider(cfg, classifier)
+        inp = classifier.bundle.manifest.input
         switch = open_enable_switch(cfg, stack)  # before the outputs: they close (all off) first
         out = gate(output, switch) if output is not None else make_output(with_spray_channels(cfg), service, switch)
         stack.callback(out.close)
@@ -138,10 +143,8 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
             processor = WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s))
         loop = RunLoop(
             source, processor,
-            jsonl=JsonlLog(cfg.log.jsonl or None, max_bytes=int(service.log_max_mb * 1e6),
-                           backups=service.log_backups),
-            saver=TriggerSaver(cfg.log.save_triggers or None, cfg.log.sample_rate,
-                               max_bytes=int(service.triggers_max_mb * 1e6)),
+            jsonl=jsonl,
+            saver=saver,
             stop=stop,
             stall_timeout_s=cfg.safety.stall_timeout_s,
             stats_interval_s=cfg.log.stats_interval_s,
@@ -153,6 +156,16 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
             give_up_s=service.give_up_s,
         )
         return loop.run()
+
+
+def open_records(cfg: Config, service: ServiceConfig, stack: ExitStack) -> tuple[JsonlLog, TriggerSaver]:
+    """The frame log and the trigger-frame folder, checked writable before anything else is touched
+    (``ConfigError`` when not); the log is closed by ``stack``."""
+    jsonl = JsonlLog(cfg.log.jsonl or None, max_bytes=int(service.log_max_mb * 1e6), backups=service.log_backups)
+    stack.callback(jsonl.close)
+    saver = TriggerSaver(cfg.log.save_triggers or None, cfg.log.sample_rate,
+                         max_bytes=int(service.triggers_max_mb * 1e6))
+    return jsonl, saver
 
 
 def reconnecting(source: FrameSource, cfg: Config, stop: threading.Event) -> FrameSource:

@@ -1,69 +1,150 @@
-"""The one JSON-lines writer: frame log, spray log, dry-run state file, valve-lag log.
+"""The one JSON-lines writer and the one reader: frame log, spray log, dry-run state file,
+valve-lag log; ground-truth files.
 
-``JsonlWriter(path)`` appends one compact JSON object a line, line-buffered (a line is in
-the file as soon as ``write`` returns, so another process can follow it). The owner of
-each log builds its records; this module only writes them down.
+``JsonlWriter(path)`` appends one compact JSON object a line; a line is in the file as
+soon as ``write`` returns (one unbuffered write, so another process can follow it). The
+owner of each log builds its records; this module only writes them down.
 
-- A log that cannot be written (disk full, read-only, a directory in the way) never stops
-  detection or spraying: the first failure is warned about once, naming the file and what
-  goes on without it, and the writer is switched off.
+- **At start** a file the user named that cannot be opened (no such folder, read-only,
+  a directory in the way) is an error: the owner's ``error`` class (``ConfigError``,
+  exit 3, for the frame log, spray log and valve-lag log; ``OutputError``, exit 6, for
+  the dry-run state file) with a message naming the file and the owner's ``fix``.
+- **Mid-run** writing never stops detection or spraying. A line is written whole or not
+  at all: the file's end is remembered, and a write that fails half way (disk full,
+  ``EFBIG``, an I/O error) is truncated back to it. The first failure is warned about
+  once, naming the file and what goes on without it; later lines are counted as lost and
+  writing is retried on a later ``write`` once a delay has passed
+  (``edge.core.reconnect.Backoff`` on the injected clock: 1, 2, 4 ... 30 s; no thread).
+  When a retry succeeds a marker line goes in first, ``{"event": "gap", "t_mono_ns":
+  ..., "wall": ..., "lines_lost": N, "lost_from_ns": ...}`` (plus the owner's
+  ``gap_fields()``), and one "resumed after N lines lost" warning is logged. Lines still
+  lost at ``close`` are warned about then.
+- A file that does not end with a newline when it is opened (an earlier run was cut off
+  mid-line, e.g. by a power loss) has that cut line removed first, with a warning, so
+  appending never glues a new line onto it.
 - With ``max_bytes`` the file is rotated before a line that would take it past the cap:
   ``log`` -> ``log.1`` -> ... -> ``log.<backups>``, the oldest deleted (0 = no cap). A
   restart appends to the current file and counts its size. ``write(record, max_bytes=N)``
   uses another cap for that one line (the spray log lets a file grow while a valve is
   open, so that an open and its close stay in one file).
-- ``strict=True`` (a path the user gave for this run only: the dry-run state file, the
-  valve-lag log): no folder is created and a file that cannot be opened raises
-  ``OSError`` at once, for the caller to turn into its own error with a fix.
+
+``read_jsonl(path, what)`` reads any of these files back: blank lines skipped; a cut
+final line (no newline at the end, not JSON) is warned about and skipped (the run was
+stopped while writing it); any other line that is not UTF-8 JSON is a ``ConfigError``
+naming the file and the line. ``parse`` turns each value into what the caller needs (a
+``ValueError``, e.g. a pydantic ``ValidationError``, becomes the same kind of error).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable, TypeVar
+
+from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import ConfigError, WeedDetectorError
+from edge.core.reconnect import Backoff
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Opener = Callable[[Path], BinaryIO]
+
+CUT_LINE_MAX = 1 << 20  # a cut last line longer than this is not one of our lines: left alone, an error
+
+
+def open_append(path: Path) -> BinaryIO:
+    """The file a writer appends to: binary, unbuffered (one ``write`` per line), readable (for the
+    cut-line check at open)."""
+    return open(path, "a+b", buffering=0)
+
+
+def cannot_write(what: str, path: str | os.PathLike, exc: BaseException, error: type[WeedDetectorError],
+                 fix: str) -> WeedDetectorError:
+    """The one start-up error for a file or folder the user named that cannot be written."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None and os.fspath(exc.filename) != os.fspath(path):
+        reason += f": {os.fspath(exc.filename)!r}"  # e.g. a file where its folder should be
+    return error(f"cannot write the {what} {str(path)!r}: {reason}", fix)
 
 
 class JsonlWriter:
     """Appends JSON lines to ``path`` (None: writes nothing); see the module docstring.
 
-    ``what`` names the log and ``goes_on`` what carries on without it, for the one
-    warning a failing log gives (``"frame log"``, ``"detection goes on without it"``).
+    ``what`` names the log and ``goes_on`` what carries on without it, for the one warning a
+    failing log gives (``"frame log"``, ``"detection goes on without it"``); ``error`` and
+    ``fix`` make the start-up error; ``make_folder`` creates a missing parent folder (the
+    logs) or not (a path given for one run: the state file, the valve-lag log).
     """
 
     def __init__(self, path: str | os.PathLike | None, max_bytes: int = 0, backups: int = 3, *,
                  what: str = "log", goes_on: str = "detection goes on without it",
-                 logger: logging.Logger | None = None, strict: bool = False):
+                 fix: str = "give a writable path, or leave it unset", error: type[WeedDetectorError] = ConfigError,
+                 make_folder: bool = True, logger: logging.Logger | None = None, clock: Clock = SYSTEM_CLOCK,
+                 backoff: Backoff | None = None, opener: Opener | None = None,
+                 gap_fields: Callable[[], dict[str, Any]] | None = None):
         self.path = Path(path) if path else None
         self.max_bytes = max(0, int(max_bytes))
         self.backups = max(0, int(backups))
         self.what = what
         self.goes_on = goes_on
         self.rotations = 0
+        self.lines_lost = 0  # over the whole run
+        self.gaps = 0  # failures that were followed by a resumption
         self._log = logger if logger is not None else log
+        self._clock = clock
+        self._backoff = backoff or Backoff(1.0, 30.0)
+        self._opener = opener or open_append
+        self._gap_fields = gap_fields
         self._size = 0
-        self._f = None
-        self._broken = False
+        self._f: BinaryIO | None = None
+        self._closed = False
+        self._lost = 0  # lines lost since the failure that is not resumed yet
+        self._lost_from_ns: int | None = None  # when writing failed (None: writing works)
+        self._retry_ns = 0
         if self.path is None:
             return
-        if strict:
-            self._open()  # OSError to the caller
-            return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if make_folder:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open()
         except OSError as e:
-            self._warn(e)
+            raise cannot_write(what, self.path, e, error, fix) from None
 
+    # -- the file ------------------------------------------------------------------------
     def _open(self) -> None:
         assert self.path is not None
-        self._f = open(self.path, "a", encoding="utf-8", buffering=1)
-        self._size = self._f.tell()
+        f = self._opener(self.path)
+        try:
+            self._size = self._drop_cut_line(f)
+        except BaseException:
+            f.close()
+            raise
+        self._f = f
+
+    def _drop_cut_line(self, f: BinaryIO) -> int:
+        """The file's size once a cut last line (no newline after it) is truncated away."""
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return 0
+        start = max(0, end - CUT_LINE_MAX - 1)
+        f.seek(start)
+        tail = f.read(end - start)
+        if tail.endswith(b"\n"):
+            return end
+        nl = tail.rfind(b"\n")
+        if nl < 0 and start > 0:
+            raise OSError(errno.EINVAL, f"it does not end with a whole line and its last {CUT_LINE_MAX} bytes "
+                                        "hold no newline: not a JSON-lines file")
+        keep = start + nl + 1
+        f.truncate(keep)
+        self._log.warning("%s %s ended with a cut line (%d bytes, an earlier run stopped while writing it): "
+                          "removed before appending", self.what, self.path, end - keep)
+        return keep
 
     def _rotate(self) -> None:
         """``log`` -> ``log.1`` -> ... -> ``log.<backups>`` (deleted beyond that)."""
@@ -81,42 +162,160 @@ class JsonlWriter:
         self.rotations += 1
         self._open()
 
-    def _warn(self, e: BaseException) -> None:
-        if not self._broken:
-            self._log.warning("%s %s cannot be written (%s): %s", self.what, self.path, e, self.goes_on)
-        self._broken = True
-        self._f = None
+    def _append(self, data: bytes, cap: int) -> bool:
+        """Write ``data`` whole (rotating first if it would pass ``cap``); True if rotated.
+        On ``OSError`` the file is cut back to where it was and the error raised."""
+        rotated = False
+        if self._f is None:
+            self._open()
+        elif cap and self._size and self._size + len(data) > cap:
+            self._rotate()
+            rotated = True
+        f = self._f
+        assert f is not None
+        start = f.seek(0, os.SEEK_END)  # where this line starts (O_APPEND writes go there)
+        try:
+            view = memoryview(data)
+            while view:
+                n = f.write(view)
+                if not n:  # nothing taken and no error: as good as a full disk
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[n:]
+        except OSError:
+            self._cut_back(f, start)
+            raise
+        except ValueError as e:  # the file was closed under us
+            self._cut_back(f, start)
+            raise OSError(errno.EBADF, str(e)) from e
+        self._size = start + len(data)
+        return rotated
 
+    def _cut_back(self, f: BinaryIO, start: int) -> None:
+        """Undo a part-written line; if even that fails, drop the file (the next open removes the cut line)."""
+        try:
+            f.truncate(start)
+        except (OSError, ValueError):
+            self._drop_file()
+
+    def _drop_file(self) -> None:
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
+
+    # -- writing -------------------------------------------------------------------------
     def write(self, record: dict[str, Any], *, max_bytes: int | None = None) -> bool:
         """Append ``record`` as one line; True if the file was rotated before it.
 
-        ``max_bytes`` replaces the writer's cap for this line (0 = no cap)."""
-        if self._f is None:
+        ``max_bytes`` replaces the writer's cap for this line (0 = no cap). Never raises for
+        the file: a failure is counted and retried (module docstring)."""
+        if self.path is None or self._closed:
             return False
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
         cap = self.max_bytes if max_bytes is None else max(0, int(max_bytes))
-        rotated = False
+        now = self._clock.now_ns()
+        failed_since = self._lost_from_ns
+        if failed_since is not None:
+            if now < self._retry_ns:
+                self._lost += 1
+                self.lines_lost += 1
+                return False
+            line = self._gap_line(now, failed_since) + line
         try:
-            if cap and self._size and self._size + len(line) > cap:
-                self._rotate()
-                rotated = True
-            self._f.write(line)
-            self._size += len(line)
-        except (OSError, ValueError) as e:  # ValueError: the file was closed under us
-            self._warn(e)
+            rotated = self._append(line, cap)
+        except OSError as e:
+            self._failed(e, now)
+            return False
+        if failed_since is not None:
+            self._log.warning("%s %s: writing resumed after %d line(s) lost", self.what, self.path, self._lost)
+            self.gaps += 1
+            self._lost, self._lost_from_ns = 0, None
+            self._backoff.reset()
         return rotated
+
+    def _gap_line(self, now: int, failed_since: int) -> bytes:
+        rec = {"event": "gap", "t_mono_ns": now, "wall": wall_time(), "lines_lost": self._lost,
+               "lost_from_ns": failed_since, **(self._gap_fields() if self._gap_fields else {})}
+        return (json.dumps(rec, separators=(",", ":")) + "\n").encode("utf-8")
+
+    def _failed(self, e: OSError, now: int) -> None:
+        if self._closed:  # closed while this line was being written: nothing to retry
+            return
+        if self._lost_from_ns is None:
+            self._log.warning("%s %s cannot be written (%s): %s; lines are counted as lost and writing is "
+                              "retried", self.what, self.path, e.strerror or e, self.goes_on)
+            self._lost_from_ns = now
+        self._lost += 1
+        self.lines_lost += 1
+        self._retry_ns = now + int(self._backoff.next_delay() * 1e9)
 
     def close(self) -> None:
         """Close the file (idempotent); later writes are dropped."""
-        if self._f is not None:
-            try:
-                self._f.close()
-            except OSError:
-                pass
-            self._f = None
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_file()
+        if self._lost:
+            self._log.warning("%s %s: %d line(s) lost at the end of the run (writing never resumed)",
+                              self.what, self.path, self._lost)
 
 
 def wall_time() -> str:
     """Wall-clock time for humans reading logs (never used for latency)."""
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+# -- reading --------------------------------------------------------------------------------
+def _value(raw: bytes) -> Any:
+    """One line's JSON value; ``ValueError`` saying why it is not UTF-8 JSON."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 (byte {e.start + 1})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON: {e.msg} (column {e.colno})") from None
+    except RecursionError:
+        raise ValueError("not JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ValueError(f"not JSON: {e}") from None
+
+
+def read_jsonl(path: str | os.PathLike, what: str, parse: Callable[[Any], T] | None = None, *,
+               fix: str = "one JSON object per line", logger: logging.Logger | None = None) -> list[T]:
+    """Every line of a JSON-lines file, through ``parse`` (None: the JSON values); see the module
+    docstring. ``ConfigError`` (exit 3) names the file and the line."""
+    logger = logger if logger is not None else log
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} {str(path)!r}: {e.strerror or e}", "check the path") from None
+    lines = data.split(b"\n")
+    whole = data.endswith(b"\n")
+    if whole:
+        lines.pop()
+    out: list[Any] = []
+    for i, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            value = _value(raw)
+        except ValueError as e:
+            if i == len(lines) and not whole:
+                logger.warning("%s %s: the last line (line %d) is cut (%s), skipped: the run stopped, or its disk "
+                               "filled, while writing it", what, path, i, e)
+                continue
+            raise ConfigError(f"{what} {path} line {i} is {e}", fix) from None
+        if parse is not None:
+            try:
+                value = parse(value)
+            except RecursionError:
+                raise ConfigError(f"{what} {path} line {i}: nested too deeply", fix) from None
+            except ValueError as e:
+                raise ConfigError(f"{what} {path} line {i}: {e}", fix) from None
+        out.append(value)
+    return out

@@ -14,8 +14,13 @@ comparable between processes on one machine), the key the other logs use too; st
 files written before it was renamed say ``t_ns``: read a line's time with
 ``state_time_ns``, which takes either. ``event`` is ``open``, ``set``, ``expired`` (the
 on-time bound elapsed), ``all_off`` or ``close`` (a channel switched off by that call);
-the last line of a cleanly closed output is ``closed`` with every channel off. The last
-``EVENTS_KEPT`` events are also kept in ``events``.
+the last line of a cleanly closed output is ``closed`` with every channel off; ``gap``
+(with ``lines_lost`` and the state at that time) follows lines lost to a full disk. The
+last ``EVENTS_KEPT`` events are also kept in ``events``. ``read_state_file`` reads a state
+file back (also one that is still being written: a cut last line is skipped).
+
+A state file that cannot be opened at start is an ``OutputError`` (exit 6); mid-run a
+failing state file never stops the outputs (``edge.core.jsonl``).
 """
 
 from __future__ import annotations
@@ -28,10 +33,24 @@ from typing import Any, Callable, Mapping
 
 from edge.core.clock import Clock
 from edge.core.errors import OutputError
-from edge.core.jsonl import JsonlWriter
+from edge.core.jsonl import JsonlWriter, read_jsonl
 from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput
 
 EVENTS_KEPT = 1000
+
+
+def read_state_file(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every line of a state file (``edge.core.jsonl.read_jsonl``), each an object with a time."""
+    return read_jsonl(path, "dry-run state file", _state_line, fix="give a file written by --state-file")
+
+
+def _state_line(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object: {value!r:.60}")
+    t = value.get("t_mono_ns", value.get("t_ns"))
+    if isinstance(t, bool) or not isinstance(t, int):
+        raise ValueError(f"no time: t_mono_ns must be a whole number of nanoseconds, got {t!r:.40}")
+    return value
 
 
 def state_time_ns(line: Mapping[str, Any]) -> int:
@@ -41,7 +60,7 @@ def state_time_ns(line: Mapping[str, Any]) -> int:
         return int(line["t_mono_ns"])
     if "t_ns" in line:
         return int(line["t_ns"])
-    raise KeyError(f"state-file line has no time (neither t_mono_ns nor t_ns): {dict(line)!r}")
+    raise KeyError(f"state-file line has no time (neither t_mono_ns nor t_ns): {dict(line)!r:.200}")
 
 
 class DryRunOutput(ChannelOutput):
@@ -71,14 +90,10 @@ class DryRunOutput(ChannelOutput):
         # (t_ns, event, channel, on), newest last
         self.events: deque[tuple[int, str, int | None, bool | None]] = deque(maxlen=EVENTS_KEPT)
         self.state_file = Path(state_file) if state_file is not None else None
-        try:
-            self._file = JsonlWriter(self.state_file, what="dry-run state file",
-                                     goes_on="the outputs go on without it", logger=self._log, strict=True)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot open the dry-run state file {str(self.state_file)!r}: {exc.strerror or exc}",
-                "pick a writable path for outputs.state_file (or leave it unset)",
-            ) from exc
+        self._file = JsonlWriter(self.state_file, what="dry-run state file", goes_on="the outputs go on without it",
+                                 fix="pick a writable path for outputs.state_file (--state-file), or leave it unset",
+                                 error=OutputError, make_folder=False, logger=self._log, clock=self._clock,
+                                 gap_fields=lambda: {"channel": None, "on": None, "state": list(self._state)})
         self._record("open", None, None)
 
     # -- hooks ------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """What the pipeline writes down: a JSONL line per frame and saved trigger frames.
 
-A log that cannot be written (disk full, read-only) never stops detection: the first
-failure is warned about once and that writer is switched off.
+A log or folder named in the config that cannot be written at start is a ``ConfigError``
+(exit 3). Mid-run, writing never stops detection: the frame log loses whole lines while
+the disk is full and resumes when there is space again (``edge.core.jsonl``); saving
+frames stops at the first failure, with one warning.
 
 Both stay under a size cap so an unattended run cannot fill the SD card: the JSONL log
 rotates (``frames.jsonl`` -> ``frames.jsonl.1`` ... ``.<backups>``, the oldest deleted) once
@@ -16,9 +18,12 @@ import collections
 import logging
 import os
 import random
+import tempfile
 from pathlib import Path
 
-from edge.core.jsonl import JsonlWriter, wall_time
+from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import ConfigError
+from edge.core.jsonl import JsonlWriter, cannot_write, wall_time
 
 __all__ = ["JsonlLog", "TriggerSaver", "wall_time"]
 
@@ -28,9 +33,11 @@ log = logging.getLogger(__name__)
 class JsonlLog(JsonlWriter):
     """The frame log (``[log] jsonl``): one JSON line per frame, written by ``edge.core.jsonl``."""
 
-    def __init__(self, path: str | Path | None, max_bytes: int = 0, backups: int = 3):
+    def __init__(self, path: str | Path | None, max_bytes: int = 0, backups: int = 3, *,
+                 clock: Clock = SYSTEM_CLOCK):
         super().__init__(path, max_bytes, backups, what="frame log", goes_on="detection goes on without it",
-                         logger=log)
+                         fix="give a writable path for [log] jsonl (--log-jsonl), or leave it unset",
+                         error=ConfigError, logger=log, clock=clock)
 
 
 class TriggerSaver:
@@ -39,7 +46,8 @@ class TriggerSaver:
     Files are ``<dir>/spray/…jpg`` and ``<dir>/sample/…jpg``, named with the frame id,
     monotonic capture time and top label, so missed weeds can be found and relabelled.
     With ``max_bytes`` the oldest saved frames (this run's and earlier runs') are deleted
-    once all of them together exceed it.
+    once all of them together exceed it. A folder that cannot be created or written to at
+    start is a ``ConfigError``.
     """
 
     def __init__(self, folder: str | Path | None, sample_rate: float = 0.0, seed: int | None = None,
@@ -53,8 +61,24 @@ class TriggerSaver:
         self.deleted = 0
         self._files: collections.deque = collections.deque()  # (path, bytes), oldest first
         self._total = 0
-        if self.folder is not None and self.max_bytes:
+        if self.folder is None:
+            return
+        self._check_writable()
+        if self.max_bytes:
             self._scan()
+
+    def _check_writable(self) -> None:
+        """Create the folder and write (and delete) a file in it, or raise the start-up error."""
+        assert self.folder is not None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=self.folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise cannot_write("trigger-frame folder", self.folder, e, ConfigError,
+                               "give a writable folder for [log] save_triggers (--save-triggers), "
+                               "or leave it unset") from None
 
     def _scan(self) -> None:
         """Frames saved by earlier runs count against the cap too (oldest first by mtime)."""

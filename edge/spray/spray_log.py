@@ -2,8 +2,10 @@
 
 An as-applied record for agronomists and the input of replay scoring. Every line has
 ``event``, ``t_mono_ns`` (monotonic, when it was written) and ``wall`` (for humans);
-the other fields depend on the event (see docs/spray-timing.md). Like the frame log, a
-spray log that cannot be written warns once and never stops spraying.
+the other fields depend on the event (see docs/spray-timing.md). A spray log that cannot
+be written at start is a ``ConfigError`` (exit 3); mid-run, like the frame log, it never
+stops spraying: while the disk is full whole lines are lost (counted, one warning), and
+when writing resumes a ``gap`` line says how many (``edge.core.jsonl``).
 
 The log itself completes the executed lines: built with the lanes of each channel
 (``channel_lanes``) it adds ``lane`` to every line that names a channel but no lane, and
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import ConfigError
 from edge.core.jsonl import JsonlWriter, wall_time
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,9 @@ class SprayLog:
         self.hard_max_bytes = max(self.max_bytes, int(hard_max_bytes if hard_max_bytes is not None
                                                       else 2 * self.max_bytes))
         self._out = JsonlWriter(path or None, self.max_bytes, backups, what="spray log",
-                                goes_on="spraying goes on without it", logger=log)
+                                goes_on="spraying goes on without it",
+                                fix="give a writable path for [spray] log_jsonl, or leave it unset",
+                                error=ConfigError, logger=log, clock=clock)
         self._clock = clock
         self._lanes = dict(lanes or {})
         self._position = position
@@ -61,6 +66,11 @@ class SprayLog:
     @property
     def rotations(self) -> int:
         return self._out.rotations
+
+    @property
+    def lines_lost(self) -> int:
+        """Lines that could not be written (a full disk); ``gap`` lines in the file say where."""
+        return self._out.lines_lost
 
     def _where(self) -> dict[str, float]:
         if self._position is None:

@@ -1,7 +1,8 @@
-"""Test helpers shared by the edge tests: a scripted frame source and a real edge-run
-process that is started spraying and stopped by a signal."""
+"""Test helpers shared by the edge tests: a scripted frame source, a real edge-run
+process that is started spraying and stopped by a signal, a [spray] section as TOML."""
 
 import json
+
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from edge.core.clock import ManualClock
 from edge.core.frame import Frame
+from edge.outputs.dryrun import read_state_file
 from edge.sources.base import FrameTimeout
 from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
 
@@ -82,8 +84,8 @@ def start_edge_run(args, tmp_path, env=None):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        lines = state.read_text().splitlines() if state.exists() else []
-        if any(json.loads(x)["state"] == [True, True] for x in lines):
+        lines = read_state_file(state) if state.exists() else []  # a line being written is skipped
+        if any(x["state"] == [True, True] for x in lines):
             return proc, state
         if proc.poll() is not None:
             pytest.fail(f"edge-run ended early: {proc.communicate()}")
@@ -102,6 +104,11 @@ def stop_edge_run(proc, state, sig):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    last = json.loads(state.read_text().splitlines()[-1])
+    last = read_state_file(state)[-1]
     assert last["state"] == [False, False] and last["event"] == "closed"
     return err
+
+
+def spray_toml(spray) -> str:
+    """A ``SprayConfig`` as the ``[spray]`` section of a config file (keys left unset are left out)."""
+    return "[spray]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in spray.model_dump().items() if v is not None)

@@ -5,7 +5,8 @@
 - the serial controller is unplugged: no crash, the loss is logged, reconnect with backoff;
 - a corrupt model: a clear error before any output energises, non-zero exit;
 - an exception in a stage: all off, logged, non-zero exit; SIGINT: all off, clean exit;
-- the log disk is not writable: detection goes on, one warning; logs rotate under a cap;
+- a log file named but not writable at start: its exit code; a full disk mid-run: whole lines lost and
+  counted, one warning, writing resumes; logs rotate under a cap;
 - no network listener is opened.
 """
 
@@ -37,7 +38,7 @@ from edge.core.reconnect import Backoff
 from edge.outputs.reconnecting import ReconnectingOutput
 from edge.service.records import JsonlLog, TriggerSaver
 from tests.conftest import GREEN, TOY_BUNDLE, solid
-from tests.edge.helpers import ScriptedSource, start_edge_run, stop_edge_run
+from tests.edge.helpers import ScriptedSource, spray_toml, start_edge_run, stop_edge_run
 
 
 class FlakyCamera(ScriptedSource):
@@ -498,46 +499,133 @@ def test_no_network_listener_is_opened(tmp_path):
 
 
 # -- logs ------------------------------------------------------------------------------
-def test_unwritable_log_warns_once_and_detection_goes_on(tmp_path, caplog):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    (ro / "frames.jsonl").mkdir()  # a directory where the file should be: open() fails, even as root
-    log = JsonlLog(ro / "frames.jsonl")
-    for i in range(3):
-        log.write({"frame": i})
-    assert caplog.text.count("cannot be written") == 1
+def _spray_toml(spray_log: Path) -> str:
+    from tests.edge.test_lanes import spray_cfg
+
+    return spray_toml(spray_cfg(lanes=2, speed_kmh=36.0, log_jsonl=str(spray_log)))
 
 
-def test_full_disk_warns_once(tmp_path, caplog):
-    if not os.path.exists("/dev/full"):
-        pytest.skip("no /dev/full on this system")
-    log = JsonlLog(tmp_path / "x.jsonl")
-    log._f = open("/dev/full", "w", buffering=1)  # every write: ENOSPC, like a full SD card
-    for i in range(5):
-        log.write({"frame": i})
-    assert caplog.text.count("No space left on device") == 1
+def _weed_folder(tmp_path: Path) -> Path:
+    from tests.edge.test_lanes import field
+
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i, weed_lanes in enumerate([(), (0,), (0, 1), (1,)]):
+        cv2.imwrite(str(d / f"{i:03d}.png"), field(weed_lanes, lanes=2, h=64, w=128))
+    return d
 
 
-def test_every_log_on_a_full_disk_warns_once_naming_itself_and_goes_on(tmp_path, caplog):
-    if not os.path.exists("/dev/full"):
-        pytest.skip("no /dev/full on this system")
+@pytest.mark.parametrize("named, what, code", [
+    ("--log-jsonl", "frame log", 3),
+    ("--save-triggers", "trigger-frame folder", 3),
+    ("[spray] log_jsonl", "spray log", 3),
+    ("--state-file", "dry-run state file", 6),
+    ("--lag-log", "valve-lag log", 3),
+])
+def test_a_named_file_that_cannot_be_written_at_start_is_an_error_with_its_exit_code(tmp_path, capsys, named,
+                                                                                   what, code):
+    """One rule for every file the user names: unwritable at start -> the documented exit code and one line."""
+    (tmp_path / "a-file").write_text("")
+    blocked = tmp_path / "a-file" / "x"  # under a regular file: cannot be created, even as root
+    args = ["--model", str(TOY_BUNDLE), "--images", str(_weed_folder(tmp_path)), "--threads", "1", "-q"]
+    if named == "[spray] log_jsonl":
+        conf = tmp_path / "c.toml"
+        conf.write_text(_spray_toml(blocked))
+        args += ["--config", str(conf)]
+    elif named == "--lag-log":
+        args = ["--measure-valve-lag", "0", "--lag-pulses-ms", "1", "--repeats", "1", "--yes", named, str(blocked)]
+    else:
+        args += [named, str(blocked)]
+    assert main(args) == code
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "error" in x]
+    assert line.startswith(f"edge-run: error: cannot write the {what} '{blocked}': "), line
+
+
+def test_every_log_on_a_full_disk_loses_whole_lines_warns_once_naming_itself_and_resumes(tmp_path, monkeypatch,
+                                                                                       caplog):
+    """The frame log, the spray log and the dry-run state file on a disk that fills and empties again: each
+    warns once naming itself and what goes on, the valves go on switching, and each resumes with a gap line."""
+    from edge.core import jsonl
+    from edge.outputs.dryrun import read_state_file
     from edge.spray.spray_log import SprayLog
+    from tests.edge.test_jsonl import FullDisk
 
-    out = DryRunOutput(1, log=lambda _m: None, state_file=tmp_path / "state.jsonl")
-    out._file._f = open("/dev/full", "w", buffering=1)  # the state file's disk fills up
-    slog = SprayLog(tmp_path / "spray.jsonl", clock=ManualClock())
-    slog._out._f = open("/dev/full", "w", buffering=1)
-    for _ in range(3):
+    disk = FullDisk(free=200)
+    monkeypatch.setattr(jsonl, "open_append", disk.opener)
+    clock = ManualClock(start_ns=0)
+    out = DryRunOutput(1, log=lambda _m: None, state_file=tmp_path / "state.jsonl", clock=clock)
+    slog = SprayLog(tmp_path / "spray.jsonl", clock=clock)
+    frames = JsonlLog(tmp_path / "frames.jsonl", clock=clock)
+    slog.event("pass_start", t_capture_ns=0, frame=0, speed_kmh=3.6)
+    for i in range(5):  # the disk fills up on the way
         out.set(0, True)
+        slog.event("open", channel=0, at_ns=clock.now_ns(), planned_ns=clock.now_ns())
+        frames.write({"t_mono_ns": clock.now_ns(), "frame": i})
         out.set(0, False)
-        slog.event("open", channel=0, at_ns=1)
-    assert out.state() == (False,) and slog.counts["open"] == 3
+        slog.event("close", channel=0, at_ns=clock.now_ns(), planned_ns=clock.now_ns())
+        clock.advance(0.1)
+    assert out.state() == (False,) and slog.counts["open"] == 5
+    disk.free = 100_000
+    clock.advance(60.0)  # past any retry delay
+    out.set(0, True)
+    slog.event("pass_end", t_capture_ns=clock.now_ns(), distance_cm=0.0)
+    frames.write({"t_mono_ns": clock.now_ns(), "frame": 5})
     out.close()
     slog.close()
-    warnings = [r.getMessage() for r in caplog.records if "No space left on device" in r.getMessage()]
-    assert len(warnings) == 2
-    assert "dry-run state file" in warnings[0] and "the outputs go on without it" in warnings[0]
-    assert "spray log" in warnings[1] and "spraying goes on without it" in warnings[1]
+    frames.close()
+    warnings = [r.getMessage() for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(warnings) == 3, warnings
+    for what, goes_on in [("dry-run state file", "the outputs go on without it"),
+                          ("spray log", "spraying goes on without it"), ("frame log", "detection goes on without it")]:
+        [w] = [w for w in warnings if w.startswith(what)]
+        assert "No space left on device" in w and goes_on in w
+    resumed = [r.getMessage() for r in caplog.records if "writing resumed after" in r.getMessage()]
+    assert len(resumed) == 3
+    states = read_state_file(tmp_path / "state.jsonl")  # whole lines only, every one with a time
+    gap = next(x for x in states if x["event"] == "gap")
+    assert gap["state"] == [True] and gap["lines_lost"] > 0  # the state as the gap line is written and states[-1]["event"] == "closed"
+    events = jsonl.read_jsonl(tmp_path / "spray.jsonl", "spray log")
+    assert [e["event"] for e in events][-2:] == ["gap", "pass_end"] and slog.lines_lost == events[-2]["lines_lost"]
+    assert [x.get("frame") for x in jsonl.read_jsonl(tmp_path / "frames.jsonl", "frame log")][-2:] == [None, 5]
+
+
+def test_edge_run_on_a_file_size_limit_keeps_whole_lines_and_the_pass_scores(tmp_path):
+    """A real edge-run whose files may not grow past 4 KiB (RLIMIT_FSIZE; SIGXFSZ ignored, so a write past
+    it fails with EFBIG, like a full disk): it runs to the end with exit 0, both logs hold whole lines only,
+    each log warns once and counts what it lost, and edge-replay scores the cut-short spray log."""
+    import resource
+    import subprocess
+    import sys
+
+    from edge.core.jsonl import read_jsonl
+    from edge.tools.replay import main as replay
+
+    limit = 4096
+    frames_log, spray_log = tmp_path / "frames.jsonl", tmp_path / "spray.jsonl"
+    conf = tmp_path / "c.toml"
+    conf.write_text(_spray_toml(spray_log))
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text('{"lane": 0, "distance_cm": 10.0}\n')
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "--config", str(conf), "--model", str(TOY_BUNDLE),
+                           "--images", str(_weed_folder(tmp_path)), "--loop", "--max-frames", "60", "--threads", "1",
+                           "--log-jsonl", str(frames_log), "-q"],
+                          capture_output=True, text=True, timeout=120, preexec_fn=limited, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for path, what in [(frames_log, "frame log"), (spray_log, "spray log")]:
+        data = path.read_bytes()
+        assert len(data) <= limit and data.endswith(b"\n")
+        assert read_jsonl(path, what)  # every line whole
+        assert proc.stderr.count(f"{what} {path} cannot be written (File too large)") == 1, proc.stderr
+        assert f"{what} {path}: " in proc.stderr and "line(s) lost at the end of the run" in proc.stderr
+    assert len(read_jsonl(frames_log, "frame log")) < 60
+    assert replay(["--config", str(conf), "--spray-log", str(spray_log), "--truth", str(truth)]) == 0
 
 
 def test_jsonl_log_rotates_under_its_cap(tmp_path):

@@ -13,8 +13,12 @@ file has one JSON object per line, each plant placed by distance or by time::
 centre at the first frame; ``time_s``: when the plant's centre passed under the image
 centre, in seconds from the start of the video (its first frame), converted to a distance
 with the pass's speed over that time; ``length_cm`` (default 5): its extent along travel; ``kind``:
-``weed`` (default) or anything else (a crop: spraying it is counted as waste). Other keys
-(e.g. ``class``) are notes and ignored.
+``weed`` (default) or ``crop`` (spraying it is counted as waste). ``class`` and ``note`` are
+notes for people; any other key is warned about and ignored. Every line is checked
+(``TruthRow``: types, finite numbers in sane ranges), and so is every spray-log line
+replay reads (``spray_line``): a bad line is an error naming the file and the line (exit
+3); a cut last line of a spray log (the run stopped, or its disk filled, mid-line) is
+skipped with a warning. ``gap`` lines (lines lost to a full disk) are counted in the score.
 
 Times are turned into distances along the pass with the speed the run logged: its
 ``pass_start`` line and a ``speed`` line at every change, integrated from the first frame
@@ -34,16 +38,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Annotated, Any, Callable, Iterable, Literal, Sequence
 
-from edge.spray.config import SprayConfig
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
 from edge.core.errors import ConfigError, WeedDetectorError
+from edge.core.jsonl import read_jsonl
+from edge.spray.config import SprayConfig
 from edge.spray.geometry import Geometry
 from edge.spray.odometer import PassTrack
+
+log = logging.getLogger("edge.tools.replay")
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,8 @@ class Plant:
             raise ValueError("give exactly one of distance_cm and time_s")
         if not self.length_cm >= 0:
             raise ValueError(f"length_cm must be >= 0, got {self.length_cm!r}")
+        if self.kind not in ("weed", "crop"):
+            raise ValueError(f'kind must be "weed" or "crop", got {self.kind!r}')
 
     def placed(self, distance_at: Callable[[float], float]) -> "Plant":
         """The same plant by distance: ``distance_at(seconds from the first frame)`` -> cm along the pass."""
@@ -90,6 +102,7 @@ class Score:
     pass_m: float
     pass_no: int = 1  # which pass of the spray log was scored (1-based)
     passes: int = 1  # how many passes the spray log holds
+    lines_lost: int = 0  # spray-log lines of this pass lost to a full disk (its gap lines): sprays may be missing
 
     @property
     def saved(self) -> float:
@@ -99,7 +112,9 @@ class Score:
         return (f"pass {self.pass_no} of {self.passes}: weeds {self.weeds}: {self.hits} hit, {self.partial} partly, "
                 f"{self.misses} missed | {self.late} late sprays | crops sprayed {self.crops_sprayed} | "
                 f"sprayed {self.sprayed_m2:.2f} m² ({self.wasted_m2:.2f} m² off weeds) over a {self.pass_m:.1f} m pass; herbicide saved vs blanket "
-                f"{self.saved:.0%}")
+                f"{self.saved:.0%}"
+                + (f" | {self.lines_lost} spray-log line(s) of this pass were lost (disk full): sprays in the gap "
+                   f"are not scored" if self.lines_lost else ""))
 
 
 def _union_len(segs: list[tuple[float, float]], lo: float, hi: float) -> float:
@@ -203,62 +218,168 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     pass_cm = max(0.0, track.distance_at_ns(t_end))
     late = sum(1 for e in events if e["event"] in ("late", "missed"))
     weeds = sum(1 for p in plants if p.kind == "weed")
+    lost = sum(int(e["lines_lost"]) for e in events if e["event"] == "gap")
     return Score(weeds, hits, partial, misses, crops, late, sprayed / 1e4, max(0.0, sprayed - weed_area) / 1e4,
-                 pass_cm * cfg.footprint_across_cm / 1e4, pass_cm / 100, number, passes)
+                 pass_cm * cfg.footprint_across_cm / 1e4, pass_cm / 100, number, passes, lost)
 
 
-def read_jsonl(path: str | Path, what: str) -> list[dict]:
+# -- the input files ----------------------------------------------------------------------
+# Both files are read by edge.core.jsonl.read_jsonl (a cut last line is skipped with a warning, any
+# other bad line is an error naming the file and the line) and every line is checked against the
+# schema below: a wrong type, a null, a non-finite or absurd number is a ConfigError (exit 3).
+
+MAX_KMH = 1000.0  # no sprayer drives faster; a larger logged speed is garbage
+MAX_CM = 1e9  # 10 000 km along a pass
+MAX_NS = 2 ** 63 - 1  # monotonic nanoseconds fit an int64
+MAX_LANES = 1000
+MAX_TIME_S = 1e6  # about 11 days from the first frame
+MAX_LENGTH_CM = 10_000.0  # a plant 100 m long is a typo
+
+_Ns = Annotated[int, Field(ge=0, le=MAX_NS)]
+_Kmh = Annotated[float, Field(ge=0, le=MAX_KMH, allow_inf_nan=False)]
+_Cm = Annotated[float, Field(ge=-MAX_CM, le=MAX_CM, allow_inf_nan=False)]
+
+
+class _SprayLine(BaseModel):
+    """Every spray-log line: its event and when it was written; other keys are the event's own."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    event: str
+    t_mono_ns: _Ns
+
+
+class _PassStart(_SprayLine):
+    t_capture_ns: _Ns
+    speed_kmh: _Kmh | None = None
+
+
+class _SpeedLine(_SprayLine):
+    t_capture_ns: _Ns
+    speed_kmh: _Kmh | None = None
+    distance_cm: _Cm | None = None
+
+
+class _Switched(_SprayLine):
+    channel: Annotated[int, Field(ge=0, le=MAX_LANES)]
+    at_ns: _Ns
+
+
+class _PassEnd(_SprayLine):
+    t_capture_ns: _Ns
+
+
+class _Gap(_SprayLine):
+    lines_lost: Annotated[int, Field(ge=0)]
+
+
+# the keys replay reads, by event; any other event only needs the common two
+_SPRAY_LINES: dict[str, type[_SprayLine]] = {"pass_start": _PassStart, "speed": _SpeedLine, "open": _Switched,
+                                             "close": _Switched, "pass_end": _PassEnd, "gap": _Gap}
+
+
+def _shown(value: Any) -> str:
+    """A value from a file, short and on one line (control characters escaped)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"cannot read the {what} {path}: {e.strerror or e}", "check the path") from None
-    out = []
-    for i, ln in enumerate(lines, 1):
-        if ln.strip():
-            try:
-                out.append(json.loads(ln))
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{what} {path} line {i} is not JSON ({e.msg})", "one JSON object per line") from None
-    return out
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _number(d: dict, key: str) -> float | None:
-    v = d.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"{key} must be a number, got {v!r}")
-    return float(v)
+def _explain(e: ValidationError) -> str:
+    """pydantic's errors as one line: ``no lane; time_s should be a finite number, got Infinity``."""
+    parts = []
+    for err in e.errors(include_url=False):
+        where = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "missing":
+            parts.append(f"no {where}")
+        else:
+            msg = err["msg"].replace("Input should", "should")
+            parts.append(f"{where} {msg}, got {_shown(err['input'])}" if where else msg)
+    return "; ".join(parts)
+
+
+def _object(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object but {_shown(value)}")
+    return value
+
+
+def spray_line(value: Any) -> dict:
+    """One spray-log line, checked (``ValueError`` saying what is wrong); returned as it was."""
+    line = _object(value)
+    event = line.get("event")
+    model = _SPRAY_LINES.get(event, _SprayLine) if isinstance(event, str) else _SprayLine
+    try:
+        model.model_validate(line)
+    except ValidationError as e:
+        raise ValueError(_explain(e)) from None
+    return line
+
+
+def read_spray_log(path: str | Path) -> list[dict]:
+    return read_jsonl(path, "spray log", spray_line,
+                      fix="give the [spray] log_jsonl written by edge-run (each line a JSON object with event and "
+                          "t_mono_ns; see docs/spray-timing.md)", logger=log)
+
+
+def _whole(v: Any) -> Any:
+    """A lane written as 2.0 is lane 2."""
+    return int(v) if isinstance(v, float) and math.isfinite(v) and v.is_integer() else v
+
+
+class TruthRow(BaseModel):
+    """One line of the ground-truth file (docs/spray-timing.md, "Replay scoring")."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    lane: Annotated[int, BeforeValidator(_whole), Field(ge=0, le=MAX_LANES)]
+    distance_cm: _Cm | None = None
+    time_s: Annotated[float, Field(ge=0, le=MAX_TIME_S, allow_inf_nan=False)] | None = None
+    length_cm: Annotated[float, Field(ge=0, le=MAX_LENGTH_CM, allow_inf_nan=False)] | None = None
+    kind: Literal["weed", "crop"] | None = None
+
+    def plant(self) -> Plant:
+        return Plant(self.lane, self.distance_cm, 5.0 if self.length_cm is None else self.length_cm,
+                     self.kind or "weed", self.time_s)
+
+
+TRUTH_NOTES = ("class", "note")  # keys for people, not read
 
 
 def read_truth(path: str | Path) -> list[Plant]:
-    """The ground-truth file: one plant per line, placed by ``distance_cm`` or by ``time_s``."""
-    plants = []
-    for i, d in enumerate(read_jsonl(path, "ground-truth file"), 1):
+    """The ground-truth file: one plant per line, placed by ``distance_cm`` or by ``time_s``. Keys other
+    than those of ``TruthRow`` and ``TRUTH_NOTES`` are warned about (a typo) and ignored."""
+    unknown: dict[str, int] = {}
+
+    def plant(value: Any) -> Plant:
         try:
-            if not isinstance(d, dict):
-                raise ValueError("not a JSON object")
-            if "lane" not in d:
-                raise ValueError("no lane")
-            lane = d["lane"]
-            if isinstance(lane, bool) or not isinstance(lane, (int, float)) or not math.isfinite(lane) \
-                    or lane != int(lane):
-                raise ValueError(f"lane must be a whole number, got {lane!r}")
-            lane = int(lane)
-            length = _number(d, "length_cm")
-            plants.append(Plant(lane, _number(d, "distance_cm"), 5.0 if length is None else length,
-                                str(d.get("kind") or "weed"), _number(d, "time_s")))
-        except ValueError as e:
-            raise ConfigError(f"ground-truth file {path} line {i}: {e}",
-                              'each line needs "lane" and one of "distance_cm" or "time_s" (seconds from the start '
-                              'of the video), and may give "length_cm" and "kind"') from None
+            row = TruthRow.model_validate(_object(value))
+        except ValidationError as e:
+            raise ValueError(_explain(e)) from None
+        for key in row.model_extra or {}:
+            if key not in TRUTH_NOTES:
+                unknown[key] = unknown.get(key, 0) + 1
+        return row.plant()
+
+    plants = read_jsonl(path, "ground-truth file", plant, logger=log,
+                        fix='each line needs "lane" and one of "distance_cm" or "time_s" (seconds from the start of '
+                            'the video), and may give "length_cm" and "kind" ("weed" or "crop")')
+    if unknown:
+        log.warning("ground-truth file %s: key(s) %s are not known and were ignored (known: %s; notes: %s)", path,
+                    ", ".join(f"{_shown(k)} ({n} line(s))" for k, n in unknown.items()),
+                    ", ".join(TruthRow.model_fields), ", ".join(TRUTH_NOTES))
     return plants
+
+
+EPILOG = """exit codes: 0 scored, 2 bad arguments, 3 a config, spray log or ground-truth file that cannot be
+read or is not valid (one line naming the file and the line). A cut last line of a spray log (the run
+was stopped, or its disk was full, while writing it) is skipped with a warning."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from edge.config import load_config
 
-    p = argparse.ArgumentParser(prog="python -m edge.tools.replay", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="edge-replay", description=__doc__.split("\n\n")[0], epilog=EPILOG)
     p.add_argument("--config", required=True, help="the edge-run config of the pass (its [spray] section)")
     p.add_argument("--spray-log", required=True, nargs="+", metavar="FILE",
                    help="the [spray] log_jsonl of the pass; a rotated log: every part, oldest first "
@@ -270,14 +391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "-1 = the last (default)")
     p.add_argument("--json", action="store_true", help="print the score as JSON")
     a = p.parse_args(argv)
+    logging.basicConfig(format="edge-replay: %(levelname)s: %(message)s")  # the warnings (no-op when set up)
     try:
         cfg = load_config(a.config)
         if cfg.spray is None:
             raise ConfigError(f"config {a.config} has no [spray] section", "score the config the pass was run with")
-        events = [e for part in a.spray_log for e in read_jsonl(part, "spray log")]
+        events = [e for part in a.spray_log for e in read_spray_log(part)]
         s = score(events, read_truth(a.truth), cfg.spray, a.pass_no)
     except WeedDetectorError as e:
-        print(f"replay: error: {e}", file=sys.stderr)
+        print(f"edge-replay: error: {e}", file=sys.stderr)
         return e.exit_code
     if a.json:
         print(json.dumps({**s.__dict__, "saved": round(s.saved, 4)}))

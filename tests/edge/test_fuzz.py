@@ -1,5 +1,5 @@
 """Bad input, fuzzed with hypothesis: random bytes as images, random TOML configs, random
-manifests, random serial replies. Nothing may escape but the user-facing errors of
+manifests, random serial replies, random spray-log and ground-truth lines for edge-replay. Nothing may escape but the user-facing errors of
 edge/core/errors.py (one clear line with a fix); edge-run itself never prints a traceback."""
 
 import json
@@ -281,3 +281,64 @@ def test_random_serial_replies_never_escape_as_anything_but_output_errors(plan, 
     finally:
         out.close()  # never raises for a silent or confused controller
     assert out.state() == (False,) * out.channels
+
+
+# -- edge-replay's input files ---------------------------------------------------------------
+# valid lines with one thing changed: a value replaced by anything JSON can hold (nested structures,
+# NaN and Infinity, strings with control characters), a line replaced by such a value or by raw bytes
+any_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=8)  # control characters included
+any_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True) | any_text,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(any_text, children, max_size=3),
+    max_leaves=10,
+)
+_SPRAY = [{"event": "pass_start", "t_capture_ns": 0, "speed_kmh": 3.6, "t_mono_ns": 0},
+          {"event": "speed", "t_capture_ns": 10**9, "speed_kmh": 1.8, "distance_cm": 100.0, "t_mono_ns": 10**9},
+          {"event": "open", "channel": 0, "at_ns": 2 * 10**9, "t_mono_ns": 2 * 10**9},
+          {"event": "close", "channel": 0, "at_ns": 3 * 10**9, "t_mono_ns": 3 * 10**9},
+          {"event": "pass_end", "t_capture_ns": 4 * 10**9, "t_mono_ns": 4 * 10**9}]
+_TRUTH = [{"lane": 0, "distance_cm": 110.0, "length_cm": 10.0, "kind": "weed"}, {"lane": 1, "time_s": 2.5}]
+
+
+@st.composite
+def jsonl_files(draw, lines):
+    lines = [dict(x) for x in lines]
+    i = draw(st.integers(0, len(lines) - 1))
+    kind = draw(st.sampled_from(["value", "key", "line", "bytes", "cut"]))
+    if kind == "value":
+        lines[i][draw(st.sampled_from(sorted(lines[i])))] = draw(any_json)
+    elif kind == "key":
+        lines[i][draw(any_text)] = draw(any_json)
+    elif kind == "line":
+        lines[i] = draw(any_json)
+    text = [json.dumps(x).encode() for x in lines]
+    if kind == "bytes":
+        text[i] = draw(st.binary(max_size=40)).replace(b"\n", b"")
+    data = b"".join(t + b"\n" for t in text)
+    return data[:-draw(st.integers(1, 10))] if kind == "cut" else data
+
+
+@pytest.fixture(scope="module")
+def replay_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("replay") / "c.toml"
+    path.write_text("[spray]\nlanes = 2\nfootprint_across_cm = 100\nfootprint_along_cm = 40\n"
+                    "nozzle_distance_cm = 100\nspeed_kmh = 3.6\nvalve_open_lag_ms = 0\n")
+    return path
+
+
+@FUZZ
+@given(spray=jsonl_files(_SPRAY), truth=jsonl_files(_TRUTH), which=st.sampled_from(["spray", "truth"]))
+def test_random_replay_lines_score_or_fail_with_one_line_and_exit_3(spray, truth, which, replay_config, capsys):
+    from edge.tools.replay import main as replay
+
+    with tempfile.TemporaryDirectory() as d:
+        slog, tfile = Path(d) / "spray.jsonl", Path(d) / "truth.jsonl"
+        slog.write_bytes(spray if which == "spray" else b"".join(json.dumps(x).encode() + b"\n" for x in _SPRAY))
+        tfile.write_bytes(truth if which == "truth" else b"".join(json.dumps(x).encode() + b"\n" for x in _TRUTH))
+        rc = replay(["--config", str(replay_config), "--spray-log", str(slog), "--truth", str(tfile)])
+    out, err = capsys.readouterr()
+    assert rc in (0, 3), err
+    if rc == 3:
+        assert err.startswith("edge-replay: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    else:
+        assert out.startswith("pass 1 of 1: ") and "nan" not in out, out

@@ -15,11 +15,12 @@ from edge.inference import Classifier
 from edge.loop.per_lane import LanePlanner, LaneProcessor
 from edge.loop.runner import RunLoop
 from edge.outputs.dryrun import DryRunOutput
-from edge.tools.replay import Plant, main, read_jsonl, read_truth, score
+from edge.tools.replay import Plant, main, read_spray_log, read_truth, score
 from edge.spray.scheduler import SprayScheduler
 from edge.spray.speed import FixedSpeed
 from edge.spray.spray_log import SprayLog
 from tests.conftest import BLUE, BROWN, GREEN, TOY_BUNDLE
+from tests.edge.helpers import spray_toml
 
 MS = 1_000_000
 
@@ -91,17 +92,37 @@ def test_read_truth_both_forms(tmp_path):
     ('{"lane": 0}', "one of \"distance_cm\" or \"time_s\""),
     ('{"lane": 0, "distance_cm": 10, "time_s": 1}', "exactly one of distance_cm and time_s"),
     ('{"distance_cm": 10}', "no lane"),
-    ('{"lane": 0.5, "time_s": 1}', "lane must be a whole number"),
-    ('{"lane": 0, "time_s": "1.2"}', "time_s must be a number"),
-    ('{"lane": 0, "time_s": 1, "length_cm": -2}', "length_cm must be >= 0"),
-    ('[0, 1.2]', "not a JSON object"),
+    ('{"lane": 0.5, "time_s": 1}', "lane should be a valid integer, got 0.5"),
+    ('{"lane": -1, "time_s": 1}', "lane should be greater than or equal to 0, got -1"),
+    ('{"lane": true, "time_s": 1}', "lane should be a valid integer, got true"),
+    ('{"lane": null, "time_s": 1}', "lane should be a valid integer, got null"),
+    ('{"lane": 0, "time_s": "1.2"}', 'time_s should be a valid number, got "1.2"'),
+    ('{"lane": 0, "time_s": 1e300}', "time_s should be less than or equal to 1000000"),  # was scored as a hit
+    ('{"lane": 0, "time_s": NaN}', "time_s should be a finite number, got NaN"),
+    ('{"lane": 0, "distance_cm": -Infinity}', "distance_cm should be a finite number, got -Infinity"),
+    ('{"lane": 0, "time_s": 1, "length_cm": -2}', "length_cm should be greater than or equal to 0"),
+    ('{"lane": 0, "time_s": 1, "kind": "tree"}', "kind should be 'weed' or 'crop', got \"tree\""),  # was a crop
+    ('{"lane": 0, "time_s": 1, "kind": 1}', "kind should be 'weed' or 'crop'"),
+    ('{"lane": [0], "time_s": {"s": 1}}', "lane should be a valid integer, got [0]; time_s should be a valid number"),
+    ('[0, 1.2]', "not a JSON object but [0, 1.2]"),
+    ('"lane"', 'not a JSON object but "lane"'),
+    ('{"lane": 0, "time_s": 1', "line 2 is not JSON"),
 ])
 def test_bad_truth_lines_say_which_line_and_how_to_fix_it(tmp_path, line, words):
     p = tmp_path / "truth.jsonl"
     p.write_text('{"lane": 0, "time_s": 1}\n' + line + "\n")
     with pytest.raises(ConfigError, match="line 2") as e:
         read_truth(p)
-    assert words in str(e.value)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_truth_keys_are_warned_about_once_and_ignored(tmp_path, caplog):
+    p = tmp_path / "truth.jsonl"
+    p.write_text('{"lane": 0, "time_s": 1, "lenght_cm": 9, "class": "fat_hen", "note": "by the gate"}\n'
+                 '{"lane": 1, "time_s": 2, "lenght_cm": 3}\n')
+    assert read_truth(p) == [Plant(0, time_s=1.0), Plant(1, time_s=2.0)]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert '"lenght_cm" (2 line(s))' in warning and "class" not in warning.split("known:")[0]
 
 
 def test_areas_and_saving():
@@ -148,14 +169,93 @@ def test_a_log_with_several_runs_scores_one_pass_never_a_mix(tmp_path, capsys):
     truth = tmp_path / "truth.jsonl"
     truth.write_text("".join(json.dumps(p.__dict__) + "\n" for p in plants))
     conf = tmp_path / "c.toml"
-    conf.write_text("[spray]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg().model_dump().items()
-                                          if v is not None))
+    conf.write_text(spray_toml(cfg()))
     args = ["--config", str(conf), "--spray-log", str(slog), "--truth", str(truth)]
     assert main(args) == 0 and capsys.readouterr().out.startswith("pass 2 of 2: weeds 2: 1 hit")
     assert main(args + ["--pass", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {**first.__dict__, "saved": round(first.saved, 4)}
     assert main(args + ["--pass", "3"]) == 3
     assert "--pass 3: the spray log holds 2 pass(es)" in capsys.readouterr().err
+
+
+def _replay_files(tmp_path, spray_lines: bytes):
+    """A config, a truth file and a spray log holding ``spray_lines``: the arguments of edge-replay."""
+    conf = tmp_path / "c.toml"
+    conf.write_text(spray_toml(cfg()))
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text('{"lane": 0, "distance_cm": 110, "length_cm": 10}\n')
+    slog = tmp_path / "spray.jsonl"
+    slog.write_bytes(spray_lines)
+    return ["--config", str(conf), "--spray-log", str(slog), "--truth", str(truth)], slog
+
+
+def _lines(events) -> bytes:
+    return "".join(json.dumps(e) + "\n" for e in events).encode()
+
+
+@pytest.mark.parametrize("bad, words", [
+    (b'[{"event": "open"}]', "line 2: not a JSON object but [{\"event\": \"open\"}]"),
+    (b'{"event": "open", "channel": null, "at_ns": 1, "t_mono_ns": 1}', "line 2: channel should be a valid integer, "
+                                                                       "got null"),
+    (b'{"event": null, "t_mono_ns": 1}', "line 2: event should be a valid string, got null"),
+    (b'{"event": "open", "channel": 0, "t_mono_ns": 1}', "line 2: no at_ns"),
+    (b'{"event": "open", "channel": true, "at_ns": 1, "t_mono_ns": 1}', "channel should be a valid integer, got true"),
+    (b'{"event": "open", "channel": 0, "at_ns": 1.5, "t_mono_ns": 1}', "at_ns should be a valid integer, got 1.5"),
+    (b'{"event": "speed", "t_capture_ns": 1, "speed_kmh": "3.6", "t_mono_ns": 1}',
+     'line 2: speed_kmh should be a valid number, got "3.6"'),
+    (b'{"event": "speed", "t_capture_ns": 1, "speed_kmh": NaN, "t_mono_ns": 1}', "speed_kmh should be a finite number"),
+    (b'{"event": "speed", "t_capture_ns": 1, "speed_kmh": 1e308, "t_mono_ns": 1}',
+     "speed_kmh should be less than or equal to 1000"),
+    (b'{"event": "speed", "t_capture_ns": 1, "distance_cm": -Infinity, "t_mono_ns": 1}',
+     "distance_cm should be a finite number, got -Infinity"),
+    (b'{"event": "pass_end", "t_capture_ns": -5, "t_mono_ns": 1}', "t_capture_ns should be greater than or equal to 0"),
+    (b'{"event": "close", "channel": 0, "at_ns": 1, "t_mono_ns": 99999999999999999999}',
+     "t_mono_ns should be less than or equal to 9223372036854775807"),
+    (b'{"event": "late"}', "line 2: no t_mono_ns"),
+    (b'{"event": "gap", "lines_lost": "many", "t_mono_ns": 1}', 'lines_lost should be a valid integer, got "many"'),
+    (b'{"event": "open", "channel": {"a": [[[[1]]]]}, "at_ns": 1, "t_mono_ns": 1}',
+     'channel should be a valid integer, got {"a": [[[[1]]]]}'),
+    (b'{"event": "open\x01"}', "line 2 is not JSON: Invalid control character at (column 16)"),
+    (b'{"event": "open", "note": "\xff\xfe"}', "line 2 is not UTF-8 (byte 28)"),
+    (b'[' * 50_000 + b']' * 50_000, "line 2 is not JSON: nested too deeply"),
+    (b'{"event": "open", "x": ' + b'[' * 200 + b']' * 200 + b', "t_mono_ns": 1}', "line 2: no channel; no at_ns"),
+    (b'{"event": "open", "channel": 0, "at_ns": 1, "t_mono_ns": 1', "line 2 is not JSON"),  # cut, but in the middle
+])
+def test_a_bad_spray_log_line_is_one_line_naming_the_file_and_line_and_exit_3(tmp_path, capsys, bad, words):
+    good = log((0, 2.0, 2.2))
+    args, slog = _replay_files(tmp_path, _lines(good[:1]) + bad + b"\n" + _lines(good[1:]))
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"edge-replay: error: spray log {slog} line 2") and err.count("\n") == 1, err
+    assert words in err, err
+
+
+def test_a_spray_log_cut_mid_line_by_a_full_disk_still_scores(tmp_path, capsys, caplog):
+    """The last line cut mid-object without a newline (what a full disk used to leave): skipped with a warning,
+    the pass scored from the whole lines before it."""
+    events = log((0, 2.0, 2.2))[:-1]  # the run was still going: no pass_end
+    args, slog = _replay_files(tmp_path, _lines(events) + b'{"event":"planned","lane":0,"chan')
+    assert main(args + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"] == 1
+    assert f"spray log {slog}: the last line (line {len(events) + 1}) is cut" in caplog.text
+
+
+def test_lines_lost_to_a_full_disk_are_counted_in_the_score(tmp_path, capsys):
+    events = log((0, 2.0, 2.2))
+    events.insert(3, {"event": "gap", "t_mono_ns": int(3e9), "wall": "x", "lines_lost": 4, "lost_from_ns": int(2.5e9)})
+    args, _ = _replay_files(tmp_path, _lines(events))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 hit" in out and "4 spray-log line(s) of this pass were lost (disk full)" in out
+    assert main(args + ["--json"]) == 0 and json.loads(capsys.readouterr().out)["lines_lost"] == 4
+
+
+def test_replay_help_lists_its_exit_codes(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exit codes: 0 scored, 2 bad arguments, 3 a config, spray log or ground-truth file" in out
 
 
 def test_log_without_pass_start_is_an_error():
@@ -235,7 +335,7 @@ def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path, capsys):
     summary = RunLoop(Pass(canvas, top, clock, sched, frames=46), LaneProcessor(planner, clock=clock), clock=clock).run()
     sched.close()
     assert summary.stats["spray"]["late"] == 0
-    events = read_jsonl(slog, "spray log")
+    events = read_spray_log(slog)
     assert not [e for e in events if e["event"] == "speed"]  # a fixed speed: no speed lines
     s = score(events, plants, c)
     assert (s.hits, s.partial, s.misses, s.crops_sprayed) == (2, 0, 0, 0), s.line()
@@ -248,8 +348,7 @@ def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path, capsys):
     (tmp_path / "truth_t.jsonl").write_text("".join(json.dumps(
         {"lane": p.lane, "time_s": p.distance_cm / 100.0, "length_cm": p.length_cm, "kind": p.kind}) + "\n"
         for p in plants))
-    (tmp_path / "c.toml").write_text("[spray]\n" + "".join(
-        f"{k} = {json.dumps(v)}\n" for k, v in c.model_dump().items() if v is not None))
+    (tmp_path / "c.toml").write_text(spray_toml(c))
     results = []
     for truth in ("truth.jsonl", "truth_t.jsonl"):
         assert main(["--config", str(tmp_path / "c.toml"), "--spray-log", str(slog),
@@ -410,7 +509,7 @@ def test_a_pass_that_slows_down_scores_its_hits_with_the_logged_speed(tmp_path):
                       clock=clock).run()
     sched.close()
     assert summary.stats["spray"]["late"] == 0
-    events = read_jsonl(slog, "spray log")
+    events = read_spray_log(slog)
     [change] = [e for e in events if e["event"] == "speed"]
     assert change["speed_kmh"] == 1.8 and change["distance_cm"] == pytest.approx(100.0)
     assert events[-1]["event"] == "pass_end" and events[-1]["distance_cm"] == pytest.approx(100 + 64 * 5.0)

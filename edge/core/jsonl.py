@@ -58,9 +58,12 @@ CUT_LINE_MAX = 1 << 20  # a cut last line longer than this is not one of our lin
 
 
 def open_append(path: Path) -> BinaryIO:
-    """The file a writer appends to: binary, unbuffered (one ``write`` per line), readable (for the
-    cut-line check at open)."""
-    return open(path, "a+b", buffering=0)
+    """The file a writer appends to: binary, unbuffered (one ``write`` per line), readable for the
+    cut-line check at open (write-only when reading is not allowed)."""
+    try:
+        return open(path, "a+b", buffering=0)
+    except PermissionError:
+        return open(path, "ab", buffering=0)
 
 
 def cannot_write(what: str, path: str | os.PathLike, exc: BaseException, error: type[WeedDetectorError],
@@ -102,6 +105,7 @@ class JsonlWriter:
         self._gap_fields = gap_fields
         self._size = 0
         self._f: BinaryIO | None = None
+        self._seekable = True
         self._closed = False
         self._lost = 0  # lines lost since the failure that is not resumed yet
         self._lost_from_ns: int | None = None  # when writing failed (None: writing works)
@@ -120,7 +124,8 @@ class JsonlWriter:
         assert self.path is not None
         f = self._opener(self.path)
         try:
-            self._size = self._drop_cut_line(f)
+            self._seekable = f.seekable()  # a regular file; not a pipe or a terminal (nothing to cut back there)
+            self._size = self._drop_cut_line(f) if self._seekable and f.readable() else 0
         except BaseException:
             f.close()
             raise
@@ -173,7 +178,7 @@ class JsonlWriter:
             rotated = True
         f = self._f
         assert f is not None
-        start = f.seek(0, os.SEEK_END)  # where this line starts (O_APPEND writes go there)
+        start = f.seek(0, os.SEEK_END) if self._seekable else self._size  # where the line starts (O_APPEND)
         try:
             view = memoryview(data)
             while view:
@@ -193,6 +198,8 @@ class JsonlWriter:
     def _cut_back(self, f: BinaryIO, start: int) -> None:
         """Undo a part-written line; if even that fails, drop the file (the next open removes the cut line)."""
         try:
+            if not self._seekable:
+                raise OSError(errno.ESPIPE, "not a regular file")
             f.truncate(start)
         except (OSError, ValueError):
             self._drop_file()

@@ -53,6 +53,12 @@ class _FullDiskFile:
         self.disk.free += before - size
         return size
 
+    def seekable(self):
+        return True
+
+    def readable(self):
+        return True
+
     def seek(self, *a):
         return self.f.seek(*a)
 
@@ -165,6 +171,25 @@ def test_a_file_without_any_newline_near_its_end_is_not_ours_to_cut(tmp_path):
     with pytest.raises(ConfigError, match="not a JSON-lines file"):
         JsonlWriter(path, what="frame log")
     assert path.stat().st_size == (1 << 20) + 2  # untouched
+
+
+def test_a_pipe_or_a_write_only_file_is_written_too(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # someone follows the log through a pipe
+    try:
+        w = JsonlWriter(fifo, what="frame log")
+        w.write({"i": 1})
+        w.close()
+        assert os.read(reader, 100) == b'{"i":1}\n'
+    finally:
+        os.close(reader)
+    locked = tmp_path / "write-only.jsonl"  # a file we may append to but not read (what open_append falls back to)
+    locked.write_bytes(b'{"i":0}\n')
+    w = JsonlWriter(locked, what="frame log", opener=lambda p: open(p, "ab", buffering=0))
+    w.write({"i": 1})
+    w.close()
+    assert read_jsonl(locked, "frame log") == [{"i": 0}, {"i": 1}]
 
 
 def test_rotation_goes_on_after_a_gap(tmp_path):

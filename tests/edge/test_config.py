@@ -62,6 +62,16 @@ def test_example_config_is_valid(caplog):
         ("[source]\nkind = 'video'\n", "needs path"),
         ("[model]\nthreads = 0\n", "[model] threads"),
         ("this is = = not toml", "not valid TOML"),
+        ("[safety]\nstall_timeout_s = inf\n", "[safety] stall_timeout_s: Input should be a finite number"),
+        ("[safety]\nstall_timeout_s = 1e-9\n", "[safety] stall_timeout_s: Input should be greater than or equal to 0.05"),
+        ("[source]\nkind = 'images'\npath = 'x'\nrealtime = true\nfps = 1e-300\n", "[source] fps"),
+        ("[spray]\nlanes = 2\nlane_channels = [0, 100000]\nfootprint_across_cm = 100\nfootprint_along_cm = 40\n"
+         "nozzle_distance_cm = 100\nspeed_kmh = 6\n", "[spray] lane_channels.1: Input should be less than or equal to 63"),
+        ("[outputs]\nkind = 'serial'\nport = 'loop://'\nbaud = 1000000000000\n", "[outputs] baud"),
+        ("[model]\nbundle = " + "[" * 50 + "]" * 50 + "\n", "[model] bundle: Input should be a valid string"),
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "nests arrays or tables too deeply to read"),
+        ("a = " + "{b = " * 3000 + "1" + "}" * 3000 + "\n", "nests arrays or tables too deeply to read"),
+        ("[model]\n\"x\\nERROR edge: FAKE\" = 1\n", "[model] x\nERROR edge: FAKE: unknown key"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, words):
@@ -74,6 +84,33 @@ def test_bad_configs_name_the_key(tmp_path, text, words):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda d: d, "is a folder, not a regular file"),
+        (lambda d: Path("/dev/urandom"), "is a character device, not a regular file"),
+        (lambda d: Path("/dev/null"), "is a character device, not a regular file"),
+        (lambda d: (d / "big.toml", (d / "big.toml").write_text("#" * 1_000_001))[0],
+         "is 1,000,001 bytes, more than the 1,000,000 bytes"),
+        (lambda d: (d / "bin.toml", (d / "bin.toml").write_bytes(b"\xff\xfe[model]"))[0], "save it as UTF-8 text"),
+    ],
+)
+def test_a_config_that_is_not_a_small_text_file_is_refused_before_it_is_read(tmp_path, capsys, make, words):
+    """--config /dev/urandom would read forever, a folder was 'cannot be read (Is a directory)'."""
+    assert main(["--config", str(make(tmp_path)), "--validate-config"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith("edge-run: error: config file ") and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_max_frames_below_one_is_a_usage_error(value, capsys):
+    """--max-frames 0 or -1 used to process a frame and exit 0."""
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(TOY_BUNDLE), "--images", ".", f"--max-frames={value}"])
+    assert e.value.code == 2
+    assert "--max-frames: expected a whole number of frames of at least 1" in capsys.readouterr().err
 
 
 def test_flags_override_file(tmp_path):

@@ -284,13 +284,12 @@ def load_bundle(path_or_name: str | os.PathLike | None = None, variant: str | No
             raise BundleError(f"{folder / MANIFEST} names {named!r}, which resolves to outside the bundle folder",
                               "a bundle's model files are inside its folder: copy the files in and drop the link")
     model_path = folder / file
-    try:
+    try:  # a regular file (a FIFO, a folder, a device is named as such, never opened), hashed if asked
         size = check_regular(model_path, MAX_MODEL_BYTES).st_size
+        actual = sha256_file(model_path) if verify_hash and digest and size else ""
     except FileRefused as e:
-        raise BundleError(
-            f"model file {model_path} named in {folder / MANIFEST} {'is missing' if e.missing else e}",
-            "copy the whole bundle folder again or re-export it",
-        ) from None
+        what = f"named in {folder / MANIFEST} is missing" if e.missing else str(e)
+        raise BundleError(f"model file {model_path} {what}", "copy the whole bundle folder again or re-export it") from None
     if size == 0:
         raise BundleError(f"model file {model_path} is empty", "copy the whole bundle folder again or re-export it")
     if verify_hash:
@@ -299,10 +298,6 @@ def load_bundle(path_or_name: str | os.PathLike | None = None, variant: str | No
                 f"{folder / MANIFEST} gives no sha256 for {file}",
                 "re-export the bundle with `weed-train export` (it records the hash)",
             )
-        try:
-            actual = sha256_file(model_path)
-        except FileRefused as e:  # swapped for something else since the check above
-            raise BundleError(f"model file {model_path} {e}", "copy the whole bundle folder again or re-export it") from None
         if actual != digest:
             raise BundleError(
                 f"{model_path} does not match its manifest (sha256 {actual[:12]}… != {digest[:12]}…): the file is corrupt, "

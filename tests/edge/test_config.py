@@ -332,3 +332,20 @@ def test_a_flag_out_of_range_is_refused_naming_the_key(flag, value, section, key
     assert main(argv) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"[{section}] {key}" in err, err
+
+
+@pytest.mark.parametrize(
+    "flag, words",
+    [
+        ("--camera=-1", "[source] camera"),
+        ("--camera=64", "[source] camera"),
+        ("--debounce=0/1", "[decision] debounce_n"),
+        ("--debounce=101/101", "[decision] debounce_n"),
+        ("--pins=17,256", "[outputs] pins.1"),
+    ],
+)
+def test_the_flags_with_converters_are_range_checked_too(flag, words, capsys):
+    """Flags that set their keys through a converter (FLAG_KEYS rows that are not a plain key)."""
+    context = ["--output", "gpio"] if flag.startswith("--pins") else []
+    assert main(["--model", str(TOY_BUNDLE), *context, flag, "--validate-config"]) == EXIT_CONFIG
+    assert words in capsys.readouterr().err

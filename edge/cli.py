@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from edge import __version__
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, WeedDetectorError
+from edge.core.text import OneLineFormatter, one_line
 
 log = logging.getLogger("edge")
 
@@ -37,6 +38,17 @@ def _csv_floats(text: str) -> list[float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated milliseconds like 20,50,100, "
                                          f"got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    """--max-frames N: a whole number of at least 1 (0 or -1 would still process a frame)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames of at least 1, got {text!r}")
+    return n
 
 
 def _csv(text: str) -> list[str]:
@@ -96,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=float, help="capture frame rate (cameras)")
     s.add_argument("--realtime", action="store_true", default=None, help="video: pace at the file's frame rate")
     s.add_argument("--loop", action="store_true", default=None, help="video/images: start again at the end")
-    s.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    s.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames (1 or more)")
 
     d = p.add_argument_group("decision")
     d.add_argument("--threshold", type=float, help="weed-score threshold (default: the bundle's)")
@@ -229,7 +241,7 @@ def _setup_logging(level: str) -> None:
     root = logging.getLogger()
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         h = _StderrHandler()
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        h.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(h)
     root.setLevel(level)
 
@@ -240,11 +252,6 @@ def _version_text() -> str:
     info = runtime_info()
     rt = str(info) if info else "no TFLite runtime installed (pip install ai-edge-litert)"
     return f"edge-run {__version__} (weed-detector); runtime: {rt}; Python {sys.version.split()[0]}"
-
-
-def one_line(text: str) -> str:
-    """An error message as exactly one line (a field name read from a file may hold a newline)."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from edge.core.errors import ConfigError
+from edge.core.files import FileRefused, read_regular
 from edge.decide.config import DecisionConfig
 from edge.inference.config import ModelConfig
 from edge.loop.config import SafetyConfig
@@ -55,8 +56,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["Config", "load_config", "MOVED_TO_SAFETY"]
+__all__ = ["Config", "load_config", "MOVED_TO_SAFETY", "MAX_CONFIG_BYTES"]
 
+
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few kB; anything larger is not one
 
 # Keys that moved out of [spray] (still read there, with a warning): old key -> [safety] key
 MOVED_TO_SAFETY = {"enable_pin": "enable_pin", "enable_pull_up": "enable_pull_up"}
@@ -160,15 +163,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     if path:
         p = Path(path)
         origin = str(p)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p} not found", "give an existing file with --config, "
-                              "e.g. a copy of deploy/config.example.toml") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config file {p} cannot be read ({e})", "check the path and its permissions") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {p} is not valid TOML ({e})", "fix the syntax at that line") from None
+        data = _read_toml(p)
     if overrides:
         data = _merge(data, overrides)
         if path:
@@ -177,3 +172,28 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         return Config.model_validate(data)
     except ValidationError as e:
         raise _describe(e, origin) from None
+    except RecursionError:
+        raise ConfigError(f"config {origin}: values nested too deeply to check",
+                          "a config holds tables of plain values: see deploy/config.example.toml") from None
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
+    """The TOML file at ``p``: a regular file of at most ``MAX_CONFIG_BYTES`` (a FIFO or a device such as
+    ``/dev/urandom`` is refused before it is opened), UTF-8, valid TOML, not nested past Python's limit."""
+    try:
+        text = read_regular(p, MAX_CONFIG_BYTES).decode("utf-8")
+    except FileRefused as e:
+        if e.missing:
+            raise ConfigError(f"config file {p} not found", "give an existing file with --config, "
+                              "e.g. a copy of deploy/config.example.toml") from None
+        raise ConfigError(f"config file {p} {e}", "give the TOML config file with --config, "
+                          "e.g. a copy of deploy/config.example.toml") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p} cannot be read ({e})", "save it as UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML ({e})", "fix the syntax at that line") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p} nests arrays or tables too deeply to read",
+                          "a config holds tables of plain values: see deploy/config.example.toml") from None

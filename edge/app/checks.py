@@ -11,6 +11,7 @@ from typing import Callable
 from edge.app.wiring import load_classifier, make_decider, open_gated_output, with_spray_channels
 from edge.config import Config
 from edge.core.errors import EXIT_OK, ConfigError
+from edge.core.text import one_line
 from edge.inference.bundle import available_bundles, load_bundle
 from edge.inputs.enable import open_enable_switch
 from edge.outputs import build_output
@@ -83,7 +84,7 @@ def validate(cfg: Config) -> int:
         switch = open_enable_switch(cfg, stack)
         if switch is not None:
             print(f"{switch.describe()}: {'on' if switch.is_on() else 'OFF now (no output opens until it is on)'}")
-    print(f"source: {cfg.source.describe()} (opened at run time)")
+    print(one_line(f"source: {cfg.source.describe()} (opened at run time)"))
     return EXIT_OK
 
 
@@ -95,8 +96,8 @@ def list_models() -> int:
         try:
             m = load_bundle(folder, verify_hash=False).manifest
             extra = " [UNTRAINED DEMO]" if m.untrained_demo else ""
-            print(f"{name}: {m.backbone} {m.input.width}x{m.input.height} {m.quantization}, "
-                  f"{len(m.labels)} labels{extra}  ({folder})")
+            print(one_line(f"{name}: {m.backbone} {m.input.width}x{m.input.height} {m.quantization}, "
+                           f"{len(m.labels)} labels{extra}  ({folder})"))
         except Exception as e:  # a broken bundle should not hide the others
-            print(f"{name}: unreadable ({e})  ({folder})")
+            print(one_line(f"{name}: unreadable ({e})  ({folder})"))
     return EXIT_OK

@@ -39,6 +39,7 @@ from edge.loop.runner import RunLoop
 from edge.loop.stats import RunStats
 from edge.loop.whole_frame import WholeFrameProcessor
 from edge.core.reconnect import Backoff
+from edge.core.text import one_line
 from edge.outputs.reconnecting import ReconnectingOutput
 from edge.service.records import JsonlLog, TriggerSaver
 from edge.sources import open_source
@@ -72,11 +73,12 @@ def make_decider(cfg: Config, classifier: Classifier) -> Decider:
 
 
 def frame_line(r: ProcessedFrame) -> str:
-    """The human line ``--print`` shows per frame."""
-    name = r.frame.name or f"{r.frame.source}"
+    """The human line ``--print`` shows per frame; a file name's control characters (or bytes that
+    are not UTF-8) are escaped, so the line stays one printable line."""
+    name, label = one_line(r.frame.name or f"{r.frame.source}"), one_line(r.decision.label)
     act = "SPRAY" if r.decision.spray else ("weed?" if r.decision.weed_frame else "-")
     outs = "".join("1" if x else "0" for x in r.outputs)
-    return (f"frame {r.frame.frame_id:5d}  {name[:40]:40s}  {r.decision.label:26s} {r.decision.label_prob:4.2f}  "
+    return (f"frame {r.frame.frame_id:5d}  {name[:40]:40s}  {label:26s} {r.decision.label_prob:4.2f}  "
             f"weed {r.decision.weed_score:4.2f}  {act:5s}  outputs {outs}  {r.timings.end_to_end:6.1f} ms")
 
 

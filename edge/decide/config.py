@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.core.schema import Finite
+
 
 class DecisionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # None = the bundle's operating threshold
+    threshold: Finite | None = Field(default=None, ge=0.0, le=1.0)  # None = the bundle's operating threshold
     weed_labels: list[str] | None = None  # None = the bundle's weed labels
-    debounce_n: int = Field(default=1, ge=1)  # spray when N of the last M frames are weed frames
-    debounce_m: int = Field(default=1, ge=1)
-    min_hold_ms: float = Field(default=0.0, ge=0.0)  # keep spraying at least this long
+    debounce_n: int = Field(default=1, ge=1, le=100)  # spray when N of the last M frames are weed frames
+    debounce_m: int = Field(default=1, ge=1, le=100)
+    min_hold_ms: Finite = Field(default=0.0, ge=0.0, le=60_000)  # keep spraying at least this long
 
     @model_validator(mode="after")
     def _nm(self) -> "DecisionConfig":

@@ -7,8 +7,17 @@ training report. Everything the edge needs to feed and read the model is in the
 manifest; preprocessing beyond resizing lives inside the model graph.
 
 ``load_bundle`` validates the manifest and the file's sha256 here; the tensor shapes
-and dtypes are checked against the manifest when the interpreter is created
-(``edge.inference``), still before any output is energised.
+and dtypes, and the declared quantisation, are checked against the manifest when the
+interpreter is created (``edge.inference.classifier``), still before any output is
+energised. The manifest is read strictly:
+
+- types are strict (``"0.4"`` is not a threshold, ``true`` not a ``format_version``),
+  numbers finite and in range, names and labels plain text (no control characters);
+- ``model_file`` and every variant's ``file`` name a file inside the bundle folder
+  (relative, no ``..``; after resolving symlinks still inside it);
+- the manifest and the model are regular files (a FIFO, a folder or a device is named as
+  what it is, never opened), of at most ``MAX_MANIFEST_BYTES`` / ``MAX_MODEL_BYTES``;
+- a manifest nested too deeply to parse is a ``BundleError`` like any other bad manifest.
 """
 
 from __future__ import annotations
@@ -18,31 +27,48 @@ import json
 import os
 import shutil
 import site
+import stat
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.core.errors import BundleError
+from edge.core.files import FileRefused, check_regular, file_kind, is_inside, open_regular, read_regular
+from edge.core.schema import Finite, Printable
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_BUNDLE = "plant-seedlings-mnv2"
 ENV_MODELS_DIR = "WEED_DETECTOR_MODELS"  # extra folder searched for bundle names
+MAX_MANIFEST_BYTES = 1_000_000  # a manifest is a few kB
+MAX_MODEL_BYTES = 2 ** 31  # a TFLite flatbuffer cannot be larger
 
 Quantization = Literal["int8", "float16", "float32"]
 
 
+def _in_bundle(name: str) -> str:
+    """A file name of the manifest: relative to the bundle folder and inside it."""
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{name!r} is not a file inside the bundle folder; name it relative to the folder, "
+                         "e.g. 'model.tflite'")
+    return name
+
+
+BundleFile = Annotated[Printable, AfterValidator(_in_bundle)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class InputSpec(_Strict):
-    height: int = Field(gt=0)
-    width: int = Field(gt=0)
+    height: int = Field(ge=1, le=4096)
+    width: int = Field(ge=1, le=4096)
     channels: Literal[3] = 3
     dtype: Literal["uint8", "int8", "float32"] = "uint8"
     colour_order: Literal["RGB", "BGR"] = "RGB"
@@ -54,32 +80,32 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     kind: Literal["probabilities", "logits"] = "probabilities"
     dtype: Literal["uint8", "int8", "float32", "float16"] = "uint8"
-    scale: float | None = None
-    zero_point: int | None = None
+    scale: Finite | None = Field(None, gt=0, le=1e6)
+    zero_point: int | None = Field(None, ge=-128, le=255)
 
 
 class Variant(_Strict):
-    file: str
+    file: BundleFile
     sha256: str = ""
     quantization: Quantization
-    size_bytes: int = 0
+    size_bytes: int = Field(0, ge=0, le=MAX_MODEL_BYTES)
 
 
 class Manifest(_Strict):
     format_version: int = FORMAT_VERSION
-    name: str = Field(min_length=1)
+    name: Printable = Field(min_length=1)
     description: str = ""
     untrained_demo: bool = False
-    model_file: str = "model.tflite"
+    model_file: BundleFile = "model.tflite"
     model_sha256: str = ""
     quantization: Quantization = "int8"
-    labels: list[str] = Field(min_length=2)
-    weed_labels: list[str]
-    crop_labels: list[str] = []
-    background_labels: list[str] = []
+    labels: list[Printable] = Field(min_length=2)
+    weed_labels: list[Printable]
+    crop_labels: list[Printable] = []
+    background_labels: list[Printable] = []
     input: InputSpec
     output: OutputSpec = OutputSpec()
-    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    threshold: Finite = Field(default=0.5, ge=0.0, le=1.0)
     backbone: str = ""
     weights_source: str = ""
     preprocessing: str = ""
@@ -134,8 +160,9 @@ class Bundle:
 
 
 def sha256_file(path: Path) -> str:
+    """The sha256 of a regular file (``FileRefused`` for a FIFO, a device, a folder: never blocks)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, MAX_MODEL_BYTES) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -179,6 +206,13 @@ def resolve_bundle(path_or_name: str | os.PathLike | None) -> Path:
         p = p.parent
     if p.is_dir():
         return p
+    try:
+        mode = p.stat().st_mode
+    except (OSError, ValueError):  # nothing there: a shipped bundle's name?
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):  # a FIFO, a device, a socket: say so, never open it
+        raise BundleError(f"--model {p} is {file_kind(mode)}, not a bundle folder",
+                          "pass the bundle folder that holds model.tflite and manifest.json, or a shipped bundle's name")
     if p.suffix == ".tflite":
         raise BundleError(
             f"--model {p} is a bare .tflite file",
@@ -196,19 +230,31 @@ def resolve_bundle(path_or_name: str | os.PathLike | None) -> Path:
 
 def read_manifest(folder: Path) -> Manifest:
     mpath = folder / MANIFEST
-    if not mpath.is_file():
-        raise BundleError(
-            f"{mpath} is missing",
-            "a bundle folder needs manifest.json beside the model; re-export it with `weed-train export`",
-        )
     try:
-        data = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = read_regular(mpath, MAX_MANIFEST_BYTES).decode("utf-8")
+    except FileRefused as e:
+        if e.missing:
+            raise BundleError(
+                f"{mpath} is missing",
+                "a bundle folder needs manifest.json beside the model; re-export it with `weed-train export`",
+            ) from None
+        raise BundleError(f"{mpath} {e}", "restore manifest.json from the bundle or re-export it") from None
+    except UnicodeDecodeError as e:
         raise BundleError(f"{mpath} is not valid JSON ({e})", "restore the file from the bundle or re-export it") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{mpath} is not valid JSON ({e})", "restore the file from the bundle or re-export it") from None
+    except RecursionError:
+        raise BundleError(f"{mpath} nests arrays or objects too deeply to read",
+                          "restore the file from the bundle or re-export it") from None
     if not isinstance(data, dict):
         raise BundleError(f"{mpath} must hold a JSON object", "restore the file from the bundle or re-export it")
     try:
         return Manifest.model_validate(data)
+    except RecursionError:
+        raise BundleError(f"{mpath}: values nested too deeply to check",
+                          "restore the file from the bundle or re-export it") from None
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(manifest)"
@@ -233,13 +279,18 @@ def load_bundle(path_or_name: str | os.PathLike | None = None, variant: str | No
     else:
         have = ", ".join([manifest.quantization, *manifest.variants]) or "none"
         raise BundleError(f"bundle '{manifest.name}' has no '{variant}' variant (it has: {have})", "choose one of those")
+    for named in (manifest.model_file, *(v.file for v in manifest.variants.values())):
+        if not is_inside(folder / named, folder):  # a symlink out of the folder (names are checked by Manifest)
+            raise BundleError(f"{folder / MANIFEST} names {named!r}, which resolves to outside the bundle folder",
+                              "a bundle's model files are inside its folder: copy the files in and drop the link")
     model_path = folder / file
-    if not model_path.is_file():
-        raise BundleError(
-            f"model file {model_path} named in {folder / MANIFEST} is missing",
-            "copy the whole bundle folder again or re-export it",
-        )
-    if model_path.stat().st_size == 0:
+    try:  # a regular file (a FIFO, a folder, a device is named as such, never opened), hashed if asked
+        size = check_regular(model_path, MAX_MODEL_BYTES).st_size
+        actual = sha256_file(model_path) if verify_hash and digest and size else ""
+    except FileRefused as e:
+        what = f"named in {folder / MANIFEST} is missing" if e.missing else str(e)
+        raise BundleError(f"model file {model_path} {what}", "copy the whole bundle folder again or re-export it") from None
+    if size == 0:
         raise BundleError(f"model file {model_path} is empty", "copy the whole bundle folder again or re-export it")
     if verify_hash:
         if not digest:
@@ -247,7 +298,6 @@ def load_bundle(path_or_name: str | os.PathLike | None = None, variant: str | No
                 f"{folder / MANIFEST} gives no sha256 for {file}",
                 "re-export the bundle with `weed-train export` (it records the hash)",
             )
-        actual = sha256_file(model_path)
         if actual != digest:
             raise BundleError(
                 f"{model_path} does not match its manifest (sha256 {actual[:12]}… != {digest[:12]}…): the file is corrupt, "

@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 _DTYPES = {"uint8": np.uint8, "int8": np.int8, "float32": np.float32, "float16": np.float16}
 
+# A bundle's declared quantisation -> (tensor types its model has one of, tensor types it has none of)
+QUANT_TENSORS = {
+    "int8": ({"int8", "uint8"}, {"float16"}),
+    "float16": ({"float16"}, {"int8", "uint8"}),
+    "float32": ({"float32"}, {"float16", "int8", "uint8"}),
+}
+
 MAX_BATCH = 16  # images per invoke; more are split into equal chunks (bounds the activation memory)
 BATCH_CACHE = 3  # batch interpreters kept (distinct N); the least recently used one is dropped
 
@@ -147,6 +154,13 @@ class Classifier:
         out_dtype = np.dtype(outs[0]["dtype"]).name
         if self.bundle.variant is None and out_dtype != m.output.dtype:
             raise BundleError(f"{where}: output tensor dtype {out_dtype} != manifest output.dtype {m.output.dtype}", fix)
+        q = self.bundle.quantization
+        have = {np.dtype(t["dtype"]).name for t in self._interp.get_tensor_details()}
+        one_of, none_of = QUANT_TENSORS[q]
+        if not have & one_of or have & none_of:
+            raise BundleError(f"{where}: the manifest says quantization {q}, but the model's tensors are "
+                              f"{', '.join(sorted(have))} ({q} has {' or '.join(sorted(one_of))} tensors and no "
+                              f"{' or '.join(sorted(none_of))} ones)", fix)
 
     def _dequantise(self, raw: np.ndarray, scale: float | None = None, zp: int | None = None) -> np.ndarray:
         """Probabilities from a raw output (one row, or one row per image of a batch)."""

@@ -13,12 +13,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.core.schema import Finite
+
 
 class SafetyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    stall_timeout_s: float = Field(default=1.0, gt=0)  # no frame this long -> all outputs off
-    max_spray_s: float = Field(default=10.0, gt=0)  # spraying this long without a break -> off until the weed signal drops
+    stall_timeout_s: Finite = Field(default=1.0, ge=0.05, le=60)  # no frame this long -> all outputs off
+    max_spray_s: Finite = Field(default=10.0, ge=0.1, le=600)  # spraying this long without a break -> off until the weed signal drops
     enable_pin: int | None = Field(default=None, ge=0, le=255)  # enable switch input; None = no switch
     enable_pull_up: bool = False  # false: switch to 3V3 (on = high); true: switch to ground (on = low)
     input_kind: Literal["auto", "gpio", "jetson"] = "auto"  # how inputs are read; auto: jetson with jetson outputs

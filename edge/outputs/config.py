@@ -25,10 +25,13 @@ from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
+from edge.core.schema import Finite
 from edge.outputs.channels import DEFAULT_MAX_ON_S
 from edge.outputs.serial_out import DEFAULT_ACK_TIMEOUT_S, DEFAULT_BAUD, DEFAULT_HEARTBEAT_S, DEFAULT_RETRIES
 
 log = logging.getLogger(__name__)
+
+MAX_CHANNELS = 64  # valves/boom sections one output drives (channels 0..63)
 
 
 class OutputConfigBase(BaseModel):
@@ -40,14 +43,14 @@ class OutputConfigBase(BaseModel):
     channels: int | None = Field(
         None,
         ge=1,
-        le=64,
+        le=MAX_CHANNELS,
         description="Number of valves/boom sections. dryrun: default 1. gpio/jetson: taken from pins "
         "(must equal len(pins) if given). serial: default = what the controller announces; "
         "required with acks = false.",
     )
-    max_on_s: float = Field(
+    max_on_s: Finite = Field(
         DEFAULT_MAX_ON_S,
-        gt=0,
+        ge=0.05,
         le=60,
         description="Longest a channel stays on without being refreshed by a new 'on'; enforced by the edge "
         "and (serial) by the controller. Capped by the controller's own maximum.",
@@ -73,8 +76,9 @@ class DryRunOutputConfig(OutputConfigBase):
 class PinOutputConfig(OutputConfigBase):
     """The keys of the outputs that drive one pin per channel (gpio, jetson)."""
 
-    pins: tuple[int, ...] = Field(
+    pins: tuple[Annotated[int, Field(ge=0, le=255)], ...] = Field(
         (),
+        max_length=MAX_CHANNELS,
         description="gpio: BCM pin numbers, one per channel (GPIO17 is 17). jetson: header pins in "
         "pin_numbering. Channel i drives pins[i].",
     )
@@ -116,15 +120,15 @@ class SerialOutputConfig(OutputConfigBase):
         None,
         description="serial: device path (/dev/ttyACM0, /dev/serial/by-id/...) or pyserial URL (loop://, socket://host:port).",
     )
-    baud: int = Field(DEFAULT_BAUD, gt=0, description="serial: baud rate (ignored by USB CDC devices such as a Pico).")
-    heartbeat_s: float = Field(
+    baud: int = Field(DEFAULT_BAUD, ge=50, le=4_000_000, description="serial: baud rate (ignored by USB CDC devices such as a Pico).")
+    heartbeat_s: Finite = Field(
         DEFAULT_HEARTBEAT_S,
-        gt=0,
+        ge=0.01,
         le=30,
         description="serial: heartbeat period; must be at most half the controller's watchdog timeout.",
     )
-    ack_timeout_s: float = Field(
-        DEFAULT_ACK_TIMEOUT_S, gt=0, le=10, description="serial: how long to wait for each ACK before re-sending."
+    ack_timeout_s: Finite = Field(
+        DEFAULT_ACK_TIMEOUT_S, ge=0.001, le=10, description="serial: how long to wait for each ACK before re-sending."
     )
     retries: int = Field(
         DEFAULT_RETRIES,

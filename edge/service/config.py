@@ -13,30 +13,32 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.core.schema import Finite
+
 
 class LogConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     jsonl: str = ""  # per-frame JSON lines log; "" = none
-    stats_interval_s: float = Field(default=5.0, gt=0)
+    stats_interval_s: Finite = Field(default=5.0, ge=0.1, le=3600)
     print_frames: bool = False  # one human line per frame on stdout
     save_triggers: str = ""  # folder for frames that fired (+ a sample of the others)
-    sample_rate: float = Field(default=0.01, ge=0.0, le=1.0)  # share of non-firing frames kept
+    sample_rate: Finite = Field(default=0.01, ge=0.0, le=1.0)  # share of non-firing frames kept
 
 
 class ServiceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     notify: bool = True  # systemd notifications (READY/STATUS/WATCHDOG) when $NOTIFY_SOCKET is set
-    status_interval_s: float = Field(default=2.0, gt=0, le=3600)  # how often STATUS= is refreshed
-    reconnect_initial_s: float = Field(default=0.5, gt=0, le=60)  # first wait before reopening a lost camera/controller
-    reconnect_max_s: float = Field(default=10.0, gt=0, le=600)  # the wait doubles up to this
-    give_up_s: float = Field(default=0.0, ge=0)  # no frame for this long -> exit 8 (systemd restarts); 0 = never
+    status_interval_s: Finite = Field(default=2.0, ge=0.1, le=3600)  # how often STATUS= is refreshed
+    reconnect_initial_s: Finite = Field(default=0.5, ge=0.01, le=60)  # first wait before reopening a lost camera/controller
+    reconnect_max_s: Finite = Field(default=10.0, ge=0.01, le=600)  # the wait doubles up to this
+    give_up_s: Finite = Field(default=0.0, ge=0, le=86_400)  # no frame for this long -> exit 8 (systemd restarts); 0 = never
     serial_reconnect: bool = True  # serial controller lost mid-run: keep detecting and reconnect (false: exit 6)
-    log_max_mb: float = Field(default=50.0, ge=0)  # rotate the JSONL log beyond this size; 0 = no cap
+    log_max_mb: Finite = Field(default=50.0, ge=0, le=100_000)  # rotate the JSONL log beyond this size; 0 = no cap
     log_backups: int = Field(default=3, ge=0, le=100)  # rotated logs kept (frames.jsonl.1 ...)
-    triggers_max_mb: float = Field(default=500.0, ge=0)  # oldest saved frames deleted beyond this; 0 = no cap
+    triggers_max_mb: Finite = Field(default=500.0, ge=0, le=1_000_000)  # oldest saved frames deleted beyond this; 0 = no cap
 
     @model_validator(mode="after")
     def _order(self) -> "ServiceConfig":

@@ -25,6 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.core.schema import Finite
+
 KINDS = ("camera", "video", "images", "stream", "picamera")
 LIVE_KINDS = ("camera", "picamera")  # capture size and frame rate are requests to a device
 
@@ -33,12 +35,12 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["camera", "video", "images", "stream", "picamera"] = "camera"
-    camera: int = Field(default=0, ge=0)  # OpenCV camera index (/dev/videoN); picamera2 camera number
+    camera: int = Field(default=0, ge=0, le=63)  # OpenCV camera index (/dev/videoN); picamera2 camera number
     path: str = ""  # video file or image folder (or one image)
     url: str = ""  # rtsp:// or http(s):// stream
-    width: int = Field(default=640, ge=16)  # capture size requested from a camera (the driver may round)
-    height: int = Field(default=480, ge=16)
-    fps: float = Field(default=30.0, gt=0)  # cameras: requested rate; images: slideshow rate with realtime
+    width: int = Field(default=640, ge=16, le=8192)  # capture size requested from a camera (the driver may round)
+    height: int = Field(default=480, ge=16, le=8192)
+    fps: Finite = Field(default=30.0, ge=0.1, le=1000)  # cameras: requested rate; images: slideshow rate with realtime
     realtime: bool = False  # video files: pace at the file's frame rate; images: at fps
     loop: bool = False  # image folders / videos: start again at the end
 

@@ -15,36 +15,42 @@ All distances are centimetres on the ground, times milliseconds, speeds km/h.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge.core.schema import Finite
+from edge.outputs.config import MAX_CHANNELS
+
+LaneWidth = Annotated[Finite, Field(ge=0.1, le=5000)]  # cm
+Channel = Annotated[int, Field(ge=0, le=MAX_CHANNELS - 1)]
 
 
 class SprayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lanes: int = Field(default=1, ge=1, le=64)  # lanes across the image, left to right
-    lane_widths_cm: list[float] | None = None  # custom widths, left to right; None = equal lanes
-    lane_channels: list[int] | None = None  # output channel per lane; None = lane i -> channel i
-    footprint_across_cm: float = Field(gt=0)  # ground width the image covers (across travel)
-    footprint_along_cm: float = Field(gt=0)  # ground length the image covers (along travel)
+    lanes: int = Field(default=1, ge=1, le=MAX_CHANNELS)  # lanes across the image, left to right
+    lane_widths_cm: list[LaneWidth] | None = None  # custom widths, left to right; None = equal lanes
+    lane_channels: list[Channel] | None = None  # output channel per lane; None = lane i -> channel i
+    footprint_across_cm: Finite = Field(ge=1, le=5000)  # ground width the image covers (across travel)
+    footprint_along_cm: Finite = Field(ge=1, le=5000)  # ground length the image covers (along travel)
     image_top: Literal["ahead", "behind"] = "ahead"  # which image edge points in the travel direction
     tile_rows: int = Field(default=0, ge=0, le=32)  # tiles along travel per lane; 0 = auto (square-ish tiles)
-    nozzle_distance_cm: float = Field(gt=0)  # from the point under the camera (image centre) back to the spray line
-    margin_before_cm: float = Field(default=5.0, ge=0)  # start spraying this far before the tile
-    margin_after_cm: float = Field(default=5.0, ge=0)  # ... and stop this far after it
-    valve_open_lag_ms: float = Field(default=30.0, ge=0, le=2000)  # command -> liquid on the ground
-    valve_close_lag_ms: float = Field(default=30.0, ge=0, le=2000)  # command -> flow stopped
-    max_on_s: float = Field(default=10.0, gt=0)  # one nozzle open this long without a break -> off (latched)
+    nozzle_distance_cm: Finite = Field(ge=1, le=5000)  # from the point under the camera (image centre) back to the spray line
+    margin_before_cm: Finite = Field(default=5.0, ge=0, le=500)  # start spraying this far before the tile
+    margin_after_cm: Finite = Field(default=5.0, ge=0, le=500)  # ... and stop this far after it
+    valve_open_lag_ms: Finite = Field(default=30.0, ge=0, le=2000)  # command -> liquid on the ground
+    valve_close_lag_ms: Finite = Field(default=30.0, ge=0, le=2000)  # command -> flow stopped
+    max_on_s: Finite = Field(default=10.0, ge=0.05, le=600)  # one nozzle open this long without a break -> off (latched)
     speed_source: Literal["fixed", "nmea", "encoder"] = "fixed"  # fixed, a GPS's NMEA RMC/VTG, or a wheel encoder
-    speed_kmh: float = Field(default=0.0, ge=0, le=100)  # fixed travel speed
+    speed_kmh: Finite = Field(default=0.0, ge=0, le=100)  # fixed travel speed
     gps_port: str = ""  # nmea: serial device or pyserial URL of the GPS receiver
-    gps_baud: int = Field(default=9600, gt=0)  # nmea: baud rate (ignored by USB receivers)
-    speed_stale_s: float = Field(default=2.0, gt=0, le=60)  # nmea: a speed older than this counts as unknown
+    gps_baud: int = Field(default=9600, ge=50, le=4_000_000)  # nmea: baud rate (ignored by USB receivers)
+    speed_stale_s: Finite = Field(default=2.0, ge=0.1, le=60)  # nmea: a speed older than this counts as unknown
     encoder_pin: int | None = Field(default=None, ge=0, le=63)  # encoder: BCM pin of the wheel pulse input
-    encoder_cm_per_pulse: float = Field(default=0.0, ge=0)  # encoder: travel per pulse (wheel circumference / pulses)
+    encoder_cm_per_pulse: Finite = Field(default=0.0, ge=0, le=1000)  # encoder: travel per pulse (wheel circumference / pulses)
     encoder_pull_up: bool = True  # encoder: true for open-collector sensors that pull the pin to ground
-    min_speed_kmh: float = Field(default=1.0, ge=0)  # below this (or stopped) nothing sprays
+    min_speed_kmh: Finite = Field(default=1.0, ge=0, le=100)  # below this (or stopped) nothing sprays
     log_jsonl: str = ""  # spray log: every planned/executed/late/missed open and close; "" = none
 
     @model_validator(mode="before")
@@ -64,8 +70,6 @@ class SprayConfig(BaseModel):
             if len(self.lane_widths_cm) != self.lanes:
                 raise ValueError(f"lane_widths_cm lists {len(self.lane_widths_cm)} widths for lanes = {self.lanes}; "
                                  "give one width per lane (left to right) or leave it out for equal lanes")
-            if any(not (w > 0) for w in self.lane_widths_cm):
-                raise ValueError("lane_widths_cm: every width must be > 0")
             total = sum(self.lane_widths_cm)
             if not math.isclose(total, self.footprint_across_cm, rel_tol=0.01):
                 raise ValueError(f"lane_widths_cm add up to {total:g} cm but footprint_across_cm = "
@@ -74,8 +78,6 @@ class SprayConfig(BaseModel):
             if len(self.lane_channels) != self.lanes:
                 raise ValueError(f"lane_channels lists {len(self.lane_channels)} channels for lanes = {self.lanes}; "
                                  "give one output channel per lane")
-            if any(c < 0 for c in self.lane_channels):
-                raise ValueError("lane_channels: channels are numbered from 0")
         if self.speed_source == "fixed" and self.speed_kmh <= 0:
             raise ValueError("speed_kmh is required with speed_source = 'fixed' (your working speed, e.g. 6.0)")
         if self.speed_source == "encoder" and (self.encoder_pin is None or not self.encoder_cm_per_pulse > 0):

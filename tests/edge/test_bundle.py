@@ -1,4 +1,7 @@
 import json
+import os
+import stat
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,21 @@ def _edit(bundle, **changes):
         else:
             m[k] = v
     (bundle / "manifest.json").write_text(json.dumps(m))
+
+
+def _manifest(bundle):
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def _relink(bundle, name, target):
+    """``name`` in the bundle becomes a symlink to ``target`` (its manifest hash made to match)."""
+    (bundle / name).unlink()
+    (bundle / name).symlink_to(target)
+
+
+def _replace(bundle, name, make):
+    (bundle / name).unlink()
+    make(bundle / name)
 
 
 def test_loads_and_verifies(toy_bundle):
@@ -39,6 +57,34 @@ def test_loads_and_verifies(toy_bundle):
         (lambda b: _edit(b, format_version=99), "format_version 99"),
         (lambda b: _edit(b, threshold=1.5), "field 'threshold'"),
         (lambda b: _edit(b, input=None), "field 'input'"),
+        # files outside the bundle folder are never read (nor hashed)
+        (lambda b: _edit(b, model_file="../../etc/passwd"), "field 'model_file': '../../etc/passwd' is not a file inside"),
+        (lambda b: _edit(b, model_file="/etc/passwd"), "field 'model_file': '/etc/passwd' is not a file inside"),
+        (lambda b: _edit(b, variants={"float32": {"file": "../x.tflite", "quantization": "float32"}}),
+         "field 'variants.float32.file': '../x.tflite' is not a file inside"),
+        (lambda b: _relink(b, "model.tflite", "/etc/passwd"), "names 'model.tflite', which resolves to outside"),
+        (lambda b: _relink(b, "model_float32.tflite", "../../outside.tflite"),
+         "names 'model_float32.tflite', which resolves to outside"),
+        # strict types: no string for a number, no boolean for an integer
+        (lambda b: _edit(b, threshold="0.4"), "field 'threshold': Input should be a valid number"),
+        (lambda b: _edit(b, format_version=True), "field 'format_version': Input should be a valid integer"),
+        (lambda b: _edit(b, input={**_manifest(b)["input"], "height": "32"}), "field 'input.height'"),
+        (lambda b: _edit(b, untrained_demo="yes"), "field 'untrained_demo'"),
+        (lambda b: _edit(b, labels=["soil", "crop", 3]), "field 'labels.2'"),
+        # numbers finite and in range
+        (lambda b: _edit(b, threshold=float("nan")), "field 'threshold': Input should be a finite number"),
+        (lambda b: _edit(b, output={**_manifest(b)["output"], "scale": float("inf")}), "field 'output.scale'"),
+        (lambda b: _edit(b, input={**_manifest(b)["input"], "width": 10**9}), "field 'input.width'"),
+        (lambda b: _edit(b, output={**_manifest(b)["output"], "zero_point": 1000}), "field 'output.zero_point'"),
+        # names and labels are printed in log lines: plain text only
+        (lambda b: _edit(b, name="toy\nERROR edge: FAKE"), "field 'name': holds a control character"),
+        (lambda b: _edit(b, labels=["soil", "crop", "we\x1b[2Jed"]), "field 'labels.2': holds a control character"),
+        # what the model or the manifest is when it is not a file
+        (lambda b: _replace(b, "model.tflite", lambda p: p.mkdir()), "model.tflite is a folder, not a regular file"),
+        (lambda b: _replace(b, "manifest.json", lambda p: p.mkdir()), "manifest.json is a folder, not a regular file"),
+        (lambda b: (b / "manifest.json").write_text(" " * 1_000_001), "more than the 1,000,000 bytes"),
+        (lambda b: (b / "manifest.json").write_text('{"metrics": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+         "nests arrays or objects too deeply to read"),
     ],
 )
 def test_corrupt_bundles_fail_clearly(toy_bundle, mutate, words):
@@ -65,6 +111,49 @@ def test_manifest_disagreeing_with_the_model_fails_before_use(toy_bundle, change
     with pytest.raises(BundleError) as e:
         Classifier(load_bundle(toy_bundle), num_threads=1)
     assert words in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "quantization, variant, words",
+    [
+        ("float16", None, "the manifest says quantization float16, but the model's tensors are int32, int8, uint8"),
+        ("float32", None, "the manifest says quantization float32, but the model's tensors are int32, int8, uint8"),
+        ("int8", "float32", "the manifest says quantization int8, but the model's tensors are float32, int32"),
+    ],
+)
+def test_a_quantisation_label_the_tensors_disagree_with_fails_at_load(toy_bundle, quantization, variant, words):
+    """A float16 label on an int8 model (or any other mix-up) is a BundleError before any output is built."""
+    if variant is None:
+        _edit(toy_bundle, quantization=quantization, variants={})
+    else:
+        m = _manifest(toy_bundle)
+        _edit(toy_bundle, variants={variant: {**m["variants"][variant], "quantization": quantization}})
+    with pytest.raises(BundleError) as e:
+        Classifier(load_bundle(toy_bundle, variant=variant), num_threads=1)
+    assert words in str(e.value) and e.value.exit_code == EXIT_BUNDLE
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda d: Path("/dev/null"), "--model /dev/null is a character device, not a bundle folder"),
+        (lambda d: (d / "fifo", os.mkfifo(d / "fifo"))[0], "fifo is a FIFO (named pipe), not a bundle folder"),
+    ],
+)
+def test_a_model_path_that_is_a_device_or_fifo_says_so(tmp_path, make, words):
+    """Not "not found": what the path is (resolve_bundle only stats it, never opens it)."""
+    with pytest.raises(BundleError) as e:
+        load_bundle(make(tmp_path))
+    assert words in str(e.value) and e.value.exit_code == EXIT_BUNDLE
+
+
+def test_a_character_device_as_the_model_file_says_so(toy_bundle):
+    try:
+        _replace(toy_bundle, "model.tflite", lambda p: os.mknod(p, stat.S_IFCHR | 0o600, os.makedev(1, 3)))
+    except PermissionError:  # no CAP_MKNOD here: the folder case above covers the same check
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    with pytest.raises(BundleError, match="model.tflite is a character device, not a regular file"):
+        load_bundle(toy_bundle)
 
 
 def test_garbage_model_with_matching_hash_is_a_bundle_error(toy_bundle):

@@ -1,7 +1,10 @@
 """edge-run end to end: the real entry point on real files, real LiteRT, real library fakes."""
 
 import json
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -111,8 +114,8 @@ def test_corrupt_model_fails_before_any_output(toy_bundle, frames, tmp_path, cap
 
 
 def test_bad_pin_is_an_output_error(frames, mock_pins, capsys):
-    assert main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--output", "gpio", "--pins", "999"]) == EXIT_OUTPUT
-    assert "999" in capsys.readouterr().err
+    assert main(["--model", str(TOY_BUNDLE), "--images", str(frames), "--output", "gpio", "--pins", "200"]) == EXIT_OUTPUT
+    assert "200" in capsys.readouterr().err
 
 
 def test_validate_config(tmp_path, capsys):
@@ -206,3 +209,20 @@ def test_flags_set_their_config_keys(argv, overrides):
     from edge.cli import build_parser, overrides_from_args
 
     assert overrides_from_args(build_parser().parse_args(argv)) == overrides
+
+
+@pytest.mark.parametrize(
+    "fifo, code, words",
+    [
+        ("config.toml", EXIT_CONFIG, "config.toml is a FIFO (named pipe), not a regular file"),
+        ("colour-toy/model.tflite", EXIT_BUNDLE, "model.tflite is a FIFO (named pipe), not a regular file"),
+    ],
+)
+def test_a_fifo_as_config_or_model_is_named_and_never_opened(toy_bundle, tmp_path, fifo, code, words):
+    """A real edge-run: opening a FIFO would block it forever (the timeout fails the test instead)."""
+    path = tmp_path / fifo
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    argv = ["--model", str(toy_bundle), "--validate-config"] + (["--config", str(path)] if code == EXIT_CONFIG else [])
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -1,13 +1,22 @@
+import argparse
+import itertools
+import json
 import logging
+import math
+import re
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
-from edge.cli import build_parser, overrides_from_args
+from edge.cli import FLAG_KEYS, build_parser, main, overrides_from_args
 from edge.config import load_config
 from edge.core.errors import EXIT_CONFIG, ConfigError
+from tests.conftest import TOY_BUNDLE
 
 
 def write(tmp_path, text):
@@ -53,6 +62,16 @@ def test_example_config_is_valid(caplog):
         ("[source]\nkind = 'video'\n", "needs path"),
         ("[model]\nthreads = 0\n", "[model] threads"),
         ("this is = = not toml", "not valid TOML"),
+        ("[safety]\nstall_timeout_s = inf\n", "[safety] stall_timeout_s: Input should be a finite number"),
+        ("[safety]\nstall_timeout_s = 1e-9\n", "[safety] stall_timeout_s: Input should be greater than or equal to 0.05"),
+        ("[source]\nkind = 'images'\npath = 'x'\nrealtime = true\nfps = 1e-300\n", "[source] fps"),
+        ("[spray]\nlanes = 2\nlane_channels = [0, 100000]\nfootprint_across_cm = 100\nfootprint_along_cm = 40\n"
+         "nozzle_distance_cm = 100\nspeed_kmh = 6\n", "[spray] lane_channels.1: Input should be less than or equal to 63"),
+        ("[outputs]\nkind = 'serial'\nport = 'loop://'\nbaud = 1000000000000\n", "[outputs] baud"),
+        ("[model]\nbundle = " + "[" * 50 + "]" * 50 + "\n", "[model] bundle: Input should be a valid string"),
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "nests arrays or tables too deeply to read"),
+        ("a = " + "{b = " * 3000 + "1" + "}" * 3000 + "\n", "nests arrays or tables too deeply to read"),
+        ("[model]\n\"x\\nERROR edge: FAKE\" = 1\n", "[model] x\nERROR edge: FAKE: unknown key"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, words):
@@ -65,6 +84,33 @@ def test_bad_configs_name_the_key(tmp_path, text, words):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda d: d, "is a folder, not a regular file"),
+        (lambda d: Path("/dev/urandom"), "is a character device, not a regular file"),
+        (lambda d: Path("/dev/null"), "is a character device, not a regular file"),
+        (lambda d: (d / "big.toml", (d / "big.toml").write_text("#" * 1_000_001))[0],
+         "is 1,000,001 bytes, more than the 1,000,000 bytes"),
+        (lambda d: (d / "bin.toml", (d / "bin.toml").write_bytes(b"\xff\xfe[model]"))[0], "save it as UTF-8 text"),
+    ],
+)
+def test_a_config_that_is_not_a_small_text_file_is_refused_before_it_is_read(tmp_path, capsys, make, words):
+    """--config /dev/urandom would read forever, a folder was 'cannot be read (Is a directory)'."""
+    assert main(["--config", str(make(tmp_path)), "--validate-config"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith("edge-run: error: config file ") and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_max_frames_below_one_is_a_usage_error(value, capsys):
+    """--max-frames 0 or -1 used to process a frame and exit 0."""
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(TOY_BUNDLE), "--images", ".", f"--max-frames={value}"])
+    assert e.value.code == 2
+    assert "--max-frames: expected a whole number of frames of at least 1" in capsys.readouterr().err
 
 
 def test_flags_override_file(tmp_path):
@@ -125,3 +171,181 @@ def test_config_sections_are_the_stages_own():
     assert [type(getattr(c, k)) for k in ("model", "source", "decision", "safety", "log", "service")] == [
         ModelConfig, SourceConfig, DecisionConfig, SafetyConfig, LogConfig, ServiceConfig]
     assert c.spray is None and Config.model_fields["spray"].annotation == SprayConfig | None
+
+
+# -- every number finite and in its documented range (edge.core.schema) ---------------------------
+def _sections():
+    """(section, kind, model) for every table of the config; [outputs] once per kind, for the keys it adds."""
+    from edge.config import Config
+    from edge.outputs.config import OUTPUT_TYPES, OutputConfigBase, PinOutputConfig
+
+    for name, f in Config.model_fields.items():
+        if name != "outputs":
+            yield name, None, f.annotation if name != "spray" else Config.model_fields["spray"].annotation.__args__[0]
+    seen = set()
+    for kind, model in OUTPUT_TYPES.items():
+        owner = {k: ("dryrun" if k in OutputConfigBase.model_fields else
+                     "gpio" if k in PinOutputConfig.model_fields else kind) for k in model.model_fields}
+        fields = {k for k, o in owner.items() if o == kind and k not in seen}
+        seen |= fields
+        yield "outputs", kind, type(kind, (), {"model_fields": {k: model.model_fields[k] for k in fields}})
+
+
+def _bounds(metadata):
+    lo = hi = None
+    for m in metadata:
+        lo = getattr(m, "ge", lo) if getattr(m, "ge", None) is not None else lo
+        hi = getattr(m, "le", hi) if getattr(m, "le", None) is not None else hi
+    return lo, hi
+
+
+def _numeric(annotation):
+    """(number type, item annotation or None, is a list) of a field's annotation; None: not a number."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        inner = _numeric(args[0])
+        return (inner[0], args[0], True) if inner else None
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _numeric(args[0])
+    if origin is typing.Annotated:
+        return (args[0], annotation, False) if args[0] in (int, float) else None
+    return (annotation, None, False) if annotation in (int, float) else None
+
+
+def numeric_keys():
+    """Every numeric key of every section: (section, kind, key, type, lo, hi, is_list, field)."""
+    for section, kind, model in _sections():
+        for key, f in model.model_fields.items():
+            num = _numeric(f.annotation)
+            if num is None:
+                continue
+            typ, inner, is_list = num
+            meta = [*f.metadata, *(m for fi in typing.get_args(inner)[1:] for m in fi.metadata)]
+            yield section, kind, key, typ, *_bounds(meta), is_list, f
+
+
+NUMERIC = list(numeric_keys())
+# A valid table around a key: the keys a section or an output kind needs
+BASE = {
+    "spray": {"footprint_across_cm": 100, "footprint_along_cm": 40, "nozzle_distance_cm": 100, "speed_kmh": 6},
+    "gpio": {"kind": "gpio", "pins": [17]},
+    "serial": {"kind": "serial", "port": "loop://"},
+}
+
+
+def _toml(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return repr(v)
+
+
+def _just_outside(typ, lo, hi):
+    """The numbers just below and just above the range (a missing end fails the documented-range test)."""
+    step = (lambda b: 1) if typ is int else (lambda b: max(abs(b) * 1e-3, 1e-3))
+    return [*([lo - step(lo)] if lo is not None else []), *([hi + step(hi)] if hi is not None else [])]
+
+
+BAD_NUMBERS = [(s, k, key, v) for s, k, key, typ, lo, hi, _l, _f in NUMERIC
+               for v in [math.inf, -math.inf, math.nan, 1e300, -1e300, *_just_outside(typ, lo, hi)]]
+
+
+def test_the_table_finds_the_numeric_keys():
+    keys = {(s, key) for s, _k, key, *_ in NUMERIC}
+    assert {("safety", "stall_timeout_s"), ("outputs", "baud"), ("outputs", "pins"), ("spray", "lane_channels"),
+            ("spray", "margin_before_cm"), ("source", "fps"), ("decision", "threshold")} <= keys
+    assert len(keys) == len(NUMERIC) > 40
+
+
+@pytest.mark.parametrize("section, kind, key, typ, lo, hi, is_list, field", NUMERIC,
+                         ids=[f"{s}.{key}" for s, _k, key, *_ in NUMERIC])
+def test_every_numeric_key_has_a_documented_range(section, kind, key, typ, lo, hi, is_list, field):
+    """Both ends set in the schema, floats finite, the range written beside the key in the example."""
+    assert lo is not None and hi is not None, f"[{section}] {key} needs ge= and le= (edge.core.schema)"
+    if typ is float:
+        adapter = TypeAdapter(typing.Annotated[field.annotation, field])
+        with pytest.raises(ValidationError, match="finite"):
+            adapter.validate_python([math.inf] if is_list else math.inf)
+    for end in (lo, hi):  # the ends themselves are in range
+        value = typ(end)
+        TypeAdapter(typing.Annotated[field.annotation, field]).validate_python([value] if is_list else value)
+    fmt = "{:g}".format
+    text = f"{fmt(lo) if lo != int(lo) else int(lo)}..{fmt(hi) if hi != int(hi) else int(hi)}"
+    assert text in _example_entry(section, key), f"[{section}] {key}: write ({text}) beside it in {EXAMPLE.name}"
+
+
+def _example_entry(section: str, key: str) -> str:
+    """The example's line for ``[section] key`` (set or commented out) and the comment lines under it."""
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if re.match(rf"^#? ?\[{section}\]\s*$", ln))
+    for i in range(start + 1, len(lines)):
+        if re.match(rf"^#? ?\[", lines[i]):
+            break
+        if re.match(rf"^#? ?{key} *=", lines[i]):
+            entry = [lines[i]]
+            entry += itertools.takewhile(lambda ln: re.match(r"^ +#", ln), lines[i + 1:])
+            return "\n".join(entry)
+    raise AssertionError(f"[{section}] {key} is not in {EXAMPLE.name}")
+
+
+@pytest.mark.parametrize("section, kind, key, value", BAD_NUMBERS,
+                         ids=[f"{s}.{key}={v!r}" for s, _k, key, v in BAD_NUMBERS])
+def test_a_number_out_of_range_is_exit_3_naming_the_key(section, kind, key, value, tmp_path, capsys):
+    table = {**BASE.get(kind or section, {}), key: value}
+    if key in ("pins", "lane_channels", "lane_widths_cm"):
+        table[key] = [value]
+    text = f"[{section}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in table.items())
+    assert main(["--config", str(write(tmp_path, text)), "--validate-config"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("edge-run: error: config ") and " — " in err, err
+    assert f"[{section}] {key}" in err, err
+
+
+# The flags that set a numeric key (edge.cli.FLAG_KEYS), with the table they need
+NUMERIC_BY_KEY = {(s, key): (kind, typ, lo, hi) for s, kind, key, typ, lo, hi, *_ in NUMERIC}
+FLAG_CASES = []
+for _dest, _section, _key in FLAG_KEYS:
+    if isinstance(_key, str) and (_section, _key) in NUMERIC_BY_KEY:
+        _kind, _typ, _lo, _hi = NUMERIC_BY_KEY[(_section, _key)]
+        _flag = next(a.option_strings[0] for a in build_parser()._actions if a.dest == _dest)
+        for _v in ["inf", "-inf", "nan", "1e300", "1000000000000", *map(repr, _just_outside(_typ, _lo, _hi))]:
+            FLAG_CASES.append((_flag, _v, _section, _key, _kind))
+
+
+@pytest.mark.parametrize("flag, value, section, key, kind", FLAG_CASES, ids=[f"{c[0]} {c[1]}" for c in FLAG_CASES])
+def test_a_flag_out_of_range_is_refused_naming_the_key(flag, value, section, key, kind, capsys):
+    """exit 3 naming the key the flag sets; a value that is not a number of the flag's type is a usage error (2)."""
+    context = {"gpio": ["--output", "gpio"], "serial": ["--output", "serial", "--serial-port", "loop://"]}.get(kind, [])
+    argv = ["--model", str(TOY_BUNDLE), "--images", ".", *context, f"{flag}={value}", "--validate-config"]
+    action = next(a for a in build_parser()._actions if flag in a.option_strings)
+    try:
+        action.type(value)
+    except (ValueError, argparse.ArgumentTypeError):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and flag in capsys.readouterr().err
+        return
+    assert main(argv) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"[{section}] {key}" in err, err
+
+
+@pytest.mark.parametrize(
+    "flag, words",
+    [
+        ("--camera=-1", "[source] camera"),
+        ("--camera=64", "[source] camera"),
+        ("--debounce=0/1", "[decision] debounce_n"),
+        ("--debounce=101/101", "[decision] debounce_n"),
+        ("--pins=17,256", "[outputs] pins.1"),
+    ],
+)
+def test_the_flags_with_converters_are_range_checked_too(flag, words, capsys):
+    """Flags that set their keys through a converter (FLAG_KEYS rows that are not a plain key)."""
+    context = ["--output", "gpio"] if flag.startswith("--pins") else []
+    assert main(["--model", str(TOY_BUNDLE), *context, flag, "--validate-config"]) == EXIT_CONFIG
+    assert words in capsys.readouterr().err

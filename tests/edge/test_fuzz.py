@@ -1,8 +1,11 @@
 """Bad input, fuzzed with hypothesis: random bytes as images, random TOML configs, random
-manifests, random serial replies, random spray-log and ground-truth lines for edge-replay. Nothing may escape but the user-facing errors of
-edge/core/errors.py (one clear line with a fix); edge-run itself never prints a traceback."""
+manifests, random serial replies, random spray-log and ground-truth lines for edge-replay. Nothing may escape but the
+user-facing errors of edge/core/errors.py (one clear line with a fix); edge-run itself never prints a traceback.
+Configs and manifests get nested structures, non-finite and huge numbers and control
+characters; what loads has finite numbers only (and a manifest's files are in its folder)."""
 
 import json
+import math
 import shutil
 import string
 import tempfile
@@ -32,7 +35,7 @@ _PNG = cv2.imencode(".png", solid(GREEN, 24, 32))[1].tobytes()
 def _one_line(err: WeedDetectorError) -> None:
     """What edge-run prints for the error is one line with the fix, and a documented exit code."""
     text = one_line(str(err))
-    assert text and "\n" not in text and "\r" not in text and "Traceback" not in text
+    assert text and text.isprintable() and "Traceback" not in text
     assert err.exit_code > 1 and err.what
 
 
@@ -76,18 +79,37 @@ def test_edge_run_on_a_folder_of_garbage_is_one_clear_line(tmp_path, capsys):
 
 
 # -- configs ----------------------------------------------------------------------------
-SECTIONS = ["model", "source", "decision", "outputs", "safety", "log", "nonsense"]
+SECTIONS = ["model", "source", "decision", "outputs", "safety", "log", "service", "spray", "nonsense"]
 KEYS = ["bundle", "threads", "kind", "camera", "path", "fps", "threshold", "weed_labels", "debounce_n",
         "debounce_m", "pins", "port", "channels", "active_high", "max_on_s", "stall_timeout_s", "max_spray_s",
-        "level", "jsonl", "sample_rate", "acks", "heartbeat_s", "pinz"]
+        "level", "jsonl", "sample_rate", "acks", "heartbeat_s", "pinz", "baud", "min_hold_ms", "give_up_s",
+        "log_max_mb", "lanes", "lane_channels", "lane_widths_cm", "footprint_across_cm", "nozzle_distance_cm",
+        "speed_kmh", '"x\\nERROR edge: FAKE"', '"\\u001b[2J"']
 toml_scalar = st.one_of(
     st.integers(-10**6, 10**6).map(str),
-    st.floats(allow_nan=True, allow_infinity=True).map(lambda f: repr(f).replace("inf", "inf").replace("nan", "nan")),
+    st.sampled_from(["1e300", "-1e300", "1e-300", "1000000000000", "99999999999999999999"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),  # inf, -inf, nan are TOML too
     st.booleans().map(lambda b: "true" if b else "false"),
     st.text(alphabet=string.ascii_letters + string.digits + " ./:_-", max_size=12).map(json.dumps),
+    st.text(max_size=8).map(json.dumps),  # control characters, as TOML escapes
     st.sampled_from(['"camera"', '"video"', '"serial"', '"gpio"', '"dryrun"', '"DEBUG"', '"loop://"']),
 )
-toml_value = st.one_of(toml_scalar, st.lists(toml_scalar, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"))
+toml_value = st.one_of(
+    toml_scalar,
+    st.recursive(toml_scalar, lambda inner: st.one_of(  # nested arrays and inline tables
+        st.lists(inner, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"),
+        st.lists(st.tuples(st.sampled_from(KEYS), inner), max_size=2, unique_by=lambda kv: kv[0]).map(
+            lambda kvs: "{" + ", ".join(f"{k} = {v}" for k, v in kvs) + "}")), max_leaves=6),
+    st.integers(1, 3000).map(lambda n: "[" * n + "]" * n),  # nested past what the parser can follow
+)
+
+
+def _finite_numbers(value) -> bool:
+    if isinstance(value, dict):
+        return all(_finite_numbers(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite_numbers(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 @st.composite
@@ -109,10 +131,12 @@ def test_random_configs_load_or_fail_with_a_config_error(text, tmp_path):
     else:
         path.write_bytes(text.encode("utf-8", "surrogatepass"))
     try:
-        load_config(path)
+        cfg = load_config(path)
     except ConfigError as e:
         _one_line(e)
         assert str(path) in str(e)
+        return
+    assert _finite_numbers(cfg.model_dump())
 
 
 def test_validate_config_on_garbage_is_exit_3(tmp_path, capsys):
@@ -126,10 +150,13 @@ def test_validate_config_on_garbage_is_exit_3(tmp_path, capsys):
 # -- manifests --------------------------------------------------------------------------
 _MANIFEST = json.loads((TOY_BUNDLE / "manifest.json").read_text())
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**9, 10**9) | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-10**9, 10**9) | st.floats() | st.text(max_size=8)  # NaN, Infinity
+    | st.sampled_from(["0.4", "1", "true", "../model.tflite", "/etc/passwd", "sub/../../x", "x\nERROR edge: FAKE",
+                       "\x1b[2J", 10**300, 1e300]),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
     max_leaves=8,
 )
+DEEP = "__deep__"  # a value replaced by arrays nested n deep in the JSON text (json.dumps cannot write them)
 
 
 def _set_path(doc, path, value):
@@ -151,13 +178,17 @@ MANIFEST_PATHS = list(_paths(_MANIFEST))
 
 @st.composite
 def manifests(draw):
-    kind = draw(st.sampled_from(["mutate", "delete", "extra", "bytes"]))
+    kind = draw(st.sampled_from(["mutate", "delete", "extra", "bytes", "deep"]))
     if kind == "bytes":
         return draw(st.binary(max_size=200))
     doc = json.loads(json.dumps(_MANIFEST))
     path = draw(st.sampled_from(MANIFEST_PATHS))
     if kind == "mutate":
         _set_path(doc, path, draw(json_values))
+    elif kind == "deep":
+        _set_path(doc, path, DEEP)
+        n = draw(st.integers(1, 100_000))
+        return json.dumps(doc).replace(json.dumps(DEEP), "[" * n + "]" * n).encode()
     elif kind == "delete":
         node = doc
         for key in path[:-1]:
@@ -185,6 +216,9 @@ def test_random_manifests_load_or_fail_with_a_bundle_error(data, bundle_copy):
         _one_line(e)
         return
     assert b.manifest.labels  # a mutation that still describes a valid bundle
+    assert _finite_numbers(b.manifest.model_dump(exclude={"metrics", "training"}))
+    assert all(x.isprintable() for x in (b.name, *b.manifest.labels))
+    assert b.model_path.resolve().parent == bundle_copy.resolve()
 
 
 # -- serial replies -----------------------------------------------------------------------

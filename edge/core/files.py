@@ -1,0 +1,100 @@
+"""Reading a file a user named (the config, a bundle's manifest and model) without surprises.
+
+``/dev/urandom`` given as a config would be read forever, a FIFO would block ``open``, a
+folder or a device would be reported as "missing". :func:`open_regular` checks what the
+path is with ``os.stat`` before opening it (never opening a FIFO or a device: opening a
+serial port can reset the board behind it), opens it without blocking, checks the opened
+file again, and refuses a file larger than the cap. ``FileRefused`` says what the path is
+(:func:`file_kind`), for the caller to turn into its own error with a fix.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISREG, "a regular file"),
+)
+
+
+class FileRefused(Exception):
+    """A path that is not a readable regular file of at most the size cap. ``str()`` says what
+    it is, e.g. ``is a FIFO (named pipe), not a regular file``; ``missing`` is True when
+    nothing (or a dangling symlink) is there."""
+
+    def __init__(self, problem: str, missing: bool = False):
+        super().__init__(problem)
+        self.missing = missing
+
+
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is: ``a folder``, ``a FIFO (named pipe)``, ``a character device`` ..."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _check(st: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise FileRefused(f"is {file_kind(st.st_mode)}, not a regular file")
+    if st.st_size > max_bytes:
+        raise FileRefused(f"is {st.st_size:,} bytes, more than the {max_bytes:,} bytes such a file can be")
+
+
+def check_regular(path: str | os.PathLike, max_bytes: int) -> os.stat_result:
+    """``os.stat`` of ``path`` (symlinks followed) if it is a regular file of at most ``max_bytes``;
+    ``FileRefused`` otherwise. Nothing is opened."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileRefused("does not exist", missing=True) from None
+    except OSError as e:
+        raise FileRefused(f"cannot be read ({e.strerror or e})") from None
+    except ValueError as e:  # a NUL byte in the path
+        raise FileRefused(f"is not a usable path ({e})") from None
+    _check(st, max_bytes)
+    return st
+
+
+def open_regular(path: str | os.PathLike, max_bytes: int) -> BinaryIO:
+    """``path`` opened for reading (binary) once :func:`check_regular` passed; the opened file is
+    checked again (a file swapped in between is refused too). ``FileRefused`` otherwise."""
+    check_regular(path, max_bytes)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        raise FileRefused(f"cannot be read ({e.strerror or e})") from None
+    try:
+        _check(os.fstat(fd), max_bytes)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (see :func:`open_regular`); a file that
+    grew past the cap while being read is refused too."""
+    with open_regular(path, max_bytes) as f:
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise FileRefused(f"cannot be read ({e.strerror or e})") from None
+    if len(data) > max_bytes:
+        raise FileRefused(f"is more than the {max_bytes:,} bytes such a file can be")
+    return data
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is inside ``folder`` once both are resolved (symlinks followed, ``..`` removed)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return False

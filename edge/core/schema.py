@@ -1,0 +1,34 @@
+"""Field types shared by the config sections and the bundle manifest.
+
+Every number a user writes is finite and in a documented range, checked in one place: the
+pydantic models. A float field is ``Finite`` (``inf``, ``-inf`` and ``nan`` are refused by
+name) and carries explicit ``ge=`` / ``le=`` bounds, e.g.::
+
+    stall_timeout_s: Finite = Field(default=1.0, ge=0.05, le=60)
+
+Integer fields carry both bounds too (``1e300`` is refused as out of range). The ranges are
+documented beside every key in ``deploy/config.example.toml``; ``tests/edge/test_config.py``
+checks, from the models' fields, that every numeric key has both bounds, that its range is
+written there, and that ``inf``, ``nan``, ``1e300`` and the values just outside the range
+are refused with exit 3 naming the key.
+
+``Printable`` is a string that holds no control character (a bundle's name and labels are
+printed in every log line).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _printable(text: str) -> str:
+    if not text.isprintable():
+        raise ValueError("holds a control character (a newline, tab or terminal escape); use plain text")
+    return text
+
+
+Printable = Annotated[str, AfterValidator(_printable)]

@@ -25,14 +25,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from train import weights as wsrc
 from train.weights import KERAS_IMAGENET, WeightsError
 
-__all__ = ["BACKBONES", "BackboneSpec", "Built", "build_backbone", "fetch_keras_imagenet"]
+__all__ = ["BACKBONES", "BackboneSpec", "Built", "build_backbone"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -370,24 +370,11 @@ def _keras_port_map(base, arrays: Dict[str, np.ndarray], source: str) -> _PortMa
 
 # --- keras-imagenet (stock Keras Applications download, needs internet) -------------
 
-_KERAS_APPS = {"mobilenet_v2": "MobileNetV2", "mobilenet_v1": "MobileNet", "xception": "Xception"}
-
 
 def _keras_imagenet(name: str, size: int, include_top: bool):
     keras = _keras()
     L = keras.layers
-    app = getattr(keras.applications, _KERAS_APPS[name])
-    kwargs = {"alpha": 1.0} if name != "xception" else {}
-    try:
-        base = app(input_shape=(size, size, 3), include_top=include_top, weights="imagenet", **kwargs)
-    except ValueError:
-        raise  # Keras' own message for an input size its weights do not come in
-    except Exception as exc:  # noqa: BLE001 - keras raises bare Exception("URL fetch failure ...")
-        raise WeightsError(
-            f"could not download Keras ImageNet weights for {name} ({type(exc).__name__}: {exc})",
-            f"this needs internet access to storage.googleapis.com; offline, run "
-            f"`weed-train weights install {name}` and use weights='default'",
-        ) from exc
+    base = wsrc.keras_imagenet_base(name, size, include_top)
     preprocess = L.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
     inp = keras.Input((size, size, 3), name="rgb")
     if include_top:
@@ -395,15 +382,6 @@ def _keras_imagenet(name: str, size: int, include_top: bool):
     else:
         model, _ = _finish(inp, preprocess, base, False, 0)
     return model, base, "x / 127.5 - 1, RGB (Keras Applications)"
-
-
-def fetch_keras_imagenet(log: Callable[[str], None] = lambda msg: None) -> Path:
-    """Have Keras download its stock ImageNet files for every backbone that has them."""
-    for name, spec in BACKBONES.items():
-        if KERAS_IMAGENET in spec.weight_sources:
-            log(f"fetching Keras ImageNet weights for {name}")
-            _keras_imagenet(name, spec.default_input_size, include_top=False)
-    return Path.home() / ".keras" / "models"
 
 
 # --- the public builder ------------------------------------------------------------
@@ -414,11 +392,6 @@ _BUILDERS = {
     "mobilenet_v1": _mobilenet_v1,
     "xception": _xception,
 }
-
-
-def _arrays_from_npz(path: Path) -> Dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 def build_backbone(name: str, input_size: int, weights: str = "default", include_top: bool = False) -> Built:
@@ -450,7 +423,7 @@ def build_backbone(name: str, input_size: int, weights: str = "default", include
         arrays = wsrc.load(source)
         label = source
     elif source.endswith(".npz"):
-        arrays = _arrays_from_npz(Path(source))
+        arrays = wsrc.arrays_from_npz(Path(source))
         label = f"file:{Path(source).name}"
         source = spec.weight_sources[0]
     elif source.endswith(".weights.h5"):

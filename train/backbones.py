@@ -119,6 +119,31 @@ class _TorchBody:
         self.map[name] = ("torch-bn", prefix)
         return L.ReLU(6.0, name=name + "_relu6")(x) if relu6 else x
 
+    def inverted_residual(self, x, c_in: int, c_out: int, expand: int, kernel: int, stride: int,
+                          prefixes: "_BlockPrefixes", pad: str, add_name: str):
+        """MobileNetV2-style block: [1x1 expand] -> depthwise -> 1x1 linear project [+ input]."""
+        y = x
+        if expand != 1:
+            y = self.conv(y, c_in * expand, 1, 1, prefixes.expand_conv, pad)
+            y = self.bn(y, prefixes.expand_bn, relu6=True)
+        y = self.dwconv(y, kernel, stride, prefixes.depthwise_conv, pad)
+        y = self.bn(y, prefixes.depthwise_bn, relu6=True)
+        y = self.conv(y, c_out, 1, 1, prefixes.project_conv, pad)
+        y = self.bn(y, prefixes.project_bn, relu6=False)
+        return self.k.layers.Add(name=add_name)([x, y]) if stride == 1 and c_in == c_out else y
+
+
+@dataclass(frozen=True)
+class _BlockPrefixes:
+    """The source's state-dict prefixes of one inverted-residual block's layers."""
+
+    expand_conv: str
+    expand_bn: str
+    depthwise_conv: str
+    depthwise_bn: str
+    project_conv: str
+    project_bn: str
+
 
 def _assign(base, head, port: _PortMap, arrays: Dict[str, np.ndarray], source: str, required_prefixes: Tuple[str, ...]) -> None:
     """Copy source arrays into the layers named in ``port``; every weight must be used."""
@@ -210,16 +235,9 @@ def _mobilenet_v2_torchvision(size: int, include_top: bool, arrays, source: str)
         for i in range(n):
             stride = s if i == 0 else 1
             p = f"features.{idx}.conv"
-            y, j = x, 0
-            if t != 1:
-                y = body.conv(y, channels * t, 1, 1, f"{p}.0.0", "symmetric")
-                y = body.bn(y, f"{p}.0.1", relu6=True)
-                j = 1
-            y = body.dwconv(y, 3, stride, f"{p}.{j}.0", "symmetric")
-            y = body.bn(y, f"{p}.{j}.1", relu6=True)
-            y = body.conv(y, c, 1, 1, f"{p}.{j + 1}", "symmetric")
-            y = body.bn(y, f"{p}.{j + 2}", relu6=False)
-            x = L.Add(name=f"features_{idx}_add")([x, y]) if stride == 1 and channels == c else y
+            j = 0 if t == 1 else 1  # torchvision numbers the layers after the (optional) expansion
+            prefixes = _BlockPrefixes(f"{p}.0.0", f"{p}.0.1", f"{p}.{j}.0", f"{p}.{j}.1", f"{p}.{j + 1}", f"{p}.{j + 2}")
+            x = body.inverted_residual(x, channels, c, t, 3, stride, prefixes, "symmetric", f"features_{idx}_add")
             channels, idx = c, idx + 1
     x = body.conv(x, 1280, 1, 1, "features.18.0", "symmetric")
     x = body.bn(x, "features.18.1", relu6=True)
@@ -257,15 +275,9 @@ def _efficientnet_lite0(size: int, include_top: bool, arrays, source: str):
         for i in range(repeats):
             stride, c_in = (s, cin) if i == 0 else (1, cout)
             p = f"_blocks.{b}"
-            y = x
-            if e != 1:
-                y = body.conv(y, c_in * e, 1, 1, f"{p}._expand_conv", "tf-same")
-                y = body.bn(y, f"{p}._bn0", relu6=True)
-            y = body.dwconv(y, k, stride, f"{p}._depthwise_conv", "tf-same")
-            y = body.bn(y, f"{p}._bn1", relu6=True)
-            y = body.conv(y, cout, 1, 1, f"{p}._project_conv", "tf-same")
-            y = body.bn(y, f"{p}._bn2", relu6=False)
-            x = L.Add(name=f"blocks_{b}_add")([x, y]) if stride == 1 and c_in == cout else y
+            prefixes = _BlockPrefixes(f"{p}._expand_conv", f"{p}._bn0", f"{p}._depthwise_conv", f"{p}._bn1",
+                                      f"{p}._project_conv", f"{p}._bn2")
+            x = body.inverted_residual(x, c_in, cout, e, k, stride, prefixes, "tf-same", f"blocks_{b}_add")
             b += 1
     x = body.conv(x, 1280, 1, 1, "_conv_head", "tf-same")
     x = body.bn(x, "_bn1", relu6=True)

@@ -119,13 +119,16 @@ class _TorchBody:
         self.map[name] = ("torch-bn", prefix)
         return L.ReLU(6.0, name=name + "_relu6")(x) if relu6 else x
 
+    def conv_bn_relu6(self, x, filters: int, kernel: int, stride: int, conv_prefix: str, bn_prefix: str, pad: str):
+        """Convolution -> BatchNorm -> ReLU6 (the stem, the head and a block's expansion)."""
+        return self.bn(self.conv(x, filters, kernel, stride, conv_prefix, pad), bn_prefix, relu6=True)
+
     def inverted_residual(self, x, c_in: int, c_out: int, expand: int, kernel: int, stride: int,
                           prefixes: "_BlockPrefixes", pad: str, add_name: str):
         """MobileNetV2-style block: [1x1 expand] -> depthwise -> 1x1 linear project [+ input]."""
         y = x
         if expand != 1:
-            y = self.conv(y, c_in * expand, 1, 1, prefixes.expand_conv, pad)
-            y = self.bn(y, prefixes.expand_bn, relu6=True)
+            y = self.conv_bn_relu6(y, c_in * expand, 1, 1, prefixes.expand_conv, prefixes.expand_bn, pad)
         y = self.dwconv(y, kernel, stride, prefixes.depthwise_conv, pad)
         y = self.bn(y, prefixes.depthwise_bn, relu6=True)
         y = self.conv(y, c_out, 1, 1, prefixes.project_conv, pad)
@@ -228,8 +231,7 @@ def _mobilenet_v2_torchvision(size: int, include_top: bool, arrays, source: str)
     L = keras.layers
     body = _TorchBody(bn_epsilon=1e-5, bn_momentum=0.9)  # torch momentum 0.1
     b_in = keras.Input((size, size, 3), name="preprocessed")
-    x = body.conv(b_in, 32, 3, 2, "features.0.0", "symmetric")
-    x = body.bn(x, "features.0.1", relu6=True)
+    x = body.conv_bn_relu6(b_in, 32, 3, 2, "features.0.0", "features.0.1", "symmetric")
     channels, idx = 32, 1
     for t, c, n, s in _MNV2_SETTINGS:
         for i in range(n):
@@ -239,8 +241,7 @@ def _mobilenet_v2_torchvision(size: int, include_top: bool, arrays, source: str)
             prefixes = _BlockPrefixes(f"{p}.0.0", f"{p}.0.1", f"{p}.{j}.0", f"{p}.{j}.1", f"{p}.{j + 1}", f"{p}.{j + 2}")
             x = body.inverted_residual(x, channels, c, t, 3, stride, prefixes, "symmetric", f"features_{idx}_add")
             channels, idx = c, idx + 1
-    x = body.conv(x, 1280, 1, 1, "features.18.0", "symmetric")
-    x = body.bn(x, "features.18.1", relu6=True)
+    x = body.conv_bn_relu6(x, 1280, 1, 1, "features.18.0", "features.18.1", "symmetric")
     base = keras.Model(b_in, x, name="mobilenet_v2")
 
     mean = np.array(IMAGENET_MEAN) * 255.0
@@ -268,8 +269,7 @@ def _efficientnet_lite0(size: int, include_top: bool, arrays, source: str):
     L = keras.layers
     body = _TorchBody(bn_epsilon=1e-3, bn_momentum=0.99)  # torch momentum 0.01
     b_in = keras.Input((size, size, 3), name="preprocessed")
-    x = body.conv(b_in, 32, 3, 2, "_conv_stem", "tf-same")
-    x = body.bn(x, "_bn0", relu6=True)
+    x = body.conv_bn_relu6(b_in, 32, 3, 2, "_conv_stem", "_bn0", "tf-same")
     b = 0
     for repeats, k, s, e, cin, cout in _LITE0_STAGES:
         for i in range(repeats):
@@ -279,8 +279,7 @@ def _efficientnet_lite0(size: int, include_top: bool, arrays, source: str):
                                       f"{p}._project_conv", f"{p}._bn2")
             x = body.inverted_residual(x, c_in, cout, e, k, stride, prefixes, "tf-same", f"blocks_{b}_add")
             b += 1
-    x = body.conv(x, 1280, 1, 1, "_conv_head", "tf-same")
-    x = body.bn(x, "_bn1", relu6=True)
+    x = body.conv_bn_relu6(x, 1280, 1, 1, "_conv_head", "_bn1", "tf-same")
     base = keras.Model(b_in, x, name="efficientnet_lite0")
 
     preprocess = L.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="preprocess")

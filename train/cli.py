@@ -157,7 +157,8 @@ def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from edge.inference.bundle import resolve_bundle
     from edge.core.errors import ConfigError
-    from train.pipeline import command_line, rethreshold
+    from train.pipeline import rethreshold
+    from train.provenance import command_line
 
     folder = resolve_bundle(a.model)
     recorded = json.loads((folder / "metrics.json").read_text())["training"]["command"]

@@ -7,10 +7,7 @@ Each stage lives in its own module (``data``, ``background``, ``fit``, ``export`
 from __future__ import annotations
 
 import logging
-import shlex
-import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +16,7 @@ import numpy as np
 from train import background as bgmod
 from train import data as datamod
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
+from train.provenance import command_line, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -183,15 +181,6 @@ def arrays(items: Sequence[Item], labels: Sequence[str], size: int, mode: str, d
         x[i] = datamod.resize_rgb(rgb, size, mode)
         y[i] = index[it.label]
     return x, y, raw
-
-
-def command_line(argv: Sequence[str] | None = None) -> str:
-    args = list(sys.argv[1:] if argv is None else argv)
-    return "weed-train " + " ".join(shlex.quote(a) for a in args)
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

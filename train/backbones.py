@@ -32,7 +32,7 @@ import numpy as np
 from train import weights as wsrc
 from train.weights import KERAS_IMAGENET, WeightsError
 
-__all__ = ["BACKBONES", "BackboneSpec", "Built", "build_backbone"]
+__all__ = ["BACKBONES", "BackboneSpec", "Built", "build_backbone", "weights_shippable"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,6 +65,17 @@ BACKBONES: Dict[str, BackboneSpec] = {
         BackboneSpec("xception", 299, ("kitchenware-xception", KERAS_IMAGENET), 2048, False, min_input_size=71),
     )
 }
+
+def weights_shippable(backbone: str, weights_source: str) -> bool:
+    """False when the weights' licence forbids handing the model on (xception's source states none)."""
+    if weights_source == "none":
+        return True
+    s = wsrc.SOURCES.get(weights_source)
+    if s is not None:
+        return s.shippable
+    spec = BACKBONES.get(backbone)
+    return not (spec is not None and not spec.shippable)
+
 
 # --- small helpers -------------------------------------------------------------------
 

@@ -129,7 +129,7 @@ def _percent(text: str) -> float:
 
 
 def _export_config(a: argparse.Namespace, **over):
-    from train.pipeline import ExportConfig
+    from train.export import ExportConfig
 
     kw = dict(
         out=a.out, name=a.name, description=a.description or "",

@@ -14,9 +14,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from train.data import SPLITS
+
+if TYPE_CHECKING:
+    from train.fit import FitConfig
+    from train.pipeline import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +28,10 @@ DEFAULT_BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v1")
 DEFAULT_MODES = ("logreg", "features", "finetune")
 
 
-def run_compare(dc, make_fit_config: Callable[..., object], backbones: Sequence[str], modes: Sequence[str], out: Path,
+def run_compare(dc: DataConfig, make_fit_config: Callable[..., FitConfig], backbones: Sequence[str], modes: Sequence[str], out: Path,
                 progress: bool = True) -> str:
     """Train/export/evaluate every backbone x mode; write compare.md/.json into ``out``; return the table."""
-    from edge.inference.bundle import InputSpec, Manifest, OutputSpec, write_bundle
+    from edge.inference.bundle import write_bundle
     from edge.core.errors import WeedDetectorError
     from train import evaluate as ev
     from train import export as ex
@@ -79,12 +83,8 @@ def run_compare(dc, make_fit_config: Callable[..., object], backbones: Sequence[
             rep = ex.representative_images(x["train"], y["train"], 300, cfg.seed)
             folder = out / "bundles" / f"{backbone}-{mode}"
             tfl = ex.write_tflite(ex.convert(res.model, "int8", rep), folder / "staged_int8.tflite")
-            io = ex.tflite_io(tfl)
-            manifest = Manifest(
-                name=f"compare-{backbone}-{mode}", labels=labels, weed_labels=list(roles.weed),
-                crop_labels=list(roles.crop), background_labels=list(roles.background),
-                input=InputSpec(height=size, width=size, dtype=io["input_dtype"], resize=dc.resize),
-                output=OutputSpec(dtype=io["output_dtype"], scale=io["output_scale"], zero_point=io["output_zero_point"]),
+            manifest = ex.bundle_manifest(
+                tfl, "int8", size, dc.resize, name=f"compare-{backbone}-{mode}", **ex.role_fields(labels, roles),
                 backbone=backbone, weights_source=res.weights_source, preprocessing=res.preprocessing,
                 description="compare run (not for shipping)",
             )

@@ -410,7 +410,7 @@ def write_reports(bundle_dir: Path, doc: dict, t: Trained, ec: ExportConfig) -> 
     cm = doc["models"][main]["test"]["confusion_matrix"]
     ev.confusion_png(cm, labels, bundle_dir / "confusion_matrix.png", f"{ec.name} ({main}) — test split")
     (bundle_dir / "confusion_matrix.txt").write_text(ev.confusion_text(cm, labels) + "\n")
-    (bundle_dir / "report.md").write_text(report.render(doc, ec, t.fc, t.dc, t.prep))
+    (bundle_dir / "report.md").write_text(report.render(doc, ec, t.fc, t.dc))
 
 
 def _remove_stale_models(bundle_dir: Path) -> None:

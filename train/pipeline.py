@@ -311,7 +311,7 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     _rewrite_manifest(bundle_dir, doc["models"][main]["threshold"], report.summary_metrics(doc["models"], main, gate),
                       doc["training"])
     ev.write_metrics(bundle_dir / "metrics.json", doc)
-    (bundle_dir / "report.md").write_text(report.render(doc, ec, fc, dc, prep))
+    (bundle_dir / "report.md").write_text(report.render(doc, ec, fc, dc))
     load_bundle(bundle_dir)  # hashes and manifest still check out
     return RunResult(bundle_dir, doc, gate.passed, gate.message())
 

@@ -25,12 +25,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from train import weights as wsrc
 from train.weights import KERAS_IMAGENET, WeightsError
+
+if TYPE_CHECKING:
+    import keras
+    from keras import KerasTensor
 
 __all__ = ["BACKBONES", "BackboneSpec", "Built", "build_backbone", "weights_shippable"]
 
@@ -50,10 +55,10 @@ class BackboneSpec:
 
 @dataclass(frozen=True, eq=False)
 class Built:
-    model: "object"  # keras.Model
+    model: keras.Model
     weights_source: str
     preprocessing: str
-    base: "object"  # keras.Model
+    base: keras.Model
 
 
 BACKBONES: Dict[str, BackboneSpec] = {
@@ -80,9 +85,11 @@ def weights_shippable(backbone: str, weights_source: str) -> bool:
 # --- small helpers -------------------------------------------------------------------
 
 _PortMap = Dict[str, Tuple[str, str]]  # keras layer name -> (kind, source prefix)
+_Arrays = Dict[str, np.ndarray]  # a weight source's arrays, by the source's own names
+_Port = Tuple["keras.Model", "keras.Model", str]  # (model, base, preprocessing) of a builder
 
 
-def _keras():
+def _keras() -> ModuleType:
     import keras
 
     return keras
@@ -101,7 +108,7 @@ class _TorchBody:
         self.momentum = bn_momentum
         self.map: _PortMap = {}
 
-    def conv(self, x, filters: int, kernel: int, stride: int, prefix: str, pad: str):
+    def conv(self, x: KerasTensor, filters: int, kernel: int, stride: int, prefix: str, pad: str) -> KerasTensor:
         L = self.k.layers
         name = _torch_name(prefix)
         padding = "same"
@@ -112,7 +119,7 @@ class _TorchBody:
         self.map[name] = ("torch-conv", prefix)
         return x
 
-    def dwconv(self, x, kernel: int, stride: int, prefix: str, pad: str):
+    def dwconv(self, x: KerasTensor, kernel: int, stride: int, prefix: str, pad: str) -> KerasTensor:
         L = self.k.layers
         name = _torch_name(prefix)
         padding = "same"
@@ -123,19 +130,20 @@ class _TorchBody:
         self.map[name] = ("torch-dw", prefix)
         return x
 
-    def bn(self, x, prefix: str, relu6: bool):
+    def bn(self, x: KerasTensor, prefix: str, relu6: bool) -> KerasTensor:
         L = self.k.layers
         name = _torch_name(prefix)
         x = L.BatchNormalization(epsilon=self.eps, momentum=self.momentum, name=name)(x)
         self.map[name] = ("torch-bn", prefix)
         return L.ReLU(6.0, name=name + "_relu6")(x) if relu6 else x
 
-    def conv_bn_relu6(self, x, filters: int, kernel: int, stride: int, conv_prefix: str, bn_prefix: str, pad: str):
+    def conv_bn_relu6(self, x: KerasTensor, filters: int, kernel: int, stride: int, conv_prefix: str, bn_prefix: str,
+                      pad: str) -> KerasTensor:
         """Convolution -> BatchNorm -> ReLU6 (the stem, the head and a block's expansion)."""
         return self.bn(self.conv(x, filters, kernel, stride, conv_prefix, pad), bn_prefix, relu6=True)
 
-    def inverted_residual(self, x, c_in: int, c_out: int, expand: int, kernel: int, stride: int,
-                          prefixes: "_BlockPrefixes", pad: str, add_name: str):
+    def inverted_residual(self, x: KerasTensor, c_in: int, c_out: int, expand: int, kernel: int, stride: int,
+                          prefixes: _BlockPrefixes, pad: str, add_name: str) -> KerasTensor:
         """MobileNetV2-style block: [1x1 expand] -> depthwise -> 1x1 linear project [+ input]."""
         y = x
         if expand != 1:
@@ -159,7 +167,8 @@ class _BlockPrefixes:
     project_bn: str
 
 
-def _assign(base, head, port: _PortMap, arrays: Dict[str, np.ndarray], source: str, required_prefixes: Tuple[str, ...]) -> None:
+def _assign(base: keras.Model, head: keras.layers.Layer | None, port: _PortMap, arrays: _Arrays, source: str,
+            required_prefixes: Tuple[str, ...]) -> None:
     """Copy source arrays into the layers named in ``port``; every weight must be used."""
     used: set = set()
 
@@ -218,7 +227,8 @@ def _assign(base, head, port: _PortMap, arrays: Dict[str, np.ndarray], source: s
         )
 
 
-def _finish(inp, preprocess, base, include_top: bool, classes: int):
+def _finish(inp: KerasTensor, preprocess: keras.layers.Layer, base: keras.Model, include_top: bool,
+            classes: int) -> Tuple[keras.Model, keras.layers.Layer | None]:
     """input -> preprocess -> base -> avg_pool [-> predictions]; returns (model, head layer or None)."""
     keras = _keras()
     L = keras.layers
@@ -237,7 +247,7 @@ def _finish(inp, preprocess, base, include_top: bool, classes: int):
 _MNV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-def _mobilenet_v2_torchvision(size: int, include_top: bool, arrays, source: str):
+def _mobilenet_v2_torchvision(size: int, include_top: bool, arrays: _Arrays | None, source: str) -> _Port:
     keras = _keras()
     L = keras.layers
     body = _TorchBody(bn_epsilon=1e-5, bn_momentum=0.9)  # torch momentum 0.1
@@ -275,7 +285,7 @@ _LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40
                  (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
 
 
-def _efficientnet_lite0(size: int, include_top: bool, arrays, source: str):
+def _efficientnet_lite0(size: int, include_top: bool, arrays: _Arrays | None, source: str) -> _Port:
     keras = _keras()
     L = keras.layers
     body = _TorchBody(bn_epsilon=1e-3, bn_momentum=0.99)  # torch momentum 0.01
@@ -317,7 +327,7 @@ def _mobilenet_v1_port_map() -> _PortMap:
     return port
 
 
-def _mobilenet_v1(size: int, include_top: bool, arrays, source: str):
+def _mobilenet_v1(size: int, include_top: bool, arrays: _Arrays | None, source: str) -> _Port:
     keras = _keras()
     L = keras.layers
     base = keras.applications.MobileNet(
@@ -339,7 +349,7 @@ def _mobilenet_v1(size: int, include_top: bool, arrays, source: str):
 # --- xception (stock Keras Xception; weights from the kitchenware .keras base) --------
 
 
-def _xception(size: int, include_top: bool, arrays, source: str):
+def _xception(size: int, include_top: bool, arrays: _Arrays | None, source: str) -> _Port:
     keras = _keras()
     L = keras.layers
     if include_top and arrays is not None:
@@ -359,7 +369,7 @@ def _xception(size: int, include_top: bool, arrays, source: str):
 _AUTO_NAME = re.compile(r"^([a-z0-9_]+?)(_\d+)?$")
 
 
-def _keras_port_map(base, arrays: Dict[str, np.ndarray], source: str) -> _PortMap:
+def _keras_port_map(base: keras.Model, arrays: _Arrays, source: str) -> _PortMap:
     """Pair the base's weighted layers with the source's, in graph order.
 
     Keras Applications leave some layers unnamed (the residual ``conv2d``/
@@ -393,7 +403,7 @@ def _keras_port_map(base, arrays: Dict[str, np.ndarray], source: str) -> _PortMa
 # --- keras-imagenet (stock Keras Applications download, needs internet) -------------
 
 
-def _keras_imagenet(name: str, size: int, include_top: bool):
+def _keras_imagenet(name: str, size: int, include_top: bool) -> _Port:
     keras = _keras()
     L = keras.layers
     base = wsrc.keras_imagenet_base(name, size, include_top)

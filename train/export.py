@@ -30,6 +30,8 @@ from edge.core.errors import WeedDetectorError
 from train.provenance import command_line
 
 if TYPE_CHECKING:
+    import keras
+
     from edge.inference.bundle import Bundle, Manifest
     from train.data import Roles
     from train.pipeline import Trained
@@ -100,7 +102,7 @@ def representative_images(x_train: np.ndarray, y_train: np.ndarray, n: int = 400
     return x_train[np.sort(idx)]
 
 
-def convert(model, quantization: str, representative: np.ndarray | None = None) -> bytes:
+def convert(model: keras.Model, quantization: str, representative: np.ndarray | None = None) -> bytes:
     """TFLite flatbuffer bytes of a Keras model taking float 0..255 RGB."""
     import tensorflow as tf
 

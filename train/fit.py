@@ -19,12 +19,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge.core.errors import ConfigError
 from train.data import Augment, class_weights, make_dataset
+
+if TYPE_CHECKING:
+    import keras
+
+    from train.backbones import Built
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,7 @@ class FitConfig:
 
 @dataclass
 class FitResult:
-    model: Any  # keras.Model: float 0..255 images -> probabilities
+    model: keras.Model  # float 0..255 images -> probabilities
     weights_source: str
     preprocessing: str
     history: dict
@@ -79,14 +84,14 @@ class FitResult:
     notes: list[str] = field(default_factory=list)
 
 
-def build_backbone(cfg: FitConfig, weights: str | None = None):
+def build_backbone(cfg: FitConfig, weights: str | None = None) -> Built:
     """The backbone from train.backbones (one builder per backbone, weights offline)."""
     from train.backbones import build_backbone as _build
 
     return _build(cfg.backbone, cfg.input_size, weights=weights or cfg.weights, include_top=False)
 
 
-def _classifier(built, n_classes: int, dropout: float, seed: int):
+def _classifier(built: Built, n_classes: int, dropout: float, seed: int) -> keras.Model:
     import keras
 
     inputs = keras.Input(built.model.input_shape[1:], dtype="float32", name="image")
@@ -96,7 +101,7 @@ def _classifier(built, n_classes: int, dropout: float, seed: int):
     return keras.Model(inputs, out, name=f"{built.model.name}_classifier")
 
 
-def _set_backbone_trainable(base, unfreeze: int, train_batchnorm: bool = False) -> int:
+def _set_backbone_trainable(base: keras.Model, unfreeze: int, train_batchnorm: bool = False) -> int:
     """Unfreeze the top ``unfreeze`` layers (-1: all) of ``base``.
 
     BatchNorm layers stay frozen -- in Keras 3 a frozen BatchNorm also runs in inference
@@ -117,7 +122,7 @@ def _set_backbone_trainable(base, unfreeze: int, train_batchnorm: bool = False) 
     return n
 
 
-def _compile(model, lr, steps: int, cfg: FitConfig, decay: bool):
+def _compile(model: keras.Model, lr: float, steps: int, cfg: FitConfig, decay: bool) -> None:
     import keras
 
     sched = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps)) if decay else lr
@@ -129,7 +134,7 @@ def _compile(model, lr, steps: int, cfg: FitConfig, decay: bool):
     )
 
 
-def _callbacks(cfg: FitConfig, validated: bool = True):
+def _callbacks(cfg: FitConfig, validated: bool = True) -> list[keras.callbacks.Callback]:
     import keras
 
     if not validated:  # a refit on train+val: fixed epochs, nothing to stop on
@@ -147,7 +152,7 @@ def _merge(h: dict, new: dict, phase: str) -> None:
     h.setdefault("phase", []).extend([phase] * len(next(iter(new.values()))))
 
 
-def embed(model, x: np.ndarray, batch_size: int = 64, desc: str = "embedding") -> np.ndarray:
+def embed(model: keras.Model, x: np.ndarray, batch_size: int = 64, desc: str = "embedding") -> np.ndarray:
     """Pooled features of ``x`` (uint8 images) with a progress bar."""
     from tqdm.auto import tqdm
 
@@ -164,8 +169,8 @@ def fit(
     x_val: np.ndarray,
     y_val: np.ndarray,
     n_classes: int,
-    built=None,
-    embeddings: tuple[np.ndarray, np.ndarray] | None = None,
+    built: Built | None = None,
+    embeddings: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> FitResult:
     """Train one model in ``cfg.mode``. ``built`` may be passed in (a prebuilt backbone).
 
@@ -229,7 +234,9 @@ def fit(
     return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
 
 
-def _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw) -> dict:
+def _fit_head_on_embeddings(cfg: FitConfig, model: keras.Model, embeddings: tuple[np.ndarray, np.ndarray | None],
+                            y_train: np.ndarray, y_val: np.ndarray | None, n_classes: int,
+                            cw: dict[int, float]) -> dict:
     """Train Dropout+Dense on cached pooled features, then copy it into ``model``'s head."""
     import keras
 
@@ -255,7 +262,9 @@ def _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, c
     return h.history
 
 
-def _fit_logreg(cfg, built, x_train, y_train, x_val, y_val, n_classes, cw, embeddings, notes):
+def _fit_logreg(cfg: FitConfig, built: Built, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                y_val: np.ndarray, n_classes: int, cw: dict[int, float],
+                embeddings: tuple[np.ndarray, np.ndarray] | None, notes: list[str]) -> keras.Model:
     import keras
     from sklearn.linear_model import LogisticRegression
 
@@ -317,7 +326,7 @@ def refit_config(cfg: FitConfig, history: dict) -> FitConfig:
     )
 
 
-def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Class probabilities of a Keras classifier on uint8 images."""
     return embed(model, x, batch_size, desc="predicting")
 

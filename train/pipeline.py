@@ -272,7 +272,7 @@ def _val_at(val: dict, threshold: float) -> dict:
     if row is None:
         raise DataError(f"threshold {threshold} is not in the validation sweep", "choose one of the sweep's thresholds")
 
-    def rate(old: dict, value) -> dict:
+    def rate(old: dict, value: float | None) -> dict:
         n = old["n"]
         return ev.wilson(int(round((value or 0.0) * n)), n).as_dict() if n else old
 

@@ -28,12 +28,15 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edge.inference.bundle import sha256_file as sha256_of  # one hash helper for bundles and archives
 from edge.core.errors import EXIT_CONFIG, WeedDetectorError
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = [
     "CACHE_ENV",
@@ -450,7 +453,7 @@ KERAS_APPS: Dict[str, Tuple[str, int]] = {
 }
 
 
-def keras_imagenet_base(backbone: str, size: int, include_top: bool):
+def keras_imagenet_base(backbone: str, size: int, include_top: bool) -> keras.Model:
     """The stock Keras Applications network of ``backbone`` with its ImageNet weights.
 
     Keras downloads the weight file on first use (needs internet to storage.googleapis.com)

@@ -99,3 +99,9 @@ def test_percent_limits_refuse_nonsense(text):
 
     with pytest.raises(argparse.ArgumentTypeError, match="percent"):
         cli._percent(text)
+
+
+@pytest.mark.parametrize("words,refit", [(["train", "--data", "d"], False), (["train", "--data", "d", "--refit"], True),
+                                         (["compare", "--data", "d"], False)])
+def test_fit_config_of_every_training_command_says_whether_to_refit(words, refit):
+    assert cli._fit_config(cli.build_parser().parse_args(words)).refit is refit

@@ -158,16 +158,15 @@ def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
     """Re-choose a bundle's threshold: the training command it records rebuilds the same split."""
     import json
-    import shlex
 
     from edge.inference.bundle import resolve_bundle
     from edge.core.errors import ConfigError
     from train.pipeline import rethreshold
-    from train.provenance import command_line
+    from train.provenance import command_line, recorded_args
 
     folder = resolve_bundle(a.model)
     recorded = json.loads((folder / "metrics.json").read_text())["training"]["command"]
-    words = shlex.split(recorded)
+    words = recorded_args(recorded)
     if words[:2] != ["weed-train", "train"]:
         raise ConfigError(f"{folder / 'metrics.json'} records no `weed-train train` command ({recorded!r})",
                           "only bundles made by weed-train train can be re-thresholded")

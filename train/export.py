@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from edge.core.errors import WeedDetectorError
-from train.provenance import command_line
+from train.provenance import command_line, portable_path
 
 if TYPE_CHECKING:
     import keras
@@ -283,8 +283,8 @@ def training_record(t: Trained, representative_images: int, argv: Sequence[str] 
         "seed": fc.seed,
         "mode": fc.mode,
         "started": t.started,
-        "data": str(dc.data or dc.csv),
-        "groups": prep.groups_file,
+        "data": portable_path(dc.data or dc.csv),
+        "groups": portable_path(prep.groups_file) if prep.groups_file else None,
         "split": {"val": dc.val_fraction, "test": dc.test_fraction, "explicit": dc.val_dir is not None},
         "counts": prep.counts(),
         "corrupt_skipped": len(prep.corrupt),

@@ -164,6 +164,18 @@ def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
     return Prepared(labels, roles, good, items, corrupt, str(groups_file) if groups_file else None, leaks, notes)
 
 
+# (x, y, raw) per split: images as the model sees them, class ids, the original RGB images (for the edge runtime)
+Splits = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[np.ndarray]]]
+
+
+def load_splits(prep: Prepared, size: int, resize: str, tag: str = "") -> Splits:
+    """Every split's arrays (see :func:`arrays`)."""
+    x, y, raw = {}, {}, {}
+    for sp in SPLITS:
+        x[sp], y[sp], raw[sp] = arrays(prep.items[sp], prep.labels, size, resize, desc=f"loading {sp}{tag}")
+    return x, y, raw
+
+
 def arrays(items: Sequence[Item], labels: Sequence[str], size: int, mode: str, desc: str) -> tuple[np.ndarray, np.ndarray, list]:
     """(x uint8 N×S×S×3 resized exactly as the edge does, y ids, raw RGB images for edge eval)."""
     from tqdm.auto import tqdm
@@ -209,9 +221,7 @@ def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained
     prep = prepare(dc, progress=progress)
     labels = prep.labels
     log.info("classes: %s", ", ".join(labels))
-    x, y, raw = {}, {}, {}
-    for sp in SPLITS:
-        x[sp], y[sp], raw[sp] = arrays(prep.items[sp], labels, size, dc.resize, desc=f"loading {sp}")
+    x, y, raw = load_splits(prep, size, dc.resize)
     print(datamod.split_table([_as_sample(it) for sp in SPLITS for it in prep.items[sp]], labels))
 
     built = build_backbone(fc, "none" if fc.mode == "scratch" else None)

@@ -25,14 +25,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from train import weights as wsrc
 from train.weights import KERAS_IMAGENET, WeightsError
 
-__all__ = ["BACKBONES", "BackboneSpec", "Built", "build_backbone", "fetch_keras_imagenet"]
+if TYPE_CHECKING:
+    import keras
+    from keras import KerasTensor
+
+__all__ = ["BACKBONES", "BackboneSpec", "Built", "build_backbone", "weights_shippable"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,10 +55,10 @@ class BackboneSpec:
 
 @dataclass(frozen=True, eq=False)
 class Built:
-    model: "object"  # keras.Model
+    model: keras.Model
     weights_source: str
     preprocessing: str
-    base: "object"  # keras.Model
+    base: keras.Model
 
 
 BACKBONES: Dict[str, BackboneSpec] = {
@@ -66,12 +71,25 @@ BACKBONES: Dict[str, BackboneSpec] = {
     )
 }
 
+def weights_shippable(backbone: str, weights_source: str) -> bool:
+    """False when the weights' licence forbids handing the model on (xception's source states none)."""
+    if weights_source == "none":
+        return True
+    s = wsrc.SOURCES.get(weights_source)
+    if s is not None:
+        return s.shippable
+    spec = BACKBONES.get(backbone)
+    return not (spec is not None and not spec.shippable)
+
+
 # --- small helpers -------------------------------------------------------------------
 
 _PortMap = Dict[str, Tuple[str, str]]  # keras layer name -> (kind, source prefix)
+_Arrays = Dict[str, np.ndarray]  # a weight source's arrays, by the source's own names
+_Port = Tuple["keras.Model", "keras.Model", str]  # (model, base, preprocessing) of a builder
 
 
-def _keras():
+def _keras() -> ModuleType:
     import keras
 
     return keras
@@ -90,7 +108,7 @@ class _TorchBody:
         self.momentum = bn_momentum
         self.map: _PortMap = {}
 
-    def conv(self, x, filters: int, kernel: int, stride: int, prefix: str, pad: str):
+    def conv(self, x: KerasTensor, filters: int, kernel: int, stride: int, prefix: str, pad: str) -> KerasTensor:
         L = self.k.layers
         name = _torch_name(prefix)
         padding = "same"
@@ -101,7 +119,7 @@ class _TorchBody:
         self.map[name] = ("torch-conv", prefix)
         return x
 
-    def dwconv(self, x, kernel: int, stride: int, prefix: str, pad: str):
+    def dwconv(self, x: KerasTensor, kernel: int, stride: int, prefix: str, pad: str) -> KerasTensor:
         L = self.k.layers
         name = _torch_name(prefix)
         padding = "same"
@@ -112,15 +130,45 @@ class _TorchBody:
         self.map[name] = ("torch-dw", prefix)
         return x
 
-    def bn(self, x, prefix: str, relu6: bool):
+    def bn(self, x: KerasTensor, prefix: str, relu6: bool) -> KerasTensor:
         L = self.k.layers
         name = _torch_name(prefix)
         x = L.BatchNormalization(epsilon=self.eps, momentum=self.momentum, name=name)(x)
         self.map[name] = ("torch-bn", prefix)
         return L.ReLU(6.0, name=name + "_relu6")(x) if relu6 else x
 
+    def conv_bn_relu6(self, x: KerasTensor, filters: int, kernel: int, stride: int, conv_prefix: str, bn_prefix: str,
+                      pad: str) -> KerasTensor:
+        """Convolution -> BatchNorm -> ReLU6 (the stem, the head and a block's expansion)."""
+        return self.bn(self.conv(x, filters, kernel, stride, conv_prefix, pad), bn_prefix, relu6=True)
 
-def _assign(base, head, port: _PortMap, arrays: Dict[str, np.ndarray], source: str, required_prefixes: Tuple[str, ...]) -> None:
+    def inverted_residual(self, x: KerasTensor, c_in: int, c_out: int, expand: int, kernel: int, stride: int,
+                          prefixes: _BlockPrefixes, pad: str, add_name: str) -> KerasTensor:
+        """MobileNetV2-style block: [1x1 expand] -> depthwise -> 1x1 linear project [+ input]."""
+        y = x
+        if expand != 1:
+            y = self.conv_bn_relu6(y, c_in * expand, 1, 1, prefixes.expand_conv, prefixes.expand_bn, pad)
+        y = self.dwconv(y, kernel, stride, prefixes.depthwise_conv, pad)
+        y = self.bn(y, prefixes.depthwise_bn, relu6=True)
+        y = self.conv(y, c_out, 1, 1, prefixes.project_conv, pad)
+        y = self.bn(y, prefixes.project_bn, relu6=False)
+        return self.k.layers.Add(name=add_name)([x, y]) if stride == 1 and c_in == c_out else y
+
+
+@dataclass(frozen=True)
+class _BlockPrefixes:
+    """The source's state-dict prefixes of one inverted-residual block's layers."""
+
+    expand_conv: str
+    expand_bn: str
+    depthwise_conv: str
+    depthwise_bn: str
+    project_conv: str
+    project_bn: str
+
+
+def _assign(base: keras.Model, head: keras.layers.Layer | None, port: _PortMap, arrays: _Arrays, source: str,
+            required_prefixes: Tuple[str, ...]) -> None:
     """Copy source arrays into the layers named in ``port``; every weight must be used."""
     used: set = set()
 
@@ -179,7 +227,8 @@ def _assign(base, head, port: _PortMap, arrays: Dict[str, np.ndarray], source: s
         )
 
 
-def _finish(inp, preprocess, base, include_top: bool, classes: int):
+def _finish(inp: KerasTensor, preprocess: keras.layers.Layer, base: keras.Model, include_top: bool,
+            classes: int) -> Tuple[keras.Model, keras.layers.Layer | None]:
     """input -> preprocess -> base -> avg_pool [-> predictions]; returns (model, head layer or None)."""
     keras = _keras()
     L = keras.layers
@@ -198,31 +247,22 @@ def _finish(inp, preprocess, base, include_top: bool, classes: int):
 _MNV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-def _mobilenet_v2_torchvision(size: int, include_top: bool, arrays, source: str):
+def _mobilenet_v2_torchvision(size: int, include_top: bool, arrays: _Arrays | None, source: str) -> _Port:
     keras = _keras()
     L = keras.layers
     body = _TorchBody(bn_epsilon=1e-5, bn_momentum=0.9)  # torch momentum 0.1
     b_in = keras.Input((size, size, 3), name="preprocessed")
-    x = body.conv(b_in, 32, 3, 2, "features.0.0", "symmetric")
-    x = body.bn(x, "features.0.1", relu6=True)
+    x = body.conv_bn_relu6(b_in, 32, 3, 2, "features.0.0", "features.0.1", "symmetric")
     channels, idx = 32, 1
     for t, c, n, s in _MNV2_SETTINGS:
         for i in range(n):
             stride = s if i == 0 else 1
             p = f"features.{idx}.conv"
-            y, j = x, 0
-            if t != 1:
-                y = body.conv(y, channels * t, 1, 1, f"{p}.0.0", "symmetric")
-                y = body.bn(y, f"{p}.0.1", relu6=True)
-                j = 1
-            y = body.dwconv(y, 3, stride, f"{p}.{j}.0", "symmetric")
-            y = body.bn(y, f"{p}.{j}.1", relu6=True)
-            y = body.conv(y, c, 1, 1, f"{p}.{j + 1}", "symmetric")
-            y = body.bn(y, f"{p}.{j + 2}", relu6=False)
-            x = L.Add(name=f"features_{idx}_add")([x, y]) if stride == 1 and channels == c else y
+            j = 0 if t == 1 else 1  # torchvision numbers the layers after the (optional) expansion
+            prefixes = _BlockPrefixes(f"{p}.0.0", f"{p}.0.1", f"{p}.{j}.0", f"{p}.{j}.1", f"{p}.{j + 1}", f"{p}.{j + 2}")
+            x = body.inverted_residual(x, channels, c, t, 3, stride, prefixes, "symmetric", f"features_{idx}_add")
             channels, idx = c, idx + 1
-    x = body.conv(x, 1280, 1, 1, "features.18.0", "symmetric")
-    x = body.bn(x, "features.18.1", relu6=True)
+    x = body.conv_bn_relu6(x, 1280, 1, 1, "features.18.0", "features.18.1", "symmetric")
     base = keras.Model(b_in, x, name="mobilenet_v2")
 
     mean = np.array(IMAGENET_MEAN) * 255.0
@@ -245,30 +285,22 @@ _LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40
                  (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
 
 
-def _efficientnet_lite0(size: int, include_top: bool, arrays, source: str):
+def _efficientnet_lite0(size: int, include_top: bool, arrays: _Arrays | None, source: str) -> _Port:
     keras = _keras()
     L = keras.layers
     body = _TorchBody(bn_epsilon=1e-3, bn_momentum=0.99)  # torch momentum 0.01
     b_in = keras.Input((size, size, 3), name="preprocessed")
-    x = body.conv(b_in, 32, 3, 2, "_conv_stem", "tf-same")
-    x = body.bn(x, "_bn0", relu6=True)
+    x = body.conv_bn_relu6(b_in, 32, 3, 2, "_conv_stem", "_bn0", "tf-same")
     b = 0
     for repeats, k, s, e, cin, cout in _LITE0_STAGES:
         for i in range(repeats):
             stride, c_in = (s, cin) if i == 0 else (1, cout)
             p = f"_blocks.{b}"
-            y = x
-            if e != 1:
-                y = body.conv(y, c_in * e, 1, 1, f"{p}._expand_conv", "tf-same")
-                y = body.bn(y, f"{p}._bn0", relu6=True)
-            y = body.dwconv(y, k, stride, f"{p}._depthwise_conv", "tf-same")
-            y = body.bn(y, f"{p}._bn1", relu6=True)
-            y = body.conv(y, cout, 1, 1, f"{p}._project_conv", "tf-same")
-            y = body.bn(y, f"{p}._bn2", relu6=False)
-            x = L.Add(name=f"blocks_{b}_add")([x, y]) if stride == 1 and c_in == cout else y
+            prefixes = _BlockPrefixes(f"{p}._expand_conv", f"{p}._bn0", f"{p}._depthwise_conv", f"{p}._bn1",
+                                      f"{p}._project_conv", f"{p}._bn2")
+            x = body.inverted_residual(x, c_in, cout, e, k, stride, prefixes, "tf-same", f"blocks_{b}_add")
             b += 1
-    x = body.conv(x, 1280, 1, 1, "_conv_head", "tf-same")
-    x = body.bn(x, "_bn1", relu6=True)
+    x = body.conv_bn_relu6(x, 1280, 1, 1, "_conv_head", "_bn1", "tf-same")
     base = keras.Model(b_in, x, name="efficientnet_lite0")
 
     preprocess = L.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="preprocess")
@@ -295,7 +327,7 @@ def _mobilenet_v1_port_map() -> _PortMap:
     return port
 
 
-def _mobilenet_v1(size: int, include_top: bool, arrays, source: str):
+def _mobilenet_v1(size: int, include_top: bool, arrays: _Arrays | None, source: str) -> _Port:
     keras = _keras()
     L = keras.layers
     base = keras.applications.MobileNet(
@@ -317,7 +349,7 @@ def _mobilenet_v1(size: int, include_top: bool, arrays, source: str):
 # --- xception (stock Keras Xception; weights from the kitchenware .keras base) --------
 
 
-def _xception(size: int, include_top: bool, arrays, source: str):
+def _xception(size: int, include_top: bool, arrays: _Arrays | None, source: str) -> _Port:
     keras = _keras()
     L = keras.layers
     if include_top and arrays is not None:
@@ -337,7 +369,7 @@ def _xception(size: int, include_top: bool, arrays, source: str):
 _AUTO_NAME = re.compile(r"^([a-z0-9_]+?)(_\d+)?$")
 
 
-def _keras_port_map(base, arrays: Dict[str, np.ndarray], source: str) -> _PortMap:
+def _keras_port_map(base: keras.Model, arrays: _Arrays, source: str) -> _PortMap:
     """Pair the base's weighted layers with the source's, in graph order.
 
     Keras Applications leave some layers unnamed (the residual ``conv2d``/
@@ -370,24 +402,11 @@ def _keras_port_map(base, arrays: Dict[str, np.ndarray], source: str) -> _PortMa
 
 # --- keras-imagenet (stock Keras Applications download, needs internet) -------------
 
-_KERAS_APPS = {"mobilenet_v2": "MobileNetV2", "mobilenet_v1": "MobileNet", "xception": "Xception"}
 
-
-def _keras_imagenet(name: str, size: int, include_top: bool):
+def _keras_imagenet(name: str, size: int, include_top: bool) -> _Port:
     keras = _keras()
     L = keras.layers
-    app = getattr(keras.applications, _KERAS_APPS[name])
-    kwargs = {"alpha": 1.0} if name != "xception" else {}
-    try:
-        base = app(input_shape=(size, size, 3), include_top=include_top, weights="imagenet", **kwargs)
-    except ValueError:
-        raise  # Keras' own message for an input size its weights do not come in
-    except Exception as exc:  # noqa: BLE001 - keras raises bare Exception("URL fetch failure ...")
-        raise WeightsError(
-            f"could not download Keras ImageNet weights for {name} ({type(exc).__name__}: {exc})",
-            f"this needs internet access to storage.googleapis.com; offline, run "
-            f"`weed-train weights install {name}` and use weights='default'",
-        ) from exc
+    base = wsrc.keras_imagenet_base(name, size, include_top)
     preprocess = L.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
     inp = keras.Input((size, size, 3), name="rgb")
     if include_top:
@@ -395,15 +414,6 @@ def _keras_imagenet(name: str, size: int, include_top: bool):
     else:
         model, _ = _finish(inp, preprocess, base, False, 0)
     return model, base, "x / 127.5 - 1, RGB (Keras Applications)"
-
-
-def fetch_keras_imagenet(log: Callable[[str], None] = lambda msg: None) -> Path:
-    """Have Keras download its stock ImageNet files for every backbone that has them."""
-    for name, spec in BACKBONES.items():
-        if KERAS_IMAGENET in spec.weight_sources:
-            log(f"fetching Keras ImageNet weights for {name}")
-            _keras_imagenet(name, spec.default_input_size, include_top=False)
-    return Path.home() / ".keras" / "models"
 
 
 # --- the public builder ------------------------------------------------------------
@@ -414,11 +424,6 @@ _BUILDERS = {
     "mobilenet_v1": _mobilenet_v1,
     "xception": _xception,
 }
-
-
-def _arrays_from_npz(path: Path) -> Dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 def build_backbone(name: str, input_size: int, weights: str = "default", include_top: bool = False) -> Built:
@@ -450,7 +455,7 @@ def build_backbone(name: str, input_size: int, weights: str = "default", include
         arrays = wsrc.load(source)
         label = source
     elif source.endswith(".npz"):
-        arrays = _arrays_from_npz(Path(source))
+        arrays = wsrc.arrays_from_npz(Path(source))
         label = f"file:{Path(source).name}"
         source = spec.weight_sources[0]
     elif source.endswith(".weights.h5"):

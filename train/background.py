@@ -20,7 +20,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class Patch:
     def sources(self) -> tuple[Path, ...]:
         return tuple(p.source for p in self.pieces)
 
-    def render(self, decode=None) -> np.ndarray:
+    def render(self, decode: Callable[[Path], np.ndarray | None] | None = None) -> np.ndarray:
         """The patch in photo pixels (a mosaic's cells all take the smallest piece's side)."""
         import cv2
 

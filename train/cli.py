@@ -12,9 +12,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from edge.core.errors import EXIT_INTERNAL, WeedDetectorError
+
+if TYPE_CHECKING:
+    from train.export import ExportConfig, RunResult
+    from train.fit import FitConfig
+    from train.pipeline import DataConfig
 
 log = logging.getLogger("weed-train")
 
@@ -50,7 +55,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-per-class", type=int, default=0, help=argparse.SUPPRESS)
 
 
-def _data_config(a: argparse.Namespace):
+def _data_config(a: argparse.Namespace) -> DataConfig:
     from train.pipeline import DataConfig
 
     return DataConfig(
@@ -89,7 +94,7 @@ def _add_fit_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
 
 
-def _fit_config(a: argparse.Namespace, **over):
+def _fit_config(a: argparse.Namespace, **over: object) -> FitConfig:
     from train.data import Augment
     from train.fit import FitConfig
 
@@ -98,7 +103,7 @@ def _fit_config(a: argparse.Namespace, **over):
         epochs=a.epochs, unfreeze=a.unfreeze, train_batchnorm=a.train_batchnorm, head_lr=a.head_lr, lr=a.lr, batch_size=a.batch_size,
         label_smoothing=a.label_smoothing, dropout=a.dropout, weight_decay=a.weight_decay, patience=a.patience,
         seed=a.seed, class_weighting=not a.no_class_weights, augment=Augment.off() if a.no_augment else Augment(),
-        verbose=0 if a.quiet else 1, head_on_embeddings=not a.head_on_images, refit=getattr(a, "refit", False),
+        verbose=0 if a.quiet else 1, head_on_embeddings=not a.head_on_images, refit=a.refit,
     )
     kw.update(over)
     return FitConfig(**kw)
@@ -107,7 +112,7 @@ def _fit_config(a: argparse.Namespace, **over):
 # --------------------------------------------------------------------------- commands
 
 
-def _add_threshold_args(g) -> None:
+def _add_threshold_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--miss-weight", type=float, default=1.0,
                    help="weight of weed misses vs crop sprays when choosing the threshold on validation (default 1)")
     g.add_argument("--max-weed-miss", type=_percent, default=None, metavar="PERCENT",
@@ -128,8 +133,8 @@ def _percent(text: str) -> float:
     return v / 100.0
 
 
-def _export_config(a: argparse.Namespace, **over):
-    from train.pipeline import ExportConfig
+def _export_config(a: argparse.Namespace, **over: object) -> ExportConfig:
+    from train.export import ExportConfig
 
     kw = dict(
         out=a.out, name=a.name, description=a.description or "",
@@ -153,15 +158,15 @@ def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
     """Re-choose a bundle's threshold: the training command it records rebuilds the same split."""
     import json
-    import shlex
 
     from edge.inference.bundle import resolve_bundle
     from edge.core.errors import ConfigError
-    from train.pipeline import command_line, rethreshold
+    from train.pipeline import rethreshold
+    from train.provenance import command_line, recorded_args
 
     folder = resolve_bundle(a.model)
     recorded = json.loads((folder / "metrics.json").read_text())["training"]["command"]
-    words = shlex.split(recorded)
+    words = recorded_args(recorded)
     if words[:2] != ["weed-train", "train"]:
         raise ConfigError(f"{folder / 'metrics.json'} records no `weed-train train` command ({recorded!r})",
                           "only bundles made by weed-train train can be re-thresholded")
@@ -173,7 +178,7 @@ def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def print_result(res) -> None:
+def print_result(res: RunResult) -> None:
     from train.evaluate import summary_lines
 
     main = res.metrics["main_model"]
@@ -184,7 +189,7 @@ def print_result(res) -> None:
     print(f"  report: {res.bundle_dir / 'report.md'}")
 
 
-def check_gate(res, allow_quant_drop: bool) -> None:
+def check_gate(res: RunResult, allow_quant_drop: bool) -> None:
     """Raise (exit 9) when int8 failed the quantisation gate and that was not allowed."""
     from train.export import QuantizationGateError
 
@@ -304,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--backbones", type=_csv_list, default=None, help="default: mobilenet_v2,efficientnet_lite0,mobilenet_v1 (xception only on request)")
     c.add_argument("--modes", type=_csv_list, default=None, help="default: logreg,features,finetune")
     c.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder for the table and temporary bundles")
-    c.set_defaults(func=cmd_compare)
+    c.set_defaults(func=cmd_compare, refit=False)  # compare has no --refit; its fit configs never refit
 
     w = sub.add_parser("weights", help="install or list offline ImageNet weights")
     wsub = w.add_subparsers(dest="weights_cmd", required=True)

@@ -14,9 +14,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from train.data import SPLITS
+import numpy as np
+
+if TYPE_CHECKING:
+    from train.fit import FitConfig, FitResult
+    from train.pipeline import DataConfig, Prepared, Splits
 
 log = logging.getLogger(__name__)
 
@@ -24,94 +28,108 @@ DEFAULT_BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "mobilenet_v1")
 DEFAULT_MODES = ("logreg", "features", "finetune")
 
 
-def run_compare(dc, make_fit_config: Callable[..., object], backbones: Sequence[str], modes: Sequence[str], out: Path,
-                progress: bool = True) -> str:
+def run_compare(dc: DataConfig, make_fit_config: Callable[..., FitConfig], backbones: Sequence[str],
+                modes: Sequence[str], out: Path, progress: bool = True) -> str:
     """Train/export/evaluate every backbone x mode; write compare.md/.json into ``out``; return the table."""
-    from edge.inference.bundle import InputSpec, Manifest, OutputSpec, write_bundle
     from edge.core.errors import WeedDetectorError
-    from train import evaluate as ev
-    from train import export as ex
-    from train.backbones import BACKBONES
-    from train.fit import MODES, build_backbone, embed, fit
-    from train.pipeline import arrays, prepare
+    from train.pipeline import load_splits, prepare
 
-    unknown = [b for b in backbones if b not in BACKBONES] + [m for m in modes if m not in MODES]
-    if unknown:
-        from train.data import DataError
-
-        raise DataError(f"unknown backbones/modes {unknown}", f"backbones: {', '.join(BACKBONES)}; modes: {', '.join(MODES)}")
+    _check_names(backbones, modes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prep = prepare(dc, progress=progress)
-    labels, roles = prep.labels, prep.roles
-    loaded: dict[int, tuple] = {}
+    loaded: dict[int, Splits] = {}
     rows: list[dict] = []
     for backbone in backbones:
-        probe = make_fit_config(backbone=backbone, mode=modes[0])
-        size = probe.input_size
+        size = make_fit_config(backbone=backbone, mode=modes[0]).input_size
         if size not in loaded:
-            x, y, raw = {}, {}, {}
-            for sp in SPLITS:
-                x[sp], y[sp], raw[sp] = arrays(prep.items[sp], labels, size, dc.resize, desc=f"loading {sp} @{size}")
-            loaded[size] = (x, y, raw)
-        x, y, raw = loaded[size]
-        cache = None  # (train, val) embeddings of the pretrained backbone
+            loaded[size] = load_splits(prep, size, dc.resize, tag=f" @{size}")
+        splits = loaded[size]
+        cache: list[tuple[np.ndarray, np.ndarray]] = []  # (train, val) embeddings of the pretrained backbone, once
         for mode in modes:
-            cfg = make_fit_config(backbone=backbone, mode=mode)
             row = {"backbone": backbone, "mode": mode, "input": size}
             t0 = time.perf_counter()
             try:
-                built = build_backbone(cfg, "none" if mode == "scratch" else None)
-                row["weights"] = built.weights_source
-                if mode in ("logreg", "features") and cache is None:
-                    cache = (embed(built.model, x["train"], desc=f"{backbone} embeddings train"),
-                             embed(built.model, x["val"], desc=f"{backbone} embeddings val"))
-                use_cache = cache if mode in ("logreg", "features") else None
-                if mode == "features":
-                    cfg = make_fit_config(backbone=backbone, mode=mode, head_on_embeddings=True)
-                res = fit(cfg, x["train"], y["train"], x["val"], y["val"], len(labels), built=built, embeddings=use_cache)
+                res, seed = _fit_one(make_fit_config, backbone, mode, splits, len(prep.labels), cache, row)
             except WeedDetectorError as err:  # e.g. weights not installed: say so in the table
                 row["error"] = str(err)
                 rows.append(row)
                 log.warning("%s/%s skipped: %s", backbone, mode, err)
                 continue
             row["train_s"] = round(time.perf_counter() - t0, 1)
-            rep = ex.representative_images(x["train"], y["train"], 300, cfg.seed)
-            folder = out / "bundles" / f"{backbone}-{mode}"
-            tfl = ex.write_tflite(ex.convert(res.model, "int8", rep), folder / "staged_int8.tflite")
-            io = ex.tflite_io(tfl)
-            manifest = Manifest(
-                name=f"compare-{backbone}-{mode}", labels=labels, weed_labels=list(roles.weed),
-                crop_labels=list(roles.crop), background_labels=list(roles.background),
-                input=InputSpec(height=size, width=size, dtype=io["input_dtype"], resize=dc.resize),
-                output=OutputSpec(dtype=io["output_dtype"], scale=io["output_scale"], zero_point=io["output_zero_point"]),
-                backbone=backbone, weights_source=res.weights_source, preprocessing=res.preprocessing,
-                description="compare run (not for shipping)",
-            )
-            write_bundle(folder, manifest, tfl)
-            tfl.unlink()
-            from edge.inference.bundle import load_bundle
-
-            b = load_bundle(folder)
-            pv = ex.classify_all(b, raw["val"], desc=f"{backbone}/{mode} val")
-            thr = ev.choose_threshold(ev.threshold_sweep(pv, y["val"], labels, roles))
-            pt = ex.classify_all(b, raw["test"], desc=f"{backbone}/{mode} test")
-            m = ev.evaluate(pt, y["test"], labels, roles, thr)
-            lat = ex.latency_ms(b, runs=50, num_threads=2)
-            row.update({
-                "species_accuracy": m["species_accuracy"], "crop_vs_weed_accuracy": m["crop_vs_weed_accuracy"],
-                "weed_miss": m["weed_miss"]["rate"], "crop_sprayed": m["crop_sprayed"]["rate"],
-                "background_fired": m["background"]["fired"]["rate"], "threshold": thr,
-                "int8_bytes": (folder / "model.tflite").stat().st_size, "p50_ms_2_threads": lat["p50_ms"],
-            })
+            row.update(_score_int8(res, seed, backbone, mode, size, splits, prep, dc, out / "bundles"))
             rows.append(row)
-            log.info("%s/%s: species %.3f, crop-vs-weed %.3f", backbone, mode, m["species_accuracy"], m["crop_vs_weed_accuracy"])
+            log.info("%s/%s: species %.3f, crop-vs-weed %.3f", backbone, mode, row["species_accuracy"],
+                     row["crop_vs_weed_accuracy"])
     table = render_table(rows)
     (out / "compare.md").write_text(
         "# weed-train compare (test split, int8 through the edge runtime)\n\n" + table + "\n"
     )
     (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
     return table
+
+
+def _check_names(backbones: Sequence[str], modes: Sequence[str]) -> None:
+    from train.backbones import BACKBONES
+    from train.data import DataError
+    from train.fit import MODES
+
+    unknown = [b for b in backbones if b not in BACKBONES] + [m for m in modes if m not in MODES]
+    if unknown:
+        raise DataError(f"unknown backbones/modes {unknown}", f"backbones: {', '.join(BACKBONES)}; modes: {', '.join(MODES)}")
+
+
+def _fit_one(make_fit_config: Callable[..., FitConfig], backbone: str, mode: str, splits: Splits, n_classes: int,
+             cache: list[tuple[np.ndarray, np.ndarray]], row: dict) -> tuple[FitResult, int]:
+    """One backbone x mode fitted (the weights' name goes into ``row``); logreg and features share ``cache``."""
+    from train.fit import build_backbone, embed, fit
+
+    x, y, _ = splits
+    cfg = make_fit_config(backbone=backbone, mode=mode)
+    built = build_backbone(cfg, "none" if mode == "scratch" else None)
+    row["weights"] = built.weights_source
+    on_embeddings = mode in ("logreg", "features")
+    if on_embeddings and not cache:
+        cache.append((embed(built.model, x["train"], desc=f"{backbone} embeddings train"),
+                      embed(built.model, x["val"], desc=f"{backbone} embeddings val")))
+    if mode == "features":
+        cfg = make_fit_config(backbone=backbone, mode=mode, head_on_embeddings=True)
+    res = fit(cfg, x["train"], y["train"], x["val"], y["val"], n_classes, built=built,
+              embeddings=cache[0] if on_embeddings else None)
+    return res, cfg.seed
+
+
+def _score_int8(res: FitResult, seed: int, backbone: str, mode: str, size: int, splits: Splits, prep: Prepared,
+                dc: DataConfig, bundles: Path) -> dict:
+    """The model as an int8 bundle: threshold chosen on val, test metrics and latency through the edge runtime."""
+    from edge.inference.bundle import load_bundle, write_bundle
+    from train import evaluate as ev
+    from train import export as ex
+
+    x, y, raw = splits
+    labels, roles = prep.labels, prep.roles
+    rep = ex.representative_images(x["train"], y["train"], 300, seed)
+    folder = bundles / f"{backbone}-{mode}"
+    tfl = ex.write_tflite(ex.convert(res.model, "int8", rep), folder / "staged_int8.tflite")
+    manifest = ex.bundle_manifest(
+        tfl, "int8", size, dc.resize, name=f"compare-{backbone}-{mode}", **ex.role_fields(labels, roles),
+        backbone=backbone, weights_source=res.weights_source, preprocessing=res.preprocessing,
+        description="compare run (not for shipping)",
+    )
+    write_bundle(folder, manifest, tfl)
+    tfl.unlink()
+    b = load_bundle(folder)
+    pv = ex.classify_all(b, raw["val"], desc=f"{backbone}/{mode} val")
+    thr = ev.choose_threshold(ev.threshold_sweep(pv, y["val"], labels, roles))
+    pt = ex.classify_all(b, raw["test"], desc=f"{backbone}/{mode} test")
+    m = ev.evaluate(pt, y["test"], labels, roles, thr)
+    lat = ex.latency_ms(b, runs=50, num_threads=2)
+    return {
+        "species_accuracy": m["species_accuracy"], "crop_vs_weed_accuracy": m["crop_vs_weed_accuracy"],
+        "weed_miss": m["weed_miss"]["rate"], "crop_sprayed": m["crop_sprayed"]["rate"],
+        "background_fired": m["background"]["fired"]["rate"], "threshold": thr,
+        "int8_bytes": (folder / "model.tflite").stat().st_size, "p50_ms_2_threads": lat["p50_ms"],
+    }
 
 
 def render_table(rows: Sequence[dict]) -> str:

@@ -23,11 +23,17 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from edge.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from edge.inference.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -293,10 +299,10 @@ def resize_rgb(rgb: np.ndarray, size: int, mode: str = "center_crop") -> np.ndar
     return pre(np.ascontiguousarray(rgb), "RGB")[0].copy()
 
 
-_PRE_CACHE: dict = {}
+_PRE_CACHE: dict[tuple[int, str], Preprocessor] = {}
 
 
-def _preprocessor(size: int, mode: str):
+def _preprocessor(size: int, mode: str) -> Preprocessor:
     from edge.inference.preprocess import Preprocessor  # the runtime's own resize
 
     key = (size, mode)
@@ -456,7 +462,7 @@ class Augment:
         return cls(flip=False, rotation=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
 
 
-def augmenter(aug: Augment, seed: int):
+def augmenter(aug: Augment, seed: int) -> keras.Sequential | None:
     """A Keras Sequential of random layers working on float 0..255 RGB batches."""
     import keras
 
@@ -484,7 +490,7 @@ def make_dataset(
     seed: int = 42,
     one_hot: bool = True,
     cache: str | bool = True,
-):
+) -> tf.data.Dataset:
     """tf.data pipeline over uint8 images: cache -> (shuffle) -> batch -> (augment) -> prefetch.
 
     Images stay uint8 0..255 RGB (the models normalise in-graph); augmentation runs on

@@ -1,5 +1,10 @@
 """Keras model -> TFLite files -> a bundle the edge loads, evaluated through the edge itself.
 
+:func:`export_bundle` runs the steps in order: :func:`convert_variants`,
+:func:`write_models` (a provisional bundle), :func:`evaluate_variants` through the edge,
+:func:`quant_gate` and :func:`main_model`, :func:`metrics_document`, :func:`write_models`
+again (the final manifest) and :func:`write_reports`. The pieces:
+
 * :func:`convert` makes full-integer int8 (uint8 in, uint8 out; representative data from
   training images), float16 or float32 TFLite;
 * :func:`representative_images` draws the calibration set (stratified, seeded) and warns
@@ -17,16 +22,57 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from edge.core.errors import WeedDetectorError
+from train.provenance import command_line, portable_path
+
+if TYPE_CHECKING:
+    import keras
+
+    from edge.inference.bundle import Bundle, Manifest
+    from train.data import Roles
+    from train.pipeline import Trained
 
 log = logging.getLogger(__name__)
 
 MIN_REPRESENTATIVE = 300
 EXIT_QUANT_GATE = 9
+MAIN_FILE = "model.tflite"  # the int8 model's file name in a bundle; other models are model_<quantization>.tflite
+
+DATA_LICENCE = "CC BY-SA 4.0 (training photos: Plant Seedlings Dataset)"
+DATA_ATTRIBUTION = (
+    "Giselsson, T. M., Jørgensen, R. N., Jensen, P. K., Dyrmann, M., Midtiby, H. S. (2017). "
+    "A Public Image Database for Benchmark of Plant Seedling Classification Algorithms. arXiv:1711.05458. "
+    "Aarhus University / University of Southern Denmark."
+)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    out: Path = Path("models")
+    name: str = "plant-seedlings-mnv2"
+    description: str = ""
+    extra_variants: tuple[str, ...] = ()  # "float16" on request; float32 is always written (the gate needs it)
+    allow_quant_drop: bool = False
+    max_quant_drop: float = 1.0  # points
+    representative: int = 400
+    miss_weight: float = 1.0  # weed miss vs crop sprayed trade-off when choosing the threshold
+    max_weed_miss: float | None = None  # limits (fractions) the threshold must meet on validation, when it can
+    max_crop_sprayed: float | None = None
+    licence: str = DATA_LICENCE
+    attribution: str = DATA_ATTRIBUTION
+    latency_runs: int = 100
+
+
+@dataclass
+class RunResult:
+    bundle_dir: Path
+    metrics: dict
+    gate_passed: bool
+    gate_message: str
 
 
 class QuantizationGateError(WeedDetectorError):
@@ -56,7 +102,7 @@ def representative_images(x_train: np.ndarray, y_train: np.ndarray, n: int = 400
     return x_train[np.sort(idx)]
 
 
-def convert(model, quantization: str, representative: np.ndarray | None = None) -> bytes:
+def convert(model: keras.Model, quantization: str, representative: np.ndarray | None = None) -> bytes:
     """TFLite flatbuffer bytes of a Keras model taking float 0..255 RGB."""
     import tensorflow as tf
 
@@ -104,7 +150,7 @@ def tflite_io(path: Path) -> dict:
     }
 
 
-def classify_all(bundle, images: Sequence[np.ndarray], desc: str = "edge inference", num_threads: int = 2) -> np.ndarray:
+def classify_all(bundle: Bundle, images: Sequence[np.ndarray], desc: str = "edge inference", num_threads: int = 2) -> np.ndarray:
     """Probabilities for each RGB image through ``edge.inference.Classifier``."""
     from tqdm.auto import tqdm
 
@@ -120,7 +166,7 @@ def classify_all(bundle, images: Sequence[np.ndarray], desc: str = "edge inferen
         clf.close()
 
 
-def latency_ms(bundle, runs: int = 50, warmup: int = 5, num_threads: int = 2) -> dict:
+def latency_ms(bundle: Bundle, runs: int = 50, warmup: int = 5, num_threads: int = 2) -> dict:
     """Invoke-only latency of a bundle's model through the edge runtime (p50/p90, ms)."""
     from edge.inference import Classifier
 
@@ -166,3 +212,211 @@ def write_tflite(data: bytes, path: Path) -> Path:
 
 def staging_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="weed-train-"))
+
+
+def main_model(gate: GateResult, allow_quant_drop: bool) -> str:
+    """int8 is the bundle's model unless it failed the gate unallowed (then float32 is)."""
+    return "int8" if (gate.passed or allow_quant_drop) else "float32"
+
+
+def gate_record(gate: GateResult, allowed: bool) -> dict:
+    """The gate as metrics.json records it."""
+    return {"passed": gate.passed, "allowed": allowed, "message": gate.message(),
+            "species_drop_points": gate.species_drop, "crop_vs_weed_drop_points": gate.crop_vs_weed_drop}
+
+
+def threshold_from_sweep(val_sweep: Sequence[dict], ec: ExportConfig) -> tuple[float, str]:
+    """The operating threshold the export settings choose from a validation sweep, and the rule in words."""
+    from train import evaluate as ev
+
+    thr = ev.choose_threshold(val_sweep, ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed)
+    return thr, ev.threshold_rule(ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed, val_sweep, thr)
+
+
+# --------------------------------------------------------------------------- the bundle, step by step
+
+
+def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = None) -> RunResult:
+    """Export int8 + float32 (+ extra variants), evaluate each through the edge, gate, write the bundle."""
+    from train.report import summary_metrics
+
+    stage = staging_dir()
+    rep = representative_images(t.x["train"], t.y["train"], ec.representative, t.fc.seed)
+    files = convert_variants(t, rep, ("int8", "float32", *ec.extra_variants), stage)
+    bundle_dir = Path(ec.out) / ec.name
+    fields = manifest_fields(t, ec, training_record(t, len(rep), argv))
+
+    _remove_stale_models(bundle_dir)
+    write_models(bundle_dir, files, "int8", t, fields, threshold=0.5, metrics={})  # provisional: to evaluate
+    evals = evaluate_variants(bundle_dir, files, t, ec)
+    gate = quant_gate(evals["float32"]["test"], evals["int8"]["test"], ec.max_quant_drop)
+    for q in evals:
+        evals[q]["latency"] = variant_latency(bundle_dir, q, ec.latency_runs)
+
+    main = main_model(gate, ec.allow_quant_drop)
+    doc = metrics_document(t, ec, fields, evals, main, gate)
+    write_models(bundle_dir, files, main, t, fields, threshold=evals[main]["threshold"],
+                 metrics=summary_metrics(evals, main, gate))
+    write_reports(bundle_dir, doc, t, ec)
+    for p in files.values():
+        p.unlink(missing_ok=True)
+    stage.rmdir()
+    return RunResult(bundle_dir, doc, gate.passed, gate.message())
+
+
+def convert_variants(t: Trained, representative: np.ndarray, quantizations: Sequence[str], stage: Path) -> dict[str, Path]:
+    """A TFLite file per quantization in ``stage``; a re-export of the same model reuses its conversions."""
+    files = {}
+    for q in quantizations:
+        key = (q, len(representative) if q == "int8" else 0)
+        if key not in t.converted:  # a re-export (other gate/threshold settings) converts nothing again
+            t.converted[key] = convert(t.result.model, q, representative if q == "int8" else None)
+        files[q] = write_tflite(t.converted[key], stage / f"model_{q}.tflite")
+    return files
+
+
+def training_record(t: Trained, representative_images: int, argv: Sequence[str] | None) -> dict:
+    """How the model was made (the manifest's and metrics.json's ``training``)."""
+    dc, fc, prep, result = t.dc, t.fc, t.prep, t.result
+    return {
+        "command": command_line(argv),
+        "seed": fc.seed,
+        "mode": fc.mode,
+        "started": t.started,
+        "data": portable_path(dc.data or dc.csv),
+        "groups": portable_path(prep.groups_file) if prep.groups_file else None,
+        "split": {"val": dc.val_fraction, "test": dc.test_fraction, "explicit": dc.val_dir is not None},
+        "counts": prep.counts(),
+        "corrupt_skipped": len(prep.corrupt),
+        "class_weights": {prep.labels[i]: round(w, 4) for i, w in result.class_weights.items()},
+        "fit": fc.as_dict(),
+        "seconds": round(result.seconds, 1),
+        "representative_images": int(representative_images),
+        "notes": prep.notes + result.notes,
+    }
+
+
+def role_fields(labels: Sequence[str], roles: Roles) -> dict:
+    """The manifest's labels and which of them are weeds, crops and background."""
+    return dict(labels=list(labels), weed_labels=list(roles.weed), crop_labels=list(roles.crop),
+                background_labels=list(roles.background))
+
+
+def manifest_fields(t: Trained, ec: ExportConfig, training: dict) -> dict:
+    """The manifest fields every model of the bundle shares; unshippable weights mark it so."""
+    from train.backbones import weights_shippable
+
+    fc, result = t.fc, t.result
+    size = fc.input_size
+    description = ec.description or f"{fc.backbone} ({fc.mode}) weed/crop/background classifier, {size}x{size} uint8 RGB"
+    licence = ec.licence
+    if not weights_shippable(fc.backbone, result.weights_source):
+        description = "NOT FOR DISTRIBUTION (pretrained weights without a licence). " + description
+        licence = f"do not redistribute: derived from {result.weights_source} weights, whose source states no licence; data: {licence}"
+    return dict(
+        name=ec.name,
+        description=description,
+        **role_fields(t.prep.labels, t.prep.roles),
+        backbone=fc.backbone, weights_source=result.weights_source, preprocessing=result.preprocessing,
+        licence=licence, attribution=ec.attribution, training=training,
+    )
+
+
+def model_file(quantization: str) -> str:
+    return MAIN_FILE if quantization == "int8" else f"model_{quantization}.tflite"
+
+
+def bundle_manifest(tflite: Path, quantization: str, size: int, resize: str, **fields) -> Manifest:
+    """The manifest of a bundle whose model is ``tflite``: its input and output read from the file."""
+    from edge.inference.bundle import InputSpec, Manifest, OutputSpec
+
+    io = tflite_io(tflite)
+    return Manifest(
+        **fields,
+        model_file=model_file(quantization),
+        quantization=quantization,
+        input=InputSpec(height=size, width=size, dtype=io["input_dtype"], colour_order="RGB", resize=resize),
+        output=OutputSpec(kind="probabilities", dtype=io["output_dtype"], scale=io["output_scale"],
+                          zero_point=io["output_zero_point"]),
+    )
+
+
+def write_models(bundle_dir: Path, files: dict[str, Path], main: str, t: Trained, fields: dict,
+                 threshold: float, metrics: dict) -> None:
+    """The bundle's model files and manifest: ``main`` is its model, the other files its variants."""
+    from edge.inference.bundle import write_bundle
+
+    if main != "int8":  # the int8 file is a variant then, under its own name
+        (bundle_dir / MAIN_FILE).unlink(missing_ok=True)
+    manifest = bundle_manifest(files[main], main, t.fc.input_size, t.dc.resize, **fields,
+                               threshold=threshold, metrics=metrics)
+    write_bundle(bundle_dir, manifest, files[main], {q: p for q, p in files.items() if q != main})
+
+
+def evaluate_variants(bundle_dir: Path, files: dict[str, Path], t: Trained, ec: ExportConfig) -> dict[str, dict]:
+    """Each model of the (provisional, int8-main) bundle scored through the edge runtime."""
+    return {q: evaluate_variant(bundle_dir, None if q == "int8" else q, t, ec) for q in files}
+
+
+def evaluate_variant(bundle_dir: Path, variant: str | None, t: Trained, ec: ExportConfig) -> dict:
+    """Probabilities through the edge runtime, threshold chosen on val, metrics on test.
+
+    After a refit (which trained on the validation photos) ``t.val_probs`` are the split
+    model's validation probabilities: the threshold and the validation metrics come from them.
+    """
+    from edge.inference.bundle import load_bundle
+    from train import evaluate as ev
+
+    labels, roles, y = t.prep.labels, t.prep.roles, t.y
+    b = load_bundle(bundle_dir, variant=variant)
+    tag = variant or b.manifest.quantization
+    scored = ("test",) + (("val",) if t.val_probs is None else ())
+    probs = {sp: classify_all(b, t.raw[sp], desc=f"{tag} {sp} (edge)") for sp in scored}
+    if t.val_probs is not None:
+        probs["val"] = t.val_probs
+    thr, rule = threshold_from_sweep(ev.threshold_sweep(probs["val"], y["val"], labels, roles), ec)
+    m_val = ev.evaluate(probs["val"], y["val"], labels, roles, thr)
+    m_test = ev.evaluate(probs["test"], y["test"], labels, roles, thr)
+    return {"threshold": thr, "threshold_rule": rule, "val": m_val, "test": m_test, "file": b.model_path.name,
+            "size_bytes": b.model_path.stat().st_size, "quantization": b.quantization}
+
+
+def variant_latency(bundle_dir: Path, q: str, runs: int) -> dict:
+    """Invoke latency of one of the provisional bundle's models, on 1 and 2 threads."""
+    from edge.inference.bundle import load_bundle
+
+    b = load_bundle(bundle_dir, variant=None if q == "int8" else q)
+    return {"1_thread": latency_ms(b, runs, num_threads=1), "2_threads": latency_ms(b, runs, num_threads=2)}
+
+
+def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, main: str, gate: GateResult) -> dict:
+    """metrics.json: every number of the run (the manifest keeps a summary)."""
+    roles = t.prep.roles
+    return {
+        "bundle": ec.name, "main_model": main, "labels": t.prep.labels, "description": fields["description"],
+        "backbone": t.fc.backbone, "weights_source": t.result.weights_source, "input_size": t.fc.input_size,
+        "roles": {"weed": list(roles.weed), "crop": list(roles.crop), "background": list(roles.background)},
+        "gate": gate_record(gate, ec.allow_quant_drop),
+        "models": evals, "training": fields["training"], "history": t.result.history,
+        "corrupt_files": t.prep.corrupt,
+    }
+
+
+def write_reports(bundle_dir: Path, doc: dict, t: Trained, ec: ExportConfig) -> None:
+    """metrics.json, the test confusion matrix (png and text) and report.md."""
+    from train import evaluate as ev
+    from train import report
+
+    labels, main = doc["labels"], doc["main_model"]
+    ev.write_metrics(bundle_dir / "metrics.json", doc)
+    cm = doc["models"][main]["test"]["confusion_matrix"]
+    ev.confusion_png(cm, labels, bundle_dir / "confusion_matrix.png", f"{ec.name} ({main}) — test split")
+    (bundle_dir / "confusion_matrix.txt").write_text(ev.confusion_text(cm, labels) + "\n")
+    (bundle_dir / "report.md").write_text(report.render(doc, ec, t.fc, t.dc))
+
+
+def _remove_stale_models(bundle_dir: Path) -> None:
+    """A re-export replaces the bundle's model files: drop old ones so no stale variant lingers."""
+    if bundle_dir.is_dir():
+        for old in list(bundle_dir.glob("model*.tflite")) + [bundle_dir / "manifest.json"]:
+            old.unlink(missing_ok=True)

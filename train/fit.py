@@ -19,12 +19,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge.core.errors import ConfigError
 from train.data import Augment, class_weights, make_dataset
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from train.backbones import Built
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,7 @@ class FitConfig:
 
 @dataclass
 class FitResult:
-    model: Any  # keras.Model: float 0..255 images -> probabilities
+    model: keras.Model  # float 0..255 images -> probabilities
     weights_source: str
     preprocessing: str
     history: dict
@@ -79,14 +85,14 @@ class FitResult:
     notes: list[str] = field(default_factory=list)
 
 
-def build_backbone(cfg: FitConfig, weights: str | None = None):
+def build_backbone(cfg: FitConfig, weights: str | None = None) -> Built:
     """The backbone from train.backbones (one builder per backbone, weights offline)."""
     from train.backbones import build_backbone as _build
 
     return _build(cfg.backbone, cfg.input_size, weights=weights or cfg.weights, include_top=False)
 
 
-def _classifier(built, n_classes: int, dropout: float, seed: int):
+def _classifier(built: Built, n_classes: int, dropout: float, seed: int) -> keras.Model:
     import keras
 
     inputs = keras.Input(built.model.input_shape[1:], dtype="float32", name="image")
@@ -96,7 +102,7 @@ def _classifier(built, n_classes: int, dropout: float, seed: int):
     return keras.Model(inputs, out, name=f"{built.model.name}_classifier")
 
 
-def _set_backbone_trainable(base, unfreeze: int, train_batchnorm: bool = False) -> int:
+def _set_backbone_trainable(base: keras.Model, unfreeze: int, train_batchnorm: bool = False) -> int:
     """Unfreeze the top ``unfreeze`` layers (-1: all) of ``base``.
 
     BatchNorm layers stay frozen -- in Keras 3 a frozen BatchNorm also runs in inference
@@ -117,7 +123,7 @@ def _set_backbone_trainable(base, unfreeze: int, train_batchnorm: bool = False) 
     return n
 
 
-def _compile(model, lr, steps: int, cfg: FitConfig, decay: bool):
+def _compile(model: keras.Model, lr: float, steps: int, cfg: FitConfig, decay: bool) -> None:
     import keras
 
     sched = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps)) if decay else lr
@@ -129,7 +135,7 @@ def _compile(model, lr, steps: int, cfg: FitConfig, decay: bool):
     )
 
 
-def _callbacks(cfg: FitConfig, validated: bool = True):
+def _callbacks(cfg: FitConfig, validated: bool = True) -> list[keras.callbacks.Callback]:
     import keras
 
     if not validated:  # a refit on train+val: fixed epochs, nothing to stop on
@@ -147,7 +153,7 @@ def _merge(h: dict, new: dict, phase: str) -> None:
     h.setdefault("phase", []).extend([phase] * len(next(iter(new.values()))))
 
 
-def embed(model, x: np.ndarray, batch_size: int = 64, desc: str = "embedding") -> np.ndarray:
+def embed(model: keras.Model, x: np.ndarray, batch_size: int = 64, desc: str = "embedding") -> np.ndarray:
     """Pooled features of ``x`` (uint8 images) with a progress bar."""
     from tqdm.auto import tqdm
 
@@ -161,11 +167,11 @@ def fit(
     cfg: FitConfig,
     x_train: np.ndarray,
     y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
     n_classes: int,
-    built=None,
-    embeddings: tuple[np.ndarray, np.ndarray] | None = None,
+    built: Built | None = None,
+    embeddings: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> FitResult:
     """Train one model in ``cfg.mode``. ``built`` may be passed in (a prebuilt backbone).
 
@@ -189,47 +195,75 @@ def fit(
     model = _classifier(built, n_classes, cfg.dropout, cfg.seed)
     # One endless iterator with a fixed number of steps per epoch (same batches as one pass
     # each): a fresh iterator every epoch stalled 5-15 s before its first batch.
-    train_ds = make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment,
-                            seed=cfg.seed).repeat()
-    validated = x_val is not None
-    val_ds = make_dataset(x_val, y_val, n_classes, cfg.batch_size) if validated else None
-    steps = int(np.ceil(len(x_train) / cfg.batch_size))
-
+    batches = _Batches(
+        train=make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment,
+                           seed=cfg.seed).repeat(),
+        val=make_dataset(x_val, y_val, n_classes, cfg.batch_size) if x_val is not None else None,
+        steps=int(np.ceil(len(x_train) / cfg.batch_size)),
+    )
     if cfg.mode in ("features", "finetune"):
-        built.base.trainable = False
-        if cfg.head_on_embeddings:
-            if embeddings is None:
-                embeddings = (embed(built.model, x_train, desc="embedding train"),
-                              embed(built.model, x_val, desc="embedding val") if validated else None)
-            h = _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw)
-            notes.append(f"head trained on cached embeddings of the un-augmented photos ({len(h['loss'])} epochs)")
-            _merge(history, h, "head")
-        elif cfg.head_epochs > 0:
-            _compile(model, cfg.head_lr, steps * cfg.head_epochs, cfg, decay=False)
-            h = model.fit(
-                train_ds, validation_data=val_ds, epochs=cfg.head_epochs, steps_per_epoch=steps, class_weight=cw,
-                callbacks=_callbacks(cfg, validated), verbose=cfg.verbose,
-            )
-            _merge(history, h.history, "head")
+        _train_head(cfg, built, model, batches, (x_train, y_train), (x_val, y_val), n_classes, cw, embeddings,
+                    history, notes)
     if cfg.mode in ("finetune", "scratch"):
-        if cfg.mode == "scratch":
-            built.base.trainable = True
-            n = len(built.base.trainable_weights)
-        else:
-            n = _set_backbone_trainable(built.base, cfg.unfreeze, cfg.train_batchnorm)
-        bn = "BatchNorm trained too" if (cfg.train_batchnorm or cfg.mode == "scratch") else "BatchNorm frozen (inference mode)"
-        notes.append(f"{cfg.mode}: {n} backbone layers trainable ({bn}), lr {cfg.lr:g} cosine-decayed over {cfg.epochs} epochs")
-        _compile(model, cfg.lr, steps * cfg.epochs, cfg, decay=True)
-        h = model.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=steps, class_weight=cw,
-            callbacks=_callbacks(cfg, validated), verbose=cfg.verbose,
-        )
-        _merge(history, h.history, cfg.mode)
+        _train_backbone(cfg, built, model, batches, cw, history, notes)
     built.base.trainable = False
     return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
 
 
-def _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw) -> dict:
+@dataclass(frozen=True)
+class _Batches:
+    """Training batches (one endless iterator, ``steps`` batches an epoch); validation ones, None in a refit."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    steps: int
+
+
+def _run_epochs(model: keras.Model, batches: _Batches, epochs: int, cw: dict[int, float], cfg: FitConfig) -> dict:
+    """``model.fit`` for ``epochs`` (early-stopped on validation when there is one); its history."""
+    h = model.fit(
+        batches.train, validation_data=batches.val, epochs=epochs, steps_per_epoch=batches.steps, class_weight=cw,
+        callbacks=_callbacks(cfg, batches.val is not None), verbose=cfg.verbose,
+    )
+    return h.history
+
+
+def _train_head(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batches,
+                train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray | None, np.ndarray | None],
+                n_classes: int, cw: dict[int, float], embeddings: tuple[np.ndarray, np.ndarray | None] | None,
+                history: dict, notes: list[str]) -> None:
+    """features / finetune's first phase: the new head on the frozen backbone (cached embeddings, or images)."""
+    (x_train, y_train), (x_val, y_val) = train, val
+    built.base.trainable = False
+    if cfg.head_on_embeddings:
+        if embeddings is None:
+            embeddings = (embed(built.model, x_train, desc="embedding train"),
+                          embed(built.model, x_val, desc="embedding val") if x_val is not None else None)
+        h = _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw)
+        notes.append(f"head trained on cached embeddings of the un-augmented photos ({len(h['loss'])} epochs)")
+        _merge(history, h, "head")
+    elif cfg.head_epochs > 0:
+        _compile(model, cfg.head_lr, batches.steps * cfg.head_epochs, cfg, decay=False)
+        _merge(history, _run_epochs(model, batches, cfg.head_epochs, cw, cfg), "head")
+
+
+def _train_backbone(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batches, cw: dict[int, float],
+                    history: dict, notes: list[str]) -> None:
+    """finetune's second phase (the top layers unfrozen) or scratch (all of it), at ``cfg.lr`` cosine-decayed."""
+    if cfg.mode == "scratch":
+        built.base.trainable = True
+        n = len(built.base.trainable_weights)
+    else:
+        n = _set_backbone_trainable(built.base, cfg.unfreeze, cfg.train_batchnorm)
+    bn = "BatchNorm trained too" if (cfg.train_batchnorm or cfg.mode == "scratch") else "BatchNorm frozen (inference mode)"
+    notes.append(f"{cfg.mode}: {n} backbone layers trainable ({bn}), lr {cfg.lr:g} cosine-decayed over {cfg.epochs} epochs")
+    _compile(model, cfg.lr, batches.steps * cfg.epochs, cfg, decay=True)
+    _merge(history, _run_epochs(model, batches, cfg.epochs, cw, cfg), cfg.mode)
+
+
+def _fit_head_on_embeddings(cfg: FitConfig, model: keras.Model, embeddings: tuple[np.ndarray, np.ndarray | None],
+                            y_train: np.ndarray, y_val: np.ndarray | None, n_classes: int,
+                            cw: dict[int, float]) -> dict:
     """Train Dropout+Dense on cached pooled features, then copy it into ``model``'s head."""
     import keras
 
@@ -255,7 +289,9 @@ def _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, c
     return h.history
 
 
-def _fit_logreg(cfg, built, x_train, y_train, x_val, y_val, n_classes, cw, embeddings, notes):
+def _fit_logreg(cfg: FitConfig, built: Built, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                y_val: np.ndarray, n_classes: int, cw: dict[int, float],
+                embeddings: tuple[np.ndarray, np.ndarray] | None, notes: list[str]) -> keras.Model:
     import keras
     from sklearn.linear_model import LogisticRegression
 
@@ -317,7 +353,7 @@ def refit_config(cfg: FitConfig, history: dict) -> FitConfig:
     )
 
 
-def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Class probabilities of a Keras classifier on uint8 images."""
     return embed(model, x, batch_size, desc="predicting")
 

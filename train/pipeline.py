@@ -7,28 +7,23 @@ Each stage lives in its own module (``data``, ``background``, ``fit``, ``export`
 from __future__ import annotations
 
 import logging
-import shlex
-import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from train import background as bgmod
 from train import data as datamod
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
+from train.export import (ExportConfig, GateResult, RunResult, classify_all, export_bundle, gate_record, main_model,
+                          quant_gate, threshold_from_sweep)
+from train.provenance import utc_now
+
+if TYPE_CHECKING:
+    from train.fit import FitConfig, FitResult
 
 log = logging.getLogger(__name__)
-
-DATA_LICENCE = "CC BY-SA 4.0 (training photos: Plant Seedlings Dataset)"
-DATA_ATTRIBUTION = (
-    "Giselsson, T. M., Jørgensen, R. N., Jensen, P. K., Dyrmann, M., Midtiby, H. S. (2017). "
-    "A Public Image Database for Benchmark of Plant Seedling Classification Algorithms. arXiv:1711.05458. "
-    "Aarhus University / University of Southern Denmark."
-)
-
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -169,6 +164,18 @@ def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
     return Prepared(labels, roles, good, items, corrupt, str(groups_file) if groups_file else None, leaks, notes)
 
 
+# (x, y, raw) per split: images as the model sees them, class ids, the original RGB images (for the edge runtime)
+Splits = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[np.ndarray]]]
+
+
+def load_splits(prep: Prepared, size: int, resize: str, tag: str = "") -> Splits:
+    """Every split's arrays (see :func:`arrays`)."""
+    x, y, raw = {}, {}, {}
+    for sp in SPLITS:
+        x[sp], y[sp], raw[sp] = arrays(prep.items[sp], prep.labels, size, resize, desc=f"loading {sp}{tag}")
+    return x, y, raw
+
+
 def arrays(items: Sequence[Item], labels: Sequence[str], size: int, mode: str, desc: str) -> tuple[np.ndarray, np.ndarray, list]:
     """(x uint8 N×S×S×3 resized exactly as the edge does, y ids, raw RGB images for edge eval)."""
     from tqdm.auto import tqdm
@@ -185,84 +192,25 @@ def arrays(items: Sequence[Item], labels: Sequence[str], size: int, mode: str, d
     return x, y, raw
 
 
-def command_line(argv: Sequence[str] | None = None) -> str:
-    args = list(sys.argv[1:] if argv is None else argv)
-    return "weed-train " + " ".join(shlex.quote(a) for a in args)
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    out: Path = Path("models")
-    name: str = "plant-seedlings-mnv2"
-    description: str = ""
-    extra_variants: tuple[str, ...] = ()  # "float16" on request; float32 is always written (the gate needs it)
-    allow_quant_drop: bool = False
-    max_quant_drop: float = 1.0  # points
-    representative: int = 400
-    miss_weight: float = 1.0  # weed miss vs crop sprayed trade-off when choosing the threshold
-    max_weed_miss: float | None = None  # limits (fractions) the threshold must meet on validation, when it can
-    max_crop_sprayed: float | None = None
-    licence: str = DATA_LICENCE
-    attribution: str = DATA_ATTRIBUTION
-    latency_runs: int = 100
-
-
-@dataclass
-class RunResult:
-    bundle_dir: Path
-    metrics: dict
-    gate_passed: bool
-    gate_message: str
-
-
-def _evaluate_variant(bundle_dir: Path, variant: str | None, raw: dict, y: dict, labels, roles, ec: ExportConfig,
-                      val_probs: np.ndarray | None = None):
-    """Probabilities through the edge runtime, threshold chosen on val, metrics on test.
-
-    ``val_probs`` (after a refit, which trained on the validation photos) are the split
-    model's validation probabilities: the threshold and the validation metrics come from them.
-    """
-    from edge.inference.bundle import load_bundle
-    from train import evaluate as ev
-    from train.export import classify_all
-
-    b = load_bundle(bundle_dir, variant=variant)
-    tag = variant or b.manifest.quantization
-    probs = {sp: classify_all(b, raw[sp], desc=f"{tag} {sp} (edge)") for sp in ("test",) + (("val",) if val_probs is None else ())}
-    if val_probs is not None:
-        probs["val"] = val_probs
-    val_sweep = ev.threshold_sweep(probs["val"], y["val"], labels, roles)
-    thr = ev.choose_threshold(val_sweep, ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed)
-    m_val = ev.evaluate(probs["val"], y["val"], labels, roles, thr)
-    m_test = ev.evaluate(probs["test"], y["test"], labels, roles, thr)
-    rule = ev.threshold_rule(ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed, val_sweep, thr)
-    return {"threshold": thr, "threshold_rule": rule, "val": m_val, "test": m_test, "file": b.model_path.name,
-            "size_bytes": b.model_path.stat().st_size, "quantization": b.quantization}
-
-
 @dataclass
 class Trained:
     """A fitted model with the data it was made from (input to :func:`export_bundle`)."""
 
     dc: DataConfig
-    fc: object  # FitConfig
+    fc: FitConfig
     prep: Prepared
-    x: dict
-    y: dict
-    raw: dict
-    result: object  # FitResult
+    x: dict[str, np.ndarray]  # split -> images as the model sees them
+    y: dict[str, np.ndarray]  # split -> class ids
+    raw: dict[str, list[np.ndarray]]  # split -> the original RGB images (for the edge runtime)
+    result: FitResult
     started: str
-    converted: dict = field(default_factory=dict)  # (quantization, representative n) -> TFLite bytes
+    converted: dict[tuple[str, int], bytes] = field(default_factory=dict)  # (quantization, representative n) -> TFLite
     val_probs: np.ndarray | None = None  # after a refit: the split model's validation probabilities
 
 
-def train_model(dc: DataConfig, fc, progress: bool = True) -> Trained:
+def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained:
     """Prepare the data (split, background, arrays) and fit one model."""
-    from train.backbones import BACKBONES
+    from train.backbones import BACKBONES, weights_shippable
     from train.fit import build_backbone, fit
 
     started = utc_now()
@@ -273,21 +221,20 @@ def train_model(dc: DataConfig, fc, progress: bool = True) -> Trained:
     prep = prepare(dc, progress=progress)
     labels = prep.labels
     log.info("classes: %s", ", ".join(labels))
-    x, y, raw = {}, {}, {}
-    for sp in SPLITS:
-        x[sp], y[sp], raw[sp] = arrays(prep.items[sp], labels, size, dc.resize, desc=f"loading {sp}")
+    x, y, raw = load_splits(prep, size, dc.resize)
     print(datamod.split_table([_as_sample(it) for sp in SPLITS for it in prep.items[sp]], labels))
 
     built = build_backbone(fc, "none" if fc.mode == "scratch" else None)
-    if _not_shippable(fc.backbone, built.weights_source):
+    if not weights_shippable(fc.backbone, built.weights_source):
         prep.notes.append(f"WARNING: {fc.backbone} / {built.weights_source} may not be redistributed: do not ship this bundle")
     result = fit(fc, x["train"], y["train"], x["val"], y["val"], len(labels), built=built)
-    if not getattr(fc, "refit", False):
+    if not fc.refit:
         return Trained(dc, fc, prep, x, y, raw, result, started)
     return _refit(dc, fc, prep, x, y, raw, result, started)
 
 
-def _refit(dc: DataConfig, fc, prep: Prepared, x: dict, y: dict, raw: dict, split, started: str) -> Trained:
+def _refit(dc: DataConfig, fc: FitConfig, prep: Prepared, x: dict[str, np.ndarray], y: dict[str, np.ndarray],
+           raw: dict[str, list[np.ndarray]], split: FitResult, started: str) -> Trained:
     """Train again from the pretrained weights on train+val, for the epochs validation chose.
 
     The split model (trained on train, early-stopped on val) has chosen the epochs; its
@@ -313,141 +260,9 @@ def _refit(dc: DataConfig, fc, prep: Prepared, x: dict, y: dict, raw: dict, spli
     return Trained(dc, fc, prep, x, y, raw, result, started, val_probs=val_probs)
 
 
-def run_train(dc: DataConfig, fc, ec: ExportConfig, argv: Sequence[str] | None = None, progress: bool = True) -> RunResult:
+def run_train(dc: DataConfig, fc: FitConfig, ec: ExportConfig, argv: Sequence[str] | None = None, progress: bool = True) -> RunResult:
     """Prepare data, fit, export int8 + float32 (+float16), evaluate through the edge, gate, write the bundle."""
     return export_bundle(train_model(dc, fc, progress), ec, argv)
-
-
-def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = None) -> RunResult:
-    """Export int8 + float32 (+ extra variants), evaluate each through the edge, gate, write the bundle."""
-    from edge.inference.bundle import InputSpec, Manifest, OutputSpec, write_bundle
-    from train import evaluate as ev
-    from train import export as ex
-    from train import report
-
-    dc, fc, prep, x, y, raw, result, t_start = t.dc, t.fc, t.prep, t.x, t.y, t.raw, t.result, t.started
-    labels, roles, size = prep.labels, prep.roles, fc.input_size
-    built = result
-
-    # ---- export
-    stage = ex.staging_dir()
-    rep = ex.representative_images(x["train"], y["train"], ec.representative, fc.seed)
-    def tflite(q: str) -> Path:
-        key = (q, len(rep) if q == "int8" else 0)
-        if key not in t.converted:  # a re-export of the same model (other gate/threshold settings) reuses it
-            t.converted[key] = ex.convert(result.model, q, rep if q == "int8" else None)
-        return ex.write_tflite(t.converted[key], stage / f"model_{q}.tflite")
-
-    files = {q: tflite(q) for q in ("int8", "float32", *ec.extra_variants)}
-    bundle_dir = Path(ec.out) / ec.name
-    training = {
-        "command": command_line(argv),
-        "seed": fc.seed,
-        "mode": fc.mode,
-        "started": t_start,
-        "data": str(dc.data or dc.csv),
-        "groups": prep.groups_file,
-        "split": {"val": dc.val_fraction, "test": dc.test_fraction, "explicit": dc.val_dir is not None},
-        "counts": prep.counts(),
-        "corrupt_skipped": len(prep.corrupt),
-        "class_weights": {labels[i]: round(w, 4) for i, w in result.class_weights.items()},
-        "fit": fc.as_dict(),
-        "seconds": round(result.seconds, 1),
-        "representative_images": int(len(rep)),
-        "notes": prep.notes + result.notes,
-    }
-    description = ec.description or f"{fc.backbone} ({fc.mode}) weed/crop/background classifier, {size}x{size} uint8 RGB"
-    licence = ec.licence
-    if _not_shippable(fc.backbone, built.weights_source):
-        description = "NOT FOR DISTRIBUTION (pretrained weights without a licence). " + description
-        licence = f"do not redistribute: derived from {built.weights_source} weights, whose source states no licence; data: {licence}"
-    base_manifest = dict(
-        name=ec.name,
-        description=description,
-        labels=list(labels), weed_labels=list(roles.weed), crop_labels=list(roles.crop),
-        background_labels=list(roles.background),
-        backbone=fc.backbone, weights_source=built.weights_source, preprocessing=built.preprocessing,
-        licence=licence, attribution=ec.attribution, training=training,
-    )
-
-    def manifest_for(main: str, threshold: float, metrics: dict) -> "Manifest":
-        io = ex.tflite_io(files[main])
-        return Manifest(
-            **base_manifest,
-            model_file="model.tflite" if main == "int8" else f"model_{main}.tflite",
-            quantization=main,
-            input=InputSpec(height=size, width=size, dtype=io["input_dtype"], colour_order="RGB", resize=dc.resize),
-            output=OutputSpec(kind="probabilities", dtype=io["output_dtype"], scale=io["output_scale"],
-                              zero_point=io["output_zero_point"]),
-            threshold=threshold, metrics=metrics,
-        )
-
-    variants = {q: p for q, p in files.items() if q != "int8"}
-    _remove_stale_models(bundle_dir)
-    write_bundle(bundle_dir, manifest_for("int8", 0.5, {}), files["int8"], variants)
-    evals = {q: _evaluate_variant(bundle_dir, None if q == "int8" else q, raw, y, labels, roles, ec, t.val_probs)
-             for q in ("int8", *variants)}
-    gate = ex.quant_gate(evals["float32"]["test"], evals["int8"]["test"], ec.max_quant_drop)
-    for q in evals:
-        evals[q]["latency"] = _latency(bundle_dir, q, ec.latency_runs)
-
-    main = "int8" if (gate.passed or ec.allow_quant_drop) else "float32"
-    summary = report.summary_metrics(evals, main, gate)
-    metrics_doc = {
-        "bundle": ec.name, "main_model": main, "labels": labels, "description": base_manifest["description"],
-        "backbone": fc.backbone, "weights_source": built.weights_source, "input_size": size,
-        "roles": {"weed": list(roles.weed), "crop": list(roles.crop), "background": list(roles.background)},
-        "gate": {"passed": gate.passed, "allowed": ec.allow_quant_drop, "message": gate.message(),
-                 "species_drop_points": gate.species_drop, "crop_vs_weed_drop_points": gate.crop_vs_weed_drop},
-        "models": evals, "training": training, "history": result.history,
-        "corrupt_files": prep.corrupt,
-    }
-    # Final manifest: int8 is the model unless the gate failed (then float32 is, int8 stays as a variant).
-    if main == "int8":
-        write_bundle(bundle_dir, manifest_for("int8", evals["int8"]["threshold"], summary), files["int8"], variants)
-    else:
-        for f in ("model.tflite",):
-            (bundle_dir / f).unlink(missing_ok=True)
-        other = {q: p for q, p in files.items() if q != "float32"}
-        write_bundle(bundle_dir, manifest_for("float32", evals["float32"]["threshold"], summary), files["float32"], other)
-    ev.write_metrics(bundle_dir / "metrics.json", metrics_doc)
-    cm = evals[main]["test"]["confusion_matrix"]
-    ev.confusion_png(cm, labels, bundle_dir / "confusion_matrix.png", f"{ec.name} ({main}) — test split")
-    (bundle_dir / "confusion_matrix.txt").write_text(ev.confusion_text(cm, labels) + "\n")
-    (bundle_dir / "report.md").write_text(report.render(metrics_doc, ec, fc, dc, prep))
-    for p in files.values():
-        p.unlink(missing_ok=True)
-    stage.rmdir()
-    return RunResult(bundle_dir, metrics_doc, gate.passed, gate.message())
-
-
-def _remove_stale_models(bundle_dir: Path) -> None:
-    """A re-export replaces the bundle's model files: drop old ones so no stale variant lingers."""
-    if bundle_dir.is_dir():
-        for old in list(bundle_dir.glob("model*.tflite")) + [bundle_dir / "manifest.json"]:
-            old.unlink(missing_ok=True)
-
-
-def _latency(bundle_dir: Path, q: str, runs: int) -> dict:
-    from edge.inference.bundle import load_bundle
-    from train.export import latency_ms
-
-    b = load_bundle(bundle_dir, variant=None if q == "int8" else q)
-    return {"1_thread": latency_ms(b, runs, num_threads=1), "2_threads": latency_ms(b, runs, num_threads=2)}
-
-
-def _not_shippable(backbone: str, weights_source: str) -> bool:
-    """True when the weights' licence forbids handing the model on (xception's source states none)."""
-    from train.backbones import BACKBONES
-    from train.weights import SOURCES
-
-    if weights_source == "none":
-        return False
-    s = SOURCES.get(weights_source)
-    if s is not None:
-        return not s.shippable
-    spec = BACKBONES.get(backbone)
-    return bool(spec is not None and not spec.shippable)
 
 
 def _as_sample(it: Item) -> Sample:
@@ -467,7 +282,7 @@ def _val_at(val: dict, threshold: float) -> dict:
     if row is None:
         raise DataError(f"threshold {threshold} is not in the validation sweep", "choose one of the sweep's thresholds")
 
-    def rate(old: dict, value) -> dict:
+    def rate(old: dict, value: float | None) -> dict:
         n = old["n"]
         return ev.wilson(int(round((value or 0.0) * n)), n).as_dict() if n else old
 
@@ -478,7 +293,8 @@ def _val_at(val: dict, threshold: float) -> dict:
     return out
 
 
-def rethreshold(bundle_dir: Path, dc: DataConfig, fc, ec: ExportConfig, command: str, progress: bool = True) -> RunResult:
+def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfig, command: str,
+                progress: bool = True) -> RunResult:
     """Choose a bundle's threshold again from its stored validation sweep; re-score the test split.
 
     The data config is the one the bundle's training command recorded, so ``prepare`` rebuilds
@@ -487,43 +303,62 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc, ec: ExportConfig, command:
     """
     import json
 
-    from edge.inference.bundle import MANIFEST, Manifest, load_bundle, read_manifest
+    from edge.inference.bundle import load_bundle
     from train import evaluate as ev
-    from train import export as ex
     from train import report
-    from train.export import classify_all
 
     doc = json.loads((bundle_dir / "metrics.json").read_text())
     prep = prepare(dc, progress=progress)
     if list(prep.labels) != list(doc["labels"]):
         raise DataError(f"the data gives classes {prep.labels}, the bundle has {doc['labels']}",
                         "run it where the data the bundle was trained on is, unchanged")
-    labels, roles = prep.labels, prep.roles
-    _, y_test, raw_test = arrays(prep.items["test"], labels, fc.input_size, dc.resize, desc="loading test")
+    _, y_test, raw_test = arrays(prep.items["test"], prep.labels, fc.input_size, dc.resize, desc="loading test")
     main = doc["main_model"]
     previous = doc["models"][main]["threshold"]
+    _rescore_at_new_thresholds(bundle_dir, doc, y_test, raw_test, prep.roles, ec)
+    gate = _gate_keeping_the_main_model(doc, ec)
+    doc["training"]["rethreshold"] = {"command": command, "previous": previous, "at": utc_now()}
+    _rewrite_manifest(bundle_dir, doc["models"][main]["threshold"], report.summary_metrics(doc["models"], main, gate),
+                      doc["training"])
+    ev.write_metrics(bundle_dir / "metrics.json", doc)
+    (bundle_dir / "report.md").write_text(report.render(doc, ec, fc, dc))
+    load_bundle(bundle_dir)  # hashes and manifest still check out
+    return RunResult(bundle_dir, doc, gate.passed, gate.message())
+
+
+def _rescore_at_new_thresholds(bundle_dir: Path, doc: dict, y_test: np.ndarray, raw_test: list[np.ndarray],
+                               roles: Roles, ec: ExportConfig) -> None:
+    """Each model's threshold chosen again on its validation sweep; its test split scored at it (in ``doc``)."""
+    from edge.inference.bundle import load_bundle
+    from train import evaluate as ev
+
+    labels, main = doc["labels"], doc["main_model"]
     for q, e in doc["models"].items():
-        thr = ev.choose_threshold(e["val"]["sweep"], ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed)
+        thr, rule = threshold_from_sweep(e["val"]["sweep"], ec)
         b = load_bundle(bundle_dir, variant=None if q == main else q)
         probs = classify_all(b, raw_test, desc=f"{q} test (edge)")
         e.update(threshold=thr, val=_val_at(e["val"], thr), test=ev.evaluate(probs, y_test, labels, roles, thr),
-                 threshold_rule=ev.threshold_rule(ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed,
-                                                  e["val"]["sweep"], thr))
-    gate = ex.quant_gate(doc["models"]["float32"]["test"], doc["models"]["int8"]["test"], ec.max_quant_drop)
-    if (main == "int8") != (gate.passed or doc["gate"]["allowed"]):
+                 threshold_rule=rule)
+
+
+def _gate_keeping_the_main_model(doc: dict, ec: ExportConfig) -> GateResult:
+    """The quantisation gate at the new thresholds (recorded in ``doc``); refused if it changes the main model."""
+    gate = quant_gate(doc["models"]["float32"]["test"], doc["models"]["int8"]["test"], ec.max_quant_drop)
+    if main_model(gate, doc["gate"]["allowed"]) != doc["main_model"]:
         raise DataError(f"at the new threshold the quantisation gate says: {gate.message()}",
                         "the main model would change: retrain with the threshold options instead")
-    doc["gate"].update(passed=gate.passed, message=gate.message(), species_drop_points=gate.species_drop,
-                       crop_vs_weed_drop_points=gate.crop_vs_weed_drop)
-    doc["training"]["rethreshold"] = {"command": command, "previous": previous, "at": utc_now()}
+    doc["gate"].update(gate_record(gate, doc["gate"]["allowed"]))
+    return gate
+
+
+def _rewrite_manifest(bundle_dir: Path, threshold: float, metrics: dict, training: dict) -> None:
+    """The bundle's manifest with a new threshold, metrics summary and training record (model files untouched)."""
+    import json
+
+    from edge.inference.bundle import MANIFEST, Manifest, read_manifest
+
     manifest = read_manifest(bundle_dir)
     manifest = Manifest.model_validate(manifest.model_copy(update={
-        "threshold": doc["models"][main]["threshold"],
-        "metrics": report.summary_metrics(doc["models"], main, gate),
-        "training": doc["training"],
+        "threshold": threshold, "metrics": metrics, "training": training,
     }).model_dump())
     (bundle_dir / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=2) + "\n", encoding="utf-8")
-    ev.write_metrics(bundle_dir / "metrics.json", doc)
-    (bundle_dir / "report.md").write_text(report.render(doc, ec, fc, dc, prep))
-    load_bundle(bundle_dir)  # hashes and manifest still check out
-    return RunResult(bundle_dir, doc, gate.passed, gate.message())

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from train.evaluate import pct, per_class_table, rate_str, summary_lines, sweep_table, confusion_text
+from typing import TYPE_CHECKING
+
+from train.evaluate import confusion_text, pct, per_class_table, rate_str, summary_lines, sweep_table
+
+if TYPE_CHECKING:
+    from train.export import ExportConfig, GateResult
+    from train.fit import FitConfig
+    from train.pipeline import DataConfig
 
 
 def _short(m: dict) -> dict:
@@ -19,7 +26,7 @@ def _short(m: dict) -> dict:
     }
 
 
-def summary_metrics(evals: dict, main: str, gate) -> dict:
+def summary_metrics(evals: dict, main: str, gate: GateResult) -> dict:
     """The compact metrics stored in manifest.json (the full set is in metrics.json)."""
     out = {
         "split": "test (held out by similarity group)",
@@ -35,16 +42,29 @@ def summary_metrics(evals: dict, main: str, gate) -> dict:
     return out
 
 
-def render(doc: dict, ec, fc, dc, prep) -> str:
-    main = doc["main_model"]
-    evals = doc["models"]
-    t = doc["training"]
-    m = evals[main]["test"]
-    lines = [
-        f"# {ec.name}: training report",
-        "",
-        doc.get("description", ""),
-        "",
+def render(doc: dict, ec: ExportConfig, fc: FitConfig, dc: DataConfig) -> str:
+    """report.md of a bundle, from its metrics document and the run's settings."""
+    sections = (
+        _title(doc, ec),
+        _reproduce(doc["training"]),
+        _test_result(doc),
+        _per_class(doc),
+        _confusion_matrix(doc),
+        _threshold_sweep(doc),
+        _data(doc),
+        _model_and_training(doc, fc, dc),
+        _caveats(),
+        _licence(ec),
+    )
+    return "\n".join(line for section in sections for line in section)
+
+
+def _title(doc: dict, ec: ExportConfig) -> list[str]:
+    return [f"# {ec.name}: training report", "", doc.get("description", ""), ""]
+
+
+def _reproduce(t: dict) -> list[str]:
+    return [
         "## Reproduce",
         "",
         "```sh",
@@ -54,21 +74,44 @@ def render(doc: dict, ec, fc, dc, prep) -> str:
         f"Seed {t['seed']}; started {t['started']}; {t['seconds']} s of training on this machine. "
         "The same command gives the same metrics within noise (the bytes of the model may differ).",
         "",
+    ]
+
+
+def _main_test(doc: dict) -> dict:
+    """The main model's test metrics."""
+    return doc["models"][doc["main_model"]]["test"]
+
+
+def _test_result(doc: dict) -> list[str]:
+    main = doc["main_model"]
+    e = doc["models"][main]
+    lines = [
         f"## Result on the test split ({main} model, the one `edge-run` loads)",
         "",
         "Test photos are held out by similarity group (near-identical frames never straddle splits); "
-        f"the operating threshold {evals[main]['threshold']:.2f} on the summed weed probability was chosen on the "
+        f"the operating threshold {e['threshold']:.2f} on the summed weed probability was chosen on the "
         "validation split only"
-        + (f" ({evals[main]['threshold_rule']})." if evals[main].get("threshold_rule") else "."),
+        + (f" ({e['threshold_rule']})." if e.get("threshold_rule") else "."),
         "",
     ]
-    if t.get("rethreshold"):
-        r = t["rethreshold"]
-        lines += [f"The threshold was re-chosen after training (was {r['previous']:.2f}) by:", "", "```sh",
-                  r["command"], "```", ""]
-    lines += [f"- {s}" for s in summary_lines(m)]
-    lines += [
-        "",
+    lines += _threshold_rechosen(doc["training"])
+    lines += [f"- {s}" for s in summary_lines(e["test"])]
+    lines += ["", *_models_table(doc["models"]), ""]
+    lines += _gate(doc["gate"])
+    return lines
+
+
+def _threshold_rechosen(t: dict) -> list[str]:
+    """The `weed-train threshold` command that re-chose the threshold, if one did."""
+    r = t.get("rethreshold")
+    if not r:
+        return []
+    return [f"The threshold was re-chosen after training (was {r['previous']:.2f}) by:", "", "```sh",
+            r["command"], "```", ""]
+
+
+def _models_table(evals: dict) -> list[str]:
+    lines = [
         "| model | file | size | species acc. | crop-vs-weed acc. | weed miss | crop sprayed | background fired | threshold | invoke p50 (1 / 2 threads) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -83,43 +126,63 @@ def render(doc: dict, ec, fc, dc, prep) -> str:
             f"{rate_str(tm['background']['fired'])} | {e['threshold']:.2f} | "
             f"{'n/a' if l1 is None else f'{l1:.2f}'} / {'n/a' if l2 is None else f'{l2:.2f}'} ms |"
         )
-    g = doc["gate"]
-    lines += [
-        "",
+    return lines
+
+
+def _gate(g: dict) -> list[str]:
+    return [
         f"Quantisation gate: **{'passed' if g['passed'] else 'FAILED'}** — {g['message']}."
         + ("" if g["passed"] else (" Shipped anyway (--allow-quant-drop)." if g["allowed"] else
                                    " The float32 model is the bundle's main model; int8 is kept as a variant.")),
         "",
         "Latency is LiteRT `invoke()` only (XNNPACK, this 2-core x86 machine), measured through the edge runtime.",
         "",
-        "## Per class (test)",
-        "",
-        per_class_table(m),
-        "",
+    ]
+
+
+def _per_class(doc: dict) -> list[str]:
+    return ["## Per class (test)", "", per_class_table(_main_test(doc)), ""]
+
+
+def _confusion_matrix(doc: dict) -> list[str]:
+    return [
         "## Confusion matrix (test; rows true, columns predicted)",
         "",
         "![confusion matrix](confusion_matrix.png)",
         "",
         "```",
-        confusion_text(m["confusion_matrix"], doc["labels"]),
+        confusion_text(_main_test(doc)["confusion_matrix"], doc["labels"]),
         "```",
         "",
+    ]
+
+
+def _threshold_sweep(doc: dict) -> list[str]:
+    e = doc["models"][doc["main_model"]]
+    refit = any(n.startswith("refit:") for n in doc["training"]["notes"])
+    return [
         "## Threshold sweep",
         "",
         ("Validation, scored by the split model before the refit (where the threshold is chosen):"
-         if any(n.startswith("refit:") for n in t["notes"]) else "Validation (where the threshold is chosen):"),
+         if refit else "Validation (where the threshold is chosen):"),
         "",
-        sweep_table(evals[main]["val"]["sweep"], evals[main]["threshold"]),
+        sweep_table(e["val"]["sweep"], e["threshold"]),
         "",
         "Test (for information only; never used to choose):",
         "",
-        sweep_table(m["sweep"], evals[main]["threshold"]),
+        sweep_table(e["test"]["sweep"], e["threshold"]),
         "",
+    ]
+
+
+def _data(doc: dict) -> list[str]:
+    t, roles = doc["training"], doc["roles"]
+    lines = [
         "## Data",
         "",
         f"- source: `{t['data']}`; groups: `{t['groups']}`; corrupt/unreadable files skipped: {t['corrupt_skipped']}",
-        f"- roles: weeds {', '.join(doc['roles']['weed'])}; crops {', '.join(doc['roles']['crop'])}; "
-        f"background {', '.join(doc['roles']['background']) or 'none'}",
+        f"- roles: weeds {', '.join(roles['weed'])}; crops {', '.join(roles['crop'])}; "
+        f"background {', '.join(roles['background']) or 'none'}",
         "- class weights (balanced, used in the loss): "
         + ", ".join(f"{k} {v:.2f}" for k, v in t["class_weights"].items()),
         f"- int8 calibration: {t['representative_images']} training images",
@@ -127,12 +190,16 @@ def render(doc: dict, ec, fc, dc, prep) -> str:
         "| class | train | val | test |",
         "|---|---:|---:|---:|",
     ]
-    for lab in doc["labels"]:
-        c = t["counts"]
-        lines.append(f"| {lab} | {c['train'][lab]} | {c['val'][lab]} | {c['test'][lab]} |")
-    lines += ["", "## Model and training", ""]
-    lines += [
-        f"- backbone `{fc.backbone}`, weights `{prep_weights(doc)}`, input {fc.input_size}x{fc.input_size} uint8 RGB "
+    c = t["counts"]
+    lines += [f"| {lab} | {c['train'][lab]} | {c['val'][lab]} | {c['test'][lab]} |" for lab in doc["labels"]]
+    return lines + [""]
+
+
+def _model_and_training(doc: dict, fc: FitConfig, dc: DataConfig) -> list[str]:
+    return [
+        "## Model and training",
+        "",
+        f"- backbone `{fc.backbone}`, weights `{_weights_source(doc)}`, input {fc.input_size}x{fc.input_size} uint8 RGB "
         f"({dc.resize}); preprocessing in the graph",
         f"- mode `{fc.mode}`: head {fc.head_epochs} epochs at {fc.head_lr:g}, then {fc.epochs} epochs at {fc.lr:g} "
         f"(cosine), unfreeze {'all' if fc.unfreeze < 0 else fc.unfreeze} layers, "
@@ -140,10 +207,13 @@ def render(doc: dict, ec, fc, dc, prep) -> str:
         f"label smoothing {fc.label_smoothing}, dropout {fc.dropout}, AdamW weight decay {fc.weight_decay:g}, "
         f"batch {fc.batch_size}, early stopping on val loss (patience {fc.patience}) with best-epoch restore",
         f"- augmentation (training batches only): {fc.augment}",
-    ]
-    lines += [f"- {n}" for n in t["notes"]]
-    lines += [
+        *[f"- {n}" for n in doc["training"]["notes"]],
         "",
+    ]
+
+
+def _caveats() -> list[str]:
+    return [
         "## Caveats",
         "",
         "- Greenhouse trays on gravel photographed top-down, 150x150 px: a new field, camera, soil or growth stage "
@@ -151,14 +221,18 @@ def render(doc: dict, ec, fc, dc, prep) -> str:
         "- black-grass and loose silky-bent look alike (and resemble young wheat); the data has known label noise there.",
         "- The background class is cut from gravel/tray regions of these photos; real bare soil may differ.",
         "",
+    ]
+
+
+def _licence(ec: ExportConfig) -> list[str]:
+    return [
         "## Licence and attribution",
         "",
         f"- data: {ec.licence}. {ec.attribution}",
         "- pretrained weights: see the manifest's `weights_source`.",
         "",
     ]
-    return "\n".join(lines)
 
 
-def prep_weights(doc: dict) -> str:
+def _weights_source(doc: dict) -> str:
     return doc.get("weights_source", "") or doc["training"].get("weights_source", "")

@@ -28,24 +28,30 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edge.inference.bundle import sha256_file as sha256_of  # one hash helper for bundles and archives
 from edge.core.errors import EXIT_CONFIG, WeedDetectorError
 
+if TYPE_CHECKING:
+    import keras
+
 __all__ = [
     "CACHE_ENV",
+    "KERAS_APPS",
     "KERAS_IMAGENET",
     "PROBE_FEATURES",
     "PROBE_INPUT",
     "SOURCES",
     "WeightSource",
     "WeightsError",
+    "arrays_from_npz",
     "cache_dir",
     "install",
     "is_installed",
+    "keras_imagenet_base",
     "list_sources",
     "load",
     "resolve",
@@ -234,13 +240,18 @@ def load(name_or_source: Union[str, WeightSource], root: Optional[Path] = None) 
             _install_hint(source),
         )
     try:
-        with np.load(npz, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        return arrays_from_npz(npz)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise WeightsError(
             f"weights cache {npz} is unreadable ({exc})",
             f"delete it and {_install_hint(source)}",
         ) from exc
+
+
+def arrays_from_npz(path: Path) -> Dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles), by name."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
 
 
 def install(
@@ -433,8 +444,41 @@ _CONVERTERS: Dict[str, Callable[[Path], Dict[str, np.ndarray]]] = {
 }
 
 
+# Keras Applications that carry the keras-imagenet weights, per backbone: the class, and
+# the input size whose ImageNet file `weed-train weights install keras-imagenet` fetches.
+KERAS_APPS: Dict[str, Tuple[str, int]] = {
+    "mobilenet_v2": ("MobileNetV2", 224),
+    "mobilenet_v1": ("MobileNet", 224),
+    "xception": ("Xception", 299),
+}
+
+
+def keras_imagenet_base(backbone: str, size: int, include_top: bool) -> keras.Model:
+    """The stock Keras Applications network of ``backbone`` with its ImageNet weights.
+
+    Keras downloads the weight file on first use (needs internet to storage.googleapis.com)
+    and keeps it in ``~/.keras/models``.
+    """
+    import keras
+
+    app_name, _ = KERAS_APPS[backbone]
+    app = getattr(keras.applications, app_name)
+    kwargs = {"alpha": 1.0} if backbone != "xception" else {}
+    try:
+        return app(input_shape=(size, size, 3), include_top=include_top, weights="imagenet", **kwargs)
+    except ValueError:
+        raise  # Keras' own message for an input size its weights do not come in
+    except Exception as exc:  # noqa: BLE001 - keras raises bare Exception("URL fetch failure ...")
+        raise WeightsError(
+            f"could not download Keras ImageNet weights for {backbone} ({type(exc).__name__}: {exc})",
+            f"this needs internet access to storage.googleapis.com; offline, run "
+            f"`weed-train weights install {backbone}` and use weights='default'",
+        ) from exc
+
+
 def _install_keras_imagenet(log: Callable[[str], None]) -> Path:
     """Let Keras download its stock ImageNet files (needs internet); return Keras' cache dir."""
-    from train.backbones import fetch_keras_imagenet  # lazy: keeps this module light
-
-    return fetch_keras_imagenet(log=log)
+    for backbone in SOURCES[KERAS_IMAGENET].backbones:
+        log(f"fetching Keras ImageNet weights for {backbone}")
+        keras_imagenet_base(backbone, KERAS_APPS[backbone][1], include_top=False)
+    return Path.home() / ".keras" / "models"

@@ -63,7 +63,7 @@ def test_weights_list(capsys):
 def test_gate_failure_exits_nonzero():
     from edge.core.errors import WeedDetectorError
     from train.export import EXIT_QUANT_GATE
-    from train.pipeline import RunResult
+    from train.export import RunResult
 
     res = RunResult(bundle_dir=Path("x"), metrics={}, gate_passed=False, gate_message="species 2.00 points")
     with pytest.raises(WeedDetectorError) as e:
@@ -99,3 +99,9 @@ def test_percent_limits_refuse_nonsense(text):
 
     with pytest.raises(argparse.ArgumentTypeError, match="percent"):
         cli._percent(text)
+
+
+@pytest.mark.parametrize("words,refit", [(["train", "--data", "d"], False), (["train", "--data", "d", "--refit"], True),
+                                         (["compare", "--data", "d"], False)])
+def test_fit_config_of_every_training_command_says_whether_to_refit(words, refit):
+    assert cli._fit_config(cli.build_parser().parse_args(words)).refit is refit

@@ -56,7 +56,7 @@ def trained(tiny_set):
 
 
 def _export(trained, out: Path, **kw):
-    from train.pipeline import ExportConfig, export_bundle
+    from train.export import ExportConfig, export_bundle
 
     ec = ExportConfig(out=out, name="tiny", representative=16, latency_runs=3, **kw)
     return export_bundle(trained, ec, argv=["train", "--data", str(trained.dc.data), "--input-size", "32"])
@@ -150,7 +150,7 @@ def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny
 def test_threshold_command_rechooses_on_validation_and_rescores_the_same_test_split(trained, tmp_path):
     from edge.inference.bundle import load_bundle
     from train.cli import main
-    from train.pipeline import ExportConfig, export_bundle
+    from train.export import ExportConfig, export_bundle
 
     data = trained.dc.data
     argv = ["train", "--data", str(data), "--roles", str(data.parent / "roles.csv"), "--val", "0.25", "--test", "0.25",

@@ -24,6 +24,7 @@ USER_NAME=weed-detector
 UNIT=/etc/systemd/system/weed-detector.service
 DRY=0
 START=1
+VALID=1
 PLATFORM=""
 MODEL=""
 
@@ -165,6 +166,21 @@ if [ "$DRY" -eq 1 ]; then
 elif ! (cd "$STATE" && runuser -u "$USER_NAME" -- env WEED_DETECTOR_MODELS="$STATE/models" \
         "$VENV/bin/edge-run" --config "$ETC/config.toml" --validate-config); then
   echo "install.sh: the config does not validate yet: edit $ETC/config.toml, then" >&2
+  echo "  sudo systemctl restart weed-detector" >&2
+  START=0
+  VALID=0
+fi
+
+step "check the backstop the unit runs after every stop (ExecStopPost: edge-run --all-off)"
+if [ "$DRY" -eq 1 ]; then
+  run runuser -u "$USER_NAME" -- "$VENV/bin/edge-run" --config "$ETC/config.toml" --all-off
+elif [ "$VALID" -eq 0 ]; then
+  skip "config not valid yet"
+elif systemctl is-active --quiet weed-detector.service; then
+  skip "the service is running and holds the outputs; the restart below runs it on the way"
+elif ! (cd "$STATE" && runuser -u "$USER_NAME" -- "$VENV/bin/edge-run" --config "$ETC/config.toml" --all-off); then
+  echo "install.sh: edge-run --all-off failed as $USER_NAME: after a crash the service could not switch" >&2
+  echo "  the valves off; fix [outputs] in $ETC/config.toml (or the groups/permissions), then" >&2
   echo "  sudo systemctl restart weed-detector" >&2
   START=0
 fi

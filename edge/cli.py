@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack
 from typing import Any, Callable, Iterator, Sequence
 
 from edge import __version__
@@ -21,8 +22,9 @@ log = logging.getLogger("edge")
 
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad arguments, 3 config (also a log file or folder
 it names that cannot be written), 4 model bundle, 5 frame source, 6 outputs (also a --state-file
-that cannot be written), 7 no TFLite runtime, 8 stalled source.
-Config keys: deploy/config.example.toml."""
+that cannot be written), 7 no TFLite runtime, 8 stalled source; 128+N stopped by signal N
+(SIGTERM/SIGINT once running: 0), 141 stdout closed (--print | head). Outputs are off in every case.
+Config keys: deploy/config.example.toml. Signals and the systemd backstop: docs/deploy.md."""
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pulse each output channel in turn (priming and checking the boom), then exit")
     p.add_argument("--pulse-ms", type=float, default=500.0, metavar="MS",
                    help="--test-outputs: pulse length (default 500)")
+    p.add_argument("--all-off", action="store_true",
+                   help="switch every configured output off and exit (no model, no camera): the systemd "
+                        "unit's ExecStopPost= backstop")
 
     v = p.add_argument_group("valve lag (docs/spray-timing.md, 'Measuring the valve lag')")
     v.add_argument("--measure-valve-lag", type=int, metavar="CHANNEL",
@@ -206,23 +211,150 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop``; the loop then exits and switches everything off."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+# -- signals (docs/deploy.md, "Signals and a vanished process") --------------------------
+# Every signal whose default action ends the process, and that can be caught, is a fail-safe
+# stop; those that suspend it switch every output off first. Not here: SIGKILL and SIGSTOP
+# (uncatchable: the systemd unit's ExecStopPost= runs `edge-run --all-off`), SIGSEGV, SIGBUS,
+# SIGFPE, SIGILL (a fault in native code, where no Python handler can run: the same backstop),
+# and SIGPIPE, which stays ignored as Python sets it, so a closed socket inside a library cannot
+# end a run; a closed stdout raises BrokenPipeError instead (exit EXIT_BROKEN_PIPE).
+def _present(*names: str) -> tuple[signal.Signals, ...]:
+    return tuple(signal.Signals[n] for n in names if n in signal.Signals.__members__)  # SIGPWR: Linux only
 
-    def handler(signum, _frame):
-        log.warning("%s received: stopping, all outputs off", signal.Signals(signum).name)
-        stop.set()
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+REQUESTED_STOP = _present("SIGTERM", "SIGINT")  # exit 0 once the run loop runs (a requested stop)
+STOP_SIGNALS = REQUESTED_STOP + _present("SIGHUP", "SIGQUIT", "SIGABRT", "SIGUSR1", "SIGUSR2", "SIGALRM",
+                                         "SIGVTALRM", "SIGPROF", "SIGXCPU", "SIGXFSZ", "SIGIO", "SIGPWR")
+SUSPEND_SIGNALS = _present("SIGTSTP", "SIGTTIN", "SIGTTOU")  # outputs off, then the process stops
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, what a shell shows for a writer killed by SIGPIPE
+
+
+class StartupInterrupted(BaseException):
+    """A stop signal before the run loop took over (imports, config, model, outputs, source):
+    start-up ends where it is, ``finally`` blocks close what was opened (nothing was on yet)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"{signal.Signals(signum).name} during start-up")
+        self.signum = signum
+
+
+class SignalStop:
+    """The signals of one ``edge-run`` command turned into a fail-safe stop (``with SignalStop(stop)``).
+
+    A handler runs in the main thread between two bytecodes, wherever that thread is (perhaps
+    inside an output's ``set``), so the handlers switch nothing, take no lock, log nothing and
+    never wait: Python's C-level handler writes the signal's number to a pipe
+    (``signal.set_wakeup_fd``) and a thread of ours reads it there. A stop signal is recorded
+    (the first one decides the exit code, see ``exit_code``) and sets ``stop``: the loop ends
+    and its ``finally`` switches every output off and closes them. A suspend signal (Ctrl-Z)
+    switches every output that was ever on off and holds it off (``ChannelOutput.held_off``)
+    while the process is stopped; after SIGCONT the run goes on and the outputs follow the next
+    decision. Until ``running()`` (start-up: no output is on yet) a stop signal also raises
+    ``StartupInterrupted`` from the handler, so a slow start-up step is abandoned at once.
+    Outside the main thread (an embedding program) nothing is installed.
+    """
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+        self.signum: int | None = None
+        self._running = False
+        self._raised = False
+        self._old: dict[signal.Signals, Any] = {}
+        self._old_wakeup = -1
+        self._pipe: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "SignalStop":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        r, w = self._pipe = os.pipe()
+        os.set_blocking(w, False)  # the C handler must never block on it
+        self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, args=(r,), name="edge-run-signals", daemon=True)
+        self._thread.start()
+        for s in STOP_SIGNALS + SUSPEND_SIGNALS:
+            if signal.getsignal(s) is not signal.SIG_IGN:  # nohup, a script's background job: stays ignored
+                self._old[s] = signal.signal(s, self._handler)
+        self._old[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._handler)  # the end of a suspension
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._running = True  # from here on nothing raises
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            os.close(self._pipe[1])  # the thread reads end-of-file and ends
+            if self._thread is not None:
+                self._thread.join()
+            os.close(self._pipe[0])
+
+    def running(self) -> None:
+        """Start-up is over (the run loop, or a check that switches outputs, takes over): from now on
+        a stop signal only sets ``stop``; what runs ends by itself and switches off on its way out."""
+        self._running = True
+
+    def exit_code(self, code: int) -> int:
+        """``code`` (what the command returned) after the signal that stopped it: 128 + the signal's
+        number, except SIGTERM/SIGINT (a requested stop), which leave ``code``."""
+        if self.signum is None or self.signum in REQUESTED_STOP:
+            return code
+        return 128 + self.signum
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if signum not in STOP_SIGNALS or self._running or self._raised:
+            return  # the wakeup pipe carries it to _watch
+        self._raised = True
+        raise StartupInterrupted(signum)
+
+    def _watch(self, fd: int) -> None:
+        # the signals go to the other threads (the main thread first), whose blocking calls they interrupt
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS + SUSPEND_SIGNALS)
+        received = (signum for data in iter(lambda: os.read(fd, 64), b"") for signum in data)
+        for signum in received:
+            if signum in SUSPEND_SIGNALS:
+                self._suspend(signal.Signals(signum), received)
+            else:
+                self._stopped_by(signum)
+
+    def _stopped_by(self, signum: int) -> None:
+        if signum not in STOP_SIGNALS:
+            return  # SIGCONT without a suspension of ours
+        if self.signum is None:
+            self.signum = signum
+            log.warning("%s received: stopping, all outputs off", signal.Signals(signum).name)
+        self.stop.set()
+
+    def _suspend(self, sig: signal.Signals, received: Iterator[int]) -> None:
+        """Ctrl-Z: every output off and held off, the process stopped (SIGSTOP); the outputs are let go
+        only once SIGCONT has come through the pipe, so nothing opens before the process is stopped."""
+        from edge.outputs.channels import live_outputs
+
+        with ExitStack() as held:
+            for out in live_outputs():
+                try:
+                    held.enter_context(out.held_off("suspended"))
+                except Exception as e:  # the others must go off all the same
+                    log.error("%s output: switching off for %s failed: %s", out.name, sig.name, e)
+            log.warning("%s received: all outputs off, suspended (fg or kill -CONT resumes)", sig.name)
+            os.kill(os.getpid(), signal.SIGSTOP)
+            for signum in received:
+                if signum == signal.SIGCONT:
+                    break
+                self._stopped_by(signum)  # a stop signal sent while stopped is acted on once resumed
+        log.warning("resumed: the outputs follow the next decision")
+
+
+def _stdout_to_devnull() -> None:
+    """After a BrokenPipeError on stdout: what Python still holds for it goes nowhere, so the flush
+    at exit prints no "Exception ignored" (the Python docs' recipe, 'Note on SIGPIPE')."""
     try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # no real file behind sys.stdout (pytest's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -255,6 +387,16 @@ def _version_text() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with SignalStop(threading.Event()) as signals:  # first: Ctrl-C during the imports below is caught too
+        try:
+            return signals.exit_code(_command(argv, signals))
+        except StartupInterrupted as e:
+            print(f"edge-run: stopped by {signal.Signals(e.signum).name} during start-up; no output was switched "
+                  f"on (exit {128 + e.signum})", file=sys.stderr)
+            return 128 + e.signum
+
+
+def _command(argv: Sequence[str] | None, signals: SignalStop) -> int:
     args = build_parser().parse_args(argv)
     if args.version:
         print(_version_text())
@@ -263,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge.app import checks, wiring
     from edge.config import load_config
 
+    stop = signals.stop
     try:
         if args.list_models:
             return checks.list_models()
@@ -270,25 +413,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(cfg.log.level)
         if args.validate_config:
             return checks.validate(cfg)
-        stop = threading.Event()
+        if args.all_off:
+            signals.running()  # a signal must not cut the backstop short: it finishes, then exits
+            return checks.all_off(cfg)
         if args.test_outputs:
-            with stop_on_signals(stop):
-                return checks.pulse_outputs(cfg, pulse_s=args.pulse_ms / 1000.0, stop=stop)
+            signals.running()
+            return checks.pulse_outputs(cfg, pulse_s=args.pulse_ms / 1000.0, stop=stop)
         if args.measure_valve_lag is not None:
             from edge.app import valvelag
 
-            with stop_on_signals(stop):
-                return valvelag.run(cfg, args.measure_valve_lag, args.lag_pulses_ms or valvelag.DEFAULT_PULSES_MS,
-                                    repeats=args.repeats, gap_ms=args.gap_ms, log_path=args.lag_log,
-                                    interactive=False if args.yes else None, stop=stop)
-        with stop_on_signals(stop):
-            summary = wiring.run(cfg, stop=stop, max_frames=args.max_frames)
+            signals.running()
+            return valvelag.run(cfg, args.measure_valve_lag, args.lag_pulses_ms or valvelag.DEFAULT_PULSES_MS,
+                                repeats=args.repeats, gap_ms=args.gap_ms, log_path=args.lag_log,
+                                interactive=False if args.yes else None, stop=stop)
+        summary = wiring.run(cfg, stop=stop, max_frames=args.max_frames, started=signals.running)
         for line in summary.summary_lines():  # [spray]: also how fast this setup may drive
             print(line)
         return EXIT_OK
     except WeedDetectorError as e:
         print(f"edge-run: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # stdout closed (edge-run --print | head): a stop, the outputs went off on the way out
+        _stdout_to_devnull()
+        log.warning("stdout was closed (the program reading it ended): stopped, all outputs off")
+        return EXIT_BROKEN_PIPE
     except Exception:
         log.exception("internal error (all outputs were switched off); please report this with the log above")
         return EXIT_INTERNAL

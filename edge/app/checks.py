@@ -1,5 +1,5 @@
 """The subcommands that use a run's parts without running it: ``--validate-config``,
-``--test-outputs`` and ``--list-models``."""
+``--test-outputs``, ``--all-off`` and ``--list-models``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,18 @@ def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: t
                 wait(gap_s)
         out.all_off()
     print("stopped early: all outputs off" if stop.is_set() else "done: all outputs off", flush=True)
+    return EXIT_OK
+
+
+def all_off(cfg: Config) -> int:
+    """``--all-off``: build the configured output (a serial controller: connect, ``HELLO``, ``ALLOFF``),
+    switch every channel off, close it, print one line. No model, no camera, and no enable switch
+    (switching off never waits for it). The systemd unit's ``ExecStopPost=``: the backstop for a
+    process that could not switch off itself (SIGKILL, the OOM killer, a hang). ``OutputError``
+    (exit 6) when the output cannot be built."""
+    with build_output(with_spray_channels(cfg).outputs) as out:
+        out.all_off()
+    print(f"all off: {out.name} outputs, {out.channels} channel(s)", flush=True)
     return EXIT_OK
 
 

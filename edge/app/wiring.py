@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import ExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from edge.loop.actuator import Actuator
 from edge.inference.bundle import load_bundle
@@ -105,13 +105,16 @@ def make_output(cfg: Config, service: ServiceConfig, enable=None) -> Output:
 
 
 def run(cfg: Config, stop: threading.Event | None = None, max_frames: int | None = None,
-        output: Output | None = None, notifier: ServiceNotifier | None = None) -> RunStats:
+        output: Output | None = None, notifier: ServiceNotifier | None = None,
+        started: Callable[[], None] | None = None) -> RunStats:
+    """One run; ``started()`` is called when start-up is over and the run loop takes over (from then
+    on ``stop`` is the way to end it: the loop's ``finally`` switches every output off)."""
     service = cfg.service
     if notifier is None:
         notifier = ServiceNotifier(SdNotify() if service.notify else SdNotify(env={}),
                                    status_interval_s=service.status_interval_s)
     try:
-        return _run(cfg, service, notifier, stop, max_frames, output)
+        return _run(cfg, service, notifier, stop, max_frames, output, started)
     except BaseException as e:
         notifier.notify.status(f"failed: {e}" if str(e) else f"failed: {type(e).__name__}")
         raise
@@ -120,7 +123,7 @@ def run(cfg: Config, stop: threading.Event | None = None, max_frames: int | None
 
 
 def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: threading.Event | None,
-         max_frames: int | None, output: Output | None) -> RunStats:
+         max_frames: int | None, output: Output | None, started: Callable[[], None] | None) -> RunStats:
     with ExitStack() as stack:
         jsonl, saver = open_records(cfg, service, stack)  # a named file that cannot be written: exit 3, first
         classifier = load_classifier(cfg)
@@ -157,6 +160,8 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
             controller=out.link,
             give_up_s=service.give_up_s,
         )
+        if started is not None:
+            started()
         return loop.run()
 
 

@@ -28,6 +28,11 @@ on, switches every channel off and raises ``OutputBlocked`` (counted in ``blocke
 switch turning off switches every channel off at once. The check runs under the output's
 lock, and the switch's off-callback takes the same lock, so a valve cannot be opened
 after the switch went off.
+
+``live_outputs()`` lists the outputs of this process that have switched a channel on and
+are not closed, and ``held_off(reason)`` switches one off and keeps it off while the block
+runs: what ``edge-run`` needs to stop the process (Ctrl-Z, ``SIGTSTP``) with every valve
+closed, whoever built the output.
 """
 
 from __future__ import annotations
@@ -35,13 +40,24 @@ from __future__ import annotations
 import abc
 import logging
 import threading
-from typing import Callable, Protocol
+import weakref
+from contextlib import contextmanager
+from typing import Callable, Iterator, Protocol
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.reconnect import LinkState
 from edge.core.errors import OutputError
 
 DEFAULT_MAX_ON_S = 2.0
+
+_LIVE: "weakref.WeakSet[ChannelOutput]" = weakref.WeakSet()  # outputs that have switched a channel on
+_LIVE_LOCK = threading.Lock()  # taken inside an output's lock, never the other way round
+
+
+def live_outputs() -> list["ChannelOutput"]:
+    """The outputs of this process that have switched a channel on and are not closed."""
+    with _LIVE_LOCK:
+        return [out for out in _LIVE if not out.closed]
 
 
 class Interlock(Protocol):
@@ -157,6 +173,8 @@ class ChannelOutput(abc.ABC):
                 self._deadline[ch] = None if bound is None else start + int(bound * 1e9)
                 if not was_on or reopened:
                     self._changed(ch, True, "set")
+                    with _LIVE_LOCK:
+                        _LIVE.add(self)
                 if bound is not None:
                     self._start_expiry_thread()
                     self._cond.notify_all()
@@ -173,6 +191,15 @@ class ChannelOutput(abc.ABC):
             if self._closed:
                 return
             self._all_off_locked("all_off")
+
+    @contextmanager
+    def held_off(self, reason: str) -> Iterator[None]:
+        """Every channel off (``reason``), and none switches on until the block ends: the block holds
+        the output's lock, so every other thread's ``set`` waits (``edge-run`` stops the process in it)."""
+        with self._lock:
+            if not self._closed:
+                self._all_off_locked(reason)
+            yield
 
     def state(self) -> tuple[bool, ...]:
         with self._lock:

@@ -71,9 +71,29 @@ class ScriptedSource:
         self.close()
 
 
-def start_edge_run(args, tmp_path, env=None):
+def outputs_on(state):
+    """True once the dry-run state file ``state`` says both outputs are on."""
+    lines = read_state_file(state) if state.exists() else []  # a line being written is skipped
+    return any(x["state"] == [True, True] for x in lines)
+
+
+def wait_until(cond, what, proc=None, limit=60.0):
+    """Poll ``cond()`` until it is true (a real process is involved); fail after ``limit`` seconds
+    or when ``proc`` ended first."""
+    deadline = time.monotonic() + limit
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"edge-run ended while waiting for {what}: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            if proc is not None:
+                proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def start_edge_run(args, tmp_path, env=None, ready=outputs_on):
     """A real ``edge-run`` on a looping weed image with 2 dry-run channels and a state
-    file, returned once both outputs are on: ``(proc, state_file)``."""
+    file, returned once ``ready(state_file)`` (default: both outputs are on): ``(proc, state_file)``."""
     weeds = tmp_path / "weeds"
     weeds.mkdir(exist_ok=True)
     cv2.imwrite(str(weeds / "w.png"), solid(GREEN))
@@ -82,30 +102,28 @@ def start_edge_run(args, tmp_path, env=None):
         [sys.executable, "-m", "edge.cli", "--model", str(TOY_BUNDLE), "--images", str(weeds), "--loop",
          "--channels", "2", "--state-file", str(state), "--threads", "1", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        lines = read_state_file(state) if state.exists() else []  # a line being written is skipped
-        if any(x["state"] == [True, True] for x in lines):
-            return proc, state
-        if proc.poll() is not None:
-            pytest.fail(f"edge-run ended early: {proc.communicate()}")
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("edge-run never switched the outputs on")
+    wait_until(lambda: ready(state), "edge-run to be ready (spraying)", proc)
+    return proc, state
 
 
-def stop_edge_run(proc, state, sig):
-    """Send ``sig`` to an ``edge-run`` from :func:`start_edge_run`; assert that it exits 0
-    with every output off and ``closed`` last in the state file. Returns its stderr."""
+def stop_edge_run(proc, state, sig, code=0):
+    """Stop an ``edge-run`` from :func:`start_edge_run` with ``sig`` (a signal, or a function that
+    stops the process some other way); assert that it exits with ``code`` and (unless ``state`` is
+    None: not a dry-run output) every output off with ``closed`` last in the state file. Returns its
+    stderr."""
     try:
-        proc.send_signal(sig)
+        if callable(sig):
+            sig(proc, state)
+        else:
+            proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
-    last = read_state_file(state)[-1]
-    assert last["state"] == [False, False] and last["event"] == "closed"
+    assert proc.returncode == code, err
+    if state is not None:
+        last = read_state_file(state)[-1]
+        assert last["state"] == [False, False] and last["event"] == "closed"
     return err
 
 

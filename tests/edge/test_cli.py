@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 from edge.cli import main
 from edge.core.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_OUTPUT, EXIT_SOURCE
 from tests.conftest import BROWN, GREEN, TOY_BUNDLE, solid
-from tests.edge.helpers import start_edge_run, stop_edge_run
 
 SCRIPT = "SWWSSWSW"  # per frame: S soil, W weed
 
@@ -134,13 +132,6 @@ def test_version_names_the_runtime(capsys):
     assert "ai_edge_litert" in capsys.readouterr().out
 
 
-def test_sigterm_switches_everything_off(frames, tmp_path):
-    """A real edge-run process, spraying on a looping weed frame, gets SIGTERM."""
-    proc, state = start_edge_run([], tmp_path)
-    err = stop_edge_run(proc, state, signal.SIGTERM)
-    assert "SIGTERM" in err
-
-
 def test_serial_controller_follows_weed_frames(frames):
     """edge-run talking the line protocol over a real pty to the reference controller."""
     from tests.edge.test_serial_protocol import ControllerPeer
@@ -164,7 +155,7 @@ def test_serial_controller_follows_weed_frames(frames):
 
 
 # -- flags -> config keys (edge.cli.FLAG_KEYS) ----------------------------------------------
-RUN_FLAGS = {"help", "config", "version", "validate_config", "list_models", "test_outputs", "pulse_ms",
+RUN_FLAGS = {"help", "config", "version", "validate_config", "list_models", "test_outputs", "pulse_ms", "all_off",
              "measure_valve_lag", "lag_pulses_ms", "repeats", "gap_ms", "lag_log", "yes", "max_frames"}
 
 

@@ -283,7 +283,7 @@ def _example_entry(section: str, key: str) -> str:
     lines = EXAMPLE.read_text().splitlines()
     start = next(i for i, ln in enumerate(lines) if re.match(rf"^#? ?\[{section}\]\s*$", ln))
     for i in range(start + 1, len(lines)):
-        if re.match(rf"^#? ?\[", lines[i]):
+        if re.match(r"^#? ?\[", lines[i]):
             break
         if re.match(rf"^#? ?{key} *=", lines[i]):
             entry = [lines[i]]

@@ -3,6 +3,7 @@
 import configparser
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from edge.core.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_RUNTIME, EXIT_USAGE
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "weed-detector.service"
 INSTALL = ROOT / "deploy" / "install.sh"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
 
 def unit_options() -> dict[str, list[str]]:
@@ -59,15 +61,32 @@ def test_unit_parses_as_ini():
     assert {"Unit", "Service", "Install"} <= set(cp.sections())
 
 
+def test_unit_switches_the_outputs_off_after_any_stop_within_the_documented_bound():
+    """ExecStopPost= (systemd runs it however the main process ended, SIGKILL included) is
+    `edge-run --all-off` on the service's own config; the watchdog signal is one edge-run
+    handles; the seconds docs/deploy.md promises are the unit's."""
+    from edge.cli import REQUESTED_STOP, STOP_SIGNALS
+
+    o = unit_options()
+    start = o["ExecStart"][0].split()
+    assert o["ExecStopPost"][0].split()[:len(start)] == start  # same binary, same --config
+    assert "--all-off" in o["ExecStopPost"][0] and not o["ExecStopPost"][0].startswith("-")
+    watchdog_signal = signal.Signals[o["WatchdogSignal"][0]]
+    assert watchdog_signal in STOP_SIGNALS and watchdog_signal not in REQUESTED_STOP  # exit 134: not a clean stop
+    assert set(o["SuccessExitStatus"][0].split()) == {str(128 + signal.SIGTERM)}  # SIGTERM during start-up
+    bound = [float(o[key][0]) for key in ("WatchdogSec", "TimeoutAbortSec", "TimeoutStopSec")]
+    promised = "WatchdogSec + TimeoutAbortSec + TimeoutStopSec = {:g} + {:g} + {:g} = {:g} s".format(*bound, sum(bound))
+    assert promised in UNIT.read_text() and promised in DEPLOY_DOC.read_text()
+
+
 def test_systemd_analyze_verify(tmp_path):
     tool = shutil.which("systemd-analyze")
     if tool is None:
         pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
-    edge_run = shutil.which("edge-run")
-    if edge_run is None:
-        pytest.skip("edge-run is not on PATH (pip install -e .)")
-    unit = tmp_path / "weed-detector.service"  # the real unit, pointing at this machine's edge-run
-    unit.write_text(UNIT.read_text().replace("/opt/weed-detector/venv/bin/edge-run", edge_run))
+    # the real unit, its edge-run (ExecStartPre, ExecStart, ExecStopPost) pointed at this checkout's:
+    # verify checks that each command is executable, and that the unit says nothing it does not know
+    unit = tmp_path / "weed-detector.service"
+    unit.write_text(UNIT.read_text().replace("/opt/weed-detector/venv/bin/edge-run", f"{sys.executable} -m edge.cli"))
     proc = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "weed-detector.service" not in proc.stderr, proc.stderr  # no warnings about our unit
@@ -95,6 +114,7 @@ def test_install_dry_run_prints_every_step_and_changes_nothing(platform, extras,
     assert f"+ python3 -m venv --system-site-packages {venv}" in out
     assert f"-m pip install --upgrade --constraint {ROOT}/deploy/{constraints} {ROOT}{extras}" in out
     assert "/etc/weed-detector/config.toml" in out and "--validate-config" in out
+    assert f"+ runuser -u weed-detector -- {venv}/bin/edge-run --config /etc/weed-detector/config.toml --all-off" in out
     assert "+ systemctl enable weed-detector.service" in out
     assert "usermod -a -G dialout weed-detector" in out or "already in dialout" in out
     assert not prefix.exists()  # a dry run changes nothing

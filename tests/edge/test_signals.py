@@ -7,7 +7,6 @@ stopped by each signal: the dry-run state file must end with every channel off a
 ``ExecStopPost=``.
 """
 
-import json
 import os
 import select
 import signal

@@ -20,7 +20,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from train.fit import FitConfig, FitResult
-    from train.pipeline import DataConfig, Prepared, Splits
+    from train.runs import DataConfig, Prepared, Splits
 
 log = logging.getLogger(__name__)
 

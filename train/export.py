@@ -28,51 +28,20 @@ import numpy as np
 
 from edge.core.errors import WeedDetectorError
 from train.provenance import command_line, portable_path
+from train.runs import ExportConfig, RunResult
 
 if TYPE_CHECKING:
     import keras
 
     from edge.inference.bundle import Bundle, Manifest
     from train.data import Roles
-    from train.pipeline import Trained
+    from train.runs import Trained
 
 log = logging.getLogger(__name__)
 
 MIN_REPRESENTATIVE = 300
 EXIT_QUANT_GATE = 9
 MAIN_FILE = "model.tflite"  # the int8 model's file name in a bundle; other models are model_<quantization>.tflite
-
-DATA_LICENCE = "CC BY-SA 4.0 (training photos: Plant Seedlings Dataset)"
-DATA_ATTRIBUTION = (
-    "Giselsson, T. M., Jørgensen, R. N., Jensen, P. K., Dyrmann, M., Midtiby, H. S. (2017). "
-    "A Public Image Database for Benchmark of Plant Seedling Classification Algorithms. arXiv:1711.05458. "
-    "Aarhus University / University of Southern Denmark."
-)
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    out: Path = Path("models")
-    name: str = "plant-seedlings-mnv2"
-    description: str = ""
-    extra_variants: tuple[str, ...] = ()  # "float16" on request; float32 is always written (the gate needs it)
-    allow_quant_drop: bool = False
-    max_quant_drop: float = 1.0  # points
-    representative: int = 400
-    miss_weight: float = 1.0  # weed miss vs crop sprayed trade-off when choosing the threshold
-    max_weed_miss: float | None = None  # limits (fractions) the threshold must meet on validation, when it can
-    max_crop_sprayed: float | None = None
-    licence: str = DATA_LICENCE
-    attribution: str = DATA_ATTRIBUTION
-    latency_runs: int = 100
-
-
-@dataclass
-class RunResult:
-    bundle_dir: Path
-    metrics: dict
-    gate_passed: bool
-    gate_message: str
 
 
 class QuantizationGateError(WeedDetectorError):

@@ -7,7 +7,6 @@ Each stage lives in its own module (``data``, ``background``, ``fit``, ``export`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -16,81 +15,15 @@ import numpy as np
 from train import background as bgmod
 from train import data as datamod
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
-from train.export import (ExportConfig, GateResult, RunResult, classify_all, export_bundle, gate_record, main_model,
-                          quant_gate, threshold_from_sweep)
+from train.export import (GateResult, classify_all, export_bundle, gate_record, main_model, quant_gate,
+                          threshold_from_sweep)
 from train.provenance import utc_now
+from train.runs import DataConfig, ExportConfig, Item, Prepared, RunResult, Splits, Trained
 
 if TYPE_CHECKING:
     from train.fit import FitConfig, FitResult
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class DataConfig:
-    data: Path | None = None  # folder-per-class
-    csv: Path | None = None  # or a path,label CSV
-    val_dir: Path | None = None  # explicit validation folder (then test_dir too)
-    test_dir: Path | None = None
-    roles_file: Path | None = None
-    weeds: tuple[str, ...] = ()
-    crops: tuple[str, ...] = ()
-    background_classes: tuple[str, ...] = ()
-    groups: Path | None = None  # None: groups.csv inside/beside the data folder if present
-    use_groups: bool = True
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 42
-    background: str = "auto"  # "auto" (cut from the photos), "none", or a folder from `weed-train background`
-    background_fraction: float = 1.5  # background patches per split = this x mean photos per class
-    resize: str = "center_crop"
-    max_per_class: int = 0  # 0 = all (tests use a few)
-
-
-@dataclass
-class Item:
-    """One evaluation/training image: a photo, or a background patch cut from one."""
-
-    label: str
-    split: str
-    sample: Sample | None = None
-    patch: bgmod.Patch | None = None
-
-    def raw_rgb(self) -> np.ndarray:
-        """The image as the camera/edge would see it (original pixels, any size)."""
-        if self.patch is not None:
-            return self.patch.render()
-        return datamod.decode_rgb(self.sample.path)
-
-    @property
-    def name(self) -> str:
-        if self.patch is not None:
-            kind = "" if self.patch.grid == 1 else f"mosaic{self.patch.grid}:"
-            return f"{BACKGROUND}:{kind}{self.patch.source.parent.name}/{self.patch.source.name}"
-        return f"{self.sample.label}/{self.sample.path.name}"
-
-
-@dataclass
-class Prepared:
-    labels: list[str]
-    roles: Roles
-    samples: list[Sample]
-    items: dict[str, list[Item]]
-    corrupt: list[tuple[str, str]]
-    groups_file: str | None
-    leaks: list[str]
-    notes: list[str] = field(default_factory=list)
-
-    def split_items(self, split: str) -> list[Item]:
-        return self.items[split]
-
-    def counts(self) -> dict:
-        out = {}
-        for sp in SPLITS:
-            c: dict[str, int] = {}
-            for it in self.items[sp]:
-                c[it.label] = c.get(it.label, 0) + 1
-            out[sp] = {lab: c.get(lab, 0) for lab in self.labels}
-        return out
 
 
 def _limit(samples: list[Sample], per_class: int) -> list[Sample]:
@@ -164,10 +97,6 @@ def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
     return Prepared(labels, roles, good, items, corrupt, str(groups_file) if groups_file else None, leaks, notes)
 
 
-# (x, y, raw) per split: images as the model sees them, class ids, the original RGB images (for the edge runtime)
-Splits = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[np.ndarray]]]
-
-
 def load_splits(prep: Prepared, size: int, resize: str, tag: str = "") -> Splits:
     """Every split's arrays (see :func:`arrays`)."""
     x, y, raw = {}, {}, {}
@@ -190,22 +119,6 @@ def arrays(items: Sequence[Item], labels: Sequence[str], size: int, mode: str, d
         x[i] = datamod.resize_rgb(rgb, size, mode)
         y[i] = index[it.label]
     return x, y, raw
-
-
-@dataclass
-class Trained:
-    """A fitted model with the data it was made from (input to :func:`export_bundle`)."""
-
-    dc: DataConfig
-    fc: FitConfig
-    prep: Prepared
-    x: dict[str, np.ndarray]  # split -> images as the model sees them
-    y: dict[str, np.ndarray]  # split -> class ids
-    raw: dict[str, list[np.ndarray]]  # split -> the original RGB images (for the edge runtime)
-    result: FitResult
-    started: str
-    converted: dict[tuple[str, int], bytes] = field(default_factory=dict)  # (quantization, representative n) -> TFLite
-    val_probs: np.ndarray | None = None  # after a refit: the split model's validation probabilities
 
 
 def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained:

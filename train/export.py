@@ -8,10 +8,10 @@ again (the final manifest) and :func:`write_reports`. The pieces:
 * :func:`convert` makes full-integer int8 (uint8 in, uint8 out; representative data from
   training images), float16 or float32 TFLite;
 * :func:`representative_images` draws the calibration set (stratified, seeded) and warns
-  below 300 photos;
-* :func:`classify_all` scores photos with ``edge.inference.Classifier`` -- the runtime's
-  own loading, resizing and dequantisation, so there is no train/serve skew;
-* :func:`quant_gate` compares int8 with float on the test split.
+  below 300 photos.
+
+Each model is scored with ``evaluate.classify_all`` (through the edge runtime) and gated
+with ``evaluate.quant_gate``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import contextlib
 import io
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from edge.core.errors import WeedDetectorError
+from train.evaluate import GateResult, classify_all, quant_gate
 from train.provenance import command_line, portable_path
 from train.runs import ExportConfig, RunResult
 
@@ -119,22 +119,6 @@ def tflite_io(path: Path) -> dict:
     }
 
 
-def classify_all(bundle: Bundle, images: Sequence[np.ndarray], desc: str = "edge inference", num_threads: int = 2) -> np.ndarray:
-    """Probabilities for each RGB image through ``edge.inference.Classifier``."""
-    from tqdm.auto import tqdm
-
-    from edge.inference import Classifier
-
-    clf = Classifier(bundle, num_threads=num_threads)
-    try:
-        out = np.zeros((len(images), len(clf.labels)), np.float32)
-        for i, img in enumerate(tqdm(images, desc=desc, unit="img", leave=False)):
-            out[i] = clf.classify_rgb(img)
-        return out
-    finally:
-        clf.close()
-
-
 def latency_ms(bundle: Bundle, runs: int = 50, warmup: int = 5, num_threads: int = 2) -> dict:
     """Invoke-only latency of a bundle's model through the edge runtime (p50/p90, ms)."""
     from edge.inference import Classifier
@@ -150,27 +134,6 @@ def latency_ms(bundle: Bundle, runs: int = 50, warmup: int = 5, num_threads: int
                 "runs": runs, "threads": num_threads, "runtime": str(clf.runtime)}
     finally:
         clf.close()
-
-
-@dataclass(frozen=True)
-class GateResult:
-    passed: bool
-    species_drop: float  # percentage points, float - int8
-    crop_vs_weed_drop: float
-    max_drop: float
-
-    def message(self) -> str:
-        return (
-            f"accuracy drop from float32 to int8 on the test split: species {self.species_drop:.2f} points, "
-            f"crop-vs-weed {self.crop_vs_weed_drop:.2f} points (allowed: {self.max_drop:.1f}; negative = int8 better)"
-        )
-
-
-def quant_gate(float_metrics: dict, int8_metrics: dict, max_drop: float = 1.0) -> GateResult:
-    """Fail when int8 falls more than ``max_drop`` points below float in either accuracy."""
-    sd = 100.0 * (float_metrics["species_accuracy"] - int8_metrics["species_accuracy"])
-    cd = 100.0 * (float_metrics["crop_vs_weed_accuracy"] - int8_metrics["crop_vs_weed_accuracy"])
-    return GateResult(passed=sd <= max_drop + 1e-9 and cd <= max_drop + 1e-9, species_drop=sd, crop_vs_weed_drop=cd, max_drop=max_drop)
 
 
 def write_tflite(data: bytes, path: Path) -> Path:

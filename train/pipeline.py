@@ -15,8 +15,8 @@ import numpy as np
 from train import background as bgmod
 from train import data as datamod
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
-from train.export import (GateResult, classify_all, export_bundle, gate_record, main_model, quant_gate,
-                          threshold_from_sweep)
+from train.evaluate import GateResult, classify_all, quant_gate
+from train.export import export_bundle, gate_record, main_model, threshold_from_sweep
 from train.provenance import utc_now
 from train.runs import DataConfig, ExportConfig, Item, Prepared, RunResult, Splits, Trained
 

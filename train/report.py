@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from train.evaluate import confusion_text, pct, per_class_table, rate_str, summary_lines, sweep_table
 
 if TYPE_CHECKING:
-    from train.export import GateResult
+    from train.evaluate import GateResult
     from train.fit import FitConfig
     from train.runs import DataConfig, ExportConfig
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from edge.core.errors import WeedDetectorError
+from train import evaluate as ev
+from train import report
 from train.evaluate import GateResult, classify_all, quant_gate
 from train.provenance import command_line, portable_path
 from train.runs import ExportConfig, RunResult
@@ -159,8 +161,6 @@ def gate_record(gate: GateResult, allowed: bool) -> dict:
 
 def threshold_from_sweep(val_sweep: Sequence[dict], ec: ExportConfig) -> tuple[float, str]:
     """The operating threshold the export settings choose from a validation sweep, and the rule in words."""
-    from train import evaluate as ev
-
     thr = ev.choose_threshold(val_sweep, ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed)
     return thr, ev.threshold_rule(ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed, val_sweep, thr)
 
@@ -170,8 +170,6 @@ def threshold_from_sweep(val_sweep: Sequence[dict], ec: ExportConfig) -> tuple[f
 
 def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = None) -> RunResult:
     """Export int8 + float32 (+ extra variants), evaluate each through the edge, gate, write the bundle."""
-    from train.report import summary_metrics
-
     stage = staging_dir()
     rep = representative_images(t.x["train"], t.y["train"], ec.representative, t.fc.seed)
     files = convert_variants(t, rep, ("int8", "float32", *ec.extra_variants), stage)
@@ -188,7 +186,7 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
     main = main_model(gate, ec.allow_quant_drop)
     doc = metrics_document(t, ec, fields, evals, main, gate)
     write_models(bundle_dir, files, main, t, fields, threshold=evals[main]["threshold"],
-                 metrics=summary_metrics(evals, main, gate))
+                 metrics=report.summary_metrics(evals, main, gate))
     write_reports(bundle_dir, doc, t, ec)
     for p in files.values():
         p.unlink(missing_ok=True)
@@ -297,7 +295,6 @@ def evaluate_variant(bundle_dir: Path, variant: str | None, t: Trained, ec: Expo
     model's validation probabilities: the threshold and the validation metrics come from them.
     """
     from edge.inference.bundle import load_bundle
-    from train import evaluate as ev
 
     labels, roles, y = t.prep.labels, t.prep.roles, t.y
     b = load_bundle(bundle_dir, variant=variant)
@@ -336,9 +333,6 @@ def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, ma
 
 def write_reports(bundle_dir: Path, doc: dict, t: Trained, ec: ExportConfig) -> None:
     """metrics.json, the test confusion matrix (png and text) and report.md."""
-    from train import evaluate as ev
-    from train import report
-
     labels, main = doc["labels"], doc["main_model"]
     ev.write_metrics(bundle_dir / "metrics.json", doc)
     cm = doc["models"][main]["test"]["confusion_matrix"]

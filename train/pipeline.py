@@ -14,6 +14,8 @@ import numpy as np
 
 from train import background as bgmod
 from train import data as datamod
+from train import evaluate as ev
+from train import report
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
 from train.evaluate import GateResult, classify_all, quant_gate
 from train.export import export_bundle, gate_record, main_model, threshold_from_sweep
@@ -189,8 +191,6 @@ def _val_at(val: dict, threshold: float) -> dict:
 
     Needed after a refit, whose validation photos were scored by the split model, gone now.
     """
-    from train import evaluate as ev
-
     row = next((r for r in val["sweep"] if abs(r["threshold"] - threshold) < 1e-9), None)
     if row is None:
         raise DataError(f"threshold {threshold} is not in the validation sweep", "choose one of the sweep's thresholds")
@@ -217,8 +217,6 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     import json
 
     from edge.inference.bundle import load_bundle
-    from train import evaluate as ev
-    from train import report
 
     doc = json.loads((bundle_dir / "metrics.json").read_text())
     prep = prepare(dc, progress=progress)
@@ -243,7 +241,6 @@ def _rescore_at_new_thresholds(bundle_dir: Path, doc: dict, y_test: np.ndarray, 
                                roles: Roles, ec: ExportConfig) -> None:
     """Each model's threshold chosen again on its validation sweep; its test split scored at it (in ``doc``)."""
     from edge.inference.bundle import load_bundle
-    from train import evaluate as ev
 
     labels, main = doc["labels"], doc["main_model"]
     for q, e in doc["models"].items():

@@ -1,7 +1,8 @@
 """The `weed-train train` run, stage by stage: data -> fit -> export -> evaluate -> bundle.
 
 Each stage lives in its own module (``data``, ``background``, ``fit``, ``export``,
-``evaluate``, ``report``); this one only wires them in order and records what was done.
+``evaluate``, ``report``; the records passed between them in ``runs``); this one only
+wires them in order and records what was done.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ _OPEN_FIX = (
 class CameraSource(LiveCaptureSource):
     """OpenCV ``VideoCapture(index)``; ``read()`` returns the newest frame.
 
-    ``live_options``: ``clock``, ``first_frame_timeout`` and ``max_read_failures`` of
-    :class:`~edge.sources.live_capture.LiveSource`.
+    ``live_options``: ``clock``, ``open_timeout``, ``first_frame_timeout``,
+    ``max_read_failures`` and ``stop`` of :class:`~edge.sources.live_capture.LiveSource`.
     """
 
     _read_failed_fix = (

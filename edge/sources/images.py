@@ -1,21 +1,22 @@
 """A folder of images (``--images DIR``) or a single image file, in name order, not live.
 
-Files are listed once at ``start()`` and decoded one at a time on ``read()``. Files that
-are not images (by extension) or cannot be decoded are skipped with a warning and counted
-in ``skipped``; a file that failed is not tried again when looping. ``Frame.name`` is the
-file name, so a log line can be traced back to its photo.
+Files are listed once at ``start()`` and decoded one at a time, in order, by the reader
+thread of :class:`~edge.sources._files.FileSource`. Files that are not images (by
+extension) or cannot be decoded are skipped with a warning and counted in ``skipped``; a
+file that failed is not tried again when looping. ``Frame.name`` is the file name, so a
+log line can be traced back to its photo.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, List, Optional
+from typing import Any, List
 
 from edge.core.errors import SourceError
-from edge.core.frame import Frame
 from edge.sources._files import FileSource
 from edge.sources.pacing import Pacer
+from edge.sources.reader import EndOfStream
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ def is_image_name(name: str) -> bool:
 class ImageFolderSource(FileSource):
     """Images of a folder sorted by file name (or one image file); None after the last.
 
-    ``options``: ``loop``, ``fps`` (the slideshow rate), ``realtime`` and ``clock`` of
-    :class:`~edge.sources._files.FileSource`.
+    ``options``: ``loop``, ``fps`` (the slideshow rate), ``realtime``, ``clock``, ``stop``
+    and the reader thread's of :class:`~edge.sources._files.FileSource`.
     """
 
     def __init__(self, path: str | os.PathLike, **options: Any):
@@ -41,8 +42,8 @@ class ImageFolderSource(FileSource):
         self.name = f"images {os.path.basename(os.path.normpath(self.path)) or self.path}"
         self.files: List[str] = []  # file names still in play, in order
         self.skipped = 0  # non-image or undecodable files (each counted once)
-        self._pos = 0  # position in self.files
-        self._returned_in_pass = 0
+        self._pos = 0  # position in self.files (reader thread)
+        self._decoded_in_pass = 0
 
     def _open(self) -> None:
         """List the images; ``SourceError`` when there is nothing to read."""
@@ -95,25 +96,25 @@ class ImageFolderSource(FileSource):
             self._skip(name, "cannot be decoded as an image")
         return image
 
-    def _next_frame(self, timeout: Optional[float]) -> Optional[Frame]:
-        """The next image; None after the last one (never with ``loop``)."""
+    def _produce(self) -> tuple:
+        """The next image in name order (in the reader thread); ``EndOfStream`` after the
+        last one (never with ``loop``)."""
         while True:
             if self._pos >= len(self.files):
-                if self._returned_in_pass == 0:
+                if self._decoded_in_pass == 0:
                     raise SourceError(
                         f"image folder {self.path} has no readable image",
                         fix="replace the corrupt files (see the warnings above)",
                     )
                 if not self.loop:
-                    return None
+                    raise EndOfStream()
                 self._pos = 0
-                self._returned_in_pass = 0
+                self._decoded_in_pass = 0
             name = self.files[self._pos]
             image = self._decode(name)
             if image is None:
                 del self.files[self._pos]  # never tried again
                 continue
-            self._pace(timeout)  # FrameTimeout: same file next time
             self._pos += 1
-            self._returned_in_pass += 1
-            return self._frame(image, name=name)
+            self._decoded_in_pass += 1
+            return image, {"name": name}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -28,6 +30,7 @@ from edge.sources.camera import CameraSource
 from edge.sources.images import ImageFolderSource
 from edge.sources.latest import EndOfStream, Grabbed, LatestFrameReader
 from edge.sources.picamera import PicameraSource, lores_size_for, sensor_time_to_clock
+from edge.sources.reader import QueueReader
 from edge.sources.stream import StreamSource, redact_url
 from edge.sources.video import VideoSource
 
@@ -560,3 +563,122 @@ def test_open_source_starts_the_source(image_dir):
         assert src.read().name == "a_first.jpg"
     with pytest.raises(SourceError):
         open_source(SourceConfig(kind="video", path=str(image_dir / "nope.avi")))
+
+
+# -- file sources: decoded in a reader thread, never hanging the caller ------------------
+class GatedVideo(VideoSource):
+    """A slow decoder: every frame after the first (read when opening) waits for the test."""
+
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self.gate = threading.Semaphore(0)
+
+    def _decode(self):
+        assert self.gate.acquire(timeout=30)
+        return super()._decode()
+
+
+def test_video_slow_decoder_times_the_read_out_and_loses_no_frame(tiny_video):
+    with GatedVideo(tiny_video) as src:
+        frames = [src.read(timeout=5)]
+        with pytest.raises(FrameTimeout):  # the decoder is stuck: the caller gets control back
+            src.read(timeout=0.01)
+        for _ in range(8):  # frames 1..7, then the end
+            src.gate.release()
+        while (f := src.read(timeout=5)) is not None:
+            frames.append(f)
+    assert [f.frame_id for f in frames] == list(range(8))
+    assert [brightness(f) for f in frames] == list(range(8)) and src.dropped == 0
+
+
+def test_video_consumer_slower_than_the_decoder_loses_no_frame(tiny_video):
+    with VideoSource(tiny_video, queue_size=2) as src:
+        assert src._reader.wait_for_capture(2, timeout=5)  # the queue is full: the decoder waits for us
+        frames = list(iter(lambda: src.read(timeout=5), None))
+    assert [brightness(f) for f in frames] == list(range(8)) and src.dropped == 0
+
+
+def test_queue_reader_keeps_order_reports_the_failure_last_and_closes_while_full():
+    items = iter([1, 2, 3, RuntimeError("disk gone")])
+
+    def grab():
+        item = next(items)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    with QueueReader(grab, size=1, source="q") as r:
+        assert [r.read(timeout=5) for _ in range(3)] == [1, 2, 3]
+        with pytest.raises(SourceError, match="disk gone"):
+            r.read(timeout=5)
+    full = QueueReader(lambda: 0, size=1, source="full")
+    full.start()
+    assert full.wait_for_capture(1, timeout=5)  # then the thread waits for room
+    full.close()
+    assert not full.alive and full.read(timeout=0) is None
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    """A FIFO nobody writes to: opening it for reading blocks (in C, inside VideoCapture,
+    holding OpenCV's lock on every FFmpeg open of the process)."""
+    path = tmp_path / "f.avi"
+    os.mkfifo(path)
+    yield path
+    # Let the abandoned reader thread's open return (it reads the end and fails) whenever
+    # it gets there, so that it frees OpenCV's open lock for the tests that follow.
+    threading.Thread(target=lambda: os.close(os.open(path, os.O_WRONLY)), daemon=True).start()
+
+
+def test_video_fifo_without_writer_is_a_source_error_after_open_timeout(fifo, caplog):
+    src = VideoSource(fifo, open_timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="edge.sources.reader"):
+        with pytest.raises(SourceError, match="did not open within 0.2 s") as info:
+            src.start()
+    assert str(fifo) in str(info.value) and "FIFO" in info.value.fix
+    assert "abandoned" in caplog.text
+    assert src.read(timeout=0) is None
+
+
+class StopWhileOpening(VideoSource):
+    """SIGTERM arrives while the open blocks (until the test lets it go)."""
+
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self.hang = threading.Event()
+
+    def _open(self):
+        self._stop.set()
+        assert self.hang.wait(30)
+        super()._open()
+
+
+def test_stop_requested_while_a_file_opens_returns_from_start_at_once(tiny_video):
+    stop = threading.Event()
+    src = StopWhileOpening(tiny_video, stop=stop)
+    try:
+        src.start()  # returns: no error, no frame
+        assert src.read(timeout=5) is None and src.dropped == 0
+    finally:
+        src.hang.set()
+        src.close()
+
+
+def test_stop_requested_while_a_stream_opens_returns_from_start_at_once():
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+    connections = []
+
+    def answer_nothing():
+        connections.append(server.accept()[0])
+        stop.set()  # SIGTERM while FFmpeg waits for the server's answer
+
+    threading.Thread(target=answer_nothing, daemon=True).start()
+    src = StreamSource(f"http://127.0.0.1:{server.getsockname()[1]}/video", open_timeout=60, stop=stop)
+    try:
+        src.start()  # returns on the stop, long before FFmpeg's open timeout
+        assert stop.is_set() and src.read(timeout=0) is None
+    finally:
+        for s in connections + [server]:
+            s.close()
+        src.close()

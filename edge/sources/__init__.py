@@ -73,7 +73,7 @@ def make_source(
         return PicameraSource(config.camera, *size, config.frame_rate, infer_size, clock=clock, stop=stop)
     path = os.path.expanduser(config.path)
     files = {"loop": config.loop, "fps": config.frame_rate, "realtime": config.realtime, "clock": clock,
-             "stop": stop}
+             "max_pixels": config.max_image_pixels, "stop": stop}
     if config.kind == "video":
         from edge.sources.video import VideoSource
 

@@ -36,6 +36,7 @@ from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import SourceError
 from edge.core.frame import Frame
 from edge.sources.base import SourceLifecycle
+from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
 from edge.sources.pacing import Pacer
 from edge.sources.reader import QueueReader
 
@@ -48,6 +49,7 @@ class FileSource(SourceLifecycle):
     Arguments: ``path`` of the file or folder; ``loop``: start again after the last
     frame; ``fps``: the rate for ``realtime`` pacing; ``realtime``: release frames at
     that rate instead of as fast as possible; ``clock``: for timestamps and pacing;
+    ``max_pixels``: larger images or video frames are refused before they are decoded;
     ``stop``: the run's stop event; ``open_timeout``, ``queue_size``, ``join_timeout``:
     of the reader thread.
     """
@@ -63,6 +65,7 @@ class FileSource(SourceLifecycle):
         fps: Optional[float] = None,
         realtime: bool = False,
         clock: Clock = SYSTEM_CLOCK,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         stop: Optional[threading.Event] = None,
         open_timeout: float = 10.0,
         queue_size: int = 4,
@@ -72,6 +75,7 @@ class FileSource(SourceLifecycle):
         self.loop = loop
         self.requested_fps = fps
         self.realtime = realtime
+        self.max_pixels = max_pixels
         self.open_timeout = open_timeout
         self._clock = clock
         self._stop = stop
@@ -195,6 +199,13 @@ class FileSource(SourceLifecycle):
             f"{what} {self.path} does not exist",
             fix="check the path (relative paths start in the current directory)",
         )
+
+    def _too_large(self, width: int, height: int) -> Optional[str]:
+        """Why an image or frame of this size is refused (over ``max_pixels``), or None."""
+        if width * height <= self.max_pixels:
+            return None
+        return (f"{width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
+                f"{self.max_pixels / 1e6:g} (max_image_pixels in [source])")
 
     def _pace(self, timeout: Optional[float]) -> None:
         """Wait until the next frame is due (realtime only).

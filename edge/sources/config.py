@@ -11,9 +11,14 @@ kind        keys
 camera      ``camera`` (``/dev/video<camera>``), ``width``, ``height``, ``fps``
 picamera    ``camera`` (picamera2 camera number), ``width``, ``height``, ``fps``
 stream      ``url`` (RTSP/HTTP)
-video       ``path``, ``realtime`` (pace at the file's own rate), ``loop``
-images      ``path``, ``fps`` (slideshow rate with ``realtime``), ``realtime``, ``loop``
+video       ``path``, ``realtime`` (pace at the file's own rate), ``loop``, ``max_image_pixels``
+images      ``path``, ``fps`` (slideshow rate with ``realtime``), ``realtime``, ``loop``,
+            ``max_image_pixels``
 ==========  ===============================================================
+
+``max_image_pixels`` bounds the memory a file can make the detector allocate: an image
+whose header declares more pixels is skipped with a warning, a video with larger frames is
+refused (``SourceError``).
 
 The keys a kind does not read are ignored (:attr:`SourceConfig.capture_size` and
 :attr:`SourceConfig.frame_rate` say what reaches the source).
@@ -26,6 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 KINDS = ("camera", "video", "images", "stream", "picamera")
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: a 7300x5500 photo, about 120 MB as BGR
 LIVE_KINDS = ("camera", "picamera")  # capture size and frame rate are requests to a device
 
 
@@ -41,6 +47,8 @@ class SourceConfig(BaseModel):
     fps: float = Field(default=30.0, gt=0)  # cameras: requested rate; images: slideshow rate with realtime
     realtime: bool = False  # video files: pace at the file's frame rate; images: at fps
     loop: bool = False  # image folders / videos: start again at the end
+    # images / videos: larger ones are refused before they are decoded (64 kP .. 1 GP, OpenCV's own maximum)
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1 << 16, le=1 << 30)
 
     @model_validator(mode="after")
     def _needs(self) -> "SourceConfig":

@@ -1,10 +1,15 @@
 """A folder of images (``--images DIR``) or a single image file, in name order, not live.
 
 Files are listed once at ``start()`` and decoded one at a time, in order, by the reader
-thread of :class:`~edge.sources._files.FileSource`. Files that are not images (by
-extension) or cannot be decoded are skipped with a warning and counted in ``skipped``; a
-file that failed is not tried again when looping. ``Frame.name`` is the file name, so a
-log line can be traced back to its photo.
+thread of :class:`~edge.sources._files.FileSource`. Files are skipped with a warning and
+counted in ``skipped`` when they are not images (by extension), cannot be read or
+decoded, or are too large: the size their
+header declares (:mod:`edge.sources.image_header`) is checked before decoding, and an
+image over ``max_pixels`` is never decoded; a file whose header is not a PNG, JPEG, BMP,
+WebP or TIFF header is not decoded either (its size cannot be checked). A file that was
+skipped is not tried again when looping. If nothing is left to read, that is a
+``SourceError``. ``Frame.name`` is the file name, so a log line can be traced back to its
+photo.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, List
 
 from edge.core.errors import SourceError
 from edge.sources._files import FileSource
+from edge.sources.image_header import declared_size
 from edge.sources.pacing import Pacer
 from edge.sources.reader import EndOfStream
 
@@ -30,8 +36,8 @@ def is_image_name(name: str) -> bool:
 class ImageFolderSource(FileSource):
     """Images of a folder sorted by file name (or one image file); None after the last.
 
-    ``options``: ``loop``, ``fps`` (the slideshow rate), ``realtime``, ``clock``, ``stop``
-    and the reader thread's of :class:`~edge.sources._files.FileSource`.
+    ``options``: ``loop``, ``fps`` (the slideshow rate), ``realtime``, ``clock``,
+    ``max_pixels``, ``stop`` and the reader thread's of :class:`~edge.sources._files.FileSource`.
     """
 
     def __init__(self, path: str | os.PathLike, **options: Any):
@@ -41,7 +47,7 @@ class ImageFolderSource(FileSource):
         self._realtime_without_fps = self.realtime and not fps
         self.name = f"images {os.path.basename(os.path.normpath(self.path)) or self.path}"
         self.files: List[str] = []  # file names still in play, in order
-        self.skipped = 0  # non-image or undecodable files (each counted once)
+        self.skipped = 0  # non-image, unreadable or too large files (each counted once)
         self._pos = 0  # position in self.files (reader thread)
         self._decoded_in_pass = 0
 
@@ -91,7 +97,16 @@ class ImageFolderSource(FileSource):
         except OSError as exc:
             self._skip(name, f"cannot be read ({exc})")
             return None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        size = declared_size(data.tobytes())
+        if size is None:
+            self._skip(name, "its header is not a complete PNG, JPEG, BMP, WebP or TIFF header, "
+                             "so its size cannot be checked before decoding")
+            return None
+        too_large = self._too_large(size.width, size.height)
+        if too_large:
+            self._skip(name, f"its {size.format} header declares {too_large}")
+            return None
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
         if image is None:
             self._skip(name, "cannot be decoded as an image")
         return image

@@ -10,7 +10,8 @@ dropped and counted, as the newest-frame-wins camera reader does.
 
 The file is opened and decoded in the reader thread of
 :class:`~edge.sources._files.FileSource` (a FIFO or a stalled share cannot hang the
-loop).
+loop). A video whose frames are larger than ``max_pixels`` (its stated width x height)
+is refused when it is opened, before a frame is converted.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class VideoSource(FileSource):
     """OpenCV ``VideoCapture(path)``; ``read()`` returns every frame, then None.
 
     ``options``: ``realtime``, ``fps`` (paces realtime playback instead of the file's own
-    rate), ``loop``, ``clock``, ``stop`` and the reader thread's of
+    rate), ``loop``, ``clock``, ``max_pixels``, ``stop`` and the reader thread's of
     :class:`~edge.sources._files.FileSource`.
     """
 
@@ -65,6 +66,14 @@ class VideoSource(FileSource):
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"video file {self.path} could not be opened", fix=_FORMATS_FIX)
+        too_large = self._too_large(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        if too_large:
+            cap.release()
+            raise SourceError(
+                f"video file {self.path} has frames of {too_large}",
+                fix="re-encode it smaller (`ffmpeg -i IN -vf scale=1280:-2 -c:v mjpeg -q:v 3 OUT.avi`), "
+                "or raise max_image_pixels in [source] if this machine has the memory",
+            )
         file_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 else None

@@ -1,5 +1,6 @@
-"""Sources that cannot hang the loop, in a real ``edge-run`` process: a FIFO without a
-writer, a stream server that never answers, a FIFO fed half a video and held open.
+"""Sources that cannot hang the loop, and images that cannot exhaust memory, in a real
+``edge-run`` process: a FIFO without a writer, a stream server that never answers, a
+FIFO fed half a video and held open, a PNG declaring 20000x20000 pixels.
 
 Each case is a real subprocess (a blocked C call inside OpenCV, a signal and an exit code
 are what is tested); the dry-run state file shows what the valves did.
@@ -11,12 +12,15 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import cv2
+import numpy as np
 import pytest
 
 from tests.conftest import GREEN, TOY_BUNDLE, solid
@@ -166,3 +170,53 @@ def test_a_fifo_fed_half_a_video_and_held_open_stalls_the_outputs_off(tmp_path):
     assert states[-1]["event"] == "all_off"  # the loop's fail-safe on the stall, not the on-time bound
     assert not any(x["event"] == "expired" for x in run.states())
     run.assert_closed_all_off()
+
+
+# -- an image that declares more pixels than memory holds -------------------------------------
+def zero_png(width: int, height: int) -> bytes:
+    """A real RGB PNG of ``width`` x ``height`` black pixels, built row block by row block
+    (each row deflated alone after a full flush, so one block repeats): 1.6 MB for
+    20000x20000, 1.2 GB once decoded."""
+    row = bytes(1 + 3 * width)  # filter byte + pixels
+    z = zlib.compressobj(9)
+    first = z.compress(row) + z.flush(zlib.Z_FULL_FLUSH)
+    block = z.compress(row) + z.flush(zlib.Z_FULL_FLUSH)
+    adler = 1
+    for _ in range(height):
+        adler = zlib.adler32(row, adler)
+    idat = first + block * (height - 1) + z.flush(zlib.Z_FINISH)[:-4] + struct.pack(">I", adler)
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_zero_png_is_a_real_png():
+    image = cv2.imdecode(np.frombuffer(zero_png(30, 20), np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (20, 30, 3) and not image.any()
+
+
+def test_edge_run_skips_a_png_declaring_20000x20000_and_its_memory_stays_low(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a_huge.png").write_bytes(zero_png(20000, 20000))
+    cv2.imwrite(str(folder / "b_weed.png"), solid(GREEN))
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "--model", str(TOY_BUNDLE), "--threads", "1", "--images",
+             str(folder), "--print", "-q"], stdout=stdout, stderr=stderr)
+        watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the suite
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak memory, no other's
+        finally:
+            watchdog.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, err.read_text()
+    printed, warned = out.read_text(), err.read_text()
+    assert "b_weed.png" in printed and "a_huge.png" not in printed
+    assert "skipping a_huge.png: its PNG header declares 20000x20000 = 400.0 megapixels" in warned
+    assert usage.ru_maxrss < 1024 * 1024  # KiB: well under the 1.2 GB that decoding it takes

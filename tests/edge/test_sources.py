@@ -11,10 +11,12 @@ import logging
 import os
 import queue
 import socket
+import struct
 import sys
 import threading
 import time
 import types
+import zlib
 from pathlib import Path
 
 import cv2
@@ -27,6 +29,7 @@ from edge.config import load_config
 from edge.sources import SourceConfig, make_source, open_source
 from edge.sources.base import FrameSource, FrameTimeout
 from edge.sources.camera import CameraSource
+from edge.sources.image_header import declared_size
 from edge.sources.images import ImageFolderSource
 from edge.sources.latest import EndOfStream, Grabbed, LatestFrameReader
 from edge.sources.picamera import PicameraSource, lores_size_for, sensor_time_to_clock
@@ -544,6 +547,8 @@ def test_source_config_says_what_reaches_the_source(fields, capture_size, frame_
         {"kind": "stream"},
         {"kind": "camera", "camera": -1},
         {"kind": "camera", "fps": 0},
+        {"kind": "images", "path": "d", "max_image_pixels": 1000},
+        {"kind": "video", "path": "v.avi", "max_image_pixels": 1 << 31},
     ],
 )
 def test_source_config_rejects_bad_fields_with_config_error(kwargs):
@@ -682,3 +687,139 @@ def test_stop_requested_while_a_stream_opens_returns_from_start_at_once():
         for s in connections + [server]:
             s.close()
         src.close()
+
+
+# -- image size from the header, before decoding -------------------------------------------
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid 8x8 PNG whose IHDR says ``width`` x ``height`` (CRC recomputed)."""
+    data = cv2.imencode(".png", solid(90, (8, 8)))[1].tobytes()
+    ihdr = struct.pack(">II", width, height) + data[24:29]  # depth, colour type, ...
+    return data[:8] + _chunk(b"IHDR", ihdr) + data[33:]
+
+
+def jpeg_declaring(width: int, height: int, progressive: bool = False) -> bytes:
+    """A real JPEG (with its APP0 segment before the frame header) whose SOF says the size."""
+    params = [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)]
+    data = bytearray(cv2.imencode(".jpg", solid(90, (8, 8)), params)[1].tobytes())
+    sof = data.find(b"\xff\xc2" if progressive else b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def bmp_declaring(width: int, height: int, core: bool = False) -> bytes:
+    if core:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        return b"BM" + struct.pack("<IHHI", 26, 0, 0, 26) + struct.pack("<IHHHH", 12, width, height, 1, 24)
+    data = bytearray(cv2.imencode(".bmp", solid(90, (8, 8)))[1].tobytes())
+    data[18:26] = struct.pack("<ii", width, -height)  # negative: stored top-down
+    return bytes(data)
+
+
+def webp_declaring(width: int, height: int, chunk: str) -> bytes:
+    if chunk == "VP8 ":  # lossy: frame tag, start code, 14-bit sizes
+        body = b"\x10\x02\x00" + b"\x9d\x01\x2a" + struct.pack("<HH", width, height)
+    elif chunk == "VP8L":  # lossless: 0x2F, 14-bit width-1 and height-1
+        body = b"\x2f" + struct.pack("<I", (width - 1) | (height - 1) << 14)
+    else:  # VP8X: flags, 24-bit canvas width-1 and height-1
+        body = b"\x00" * 4 + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    riff = b"WEBP" + chunk.encode() + struct.pack("<I", len(body)) + body
+    return b"RIFF" + struct.pack("<I", len(riff)) + riff
+
+
+def tiff_declaring(width: int, height: int, order: str = "<", kind: int = 4, big: bool = False) -> bytes:
+    """A TIFF header and a first IFD with ImageWidth/ImageLength of type SHORT (3), LONG (4)
+    or LONG8 (16, BigTIFF)."""
+    mark = b"II" if order == "<" else b"MM"
+    fmt = {3: "H", 4: "I", 16: "Q"}[kind]
+    slot = 8 if big else 4
+    entries = b"".join(
+        struct.pack(order + ("HHQ" if big else "HHI"), tag, kind, 1)
+        + struct.pack(order + fmt, value).ljust(slot, b"\x00")
+        for tag, value in ((256, width), (257, height))
+    )
+    if big:
+        return mark + struct.pack(order + "HHHQ", 43, 8, 0, 16) + struct.pack(order + "Q", 2) + entries
+    return mark + struct.pack(order + "HI", 42, 8) + struct.pack(order + "H", 2) + entries
+
+
+HUGE_HEADERS = [
+    ("big.png", lambda: png_declaring(20000, 20000), ("PNG", 20000, 20000)),
+    ("big.jpg", lambda: jpeg_declaring(60000, 50000), ("JPEG", 60000, 50000)),
+    ("big_progressive.jpg", lambda: jpeg_declaring(30000, 20000, progressive=True), ("JPEG", 30000, 20000)),
+    ("big.bmp", lambda: bmp_declaring(30000, 20000), ("BMP", 30000, 20000)),
+    ("big_os2.bmp", lambda: bmp_declaring(65535, 65535, core=True), ("BMP", 65535, 65535)),
+    ("big_vp8.webp", lambda: webp_declaring(16383, 16383, "VP8 "), ("WebP", 16383, 16383)),
+    ("big_vp8l.webp", lambda: webp_declaring(16384, 16384, "VP8L"), ("WebP", 16384, 16384)),
+    ("big_vp8x.webp", lambda: webp_declaring(40000, 30000, "VP8X"), ("WebP", 40000, 30000)),
+    ("big_le.tif", lambda: tiff_declaring(20000, 20000), ("TIFF", 20000, 20000)),
+    ("big_be.tiff", lambda: tiff_declaring(60000, 60000, order=">", kind=3), ("TIFF", 60000, 60000)),
+    ("big_bigtiff.tif", lambda: tiff_declaring(100000, 100000, kind=16, big=True), ("TIFF", 100000, 100000)),
+]
+
+
+@pytest.mark.parametrize("name, build, size", HUGE_HEADERS, ids=[h[0] for h in HUGE_HEADERS])
+def test_an_image_declaring_too_many_pixels_is_skipped_before_decoding(tmp_path, caplog, name, build, size):
+    data = build()
+    assert declared_size(data) == size
+    (tmp_path / name).write_bytes(data)
+    cv2.imwrite(str(tmp_path / "zz_normal.png"), solid(3))
+    with caplog.at_level(logging.WARNING, logger="edge.sources.images"):
+        with ImageFolderSource(tmp_path) as src:
+            frames = list(iter(lambda: src.read(timeout=5), None))
+    assert [f.name for f in frames] == ["zz_normal.png"] and src.skipped == 1
+    assert f"skipping {name}: its {size[0]} header declares {size[1]}x{size[2]}" in caplog.text
+    assert "max_image_pixels" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "ext, params, fmt",
+    [
+        (".png", [], "PNG"),
+        (".jpg", [], "JPEG"),
+        (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], "JPEG"),
+        (".bmp", [], "BMP"),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80], "WebP"),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101], "WebP"),  # lossless
+        (".tiff", [], "TIFF"),
+    ],
+)
+def test_declared_size_of_real_images_is_their_size(ext, params, fmt):
+    data = cv2.imencode(ext, solid(90, (37, 53)), params)[1].tobytes()
+    assert declared_size(data) == (fmt, 53, 37)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        png_declaring(9, 9)[:20],  # cut inside IHDR
+        b"P6\n20000 20000\n255\n",  # a PPM: OpenCV would decode it, its size is not checked here
+        b"\xff\xd8\xff\xda\x00\x02",  # a scan before any frame header
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",  # cut before the frame header
+        b"RIFF\x10\x00\x00\x00WAVEfmt ",
+        tiff_declaring(5, 5)[:14],
+        b"II*\x00\xff\xff\xff\x7f",  # the IFD offset points past the end
+    ],
+)
+def test_declared_size_is_none_when_the_header_does_not_say(data):
+    assert declared_size(data) is None
+
+
+def test_an_image_whose_size_cannot_be_read_is_not_decoded(tmp_path, caplog):
+    (tmp_path / "a.png").write_bytes(b"P6\n20000 20000\n255\n" + bytes(64))  # a PPM named .png
+    cv2.imwrite(str(tmp_path / "b.png"), solid(3))
+    with caplog.at_level(logging.WARNING, logger="edge.sources.images"):
+        with ImageFolderSource(tmp_path) as src:
+            assert [f.name for f in iter(lambda: src.read(timeout=5), None)] == ["b.png"]
+    assert src.skipped == 1 and "skipping a.png: its header is not" in caplog.text
+
+
+def test_a_video_with_frames_over_the_pixel_limit_is_refused(tiny_video):  # 32x24 = 768 pixels
+    with pytest.raises(SourceError, match=r"32x24 = 0.0 megapixels, over the limit") as info:
+        VideoSource(tiny_video, max_pixels=700).start()
+    assert "max_image_pixels" in str(info.value) and "ffmpeg" in info.value.fix
+    with VideoSource(tiny_video, max_pixels=768) as src:
+        assert src.read(timeout=5) is not None

@@ -27,6 +27,7 @@ order, ``EndOfStream`` after the last, looping if asked) and, when they hold a r
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -194,7 +195,21 @@ class FileSource(SourceLifecycle):
 
     # -- for subclasses --------------------------------------------------------------
     def _missing_path_error(self, what: str) -> SourceError:
-        """``<what> <path> does not exist``, e.g. ``what="video file"``."""
+        """``<what> <path> does not exist`` (or is a symlink loop, a broken symlink), e.g.
+        ``what="video file"``."""
+        try:
+            os.stat(self.path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return SourceError(
+                    f"{what} {self.path} is a symlink loop",
+                    fix="point the link at a real file or folder (`ls -l PATH` shows where it leads)",
+                )
+            if os.path.islink(self.path):
+                return SourceError(
+                    f"{what} {self.path} is a broken symlink (to {os.readlink(self.path)})",
+                    fix="point the link at a real file or folder, or give the path itself",
+                )
         return SourceError(
             f"{what} {self.path} does not exist",
             fix="check the path (relative paths start in the current directory)",

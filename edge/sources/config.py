@@ -18,7 +18,7 @@ images      ``path``, ``fps`` (slideshow rate with ``realtime``), ``realtime``, 
 
 ``max_image_pixels`` bounds the memory a file can make the detector allocate: an image
 whose header declares more pixels is skipped with a warning, a video with larger frames is
-refused (``SourceError``).
+refused (``SourceError``). ``camera`` is 0..1023 (an index OpenCV and V4L2 can take).
 
 The keys a kind does not read are ignored (:attr:`SourceConfig.capture_size` and
 :attr:`SourceConfig.frame_rate` say what reaches the source).
@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 KINDS = ("camera", "video", "images", "stream", "picamera")
+MAX_CAMERA_INDEX = 1023
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: a 7300x5500 photo, about 120 MB as BGR
 LIVE_KINDS = ("camera", "picamera")  # capture size and frame rate are requests to a device
 
@@ -39,7 +40,7 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["camera", "video", "images", "stream", "picamera"] = "camera"
-    camera: int = Field(default=0, ge=0)  # OpenCV camera index (/dev/videoN); picamera2 camera number
+    camera: int = Field(default=0, ge=0, le=MAX_CAMERA_INDEX)  # OpenCV camera index (/dev/videoN); picamera2 camera number
     path: str = ""  # video file or image folder (or one image)
     url: str = ""  # rtsp:// or http(s):// stream
     width: int = Field(default=640, ge=16)  # capture size requested from a camera (the driver may round)

@@ -2,8 +2,8 @@
 
 Files are listed once at ``start()`` and decoded one at a time, in order, by the reader
 thread of :class:`~edge.sources._files.FileSource`. Files are skipped with a warning and
-counted in ``skipped`` when they are not images (by extension), cannot be read or
-decoded, or are too large: the size their
+counted in ``skipped`` when they are not images (by extension), cannot be listed (a
+symlink loop, a broken link), cannot be read or decoded, or are too large: the size their
 header declares (:mod:`edge.sources.image_header`) is checked before decoding, and an
 image over ``max_pixels`` is never decoded; a file whose header is not a PNG, JPEG, BMP,
 WebP or TIFF header is not decoded either (its size cannot be checked). A file that was
@@ -14,6 +14,7 @@ photo.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import Any, List
@@ -69,7 +70,7 @@ class ImageFolderSource(FileSource):
             self.files = [os.path.basename(path)]
         elif os.path.isdir(path):
             self._dir = path
-            names = sorted(e.name for e in os.scandir(path) if e.is_file())
+            names = self._list_files()
             for name in names:
                 if not is_image_name(name):
                     self._skip(name, "not an image file (by its extension)")
@@ -82,6 +83,25 @@ class ImageFolderSource(FileSource):
         else:
             raise self._missing_path_error("image path")
         log.info("%s: %d image files in %s", self.name, len(self.files), self._dir)
+
+    def _list_files(self) -> List[str]:
+        """The folder's files by name; an entry that cannot be looked at is skipped (warned)."""
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError as exc:
+            raise SourceError(
+                f"image folder {self.path} cannot be listed: {exc.strerror or exc}",
+                fix="check its permissions (`ls -ld PATH`) and that the file system is mounted",
+            ) from None
+        names = []
+        for entry in entries:
+            try:
+                if entry.is_file():
+                    names.append(entry.name)
+            except OSError as exc:  # ELOOP: a symlink loop
+                why = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+                self._skip(entry.name, f"cannot be looked at ({why})")
+        return sorted(names)
 
     def _skip(self, name: str, why: str) -> None:
         self.skipped += 1

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.cli import main
 from edge.core.clock import ManualClock
 from edge.core.errors import ConfigError, SourceError
 from edge.config import load_config
@@ -36,6 +37,7 @@ from edge.sources.picamera import PicameraSource, lores_size_for, sensor_time_to
 from edge.sources.reader import QueueReader
 from edge.sources.stream import StreamSource, redact_url
 from edge.sources.video import VideoSource
+from tests.conftest import TOY_BUNDLE
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
@@ -546,6 +548,7 @@ def test_source_config_says_what_reaches_the_source(fields, capture_size, frame_
         {"kind": "images", "path": ""},
         {"kind": "stream"},
         {"kind": "camera", "camera": -1},
+        {"kind": "camera", "camera": 1024},
         {"kind": "camera", "fps": 0},
         {"kind": "images", "path": "d", "max_image_pixels": 1000},
         {"kind": "video", "path": "v.avi", "max_image_pixels": 1 << 31},
@@ -823,3 +826,43 @@ def test_a_video_with_frames_over_the_pixel_limit_is_refused(tiny_video):  # 32x
     assert "max_image_pixels" in str(info.value) and "ffmpeg" in info.value.fix
     with VideoSource(tiny_video, max_pixels=768) as src:
         assert src.read(timeout=5) is not None
+
+
+# -- symlink loops, broken links, impossible camera numbers ----------------------------------
+@pytest.mark.parametrize(
+    "argv_for, code, words",
+    [
+        (lambda d: ["--video", str(d / "loop.avi")], 5, "video file {d}/loop.avi is a symlink loop"),
+        (lambda d: ["--images", str(d / "loop.avi")], 5, "image path {d}/loop.avi is a symlink loop"),
+        (lambda d: ["--video", str(d / "dangling.avi")], 5, "is a broken symlink (to {d}/nowhere.avi)"),
+        (lambda d: ["--images", str(d / "only_loops")], 5, "image folder {d}/only_loops contains no images"),
+        (lambda d: ["--camera", "1099511627776"], 3, "[source] camera"),
+    ],
+    ids=["video symlink loop", "images symlink loop", "video broken symlink", "folder of loops", "camera 2**40"],
+)
+def test_bad_paths_and_camera_numbers_are_one_line_errors(tmp_path, capsys, argv_for, code, words):
+    os.symlink(tmp_path / "loop.avi", tmp_path / "loop.avi")
+    os.symlink(tmp_path / "nowhere.avi", tmp_path / "dangling.avi")
+    (tmp_path / "only_loops").mkdir()
+    os.symlink(tmp_path / "only_loops" / "x.png", tmp_path / "only_loops" / "x.png")
+    rc = main(["--model", str(TOY_BUNDLE), "-q", *argv_for(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == code, err
+    assert err.count("edge-run: error:") == 1 and words.format(d=tmp_path) in err and "Traceback" not in err
+
+
+def test_a_symlink_loop_in_an_image_folder_is_skipped_with_a_warning(image_dir, caplog):
+    os.symlink(image_dir / "loop.png", image_dir / "loop.png")
+    with caplog.at_level(logging.WARNING, logger="edge.sources.images"):
+        with ImageFolderSource(image_dir) as src:
+            names = [f.name for f in iter(lambda: src.read(timeout=5), None)]
+    assert names == ["a_first.jpg", "b_second.png", "c_third.bmp"] and src.skipped == 3
+    assert "skipping loop.png: cannot be looked at (a symlink loop)" in caplog.text
+
+
+def test_a_camera_number_opencv_cannot_take_is_a_source_error():
+    src = CameraSource(index=1099511627776, first_frame_timeout=1)
+    with pytest.raises(SourceError, match="camera 1099511627776 could not be opened") as info:
+        src.start()
+    assert "0..1023" in info.value.fix
+    src.close()

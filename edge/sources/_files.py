@@ -194,9 +194,10 @@ class FileSource(SourceLifecycle):
         return frame
 
     # -- for subclasses --------------------------------------------------------------
-    def _missing_path_error(self, what: str) -> SourceError:
-        """``<what> <path> does not exist`` (or is a symlink loop, a broken symlink), e.g.
-        ``what="video file"``."""
+    def _path_error(self, what: str) -> SourceError:
+        """Why ``path`` cannot be opened, it being no file (or folder) that can be read:
+        ``<what> <path> does not exist``, is a symlink loop, a broken symlink, neither a
+        file nor a folder, cannot be looked at; e.g. ``what="video file"``."""
         try:
             os.stat(self.path)
         except OSError as exc:
@@ -210,6 +211,16 @@ class FileSource(SourceLifecycle):
                     f"{what} {self.path} is a broken symlink (to {os.readlink(self.path)})",
                     fix="point the link at a real file or folder, or give the path itself",
                 )
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                return SourceError(
+                    f"{what} {self.path} cannot be looked at ({exc.strerror})",
+                    fix="check the permissions of the path and its folders (`ls -ld PATH`)",
+                )
+        else:
+            return SourceError(
+                f"{what} {self.path} is neither a file nor a folder (a FIFO, socket or device)",
+                fix="give a file or a folder of them",
+            )
         return SourceError(
             f"{what} {self.path} does not exist",
             fix="check the path (relative paths start in the current directory)",

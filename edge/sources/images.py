@@ -81,7 +81,7 @@ class ImageFolderSource(FileSource):
                     fix="put .jpg/.jpeg/.png/.bmp/.webp/.tif files in it, or point to another folder",
                 )
         else:
-            raise self._missing_path_error("image path")
+            raise self._path_error("image path")
         log.info("%s: %d image files in %s", self.name, len(self.files), self._dir)
 
     def _list_files(self) -> List[str]:

@@ -84,23 +84,20 @@ class LatestFrameReader(ReaderThread):
             self._dropped += 1  # captured, never returned
             self._latest_returned = True
 
-    # -- state -----------------------------------------------------------------------
+    # -- state (written under the lock, read without it: each only grows or turns true)
     @property
     def dropped(self) -> int:
         """Frames captured but never returned (replaced by a newer one, or left at close)."""
-        with self._cond:
-            return self._dropped
+        return self._dropped
 
     @property
     def returned(self) -> int:
-        with self._cond:
-            return self._returned
+        return self._returned
 
     @property
     def next_id(self) -> int:
         """The id the next captured frame will get (for a reopened device to continue)."""
-        with self._cond:
-            return self._next_id
+        return self._next_id
 
     # -- reading ---------------------------------------------------------------------
     def read(self, timeout: Optional[float] = None) -> Optional[Frame]:

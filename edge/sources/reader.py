@@ -132,11 +132,10 @@ class ReaderThread:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- state -----------------------------------------------------------------------
+    # -- state (written under the lock, read without it: each only grows or turns true)
     @property
     def captured(self) -> int:
-        with self._cond:
-            return self._captured
+        return self._captured
 
     @property
     def alive(self) -> bool:
@@ -147,14 +146,12 @@ class ReaderThread:
     @property
     def opened(self) -> bool:
         """True once ``open`` returned (at once without one)."""
-        with self._cond:
-            return self._opened
+        return self._opened
 
     @property
     def ended(self) -> bool:
         """True once the thread finished (end of stream, failure or close)."""
-        with self._cond:
-            return self._ended or self._closed
+        return self._ended or self._closed
 
     def wait_for_capture(self, count: int = 1, timeout: Optional[float] = None) -> bool:
         """Block until ``count`` items were captured in total, or the reader ended; True

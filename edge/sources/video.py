@@ -57,7 +57,7 @@ class VideoSource(FileSource):
         import cv2
 
         if not os.path.exists(self.path):
-            raise self._missing_path_error("video file")
+            raise self._path_error("video file")
         if os.path.isdir(self.path):
             raise SourceError(
                 f"video path {self.path} is a folder", fix="use --images for a folder of images"

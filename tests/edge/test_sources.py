@@ -836,15 +836,18 @@ def test_a_video_with_frames_over_the_pixel_limit_is_refused(tiny_video):  # 32x
         (lambda d: ["--images", str(d / "loop.avi")], 5, "image path {d}/loop.avi is a symlink loop"),
         (lambda d: ["--video", str(d / "dangling.avi")], 5, "is a broken symlink (to {d}/nowhere.avi)"),
         (lambda d: ["--images", str(d / "only_loops")], 5, "image folder {d}/only_loops contains no images"),
+        (lambda d: ["--images", str(d / "pipe.png")], 5, "image path {d}/pipe.png is neither a file nor a folder"),
         (lambda d: ["--camera", "1099511627776"], 3, "[source] camera"),
     ],
-    ids=["video symlink loop", "images symlink loop", "video broken symlink", "folder of loops", "camera 2**40"],
+    ids=["video symlink loop", "images symlink loop", "video broken symlink", "folder of loops", "images FIFO",
+         "camera 2**40"],
 )
 def test_bad_paths_and_camera_numbers_are_one_line_errors(tmp_path, capsys, argv_for, code, words):
     os.symlink(tmp_path / "loop.avi", tmp_path / "loop.avi")
     os.symlink(tmp_path / "nowhere.avi", tmp_path / "dangling.avi")
     (tmp_path / "only_loops").mkdir()
     os.symlink(tmp_path / "only_loops" / "x.png", tmp_path / "only_loops" / "x.png")
+    os.mkfifo(tmp_path / "pipe.png")
     rc = main(["--model", str(TOY_BUNDLE), "-q", *argv_for(tmp_path)])
     err = capsys.readouterr().err
     assert rc == code, err

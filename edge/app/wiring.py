@@ -140,7 +140,7 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
                        f"opening {cfg.source.describe()}")
         stack.callback(notifier.stopping, "stopping: all outputs off")
         stop = stop or threading.Event()
-        source = reconnecting(open_source(cfg.source, infer_size=(inp.width, inp.height)), cfg, stop)
+        source = reconnecting(open_source(cfg.source, infer_size=(inp.width, inp.height), stop=stop), cfg, stop)
         stack.callback(source.close)
         if cfg.spray is not None:
             processor: FrameProcessor = make_lane_processor(cfg, classifier, out, stack, switch=switch)

@@ -13,7 +13,9 @@ from edge.core.reconnect import LinkState
 class FrameSource(Protocol):
     """Configure in ``__init__``, then ``start()``; ``read()`` until it returns None.
 
-    - ``start()`` opens the device/file and raises ``SourceError`` with a fix if it can't.
+    - ``start()`` opens the device/file and raises ``SourceError`` with a fix if it can't;
+      it waits a bounded time, and returns at once, reading None, when the run's stop
+      event is set meanwhile.
     - ``read(timeout)`` returns the newest ``Frame``; ``None`` means the source is
       finished (end of video / folder). When no frame arrives within ``timeout``
       seconds it raises ``FrameTimeout`` (the pipeline then switches outputs off and

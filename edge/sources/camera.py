@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from edge.core.errors import SourceError
+from edge.sources.config import MAX_CAMERA_INDEX
 from edge.sources.live_capture import LiveCaptureSource
 
 
@@ -23,8 +24,8 @@ _OPEN_FIX = (
 class CameraSource(LiveCaptureSource):
     """OpenCV ``VideoCapture(index)``; ``read()`` returns the newest frame.
 
-    ``live_options``: ``clock``, ``first_frame_timeout`` and ``max_read_failures`` of
-    :class:`~edge.sources.live_capture.LiveSource`.
+    ``live_options``: ``clock``, ``open_timeout``, ``first_frame_timeout``,
+    ``max_read_failures`` and ``stop`` of :class:`~edge.sources.live_capture.LiveSource`.
     """
 
     _read_failed_fix = (
@@ -55,7 +56,13 @@ class CameraSource(LiveCaptureSource):
         import cv2
 
         api = cv2.CAP_ANY if self.api_preference is None else self.api_preference
-        cap = cv2.VideoCapture(self.index, api)
+        try:
+            cap = cv2.VideoCapture(self.index, api)
+        except (cv2.error, OverflowError) as exc:  # an index OpenCV cannot take (beyond a C int)
+            raise SourceError(
+                f"camera {self.index} could not be opened ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+                fix=f"use the N of an existing /dev/videoN (0..{MAX_CAMERA_INDEX}): " + _OPEN_FIX,
+            ) from None
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"camera {self.index} could not be opened", fix=_OPEN_FIX)

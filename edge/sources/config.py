@@ -11,9 +11,14 @@ kind        keys
 camera      ``camera`` (``/dev/video<camera>``), ``width``, ``height``, ``fps``
 picamera    ``camera`` (picamera2 camera number), ``width``, ``height``, ``fps``
 stream      ``url`` (RTSP/HTTP)
-video       ``path``, ``realtime`` (pace at the file's own rate), ``loop``
-images      ``path``, ``fps`` (slideshow rate with ``realtime``), ``realtime``, ``loop``
+video       ``path``, ``realtime`` (pace at the file's own rate), ``loop``, ``max_image_pixels``
+images      ``path``, ``fps`` (slideshow rate with ``realtime``), ``realtime``, ``loop``,
+            ``max_image_pixels``
 ==========  ===============================================================
+
+``max_image_pixels`` bounds the memory a file can make the detector allocate: an image
+whose header declares more pixels is skipped with a warning, a video with larger frames is
+refused (``SourceError``). ``camera`` is 0..1023 (an index OpenCV and V4L2 can take).
 
 The keys a kind does not read are ignored (:attr:`SourceConfig.capture_size` and
 :attr:`SourceConfig.frame_rate` say what reaches the source).
@@ -28,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edge.core.schema import Finite
 
 KINDS = ("camera", "video", "images", "stream", "picamera")
+MAX_CAMERA_INDEX = 1023
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: a 7300x5500 photo, about 120 MB as BGR
 LIVE_KINDS = ("camera", "picamera")  # capture size and frame rate are requests to a device
 
 
@@ -35,7 +42,7 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["camera", "video", "images", "stream", "picamera"] = "camera"
-    camera: int = Field(default=0, ge=0, le=63)  # OpenCV camera index (/dev/videoN); picamera2 camera number
+    camera: int = Field(default=0, ge=0, le=MAX_CAMERA_INDEX)  # OpenCV camera index (/dev/videoN); picamera2 camera number
     path: str = ""  # video file or image folder (or one image)
     url: str = ""  # rtsp:// or http(s):// stream
     width: int = Field(default=640, ge=16, le=8192)  # capture size requested from a camera (the driver may round)
@@ -43,6 +50,8 @@ class SourceConfig(BaseModel):
     fps: Finite = Field(default=30.0, ge=0.1, le=1000)  # cameras: requested rate; images: slideshow rate with realtime
     realtime: bool = False  # video files: pace at the file's frame rate; images: at fps
     loop: bool = False  # image folders / videos: start again at the end
+    # images / videos: larger ones are refused before they are decoded (64 kP .. 1 GP, OpenCV's own maximum)
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1 << 16, le=1 << 30)
 
     @model_validator(mode="after")
     def _needs(self) -> "SourceConfig":

@@ -1,21 +1,29 @@
 """A folder of images (``--images DIR``) or a single image file, in name order, not live.
 
-Files are listed once at ``start()`` and decoded one at a time on ``read()``. Files that
-are not images (by extension) or cannot be decoded are skipped with a warning and counted
-in ``skipped``; a file that failed is not tried again when looping. ``Frame.name`` is the
-file name, so a log line can be traced back to its photo.
+Files are listed once at ``start()`` and decoded one at a time, in order, by the reader
+thread of :class:`~edge.sources._files.FileSource`. Files are skipped with a warning and
+counted in ``skipped`` when they are not images (by extension), cannot be listed (a
+symlink loop, a broken link), cannot be read or decoded, or are too large: the size their
+header declares (:mod:`edge.sources.image_header`) is checked before decoding, and an
+image over ``max_pixels`` is never decoded; a file whose header is not a PNG, JPEG, BMP,
+WebP or TIFF header is not decoded either (its size cannot be checked). A file that was
+skipped is not tried again when looping. If nothing is left to read, that is a
+``SourceError``. ``Frame.name`` is the file name, so a log line can be traced back to its
+photo.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-from typing import Any, List, Optional
+from typing import Any, List
 
 from edge.core.errors import SourceError
-from edge.core.frame import Frame
 from edge.sources._files import FileSource
+from edge.sources.image_header import declared_size
 from edge.sources.pacing import Pacer
+from edge.sources.reader import EndOfStream
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +37,8 @@ def is_image_name(name: str) -> bool:
 class ImageFolderSource(FileSource):
     """Images of a folder sorted by file name (or one image file); None after the last.
 
-    ``options``: ``loop``, ``fps`` (the slideshow rate), ``realtime`` and ``clock`` of
-    :class:`~edge.sources._files.FileSource`.
+    ``options``: ``loop``, ``fps`` (the slideshow rate), ``realtime``, ``clock``,
+    ``max_pixels``, ``stop`` and the reader thread's of :class:`~edge.sources._files.FileSource`.
     """
 
     def __init__(self, path: str | os.PathLike, **options: Any):
@@ -40,9 +48,9 @@ class ImageFolderSource(FileSource):
         self._realtime_without_fps = self.realtime and not fps
         self.name = f"images {os.path.basename(os.path.normpath(self.path)) or self.path}"
         self.files: List[str] = []  # file names still in play, in order
-        self.skipped = 0  # non-image or undecodable files (each counted once)
-        self._pos = 0  # position in self.files
-        self._returned_in_pass = 0
+        self.skipped = 0  # non-image, unreadable or too large files (each counted once)
+        self._pos = 0  # position in self.files (reader thread)
+        self._decoded_in_pass = 0
 
     def _open(self) -> None:
         """List the images; ``SourceError`` when there is nothing to read."""
@@ -62,7 +70,7 @@ class ImageFolderSource(FileSource):
             self.files = [os.path.basename(path)]
         elif os.path.isdir(path):
             self._dir = path
-            names = sorted(e.name for e in os.scandir(path) if e.is_file())
+            names = self._list_files()
             for name in names:
                 if not is_image_name(name):
                     self._skip(name, "not an image file (by its extension)")
@@ -73,8 +81,27 @@ class ImageFolderSource(FileSource):
                     fix="put .jpg/.jpeg/.png/.bmp/.webp/.tif files in it, or point to another folder",
                 )
         else:
-            raise self._missing_path_error("image path")
+            raise self._path_error("image path")
         log.info("%s: %d image files in %s", self.name, len(self.files), self._dir)
+
+    def _list_files(self) -> List[str]:
+        """The folder's files by name; an entry that cannot be looked at is skipped (warned)."""
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError as exc:
+            raise SourceError(
+                f"image folder {self.path} cannot be listed: {exc.strerror or exc}",
+                fix="check its permissions (`ls -ld PATH`) and that the file system is mounted",
+            ) from None
+        names = []
+        for entry in entries:
+            try:
+                if entry.is_file():
+                    names.append(entry.name)
+            except OSError as exc:  # ELOOP: a symlink loop
+                why = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+                self._skip(entry.name, f"cannot be looked at ({why})")
+        return sorted(names)
 
     def _skip(self, name: str, why: str) -> None:
         self.skipped += 1
@@ -90,30 +117,39 @@ class ImageFolderSource(FileSource):
         except OSError as exc:
             self._skip(name, f"cannot be read ({exc})")
             return None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        size = declared_size(data.tobytes())
+        if size is None:
+            self._skip(name, "its header is not a complete PNG, JPEG, BMP, WebP or TIFF header, "
+                             "so its size cannot be checked before decoding")
+            return None
+        too_large = self._too_large(size.width, size.height)
+        if too_large:
+            self._skip(name, f"its {size.format} header declares {too_large}")
+            return None
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
         if image is None:
             self._skip(name, "cannot be decoded as an image")
         return image
 
-    def _next_frame(self, timeout: Optional[float]) -> Optional[Frame]:
-        """The next image; None after the last one (never with ``loop``)."""
+    def _produce(self) -> tuple:
+        """The next image in name order (in the reader thread); ``EndOfStream`` after the
+        last one (never with ``loop``)."""
         while True:
             if self._pos >= len(self.files):
-                if self._returned_in_pass == 0:
+                if self._decoded_in_pass == 0:
                     raise SourceError(
                         f"image folder {self.path} has no readable image",
                         fix="replace the corrupt files (see the warnings above)",
                     )
                 if not self.loop:
-                    return None
+                    raise EndOfStream()
                 self._pos = 0
-                self._returned_in_pass = 0
+                self._decoded_in_pass = 0
             name = self.files[self._pos]
             image = self._decode(name)
             if image is None:
                 del self.files[self._pos]  # never tried again
                 continue
-            self._pace(timeout)  # FrameTimeout: same file next time
             self._pos += 1
-            self._returned_in_pass += 1
-            return self._frame(image, name=name)
+            self._decoded_in_pass += 1
+            return image, {"name": name}

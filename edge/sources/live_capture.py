@@ -1,6 +1,12 @@
-"""Shared part of the live sources (camera, stream, picamera2): a device read by a
-:class:`~edge.sources.latest.LatestFrameReader` (newest frame wins, drops counted), with
-``reopen()`` for reconnecting after the device went away.
+"""Shared part of the live sources (camera, stream, picamera2): a device opened and read by
+a :class:`~edge.sources.latest.LatestFrameReader` thread (newest frame wins, drops
+counted), with ``reopen()`` for reconnecting after the device went away.
+
+The device is opened in the reader thread too (``VideoCapture`` of a stream that hangs
+while it connects blocks in C): ``start()`` waits for it at most ``open_timeout`` (plus
+``OPEN_GRACE_S``, so that a device's own timeout is reported first) and for the first
+frame at most ``first_frame_timeout``, and returns at once, without a frame, when the
+run's ``stop`` event is set meanwhile (a signal): reads then return None.
 
 ``LiveSource`` is the lifecycle; ``LiveCaptureSource`` adds an OpenCV ``VideoCapture``.
 """
@@ -8,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable, Optional, Tuple
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
@@ -18,15 +25,42 @@ from edge.sources.latest import LatestFrameReader
 
 log = logging.getLogger(__name__)
 
+#: start() waits this much longer than ``open_timeout`` for the device to open
+OPEN_GRACE_S = 1.0
+
+
+class _Device:
+    """A device opened in the reader thread: ``open()`` there, then ``grab()`` from it, and
+    ``release()`` it (nothing to release if it never opened)."""
+
+    def __init__(self, open_device: Callable[[], Tuple[Callable[[], Any], Callable[[], None]]]):
+        self._open_device = open_device
+        self._grab: Optional[Callable[[], Any]] = None
+        self._release: Optional[Callable[[], None]] = None
+
+    def open(self) -> None:
+        self._grab, self._release = self._open_device()
+
+    def grab(self) -> Any:
+        assert self._grab is not None, "the reader grabs only after open()"
+        return self._grab()
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
 
 class LiveSource(SourceLifecycle):
     """Base class: a live device read by the latest-frame reader (newest wins).
 
-    Subclasses implement ``_open_device() -> (grab, release)`` (see
-    :mod:`edge.sources.latest` for what ``grab`` returns; ``release`` runs in the reader
-    thread after its last grab) and ``_no_first_frame_error()``.
+    Subclasses implement ``_open_device() -> (grab, release)`` (run in the reader thread;
+    see :mod:`edge.sources.latest` for what ``grab`` returns; ``release`` runs in the
+    reader thread after its last grab) and set ``_no_first_frame_fix``: what to check when
+    the device does not open in time or sends no first frame.
     """
 
+    _no_first_frame_fix: str
     live = True
     name: str
 
@@ -34,11 +68,15 @@ class LiveSource(SourceLifecycle):
         self,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        open_timeout: float = 10.0,
         first_frame_timeout: float = 10.0,
         max_read_failures: int = 3,
+        stop: Optional[threading.Event] = None,
     ):
         self._clock = clock
+        self.open_timeout = open_timeout
         self.first_frame_timeout = first_frame_timeout
+        self._stop = stop
         self.max_read_failures = max_read_failures
         self._reader: Optional[LatestFrameReader] = None
         self._dropped_before = 0  # dropped by readers of earlier opens (reopen)
@@ -51,15 +89,13 @@ class LiveSource(SourceLifecycle):
     def _open_device(self) -> Tuple[Callable[[], Any], Callable[[], None]]:
         raise NotImplementedError
 
-    def _no_first_frame_error(self) -> SourceError:
-        raise NotImplementedError
-
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        """Open the device and start the reader thread (idempotent).
+        """Open the device in the reader thread and wait for its first frame (idempotent).
 
-        Waits up to ``first_frame_timeout`` seconds for a first frame so that a device
-        which opens but never delivers is reported here, before any output is switched.
+        A device that does not open, or opens but never delivers, is reported here (a
+        ``SourceError``), before any output is switched. A stop request meanwhile ends the
+        wait at once: the source is then closed for reading (reads return None).
         """
         if self._closed:
             raise SourceError(
@@ -67,20 +103,30 @@ class LiveSource(SourceLifecycle):
             )
         if self._reader is not None:
             return
-        grab, release = self._open_device()
+        device = _Device(self._open_device)
         reader = LatestFrameReader(
-            grab,
+            device.grab,
+            open=device.open,
+            on_exit=device.release,
             source=self.name,
             clock=self._clock,
-            on_exit=release,
             first_id=self._next_id,
         )
         self._reader = reader
         reader.start()
-        if not reader.wait_for_capture(1, self.first_frame_timeout):
+        if not reader.wait(lambda: reader.opened or reader.ended, self.open_timeout + OPEN_GRACE_S, self._stop):
+            failed = self._not_opened_error()
+        else:
+            reader.wait(lambda: reader.captured >= 1 or reader.ended, self.first_frame_timeout, self._stop)
+            failed = self._no_first_frame_error()
+        if self._stop is not None and self._stop.is_set():
+            log.info("%s: stop requested while it was opening", self.name)
+            reader.close()
+            return
+        if reader.captured < 1:
             error = reader.error
             self._stop_reader()
-            raise error if error is not None else self._no_first_frame_error()
+            raise error or failed
 
     def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
         """The newest frame (see :meth:`LatestFrameReader.read`)."""
@@ -120,6 +166,18 @@ class LiveSource(SourceLifecycle):
         """Stop the reader thread and release the device (``close()``, idempotent)."""
         self._stop_reader()
 
+    def _not_opened_error(self) -> SourceError:
+        return SourceError(
+            f"{self.name} did not open within {self.open_timeout + OPEN_GRACE_S:g} s",
+            fix=self._no_first_frame_fix,
+        )
+
+    def _no_first_frame_error(self) -> SourceError:
+        return SourceError(
+            f"{self.name} opened but sent no frame within {self.first_frame_timeout:g} s",
+            fix=self._no_first_frame_fix,
+        )
+
 
 class LiveCaptureSource(LiveSource):
     """An OpenCV ``VideoCapture`` (camera index or stream URL) as a live source.
@@ -128,11 +186,11 @@ class LiveCaptureSource(LiveSource):
     ``SourceError``) and set ``_read_failed_fix`` and ``_no_first_frame_fix``: what to
     check when the device stops delivering frames or sends no first frame. Their
     ``__init__`` passes the keyword arguments of :class:`LiveSource` (``clock``,
-    ``first_frame_timeout``, ``max_read_failures``) on as ``**live_options``.
+    ``open_timeout``, ``first_frame_timeout``, ``max_read_failures``, ``stop``) on as
+    ``**live_options``.
     """
 
     _read_failed_fix: str
-    _no_first_frame_fix: str
 
     def _open_capture(self):
         raise NotImplementedError
@@ -141,12 +199,6 @@ class LiveCaptureSource(LiveSource):
         return SourceError(
             f"{self.name} stopped delivering frames ({failures} failed reads in a row)",
             fix=self._read_failed_fix,
-        )
-
-    def _no_first_frame_error(self) -> SourceError:
-        return SourceError(
-            f"{self.name} opened but sent no frame within {self.first_frame_timeout:g} s",
-            fix=self._no_first_frame_fix,
         )
 
     def _open_device(self):

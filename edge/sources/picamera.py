@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
-from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import SourceError
 from edge.sources.latest import Grabbed
 from edge.sources.live_capture import LiveSource
@@ -72,7 +71,13 @@ def lores_size_for(main_size: Tuple[int, int], infer_size: Tuple[int, int]) -> T
 
 
 class PicameraSource(LiveSource):
-    """A Raspberry Pi camera via picamera2; ``read()`` returns the newest lores frame."""
+    """A Raspberry Pi camera via picamera2; ``read()`` returns the newest lores frame.
+
+    ``live_options``: ``clock``, ``open_timeout``, ``first_frame_timeout`` and ``stop`` of
+    :class:`~edge.sources.live_capture.LiveSource`.
+    """
+
+    _no_first_frame_fix = _CABLE_FIX
 
     def __init__(
         self,
@@ -82,11 +87,10 @@ class PicameraSource(LiveSource):
         fps: Optional[float] = None,
         infer_size: Optional[Tuple[int, int]] = None,
         *,
-        clock: Clock = SYSTEM_CLOCK,
         max_timestamp_age: float = 1.0,
-        first_frame_timeout: float = 10.0,
+        **live_options: Any,
     ):
-        super().__init__(clock=clock, first_frame_timeout=first_frame_timeout)
+        super().__init__(**live_options)
         self.camera_num = int(camera_num)
         self.main_size = (int(width or 640), int(height or 480))
         self.fps = fps
@@ -177,10 +181,3 @@ class PicameraSource(LiveSource):
                 picam2.close()
 
         return grab, release
-
-    def _no_first_frame_error(self) -> SourceError:
-        return SourceError(
-            f"picamera {self.camera_num} started but sent no frame within "
-            f"{self.first_frame_timeout:g} s",
-            fix=_CABLE_FIX,
-        )

@@ -34,8 +34,9 @@ def redact_url(url: str) -> str:
 class StreamSource(LiveCaptureSource):
     """OpenCV ``VideoCapture(url, CAP_FFMPEG)``; ``read()`` returns the newest frame.
 
-    ``live_options``: ``clock``, ``first_frame_timeout`` and ``max_read_failures`` of
-    :class:`~edge.sources.live_capture.LiveSource`.
+    ``open_timeout`` (of :class:`~edge.sources.live_capture.LiveSource`) is also FFmpeg's
+    open timeout, ``read_timeout`` its read timeout. ``live_options``: ``clock``,
+    ``first_frame_timeout``, ``max_read_failures`` and ``stop`` of ``LiveSource``.
     """
 
     _read_failed_fix = (
@@ -44,17 +45,9 @@ class StreamSource(LiveCaptureSource):
     )
     _no_first_frame_fix = "check the stream in `ffplay URL` or VLC; some cameras need a sub-stream URL"
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        open_timeout: float = 10.0,
-        read_timeout: float = 10.0,
-        **live_options: Any,
-    ):
+    def __init__(self, url: str, *, read_timeout: float = 10.0, **live_options: Any):
         super().__init__(**live_options)
         self.url = str(url)
-        self.open_timeout = open_timeout
         self.read_timeout = read_timeout
         self.name = f"stream {redact_url(self.url)}"
 

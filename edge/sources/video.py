@@ -1,12 +1,17 @@
 """A video file (``--video PATH``).
 
 As fast as possible by default (benchmarks, offline runs): every frame in order,
-``t_capture_ns`` the clock's time when it was decoded. With ``realtime=True`` the file
+``t_capture_ns`` the clock's time when ``read()`` returns it. With ``realtime=True`` the file
 plays like a camera, so that timing-dependent stages (debounce, hold, valve scheduling)
 see what they would see in the field: frame ``i`` is captured at ``i / fps`` after the
 first (``t_capture_ns`` is that due time, not the time it was read), and when the
 pipeline is slower than the file, a frame already superseded by a newer due one is
 dropped and counted, as the newest-frame-wins camera reader does.
+
+The file is opened and decoded in the reader thread of
+:class:`~edge.sources._files.FileSource` (a FIFO or a stalled share cannot hang the
+loop). A video whose frames are larger than ``max_pixels`` (its stated width x height)
+is refused when it is opened, before a frame is converted.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import os
 from typing import Any, Optional
 
 from edge.core.errors import SourceError
-from edge.core.frame import Frame
 from edge.sources._files import FileSource
+from edge.sources.base import FrameTimeout
 from edge.sources.pacing import Pacer
+from edge.sources.reader import EndOfStream
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,8 @@ class VideoSource(FileSource):
     """OpenCV ``VideoCapture(path)``; ``read()`` returns every frame, then None.
 
     ``options``: ``realtime``, ``fps`` (paces realtime playback instead of the file's own
-    rate), ``loop`` and ``clock`` of :class:`~edge.sources._files.FileSource`.
+    rate), ``loop``, ``clock``, ``max_pixels``, ``stop`` and the reader thread's of
+    :class:`~edge.sources._files.FileSource`.
     """
 
     def __init__(self, path: str | os.PathLike, **options: Any):
@@ -42,15 +49,15 @@ class VideoSource(FileSource):
         self.fps: Optional[float] = None  # the rate used for pacing, known after start()
         self.frame_count: Optional[int] = None  # as reported by the container (may be approximate)
         self._cap = None
-        self._pending = None  # (image, index in file) decoded but not yet returned
+        self._first = None  # (image, index in file) read by _open, not yet produced
         self._index = 0  # frames decoded in the current pass
 
     def _open(self) -> None:
-        """Open the file; ``SourceError`` naming the path when it can't."""
+        """Open the file (in the reader thread); ``SourceError`` naming the path when it can't."""
         import cv2
 
         if not os.path.exists(self.path):
-            raise self._missing_path_error("video file")
+            raise self._path_error("video file")
         if os.path.isdir(self.path):
             raise SourceError(
                 f"video path {self.path} is a folder", fix="use --images for a folder of images"
@@ -59,6 +66,14 @@ class VideoSource(FileSource):
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"video file {self.path} could not be opened", fix=_FORMATS_FIX)
+        too_large = self._too_large(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        if too_large:
+            cap.release()
+            raise SourceError(
+                f"video file {self.path} has frames of {too_large}",
+                fix="re-encode it smaller (`ffmpeg -i IN -vf scale=1280:-2 -c:v mjpeg -q:v 3 OUT.avi`), "
+                "or raise max_image_pixels in [source] if this machine has the memory",
+            )
         file_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 else None
@@ -77,7 +92,7 @@ class VideoSource(FileSource):
             cap.release()
             raise SourceError(f"video file {self.path} has no readable frame", fix=_FORMATS_FIX)
         self._cap = cap
-        self._pending = (image, 0)
+        self._first = (image, 0)
         self._index = 1
         log.info(
             "%s opened: %s frames at %s fps%s",
@@ -105,33 +120,35 @@ class VideoSource(FileSource):
                 return image, 0
         return None
 
-    def _next_frame(self, timeout: Optional[float]) -> Optional[Frame]:
-        """The next frame in file order; None after the last one."""
-        if self._pending is None:
-            self._pending = self._decode()
-            if self._pending is None:
-                log.info("%s: end of file after %d frames", self.name, self._next_id)
-                return None
-        self._pace(timeout)  # FrameTimeout keeps the frame pending
-        t_capture_ns = None
-        if self._pacer is not None:
-            # Like a camera: a frame whose successor is already due was never going to be
-            # seen; drop it (counted) and take the newest due one, stamped at its due time.
-            while self._pacer.due_ns(self._next_id + 1) <= self._clock.now_ns():
-                newer = self._decode()
-                if newer is None:
-                    break
-                self._pending = newer
-                self._next_id += 1
-                self._dropped += 1
-            t_capture_ns = self._pacer.due_ns(self._next_id)
-        image, index = self._pending
-        self._pending = None
-        return self._frame(image, t_capture_ns=t_capture_ns, meta={"file_index": index})
+    def _produce(self) -> tuple:
+        """The next ``(image, fields)`` in file order (in the reader thread); ``EndOfStream`` at the end."""
+        first, self._first = self._first, None
+        decoded = first if first is not None else self._decode()
+        if decoded is None:
+            raise EndOfStream()
+        image, index = decoded
+        return image, {"meta": {"file_index": index}}
 
-    def _release(self) -> None:
-        """Release the file."""
+    def _catch_up(self, timeout: Optional[float]) -> Optional[int]:
+        """Realtime: like a camera, a frame whose successor is already due was never going to
+        be seen; drop it (counted) for the newest due one, stamped at its due time."""
+        if self._pacer is None:
+            return None
+        while self._pacer.due_ns(self._next_id + 1) <= self._clock.now_ns():
+            try:
+                newer = self._reader.read(timeout)
+            except FrameTimeout:  # not decoded yet: the due one goes out now
+                break
+            if newer is None:
+                break
+            self._pending = newer
+            self._next_id += 1
+            self._dropped += 1
+        return self._pacer.due_ns(self._next_id)
+
+    def _close_file(self) -> None:
+        """Release the file (in the reader thread, after its last read)."""
         cap, self._cap = self._cap, None
-        self._pending = None
+        self._first = None
         if cap is not None:
             cap.release()

@@ -338,7 +338,7 @@ def test_a_flag_out_of_range_is_refused_naming_the_key(flag, value, section, key
     "flag, words",
     [
         ("--camera=-1", "[source] camera"),
-        ("--camera=64", "[source] camera"),
+        ("--camera=1024", "[source] camera"),
         ("--debounce=0/1", "[decision] debounce_n"),
         ("--debounce=101/101", "[decision] debounce_n"),
         ("--pins=17,256", "[outputs] pins.1"),

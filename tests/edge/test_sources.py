@@ -8,28 +8,36 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import queue
+import socket
+import struct
 import sys
 import threading
 import time
 import types
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from edge.cli import main
 from edge.core.clock import ManualClock
 from edge.core.errors import ConfigError, SourceError
 from edge.config import load_config
 from edge.sources import SourceConfig, make_source, open_source
 from edge.sources.base import FrameSource, FrameTimeout
 from edge.sources.camera import CameraSource
+from edge.sources.image_header import declared_size
 from edge.sources.images import ImageFolderSource
 from edge.sources.latest import EndOfStream, Grabbed, LatestFrameReader
 from edge.sources.picamera import PicameraSource, lores_size_for, sensor_time_to_clock
+from edge.sources.reader import QueueReader
 from edge.sources.stream import StreamSource, redact_url
 from edge.sources.video import VideoSource
+from tests.conftest import TOY_BUNDLE
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
@@ -540,7 +548,10 @@ def test_source_config_says_what_reaches_the_source(fields, capture_size, frame_
         {"kind": "images", "path": ""},
         {"kind": "stream"},
         {"kind": "camera", "camera": -1},
+        {"kind": "camera", "camera": 1024},
         {"kind": "camera", "fps": 0},
+        {"kind": "images", "path": "d", "max_image_pixels": 1000},
+        {"kind": "video", "path": "v.avi", "max_image_pixels": 1 << 31},
     ],
 )
 def test_source_config_rejects_bad_fields_with_config_error(kwargs):
@@ -560,3 +571,301 @@ def test_open_source_starts_the_source(image_dir):
         assert src.read().name == "a_first.jpg"
     with pytest.raises(SourceError):
         open_source(SourceConfig(kind="video", path=str(image_dir / "nope.avi")))
+
+
+# -- file sources: decoded in a reader thread, never hanging the caller ------------------
+class GatedVideo(VideoSource):
+    """A slow decoder: every frame after the first (read when opening) waits for the test."""
+
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self.gate = threading.Semaphore(0)
+
+    def _decode(self):
+        assert self.gate.acquire(timeout=30)
+        return super()._decode()
+
+
+def test_video_slow_decoder_times_the_read_out_and_loses_no_frame(tiny_video):
+    with GatedVideo(tiny_video) as src:
+        frames = [src.read(timeout=5)]
+        with pytest.raises(FrameTimeout):  # the decoder is stuck: the caller gets control back
+            src.read(timeout=0.01)
+        for _ in range(8):  # frames 1..7, then the end
+            src.gate.release()
+        while (f := src.read(timeout=5)) is not None:
+            frames.append(f)
+    assert [f.frame_id for f in frames] == list(range(8))
+    assert [brightness(f) for f in frames] == list(range(8)) and src.dropped == 0
+
+
+def test_video_consumer_slower_than_the_decoder_loses_no_frame(tiny_video):
+    with VideoSource(tiny_video, queue_size=2) as src:
+        assert src._reader.wait_for_capture(2, timeout=5)  # the queue is full: the decoder waits for us
+        frames = list(iter(lambda: src.read(timeout=5), None))
+    assert [brightness(f) for f in frames] == list(range(8)) and src.dropped == 0
+
+
+def test_queue_reader_keeps_order_reports_the_failure_last_and_closes_while_full():
+    items = iter([1, 2, 3, RuntimeError("disk gone")])
+
+    def grab():
+        item = next(items)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    with QueueReader(grab, size=1, source="q") as r:
+        assert [r.read(timeout=5) for _ in range(3)] == [1, 2, 3]
+        with pytest.raises(SourceError, match="disk gone"):
+            r.read(timeout=5)
+    full = QueueReader(lambda: 0, size=1, source="full")
+    full.start()
+    assert full.wait_for_capture(1, timeout=5)  # then the thread waits for room
+    full.close()
+    assert not full.alive and full.read(timeout=0) is None
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    """A FIFO nobody writes to: opening it for reading blocks (in C, inside VideoCapture,
+    holding OpenCV's lock on every FFmpeg open of the process)."""
+    path = tmp_path / "f.avi"
+    os.mkfifo(path)
+    yield path
+    # Let the abandoned reader thread's open return (it reads the end and fails) whenever
+    # it gets there, so that it frees OpenCV's open lock for the tests that follow.
+    threading.Thread(target=lambda: os.close(os.open(path, os.O_WRONLY)), daemon=True).start()
+
+
+def test_video_fifo_without_writer_is_a_source_error_after_open_timeout(fifo, caplog):
+    src = VideoSource(fifo, open_timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="edge.sources.reader"):
+        with pytest.raises(SourceError, match="did not open within 0.2 s") as info:
+            src.start()
+    assert str(fifo) in str(info.value) and "FIFO" in info.value.fix
+    assert "abandoned" in caplog.text
+    assert src.read(timeout=0) is None
+
+
+class StopWhileOpening(VideoSource):
+    """SIGTERM arrives while the open blocks (until the test lets it go)."""
+
+    def __init__(self, path, **options):
+        super().__init__(path, **options)
+        self.hang = threading.Event()
+
+    def _open(self):
+        self._stop.set()
+        assert self.hang.wait(30)
+        super()._open()
+
+
+def test_stop_requested_while_a_file_opens_returns_from_start_at_once(tiny_video):
+    stop = threading.Event()
+    src = StopWhileOpening(tiny_video, stop=stop)
+    try:
+        src.start()  # returns: no error, no frame
+        assert src.read(timeout=5) is None and src.dropped == 0
+    finally:
+        src.hang.set()
+        src.close()
+
+
+def test_stop_requested_while_a_stream_opens_returns_from_start_at_once():
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+    connections = []
+
+    def answer_nothing():
+        connections.append(server.accept()[0])
+        stop.set()  # SIGTERM while FFmpeg waits for the server's answer
+
+    threading.Thread(target=answer_nothing, daemon=True).start()
+    src = StreamSource(f"http://127.0.0.1:{server.getsockname()[1]}/video", open_timeout=60, stop=stop)
+    try:
+        src.start()  # returns on the stop, long before FFmpeg's open timeout
+        assert stop.is_set() and src.read(timeout=0) is None
+    finally:
+        for s in connections + [server]:
+            s.close()
+        src.close()
+
+
+# -- image size from the header, before decoding -------------------------------------------
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid 8x8 PNG whose IHDR says ``width`` x ``height`` (CRC recomputed)."""
+    data = cv2.imencode(".png", solid(90, (8, 8)))[1].tobytes()
+    ihdr = struct.pack(">II", width, height) + data[24:29]  # depth, colour type, ...
+    return data[:8] + _chunk(b"IHDR", ihdr) + data[33:]
+
+
+def jpeg_declaring(width: int, height: int, progressive: bool = False) -> bytes:
+    """A real JPEG (with its APP0 segment before the frame header) whose SOF says the size."""
+    params = [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)]
+    data = bytearray(cv2.imencode(".jpg", solid(90, (8, 8)), params)[1].tobytes())
+    sof = data.find(b"\xff\xc2" if progressive else b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def bmp_declaring(width: int, height: int, core: bool = False) -> bytes:
+    if core:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        return b"BM" + struct.pack("<IHHI", 26, 0, 0, 26) + struct.pack("<IHHHH", 12, width, height, 1, 24)
+    data = bytearray(cv2.imencode(".bmp", solid(90, (8, 8)))[1].tobytes())
+    data[18:26] = struct.pack("<ii", width, -height)  # negative: stored top-down
+    return bytes(data)
+
+
+def webp_declaring(width: int, height: int, chunk: str) -> bytes:
+    if chunk == "VP8 ":  # lossy: frame tag, start code, 14-bit sizes
+        body = b"\x10\x02\x00" + b"\x9d\x01\x2a" + struct.pack("<HH", width, height)
+    elif chunk == "VP8L":  # lossless: 0x2F, 14-bit width-1 and height-1
+        body = b"\x2f" + struct.pack("<I", (width - 1) | (height - 1) << 14)
+    else:  # VP8X: flags, 24-bit canvas width-1 and height-1
+        body = b"\x00" * 4 + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    riff = b"WEBP" + chunk.encode() + struct.pack("<I", len(body)) + body
+    return b"RIFF" + struct.pack("<I", len(riff)) + riff
+
+
+def tiff_declaring(width: int, height: int, order: str = "<", kind: int = 4, big: bool = False) -> bytes:
+    """A TIFF header and a first IFD with ImageWidth/ImageLength of type SHORT (3), LONG (4)
+    or LONG8 (16, BigTIFF)."""
+    mark = b"II" if order == "<" else b"MM"
+    fmt = {3: "H", 4: "I", 16: "Q"}[kind]
+    slot = 8 if big else 4
+    entries = b"".join(
+        struct.pack(order + ("HHQ" if big else "HHI"), tag, kind, 1)
+        + struct.pack(order + fmt, value).ljust(slot, b"\x00")
+        for tag, value in ((256, width), (257, height))
+    )
+    if big:
+        return mark + struct.pack(order + "HHHQ", 43, 8, 0, 16) + struct.pack(order + "Q", 2) + entries
+    return mark + struct.pack(order + "HI", 42, 8) + struct.pack(order + "H", 2) + entries
+
+
+HUGE_HEADERS = [
+    ("big.png", lambda: png_declaring(20000, 20000), ("PNG", 20000, 20000)),
+    ("big.jpg", lambda: jpeg_declaring(60000, 50000), ("JPEG", 60000, 50000)),
+    ("big_progressive.jpg", lambda: jpeg_declaring(30000, 20000, progressive=True), ("JPEG", 30000, 20000)),
+    ("big.bmp", lambda: bmp_declaring(30000, 20000), ("BMP", 30000, 20000)),
+    ("big_os2.bmp", lambda: bmp_declaring(65535, 65535, core=True), ("BMP", 65535, 65535)),
+    ("big_vp8.webp", lambda: webp_declaring(16383, 16383, "VP8 "), ("WebP", 16383, 16383)),
+    ("big_vp8l.webp", lambda: webp_declaring(16384, 16384, "VP8L"), ("WebP", 16384, 16384)),
+    ("big_vp8x.webp", lambda: webp_declaring(40000, 30000, "VP8X"), ("WebP", 40000, 30000)),
+    ("big_le.tif", lambda: tiff_declaring(20000, 20000), ("TIFF", 20000, 20000)),
+    ("big_be.tiff", lambda: tiff_declaring(60000, 60000, order=">", kind=3), ("TIFF", 60000, 60000)),
+    ("big_bigtiff.tif", lambda: tiff_declaring(100000, 100000, kind=16, big=True), ("TIFF", 100000, 100000)),
+]
+
+
+@pytest.mark.parametrize("name, build, size", HUGE_HEADERS, ids=[h[0] for h in HUGE_HEADERS])
+def test_an_image_declaring_too_many_pixels_is_skipped_before_decoding(tmp_path, caplog, name, build, size):
+    data = build()
+    assert declared_size(data) == size
+    (tmp_path / name).write_bytes(data)
+    cv2.imwrite(str(tmp_path / "zz_normal.png"), solid(3))
+    with caplog.at_level(logging.WARNING, logger="edge.sources.images"):
+        with ImageFolderSource(tmp_path) as src:
+            frames = list(iter(lambda: src.read(timeout=5), None))
+    assert [f.name for f in frames] == ["zz_normal.png"] and src.skipped == 1
+    assert f"skipping {name}: its {size[0]} header declares {size[1]}x{size[2]}" in caplog.text
+    assert "max_image_pixels" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "ext, params, fmt",
+    [
+        (".png", [], "PNG"),
+        (".jpg", [], "JPEG"),
+        (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], "JPEG"),
+        (".bmp", [], "BMP"),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80], "WebP"),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101], "WebP"),  # lossless
+        (".tiff", [], "TIFF"),
+    ],
+)
+def test_declared_size_of_real_images_is_their_size(ext, params, fmt):
+    data = cv2.imencode(ext, solid(90, (37, 53)), params)[1].tobytes()
+    assert declared_size(data) == (fmt, 53, 37)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        png_declaring(9, 9)[:20],  # cut inside IHDR
+        b"P6\n20000 20000\n255\n",  # a PPM: OpenCV would decode it, its size is not checked here
+        b"\xff\xd8\xff\xda\x00\x02",  # a scan before any frame header
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",  # cut before the frame header
+        b"RIFF\x10\x00\x00\x00WAVEfmt ",
+        tiff_declaring(5, 5)[:14],
+        b"II*\x00\xff\xff\xff\x7f",  # the IFD offset points past the end
+    ],
+)
+def test_declared_size_is_none_when_the_header_does_not_say(data):
+    assert declared_size(data) is None
+
+
+def test_an_image_whose_size_cannot_be_read_is_not_decoded(tmp_path, caplog):
+    (tmp_path / "a.png").write_bytes(b"P6\n20000 20000\n255\n" + bytes(64))  # a PPM named .png
+    cv2.imwrite(str(tmp_path / "b.png"), solid(3))
+    with caplog.at_level(logging.WARNING, logger="edge.sources.images"):
+        with ImageFolderSource(tmp_path) as src:
+            assert [f.name for f in iter(lambda: src.read(timeout=5), None)] == ["b.png"]
+    assert src.skipped == 1 and "skipping a.png: its header is not" in caplog.text
+
+
+def test_a_video_with_frames_over_the_pixel_limit_is_refused(tiny_video):  # 32x24 = 768 pixels
+    with pytest.raises(SourceError, match=r"32x24 = 0.0 megapixels, over the limit") as info:
+        VideoSource(tiny_video, max_pixels=700).start()
+    assert "max_image_pixels" in str(info.value) and "ffmpeg" in info.value.fix
+    with VideoSource(tiny_video, max_pixels=768) as src:
+        assert src.read(timeout=5) is not None
+
+
+# -- symlink loops, broken links, impossible camera numbers ----------------------------------
+@pytest.mark.parametrize(
+    "argv_for, code, words",
+    [
+        (lambda d: ["--video", str(d / "loop.avi")], 5, "video file {d}/loop.avi is a symlink loop"),
+        (lambda d: ["--images", str(d / "loop.avi")], 5, "image path {d}/loop.avi is a symlink loop"),
+        (lambda d: ["--video", str(d / "dangling.avi")], 5, "is a broken symlink (to {d}/nowhere.avi)"),
+        (lambda d: ["--images", str(d / "only_loops")], 5, "image folder {d}/only_loops contains no images"),
+        (lambda d: ["--images", str(d / "pipe.png")], 5, "image path {d}/pipe.png is neither a file nor a folder"),
+        (lambda d: ["--camera", "1099511627776"], 3, "[source] camera"),
+    ],
+    ids=["video symlink loop", "images symlink loop", "video broken symlink", "folder of loops", "images FIFO",
+         "camera 2**40"],
+)
+def test_bad_paths_and_camera_numbers_are_one_line_errors(tmp_path, capsys, argv_for, code, words):
+    os.symlink(tmp_path / "loop.avi", tmp_path / "loop.avi")
+    os.symlink(tmp_path / "nowhere.avi", tmp_path / "dangling.avi")
+    (tmp_path / "only_loops").mkdir()
+    os.symlink(tmp_path / "only_loops" / "x.png", tmp_path / "only_loops" / "x.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    rc = main(["--model", str(TOY_BUNDLE), "-q", *argv_for(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == code, err
+    assert err.count("edge-run: error:") == 1 and words.format(d=tmp_path) in err and "Traceback" not in err
+
+
+def test_a_symlink_loop_in_an_image_folder_is_skipped_with_a_warning(image_dir, caplog):
+    os.symlink(image_dir / "loop.png", image_dir / "loop.png")
+    with caplog.at_level(logging.WARNING, logger="edge.sources.images"):
+        with ImageFolderSource(image_dir) as src:
+            names = [f.name for f in iter(lambda: src.read(timeout=5), None)]
+    assert names == ["a_first.jpg", "b_second.png", "c_third.bmp"] and src.skipped == 3
+    assert "skipping loop.png: cannot be looked at (a symlink loop)" in caplog.text
+
+
+def test_a_camera_number_opencv_cannot_take_is_a_source_error():
+    src = CameraSource(index=1099511627776, first_frame_timeout=1)
+    with pytest.raises(SourceError, match="camera 1099511627776 could not be opened") as info:
+        src.start()
+    assert "0..1023" in info.value.fix
+    src.close()

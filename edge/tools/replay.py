@@ -418,7 +418,7 @@ class TruthRow(BaseModel):
                      self.kind or "weed", self.time_s)
 
 
-TRUTH_NOTES = ("class", "note")  # keys for people, not read
+TRUTH_NOTES = ("class", "note", "photo")  # keys for people, not read (photo: which photo tools/make_field_pass.py pasted)
 
 
 def read_truth(path: str | Path) -> list[Plant]:
@@ -475,11 +475,12 @@ def _figure_class() -> Any:
 
 def plot_rows(s: Score) -> tuple[float, float, int]:
     """The stretch of ground the picture shows (cm from, to: the pass, and any plant or spray beyond it) and
-    in how many rows."""
+    in how many rows of about ``ROW_M`` (a row stretches up to 5 % rather than start one more for the rest)."""
     lows = [0.0] + [p.span[0] for p in s.plants] + [a for lane in s.sprayed_by_lane for a, _ in lane]
     highs = [s.pass_m * 100] + [p.span[1] for p in s.plants] + [b for lane in s.sprayed_by_lane for _, b in lane]
-    lo, hi = min(lows), max(highs)
-    return lo, max(hi, lo + 1.0), max(1, math.ceil((max(hi, lo + 1.0) - lo) / (ROW_M * 100) - 1e-9))
+    lo = min(lows)
+    hi = max(max(highs), lo + 1.0)
+    return lo, hi, max(1, math.ceil((hi - lo) / (ROW_M * 100) - 0.05))
 
 
 def plot_size_px(s: Score) -> tuple[int, int]:
@@ -512,7 +513,7 @@ def plot_pass(s: Score, path: str | Path) -> None:
     top, bottom = 0.95 * DPI / height_px, 0.4 * DPI / height_px  # title + legend above, the x label below
     fig.subplots_adjust(left=0.05, right=0.99, top=1 - top, bottom=bottom, hspace=ROW_IN / (LANE_IN * lanes))
     axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
-    span = min(ROW_M * 100, hi - lo)
+    span = (hi - lo) / rows
     marks = {"missed": ("X", "black"), "partly": ("o", "black"), "sprayed": ("v", "#9467bd")}
     for r, ax in enumerate(axes):
         x0 = lo + r * span

@@ -211,9 +211,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--split goes with --split-of BUNDLE or --split-args ARGS (and they need --split)")
     if a.list_split and a.split is None:
         ap.error("--list-split needs --split and --split-of or --split-args")
-    for name in ("fps", "speed_kmh", "across_cm", "along_cm", "plant_cm", "gravel_cm"):
-        if not getattr(a, name) > 0:
-            ap.error(f"--{name.replace('_', '-')} must be above 0")
+    positive = {"--fps": a.fps, "--speed-kmh": a.speed_kmh, "--across-cm": a.across_cm, "--along-cm": a.along_cm,
+                "--plant-cm": a.plant_cm, "--gravel-cm": a.gravel_cm}
+    for name, value in positive.items():
+        if not value > 0:
+            ap.error(f"{name} must be above 0")
     if not 0 <= a.crop_share <= 1 or a.blur_px < 0 or a.noise < 0:
         ap.error("--crop-share is 0..1, --blur-px and --noise are >= 0")
     return a

@@ -103,8 +103,8 @@ def row(runs: list[Run]) -> str:
     late = ", ".join(str(r.score.late) for r in runs)
     dropped = ", ".join(r.dropped for r in runs)
     first = runs[0]
-    return (f"| {first.speed_kmh:g} km/h, {first.condition} | {full}/{w} ({pct(full, w)}) | {some}/{w} ({pct(some, w)}) "
-            f"| {sprayed} of {crops} ({pct(sprayed, crops)}) | {saved:.1%} | {ideal:.1%} | {late} | {dropped} |")
+    return (f"| {first.speed_kmh:g} km/h, {first.condition} | {full}/{w} ({pct(full, w)}) "
+            f"| {some}/{w} ({pct(some, w)}) | {sprayed} of {crops} ({pct(sprayed, crops)}) | {saved:.1%} | {ideal:.1%} | {late} | {dropped} |")
 
 
 HEADER = ("| pass (seeds {seeds}) | weeds hit (full) | hit or partly | crops sprayed | saved vs blanket | ideal "

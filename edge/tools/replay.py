@@ -418,7 +418,7 @@ class TruthRow(BaseModel):
                      self.kind or "weed", self.time_s)
 
 
-TRUTH_NOTES = ("class", "note", "photo")  # keys for people, not read (photo: which photo tools/make_field_pass.py pasted)
+TRUTH_NOTES = ("class", "note", "photo")  # keys for people, not read (photo: the one make_field_pass pasted)
 
 
 def read_truth(path: str | Path) -> list[Plant]:

@@ -27,7 +27,12 @@ Times are turned into distances along the pass with the speed the run logged: it
 between where the spray line was when the liquid arrived (open + opening lag) and when it
 stopped (close + closing lag). A weed is **hit** when that covers all of it, **partly hit** when some of it,
 **missed** otherwise. Sprayed area off the weeds is the waste; *saved* compares the sprayed
-area with spraying the whole boom width for the whole pass.
+area with spraying the whole boom width for the whole pass, and *ideal* is what a perfect
+spot sprayer would save: spraying each weed's length along travel plus both configured
+margins (``margin_before_cm``, ``margin_after_cm``) across its lane, nothing else. Every plant
+gets its own row (``PlantScore``: how much of it was sprayed, and how far the nearest spray
+of its lane landed from it); ``--plants`` prints them, ``--json`` always has them, and
+``--plot FILE.png`` draws the pass (matplotlib, the ``plot`` extra, imported only then).
 
 A spray log appends: one file may hold several runs. Each run's lines are those from its
 ``pass_start`` to the next ``pass_start``; one pass is scored, never a mix (``--pass N``,
@@ -41,14 +46,14 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Literal, Sequence
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from edge.core.errors import ConfigError, WeedDetectorError
-from edge.core.jsonl import read_jsonl
+from edge.core.errors import EXIT_USAGE, ConfigError, WeedDetectorError
+from edge.core.jsonl import cannot_write, read_jsonl
 from edge.spray.config import SprayConfig
 from edge.spray.geometry import Geometry
 from edge.spray.odometer import PassTrack
@@ -88,6 +93,29 @@ class Plant:
         return self.distance_cm - self.length_cm / 2, self.distance_cm + self.length_cm / 2
 
 
+WEED_RESULTS = ("hit", "partly", "missed")
+CROP_RESULTS = ("sprayed", "spared")
+
+
+@dataclass(frozen=True)
+class PlantScore:
+    """One plant of the ground truth after the pass, placed by distance (cm along the pass)."""
+
+    lane: int
+    distance_cm: float
+    length_cm: float
+    kind: str  # weed or crop
+    covered_cm: float  # of its length along travel, how much its lane's sprays covered
+    covered: float  # the same as a share of its length, 0..1 (a plant of length 0: 1 when a spray holds it)
+    result: str  # a weed: hit, partly, missed; a crop: sprayed, spared
+    nearest_spray_cm: float | None  # 0: sprayed; < 0 the nearest spray of its lane landed short of it
+    # (too early), > 0 beyond it (too late); None: its lane was never sprayed
+
+    @property
+    def span(self) -> tuple[float, float]:
+        return self.distance_cm - self.length_cm / 2, self.distance_cm + self.length_cm / 2
+
+
 @dataclass(frozen=True)
 class Score:
     weeds: int
@@ -103,23 +131,62 @@ class Score:
     pass_no: int = 1  # which pass of the spray log was scored (1-based)
     passes: int = 1  # how many passes the spray log holds
     lines_lost: int = 0  # spray-log lines of this pass lost to a full disk (its gap lines): sprays may be missing
+    crops: int = 0  # crops in the ground truth
+    ideal_m2: float = 0.0  # each weed's length + both margins, across its lane (overlaps once): a perfect spot sprayer
+    plants: tuple[PlantScore, ...] = ()  # every plant of the ground truth, in its order
+    sprayed_by_lane: tuple[tuple[tuple[float, float], ...], ...] = ()  # per lane: the sprayed ground (cm from, to)
 
     @property
     def saved(self) -> float:
         return 0.0 if self.blanket_m2 <= 0 else max(0.0, 1.0 - self.sprayed_m2 / self.blanket_m2)
 
+    @property
+    def ideal_saved(self) -> float:
+        """What spraying exactly ``ideal_m2`` would save against blanket spraying."""
+        return 0.0 if self.blanket_m2 <= 0 else max(0.0, 1.0 - self.ideal_m2 / self.blanket_m2)
+
     def line(self) -> str:
         return (f"pass {self.pass_no} of {self.passes}: weeds {self.weeds}: {self.hits} hit, {self.partial} partly, "
-                f"{self.misses} missed | {self.late} late sprays | crops sprayed {self.crops_sprayed} | "
-                f"sprayed {self.sprayed_m2:.2f} m² ({self.wasted_m2:.2f} m² off weeds) over a {self.pass_m:.1f} m pass; herbicide saved vs blanket "
-                f"{self.saved:.0%}"
+                f"{self.misses} missed | {self.late} late sprays | crops sprayed {self.crops_sprayed} of "
+                f"{self.crops} | sprayed {self.sprayed_m2:.2f} m² ({self.wasted_m2:.2f} m² off weeds) over a "
+                f"{self.pass_m:.1f} m pass; herbicide saved vs blanket {self.saved:.0%}, ideal "
+                f"{self.ideal_saved:.0%} (each weed + margins: {self.ideal_m2:.2f} m²)"
                 + (f" | {self.lines_lost} spray-log line(s) of this pass were lost (disk full): sprays in the gap "
                    f"are not scored" if self.lines_lost else ""))
+
+    def as_dict(self) -> dict:
+        """What ``--json`` prints: every field, ``saved`` and ``ideal_saved``, each plant with its ``covered``."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("plants", "sprayed_by_lane")}
+        return {**out, "saved": round(self.saved, 4), "ideal_saved": round(self.ideal_saved, 4),
+                "plants": [asdict(p) for p in self.plants],
+                "sprayed_by_lane": [[[round(a, 2), round(b, 2)] for a, b in lane] for lane in self.sprayed_by_lane]}
+
+    def table(self) -> str:
+        """The plants, one row each (``--plants``)."""
+        rows = [f"{'#':>3} {'lane':>4} {'at cm':>8} {'length':>6} {'kind':<4} {'result':<7} {'sprayed':>7} "
+                f"{'nearest spray cm (-short/+beyond)':>33}"]
+        for i, p in enumerate(self.plants, 1):
+            near = ("never sprayed" if p.nearest_spray_cm is None else "0.0" if p.nearest_spray_cm == 0
+                    else f"{p.nearest_spray_cm:+.1f}")
+            rows.append(f"{i:>3} {p.lane:>4} {p.distance_cm:>8.1f} {p.length_cm:>6.1f} {p.kind:<4} {p.result:<7} "
+                        f"{p.covered:>7.0%} {near:>33}")
+        return "\n".join(rows)
 
 
 def _union_len(segs: list[tuple[float, float]], lo: float, hi: float) -> float:
     """Length of [lo, hi] covered by the (sorted, merged) segments."""
     return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in segs)
+
+
+def _nearest(segs: Sequence[tuple[float, float]], lo: float, hi: float) -> float | None:
+    """Signed distance from [lo, hi] to the nearest segment: 0 when one touches it, < 0 when it lies before
+    ``lo``, > 0 after ``hi``; None without segments."""
+    best: float | None = None
+    for a, b in segs:
+        d = 0.0 if a <= hi and b >= lo else (b - lo if b < lo else a - hi)
+        if best is None or abs(d) < abs(best):
+            best = d
+    return best
 
 
 def _merge(segs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -195,32 +262,40 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     t_end = int(end["t_capture_ns"]) if end is not None else max(int(e["t_mono_ns"]) for e in events)
     segs = sprayed_segments(events, geom, track)
     widths = [(b - a) * cfg.footprint_across_cm for a, b in zip(geom.lane_edges, geom.lane_edges[1:])]
-    hits = partial = misses = crops = 0
+    lane_segs = tuple(tuple(segs.get(geom.channels[lane], [])) for lane in range(geom.lanes))  # a channel sprays
+    # every lane mapped to it
+    rows: list[PlantScore] = []
     weed_area = 0.0
+    ideal: dict[int, list[tuple[float, float]]] = {}
     for p in (p.placed(track.distance_at) for p in plants):
         if not 0 <= p.lane < geom.lanes:
             raise ConfigError(f"ground truth names lane {p.lane}, the config has {geom.lanes}",
                               "number lanes from 0, left to right in the image")
+        assert p.distance_cm is not None
         lo, hi = p.span
-        covered = _union_len(segs.get(geom.channels[p.lane], []), lo, hi)
-        if p.kind != "weed":
-            crops += covered > 0
-            continue
-        weed_area += covered * widths[p.lane]
-        if covered >= (hi - lo) - 1e-6:
-            hits += 1
-        elif covered > 0:
-            partial += 1
+        covered = _union_len(list(lane_segs[p.lane]), lo, hi)
+        share = (min(1.0, covered / (hi - lo)) if hi > lo
+                 else float(any(a <= lo <= b for a, b in lane_segs[p.lane])))  # a point: inside a spray or not
+        if p.kind == "weed":
+            weed_area += covered * widths[p.lane]
+            ideal.setdefault(p.lane, []).append((lo - cfg.margin_before_cm, hi + cfg.margin_after_cm))
+            whole = covered >= (hi - lo) - 1e-6 if hi > lo else share > 0
+            result = "hit" if whole else "partly" if covered > 0 else "missed"
         else:
-            misses += 1
-    # a channel sprays every lane mapped to it
-    sprayed = sum(sum(b - a for a, b in segs.get(geom.channels[lane], [])) * widths[lane] for lane in range(geom.lanes))
+            result = "sprayed" if covered > 0 or share > 0 else "spared"
+        near = _nearest(lane_segs[p.lane], lo, hi)
+        rows.append(PlantScore(p.lane, round(p.distance_cm, 2), p.length_cm, p.kind, round(covered, 2),
+                               round(share, 4), result, None if near is None else round(near, 2)))  # to 0.1 mm
+    count = {r: sum(1 for x in rows if x.result == r) for r in WEED_RESULTS + CROP_RESULTS}
+    sprayed = sum(sum(b - a for a, b in lane_segs[lane]) * widths[lane] for lane in range(geom.lanes))
+    ideal_cm2 = sum(sum(b - a for a, b in _merge(s)) * widths[lane] for lane, s in ideal.items())
     pass_cm = max(0.0, track.distance_at_ns(t_end))
     late = sum(1 for e in events if e["event"] in ("late", "missed"))
-    weeds = sum(1 for p in plants if p.kind == "weed")
     lost = sum(int(e["lines_lost"]) for e in events if e["event"] == "gap")
-    return Score(weeds, hits, partial, misses, crops, late, sprayed / 1e4, max(0.0, sprayed - weed_area) / 1e4,
-                 pass_cm * cfg.footprint_across_cm / 1e4, pass_cm / 100, number, passes, lost)
+    return Score(count["hit"] + count["partly"] + count["missed"], count["hit"], count["partly"], count["missed"],
+                 count["sprayed"], late, sprayed / 1e4, max(0.0, sprayed - weed_area) / 1e4,
+                 pass_cm * cfg.footprint_across_cm / 1e4, pass_cm / 100, number, passes, lost,
+                 count["sprayed"] + count["spared"], ideal_cm2 / 1e4, tuple(rows), lane_segs)
 
 
 # -- the input files ----------------------------------------------------------------------
@@ -343,7 +418,7 @@ class TruthRow(BaseModel):
                      self.kind or "weed", self.time_s)
 
 
-TRUTH_NOTES = ("class", "note")  # keys for people, not read
+TRUTH_NOTES = ("class", "note", "photo")  # keys for people, not read (photo: the one make_field_pass pasted)
 
 
 def read_truth(path: str | Path) -> list[Plant]:
@@ -371,8 +446,115 @@ def read_truth(path: str | Path) -> list[Plant]:
     return plants
 
 
+
+# -- the picture of a pass (--plot) -------------------------------------------------------
+# matplotlib is the ``plot`` extra (pip install 'weed-detector[plot]'): imported here only, when --plot is given.
+
+ROW_M = 2.5  # metres of the pass per row of the picture (a 10 m pass: four rows)
+FIG_WIDTH_IN, DPI = 16.0, 100  # 1600 px wide
+ROW_IN, LANE_IN, FRAME_IN = 0.45, 0.3, 1.35  # inches per row, per lane within a row, title + legend + x label
+KIND_COLOUR = {"weed": "#d62728", "crop": "#2ca02c"}
+SPRAY_COLOUR = "#1f77b4"
+
+
+class PlotUnavailable(WeedDetectorError):
+    """--plot without matplotlib installed."""
+
+    exit_code = EXIT_USAGE
+
+
+def _figure_class() -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotUnavailable("--plot needs matplotlib, which is not installed",
+                              "pip install 'weed-detector[plot]' (or pip install 'matplotlib>=3.7'), or leave --plot "
+                              "out") from None
+    return Figure
+
+
+def plot_rows(s: Score) -> tuple[float, float, int]:
+    """The stretch of ground the picture shows (cm from, to: the pass, and any plant or spray beyond it) and
+    in how many rows of about ``ROW_M`` (a row stretches up to 5 % rather than start one more for the rest)."""
+    lows = [0.0] + [p.span[0] for p in s.plants] + [a for lane in s.sprayed_by_lane for a, _ in lane]
+    highs = [s.pass_m * 100] + [p.span[1] for p in s.plants] + [b for lane in s.sprayed_by_lane for _, b in lane]
+    lo = min(lows)
+    hi = max(max(highs), lo + 1.0)
+    return lo, hi, max(1, math.ceil((hi - lo) / (ROW_M * 100) - 0.05))
+
+
+def plot_size_px(s: Score) -> tuple[int, int]:
+    """Width and height of the PNG ``plot_pass`` writes for this score."""
+    lanes = max(1, len(s.sprayed_by_lane))
+    rows = plot_rows(s)[2]
+    return int(FIG_WIDTH_IN * DPI), int(round((FRAME_IN + rows * (ROW_IN + LANE_IN * lanes)) * DPI))
+
+
+def plot_title(s: Score) -> str:
+    return (f"pass {s.pass_no} of {s.passes}, {s.pass_m:.1f} m: weeds {s.weeds}: {s.hits} hit, {s.partial} partly, "
+            f"{s.misses} missed | crops sprayed {s.crops_sprayed} of {s.crops} | {s.late} late sprays\n"
+            f"sprayed {s.sprayed_m2:.2f} m² ({s.wasted_m2:.2f} m² off weeds); herbicide saved vs blanket "
+            f"{s.saved:.0%}, ideal {s.ideal_saved:.0%}")
+
+
+def plot_pass(s: Score, path: str | Path) -> None:
+    """Draw the pass: x = distance along travel (m), one band per lane (lane 0, the image's left, on top);
+    plants as rectangles coloured by kind, sprayed ground as translucent bars, missed and partly hit weeds
+    and sprayed crops marked; the summary in the title. Raises ``PlotUnavailable`` without matplotlib and
+    ``ConfigError`` when the file cannot be written."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
+
+    figure = _figure_class()
+    lanes = max(1, len(s.sprayed_by_lane))
+    lo, hi, rows = plot_rows(s)
+    width_px, height_px = plot_size_px(s)
+    fig = figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    top, bottom = 0.95 * DPI / height_px, 0.4 * DPI / height_px  # title + legend above, the x label below
+    fig.subplots_adjust(left=0.05, right=0.99, top=1 - top, bottom=bottom, hspace=ROW_IN / (LANE_IN * lanes))
+    axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
+    span = (hi - lo) / rows
+    marks = {"missed": ("X", "black"), "partly": ("o", "black"), "sprayed": ("v", "#9467bd")}
+    for r, ax in enumerate(axes):
+        x0 = lo + r * span
+        ax.set_xlim(x0 / 100, (x0 + span) / 100)
+        ax.set_ylim(lanes, 0)
+        ax.set_yticks([i + 0.5 for i in range(lanes)], [f"lane {i}" for i in range(lanes)], fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        for i in range(1, lanes):
+            ax.axhline(i, color="0.8", lw=0.6)
+        for lane, segs in enumerate(s.sprayed_by_lane):
+            for a, b in segs:
+                ax.add_patch(Rectangle((a / 100, lane + 0.08), (b - a) / 100, 0.84, color=SPRAY_COLOUR, alpha=0.3,
+                                       lw=0))
+        for p in s.plants:
+            a, b = p.span
+            ax.add_patch(Rectangle((a / 100, p.lane + 0.3), max(b - a, 0.3) / 100, 0.4,
+                                   facecolor=KIND_COLOUR[p.kind], edgecolor="black", lw=0.4))
+            if p.result in marks:
+                shape, colour = marks[p.result]
+                ax.scatter([p.distance_cm / 100], [p.lane + 0.17], marker=shape, s=28, zorder=3,
+                           facecolors="none" if shape == "o" else colour, edgecolors=colour, linewidths=1.0)
+    axes[-1].set_xlabel("distance along travel (m, from the ground under the image centre at the first frame)",
+                        fontsize=9)
+    fig.suptitle(plot_title(s), fontsize=10, y=1 - 0.08 * DPI / height_px, va="top")
+    handles = [Patch(facecolor=KIND_COLOUR["weed"], edgecolor="black", label="weed"),
+               Patch(facecolor=KIND_COLOUR["crop"], edgecolor="black", label="crop"),
+               Patch(color=SPRAY_COLOUR, alpha=0.3, label="sprayed"),
+               Line2D([], [], ls="", marker="X", color="black", label="weed missed"),
+               Line2D([], [], ls="", marker="o", mfc="none", color="black", label="weed partly hit"),
+               Line2D([], [], ls="", marker="v", color="#9467bd", label="crop sprayed")]
+    fig.legend(handles=handles, loc="upper center", ncols=len(handles), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.55 * DPI / height_px))
+    try:
+        fig.savefig(path, format="png", dpi=DPI)
+    except OSError as e:
+        raise cannot_write("plot", path, e, ConfigError, "give --plot a PNG file in a folder you can write") from None
+
+
 EPILOG = """exit codes: 0 scored, 2 bad arguments, 3 a config, spray log or ground-truth file that cannot be
-read or is not valid (one line naming the file and the line). A cut last line of a spray log (the run
+read or is not valid (one line naming the file and the line), or a --plot file that cannot be written;
+--plot without matplotlib installed is a bad argument (2). A cut last line of a spray log (the run
 was stopped, or its disk was full, while writing it) is skipped with a warning."""
 
 
@@ -389,22 +571,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pass", dest="pass_no", type=int, default=-1, metavar="N",
                    help="which run of the spray log to score when it holds several (it appends): 1 = the first, "
                         "-1 = the last (default)")
-    p.add_argument("--json", action="store_true", help="print the score as JSON")
+    p.add_argument("--json", action="store_true", help="print the score as JSON (every plant included)")
+    p.add_argument("--plants", action="store_true", help="also print one row per plant (the text output)")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the pass into a PNG: lanes along travel, plants, sprays, "
+                                                      "misses (needs matplotlib: pip install 'weed-detector[plot]')")
     a = p.parse_args(argv)
     logging.basicConfig(format="edge-replay: %(levelname)s: %(message)s")  # the warnings (no-op when set up)
     try:
+        if a.plot:
+            _figure_class()  # before the work: without matplotlib, say so at once
         cfg = load_config(a.config)
         if cfg.spray is None:
             raise ConfigError(f"config {a.config} has no [spray] section", "score the config the pass was run with")
         events = [e for part in a.spray_log for e in read_spray_log(part)]
         s = score(events, read_truth(a.truth), cfg.spray, a.pass_no)
+        if a.plot:
+            plot_pass(s, a.plot)
     except WeedDetectorError as e:
         print(f"edge-replay: error: {e}", file=sys.stderr)
         return e.exit_code
     if a.json:
-        print(json.dumps({**s.__dict__, "saved": round(s.saved, 4)}))
+        print(json.dumps(s.as_dict()))
     else:
         print(s.line())
+        if a.plants:
+            print(s.table())
     return 0
 
 

@@ -173,7 +173,13 @@ def test_a_log_with_several_runs_scores_one_pass_never_a_mix(tmp_path, capsys):
     args = ["--config", str(conf), "--spray-log", str(slog), "--truth", str(truth)]
     assert main(args) == 0 and capsys.readouterr().out.startswith("pass 2 of 2: weeds 2: 1 hit")
     assert main(args + ["--pass", "1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {**first.__dict__, "saved": round(first.saved, 4)}
+    out = json.loads(capsys.readouterr().out)
+    assert out == json.loads(json.dumps(first.as_dict()))
+    # the keys edge-replay --json always had, unchanged (the per-plant rows and the ideal came on top)
+    old = ("weeds", "hits", "partial", "misses", "crops_sprayed", "late", "sprayed_m2", "wasted_m2", "blanket_m2",
+           "pass_m", "pass_no", "passes", "lines_lost")
+    assert {k: out[k] for k in old + ("saved",)} == {**{k: first.__dict__[k] for k in old}, "saved": 0.99}
+    assert [p["result"] for p in out["plants"]] == ["hit", "missed"]
     assert main(args + ["--pass", "3"]) == 3
     assert "--pass 3: the spray log holds 2 pass(es)" in capsys.readouterr().err
 
@@ -261,6 +267,115 @@ def test_replay_help_lists_its_exit_codes(capsys):
 def test_log_without_pass_start_is_an_error():
     with pytest.raises(ConfigError, match="pass_start"):
         score([{"event": "open", "channel": 0, "at_ns": 0, "t_mono_ns": 0}], [], cfg())
+
+
+# -- per plant, the ideal, the picture -------------------------------------------------------
+
+# 100 cm/s, spray line 100 cm behind: lane 0 sprayed over 100..120 and 305..315 cm, lane 1 over 500..530 cm
+SPRAYS = [(0, 2.0, 2.2), (0, 4.05, 4.15), (1, 6.0, 6.3)]
+PLANTS = [  # (plant, result, covered_cm, covered share, nearest spray cm)
+    (Plant(0, 110, 10), "hit", 10.0, 1.0, 0.0),
+    (Plant(0, 310, 20), "partly", 10.0, 0.5, 0.0),
+    (Plant(0, 200, 10), "missed", 0.0, 0.0, -75.0),  # the nearest spray (100..120) landed short of it
+    (Plant(1, 50, 4), "missed", 0.0, 0.0, 448.0),  # ... and here beyond it (500..530)
+    (Plant(0, 310, 0), "hit", 0.0, 1.0, 0.0),  # a weed of length 0 is a point: inside a spray...
+    (Plant(0, 250, 0), "missed", 0.0, 0.0, 55.0),  # ... or not (it used to count as hit); 305..315 is nearest
+    (Plant(1, 520, 10, "crop"), "sprayed", 10.0, 1.0, 0.0),
+    (Plant(1, 700, 10, "crop"), "spared", 0.0, 0.0, -165.0),
+]
+
+
+def test_every_plant_gets_its_row():
+    s = score(log(*SPRAYS), [p for p, *_ in PLANTS], cfg())
+    assert [(r.result, r.covered_cm, r.covered, r.nearest_spray_cm) for r in s.plants] == [tuple(x) for _, *x in PLANTS]
+    assert [(r.lane, r.distance_cm, r.length_cm, r.kind) for r in s.plants] == [
+        (p.lane, p.distance_cm, p.length_cm, p.kind) for p, *_ in PLANTS]
+    assert (s.weeds, s.hits, s.partial, s.misses, s.crops_sprayed, s.crops) == (6, 2, 1, 3, 1, 2)
+    assert s.sprayed_by_lane == (((100.0, pytest.approx(120.0)), (pytest.approx(305.0), pytest.approx(315.0))),
+                                 ((500.0, pytest.approx(530.0)),))
+    # a lane that was never sprayed has no nearest spray
+    assert score(log((0, 2.0, 2.2)), [Plant(1, 110, 10)], cfg()).plants[0].nearest_spray_cm is None
+
+
+def test_the_ideal_is_each_weed_plus_both_margins_across_its_lane():
+    s = score(log(*SPRAYS), [p for p, *_ in PLANTS], cfg(margin_before_cm=3, margin_after_cm=2))
+    # lane 0: 102..117, 297..322 (the point weed at 310 inside it: counted once), 192..207, 247..252 = 60 cm;
+    # lane 1: 45..54 = 9 cm; crops are not in it. x 50 cm lanes = 0.345 m² of a 10 m x 1 m pass
+    assert s.ideal_m2 == pytest.approx(0.345) and s.ideal_saved == pytest.approx(1 - 0.0345)
+    assert s.sprayed_m2 == pytest.approx(0.3) and s.wasted_m2 == pytest.approx(0.2)  # 20 cm of weeds sprayed
+    assert s.saved == pytest.approx(0.97)
+    assert score(log(*SPRAYS), [p for p, *_ in PLANTS], cfg()).ideal_m2 == pytest.approx(0.22)  # no margins: 44 cm
+    assert "herbicide saved vs blanket 97%, ideal 97% (each weed + margins: 0.34 m²)" in s.line()
+    assert "crops sprayed 1 of 2 |" in s.line()
+    assert score(log(), [], cfg()).ideal_m2 == 0.0 and score(log(), [], cfg()).sprayed_m2 == 0.0
+
+
+def _plant_files(tmp_path, **spray):
+    conf, truth, slog = tmp_path / "c.toml", tmp_path / "truth.jsonl", tmp_path / "spray.jsonl"
+    conf.write_text(spray_toml(cfg(**spray)))
+    truth.write_text("".join(json.dumps(p.__dict__) + "\n" for p, *_ in PLANTS))
+    slog.write_bytes(_lines(log(*SPRAYS)))
+    return ["--config", str(conf), "--spray-log", str(slog), "--truth", str(truth)]
+
+
+def test_plants_on_the_command_line(tmp_path, capsys):
+    args = _plant_files(tmp_path)
+    assert main(args + ["--plants"]) == 0
+    line, header, *rows = capsys.readouterr().out.splitlines()
+    assert line.startswith("pass 1 of 1: weeds 6: 2 hit, 1 partly, 3 missed") and "kind" in header
+    assert [r.split()[5] for r in rows] == [result for _, result, *_ in PLANTS]
+    assert rows[2].split()[-1] == "-75.0" and rows[1].split()[6] == "50%"
+    assert main(args + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [p["result"] for p in out["plants"]] == [result for _, result, *_ in PLANTS]
+    assert out["plants"][1] == {"lane": 0, "distance_cm": 310.0, "length_cm": 20.0, "kind": "weed", "covered_cm": 10.0,
+                                "covered": 0.5, "result": "partly", "nearest_spray_cm": 0.0}
+    assert out["sprayed_by_lane"] == [[[100.0, 120.0], [305.0, 315.0]], [[500.0, 530.0]]]
+    assert out["ideal_m2"] == pytest.approx(0.22) and out["ideal_saved"] == 0.978
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_plot_draws_the_pass_as_a_png(tmp_path, capsys):
+    import cv2
+
+    from edge.tools.replay import plot_size_px
+
+    png = tmp_path / "pass.png"
+    assert main(_plant_files(tmp_path) + ["--plot", str(png)]) == 0
+    assert capsys.readouterr().out.startswith("pass 1 of 1: weeds 6")
+    # 10 m in rows of 2.5 m: 4 rows of 2 lanes; 16 in x (1.35 + 4 x (0.45 + 2 x 0.3)) in at 100 dpi
+    assert _png_size(png) == (1600, 555) == plot_size_px(score(log(*SPRAYS), [p for p, *_ in PLANTS], cfg()))
+    img = cv2.imread(str(png))
+    assert img.shape == (555, 1600, 3)
+
+    def pixels(bgr):  # how many pixels have this colour
+        return int((np.abs(img.astype(int) - bgr).max(axis=2) <= 3).sum())
+
+    assert pixels((40, 39, 214)) > 100  # the weeds (#d62728)
+    assert pixels((44, 160, 44)) > 50  # the crops (#2ca02c)
+    assert pixels((233, 214, 188)) > 1000  # sprayed ground: #1f77b4 at 30 % on white
+
+
+def test_plot_without_matplotlib_is_one_line_saying_how_to_install_it(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # what an install without the extra does
+    png = tmp_path / "pass.png"
+    assert main(_plant_files(tmp_path) + ["--plot", str(png)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and not png.exists()
+    assert err.startswith("edge-replay: error: --plot needs matplotlib") and "pip install 'weed-detector[plot]'" in err
+
+
+def test_a_plot_that_cannot_be_written_is_exit_3(tmp_path, capsys):
+    assert main(_plant_files(tmp_path) + ["--plot", str(tmp_path / "no" / "such" / "pass.png")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("edge-replay: error: cannot write the plot") and err.count("\n") == 1, err
 
 
 # -- end to end: a synthetic pass over a field of coloured patches ---------------------------

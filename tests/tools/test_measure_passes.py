@@ -1,0 +1,49 @@
+"""tools/measure_passes.py: a row of the table sums its runs (the runs themselves are realtime edge-run
+passes, measured by the tool, not in the tests)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.tools.replay import Score
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import measure_passes
+    finally:
+        sys.path.remove(str(TOOLS))
+    return measure_passes
+
+
+def run(tool, seed, hits, partial, misses, crops_sprayed, crops, sprayed_m2, ideal_m2, late, done):
+    s = Score(hits + partial + misses, hits, partial, misses, crops_sprayed, late, sprayed_m2, 0.0, 4.0, 10.0,
+              crops=crops, ideal_m2=ideal_m2)
+    return tool.Run(10.0, "clean", seed, s, done, "")
+
+
+def test_a_row_sums_its_runs(tool):
+    runs = [run(tool, 1, 44, 0, 1, 12, 15, 1.6, 0.8, 0, "done (end of source): 99 frames, 9 weed frames, 10 dropped"),
+            run(tool, 2, 43, 1, 1, 3, 15, 1.2, 0.7, 2, "done (end of source): 109 frames, 9 weed frames, 0 dropped")]
+    # 87 of 90 hit, 88 hit or partly; 15 of 30 crops; 2.8 of 8 m² sprayed (65 % saved), 1.5 ideal (81.25 %)
+    assert tool.row(runs) == ("| 10 km/h, clean | 87/90 (97%) | 88/90 (98%) | 15 of 30 (50%) | 65.0% | 81.2% | 0, 2 "
+                              "| 10 of 109, 0 of 109 |")
+
+
+def test_a_pass_without_plants_has_no_rates(tool):
+    row = tool.row([run(tool, 1, 0, 0, 0, 0, 0, 0.02, 0.0, 0, "done: 73 frames, 0 weed frames, 0 dropped")])
+    assert row.startswith("| 10 km/h, clean | 0/0 (—) | 0/0 (—) | 0 of 0 (—) | 99.5% | 100.0% |")
+
+
+def test_conditions_are_named(tool):
+    assert list(tool.conditions(["clean", "empty"], 7, 6.0)) == ["clean", "no plants"]
+    assert tool.conditions(["blur"], 7, 6.0) == {"blur 7 px + noise 6": ("blur", ["--blur-px", "7", "--noise", "6.0"])}
+    with pytest.raises(SystemExit, match="unknown fog"):
+        tool.conditions(["fog"], 7, 6.0)

@@ -442,5 +442,22 @@ def _command(argv: Sequence[str] | None, signals: SignalStop) -> int:
         return EXIT_INTERNAL
 
 
+def entry() -> None:
+    """The ``edge-run`` console script: ``main()``, then leave at once when a reader thread is still
+    blocked inside OpenCV (its return during interpreter shut-down can abort the process; every
+    output is already off and closed here)."""
+    code = main()
+    from edge.sources.reader import abandoned_threads
+
+    if abandoned_threads():
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more to say
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

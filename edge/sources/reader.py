@@ -44,6 +44,14 @@ log = logging.getLogger(__name__)
 STOP_POLL_S = 0.05
 
 
+_ABANDONED: list[threading.Thread] = []  # reader threads left blocked in a device call
+
+
+def abandoned_threads() -> int:
+    """How many reader threads are still blocked in a device call after their source was closed."""
+    return sum(1 for t in _ABANDONED if t.is_alive())
+
+
 class EndOfStream(Exception):
     """Raised by a grab function when the device or file has no more frames."""
 
@@ -118,6 +126,7 @@ class ReaderThread:
         elif thread is not threading.current_thread():
             thread.join(self._join_timeout if opened else 0.0)
             if thread.is_alive():
+                _ABANDONED.append(thread)
                 log.warning(
                     "%s: the reader thread is still %s; abandoned (it releases the device if that call "
                     "ever returns)",

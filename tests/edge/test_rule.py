@@ -16,6 +16,7 @@ from edge.core.tile import Tile
 from edge.decide.decider import Decider
 from edge.decide.lanes import LaneDecisions
 from edge.decide.rule import EPS, SprayRule, ViewEvidence, log_odds
+from edge.inference.bundle import InputSpec, Manifest, RuleSpec
 
 LABELS = ("soil", "maize", "charlock", "black_grass")
 WEEDS, CROPS = ("charlock", "black_grass"), ("maize",)
@@ -161,6 +162,26 @@ def test_combine_is_the_mean_log_odds():
 
 
 # -- building the rule ---------------------------------------------------------------------
+def _manifest(threshold=0.4, crop_veto=0.8):
+    return Manifest(name="t", labels=list(LABELS), weed_labels=list(WEEDS), crop_labels=list(CROPS),
+                    background_labels=["soil"], input=InputSpec(height=32, width=32),
+                    rule=RuleSpec(threshold=threshold, crop_veto=crop_veto, chosen_on="hand-set"))
+
+
+@pytest.mark.parametrize("bundle, overrides, threshold, veto, weeds, crops", [
+    ((0.4, 0.8), {}, 0.4, 0.8, WEEDS, CROPS),
+    ((0.4, None), {}, 0.4, None, WEEDS, CROPS),
+    ((0.4, 0.8), dict(threshold=0.7), 0.7, 0.8, WEEDS, CROPS),
+    ((0.4, 0.8), dict(crop_veto=0.5), 0.4, 0.5, WEEDS, CROPS),
+    ((0.4, 0.8), dict(crop_veto="none"), 0.4, None, WEEDS, CROPS),  # --no-crop-veto
+    ((0.4, None), dict(crop_veto=0.6), 0.4, 0.6, WEEDS, CROPS),
+    ((0.4, None), dict(weed_labels=["charlock", "maize"]), 0.4, None, ("charlock", "maize"), ()),  # volunteers
+])
+def test_from_manifest_and_overrides(bundle, overrides, threshold, veto, weeds, crops):
+    r = SprayRule.from_manifest(_manifest(*bundle), **overrides)
+    assert (r.threshold, r.crop_veto, r.weed_labels, r.crop_labels) == (threshold, veto, weeds, crops)
+
+
 @pytest.mark.parametrize("kw, words", [
     (dict(threshold=1.2), "outside 0..1"),
     (dict(threshold=float("nan")), "outside 0..1"),
@@ -174,6 +195,11 @@ def test_bad_rules_are_config_errors(kw, words):
     args = dict(threshold=0.5, crop_veto=None, labels=LABELS, weed_labels=WEEDS, crop_labels=CROPS) | kw
     with pytest.raises(ConfigError, match=words):
         SprayRule(**args)
+
+
+def test_a_veto_with_every_crop_moved_to_the_weeds_is_refused():
+    with pytest.raises(ConfigError, match="no label counts as a crop"):
+        SprayRule.from_manifest(_manifest(0.4, 0.8), weed_labels=["charlock", "maize"])
 
 
 def test_describe_names_the_rule():

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 from edge.core.errors import EXIT_INTERNAL, WeedDetectorError
 
 if TYPE_CHECKING:
-    from train.export import ExportConfig, RunResult
     from train.fit import FitConfig
-    from train.pipeline import DataConfig
+    from train.runs import DataConfig, ExportConfig, RunResult
 
 log = logging.getLogger("weed-train")
 
@@ -56,7 +55,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _data_config(a: argparse.Namespace) -> DataConfig:
-    from train.pipeline import DataConfig
+    from train.runs import DataConfig
 
     return DataConfig(
         data=a.data, csv=a.csv, val_dir=a.val_dir, test_dir=a.test_dir, roles_file=a.roles,
@@ -134,7 +133,7 @@ def _percent(text: str) -> float:
 
 
 def _export_config(a: argparse.Namespace, **over: object) -> ExportConfig:
-    from train.export import ExportConfig
+    from train.runs import ExportConfig
 
     kw = dict(
         out=a.out, name=a.name, description=a.description or "",

@@ -20,7 +20,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from train.fit import FitConfig, FitResult
-    from train.pipeline import DataConfig, Prepared, Splits
+    from train.runs import DataConfig, Prepared, Splits
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,9 @@ def _score_int8(res: FitResult, seed: int, backbone: str, mode: str, size: int, 
     write_bundle(folder, manifest, tfl)
     tfl.unlink()
     b = load_bundle(folder)
-    pv = ex.classify_all(b, raw["val"], desc=f"{backbone}/{mode} val")
+    pv = ev.classify_all(b, raw["val"], desc=f"{backbone}/{mode} val")
     thr = ev.choose_threshold(ev.threshold_sweep(pv, y["val"], labels, roles))
-    pt = ex.classify_all(b, raw["test"], desc=f"{backbone}/{mode} test")
+    pt = ev.classify_all(b, raw["test"], desc=f"{backbone}/{mode} test")
     m = ev.evaluate(pt, y["test"], labels, roles, thr)
     lat = ex.latency_ms(b, runs=50, num_threads=2)
     return {

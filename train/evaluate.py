@@ -10,7 +10,10 @@ of all weed classes -- reaches the threshold.
   sprayed rate (crop photos flagged / crop photos), each rate with a Wilson 95 % interval;
 * background photos are reported on their own (how often they would fire a valve) and
   never counted in the species numbers;
-* a threshold sweep, and the operating threshold chosen on the *validation* split.
+* a threshold sweep, and the operating threshold chosen on the *validation* split;
+* :func:`classify_all` scores photos with ``edge.inference.Classifier`` -- the runtime's
+  own loading, resizing and dequantisation, so there is no train/serve skew;
+* :func:`quant_gate` compares int8 with float on the test split.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from train.data import Roles
+
+if TYPE_CHECKING:
+    from edge.inference.bundle import Bundle
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,46 @@ def evaluate(
     return out
 
 
+# --------------------------------------------------------------------------- the edge runtime's scores; int8 vs float
+
+
+def classify_all(bundle: Bundle, images: Sequence[np.ndarray], desc: str = "edge inference", num_threads: int = 2) -> np.ndarray:
+    """Probabilities for each RGB image through ``edge.inference.Classifier``."""
+    from tqdm.auto import tqdm
+
+    from edge.inference import Classifier
+
+    clf = Classifier(bundle, num_threads=num_threads)
+    try:
+        out = np.zeros((len(images), len(clf.labels)), np.float32)
+        for i, img in enumerate(tqdm(images, desc=desc, unit="img", leave=False)):
+            out[i] = clf.classify_rgb(img)
+        return out
+    finally:
+        clf.close()
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    species_drop: float  # percentage points, float - int8
+    crop_vs_weed_drop: float
+    max_drop: float
+
+    def message(self) -> str:
+        return (
+            f"accuracy drop from float32 to int8 on the test split: species {self.species_drop:.2f} points, "
+            f"crop-vs-weed {self.crop_vs_weed_drop:.2f} points (allowed: {self.max_drop:.1f}; negative = int8 better)"
+        )
+
+
+def quant_gate(float_metrics: dict, int8_metrics: dict, max_drop: float = 1.0) -> GateResult:
+    """Fail when int8 falls more than ``max_drop`` points below float in either accuracy."""
+    sd = 100.0 * (float_metrics["species_accuracy"] - int8_metrics["species_accuracy"])
+    cd = 100.0 * (float_metrics["crop_vs_weed_accuracy"] - int8_metrics["crop_vs_weed_accuracy"])
+    return GateResult(passed=sd <= max_drop + 1e-9 and cd <= max_drop + 1e-9, species_drop=sd, crop_vs_weed_drop=cd, max_drop=max_drop)
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -297,7 +343,6 @@ def evaluate_bundle(
     from edge.inference.bundle import load_bundle
     from train import data as datamod
     from train.data import DataError
-    from train.export import classify_all
 
     bundle = load_bundle(model, variant=variant)
     m = bundle.manifest

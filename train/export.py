@@ -8,10 +8,10 @@ again (the final manifest) and :func:`write_reports`. The pieces:
 * :func:`convert` makes full-integer int8 (uint8 in, uint8 out; representative data from
   training images), float16 or float32 TFLite;
 * :func:`representative_images` draws the calibration set (stratified, seeded) and warns
-  below 300 photos;
-* :func:`classify_all` scores photos with ``edge.inference.Classifier`` -- the runtime's
-  own loading, resizing and dequantisation, so there is no train/serve skew;
-* :func:`quant_gate` compares int8 with float on the test split.
+  below 300 photos.
+
+Each model is scored with ``evaluate.classify_all`` (through the edge runtime) and gated
+with ``evaluate.quant_gate``.
 """
 
 from __future__ import annotations
@@ -20,59 +20,30 @@ import contextlib
 import io
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from edge.core.errors import WeedDetectorError
+from train import evaluate as ev
+from train import report
+from train.evaluate import GateResult, classify_all, quant_gate
 from train.provenance import command_line, portable_path
+from train.runs import ExportConfig, RunResult
 
 if TYPE_CHECKING:
     import keras
 
     from edge.inference.bundle import Bundle, Manifest, RuleSpec
     from train.data import Roles
-    from train.pipeline import Trained
+    from train.runs import Trained
 
 log = logging.getLogger(__name__)
 
 MIN_REPRESENTATIVE = 300
 EXIT_QUANT_GATE = 9
 MAIN_FILE = "model.tflite"  # the int8 model's file name in a bundle; other models are model_<quantization>.tflite
-
-DATA_LICENCE = "CC BY-SA 4.0 (training photos: Plant Seedlings Dataset)"
-DATA_ATTRIBUTION = (
-    "Giselsson, T. M., Jørgensen, R. N., Jensen, P. K., Dyrmann, M., Midtiby, H. S. (2017). "
-    "A Public Image Database for Benchmark of Plant Seedling Classification Algorithms. arXiv:1711.05458. "
-    "Aarhus University / University of Southern Denmark."
-)
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    out: Path = Path("models")
-    name: str = "plant-seedlings-mnv2"
-    description: str = ""
-    extra_variants: tuple[str, ...] = ()  # "float16" on request; float32 is always written (the gate needs it)
-    allow_quant_drop: bool = False
-    max_quant_drop: float = 1.0  # points
-    representative: int = 400
-    miss_weight: float = 1.0  # weed miss vs crop sprayed trade-off when choosing the threshold
-    max_weed_miss: float | None = None  # limits (fractions) the threshold must meet on validation, when it can
-    max_crop_sprayed: float | None = None
-    licence: str = DATA_LICENCE
-    attribution: str = DATA_ATTRIBUTION
-    latency_runs: int = 100
-
-
-@dataclass
-class RunResult:
-    bundle_dir: Path
-    metrics: dict
-    gate_passed: bool
-    gate_message: str
 
 
 class QuantizationGateError(WeedDetectorError):
@@ -150,22 +121,6 @@ def tflite_io(path: Path) -> dict:
     }
 
 
-def classify_all(bundle: Bundle, images: Sequence[np.ndarray], desc: str = "edge inference", num_threads: int = 2) -> np.ndarray:
-    """Probabilities for each RGB image through ``edge.inference.Classifier``."""
-    from tqdm.auto import tqdm
-
-    from edge.inference import Classifier
-
-    clf = Classifier(bundle, num_threads=num_threads)
-    try:
-        out = np.zeros((len(images), len(clf.labels)), np.float32)
-        for i, img in enumerate(tqdm(images, desc=desc, unit="img", leave=False)):
-            out[i] = clf.classify_rgb(img)
-        return out
-    finally:
-        clf.close()
-
-
 def latency_ms(bundle: Bundle, runs: int = 50, warmup: int = 5, num_threads: int = 2) -> dict:
     """Invoke-only latency of a bundle's model through the edge runtime (p50/p90, ms)."""
     from edge.inference import Classifier
@@ -181,27 +136,6 @@ def latency_ms(bundle: Bundle, runs: int = 50, warmup: int = 5, num_threads: int
                 "runs": runs, "threads": num_threads, "runtime": str(clf.runtime)}
     finally:
         clf.close()
-
-
-@dataclass(frozen=True)
-class GateResult:
-    passed: bool
-    species_drop: float  # percentage points, float - int8
-    crop_vs_weed_drop: float
-    max_drop: float
-
-    def message(self) -> str:
-        return (
-            f"accuracy drop from float32 to int8 on the test split: species {self.species_drop:.2f} points, "
-            f"crop-vs-weed {self.crop_vs_weed_drop:.2f} points (allowed: {self.max_drop:.1f}; negative = int8 better)"
-        )
-
-
-def quant_gate(float_metrics: dict, int8_metrics: dict, max_drop: float = 1.0) -> GateResult:
-    """Fail when int8 falls more than ``max_drop`` points below float in either accuracy."""
-    sd = 100.0 * (float_metrics["species_accuracy"] - int8_metrics["species_accuracy"])
-    cd = 100.0 * (float_metrics["crop_vs_weed_accuracy"] - int8_metrics["crop_vs_weed_accuracy"])
-    return GateResult(passed=sd <= max_drop + 1e-9 and cd <= max_drop + 1e-9, species_drop=sd, crop_vs_weed_drop=cd, max_drop=max_drop)
 
 
 def write_tflite(data: bytes, path: Path) -> Path:
@@ -227,8 +161,6 @@ def gate_record(gate: GateResult, allowed: bool) -> dict:
 
 def threshold_from_sweep(val_sweep: Sequence[dict], ec: ExportConfig) -> tuple[float, str]:
     """The operating threshold the export settings choose from a validation sweep, and the rule in words."""
-    from train import evaluate as ev
-
     thr = ev.choose_threshold(val_sweep, ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed)
     return thr, ev.threshold_rule(ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed, val_sweep, thr)
 
@@ -248,7 +180,6 @@ def manifest_rule(threshold: float, how: str, refit: bool) -> RuleSpec:
 def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = None) -> RunResult:
     """Export int8 + float32 (+ extra variants), evaluate each through the edge, gate, write the bundle."""
     from edge.inference.bundle import RuleSpec
-    from train.report import summary_metrics
 
     stage = staging_dir()
     rep = representative_images(t.x["train"], t.y["train"], ec.representative, t.fc.seed)
@@ -267,7 +198,7 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
     main = main_model(gate, ec.allow_quant_drop)
     doc = metrics_document(t, ec, fields, evals, main, gate)
     rule = manifest_rule(evals[main]["threshold"], evals[main]["threshold_rule"], t.val_probs is not None)
-    write_models(bundle_dir, files, main, t, fields, rule=rule, metrics=summary_metrics(evals, main, gate))
+    write_models(bundle_dir, files, main, t, fields, rule=rule, metrics=report.summary_metrics(evals, main, gate))
     write_reports(bundle_dir, doc, t, ec)
     for p in files.values():
         p.unlink(missing_ok=True)
@@ -376,7 +307,6 @@ def evaluate_variant(bundle_dir: Path, variant: str | None, t: Trained, ec: Expo
     model's validation probabilities: the threshold and the validation metrics come from them.
     """
     from edge.inference.bundle import load_bundle
-    from train import evaluate as ev
 
     labels, roles, y = t.prep.labels, t.prep.roles, t.y
     b = load_bundle(bundle_dir, variant=variant)
@@ -415,9 +345,6 @@ def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, ma
 
 def write_reports(bundle_dir: Path, doc: dict, t: Trained, ec: ExportConfig) -> None:
     """metrics.json, the test confusion matrix (png and text) and report.md."""
-    from train import evaluate as ev
-    from train import report
-
     labels, main = doc["labels"], doc["main_model"]
     ev.write_metrics(bundle_dir / "metrics.json", doc)
     cm = doc["models"][main]["test"]["confusion_matrix"]

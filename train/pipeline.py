@@ -1,13 +1,13 @@
 """The `weed-train train` run, stage by stage: data -> fit -> export -> evaluate -> bundle.
 
 Each stage lives in its own module (``data``, ``background``, ``fit``, ``export``,
-``evaluate``, ``report``); this one only wires them in order and records what was done.
+``evaluate``, ``report``; the records passed between them in ``runs``); this one only
+wires them in order and records what was done.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -15,83 +15,19 @@ import numpy as np
 
 from train import background as bgmod
 from train import data as datamod
+from train import evaluate as ev
+from train import report
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
-from train.export import (ExportConfig, GateResult, RunResult, classify_all, export_bundle, gate_record, main_model,
-                          manifest_rule, quant_gate, threshold_from_sweep)
+from train.evaluate import GateResult, classify_all, quant_gate
+from train.export import export_bundle, gate_record, main_model, manifest_rule, threshold_from_sweep
 from train.provenance import utc_now
+from train.runs import DataConfig, ExportConfig, Item, Prepared, RunResult, Splits, Trained
 
 if TYPE_CHECKING:
     from edge.inference.bundle import RuleSpec
     from train.fit import FitConfig, FitResult
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class DataConfig:
-    data: Path | None = None  # folder-per-class
-    csv: Path | None = None  # or a path,label CSV
-    val_dir: Path | None = None  # explicit validation folder (then test_dir too)
-    test_dir: Path | None = None
-    roles_file: Path | None = None
-    weeds: tuple[str, ...] = ()
-    crops: tuple[str, ...] = ()
-    background_classes: tuple[str, ...] = ()
-    groups: Path | None = None  # None: groups.csv inside/beside the data folder if present
-    use_groups: bool = True
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 42
-    background: str = "auto"  # "auto" (cut from the photos), "none", or a folder from `weed-train background`
-    background_fraction: float = 1.5  # background patches per split = this x mean photos per class
-    resize: str = "center_crop"
-    max_per_class: int = 0  # 0 = all (tests use a few)
-
-
-@dataclass
-class Item:
-    """One evaluation/training image: a photo, or a background patch cut from one."""
-
-    label: str
-    split: str
-    sample: Sample | None = None
-    patch: bgmod.Patch | None = None
-
-    def raw_rgb(self) -> np.ndarray:
-        """The image as the camera/edge would see it (original pixels, any size)."""
-        if self.patch is not None:
-            return self.patch.render()
-        return datamod.decode_rgb(self.sample.path)
-
-    @property
-    def name(self) -> str:
-        if self.patch is not None:
-            kind = "" if self.patch.grid == 1 else f"mosaic{self.patch.grid}:"
-            return f"{BACKGROUND}:{kind}{self.patch.source.parent.name}/{self.patch.source.name}"
-        return f"{self.sample.label}/{self.sample.path.name}"
-
-
-@dataclass
-class Prepared:
-    labels: list[str]
-    roles: Roles
-    samples: list[Sample]
-    items: dict[str, list[Item]]
-    corrupt: list[tuple[str, str]]
-    groups_file: str | None
-    leaks: list[str]
-    notes: list[str] = field(default_factory=list)
-
-    def split_items(self, split: str) -> list[Item]:
-        return self.items[split]
-
-    def counts(self) -> dict:
-        out = {}
-        for sp in SPLITS:
-            c: dict[str, int] = {}
-            for it in self.items[sp]:
-                c[it.label] = c.get(it.label, 0) + 1
-            out[sp] = {lab: c.get(lab, 0) for lab in self.labels}
-        return out
 
 
 def _limit(samples: list[Sample], per_class: int) -> list[Sample]:
@@ -165,10 +101,6 @@ def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
     return Prepared(labels, roles, good, items, corrupt, str(groups_file) if groups_file else None, leaks, notes)
 
 
-# (x, y, raw) per split: images as the model sees them, class ids, the original RGB images (for the edge runtime)
-Splits = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[np.ndarray]]]
-
-
 def load_splits(prep: Prepared, size: int, resize: str, tag: str = "") -> Splits:
     """Every split's arrays (see :func:`arrays`)."""
     x, y, raw = {}, {}, {}
@@ -191,22 +123,6 @@ def arrays(items: Sequence[Item], labels: Sequence[str], size: int, mode: str, d
         x[i] = datamod.resize_rgb(rgb, size, mode)
         y[i] = index[it.label]
     return x, y, raw
-
-
-@dataclass
-class Trained:
-    """A fitted model with the data it was made from (input to :func:`export_bundle`)."""
-
-    dc: DataConfig
-    fc: FitConfig
-    prep: Prepared
-    x: dict[str, np.ndarray]  # split -> images as the model sees them
-    y: dict[str, np.ndarray]  # split -> class ids
-    raw: dict[str, list[np.ndarray]]  # split -> the original RGB images (for the edge runtime)
-    result: FitResult
-    started: str
-    converted: dict[tuple[str, int], bytes] = field(default_factory=dict)  # (quantization, representative n) -> TFLite
-    val_probs: np.ndarray | None = None  # after a refit: the split model's validation probabilities
 
 
 def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained:
@@ -277,8 +193,6 @@ def _val_at(val: dict, threshold: float) -> dict:
 
     Needed after a refit, whose validation photos were scored by the split model, gone now.
     """
-    from train import evaluate as ev
-
     row = next((r for r in val["sweep"] if abs(r["threshold"] - threshold) < 1e-9), None)
     if row is None:
         raise DataError(f"threshold {threshold} is not in the validation sweep", "choose one of the sweep's thresholds")
@@ -305,8 +219,6 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     import json
 
     from edge.inference.bundle import load_bundle
-    from train import evaluate as ev
-    from train import report
 
     doc = json.loads((bundle_dir / "metrics.json").read_text())
     prep = prepare(dc, progress=progress)
@@ -332,7 +244,6 @@ def _rescore_at_new_thresholds(bundle_dir: Path, doc: dict, y_test: np.ndarray, 
                                roles: Roles, ec: ExportConfig) -> None:
     """Each model's threshold chosen again on its validation sweep; its test split scored at it (in ``doc``)."""
     from edge.inference.bundle import load_bundle
-    from train import evaluate as ev
 
     labels, main = doc["labels"], doc["main_model"]
     for q, e in doc["models"].items():

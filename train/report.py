@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 from train.evaluate import confusion_text, pct, per_class_table, rate_str, summary_lines, sweep_table
 
 if TYPE_CHECKING:
-    from train.export import ExportConfig, GateResult
+    from train.evaluate import GateResult
     from train.fit import FitConfig
-    from train.pipeline import DataConfig
+    from train.runs import DataConfig, ExportConfig
 
 
 def _short(m: dict) -> dict:

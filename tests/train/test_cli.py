@@ -63,7 +63,7 @@ def test_weights_list(capsys):
 def test_gate_failure_exits_nonzero():
     from edge.core.errors import WeedDetectorError
     from train.export import EXIT_QUANT_GATE
-    from train.export import RunResult
+    from train.runs import RunResult
 
     res = RunResult(bundle_dir=Path("x"), metrics={}, gate_passed=False, gate_message="species 2.00 points")
     with pytest.raises(WeedDetectorError) as e:

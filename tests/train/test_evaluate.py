@@ -7,7 +7,7 @@ import pytest
 
 from train import evaluate as ev
 from train.data import Roles
-from train.export import quant_gate
+from train.evaluate import quant_gate
 
 LABELS = ["background", "maize", "charlock", "fat_hen"]
 ROLES = Roles(weed=("charlock", "fat_hen"), crop=("maize",), background=("background",))

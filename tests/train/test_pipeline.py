@@ -45,7 +45,8 @@ def trained(tiny_set):
     """One tiny training run shared by the tests below (the slow part: ~10-20 s)."""
     from train.data import Augment
     from train.fit import FitConfig
-    from train.pipeline import DataConfig, train_model
+    from train.pipeline import train_model
+    from train.runs import DataConfig
 
     dc = DataConfig(data=tiny_set, roles_file=tiny_set.parent / "roles.csv", val_fraction=0.25, test_fraction=0.25)
     # frozen random-init backbone + a Keras head trained on its cached embeddings: the
@@ -62,7 +63,8 @@ def metrics_threshold(folder: Path) -> float:
 
 
 def _export(trained, out: Path, **kw):
-    from train.export import ExportConfig, export_bundle
+    from train.export import export_bundle
+    from train.runs import ExportConfig
 
     ec = ExportConfig(out=out, name="tiny", representative=16, latency_runs=3, **kw)
     return export_bundle(trained, ec, argv=["train", "--data", str(trained.dc.data), "--input-size", "32"])
@@ -139,7 +141,8 @@ def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny
     from edge.inference.bundle import load_bundle
     from train.data import Augment
     from train.fit import FitConfig, chosen_epochs
-    from train.pipeline import DataConfig, train_model
+    from train.pipeline import train_model
+    from train.runs import DataConfig
 
     dc = DataConfig(data=tiny_set, roles_file=tiny_set.parent / "roles.csv", val_fraction=0.25, test_fraction=0.25)
     fc = FitConfig(mode="finetune", weights="none", input_size=32, embedding_head_epochs=3, epochs=2, batch_size=16,
@@ -165,7 +168,8 @@ def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny
 def test_threshold_command_rechooses_on_validation_and_rescores_the_same_test_split(trained, tmp_path):
     from edge.inference.bundle import load_bundle
     from train.cli import main
-    from train.export import ExportConfig, export_bundle
+    from train.export import export_bundle
+    from train.runs import ExportConfig
 
     data = trained.dc.data
     argv = ["train", "--data", str(data), "--roles", str(data.parent / "roles.csv"), "--val", "0.25", "--test", "0.25",

@@ -112,6 +112,7 @@ def test_train_export_load_classify(trained, tmp_path):
     assert test["weed_miss"]["ci95"][0] <= test["weed_miss"]["rate"] <= test["weed_miss"]["ci95"][1]
     report = (folder / "report.md").read_text()
     assert m.training["command"] in report and "Quantisation gate" in report
+    assert "The manifest's `rule` records it, without a crop veto" in report
 
     # `weed-train evaluate`: the bundle on a folder of photos (here the training set itself)
     from train.cli import main

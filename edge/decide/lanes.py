@@ -71,17 +71,18 @@ class LaneDecisions:
             while waiting and waiting[0].seq <= self._seq - self.debounce_m:
                 waiting.popleft()
 
-    def decide(self, lane: int, tile_probs: Sequence[np.ndarray], tiles: Sequence[Tile], frame: Frame) -> LaneVerdict:
+    def decide(self, lane: int, tile_probs: np.ndarray | Sequence[np.ndarray], tiles: Sequence[Tile],
+               frame: Frame) -> LaneVerdict:
         """One lane of a frame: ``tile_probs`` and ``tiles`` are that lane's tiles along travel.
 
         Each tile is a view of the spray rule; the lane's decider is fed its most weed-like tile
         that fires (a vetoed tile never does), or its most weed-like tile when none fires."""
         decider = self.deciders[lane]
         rule = decider.rule
-        views = rule.view(np.stack([np.asarray(p) for p in tile_probs]))
-        fires = rule.fires(views)
-        weed_scores = [float(s) for s in views.weed_mass]
-        best = max(range(len(weed_scores)), key=lambda i: (bool(fires[i]), weed_scores[i]))
+        views = rule.view(np.asarray(tile_probs))
+        fires = rule.fires(views).tolist()
+        weed_scores = views.weed_mass.tolist()
+        best = max(range(len(weed_scores)), key=lambda i: (fires[i], weed_scores[i]))
         evidence = ViewEvidence(float(views.weed_log_odds[best]), bool(views.vetoed[best]), weed_scores[best],
                                 float(views.crop_mass[best]))
         decision = decider.update(tile_probs[best], frame.t_capture_ns, frame.frame_id, evidence)

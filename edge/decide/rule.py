@@ -46,7 +46,10 @@ Number = Union[float, np.ndarray]
 
 
 def log_odds(p: Number) -> Number:
-    """``logit(clip(p, EPS, 1 - EPS))``: a float for a float, an array for an array."""
+    """``logit(clip(p, EPS, 1 - EPS))``: a float for a float, an array for an array (the same numbers)."""
+    if isinstance(p, (float, int)):  # one view: no array is made (numpy's log, as for an array)
+        q = min(max(float(p), EPS), 1.0 - EPS)
+        return float(np.log(q) - np.log1p(-q))
     q = np.clip(np.asarray(p, dtype=np.float64), EPS, 1.0 - EPS)
     out = np.log(q) - np.log1p(-q)
     return float(out) if out.ndim == 0 else out
@@ -141,14 +144,17 @@ class SprayRule:
     def view(self, probs: np.ndarray) -> ViewEvidence:
         """The evidence of one view (a probability vector) or of a batch (one row per view)."""
         p = np.asarray(probs, dtype=np.float64)
+        if p.ndim == 1:  # one view: plain floats (a 1-d selection is contiguous: summed as _mass sums a row)
+            weed, crop = float(p[self._weed].sum()), float(p[self._crop].sum())
+            return ViewEvidence(log_odds(weed), self.crop_veto is not None and crop >= self.crop_veto, weed, crop)
         weed, crop = _mass(p, self._weed), _mass(p, self._crop)
         vetoed = np.zeros(weed.shape, bool) if self.crop_veto is None else crop >= self.crop_veto
-        if weed.ndim == 0:
-            return ViewEvidence(log_odds(float(weed)), bool(vetoed), float(weed), float(crop))
         return ViewEvidence(log_odds(weed), vetoed, weed, crop)
 
     def fires(self, evidence: ViewEvidence) -> Union[bool, np.ndarray]:
         """Whether a view sprays on its own (per entry for a batch): weed log-odds at the threshold's, not vetoed."""
+        if isinstance(evidence.weed_mass, float):  # one view
+            return evidence.weed_mass >= self.threshold and not evidence.vetoed
         hit = np.logical_and(np.asarray(evidence.weed_mass) >= self.threshold, np.logical_not(evidence.vetoed))
         return bool(hit) if hit.ndim == 0 else hit
 

@@ -139,10 +139,11 @@ class LanePlanner:
         scores = self.classifier.classify_many(crops, frame.colour_order)  # one batch: one invoke for all tiles
         gate = self.spray.gate()
         self.decisions.next_frame()
+        probs = np.stack([s.probs for s in scores])  # one row per tile, lane by lane
         results = []
         for lane in range(self.geometry.lanes):
             first, end = lane * rows, (lane + 1) * rows
-            verdict = self.decisions.decide(lane, [s.probs for s in scores[first:end]], tiles[first:end], frame)
+            verdict = self.decisions.decide(lane, probs[first:end], tiles[first:end], frame)
             planned = self.spray.plan(verdict, frame.frame_id, gate)
             results.append(LaneResult(lane, self.geometry.channels[lane], verdict.decision, verdict.weed_scores,
                                       planned.scheduled, planned.late, verdict.decided_tile))

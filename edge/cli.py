@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames (1 or more)")
 
     d = p.add_argument_group("decision")
-    d.add_argument("--threshold", type=float, help="weed-score threshold (default: the bundle's)")
+    d.add_argument("--threshold", type=float, help="weed-score threshold (default: the bundle's rule)")
+    veto = d.add_mutually_exclusive_group()
+    veto.add_argument("--crop-veto", type=float, metavar="P",
+                      help="never spray a view whose crop probability reaches P, 0..1 (default: the bundle's rule)")
+    veto.add_argument("--no-crop-veto", action="store_true", default=None,
+                      help="no crop veto, even if the bundle's rule has one")
     d.add_argument("--weed-labels", type=_csv, metavar="A,B", help="labels that count as weeds (default: the bundle's)")
     d.add_argument("--debounce", type=_debounce, metavar="N/M", help="spray when N of the last M frames are weeds")
     d.add_argument("--hold-ms", type=float, help="minimum spray time once started")
@@ -176,6 +181,8 @@ FLAG_KEYS: tuple[tuple[str, str, str | Convert], ...] = (
     ("realtime", "source", "realtime"),
     ("loop", "source", "loop"),
     ("threshold", "decision", "threshold"),
+    ("crop_veto", "decision", "crop_veto"),
+    ("no_crop_veto", "decision", _const("crop_veto", "none")),
     ("weed_labels", "decision", "weed_labels"),
     ("debounce", "decision", lambda nm: {"debounce_n": nm[0], "debounce_m": nm[1]}),
     ("hold_ms", "decision", "min_hold_ms"),

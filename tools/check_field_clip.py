@@ -4,7 +4,7 @@
 A sanity check for field-like frames that the photo test split does not contain: bare
 gravel seen from a camera's height (mosaics of plant-free windows), and plants with gravel
 around them. Every frame is classified on its own with the edge runtime (no debounce); a
-frame "fires" when its weed mass reaches the bundle's threshold, as ``edge-run`` decides.
+frame "fires" when the bundle's rule fires on it (``edge.decide.rule``), as ``edge-run`` decides.
 Only frames where one tile covers at least ``--coverage`` of the view are scored.
 
     python tools/check_field_clip.py models/plant-seedlings-mnv2 [--json]
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cv2
 
-from edge.decide.decider import Decider
+from edge.decide.rule import SprayRule
 from edge.inference.classifier import Classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ def score(bundle: str, video: Path, truth: Path, coverage: float) -> dict:
     counts = {role: [0, 0] for role in ("background", "crop", "weed")}  # [fired, frames]
     with Classifier(bundle) as clf:
         m = clf.bundle.manifest
-        decider = Decider(m.labels, m.weed_labels, m.threshold)
+        rule = SprayRule.from_manifest(m)  # the bundle's own rule, as edge-run applies it to one frame
         cap = cv2.VideoCapture(str(video))
         i = 0
         while True:
@@ -40,7 +40,7 @@ def score(bundle: str, video: Path, truth: Path, coverage: float) -> dict:
                 break
             r = rows.get(i)
             if r is not None and float(r["coverage"]) >= coverage:
-                fired = decider.weed_score(clf.classify(frame, "BGR").probs) >= m.threshold
+                fired = rule.fires(rule.view(clf.classify(frame, "BGR").probs))
                 counts[r["role"]][0] += int(fired)
                 counts[r["role"]][1] += 1
             i += 1

@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32)
     args = ap.parse_args()
 
-    from edge.inference.bundle import InputSpec, Manifest, OutputSpec, write_bundle
+    from edge.inference.bundle import InputSpec, Manifest, OutputSpec, RuleSpec, write_bundle
 
     model = build(args.size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +79,7 @@ def main() -> None:
             background_labels=["soil"],
             input=InputSpec(height=args.size, width=args.size, dtype="uint8", colour_order="RGB", resize="center_crop"),
             output=OutputSpec(kind="probabilities", dtype="uint8", scale=1 / 256, zero_point=0),
-            threshold=0.5,
+            rule=RuleSpec(threshold=0.5, crop_veto=None, chosen_on="hand-set", notes="the mean colour decides"),
             backbone="mean-colour",
             weights_source="hand-set",
             preprocessing="none (global mean of raw 0..255 RGB)",

@@ -2,8 +2,9 @@
 
 Everything works on a matrix of class probabilities (one row per photo) so the same code
 scores a Keras model, a float TFLite file and the int8 TFLite run through the edge
-runtime. A photo is *flagged* (sprayed) when its weed score -- the summed probability
-of all weed classes -- reaches the threshold.
+runtime. A photo is *flagged* (sprayed) as ``edge-run`` decides one view: by the edge's own
+rule (``edge.decide.rule.SprayRule``, through :func:`spray_rule`) -- its weed score, the
+summed probability of all weed classes, reaches the threshold, and no crop veto holds it back.
 
 * species accuracy: argmax over all classes, on plant photos only (crop + weed);
 * crop-vs-weed accuracy, weed miss rate (weed photos not flagged / weed photos) and crop
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from edge.decide.rule import SprayRule
 from train.data import Roles
 
 if TYPE_CHECKING:
@@ -68,36 +70,53 @@ def role_vector(labels: Sequence[str], roles: Roles) -> np.ndarray:
     return np.array([{"weed": 1, "crop": 0, "background": -1}[roles.role_of(l)] for l in labels], dtype=np.int64)
 
 
+def spray_rule(labels: Sequence[str], roles: Roles, threshold: float, crop_veto: float | None = None) -> SprayRule:
+    """The edge's decision rule for these labels and roles: evaluation decides a photo as ``edge-run``
+    decides a view (one function for both, ``edge.decide.rule``)."""
+    return SprayRule(threshold, crop_veto, labels=tuple(labels), weed_labels=tuple(roles.weed),
+                     crop_labels=tuple(roles.crop))
+
+
 def weed_score(probs: np.ndarray, labels: Sequence[str], roles: Roles) -> np.ndarray:
-    mask = role_vector(labels, roles) == 1
-    return probs[:, mask].sum(axis=1)
+    """The weed mass of each row (``SprayRule.weed_mass``, the same sum the edge makes; no threshold enters it)."""
+    return np.atleast_1d(spray_rule(labels, roles, 0.5).weed_mass(np.atleast_2d(probs)))
 
 
-def sprayer_rates(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, threshold: float) -> dict:
-    """Crop-vs-weed accuracy, weed miss, crop sprayed and background fired at ``threshold``."""
+def sprayed(probs: np.ndarray, labels: Sequence[str], roles: Roles, threshold: float,
+            crop_veto: float | None = None) -> np.ndarray:
+    """Whether each row (a photo: one view) would be sprayed by the rule (``SprayRule.fires``)."""
+    rule = spray_rule(labels, roles, threshold, crop_veto)
+    return np.atleast_1d(np.asarray(rule.fires(rule.view(np.atleast_2d(probs))), bool))
+
+
+def sprayer_rates(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, threshold: float,
+                  crop_veto: float | None = None) -> dict:
+    """Crop-vs-weed accuracy, weed miss, crop sprayed and background fired by the rule at ``threshold``
+    (and ``crop_veto``)."""
     rv = role_vector(labels, roles)
     true_role = rv[y]
-    flagged = weed_score(probs, labels, roles) >= threshold
+    hit = sprayed(probs, labels, roles, threshold, crop_veto)
     weed, crop, bg = true_role == 1, true_role == 0, true_role == -1
     plants = weed | crop
-    correct = (flagged & weed) | (~flagged & crop)
+    correct = (hit & weed) | (~hit & crop)
     return {
         "crop_vs_weed_accuracy": float(correct[plants].mean()) if plants.any() else float("nan"),
-        "weed_miss": wilson(int((weed & ~flagged).sum()), int(weed.sum())),
-        "crop_sprayed": wilson(int((crop & flagged).sum()), int(crop.sum())),
-        "background_fired": wilson(int((bg & flagged).sum()), int(bg.sum())),
+        "weed_miss": wilson(int((weed & ~hit).sum()), int(weed.sum())),
+        "crop_sprayed": wilson(int((crop & hit).sum()), int(crop.sum())),
+        "background_fired": wilson(int((bg & hit).sum()), int(bg.sum())),
     }
 
 
 def threshold_sweep(
-    probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, thresholds: Sequence[float] | None = None
+    probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, thresholds: Sequence[float] | None = None,
+    crop_veto: float | None = None,
 ) -> list[dict]:
-    """Rates at each threshold (default 0.05 .. 0.95 in steps of 0.05)."""
+    """Rates by the rule at each threshold (default 0.05 .. 0.95 in steps of 0.05), with ``crop_veto``."""
     if thresholds is None:
         thresholds = [round(t, 2) for t in np.arange(0.05, 0.951, 0.05)]
     rows = []
     for t in thresholds:
-        r = sprayer_rates(probs, y, labels, roles, float(t))
+        r = sprayer_rates(probs, y, labels, roles, float(t), crop_veto)
         rows.append(
             {
                 "threshold": float(t),
@@ -169,9 +188,11 @@ def threshold_rule(miss_weight: float, max_weed_miss: float | None, max_crop_spr
 
 
 def evaluate(
-    probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, threshold: float
+    probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, threshold: float,
+    crop_veto: float | None = None,
 ) -> dict:
-    """All metrics for one split, as plain JSON-ready values (rates carry their CIs)."""
+    """All metrics for one split by the rule (``threshold``, ``crop_veto``), as plain JSON-ready values
+    (rates carry their CIs)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     probs = np.asarray(probs, dtype=np.float32)
@@ -183,13 +204,14 @@ def evaluate(
     p, r, f, support = precision_recall_fscore_support(
         y, pred, labels=list(range(len(labels))), zero_division=0
     )
-    rates = sprayer_rates(probs, y, labels, roles, threshold)
+    rates = sprayer_rates(probs, y, labels, roles, threshold, crop_veto)
     species_acc = float((pred[plants] == y[plants]).mean()) if plants.any() else float("nan")
     out = {
         "n_photos": int(len(y)),
         "n_plant_photos": int(plants.sum()),
         "n_background": int(bg.sum()),
         "threshold": float(threshold),
+        "crop_veto": crop_veto,
         "species_accuracy": species_acc,
         "species_accuracy_ci95": list(wilson(int((pred[plants] == y[plants]).sum()), int(plants.sum())).as_dict()["ci95"]),
         "crop_vs_weed_accuracy": rates["crop_vs_weed_accuracy"],
@@ -205,7 +227,7 @@ def evaluate(
             for i, lab in enumerate(labels)
         },
         "confusion_matrix": confusion_matrix(y, pred, labels=list(range(len(labels)))).tolist(),
-        "sweep": threshold_sweep(probs, y, labels, roles),
+        "sweep": threshold_sweep(probs, y, labels, roles, crop_veto=crop_veto),
     }
     return out
 
@@ -336,8 +358,8 @@ def evaluate_bundle(
 ) -> dict:
     """Score a bundle on a folder-per-class set of photos through the edge runtime.
 
-    The bundle's own labels, roles and operating threshold are used (``threshold``
-    overrides it); photos of classes the bundle does not know are refused unless
+    The bundle's own labels, roles and rule (threshold and crop veto) are used (``threshold``
+    overrides its threshold); photos of classes the bundle does not know are refused unless
     ``roles_file`` gives them a role -- they then count only in the sprayer rates.
     """
     from edge.inference.bundle import load_bundle
@@ -360,8 +382,9 @@ def evaluate_bundle(
     images = [datamod.decode_rgb(s.path) for s in keep]
     probs = classify_all(bundle, images, desc=f"{m.name} (edge)")
     y = np.array([labels.index(s.label) for s in keep], dtype=np.int64)
-    thr = m.threshold if threshold is None else float(threshold)
-    metrics = evaluate(probs, y, labels, roles, thr)
+    rule = SprayRule.from_manifest(m, threshold=threshold)
+    thr = rule.threshold
+    metrics = evaluate(probs, y, labels, roles, thr, rule.crop_veto)
     metrics["bundle"] = m.name
     metrics["model_file"] = bundle.model_path.name
     metrics["data"] = str(data_dir)
@@ -369,12 +392,12 @@ def evaluate_bundle(
         # photos of unknown classes: only "was it flagged?" can be scored
         other = [s for s in samples if s.label not in labels]
         p_other = classify_all(bundle, [datamod.decode_rgb(s.path) for s in other], desc="other classes (edge)")
-        flagged = weed_score(p_other, labels, roles) >= thr
+        hit = sprayed(p_other, labels, roles, thr, rule.crop_veto)
         is_weed = np.array([extra_roles.role_of(s.label) == "weed" for s in other])
         metrics["unknown_classes"] = {
             "classes": unknown,
-            "weed_miss": wilson(int((is_weed & ~flagged).sum()), int(is_weed.sum())).as_dict(),
-            "not_weed_sprayed": wilson(int((~is_weed & flagged).sum()), int((~is_weed).sum())).as_dict(),
+            "weed_miss": wilson(int((is_weed & ~hit).sum()), int(is_weed.sum())).as_dict(),
+            "not_weed_sprayed": wilson(int((~is_weed & hit).sum()), int((~is_weed).sum())).as_dict(),
         }
     for line in summary_lines(metrics):
         print(line)

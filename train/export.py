@@ -35,7 +35,7 @@ from train.runs import ExportConfig, RunResult
 if TYPE_CHECKING:
     import keras
 
-    from edge.inference.bundle import Bundle, Manifest
+    from edge.inference.bundle import Bundle, Manifest, RuleSpec
     from train.data import Roles
     from train.runs import Trained
 
@@ -165,11 +165,22 @@ def threshold_from_sweep(val_sweep: Sequence[dict], ec: ExportConfig) -> tuple[f
     return thr, ev.threshold_rule(ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed, val_sweep, thr)
 
 
+def manifest_rule(threshold: float, how: str, refit: bool) -> RuleSpec:
+    """The manifest's decision rule (``edge.decide.rule``): the threshold chosen on validation, no crop veto
+    (choosing a veto on validation is not built yet). ``how``: the threshold rule in words."""
+    from edge.inference.bundle import RuleSpec
+
+    split = "; the validation probabilities are the split model's (before the refit on train+val)" if refit else ""
+    return RuleSpec(threshold=threshold, crop_veto=None, chosen_on="validation", notes=how + split)
+
+
 # --------------------------------------------------------------------------- the bundle, step by step
 
 
 def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = None) -> RunResult:
     """Export int8 + float32 (+ extra variants), evaluate each through the edge, gate, write the bundle."""
+    from edge.inference.bundle import RuleSpec
+
     stage = staging_dir()
     rep = representative_images(t.x["train"], t.y["train"], ec.representative, t.fc.seed)
     files = convert_variants(t, rep, ("int8", "float32", *ec.extra_variants), stage)
@@ -177,7 +188,8 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
     fields = manifest_fields(t, ec, training_record(t, len(rep), argv))
 
     _remove_stale_models(bundle_dir)
-    write_models(bundle_dir, files, "int8", t, fields, threshold=0.5, metrics={})  # provisional: to evaluate
+    provisional = RuleSpec(threshold=0.5, crop_veto=None, chosen_on="unknown", notes="provisional: to evaluate")
+    write_models(bundle_dir, files, "int8", t, fields, rule=provisional, metrics={})
     evals = evaluate_variants(bundle_dir, files, t, ec)
     gate = quant_gate(evals["float32"]["test"], evals["int8"]["test"], ec.max_quant_drop)
     for q in evals:
@@ -185,8 +197,8 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
 
     main = main_model(gate, ec.allow_quant_drop)
     doc = metrics_document(t, ec, fields, evals, main, gate)
-    write_models(bundle_dir, files, main, t, fields, threshold=evals[main]["threshold"],
-                 metrics=report.summary_metrics(evals, main, gate))
+    rule = manifest_rule(evals[main]["threshold"], evals[main]["threshold_rule"], t.val_probs is not None)
+    write_models(bundle_dir, files, main, t, fields, rule=rule, metrics=report.summary_metrics(evals, main, gate))
     write_reports(bundle_dir, doc, t, ec)
     for p in files.values():
         p.unlink(missing_ok=True)
@@ -272,14 +284,14 @@ def bundle_manifest(tflite: Path, quantization: str, size: int, resize: str, **f
 
 
 def write_models(bundle_dir: Path, files: dict[str, Path], main: str, t: Trained, fields: dict,
-                 threshold: float, metrics: dict) -> None:
+                 rule: RuleSpec, metrics: dict) -> None:
     """The bundle's model files and manifest: ``main`` is its model, the other files its variants."""
     from edge.inference.bundle import write_bundle
 
     if main != "int8":  # the int8 file is a variant then, under its own name
         (bundle_dir / MAIN_FILE).unlink(missing_ok=True)
     manifest = bundle_manifest(files[main], main, t.fc.input_size, t.dc.resize, **fields,
-                               threshold=threshold, metrics=metrics)
+                               rule=rule, metrics=metrics)
     write_bundle(bundle_dir, manifest, files[main], {q: p for q, p in files.items() if q != main})
 
 

@@ -19,11 +19,12 @@ from train import evaluate as ev
 from train import report
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
 from train.evaluate import GateResult, classify_all, quant_gate
-from train.export import export_bundle, gate_record, main_model, threshold_from_sweep
+from train.export import export_bundle, gate_record, main_model, manifest_rule, threshold_from_sweep
 from train.provenance import utc_now
 from train.runs import DataConfig, ExportConfig, Item, Prepared, RunResult, Splits, Trained
 
 if TYPE_CHECKING:
+    from edge.inference.bundle import RuleSpec
     from train.fit import FitConfig, FitResult
 
 log = logging.getLogger(__name__)
@@ -230,8 +231,9 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     _rescore_at_new_thresholds(bundle_dir, doc, y_test, raw_test, prep.roles, ec)
     gate = _gate_keeping_the_main_model(doc, ec)
     doc["training"]["rethreshold"] = {"command": command, "previous": previous, "at": utc_now()}
-    _rewrite_manifest(bundle_dir, doc["models"][main]["threshold"], report.summary_metrics(doc["models"], main, gate),
-                      doc["training"])
+    e = doc["models"][main]
+    _rewrite_manifest(bundle_dir, manifest_rule(e["threshold"], e["threshold_rule"], fc.refit),
+                      report.summary_metrics(doc["models"], main, gate), doc["training"])
     ev.write_metrics(bundle_dir / "metrics.json", doc)
     (bundle_dir / "report.md").write_text(report.render(doc, ec, fc, dc))
     load_bundle(bundle_dir)  # hashes and manifest still check out
@@ -262,14 +264,12 @@ def _gate_keeping_the_main_model(doc: dict, ec: ExportConfig) -> GateResult:
     return gate
 
 
-def _rewrite_manifest(bundle_dir: Path, threshold: float, metrics: dict, training: dict) -> None:
-    """The bundle's manifest with a new threshold, metrics summary and training record (model files untouched)."""
-    import json
-
+def _rewrite_manifest(bundle_dir: Path, rule: RuleSpec, metrics: dict, training: dict) -> None:
+    """The bundle's manifest with a new rule, metrics summary and training record (model files untouched)."""
     from edge.inference.bundle import MANIFEST, Manifest, read_manifest
 
     manifest = read_manifest(bundle_dir)
     manifest = Manifest.model_validate(manifest.model_copy(update={
-        "threshold": threshold, "metrics": metrics, "training": training,
+        "rule": rule, "threshold": rule.threshold, "metrics": metrics, "training": training,
     }).model_dump())
-    (bundle_dir / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=2) + "\n", encoding="utf-8")
+    (bundle_dir / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")

@@ -91,7 +91,10 @@ def _test_result(doc: dict) -> list[str]:
         "Test photos are held out by similarity group (near-identical frames never straddle splits); "
         f"the operating threshold {e['threshold']:.2f} on the summed weed probability was chosen on the "
         "validation split only"
-        + (f" ({e['threshold_rule']})." if e.get("threshold_rule") else "."),
+        + (f" ({e['threshold_rule']})." if e.get("threshold_rule") else ".")
+        + " The manifest's `rule` records it"
+        + (f", with a crop veto at crop probability {e['test']['crop_veto']:.2f}."
+           if e["test"].get("crop_veto") is not None else ", without a crop veto (`edge.decide.rule`)."),
         "",
     ]
     lines += _threshold_rechosen(doc["training"])

@@ -27,6 +27,7 @@ from edge.inference.bundle import load_bundle
 from edge.config import Config
 from edge.service.config import ServiceConfig
 from edge.decide.decider import Decider
+from edge.decide.rule import SprayRule
 from edge.inputs.enable import EnableSwitch, gate, open_enable_switch
 from edge.inputs.digital import input_spec
 from edge.inference import Classifier
@@ -59,17 +60,25 @@ def load_classifier(cfg: Config) -> Classifier:
     return Classifier(bundle, num_threads=cfg.model.threads)
 
 
-def make_decider(cfg: Config, classifier: Classifier) -> Decider:
-    m = classifier.bundle.manifest
+def spray_rule(cfg: Config, classifier: Classifier) -> SprayRule:
+    """The bundle's rule with the ``[decision]`` overrides (threshold, crop_veto, weed_labels)."""
     d = cfg.decision
-    return Decider(
-        labels=m.labels,
-        weed_labels=d.weed_labels if d.weed_labels is not None else m.weed_labels,
-        threshold=d.threshold if d.threshold is not None else m.threshold,
-        debounce_n=d.debounce_n,
-        debounce_m=d.debounce_m,
-        min_hold_s=d.min_hold_ms / 1000.0,
-    )
+    return SprayRule.from_manifest(classifier.bundle.manifest, threshold=d.threshold, crop_veto=d.crop_veto,
+                                   weed_labels=d.weed_labels)
+
+
+def rule_line(cfg: Config, rule: SprayRule, classifier: Classifier) -> str:
+    """The rule in force and where each part comes from (start-up log, ``--validate-config``)."""
+    d, r = cfg.decision, classifier.bundle.manifest.rule
+    threshold = "bundle's, chosen on " + r.chosen_on if d.threshold is None else "[decision] threshold"
+    veto = "bundle's" if d.crop_veto is None else "[decision] crop_veto"
+    return f"rule: {rule.describe()} (threshold: {threshold}; veto: {veto})"
+
+
+def make_decider(cfg: Config, classifier: Classifier) -> Decider:
+    d = cfg.decision
+    return Decider.from_rule(spray_rule(cfg, classifier), debounce_n=d.debounce_n, debounce_m=d.debounce_m,
+                             min_hold_s=d.min_hold_ms / 1000.0)
 
 
 def frame_line(r: ProcessedFrame) -> str:
@@ -133,9 +142,9 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         switch = open_enable_switch(cfg, stack)  # before the outputs: they close (all off) first
         out = gate(output, switch) if output is not None else make_output(with_spray_channels(cfg), service, switch)
         stack.callback(out.close)
-        log.info("model %s (%s) on %s | outputs: %s x%d | threshold %.2f, weeds: %s",
+        log.info("model %s (%s) on %s | outputs: %s x%d | %s",
                  classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
-                 decider.threshold, ", ".join(decider.weed_labels))
+                 rule_line(cfg, decider.rule, classifier))
         notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; "
                        f"opening {cfg.source.describe()}")
         stack.callback(notifier.stopping, "stopping: all outputs off")

@@ -20,6 +20,7 @@ import numpy as np
 
 from edge.core.frame import Frame
 from edge.decide.decider import Decider, Decision
+from edge.decide.rule import ViewEvidence
 from edge.core.tile import Tile
 
 
@@ -42,6 +43,7 @@ class LaneVerdict:
     weed_scores: tuple[float, ...]  # per tile along travel, top row first
     sightings: tuple[Sighting, ...]  # to spray now (empty unless decision.spray), oldest first
     own_weed: bool  # this frame has weed tiles of its own in this lane (else it sprays for the hold or window)
+    decided_tile: int = 0  # the tile (index along travel) whose view the decision was made on
 
 
 class LaneDecisions:
@@ -69,13 +71,22 @@ class LaneDecisions:
             while waiting and waiting[0].seq <= self._seq - self.debounce_m:
                 waiting.popleft()
 
-    def decide(self, lane: int, tile_probs: Sequence[np.ndarray], tiles: Sequence[Tile], frame: Frame) -> LaneVerdict:
-        """One lane of a frame: ``tile_probs`` and ``tiles`` are that lane's tiles along travel."""
+    def decide(self, lane: int, tile_probs: np.ndarray | Sequence[np.ndarray], tiles: Sequence[Tile],
+               frame: Frame) -> LaneVerdict:
+        """One lane of a frame: ``tile_probs`` and ``tiles`` are that lane's tiles along travel.
+
+        Each tile is a view of the spray rule; the lane's decider is fed its most weed-like tile
+        that fires (a vetoed tile never does), or its most weed-like tile when none fires."""
         decider = self.deciders[lane]
-        weed_scores = [decider.weed_score(p) for p in tile_probs]
-        best = int(np.argmax(weed_scores))
-        decision = decider.update(tile_probs[best], frame.t_capture_ns, frame.frame_id)
-        weed_tiles = tuple(t for t, s in zip(tiles, weed_scores) if s >= decider.threshold)
+        rule = decider.rule
+        views = rule.view(np.asarray(tile_probs))
+        fires = rule.fires(views).tolist()
+        weed_scores = views.weed_mass.tolist()
+        best = max(range(len(weed_scores)), key=lambda i: (fires[i], weed_scores[i]))
+        evidence = ViewEvidence(float(views.weed_log_odds[best]), bool(views.vetoed[best]), weed_scores[best],
+                                float(views.crop_mass[best]))
+        decision = decider.update(tile_probs[best], frame.t_capture_ns, frame.frame_id, evidence)
+        weed_tiles = tuple(t for t, f in zip(tiles, fires) if f)
         waiting = self._waiting[lane]
         sightings: tuple[Sighting, ...] = ()
         if decision.spray:
@@ -84,4 +95,5 @@ class LaneDecisions:
             waiting.clear()
         elif decision.weed_frame:
             waiting.append(Sighting(frame.t_capture_ns, frame.frame_id, weed_tiles, self._seq))
-        return LaneVerdict(lane, decision, tuple(round(s, 4) for s in weed_scores), sightings, bool(weed_tiles))
+        return LaneVerdict(lane, decision, tuple(round(s, 4) for s in weed_scores), sightings, bool(weed_tiles),
+                           best)

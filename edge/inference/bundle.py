@@ -18,6 +18,14 @@ energised. The manifest is read strictly:
 - the manifest and the model are regular files (a FIFO, a folder or a device is named as
   what it is, never opened), of at most ``MAX_MANIFEST_BYTES`` / ``MAX_MODEL_BYTES``;
 - a manifest nested too deeply to parse is a ``BundleError`` like any other bad manifest.
+
+Format 2 (``FORMAT_VERSION``) holds the decision rule in a ``rule`` section: ``threshold``,
+``crop_veto`` (null = none), ``chosen_on`` and ``notes`` (``edge.decide.rule`` applies it). A
+format 1 manifest still loads: the loader converts it, its plain ``threshold`` becoming the
+rule with no crop veto (as for a manifest built without a rule section). ``Manifest.threshold``
+is the rule's threshold in both formats (a format 2 file need not repeat it at the top level;
+if it does, the two must agree), and ``write_bundle`` writes format 2 with the threshold in
+``rule`` only.
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from edge.core.errors import BundleError
 from edge.core.files import FileRefused, check_regular, file_kind, is_inside, open_regular, read_regular
 from edge.core.schema import Finite, Printable
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)  # format 1: no rule section, the plain threshold (converted on load)
 MANIFEST = "manifest.json"
 DEFAULT_BUNDLE = "plant-seedlings-mnv2"
 ENV_MODELS_DIR = "WEED_DETECTOR_MODELS"  # extra folder searched for bundle names
@@ -91,6 +100,34 @@ class Variant(_Strict):
     size_bytes: int = Field(0, ge=0, le=MAX_MODEL_BYTES)
 
 
+class RuleSpec(_Strict):
+    """The decision rule the bundle was evaluated with (``edge.decide.rule.SprayRule``)."""
+
+    threshold: Finite = Field(ge=0.0, le=1.0)  # on the weed probability mass of a view
+    crop_veto: Finite | None = Field(None, ge=0.0, le=1.0)  # a view with crop mass >= this never sprays; None: none
+    # where it was chosen: validation photos, validation photos with their perturbed copies, by hand, not known
+    chosen_on: Literal["validation", "validation+perturbed", "hand-set", "unknown"] = "unknown"
+    notes: str = ""
+
+
+def _probability(x: Any) -> bool:
+    """Whether ``x`` passes as a threshold (copied between ``threshold`` and ``rule.threshold`` only then,
+    so a bad value is reported once, where the file has it)."""
+    return type(x) in (int, float) and 0.0 <= x <= 1.0
+
+
+def _plain_rule(data: dict) -> dict:
+    """The rule of a manifest without a rule section (format 1, or format 2 written without one): its
+    plain threshold (0.5 when it gives none), no crop veto."""
+    metrics = data.get("metrics")
+    chosen = metrics.get("threshold_chosen_on") if isinstance(metrics, dict) else None
+    threshold = data.get("threshold", 0.5)
+    return {"threshold": threshold if _probability(threshold) else 0.5, "crop_veto": None,
+            "chosen_on": "validation" if chosen == "validation" else "unknown",
+            "notes": f"format {data.get('format_version', FORMAT_VERSION)} manifest without a rule section: "
+                     "its plain threshold, no crop veto"}
+
+
 class Manifest(_Strict):
     format_version: int = FORMAT_VERSION
     name: Printable = Field(min_length=1)
@@ -105,7 +142,7 @@ class Manifest(_Strict):
     background_labels: list[Printable] = []
     input: InputSpec
     output: OutputSpec = OutputSpec()
-    threshold: Finite = Field(default=0.5, ge=0.0, le=1.0)
+    threshold: Finite = Field(default=0.5, ge=0.0, le=1.0)  # = rule.threshold (format 1 gives only this)
     backbone: str = ""
     weights_source: str = ""
     preprocessing: str = ""
@@ -115,14 +152,40 @@ class Manifest(_Strict):
     attribution: str = ""
     created: str = ""
     training: dict[str, Any] = {}
+    rule: RuleSpec  # without one in the file: built from threshold on load
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        """Format 1 -> 2; a missing rule from the plain threshold; a missing top-level threshold from the rule."""
+        if not isinstance(data, dict):
+            return data
+        version = data.get("format_version", FORMAT_VERSION)
+        if type(version) is not int:  # strict validation says what is wrong with it
+            return data
+        if version not in READ_VERSIONS:
+            raise ValueError(
+                f"format_version {version} is not supported by this edge runtime (it reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))}); upgrade weed-detector or re-export the bundle"
+            )
+        if version == 1:
+            if "rule" in data:
+                raise ValueError("a format_version 1 manifest has no 'rule' section (rules came with format 2); "
+                                 "set format_version to 2 or remove 'rule'")
+            return {**data, "format_version": FORMAT_VERSION, "rule": _plain_rule(data)}
+        if "rule" not in data:
+            return {**data, "rule": _plain_rule(data)}
+        rule = data["rule"]
+        given = rule.threshold if isinstance(rule, RuleSpec) else rule.get("threshold") if isinstance(rule, dict) else None
+        if "threshold" not in data and _probability(given):
+            return {**data, "threshold": given}
+        return data
 
     @model_validator(mode="after")
     def _labels_consistent(self) -> "Manifest":
-        if self.format_version != FORMAT_VERSION:
-            raise ValueError(
-                f"format_version {self.format_version} is not supported by this edge "
-                f"runtime (it reads version {FORMAT_VERSION}); upgrade weed-detector or re-export the bundle"
-            )
+        if self.threshold != self.rule.threshold:
+            raise ValueError(f"threshold {self.threshold} disagrees with rule.threshold {self.rule.threshold}; "
+                             "format 2 keeps the threshold in rule.threshold: remove the top-level one")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels contain duplicates")
         roles_of = {"weed_labels": self.weed_labels, "crop_labels": self.crop_labels,
@@ -136,7 +199,13 @@ class Manifest(_Strict):
             raise ValueError("a label is in more than one of weed_labels/crop_labels/background_labels")
         if not self.weed_labels:
             raise ValueError("weed_labels is empty: nothing would ever be sprayed")
+        if self.rule.crop_veto is not None and not self.crop_labels:
+            raise ValueError("rule.crop_veto is set but crop_labels is empty: nothing to veto on")
         return self
+
+    def to_json(self) -> str:
+        """The manifest as ``write_bundle`` stores it: format 2, the threshold in ``rule`` only."""
+        return json.dumps(self.model_dump(exclude={"threshold"}), indent=2) + "\n"
 
 
 @dataclass(frozen=True)
@@ -340,5 +409,5 @@ def write_bundle(
     )
     # Round-trip through validation so a bad manifest is caught at export, not in the field.
     final = Manifest.model_validate(final.model_dump())
-    (folder / MANIFEST).write_text(json.dumps(final.model_dump(), indent=2) + "\n", encoding="utf-8")
+    (folder / MANIFEST).write_text(final.to_json(), encoding="utf-8")
     return folder

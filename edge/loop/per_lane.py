@@ -58,6 +58,7 @@ class LaneResult:
     tile_scores: tuple[float, ...]  # weed score per tile along travel, top row first
     scheduled: int  # intervals handed to the scheduler for this lane on this frame
     late: int  # ... of which late or missed
+    decided_tile: int = 0  # the tile the lane's decision was made on (index along travel)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class LaneFrameResult(ProcessedFrame):
         return {
             "speed_kmh": self.speed_kmh,
             "lanes": [{"lane": x.lane, "channel": x.channel, "weed_score": round(x.decision.weed_score, 4),
-                       "tiles": list(x.tile_scores), "weed_frame": x.decision.weed_frame,
+                       "tiles": list(x.tile_scores), "weed_frame": x.decision.weed_frame, "vetoed": x.decision.vetoed,
                        "spray": x.decision.spray, "scheduled": x.scheduled, "late": x.late} for x in self.lanes],
         }
 
@@ -138,13 +139,14 @@ class LanePlanner:
         scores = self.classifier.classify_many(crops, frame.colour_order)  # one batch: one invoke for all tiles
         gate = self.spray.gate()
         self.decisions.next_frame()
+        probs = np.stack([s.probs for s in scores])  # one row per tile, lane by lane
         results = []
         for lane in range(self.geometry.lanes):
             first, end = lane * rows, (lane + 1) * rows
-            verdict = self.decisions.decide(lane, [s.probs for s in scores[first:end]], tiles[first:end], frame)
+            verdict = self.decisions.decide(lane, probs[first:end], tiles[first:end], frame)
             planned = self.spray.plan(verdict, frame.frame_id, gate)
             results.append(LaneResult(lane, self.geometry.channels[lane], verdict.decision, verdict.weed_scores,
-                                      planned.scheduled, planned.late))
+                                      planned.scheduled, planned.late, verdict.decided_tile))
         return scores, results, gate.kmh
 
 
@@ -152,9 +154,10 @@ def _aggregate(frame: Frame, lanes: list[LaneResult], scores: list[Scores], labe
     top = max(lanes, key=lambda r: r.decision.weed_score)
     d = top.decision
     decision = Decision(frame.frame_id, frame.t_capture_ns, d.weed_score, any(r.decision.weed_frame for r in lanes),
-                        any(r.decision.spray for r in lanes), d.label, d.label_prob)
+                        any(r.decision.spray for r in lanes), d.label, d.label_prob, crop_score=d.crop_score,
+                        vetoed=d.vetoed, weed_log_odds=d.weed_log_odds)
     rows = len(scores) // len(lanes)
-    best = scores[top.lane * rows + int(np.argmax(top.tile_scores))]
+    best = scores[top.lane * rows + top.decided_tile]
     agg = Scores(probs=best.probs, labels=tuple(labels), preprocess_ns=sum(s.preprocess_ns for s in scores),
                  inference_ns=sum(s.inference_ns for s in scores))
     return decision, agg

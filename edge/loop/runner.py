@@ -135,6 +135,8 @@ class RunLoop:
             "probs": {lbl: round(float(p), 4) for lbl, p in zip(r.scores.labels, r.scores.probs)},
             "weed_score": round(r.decision.weed_score, 4),
             "weed_frame": r.decision.weed_frame,
+            "crop_score": round(r.decision.crop_score, 4),
+            "vetoed": r.decision.vetoed,
             "spray": r.decision.spray,
             "outputs": [int(x) for x in r.outputs],
             "ms": r.timings.as_dict(),

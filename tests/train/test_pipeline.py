@@ -56,6 +56,12 @@ def trained(tiny_set):
     return train_model(dc, fc, progress=False)
 
 
+def metrics_threshold(folder: Path) -> float:
+    """The threshold metrics.json records for the bundle's main model."""
+    doc = json.loads((folder / "metrics.json").read_text())
+    return doc["models"][doc["main_model"]]["threshold"]
+
+
 def _export(trained, out: Path, **kw):
     from train.export import export_bundle
     from train.runs import ExportConfig
@@ -84,6 +90,12 @@ def test_train_export_load_classify(trained, tmp_path):
     assert m.training["command"].startswith("weed-train train --data")
     assert m.training["corrupt_skipped"] == 1
     assert 0.0 <= m.threshold <= 1.0 and m.metrics["threshold_chosen_on"] == "validation"
+    # the decision rule: format 2, the threshold chosen on validation, no crop veto (yet)
+    on_disk = json.loads((folder / "manifest.json").read_text())
+    assert on_disk["format_version"] == 2 and "threshold" not in on_disk
+    assert m.rule.threshold == m.threshold == metrics_threshold(folder)
+    assert (m.rule.crop_veto, m.rule.chosen_on) == (None, "validation")
+    assert m.rule.notes.startswith("lowest 1 x weed miss") and "split model" not in m.rule.notes
     assert set(m.variants) == {"float32", "float16"}
 
     photo = cv2.cvtColor(cv2.imread(str(next((PHOTOS / "maize").glob("*.jpg")))), cv2.COLOR_BGR2RGB)
@@ -100,6 +112,7 @@ def test_train_export_load_classify(trained, tmp_path):
     assert test["weed_miss"]["ci95"][0] <= test["weed_miss"]["rate"] <= test["weed_miss"]["ci95"][1]
     report = (folder / "report.md").read_text()
     assert m.training["command"] in report and "Quantisation gate" in report
+    assert "The manifest's `rule` records it, without a crop veto" in report
 
     # `weed-train evaluate`: the bundle on a folder of photos (here the training set itself)
     from train.cli import main
@@ -126,6 +139,7 @@ def test_failed_gate_keeps_float_as_main_model(trained, tmp_path):
 @pytest.mark.slow
 def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny_set, tmp_path):
     """--refit: a second model on train+val for the epochs validation chose; val stays the split model's."""
+    from edge.inference.bundle import load_bundle
     from train.data import Augment
     from train.fit import FitConfig, chosen_epochs
     from train.pipeline import train_model
@@ -147,6 +161,8 @@ def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny
     assert int8["threshold"] == f32["threshold"] and int8["val"] == f32["val"]
     assert int8["test"]["n_plant_photos"] == len([v for v in t.y["test"] if t.prep.labels[v] in CLASSES])
     assert "scored by the split model before the refit" in (tmp_path / "tiny" / "report.md").read_text()
+    rule = load_bundle(tmp_path / "tiny").manifest.rule
+    assert rule.threshold == int8["threshold"] and "the validation probabilities are the split model's" in rule.notes
 
 
 @pytest.mark.slow
@@ -168,7 +184,8 @@ def test_threshold_command_rechooses_on_validation_and_rescores_the_same_test_sp
     manifest = load_bundle(folder).manifest  # hashes still check out
     main_model = after["main_model"]
     e = after["models"][main_model]
-    assert manifest.threshold == e["threshold"]
+    assert manifest.threshold == manifest.rule.threshold == e["threshold"]
+    assert manifest.rule.chosen_on == "validation" and "weed miss <= 0 %" in manifest.rule.notes
     assert after["training"]["rethreshold"]["previous"] == before["models"][main_model]["threshold"]
     assert after["training"]["rethreshold"]["command"].startswith("weed-train threshold --model")
     assert "weed miss <= 0 %" in e["threshold_rule"]

@@ -3,9 +3,10 @@
 A real camera mostly sees bare ground, which must never fire a valve. For each photo an
 excess-green vegetation mask (ExG = 2g - r - b on chromaticity coordinates, Woebbecke et
 al. 1995; the runtime's vegetation gate uses the same index: ``edge.inference.vegetation``)
-marks plant pixels; the mask is dilated so thin leaves and their edges are avoided, and a square window with no plant pixel at all is cut out and resized to the
-model's input size (exactly as the runtime resizes a frame). Some patches are mosaics of
-small windows from several photos instead (see :class:`Patch`): ground seen from a
+marks plant pixels; the mask is dilated so thin leaves and their edges are avoided, and a
+square window with no plant pixel at all is cut out and resized to the model's input size
+(exactly as the runtime resizes a frame). Some patches are mosaics of small windows from
+several photos instead (see :class:`Patch`): ground seen from a
 camera's height. Patches of a split come only
 from that split's photos, so no test photo leaks into training. Which photos give a patch,
 the window size and position are drawn from a seed and the photo's own name: the same

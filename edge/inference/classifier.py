@@ -7,7 +7,7 @@ its input resized to that size (created on first use and kept), fed from a preal
 (n, H, W, 3) buffer. So the interpreters stay few (sizes 2, 4, 8, 16) while N changes from
 frame to frame (the vegetation gate leaves bare tiles out), and each size is checked once.
 The invoke time grows with the images, not the invokes: 8 + 4 took the time of one batch
-of 12 here (21.9 vs 21.4 ms p50, the 160-px default bundle, 2 threads). A model that
+of 12 in a one-off comparison (21.9 vs 21.4 ms p50, the 160-px default bundle, 2 threads). A model that
 cannot run a batch (resizing fails, the output is not [n, classes], the batched results
 differ from one-by-one ones on the first batch of any size n, or the runtime raises on a
 batch's invoke) falls back to one invoke per image for good (that batch is classified

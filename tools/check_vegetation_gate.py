@@ -40,18 +40,19 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
+from pydantic import ValidationError
 
 from edge.core.errors import WeedDetectorError
-from edge.inference.config import PRESETS, GateParams
+from edge.inference.config import PRESETS, GateConfig, GateParams
 from edge.inference.vegetation import VegetationGate, vegetation_mask
 from train.background import free_windows
-from train.data import read_roles, scan_folder
+from train.data import DataError, read_roles, scan_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 48  # bare-ground window side, photo pixels
@@ -107,6 +108,8 @@ class Photo:
 
 
 def load_photos(data: Path, roles_csv: Path | None) -> list[Photo]:
+    if not data.is_dir():
+        raise DataError(f"photo folder {data} does not exist", "give a folder with one sub-folder of photos per class")
     samples = scan_folder(data)
     if roles_csv is None:
         roles_csv = next((p for p in (data / "classes.csv", data.parent / "classes.csv") if p.is_file()), None)
@@ -211,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", nargs="?", type=Path, default=ROOT / "tests" / "data" / "photos",
                     help="one folder of photos per class (default: the repository's tests/data/photos)")
-    ap.add_argument("--roles", type=Path, default=None, help="class,role CSV (default: DATA/classes.csv or DATA/../classes.csv)")
+    ap.add_argument("--roles", type=Path, default=None,
+                    help="class,role CSV (default: DATA/classes.csv or DATA/../classes.csv)")
     ap.add_argument("--presets", default=",".join(PRESETS), help="presets to measure, comma-separated")
     ap.add_argument("--exg-threshold", type=float, help="also measure the medium preset with this exg_threshold ...")
     ap.add_argument("--exg-min", type=float, help="... this exg_min ...")
@@ -222,13 +226,20 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in a.presets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
-        print(f"check_vegetation_gate: unknown preset(s) {', '.join(unknown)}: use {', '.join(PRESETS)}", file=sys.stderr)
+        print(f"check_vegetation_gate: unknown preset(s) {', '.join(unknown)}: use {', '.join(PRESETS)}",
+              file=sys.stderr)
         return 2
     params = {n: PRESETS[n] for n in names}
     custom = {k: v for k, v in (("exg_threshold", a.exg_threshold), ("exg_min", a.exg_min),
                                 ("smooth_px", a.smooth_px), ("min_fraction", a.min_fraction)) if v is not None}
     if custom:
-        params["custom"] = replace(PRESETS["medium"], **custom)
+        try:  # the ranges [gate] takes
+            params["custom"] = GateConfig(**custom).params()
+        except ValidationError as e:
+            err = e.errors()[0]
+            print(f"check_vegetation_gate: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']} "
+                  "(the ranges are [gate]'s: deploy/config.example.toml)", file=sys.stderr)
+            return 2
     try:
         photos = load_photos(a.data, a.roles)
     except WeedDetectorError as e:

@@ -389,3 +389,14 @@ def test_the_check_tool_runs_on_the_test_photos():
     text = subprocess.run([sys.executable, str(ROOT / "tools" / "check_vegetation_gate.py"), "--presets", "low"],
                           capture_output=True, text=True, timeout=300).stdout
     assert "| condition | bare ground let through | weeds hidden, x1 |" in text and "**low**" in text
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--min-fraction", "2"], 2, "--min-fraction: Input should be less than or equal to 1"),
+    (["--presets", "extreme"], 2, "unknown preset(s) extreme: use low, medium, high"),
+    (["no/such/folder"], EXIT_CONFIG, "photo folder no/such/folder does not exist"),
+])
+def test_the_check_tool_says_what_is_wrong(args, code, words):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "check_vegetation_gate.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

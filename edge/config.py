@@ -6,6 +6,7 @@ Each stage owns its section (the module that defines it):
 section       model                       module
 ============  ==========================  ===========================================
 [model]       ``ModelConfig``             ``edge.inference.config``
+[gate]        ``GateConfig``              ``edge.inference.config``
 [source]      ``SourceConfig``            ``edge.sources.config``
 [decision]    ``DecisionConfig``          ``edge.decide.config``
 [outputs]     ``OutputConfig`` (by kind)  ``edge.outputs.config``
@@ -37,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from edge.core.errors import ConfigError
 from edge.core.files import FileRefused, read_regular
 from edge.decide.config import DecisionConfig
-from edge.inference.config import ModelConfig
+from edge.inference.config import GateConfig, ModelConfig
 from edge.loop.config import SafetyConfig
 from edge.outputs.config import (
     OUTPUT_KEYS,
@@ -69,6 +70,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelConfig = ModelConfig()
+    gate: GateConfig = GateConfig()  # the vegetation gate: on with [spray], off without, unless set
     source: SourceConfig = SourceConfig()
     decision: DecisionConfig = DecisionConfig()
     outputs: OutputConfig = DryRunOutputConfig()  # one type per kind: edge.outputs.config

@@ -54,7 +54,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from make_sample_video import CROPS, EXG_THRESHOLD, PATCH, excess_green, gravel_tile, plant_free_patches
+from make_sample_video import CROPS, EXG_THRESHOLD, PATCH, gravel_tile, plant_free_patches, plant_pixels
 
 from edge.core.errors import ConfigError, WeedDetectorError
 
@@ -73,7 +73,7 @@ PRESETS = {
 def cutout(photo: np.ndarray, size_px: int) -> tuple[np.ndarray, np.ndarray]:
     """The photo resized to size_px square and its plant mask (excess green, closed and slightly grown)."""
     img = cv2.resize(photo, (size_px, size_px), interpolation=cv2.INTER_AREA)
-    mask = (excess_green(img) > EXG_THRESHOLD).astype(np.uint8)
+    mask = plant_pixels(img).astype(np.uint8)
     k = np.ones((3, 3), np.uint8)
     mask = cv2.dilate(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, k), k)
     return img, mask.astype(bool)

@@ -8,13 +8,14 @@ bare-ground moments, in a known order.
 
 Gravel tiles: the photos are close-ups with little bare ground, so each gravel tile is a
 3x3 mosaic of 50x50 patches cut from photo areas where no pixel's excess green
-(ExG = 2G - R - B) exceeds a threshold, i.e. where there is no plant.
+(2G - R - B, through the project's one vegetation index, ``edge.inference.vegetation``)
+exceeds a threshold, i.e. where there is no plant.
 
 Next to the video, ``samples/field_truth.csv`` names the tile that covers most of each
 frame, its class and role (weed / crop / background) and the share of the frame it
 covers, so a demo or a test can compare decisions with the truth.
 
-Needs only OpenCV (and numpy, which OpenCV needs). Deterministic: the same inputs give
+Needs OpenCV and the ``edge`` package (the checkout's, or installed). Deterministic: the same inputs give
 the same video. Run from the repository root::
 
     python tools/make_sample_video.py
@@ -31,15 +32,17 @@ import sys
 import cv2
 import numpy as np
 
+from edge.inference.vegetation import vegetation_mask
+
 CROPS = {"maize", "common_wheat", "sugar_beet"}  # the dataset's crop classes; others are weeds
 PATCH = 50  # gravel patch side in photo pixels (photos are 150x150)
-EXG_THRESHOLD = 30  # excess green above this = plant pixel
+EXG_THRESHOLD = 30  # plain excess green 2G - R - B above this = plant pixel
 SOIL = "soil"
 
 
-def excess_green(image: np.ndarray) -> np.ndarray:
-    f = image.astype(np.int16)
-    return 2 * f[..., 1] - f[..., 2] - f[..., 0]
+def plant_pixels(image: np.ndarray, threshold: float = EXG_THRESHOLD) -> np.ndarray:
+    """Boolean mask of the pixels whose excess green 2G - R - B exceeds ``threshold``."""
+    return vegetation_mask(image, exg_threshold=0.0, exg_min=threshold)
 
 
 def plant_free_patches(images: list[np.ndarray], size: int, threshold: int) -> list[np.ndarray]:
@@ -51,7 +54,7 @@ def plant_free_patches(images: list[np.ndarray], size: int, threshold: int) -> l
     patches = []
     step = size // 2
     for image in images:
-        plant = excess_green(image) > threshold
+        plant = plant_pixels(image, threshold)
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         g32 = gray.astype(np.float32)
         local_var = cv2.blur(g32 * g32, (7, 7)) - cv2.blur(g32, (7, 7)) ** 2

@@ -2,10 +2,11 @@
 
 A real camera mostly sees bare ground, which must never fire a valve. For each photo an
 excess-green vegetation mask (ExG = 2g - r - b on chromaticity coordinates, Woebbecke et
-al. 1995) marks plant pixels; the mask is dilated so thin leaves and their edges are
-avoided, and a square window with no plant pixel at all is cut out and resized to the
-model's input size (exactly as the runtime resizes a frame). Some patches are mosaics of
-small windows from several photos instead (see :class:`Patch`): ground seen from a
+al. 1995; the runtime's vegetation gate uses the same index: ``edge.inference.vegetation``)
+marks plant pixels; the mask is dilated so thin leaves and their edges are avoided, and a
+square window with no plant pixel at all is cut out and resized to the model's input size
+(exactly as the runtime resizes a frame). Some patches are mosaics of small windows from
+several photos instead (see :class:`Patch`): ground seen from a
 camera's height. Patches of a split come only
 from that split's photos, so no test photo leaks into training. Which photos give a patch,
 the window size and position are drawn from a seed and the photo's own name: the same
@@ -24,6 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from edge.inference.vegetation import vegetation_mask
 from train.data import BACKGROUND, SPLITS, DataError, Sample, decode_rgb, resize_rgb
 
 log = logging.getLogger(__name__)
@@ -110,14 +112,11 @@ class Patch:
 
 
 def plant_mask(rgb: np.ndarray, threshold: float = 0.05, dilate_px: int = 7) -> np.ndarray:
-    """Boolean HxW mask of plant pixels (excess green), dilated by ``dilate_px``."""
+    """Boolean HxW mask of plant pixels (chromatic excess green above ``threshold``: the project's one
+    vegetation index, ``edge.inference.vegetation``), dilated by ``dilate_px``."""
     import cv2
 
-    f = rgb.astype(np.float32)
-    s = f.sum(axis=2) + 1e-6
-    r, g, b = f[..., 0] / s, f[..., 1] / s, f[..., 2] / s
-    exg = 2.0 * g - r - b
-    mask = (exg > threshold).astype(np.uint8)
+    mask = vegetation_mask(rgb, threshold).astype(np.uint8)
     if dilate_px > 0:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
         mask = cv2.dilate(mask, k)

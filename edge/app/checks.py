@@ -8,7 +8,8 @@ import threading
 from contextlib import ExitStack
 from typing import Callable
 
-from edge.app.wiring import load_classifier, make_decider, open_gated_output, rule_line, with_spray_channels
+from edge.app.wiring import (describe_gate, load_classifier, make_decider, open_gated_output, rule_line,
+                             with_spray_channels)
 from edge.config import Config
 from edge.core.errors import EXIT_OK, ConfigError
 from edge.core.text import one_line
@@ -89,6 +90,7 @@ def validate(cfg: Config) -> int:
           f"runs on {classifier.runtime}")
     print(one_line(rule_line(cfg, decider.rule, classifier)))
     classifier.close()
+    print(describe_gate(cfg))
     with build_output(with_spray_channels(cfg).outputs) as out:
         print(f"outputs ok: {out.name} with {out.channels} channel(s), all off")
         if cfg.spray is not None:

@@ -31,6 +31,7 @@ from edge.decide.rule import SprayRule
 from edge.inputs.enable import EnableSwitch, gate, open_enable_switch
 from edge.inputs.digital import input_spec
 from edge.inference import Classifier
+from edge.inference.vegetation import VegetationGate
 from edge.service.notify import SdNotify, ServiceNotifier
 from edge.outputs import DryRunOutputConfig, SerialOutputConfig, build_output
 from edge.outputs.base import Output
@@ -60,6 +61,21 @@ def load_classifier(cfg: Config) -> Classifier:
     return Classifier(bundle, num_threads=cfg.model.threads)
 
 
+def make_gate(cfg: Config) -> VegetationGate | None:
+    """The vegetation gate ``[gate]`` asks for (by default on with ``[spray]``, off without), or None."""
+    return VegetationGate(cfg.gate.params()) if cfg.gate.active(per_lane=cfg.spray is not None) else None
+
+
+def describe_gate(cfg: Config) -> str:
+    """One line: whether the vegetation gate runs, and its numbers."""
+    if not cfg.gate.active(per_lane=cfg.spray is not None):
+        why = "[gate] enabled = false" if cfg.gate.enabled is False else "whole-frame mode; [gate] enabled = true"
+        return f"vegetation gate: off ({why})"
+    unit = "tile" if cfg.spray is not None else "frame"
+    return (f"vegetation gate: {cfg.gate.sensitivity} ({cfg.gate.params().describe()}): a bare {unit} is not "
+            "classified and never sprayed")
+
+
 def spray_rule(cfg: Config, classifier: Classifier) -> SprayRule:
     """The bundle's rule with the ``[decision]`` overrides (threshold, crop_veto, weed_labels)."""
     d = cfg.decision
@@ -85,7 +101,7 @@ def frame_line(r: ProcessedFrame) -> str:
     """The human line ``--print`` shows per frame; a file name's control characters (or bytes that
     are not UTF-8) are escaped, so the line stays one printable line."""
     name, label = one_line(r.frame.name or f"{r.frame.source}"), one_line(r.decision.label)
-    act = "SPRAY" if r.decision.spray else ("weed?" if r.decision.weed_frame else "-")
+    act = "SPRAY" if r.decision.spray else "weed?" if r.decision.weed_frame else "bare" if r.gated else "-"
     outs = "".join("1" if x else "0" for x in r.outputs)
     return (f"frame {r.frame.frame_id:5d}  {name[:40]:40s}  {label:26s} {r.decision.label_prob:4.2f}  "
             f"weed {r.decision.weed_score:4.2f}  {act:5s}  outputs {outs}  {r.timings.end_to_end:6.1f} ms")
@@ -142,9 +158,9 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         switch = open_enable_switch(cfg, stack)  # before the outputs: they close (all off) first
         out = gate(output, switch) if output is not None else make_output(with_spray_channels(cfg), service, switch)
         stack.callback(out.close)
-        log.info("model %s (%s) on %s | outputs: %s x%d | %s",
+        log.info("model %s (%s) on %s | outputs: %s x%d | %s | %s",
                  classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
-                 rule_line(cfg, decider.rule, classifier))
+                 rule_line(cfg, decider.rule, classifier), describe_gate(cfg))
         notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; "
                        f"opening {cfg.source.describe()}")
         stack.callback(notifier.stopping, "stopping: all outputs off")
@@ -154,7 +170,8 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         if cfg.spray is not None:
             processor: FrameProcessor = make_lane_processor(cfg, classifier, out, stack, switch=switch)
         else:
-            processor = WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s))
+            processor = WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
+                                            vegetation=make_gate(cfg))
         loop = RunLoop(
             source, processor,
             jsonl=jsonl,
@@ -225,7 +242,8 @@ def make_lane_processor(cfg: Config, classifier: Classifier, out: Output, stack:
         switch.add_off_listener(lambda: scheduler.cancel_all("enable switch off"))
         enable = switch.is_on
     planner = LanePlanner(classifier, lambda: make_decider(cfg, classifier), geometry, scheduler, speed,
-                          min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable)
+                          min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable,
+                          vegetation=make_gate(cfg))
     scheduler.start()
     log.info("spray: %d lane(s) -> channels %s, nozzles %.0f cm behind the image centre, speed %s, "
              "valve lag %.0f/%.0f ms", geometry.lanes, list(geometry.channels), s.nozzle_distance_cm,

@@ -4,8 +4,13 @@ Used instead of the whole-frame processor when the config has a ``[spray]`` sect
 
 Each frame is cut into a grid: one column per lane (boom section / nozzle, left to right),
 ``tile_rows`` rows along travel (0 = as many as make the tiles about square, so the
-model's centre crop loses little). All tiles of a frame are classified as one batch, in
-one interpreter invoke (``Classifier.classify_many``; a model that cannot run a batch
+model's centre crop loses little). With the vegetation gate (``[gate]``, on by default
+here: ``edge.inference.vegetation``) one mask per frame gives every tile's vegetated
+fraction; a tile below the minimum is bare ground: it is not classified (no invoke), its
+lane decision sees it as bare ground (all probability on the bundle's background label,
+or none: a weed score of 0), and it is never sprayed — it is taken out of whatever this
+frame would spray, a hold's strip included. The other tiles of a frame are classified in
+a few batched invokes (``Classifier.classify_many``; a model that cannot run a batch
 falls back to one invoke per tile, logged once). Each lane is decided on its own
 (``edge.decide.lanes``: threshold, N-of-M debounce, hold, fed with the lane's most
 weed-like tile); what a lane decides to spray is planned (``edge.spray.planner``): every
@@ -28,7 +33,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -38,9 +44,10 @@ from edge.core.frame import Frame
 from edge.core.metrics import FrameTimings
 from edge.core.tile import Tile
 from edge.decide.decider import Decider, Decision
-from edge.decide.lanes import LaneDecisions
+from edge.decide.lanes import LaneDecisions, LaneVerdict
 from edge.inference.classifier import Classifier, Scores
-from edge.loop.processor import GpsState, ProcessedFrame, ProcessorCounts
+from edge.inference.vegetation import Box, TileVegetation, VegetationGate, bare_probs
+from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorCounts
 from edge.spray.geometry import Geometry, MaxSpeed, max_speed
 from edge.spray.odometer import Odometer
 from edge.spray.planner import SprayPlanner
@@ -59,6 +66,15 @@ class LaneResult:
     scheduled: int  # intervals handed to the scheduler for this lane on this frame
     late: int  # ... of which late or missed
     decided_tile: int = 0  # the tile the lane's decision was made on (index along travel)
+    vegetation: tuple[TileVegetation, ...] | None = None  # per tile along travel (None: the gate is off)
+
+    def log_fields(self) -> dict:
+        """This lane's entry in the frame's JSONL ``lanes`` list."""
+        veg = {} if self.vegetation is None else {"vegetation": [round(v.fraction, 4) for v in self.vegetation],
+                                                  "gated": [v.gated for v in self.vegetation]}
+        return {"lane": self.lane, "channel": self.channel, "weed_score": round(self.decision.weed_score, 4),
+                "tiles": list(self.tile_scores), **veg, "weed_frame": self.decision.weed_frame,
+                "vetoed": self.decision.vetoed, "spray": self.decision.spray, "scheduled": self.scheduled, "late": self.late}
 
 
 @dataclass(frozen=True)
@@ -68,27 +84,30 @@ class LaneFrameResult(ProcessedFrame):
 
     lanes: tuple[LaneResult, ...]
     speed_kmh: float | None
+    gate_ms: float = 0.0  # the vegetation gate's time on this frame (part of timings.preprocess)
 
     @property
     def sprayed(self) -> bool:
         """A lane decided to spray (its valve opens later, at the planned time; the scheduler counts the opens)."""
         return self.decision.spray
 
+    @property
+    def gated(self) -> bool:
+        """Every tile of the frame was bare ground (the gate classified none of them)."""
+        return all(x.vegetation is not None and all(v.gated for v in x.vegetation) for x in self.lanes)
+
     def log_fields(self) -> dict:
-        return {
-            "speed_kmh": self.speed_kmh,
-            "lanes": [{"lane": x.lane, "channel": x.channel, "weed_score": round(x.decision.weed_score, 4),
-                       "tiles": list(x.tile_scores), "weed_frame": x.decision.weed_frame, "vetoed": x.decision.vetoed,
-                       "spray": x.decision.spray, "scheduled": x.scheduled, "late": x.late} for x in self.lanes],
-        }
+        return {"speed_kmh": self.speed_kmh, "lanes": [x.log_fields() for x in self.lanes]}
 
 
 class LanePlanner:
-    """Cuts a frame into tiles, classifies them as one batch, decides per lane, plans the sprays. Owns no thread."""
+    """Cuts a frame into tiles, gates out the bare ones, classifies the rest in batches, decides per lane, plans
+    the sprays. Owns no thread."""
 
     def __init__(self, classifier: Classifier, make_decider: Callable[[], Decider], geometry: Geometry,
                  scheduler: SprayScheduler, speed: SpeedSource, *, min_speed_kmh: float = 1.0,
-                 tile_rows: int = 0, enable: Callable[[], bool] | None = None):
+                 tile_rows: int = 0, enable: Callable[[], bool] | None = None,
+                 vegetation: VegetationGate | None = None):
         self.classifier = classifier
         self.geometry = geometry
         self.scheduler = scheduler
@@ -96,7 +115,15 @@ class LanePlanner:
         self.decisions = LaneDecisions(make_decider, geometry.lanes)
         self.spray = SprayPlanner(geometry, scheduler, speed, min_speed_kmh=min_speed_kmh, enable=enable)
         self.debounce_n = self.decisions.debounce_n
-        self._grid: tuple[tuple[int, int], int, tuple[Tile, ...]] | None = None
+        self.vegetation = vegetation  # None: every tile is classified
+        m = classifier.bundle.manifest
+        self._bare = Scores(bare_probs(classifier.labels, m.background_labels), classifier.labels, 0, 0)
+        # the bare tiles of the frames a debounce window may still spray (sightings of earlier frames)
+        self._bare_tiles: deque[tuple[int, frozenset[Tile]]] = deque(maxlen=self.decisions.debounce_m)
+        self.gate_ns = 0  # the gate's time on the last frame
+        self.tiles_seen = 0  # tiles of every frame so far ...
+        self.tiles_gated = 0  # ... of which the gate called bare ground
+        self._grid: tuple[tuple[int, int], int, tuple[Tile, ...], tuple[Box, ...]] | None = None
 
     @property
     def speed(self) -> SpeedSource:
@@ -113,41 +140,77 @@ class LanePlanner:
     def reset(self) -> None:
         """After a stall or a lost camera: every lane's history is dropped."""
         self.decisions.reset()
+        self._bare_tiles.clear()
 
     @property
     def grid(self) -> tuple[int, int] | None:
         """(tile rows, tiles per frame) of the frames seen so far; None before the first frame."""
         return None if self._grid is None else (self._grid[1], len(self._grid[2]))
 
-    def tiles_for(self, width: int, height: int) -> tuple[int, tuple[Tile, ...]]:
+    def _grid_for(self, width: int, height: int) -> tuple[int, tuple[Tile, ...], tuple[Box, ...]]:
         if self._grid is None or self._grid[0] != (width, height):
             rows = self.tile_rows or self.geometry.auto_rows(width, height)
-            self._grid = ((width, height), rows, self.geometry.tiles(rows))
-        return self._grid[1], self._grid[2]
+            tiles = self.geometry.tiles(rows)
+            self._grid = ((width, height), rows, tiles, tuple(t.pixels(width, height) for t in tiles))
+        return self._grid[1], self._grid[2], self._grid[3]
+
+    def tiles_for(self, width: int, height: int) -> tuple[int, tuple[Tile, ...]]:
+        rows, tiles, _ = self._grid_for(width, height)
+        return rows, tiles
 
     def cut(self, image: np.ndarray) -> tuple[int, tuple[Tile, ...], list[np.ndarray]]:
         h, w = image.shape[:2]
-        rows, tiles = self.tiles_for(w, h)
-        crops = []
-        for t in tiles:
-            x0, x1, y0, y1 = t.pixels(w, h)
-            crops.append(image[y0:y1, x0:x1])
-        return rows, tiles, crops
+        rows, tiles, boxes = self._grid_for(w, h)
+        return rows, tiles, [image[y0:y1, x0:x1] for x0, x1, y0, y1 in boxes]
+
+    def classify(self, frame: Frame) -> tuple[int, tuple[Tile, ...], list[Scores], tuple[TileVegetation, ...] | None]:
+        """The frame's tiles, their scores (a bare tile's are the bare view's, without an invoke) and vegetation."""
+        rows, tiles, crops = self.cut(frame.image)
+        veg = None
+        self.gate_ns = 0
+        if self.vegetation is not None:
+            t0 = time.perf_counter_ns()
+            veg = self.vegetation.measure(frame.image, self._grid_for(frame.image.shape[1], frame.image.shape[0])[2])
+            self.gate_ns = time.perf_counter_ns() - t0
+        keep = [i for i in range(len(tiles)) if veg is None or not veg[i].gated]
+        scores = [self._bare] * len(tiles)
+        if keep:
+            for i, s in zip(keep, self.classifier.classify_many([crops[i] for i in keep], frame.colour_order)):
+                scores[i] = s
+        self.tiles_seen += len(tiles)
+        self.tiles_gated += len(tiles) - len(keep)
+        return rows, tiles, scores, veg
 
     def process(self, frame: Frame) -> tuple[list[Scores], list[LaneResult], float | None]:
-        rows, tiles, crops = self.cut(frame.image)
-        scores = self.classifier.classify_many(crops, frame.colour_order)  # one batch: one invoke for all tiles
+        rows, tiles, scores, veg = self.classify(frame)
+        if veg is not None:
+            self._bare_tiles.append((frame.frame_id, frozenset(t for t, v in zip(tiles, veg) if v.gated)))
         gate = self.spray.gate()
         self.decisions.next_frame()
         probs = np.stack([s.probs for s in scores])  # one row per tile, lane by lane
         results = []
         for lane in range(self.geometry.lanes):
             first, end = lane * rows, (lane + 1) * rows
-            verdict = self.decisions.decide(lane, probs[first:end], tiles[first:end], frame)
+            verdict = self._not_bare(self.decisions.decide(lane, probs[first:end], tiles[first:end], frame))
             planned = self.spray.plan(verdict, frame.frame_id, gate)
             results.append(LaneResult(lane, self.geometry.channels[lane], verdict.decision, verdict.weed_scores,
-                                      planned.scheduled, planned.late, verdict.decided_tile))
+                                      planned.scheduled, planned.late, verdict.decided_tile,
+                                      None if veg is None else veg[first:end]))
         return scores, results, gate.kmh
+
+    def _not_bare(self, verdict: LaneVerdict) -> LaneVerdict:
+        """The verdict without the tiles the gate called bare ground in the frame of each sighting (a hold's
+        strip, or any tile at a threshold of 0, would include them): a bare tile is never sprayed."""
+        if not self._bare_tiles or not verdict.sightings:
+            return verdict
+        bare = dict(self._bare_tiles)
+        sightings = tuple(replace(s, tiles=tuple(t for t in s.tiles if t not in bare.get(s.frame_id, ())))
+                          for s in verdict.sightings)
+        return replace(verdict, sightings=sightings)
+
+    @property
+    def gate_counts(self) -> GateCounts | None:
+        return None if self.vegetation is None else GateCounts("tiles", self.tiles_seen, self.tiles_gated)
 
 
 def _aggregate(frame: Frame, lanes: list[LaneResult], scores: list[Scores], labels) -> tuple[Decision, Scores]:
@@ -189,16 +252,18 @@ class LaneProcessor:
         if changed is not None:  # replay scoring integrates the speed over the pass
             slog.event("speed", frame=frame.frame_id, **changed)
         decision, agg = _aggregate(frame, lanes, scores, self.planner.classifier.labels)
-        classify_ns = agg.preprocess_ns + agg.inference_ns
+        gate_ns = self.planner.gate_ns
+        classify_ns = agg.preprocess_ns + agg.inference_ns + gate_ns
         timings = FrameTimings(
             capture_wait=wait_ns / 1e6,
-            preprocess=agg.preprocess_ns / 1e6,
+            preprocess=(gate_ns + agg.preprocess_ns) / 1e6,  # the vegetation gate and the tiles' preprocessing
             inference=agg.inference_ns / 1e6,
-            decision=max(0, t1 - t0 - classify_ns) / 1e6,  # deciding and scheduling
+            decision=max(0, t1 - t0 - classify_ns) / 1e6,  # tiling, deciding and scheduling
             actuation=0.0,  # the scheduler thread switches the valves at their planned times
             end_to_end=max(0, self.clock.now_ns() - frame.t_capture_ns) / 1e6,
         )
-        return LaneFrameResult(frame, agg, decision, self.outputs(), timings, lanes=tuple(lanes), speed_kmh=kmh)
+        return LaneFrameResult(frame, agg, decision, self.outputs(), timings, lanes=tuple(lanes), speed_kmh=kmh,
+                               gate_ms=gate_ns / 1e6)
 
     def between_frames(self) -> None:
         self.scheduler.check()
@@ -219,7 +284,7 @@ class LaneProcessor:
         link = self.planner.speed.link()
         gps = GpsState(link, self.planner.speed.speed_kmh() is not None) if link is not None else None
         return ProcessorCounts(max_on_trips=self.scheduler.max_on_trips, blocked_openings=self.scheduler.blocked,
-                               unavailable_openings=self.scheduler.unavailable, gps=gps)
+                               unavailable_openings=self.scheduler.unavailable, gps=gps, gate=self.planner.gate_counts)
 
     def at_end_of_source(self, stop: threading.Event, beat: Callable[[], None]) -> None:
         """A video or image folder ended: let the sprays already planned happen (so a dry run's spray log

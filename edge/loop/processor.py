@@ -35,6 +35,11 @@ class ProcessedFrame:
         """Whether the frame counts as spraying in the stats."""
         raise NotImplementedError
 
+    @property
+    def gated(self) -> bool:
+        """The vegetation gate found no plant: nothing of the frame was classified (``--print`` says ``bare``)."""
+        return False
+
     def log_fields(self) -> dict:
         """Fields this kind of result adds to the frame's JSONL line."""
         return {}
@@ -51,6 +56,19 @@ class GpsState:
 
 
 @dataclass(frozen=True)
+class GateCounts:
+    """What the vegetation gate saw: ``seen`` frames or tiles (``unit``), ``bare`` of them not classified."""
+
+    unit: str  # "frames" (whole frame) or "tiles" (per lane)
+    seen: int
+    bare: int
+
+    @property
+    def text(self) -> str:
+        return f"bare ground (gate) {self.bare}/{self.seen} {self.unit}"
+
+
+@dataclass(frozen=True)
 class ProcessorCounts:
     """What a processor adds to the run's statistics (``edge.loop.stats.RunStats``)."""
 
@@ -60,6 +78,7 @@ class ProcessorCounts:
     blocked_openings: int = 0  # per lane: planned openings refused by the enable switch
     unavailable_openings: int = 0  # per lane: planned openings not sprayed, the controller was lost
     gps: GpsState | None = None  # per lane with a GPS speed source
+    gate: GateCounts | None = None  # with the vegetation gate on
 
 
 class FrameProcessor(Protocol):

@@ -52,6 +52,7 @@ class RunStats:
                 "reconnects": self.reconnects,
                 **({"blocked_frames": c.blocked_frames} if c.blocked_frames else {}),
                 **({"unavailable_frames": c.unavailable_frames} if c.unavailable_frames else {}),
+                **({"gate": {"unit": c.gate.unit, "seen": c.gate.seen, "bare": c.gate.bare}} if c.gate else {}),
                 **({"spray": self.spray} if self.spray is not None else {})}
 
     # -- the stats line ----------------------------------------------------------------
@@ -73,6 +74,8 @@ class RunStats:
             line += f", controller lost: {c.unavailable_openings} opening(s) not sprayed"
         if c.gps is not None:
             line += f", GPS lost {c.gps.link.losses}x, reopened {c.gps.link.reconnects}x"
+        if c.gate is not None:
+            line += f", {c.gate.text}"
         return line
 
     # -- the summary at the end ----------------------------------------------------------
@@ -83,7 +86,8 @@ class RunStats:
                  f"{self.reconnects} reconnects"
                  + (f", {c.blocked_frames} spray frames blocked by the enable switch" if c.blocked_frames else "")
                  + (f", {c.unavailable_frames} spray frames not sprayed (controller lost)"
-                    if c.unavailable_frames else "") + "; all outputs off"]
+                    if c.unavailable_frames else "") + (f", {c.gate.text}" if c.gate is not None else "")
+                 + "; all outputs off"]
         if self.spray is not None:  # per lane: how fast this setup may drive
             lines.append(max_speed_line(self.spray))
         return lines

@@ -90,11 +90,15 @@ def lanes_run(tmp_path_factory):
 def test_a_spray_config_measures_the_lane_pipeline(lanes_run):
     r, d = lanes_run
     assert _run_problems(r) == [] and r["ok"] and r["frames"] == 4
-    assert r["mode"] == "lanes" and r["stage_names"]["inference"] == "tiles inference (one batch)"
+    assert r["mode"] == "lanes" and r["stage_names"]["inference"] == "tiles inference (batched)"
     assert "spray planning" in r["stage_names"]["decision"]
+    assert r["stage_names"]["preprocess"] == "vegetation gate + tiles preprocess"  # on by default with [spray]
     sp = r["spray"]
     assert (sp["lanes"], sp["tile_rows"], sp["tiles_per_frame"]) == (4, 3, 12)
-    assert sp["classify"] == "batched" and sp["invokes_per_frame"] == 1.0  # 12 tiles, one invoke per frame
+    assert sp["classify"] == "batched" and sp["invokes_per_frame"] == 2.0  # 12 tiles: batches of 8 and 4
+    # the generated frames are colourful: the gate lets every tile through, and its time is reported per frame
+    assert sp["gated_tiles_per_frame"] == 0.0 and sp["gate"].startswith("excess green > 0.1 ")
+    assert sp["gate_ms"]["n"] == 4 and sp["gate_ms"]["p50"] > 0
     assert sp["speed_kmh"] == 6.0 and "nmea speed source replaced" in sp["speed_note"]
     assert sp["planned"] > 0 and sp["max_speed_kmh"] > 0 and sp["limited_by"] in ("latency", "frame rate")
     # the max speed comes from this run's latency: end-to-end p95 + switching p95 (+ valve lag 30 ms, debounce 1)
@@ -118,10 +122,11 @@ def test_lane_runs_render_with_their_stage_names(lanes_run):
     doc = report.build_document([frame_run, r], machine, settings, "edge-bench --config spray.toml")
     assert report.validate(doc) == []
     text = report.markdown(doc)
-    rows = _table_rows(text, "| run | capture_wait | tiles preprocess | tiles inference (one batch) |")
+    rows = _table_rows(text, "| run | capture_wait | vegetation gate + tiles preprocess | tiles inference (batched) |")
     assert len(rows) == 3 and "4 lanes × 3 tiles (batched)" in rows[2]
     assert len(_table_rows(text, "| run | capture_wait | preprocess |")) == 3  # the whole-frame run only
     assert f"4 lanes × 3 tiles (batched): {r['spray']['max_speed_line']}" in text
+    assert "(2.0 invoke(s) per frame, 0.0 of 12 tiles bare (vegetation gate " in text
 
 
 def test_seconds_bound_a_run():
@@ -243,7 +248,7 @@ def test_files_without_the_added_fields_still_validate(sweep):
 
 def test_every_schema_field_is_documented():
     doc = (ROOT / "docs" / "benchmark.md").read_text()
-    summary_parent = ("runs[].raw_invoke_ms", *(f"runs[].stages_ms.{s}" for s in STAGES))
+    summary_parent = ("runs[].raw_invoke_ms", "runs[].spray.gate_ms", *(f"runs[].stages_ms.{s}" for s in STAGES))
     wanted = set()
     for p in report.schema_paths():
         parent, _, leaf = p.rpartition(".")

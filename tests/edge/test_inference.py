@@ -90,7 +90,7 @@ def _tiles():
 
 
 @pytest.mark.parametrize("variant", [None, "float32"])
-def test_batch_is_one_invoke_and_matches_one_by_one(variant):
+def test_a_batch_runs_in_power_of_two_invokes_and_matches_one_by_one(variant):
     bundle = load_bundle(TOY_BUNDLE, variant=variant)
     with Classifier(bundle, num_threads=1) as batched, Classifier(bundle, num_threads=1, batch=False) as single:
         tiles = _tiles()
@@ -99,7 +99,7 @@ def test_batch_is_one_invoke_and_matches_one_by_one(variant):
         assert batched.batch_mode == "batched"
         before = batched.invokes
         many = batched.classify_many(tiles)
-        assert batched.invokes - before == 1  # 7 tiles, one invoke
+        assert batched.invokes - before == 3  # 7 tiles: batches of 4 and 2, and one alone
         count = single.invokes
         one_by_one = single.classify_many(tiles)
         assert single.invokes - count == len(tiles) and single.batch_mode == "one by one"
@@ -108,17 +108,47 @@ def test_batch_is_one_invoke_and_matches_one_by_one(variant):
             assert np.max(np.abs(a.probs - b.probs)) <= step and np.array_equal(a.probs, c.probs)
             assert a.probs.dtype == np.float32 and a.preprocess_ns > 0
         assert [s.top[0] for s in many[:3]] == ["weed", "crop", "soil"]
-        assert batched.invoke_only(len(tiles)) > 0 and batched.invokes - before == 1  # invoke_only is not counted
+        assert batched.invoke_only(len(tiles)) > 0 and batched.invokes - before == 3  # invoke_only is not counted
 
 
-def test_more_tiles_than_max_batch_run_as_equal_batches():
+@pytest.mark.parametrize("n, max_batch, sizes", [
+    (1, 16, [1]), (2, 16, [2]), (3, 16, [2, 1]), (7, 16, [4, 2, 1]), (12, 16, [8, 4]), (16, 16, [16]),
+    (20, 16, [16, 4]), (12, 12, [8, 4]), (14, 4, [4, 4, 4, 2]), (5, 1, [1] * 5)])
+def test_batch_sizes_are_powers_of_two_up_to_max_batch(n, max_batch, sizes):
+    from edge.inference.classifier import _chunks
+
+    assert _chunks(n, max_batch) == sizes
+
+
+def test_more_tiles_than_max_batch_run_as_several_batches():
     with Classifier(TOY_BUNDLE, num_threads=1, max_batch=4) as c:
-        tiles = _tiles() * 2  # 14 -> 4 invokes of 4, 4, 3, 3 (a 3 and a 4 interpreter)
+        tiles = _tiles() * 2  # 14 -> 4 invokes of 4, 4, 4, 2 (a 4 and a 2 interpreter)
         c.classify_many(tiles)
         before = c.invokes
         many = c.classify_many(tiles)
-        assert c.invokes - before == 4 and sorted(c._batches) == [3, 4]
+        assert c.invokes - before == 4 and sorted(c._batches) == [2, 4]
         assert [s.top[0] for s in many[:3]] == [s.top[0] for s in many[7:10]] == ["weed", "crop", "soil"]
+
+
+def test_a_number_of_tiles_that_changes_every_frame_makes_each_interpreter_once_and_checks_it_once(monkeypatch):
+    """The vegetation gate leaves bare tiles out, so N varies per frame: sizes 2, 4 and 8 cover 1..12."""
+    from edge.inference import classifier as mod
+
+    made, checked = [], []
+    real_make, real_check = mod.batch_interpreter, mod.Classifier._check_batch
+    monkeypatch.setattr(mod, "batch_interpreter", lambda like, path, threads, n: made.append(n) or
+                        real_make(like, path, threads, n))
+    monkeypatch.setattr(mod.Classifier, "_check_batch", lambda self, b, *a: checked.append(b.n) or
+                        real_check(self, b, *a))
+    tiles = (_tiles() * 2)[:12]
+    with Classifier(TOY_BUNDLE, num_threads=1) as c, Classifier(TOY_BUNDLE, num_threads=1, batch=False) as single:
+        for n in (12, 5, 0, 1, 9, 12, 3, 7, 11, 2, 6, 12, 4, 10, 8):
+            before, ready = c.invokes, sorted(made) == [2, 4, 8]
+            got = c.classify_many(tiles[:n])
+            assert [s.top[0] for s in got] == [s.top[0] for s in single.classify_many(tiles[:n])]
+            if ready:  # once every size exists, a frame costs one invoke per power of two in n
+                assert c.invokes - before == bin(n).count("1")
+        assert sorted(made) == sorted(checked) == [2, 4, 8] and c.batch_mode == "batched"
 
 
 def test_a_model_that_cannot_batch_falls_back_to_one_by_one(monkeypatch, caplog):
@@ -135,7 +165,7 @@ def test_a_model_that_cannot_batch_falls_back_to_one_by_one(monkeypatch, caplog)
         with caplog.at_level("WARNING"):
             many = c.classify_many(tiles)
             c.classify_many(tiles)
-        assert c.batch_mode == "one by one" and "output of shape [8, 3], not [7, 3]" in c.batch_note
+        assert c.batch_mode == "one by one" and "output of shape [5, 3], not [4, 3]" in c.batch_note
         warnings = [r for r in caplog.records if "one by one" in r.getMessage()]
         assert len(warnings) == 1  # said once
         before = c.invokes
@@ -171,18 +201,18 @@ def test_every_batch_size_is_checked_against_one_by_one(monkeypatch, caplog):
     from edge.inference import classifier as mod
 
     real = mod.batch_interpreter
-    monkeypatch.setattr(mod, "batch_interpreter",  # the size-4 batch is right, the size-3 one is not
+    monkeypatch.setattr(mod, "batch_interpreter",  # the size-4 batch is right, the size-2 one is not
                         lambda like, path, threads, n: real(like, path, threads, n) if n == 4
                         else _Disagrees(real(like, path, threads, n)))
     with Classifier(TOY_BUNDLE, num_threads=1, max_batch=4) as c, \
             Classifier(TOY_BUNDLE, num_threads=1, batch=False) as single:
-        tiles = _tiles()[:6]  # chunks of 3 and 3: the first size used is the wrong one
+        tiles = _tiles()[:6]  # batches of 4 and 2: the 4 is checked already, the 2 is new and wrong
         four = _tiles()[:4]
         assert [s.top[0] for s in c.classify_many(four)] == [s.top[0] for s in single.classify_many(four)]
         assert c.batch_mode == "batched"
         with caplog.at_level("WARNING"):
-            got = c.classify_many(tiles)  # a new size (3): checked too, it differs -> one by one for good
-        assert c.batch_mode == "one by one" and "batch of 3 differs" in c.batch_note
+            got = c.classify_many(tiles)  # a new size (2): checked too, it differs -> one by one for good
+        assert c.batch_mode == "one by one" and "batch of 2 differs" in c.batch_note
         want = single.classify_many(tiles)
         assert all(np.array_equal(a.probs, b.probs) for a, b in zip(got, want))
         before = c.invokes
@@ -200,7 +230,7 @@ def test_a_batch_invoke_that_raises_falls_back_for_good_and_redoes_the_chunk(mon
         with caplog.at_level("WARNING"):
             got = c.classify_many(tiles)  # no exception: the chunk is classified again one by one
         assert c.batch_mode == "one by one"
-        assert "the batch interpreter failed on a batch of 7: RuntimeError: tensor arena exhausted" == c.batch_note
+        assert "the batch interpreter failed on a batch of 4: RuntimeError: tensor arena exhausted" == c.batch_note
         assert [r for r in caplog.records if "one by one" in r.getMessage() and r.levelname == "WARNING"]
         want = single.classify_many(tiles)
         assert all(np.array_equal(a.probs, b.probs) for a, b in zip(got, want))

@@ -75,8 +75,9 @@ def test_classify_many_matches_classify(classifier):
     assert [s.top[0] for s in many] == ["weed", "soil"]
 
 
-def test_a_frames_tiles_are_one_batch_with_the_same_lane_decisions():
-    """4 lanes x 3 rows: one invoke per frame, and every lane decides as it would one tile at a time."""
+def test_a_frames_tiles_are_batched_with_the_same_lane_decisions():
+    """4 lanes x 3 rows: two invokes per frame (batches of 8 and 4), and every lane decides as it would one
+    tile at a time."""
     batched, single = Classifier(TOY_BUNDLE, num_threads=1), Classifier(TOY_BUNDLE, num_threads=1, batch=False)
     image = field((1, 3), h=96, w=128)
     image[64:, 0:32] = GREEN  # lane 0: weed in the bottom row only
@@ -89,7 +90,7 @@ def test_a_frames_tiles_are_one_batch_with_the_same_lane_decisions():
         decisions = [(r.decision.spray, r.tile_scores) for r in lanes]
         results.append((c.invokes - before, [s.probs for s in scores], decisions, [sched.pending(ch) for ch in range(4)]))
     (n_batched, probs_b, lanes_b, plans_b), (n_single, probs_s, lanes_s, plans_s) = results
-    assert n_batched == 1 and n_single == 12 and batched.batch_mode == "batched"
+    assert n_batched == 2 and n_single == 12 and batched.batch_mode == "batched"
     assert all(np.max(np.abs(a - b)) <= batched._out_scale for a, b in zip(probs_b, probs_s))
     assert lanes_b == lanes_s and plans_b == plans_s
     assert [spray for spray, _ in lanes_b] == [True, True, False, True]

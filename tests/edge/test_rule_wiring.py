@@ -209,7 +209,8 @@ def test_the_per_lane_log_has_the_veto_per_lane(tmp_path):
     cfg = tmp_path / "spray.toml"
     log = tmp_path / "f.jsonl"
     cfg.write_text("[spray]\nlanes = 2\nfootprint_across_cm = 40\nfootprint_along_cm = 30\n"
-                   "nozzle_distance_cm = 50\nspeed_kmh = 5\n")
+                   "nozzle_distance_cm = 50\nspeed_kmh = 5\n"
+                   "[gate]\nenabled = false\n")  # the toy model's crop is blue: the vegetation gate would call it bare
     img = solid(BLUE, 60, 80)
     img[:, 40:] = GREEN  # lane 0 a crop, lane 1 a weed
     d = tmp_path / "frames"

@@ -93,6 +93,9 @@ SPRAY = {
     "tiles_per_frame": int,
     "classify": str,
     "invokes_per_frame": Opt(NUM),
+    "gate": Added(str),
+    "gated_tiles_per_frame": Added(NUM),
+    "gate_ms": Added(SUMMARY),
     "speed_kmh": NUM,
     "speed_note": str,
     "planned": int,
@@ -370,8 +373,12 @@ def markdown(doc: dict) -> str:
         for r in lanes:
             sp = r.get("spray") or {}
             if sp:
+                gate = ""
+                if sp.get("gated_tiles_per_frame") is not None:  # files before the vegetation gate lack it
+                    gate = (f", {sp['gated_tiles_per_frame']} of {sp['tiles_per_frame']} tiles bare (vegetation gate "
+                            f"{_f(sp['gate_ms']['p50'])} / {_f(sp['gate_ms']['p95'])} ms, in preprocess)")
                 lines.append(f"- {run_label(r)}: {sp['max_speed_line']} ({sp['invokes_per_frame']} invoke(s) per "
-                             f"frame; {sp['speed_note']})")
+                             f"frame{gate}; {sp['speed_note']})")
         lines += ["", "The frame-rate bound of a file or generated source is the processing rate, not a camera's. "
                   "vs naive is not given for per-lane runs (the naive loop classifies one whole frame); their "
                   "invoke p50 is the invoke(s) of all of a frame's tiles."]

@@ -28,12 +28,13 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from edge.tools.bench.baseline import run_naive
 from edge.tools.bench.frames import FramesSpec, GeneratedSource
 from edge.tools.bench.runs import (STAGE_NAMES, RunSpec, finish, invoke_samples, model_info, result_skeleton,
                                    run_id)
+from edge.tools.bench.stats import summarise
 from edge.tools.bench.system import loadavg
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOURCE, WeedDetectorError
 from edge.core.metrics import STAGES
@@ -63,8 +64,9 @@ class _Collector:
         self.t0_ns: Optional[int] = None
         self.t_last_ns: Optional[int] = None
         self.dropped0 = 0
-        self.counter = lambda: 0  # e.g. the classifier's invoke count, read when the measured part starts
-        self.count0 = 0
+        self.counter = lambda: (0, 0)  # (invokes, bare tiles) so far, read when the measured part starts
+        self.count0 = (0, 0)
+        self.measured: Callable[[object], None] = lambda r: None  # also called with each measured frame's result
 
     def begin(self) -> None:
         """Called just before the pipeline runs (the measured part starts here without warm-up)."""
@@ -83,6 +85,7 @@ class _Collector:
                 self.count0 = self.counter()
             return
         self.timings.append(r.timings)
+        self.measured(r)
         self.weed_frames += int(r.decision.weed_frame)
         self.spray_frames += int(r.decision.spray)
         self.t_last_ns = now
@@ -123,9 +126,9 @@ def _finite(x: float) -> Optional[float]:
 
 
 def spray_result(processor: "LaneProcessor", original_spray: "SprayConfig", e2e_p95: Optional[float],
-                 fps: Optional[float], n: int, invokes: int) -> dict:
-    """The ``spray`` object of a lanes run: tiling, classify path, spray counts and the max
-    speed from this run's measured latency (end-to-end p95 + the scheduler's switching p95)."""
+                 fps: Optional[float], n: int, invokes: int, gated: int, gate_ms: Sequence[float]) -> dict:
+    """The ``spray`` object of a lanes run: tiling, vegetation gate, classify path, spray counts and the
+    max speed from this run's measured latency (end-to-end p95 + the scheduler's switching p95)."""
     from edge.loop.stats import max_speed_line
 
     planner, sched = processor.planner, processor.scheduler
@@ -147,6 +150,9 @@ def spray_result(processor: "LaneProcessor", original_spray: "SprayConfig", e2e_
         "tiles_per_frame": tiles,
         "classify": planner.classifier.batch_mode,
         "invokes_per_frame": round(invokes / n, 3) if n else None,
+        "gate": "off" if planner.vegetation is None else planner.vegetation.params.describe(),
+        "gated_tiles_per_frame": round(gated / n, 3) if n and planner.vegetation is not None else None,
+        "gate_ms": summarise(list(gate_ms)),
         "speed_kmh": kmh,
         "speed_note": "the config's fixed speed" if fixed else
                       f"{original_spray.speed_source} speed source replaced by a fixed {kmh:g} km/h",
@@ -167,7 +173,7 @@ def spray_result(processor: "LaneProcessor", original_spray: "SprayConfig", e2e_
 def run_pipeline(spec: RunSpec) -> dict:
     """Run the edge pipeline for one configuration and return its run object (the per-lane
     processor when the config has a ``[spray]`` section)."""
-    from edge.app.wiring import load_classifier, make_decider, make_lane_processor, with_spray_channels
+    from edge.app.wiring import load_classifier, make_decider, make_gate, make_lane_processor, with_spray_channels
     from edge.config import load_config
     from edge.loop.actuator import Actuator
     from edge.loop.per_lane import LaneProcessor
@@ -206,7 +212,7 @@ def run_pipeline(spec: RunSpec) -> dict:
         source = open_frames(spec.frames, cfg, (inp.width, inp.height))
         stack.callback(source.close)
         collect = _Collector(spec.warmup, spec.seconds, stop, source)
-        collect.counter = lambda: classifier.invokes
+        gate_ms: list[float] = []
         kw = dict(
             stop=stop,
             stall_timeout_s=cfg.safety.stall_timeout_s,
@@ -217,13 +223,18 @@ def run_pipeline(spec: RunSpec) -> dict:
         lanes: LaneProcessor | None = None
         if original_spray is not None:
             lanes = make_lane_processor(cfg, classifier, out, stack)
-        processor = lanes or WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s))
+            collect.measured = lambda r: gate_ms.append(r.gate_ms)  # r: a LaneFrameResult
+        collect.counter = lambda: (classifier.invokes, 0 if lanes is None else lanes.planner.tiles_gated)
+        processor = lanes or WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
+                                                 vegetation=make_gate(cfg))
+        if make_gate(cfg) is not None:  # the gate's time is part of preprocess, and the name says so
+            res["stage_names"]["preprocess"] = "vegetation gate + " + res["stage_names"]["preprocess"]
         collect.begin()
         summary = RunLoop(source, processor, **kw).run()
         res["stopped_by"] = summary.stopped_by
         res["dropped"] = max(0, source.dropped - collect.dropped0)
         n = len(collect.timings)
-        invokes = classifier.invokes - collect.count0
+        invokes, gated = (now - then for now, then in zip(collect.counter(), collect.count0))
         if lanes is not None:
             grid = lanes.planner.grid
             images = grid[1] if grid else 1
@@ -237,7 +248,7 @@ def run_pipeline(spec: RunSpec) -> dict:
     res = finish(res, by_stage, invoke_ms, n, span)
     if lanes is not None and original_spray is not None:
         res["spray"] = spray_result(lanes, original_spray, res["stages_ms"]["end_to_end"]["p95"], res["fps"], n,
-                                    invokes)
+                                    invokes, gated, gate_ms)
     return res
 
 

@@ -26,7 +26,7 @@ STAGE_NAMES = {
     "frame": {"capture_wait": "capture_wait", "preprocess": "preprocess", "inference": "inference",
               "decision": "decision", "actuation": "actuation", "end_to_end": "end_to_end"},
     "lanes": {"capture_wait": "capture_wait", "preprocess": "tiles preprocess",
-              "inference": "tiles inference (one batch)", "decision": "tiling + lane decisions + spray planning",
+              "inference": "tiles inference (batched)", "decision": "tiling + lane decisions + spray planning",
               "actuation": "actuation (scheduler thread, not in the loop)",
               "end_to_end": "capture to sprays planned"},
 }

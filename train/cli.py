@@ -121,26 +121,25 @@ def _add_threshold_args(g: argparse._ArgumentGroup) -> None:
                    help="... and at most this crop sprayed rate on validation, e.g. 3")
 
 
+def _number(text: str, low: float, high: float, what: str) -> float:
+    """``text`` as a number in ``low``..``high``, else a usage error saying to write ``what``."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (write {what})") from None
+    if not low <= v <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between {low:g} and {high:g} (write {what})")
+    return v
+
+
 def _percent(text: str) -> float:
     """'1', '1%' or '0.5 %' -> a fraction (0.01, 0.005)."""
-    try:
-        v = float(text.strip().rstrip("%").strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage (write e.g. 1 for 1 %)") from None
-    if not 0 <= v <= 100:
-        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 100 (percent)")
-    return v / 100.0
+    return _number(text.strip().rstrip("%").strip(), 0, 100, "a percentage, e.g. 1 for 1 %") / 100.0
 
 
 def _probability(text: str) -> float:
     """A threshold on the weed probability: '0.4' -> 0.4, refused outside 0..1."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (write a probability, e.g. 0.4)") from None
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 1 (a probability, e.g. 0.4)")
-    return v
+    return _number(text, 0, 1, "a probability, e.g. 0.4")
 
 
 def _export_config(a: argparse.Namespace, **over: object) -> ExportConfig:

@@ -39,6 +39,7 @@ blur relative to its view and a 32-px test model is not shifted out of its frame
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,19 @@ def _check(rgb: np.ndarray, strength: float) -> None:
         raise ValueError(f"strength must be finite and >= 0, got {strength}")
 
 
+def _perturbation(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """The contract of every function here: the input checked, strength 0 an exact copy, a float strength."""
+
+    @functools.wraps(fn)
+    def perturbed(rgb: np.ndarray, strength: float, seed: Seed = 0, **options) -> np.ndarray:
+        _check(rgb, strength)
+        if strength == 0:
+            return rgb.copy()
+        return fn(rgb, float(strength), seed, **options)
+
+    return perturbed
+
+
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
@@ -72,14 +86,12 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- optics and sensor
 
 
+@_perturbation
 def gaussian_blur(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
     """Gaussian blur of sigma ``strength`` px (borders mirrored)."""
     import cv2
 
-    _check(rgb, strength)
-    if strength == 0:
-        return rgb.copy()
-    return cv2.GaussianBlur(rgb, (0, 0), sigmaX=float(strength), sigmaY=float(strength),
+    return cv2.GaussianBlur(rgb, (0, 0), sigmaX=strength, sigmaY=strength,
                             borderType=cv2.BORDER_REFLECT_101)
 
 
@@ -104,6 +116,7 @@ def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
+@_perturbation
 def motion_blur(rgb: np.ndarray, strength: float, seed: Seed = 0, angle_deg: float | None = None) -> np.ndarray:
     """A straight smear ``strength`` px long (see :func:`motion_kernel`), borders mirrored.
 
@@ -113,49 +126,38 @@ def motion_blur(rgb: np.ndarray, strength: float, seed: Seed = 0, angle_deg: flo
     """
     import cv2
 
-    _check(rgb, strength)
-    if strength == 0:
-        return rgb.copy()
     angle = float(np.random.default_rng(seed).uniform(0.0, 180.0)) if angle_deg is None else float(angle_deg)
-    return cv2.filter2D(rgb, -1, motion_kernel(float(strength), angle), borderType=cv2.BORDER_REFLECT_101)
+    return cv2.filter2D(rgb, -1, motion_kernel(strength, angle), borderType=cv2.BORDER_REFLECT_101)
 
 
+@_perturbation
 def sensor_noise(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
     """Gaussian noise of sigma ``strength`` grey levels, drawn per pixel and channel from ``seed``."""
-    _check(rgb, strength)
-    if strength == 0:
-        return rgb.copy()
-    noise = np.random.default_rng(seed).normal(0.0, float(strength), rgb.shape)
+    noise = np.random.default_rng(seed).normal(0.0, strength, rgb.shape)
     return _to_uint8(rgb.astype(np.float64) + noise)
 
 
+@_perturbation
 def warm_cast(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
     """A warm white balance: red x (1 + ``strength``), blue / (1 + ``strength``), green kept."""
-    _check(rgb, strength)
-    if strength == 0:
-        return rgb.copy()
-    g = 1.0 + float(strength)
+    g = 1.0 + strength
     return _to_uint8(rgb.astype(np.float32) * np.array([g, 1.0, 1.0 / g], np.float32))
 
 
+@_perturbation
 def darken(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
     """Every pixel x (1 - ``strength``): 0.4 is a scene at 0.6 of its light (``strength`` at most 1)."""
-    _check(rgb, strength)
     if strength > 1:
         raise ValueError(f"darken: strength is 1 - gain, at most 1, got {strength}")
-    if strength == 0:
-        return rgb.copy()
-    return _to_uint8(rgb.astype(np.float32) * (1.0 - float(strength)))
+    return _to_uint8(rgb.astype(np.float32) * (1.0 - strength))
 
 
+@_perturbation
 def jpeg(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
     """JPEG-encoded at quality ``100 - strength`` (OpenCV, 4:2:0 chroma) and decoded again; 0: not encoded."""
     import cv2
 
-    _check(rgb, strength)
-    if strength == 0:
-        return rgb.copy()
-    quality = int(round(min(99.0, max(0.0, 100.0 - float(strength)))))
+    quality = int(round(min(99.0, max(0.0, 100.0 - strength))))
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, max(1, quality)])
     if not ok:
         raise RuntimeError("OpenCV could not JPEG-encode the image")
@@ -239,12 +241,10 @@ def _place(img: np.ndarray, x0: int, y0: int, height: int, width: int, seed: See
                           borderMode=cv2.BORDER_TRANSPARENT)
 
 
+@_perturbation
 def shift(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
     """The scene moved ``strength`` px (rounded to whole pixels) in a direction drawn from ``seed``;
     what comes into view is ground (see the module's docstring)."""
-    _check(rgb, strength)
-    if strength == 0:
-        return rgb.copy()
     rng = np.random.default_rng(seed)
     a = float(rng.uniform(0.0, 2.0 * math.pi))
     dx, dy = int(round(strength * math.cos(a))), int(round(strength * math.sin(a)))
@@ -252,24 +252,22 @@ def shift(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
     return _place(rgb, dx, dy, h, w, rng.integers(1 << 62))
 
 
+@_perturbation
 def zoom_out(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
     """The scene at scale ``1 - strength`` (OpenCV area resampling), centred, ground all round it."""
     import cv2
 
-    _check(rgb, strength)
     if strength >= 1:
         raise ValueError(f"zoom_out: strength is 1 - scale, below 1, got {strength}")
-    if strength == 0:
-        return rgb.copy()
     h, w = rgb.shape[:2]
     sh, sw = max(1, int(round(h * (1.0 - strength)))), max(1, int(round(w * (1.0 - strength))))
     small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
     return _place(small, (w - sw) // 2, (h - sh) // 2, h, w, seed)
 
 
-def identity(rgb: np.ndarray, strength: float = 0.0, seed: Seed = 0) -> np.ndarray:
-    """The image as it is (a copy): the suite's clean row."""
-    _check(rgb, strength)
+@_perturbation
+def identity(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
+    """The image as it is (a copy), at any strength: the suite's clean row."""
     return rgb.copy()
 
 

@@ -1,4 +1,4 @@
-"""`weed-train`: train, evaluate, compare, build background patches, install weights.
+"""`weed-train`: train, evaluate, robustness, compare, build background patches, install weights.
 
 Parses the command line, builds the configs and calls the stage modules; no logic of its
 own. Known problems exit with their own code and a one-line message saying how to fix
@@ -121,15 +121,25 @@ def _add_threshold_args(g: argparse._ArgumentGroup) -> None:
                    help="... and at most this crop sprayed rate on validation, e.g. 3")
 
 
+def _number(text: str, low: float, high: float, what: str) -> float:
+    """``text`` as a number in ``low``..``high``, else a usage error saying to write ``what``."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (write {what})") from None
+    if not low <= v <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between {low:g} and {high:g} (write {what})")
+    return v
+
+
 def _percent(text: str) -> float:
     """'1', '1%' or '0.5 %' -> a fraction (0.01, 0.005)."""
-    try:
-        v = float(text.strip().rstrip("%").strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage (write e.g. 1 for 1 %)") from None
-    if not 0 <= v <= 100:
-        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 100 (percent)")
-    return v / 100.0
+    return _number(text.strip().rstrip("%").strip(), 0, 100, "a percentage, e.g. 1 for 1 %") / 100.0
+
+
+def _probability(text: str) -> float:
+    """A threshold on the weed probability: '0.4' -> 0.4, refused outside 0..1."""
+    return _number(text, 0, 1, "a probability, e.g. 0.4")
 
 
 def _export_config(a: argparse.Namespace, **over: object) -> ExportConfig:
@@ -154,22 +164,28 @@ def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _recorded_train_args(recorded: str | None, where: Path, why: str) -> argparse.Namespace:
+    """The arguments of the `weed-train train` command a bundle records (its paths relative to here again)."""
+    from edge.core.errors import ConfigError
+    from train.provenance import recorded_args
+
+    words = recorded_args(recorded or "")
+    if words[:2] != ["weed-train", "train"]:
+        raise ConfigError(f"{where} records no `weed-train train` command ({recorded!r})", why)
+    return build_parser().parse_args(words[1:])
+
+
 def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
     """Re-choose a bundle's threshold: the training command it records rebuilds the same split."""
     import json
 
     from edge.inference.bundle import resolve_bundle
-    from edge.core.errors import ConfigError
     from train.pipeline import rethreshold
-    from train.provenance import command_line, recorded_args
+    from train.provenance import command_line
 
     folder = resolve_bundle(a.model)
     recorded = json.loads((folder / "metrics.json").read_text())["training"]["command"]
-    words = recorded_args(recorded)
-    if words[:2] != ["weed-train", "train"]:
-        raise ConfigError(f"{folder / 'metrics.json'} records no `weed-train train` command ({recorded!r})",
-                          "only bundles made by weed-train train can be re-thresholded")
-    t = build_parser().parse_args(words[1:])
+    t = _recorded_train_args(recorded, folder / "metrics.json", "only bundles made by weed-train train can be re-thresholded")
     ec = _export_config(t, out=folder.parent, name=folder.name, miss_weight=a.miss_weight,
                         max_weed_miss=a.max_weed_miss, max_crop_sprayed=a.max_crop_sprayed)
     res = rethreshold(folder, _data_config(t), _fit_config(t), ec, command_line(argv), progress=not a.quiet)
@@ -222,6 +238,46 @@ def cmd_evaluate(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from train.evaluate import evaluate_bundle
 
     evaluate_bundle(a.model, a.data, a.variant, a.out, roles_file=a.roles, threshold=a.threshold)
+    return 0
+
+
+def cmd_robustness(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    """A bundle under the named camera conditions, on a folder's photos or on the test split it records."""
+    import dataclasses
+
+    from edge.core.errors import ConfigError
+    from edge.inference.bundle import MANIFEST, load_bundle
+    from train import robustness as rb
+    from train.evaluate import bundle_roles
+    from train.pipeline import test_split
+    from train.provenance import command_line, portable_path
+
+    bundle = load_bundle(a.model, variant=a.variant)
+    m = bundle.manifest
+    trained_on = m.training.get("data")
+    if a.split == "test":
+        if a.roles is not None:
+            raise ConfigError("--roles is for --split all", "leave it out: --split test uses the roles the bundle was trained with")
+        t = _recorded_train_args(m.training.get("command"), bundle.dir / MANIFEST,
+                                 "--split test rebuilds the split of a bundle made by weed-train train: use --split all")
+        if trained_on != portable_path(a.data):
+            log.warning("%s is not the data %s was trained on (%s): its test split is rebuilt from these photos",
+                        a.data, m.name, trained_on)
+        dc = dataclasses.replace(_data_config(t), data=a.data, csv=None)
+        _, y, raw = test_split(dc, m.labels, progress=not a.quiet)
+        photos = rb.split_photos(raw, y, m.labels, bundle_roles(m), f"test split of `{a.data}`, as {m.name}'s training command splits it")
+    else:
+        if trained_on == portable_path(a.data):
+            log.warning("%s is the data %s was trained on: these numbers include its training photos "
+                        "(--split test scores only its test split)", a.data, m.name)
+        photos = rb.folder_photos(m, a.data, a.roles)
+    rob = rb.score_suite(bundle, photos, m.threshold if a.threshold is None else a.threshold, seed=a.seed)
+    print(rb.describe(rob))
+    print()
+    print(rb.table(rob))
+    if a.out is not None:
+        written = rb.write(rob, a.out, {"bundle": m.name, "command": command_line(argv)})
+        print(f"written: {', '.join(str(p) for p in written)}")
     return 0
 
 
@@ -298,9 +354,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
     ev.add_argument("--roles", type=Path, help="class,role CSV for classes the bundle does not know")
     ev.add_argument("--variant", default=None, help="e.g. float32 (default: the bundle's main model)")
-    ev.add_argument("--threshold", type=float, default=None, help="override the bundle's operating threshold")
+    ev.add_argument("--threshold", type=_probability, default=None, help="override the bundle's operating threshold")
     ev.add_argument("--out", type=Path, default=None, help="write metrics.json, report.md and confusion matrix here")
     ev.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("robustness", help="score a bundle under named camera conditions (blur, noise, off-centre, "
+                                          "scale, colour cast, dark, JPEG) through the edge runtime")
+    r.add_argument("--model", default=None, help="bundle folder or name (default: the shipped default)")
+    r.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
+    r.add_argument("--roles", type=Path, help="class,role CSV for classes the bundle does not know (--split all)")
+    r.add_argument("--split", choices=("all", "test"), default="all",
+                   help="all: every photo of --data (default); test: the test split the bundle's training command "
+                        "makes of --data (its seed, fractions, groups and background patches)")
+    r.add_argument("--variant", default=None, help="e.g. float32 (default: the bundle's main model)")
+    r.add_argument("--threshold", type=_probability, default=None, help="override the bundle's operating threshold")
+    r.add_argument("--seed", type=int, default=42, help="seed of the random directions and noise (default 42)")
+    r.add_argument("--out", type=Path, default=None, help="write robustness.json and robustness.png here")
+    r.add_argument("--quiet", action="store_true", help="no progress bars while the split is rebuilt")
+    r.set_defaults(func=cmd_robustness)
 
     c = sub.add_parser("compare", help="several backbones x modes with short schedules: one table")
     _add_data_args(c)

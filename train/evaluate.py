@@ -30,7 +30,8 @@ from edge.decide.rule import SprayRule
 from train.data import Roles
 
 if TYPE_CHECKING:
-    from edge.inference.bundle import Bundle
+    from edge.inference.bundle import Bundle, Manifest
+    from train.data import Sample
 
 
 @dataclass(frozen=True)
@@ -89,22 +90,26 @@ def sprayed(probs: np.ndarray, labels: Sequence[str], roles: Roles, threshold: f
     return np.atleast_1d(np.asarray(rule.fires(rule.view(np.atleast_2d(probs))), bool))
 
 
+def role_rates(flagged: np.ndarray, true_role: np.ndarray) -> dict:
+    """Crop-vs-weed accuracy, weed miss, crop sprayed and background fired of ``flagged`` photos
+    whose true roles are ``true_role`` (1 weed, 0 crop, -1 background, as :func:`role_vector`)."""
+    weed, crop, bg = true_role == 1, true_role == 0, true_role == -1
+    plants = weed | crop
+    correct = (flagged & weed) | (~flagged & crop)
+    return {
+        "crop_vs_weed_accuracy": float(correct[plants].mean()) if plants.any() else float("nan"),
+        "crop_vs_weed": wilson(int(correct[plants].sum()), int(plants.sum())),
+        "weed_miss": wilson(int((weed & ~flagged).sum()), int(weed.sum())),
+        "crop_sprayed": wilson(int((crop & flagged).sum()), int(crop.sum())),
+        "background_fired": wilson(int((bg & flagged).sum()), int(bg.sum())),
+    }
+
+
 def sprayer_rates(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles: Roles, threshold: float,
                   crop_veto: float | None = None) -> dict:
     """Crop-vs-weed accuracy, weed miss, crop sprayed and background fired by the rule at ``threshold``
     (and ``crop_veto``)."""
-    rv = role_vector(labels, roles)
-    true_role = rv[y]
-    hit = sprayed(probs, labels, roles, threshold, crop_veto)
-    weed, crop, bg = true_role == 1, true_role == 0, true_role == -1
-    plants = weed | crop
-    correct = (hit & weed) | (~hit & crop)
-    return {
-        "crop_vs_weed_accuracy": float(correct[plants].mean()) if plants.any() else float("nan"),
-        "weed_miss": wilson(int((weed & ~hit).sum()), int(weed.sum())),
-        "crop_sprayed": wilson(int((crop & hit).sum()), int(crop.sum())),
-        "background_fired": wilson(int((bg & hit).sum()), int(bg.sum())),
-    }
+    return role_rates(sprayed(probs, labels, roles, threshold, crop_veto), role_vector(labels, roles)[y])
 
 
 def threshold_sweep(
@@ -348,6 +353,32 @@ def write_metrics(path: Path, metrics: dict) -> Path:
     return path
 
 
+def bundle_roles(m: Manifest) -> Roles:
+    """Which of a bundle's labels are weeds, crops and background (its manifest's)."""
+    return Roles(weed=tuple(m.weed_labels), crop=tuple(m.crop_labels), background=tuple(m.background_labels))
+
+
+def labelled_samples(m: Manifest, data_dir: Path, roles_file: Path | None) -> tuple[list[Sample], Roles | None]:
+    """The decodable photos of a folder-per-class set, and the roles of its classes the bundle does not know.
+
+    Such classes are refused unless ``roles_file`` (class,role) gives them a role (they then
+    count in the sprayer rates only); ``None`` when every class is a label of the bundle.
+    """
+    from train import data as datamod
+    from train.data import DataError
+
+    samples = list(datamod.check_images(datamod.scan_folder(data_dir)).good)
+    unknown = sorted({s.label for s in samples} - set(m.labels))
+    if not unknown:
+        return samples, None
+    if roles_file is None:
+        raise DataError(
+            f"classes {unknown} in {data_dir} are not labels of bundle '{m.name}'",
+            "remove them, or pass --roles class,role so they count in the weed/crop rates",
+        )
+    return samples, datamod.read_roles(unknown, roles_file)
+
+
 def evaluate_bundle(
     model: str | Path | None,
     data_dir: Path,
@@ -364,20 +395,13 @@ def evaluate_bundle(
     """
     from edge.inference.bundle import load_bundle
     from train import data as datamod
-    from train.data import DataError
 
     bundle = load_bundle(model, variant=variant)
     m = bundle.manifest
     labels = list(m.labels)
-    roles = Roles(weed=tuple(m.weed_labels), crop=tuple(m.crop_labels), background=tuple(m.background_labels))
-    samples = list(datamod.check_images(datamod.scan_folder(data_dir)).good)
+    roles = bundle_roles(m)
+    samples, extra_roles = labelled_samples(m, data_dir, roles_file)
     unknown = sorted({s.label for s in samples} - set(labels))
-    extra_roles = datamod.read_roles(unknown, roles_file) if unknown and roles_file else None
-    if unknown and extra_roles is None:
-        raise DataError(
-            f"classes {unknown} in {data_dir} are not labels of bundle '{m.name}'",
-            "remove them, or pass --roles class,role so they count in the weed/crop rates",
-        )
     keep = [s for s in samples if s.label in labels]
     images = [datamod.decode_rgb(s.path) for s in keep]
     probs = classify_all(bundle, images, desc=f"{m.name} (edge)")
@@ -392,12 +416,12 @@ def evaluate_bundle(
         # photos of unknown classes: only "was it flagged?" can be scored
         other = [s for s in samples if s.label not in labels]
         p_other = classify_all(bundle, [datamod.decode_rgb(s.path) for s in other], desc="other classes (edge)")
-        hit = sprayed(p_other, labels, roles, thr, rule.crop_veto)
+        flagged = sprayed(p_other, labels, roles, thr, rule.crop_veto)
         is_weed = np.array([extra_roles.role_of(s.label) == "weed" for s in other])
         metrics["unknown_classes"] = {
             "classes": unknown,
-            "weed_miss": wilson(int((is_weed & ~hit).sum()), int(is_weed.sum())).as_dict(),
-            "not_weed_sprayed": wilson(int((~is_weed & hit).sum()), int((~is_weed).sum())).as_dict(),
+            "weed_miss": wilson(int((is_weed & ~flagged).sum()), int(is_weed.sum())).as_dict(),
+            "not_weed_sprayed": wilson(int((~is_weed & flagged).sum()), int((~is_weed).sum())).as_dict(),
         }
     for line in summary_lines(metrics):
         print(line)

@@ -2,8 +2,9 @@
 
 :func:`export_bundle` runs the steps in order: :func:`convert_variants`,
 :func:`write_models` (a provisional bundle), :func:`evaluate_variants` through the edge,
-:func:`quant_gate` and :func:`main_model`, :func:`metrics_document`, :func:`write_models`
-again (the final manifest) and :func:`write_reports`. The pieces:
+:func:`quant_gate` and :func:`main_model`, :func:`main_robustness` (the main model under
+``train.perturb.SUITE``), :func:`metrics_document`, :func:`write_models` again (the final
+manifest) and :func:`write_reports`. The pieces:
 
 * :func:`convert` makes full-integer int8 (uint8 in, uint8 out; representative data from
   training images), float16 or float32 TFLite;
@@ -27,9 +28,10 @@ import numpy as np
 
 from edge.core.errors import WeedDetectorError
 from train import evaluate as ev
-from train import report
+from train import report, robustness
 from train.evaluate import GateResult, classify_all, quant_gate
 from train.provenance import command_line, portable_path
+from train.robustness import test_split_robustness
 from train.runs import ExportConfig, RunResult
 
 if TYPE_CHECKING:
@@ -196,7 +198,8 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
         evals[q]["latency"] = variant_latency(bundle_dir, q, ec.latency_runs)
 
     main = main_model(gate, ec.allow_quant_drop)
-    doc = metrics_document(t, ec, fields, evals, main, gate)
+    rob = main_robustness(bundle_dir, main, t, evals[main]["threshold"])
+    doc = metrics_document(t, ec, fields, evals, main, gate, rob)
     rule = manifest_rule(evals[main]["threshold"], evals[main]["threshold_rule"], t.val_probs is not None)
     write_models(bundle_dir, files, main, t, fields, rule=rule, metrics=report.summary_metrics(evals, main, gate))
     write_reports(bundle_dir, doc, t, ec)
@@ -330,7 +333,16 @@ def variant_latency(bundle_dir: Path, q: str, runs: int) -> dict:
     return {"1_thread": latency_ms(b, runs, num_threads=1), "2_threads": latency_ms(b, runs, num_threads=2)}
 
 
-def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, main: str, gate: GateResult) -> dict:
+def main_robustness(bundle_dir: Path, main: str, t: Trained, threshold: float) -> dict:
+    """The robustness suite (``train.robustness``) of the provisional bundle's ``main`` model on the test split."""
+    from edge.inference.bundle import load_bundle
+
+    b = load_bundle(bundle_dir, variant=None if main == "int8" else main)
+    return test_split_robustness(b, t.raw["test"], t.y["test"], t.prep.labels, t.prep.roles, threshold, t.fc.seed)
+
+
+def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, main: str, gate: GateResult,
+                     robustness: dict) -> dict:
     """metrics.json: every number of the run (the manifest keeps a summary)."""
     roles = t.prep.roles
     return {
@@ -338,19 +350,27 @@ def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, ma
         "backbone": t.fc.backbone, "weights_source": t.result.weights_source, "input_size": t.fc.input_size,
         "roles": {"weed": list(roles.weed), "crop": list(roles.crop), "background": list(roles.background)},
         "gate": gate_record(gate, ec.allow_quant_drop),
-        "models": evals, "training": fields["training"], "history": t.result.history,
+        "models": evals, "robustness": robustness, "training": fields["training"], "history": t.result.history,
         "corrupt_files": t.prep.corrupt,
     }
 
 
 def write_reports(bundle_dir: Path, doc: dict, t: Trained, ec: ExportConfig) -> None:
-    """metrics.json, the test confusion matrix (png and text) and report.md."""
+    """metrics.json, the test confusion matrix (png and text), the robustness plot and report.md."""
     labels, main = doc["labels"], doc["main_model"]
     ev.write_metrics(bundle_dir / "metrics.json", doc)
     cm = doc["models"][main]["test"]["confusion_matrix"]
     ev.confusion_png(cm, labels, bundle_dir / "confusion_matrix.png", f"{ec.name} ({main}) — test split")
     (bundle_dir / "confusion_matrix.txt").write_text(ev.confusion_text(cm, labels) + "\n")
+    write_robustness_plot(bundle_dir, doc)
     (bundle_dir / "report.md").write_text(report.render(doc, ec, t.fc, t.dc))
+
+
+def write_robustness_plot(bundle_dir: Path, doc: dict) -> Path:
+    """``robustness.png`` of the bundle (its main model on the test split; report.md links it)."""
+    return robustness.plot(doc["robustness"], bundle_dir / robustness.PNG,
+                           f"{doc['bundle']} ({doc['main_model']}), test split: robustness at threshold "
+                           f"{doc['robustness']['threshold']:.2f} (red: worst perturbed row)")
 
 
 def _remove_stale_models(bundle_dir: Path) -> None:

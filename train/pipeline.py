@@ -19,8 +19,10 @@ from train import evaluate as ev
 from train import report
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
 from train.evaluate import GateResult, classify_all, quant_gate
-from train.export import export_bundle, gate_record, main_model, manifest_rule, threshold_from_sweep
+from train.export import (export_bundle, gate_record, main_model, manifest_rule, threshold_from_sweep,
+                          write_robustness_plot)
 from train.provenance import utc_now
+from train.robustness import test_split_robustness
 from train.runs import DataConfig, ExportConfig, Item, Prepared, RunResult, Splits, Trained
 
 if TYPE_CHECKING:
@@ -208,6 +210,21 @@ def _val_at(val: dict, threshold: float) -> dict:
     return out
 
 
+def test_split(dc: DataConfig, labels: Sequence[str], progress: bool = True) -> tuple[Prepared, np.ndarray, list[np.ndarray]]:
+    """The test split ``dc`` makes, its class ids and RGB images (photos and background patches).
+
+    The split is seeded: for the data config a bundle's training command records, it is the
+    split that bundle was tested on. Refused when the data's classes are not ``labels``.
+    """
+    prep = prepare(dc, progress=progress)
+    if list(prep.labels) != list(labels):
+        raise DataError(f"the data gives classes {prep.labels}, the bundle has {list(labels)}",
+                        "run it where the data the bundle was trained on is, unchanged")
+    items = prep.items["test"]
+    y = np.array([prep.labels.index(it.label) for it in items], dtype=np.int64)
+    return prep, y, [it.raw_rgb() for it in items]
+
+
 def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfig, command: str,
                 progress: bool = True) -> RunResult:
     """Choose a bundle's threshold again from its stored validation sweep; re-score the test split.
@@ -221,15 +238,14 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     from edge.inference.bundle import load_bundle
 
     doc = json.loads((bundle_dir / "metrics.json").read_text())
-    prep = prepare(dc, progress=progress)
-    if list(prep.labels) != list(doc["labels"]):
-        raise DataError(f"the data gives classes {prep.labels}, the bundle has {doc['labels']}",
-                        "run it where the data the bundle was trained on is, unchanged")
-    _, y_test, raw_test = arrays(prep.items["test"], prep.labels, fc.input_size, dc.resize, desc="loading test")
+    prep, y_test, raw_test = test_split(dc, doc["labels"], progress=progress)
     main = doc["main_model"]
     previous = doc["models"][main]["threshold"]
     _rescore_at_new_thresholds(bundle_dir, doc, y_test, raw_test, prep.roles, ec)
     gate = _gate_keeping_the_main_model(doc, ec)
+    doc["robustness"] = test_split_robustness(load_bundle(bundle_dir), raw_test, y_test, prep.labels, prep.roles,
+                                              doc["models"][main]["threshold"], fc.seed)
+    write_robustness_plot(bundle_dir, doc)
     doc["training"]["rethreshold"] = {"command": command, "previous": previous, "at": utc_now()}
     e = doc["models"][main]
     _rewrite_manifest(bundle_dir, manifest_rule(e["threshold"], e["threshold_rule"], fc.refit),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from train import robustness
 from train.evaluate import confusion_text, pct, per_class_table, rate_str, summary_lines, sweep_table
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def render(doc: dict, ec: ExportConfig, fc: FitConfig, dc: DataConfig) -> str:
         _test_result(doc),
         _per_class(doc),
         _confusion_matrix(doc),
+        _robustness(doc["robustness"]),
         _threshold_sweep(doc),
         _data(doc),
         _model_and_training(doc, fc, dc),
@@ -156,6 +158,21 @@ def _confusion_matrix(doc: dict) -> list[str]:
         "```",
         confusion_text(_main_test(doc)["confusion_matrix"], doc["labels"]),
         "```",
+        "",
+    ]
+
+
+def _robustness(rob: dict) -> list[str]:
+    return [
+        "## Robustness (test split under camera conditions)",
+        "",
+        robustness.describe(rob) + " The worst line is the worst value of each column over the perturbed rows "
+        "(the clean row is the reference); with this few photos a row's rates carry wide intervals "
+        "(see metrics.json → `robustness`).",
+        "",
+        robustness.table(rob),
+        "",
+        f"![robustness]({robustness.PNG})",
         "",
     ]
 

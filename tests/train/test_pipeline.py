@@ -80,7 +80,7 @@ def test_train_export_load_classify(trained, tmp_path):
     folder = tmp_path / "tiny"
     assert res.bundle_dir == folder
     for f in ("manifest.json", "model.tflite", "model_float32.tflite", "model_float16.tflite", "report.md",
-              "metrics.json", "confusion_matrix.png", "confusion_matrix.txt"):
+              "metrics.json", "confusion_matrix.png", "confusion_matrix.txt", "robustness.png"):
         assert (folder / f).is_file(), f
 
     bundle = load_bundle(folder)
@@ -113,6 +113,26 @@ def test_train_export_load_classify(trained, tmp_path):
     report = (folder / "report.md").read_text()
     assert m.training["command"] in report and "Quantisation gate" in report
     assert "The manifest's `rule` records it, without a crop veto" in report
+
+    # the robustness suite: the main model on the same test split, under every named perturbation
+    from train.perturb import SUITE
+    from train.robustness import METRICS
+
+    rob = metrics["robustness"]
+    assert list(rob["rows"]) == [p.name for p in SUITE] and list(rob["worst"]) == [k.key for k in METRICS]
+    assert rob["n_photos"] == test["n_photos"] and rob["model_file"] == "model.tflite"
+    assert rob["threshold"] == metrics["models"]["int8"]["threshold"]
+    clean = rob["rows"]["clean"]  # the unperturbed row is the test evaluation itself
+    assert clean["species_accuracy"]["rate"] == pytest.approx(test["species_accuracy"])
+    assert clean["crop_sprayed"]["k"] == test["crop_sprayed"]["k"] and clean["weed_miss"]["k"] == test["weed_miss"]["k"]
+    for key, w in rob["worst"].items():
+        if clean[key]["n"] == 0:  # e.g. no background patch in this tiny test split
+            assert w == {"value": None, "row": None}
+            continue
+        assert w["row"] in rob["rows"] and w["row"] != "clean"
+        assert w["value"] == rob["rows"][w["row"]][key]["rate"]
+    assert "## Robustness (test split under camera conditions)" in report and "](robustness.png)" in report
+    assert all(f"| {p.title} |" in report for p in SUITE)
 
     # `weed-train evaluate`: the bundle on a folder of photos (here the training set itself)
     from train.cli import main

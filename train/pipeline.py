@@ -98,7 +98,6 @@ def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
     for sp in SPLITS:
         if not items[sp]:
             raise DataError(f"the {sp} split is empty", "add photos, or lower --val/--test only if the set is large")
-    datamod.check_train_classes((it.label for it in items["train"]), roles)
     return Prepared(labels, roles, good, items, corrupt, str(groups_file) if groups_file else None, leaks, notes)
 
 
@@ -151,6 +150,7 @@ def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained
     check_backbone(fc)
     size = fc.input_size
     prep = prepare(dc, progress=progress)
+    datamod.check_train_classes((it.label for it in prep.items["train"]), prep.roles)
     labels = prep.labels
     log.info("classes: %s", ", ".join(labels))
     x, y, raw = load_splits(prep, size, dc.resize)

@@ -155,7 +155,11 @@ def _case_weights_missing(tmp: Path) -> list[str]:
 
 
 def _case_option(*words: str):
-    return lambda tmp: ["--data", str(tmp / "never-read"), "--weeds", "charlock", *words]
+    def case(tmp: Path) -> list[str]:
+        return ["--data", str(tmp / "never-read"), "--weeds", "charlock", *words]
+
+    case.__name__ = "_case" + "".join(words)
+    return case
 
 
 @pytest.mark.parametrize("setup,code,phrase", [
@@ -173,7 +177,7 @@ def _case_option(*words: str):
     (_case_option("--lr", "nan"), 2, "--lr: nan is out of range: use a value > 0"),
     (_case_option("--val", "0.5"), 2, "--val: 0.5 is out of range: use a value > 0 and < 0.5"),
     (_case_option("--dropout", "1"), 2, "--dropout: 1 is out of range"),
-], ids=lambda v: v.__name__ if callable(v) and hasattr(v, "__name__") and v.__name__.startswith("_case") else None)
+], ids=lambda v: v.__name__[len("_case"):] if callable(v) else None)
 def test_bad_training_input_is_one_line_with_its_exit_code(setup, code, phrase, tmp_path, monkeypatch, capsys):
     """Each bad input fails before any model is built or trained: one stderr line naming it, its exit code."""
     monkeypatch.setenv("WEED_DETECTOR_CACHE", str(tmp_path / "empty-weights-cache"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,6 +24,37 @@ if TYPE_CHECKING:
 log = logging.getLogger("weed-train")
 
 DEFAULT_DATA_HINT = "../shared/data/plant-seedlings/dev"
+
+
+def _ranged(kind: type, low: float | None = None, high: float | None = None, *, open_low: bool = False,
+            open_high: bool = False, unit: str = ""):
+    """An argparse type: ``kind`` (int or float) within [low, high] (``open_*``: the bound itself excluded;
+    ``unit`` is named in the messages)."""
+    lo = "" if low is None else f"{'>' if open_low else '>='} {low:g}"
+    hi = "" if high is None else f"{'<' if open_high else '<='} {high:g}"
+    want = " and ".join(x for x in (lo, hi) if x) + (f" ({unit})" if unit else "")
+
+    def parse(text: str) -> int | float:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if kind is int else 'a number'}" + (f" ({unit})" if unit else "")) from None
+        if not math.isfinite(v) or (low is not None and (v < low or (open_low and v == low))) or (
+                high is not None and (v > high or (open_high and v == high))):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use a value {want}")
+        return v
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE_INT = _ranged(int, 1)
+COUNT = _ranged(int, 0)
+FRACTION = _ranged(float, 0, 0.5, open_low=True, open_high=True)
+NON_NEGATIVE = _ranged(float, 0)
+POSITIVE = _ranged(float, 0, open_low=True)
+PROBABILITY = _ranged(float, 0, 1, open_high=True)
 
 
 def _csv_list(text: str) -> tuple[str, ...]:
@@ -40,18 +72,18 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--background-classes", type=_csv_list, default=(), help="classes that are bare soil/background")
     g.add_argument("--groups", type=Path, help="CSV path,group of near-identical photos (default: groups.csv in/beside --data)")
     g.add_argument("--no-groups", action="store_true", help="ignore any groups.csv (each photo its own group)")
-    g.add_argument("--val", type=float, default=0.15, help="validation fraction (default 0.15)")
-    g.add_argument("--test", type=float, default=0.15, help="test fraction (default 0.15)")
+    g.add_argument("--val", type=FRACTION, default=0.15, help="validation fraction (default 0.15)")
+    g.add_argument("--test", type=FRACTION, default=0.15, help="test fraction (default 0.15)")
     g.add_argument("--val-dir", type=Path, help="explicit validation folder (instead of splitting)")
     g.add_argument("--test-dir", type=Path, help="explicit test folder (instead of splitting)")
-    g.add_argument("--seed", type=int, default=42, help="seed for the split, patches and training (default 42)")
+    g.add_argument("--seed", type=COUNT, default=42, help="seed for the split, patches and training (default 42)")
     g.add_argument("--background", default="auto",
                    help="'auto' (cut plant-free patches from each split's photos), 'none', or a folder from `weed-train background`")
-    g.add_argument("--background-fraction", type=float, default=1.5,
+    g.add_argument("--background-fraction", type=NON_NEGATIVE, default=1.5,
                    help="background patches per split, as a multiple of the mean photos per class (default 1.5)")
     g.add_argument("--resize", choices=("center_crop", "stretch", "pad"), default="center_crop",
                    help="how photos are fitted to the input (same as the edge runtime; default center_crop)")
-    g.add_argument("--max-per-class", type=int, default=0, help=argparse.SUPPRESS)
+    g.add_argument("--max-per-class", type=COUNT, default=0, help=argparse.SUPPRESS)
 
 
 def _data_config(a: argparse.Namespace) -> DataConfig:
@@ -73,19 +105,19 @@ def _add_fit_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     g.add_argument("--backbone", default="mobilenet_v2", help="mobilenet_v2 (default), efficientnet_lite0, mobilenet_v1, xception")
     g.add_argument("--mode", choices=MODES, default="finetune", help="features | finetune (default) | logreg | scratch")
     g.add_argument("--weights", default="default", help="weight source name, 'none', or a path (.npz / .weights.h5)")
-    g.add_argument("--input-size", type=int, default=160, help="square input size in pixels (default 160)")
-    g.add_argument("--head-epochs", type=int, default=2 if short else 5, help="epochs for the new head (features / first phase)")
-    g.add_argument("--epochs", type=int, default=3 if short else 12, help="fine-tuning (or scratch) epochs")
-    g.add_argument("--unfreeze", type=int, default=-1, help="top N backbone layers to fine-tune (-1 = all, BatchNorm stays frozen)")
+    g.add_argument("--input-size", type=POSITIVE_INT, default=160, help="square input size in pixels (default 160)")
+    g.add_argument("--head-epochs", type=COUNT, default=2 if short else 5, help="epochs for the new head (features / first phase)")
+    g.add_argument("--epochs", type=POSITIVE_INT, default=3 if short else 12, help="fine-tuning (or scratch) epochs")
+    g.add_argument("--unfreeze", type=_ranged(int, -1), default=-1, help="top N backbone layers to fine-tune (-1 = all, BatchNorm stays frozen)")
     g.add_argument("--train-batchnorm", action="store_true",
                    help="finetune: train the BatchNorm layers too (default: frozen, in inference mode)")
-    g.add_argument("--head-lr", type=float, default=1e-3)
-    g.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate (cosine-decayed)")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--label-smoothing", type=float, default=0.1)
-    g.add_argument("--dropout", type=float, default=0.2)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs (val loss)")
+    g.add_argument("--head-lr", type=POSITIVE, default=1e-3)
+    g.add_argument("--lr", type=POSITIVE, default=2e-4, help="fine-tuning learning rate (cosine-decayed)")
+    g.add_argument("--batch-size", type=POSITIVE_INT, default=32)
+    g.add_argument("--label-smoothing", type=PROBABILITY, default=0.1)
+    g.add_argument("--dropout", type=PROBABILITY, default=0.2)
+    g.add_argument("--weight-decay", type=NON_NEGATIVE, default=1e-4)
+    g.add_argument("--patience", type=COUNT, default=4, help="early-stopping patience in epochs (val loss)")
     g.add_argument("--head-on-images", action="store_true",
                    help="train the new head on augmented images for --head-epochs (default: on cached embeddings, faster)")
     g.add_argument("--no-augment", action="store_true", help="no flips/rotation/zoom/brightness/contrast")
@@ -112,7 +144,7 @@ def _fit_config(a: argparse.Namespace, **over: object) -> FitConfig:
 
 
 def _add_threshold_args(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--miss-weight", type=float, default=1.0,
+    g.add_argument("--miss-weight", type=POSITIVE, default=1.0,
                    help="weight of weed misses vs crop sprays when choosing the threshold on validation (default 1)")
     g.add_argument("--max-weed-miss", type=_percent, default=None, metavar="PERCENT",
                    help="choose the threshold among those with at most this weed miss rate on validation, "
@@ -121,25 +153,12 @@ def _add_threshold_args(g: argparse._ArgumentGroup) -> None:
                    help="... and at most this crop sprayed rate on validation, e.g. 3")
 
 
-def _number(text: str, low: float, high: float, what: str) -> float:
-    """``text`` as a number in ``low``..``high``, else a usage error saying to write ``what``."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (write {what})") from None
-    if not low <= v <= high:
-        raise argparse.ArgumentTypeError(f"{text!r} is not between {low:g} and {high:g} (write {what})")
-    return v
-
-
 def _percent(text: str) -> float:
     """'1', '1%' or '0.5 %' -> a fraction (0.01, 0.005)."""
-    return _number(text.strip().rstrip("%").strip(), 0, 100, "a percentage, e.g. 1 for 1 %") / 100.0
+    return _ranged(float, 0, 100, unit="percent, e.g. 1 for 1 %")(text.strip().rstrip("%").strip()) / 100.0
 
 
-def _probability(text: str) -> float:
-    """A threshold on the weed probability: '0.4' -> 0.4, refused outside 0..1."""
-    return _number(text, 0, 1, "a probability, e.g. 0.4")
+_probability = _ranged(float, 0, 1, unit="a probability, e.g. 0.4")  # a threshold on the weed probability
 
 
 def _export_config(a: argparse.Namespace, **over: object) -> ExportConfig:
@@ -331,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--export", type=_csv_list, default=("int8", "float32"),
                    help="formats: int8 and float32 always; add float16 with --export int8,float32,float16")
     e.add_argument("--allow-quant-drop", action="store_true", help="ship int8 even if it loses > --max-quant-drop points")
-    e.add_argument("--max-quant-drop", type=float, default=1.0, help="allowed int8 accuracy drop in points (default 1.0)")
-    e.add_argument("--representative", type=int, default=400, help="training images used to calibrate int8 (default 400)")
+    e.add_argument("--max-quant-drop", type=NON_NEGATIVE, default=1.0, help="allowed int8 accuracy drop in points (default 1.0)")
+    e.add_argument("--representative", type=POSITIVE_INT, default=400, help="training images used to calibrate int8 (default 400)")
     _add_threshold_args(e)
     t.set_defaults(func=cmd_train)
 
@@ -346,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("background", help="cut background (no plant) patches from the photos into a folder")
     _add_data_args(b)
     b.add_argument("--out", type=Path, required=True, help="output folder (train/val/test sub-folders + patches.csv)")
-    b.add_argument("--input-size", type=int, default=160, help="patch size in pixels = the model's input size")
+    b.add_argument("--input-size", type=POSITIVE_INT, default=160, help="patch size in pixels = the model's input size")
     b.set_defaults(func=cmd_background)
 
     ev = sub.add_parser("evaluate", help="evaluate a bundle on a folder of labelled photos through the edge runtime")

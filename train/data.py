@@ -97,6 +97,17 @@ class CheckReport:
 # --------------------------------------------------------------------------- listing
 
 
+def _csv_text(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 CSV (a BOM is dropped), or a DataError saying how to re-save it."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})",
+            "save it as UTF-8 CSV (e.g. `iconv -f latin1 -t utf-8`)",
+        ) from None
+
+
 def scan_folder(root: Path) -> list[Sample]:
     """List ``root/<class>/<image>`` files (sorted, so the order is reproducible).
 
@@ -131,8 +142,7 @@ def scan_csv(csv_path: Path) -> list[Sample]:
     if not csv_path.is_file():
         raise DataError(f"CSV {csv_path} does not exist", "pass --csv FILE with columns path,label")
     samples = []
-    with csv_path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
+    rows = list(csv.reader(_csv_text(csv_path, "CSV")))
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
         rows = rows[1:]
     for i, row in enumerate(rows, start=1):
@@ -172,20 +182,19 @@ def read_roles(
         roles_file = Path(roles_file)
         if not roles_file.is_file():
             raise DataError(f"roles file {roles_file} does not exist", "pass a CSV with columns class,role")
-        with roles_file.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or "class" not in reader.fieldnames or "role" not in reader.fieldnames:
-                raise DataError(
-                    f"roles file {roles_file} needs the columns class and role, has {reader.fieldnames}",
-                    "add a header line 'class,role' and one row per class (role: weed, crop or background)",
-                )
-            for row in reader:
-                r = row["role"].strip().lower()
-                if r in ("soil", "ground"):
-                    r = "background"
-                if r not in ("weed", "crop", "background"):
-                    raise DataError(f"roles file {roles_file}: role {r!r} for {row['class']!r}", "use weed, crop or background")
-                role[row["class"].strip()] = r
+        reader = csv.DictReader(_csv_text(roles_file, "roles file"))
+        if not reader.fieldnames or "class" not in reader.fieldnames or "role" not in reader.fieldnames:
+            raise DataError(
+                f"roles file {roles_file} needs the columns class and role, has {reader.fieldnames}",
+                "add a header line 'class,role' and one row per class (role: weed, crop or background)",
+            )
+        for row in reader:
+            r = (row["role"] or "").strip().lower()
+            if r in ("soil", "ground"):
+                r = "background"
+            if r not in ("weed", "crop", "background"):
+                raise DataError(f"roles file {roles_file}: role {r!r} for {row['class']!r}", "use weed, crop or background")
+            role[row["class"].strip()] = r
     for name in weeds:
         role[name] = "weed"
     for name in crops:
@@ -212,6 +221,18 @@ def read_roles(
     return roles
 
 
+def check_train_classes(train_labels: Iterable[str], roles: Roles) -> None:
+    """Training needs at least two classes with training photos: a weed and a crop or background."""
+    counts = Counter(train_labels)
+    have = {roles.role_of(lab) for lab in counts}
+    if len(counts) < 2 or "weed" not in have or have == {"weed"}:
+        found = ", ".join(f"{lab} ({roles.role_of(lab)}, {n})" for lab, n in sorted(counts.items())) or "none"
+        raise DataError(
+            f"the train split needs at least two classes, a weed and a crop or background, but has: {found}",
+            "add photos of a crop or bare ground (or drop --background none), and mark weeds with --weeds/--roles",
+        )
+
+
 def read_groups(groups_csv: Path | None, data_root: Path | None = None) -> dict[str, str]:
     """Map photo paths (as written in the CSV, also resolved against ``data_root``) to groups."""
     if groups_csv is None:
@@ -220,15 +241,14 @@ def read_groups(groups_csv: Path | None, data_root: Path | None = None) -> dict[
     if not groups_csv.is_file():
         raise DataError(f"groups file {groups_csv} does not exist", "pass --groups FILE (path,group) or --no-groups")
     out: dict[str, str] = {}
-    with groups_csv.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "path" not in reader.fieldnames or "group" not in reader.fieldnames:
-            raise DataError(f"{groups_csv} needs the columns path and group", "add the header 'path,group'")
-        for row in reader:
-            p = row["path"].strip()
-            out[p] = row["group"].strip()
-            if data_root is not None:
-                out[str((Path(data_root) / p).resolve())] = out[p]
+    reader = csv.DictReader(_csv_text(groups_csv, "groups file"))
+    if not reader.fieldnames or "path" not in reader.fieldnames or "group" not in reader.fieldnames:
+        raise DataError(f"{groups_csv} needs the columns path and group", "add the header 'path,group'")
+    for row in reader:
+        p = row["path"].strip()
+        out[p] = (row["group"] or "").strip()
+        if data_root is not None:
+            out[str((Path(data_root) / p).resolve())] = out[p]
     return out
 
 
@@ -287,6 +307,11 @@ def check_images(samples: Sequence[Sample], progress: bool = True) -> CheckRepor
             bad.append((s.path, why))
     for p, why in bad:
         log.warning("skipping %s: %s", p, why)
+    if not good:
+        raise DataError(
+            f"none of the {len(bad)} photos could be decoded (e.g. {bad[0][0]}: {bad[0][1]})" if bad else "no photos to check",
+            "give photos OpenCV can read (.jpg/.png/...), not empty or truncated files",
+        )
     return CheckReport(good=tuple(good), corrupt=tuple(bad))
 
 

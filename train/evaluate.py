@@ -20,7 +20,7 @@ summed probability of all weed classes, reaches the threshold, and no crop veto 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -109,7 +109,11 @@ def sprayer_rates(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], roles
                   crop_veto: float | None = None) -> dict:
     """Crop-vs-weed accuracy, weed miss, crop sprayed and background fired by the rule at ``threshold``
     (and ``crop_veto``)."""
-    return role_rates(sprayed(probs, labels, roles, threshold, crop_veto), role_vector(labels, roles)[y])
+    flagged = sprayed(probs, labels, roles, threshold, crop_veto)
+    true_role = role_vector(labels, roles)[y]
+    plants = (true_role == 1) | (true_role == 0)
+    correct = (flagged & (true_role == 1)) | (~flagged & (true_role == 0))
+    return {**role_rates(flagged, true_role), "crop_vs_weed_correct": correct[plants]}  # per plant photo: McNemar
 
 
 def threshold_sweep(
@@ -233,8 +237,14 @@ def evaluate(
         },
         "confusion_matrix": confusion_matrix(y, pred, labels=list(range(len(labels)))).tolist(),
         "sweep": threshold_sweep(probs, y, labels, roles, crop_veto=crop_veto),
+        # per plant photo, in order, 1 = right: what the quantisation gate's paired test compares
+        "correct": {"species": _bits(pred[plants] == y[plants]), "crop_vs_weed": _bits(rates["crop_vs_weed_correct"])},
     }
     return out
+
+
+def _bits(flags: np.ndarray) -> str:
+    return "".join("1" if f else "0" for f in flags)
 
 
 # --------------------------------------------------------------------------- the edge runtime's scores; int8 vs float
@@ -256,25 +266,66 @@ def classify_all(bundle: Bundle, images: Sequence[np.ndarray], desc: str = "edge
         clf.close()
 
 
+GATE_POINTS_MIN_PHOTOS = 200  # below this many test plant photos one photo is too many points: a paired test decides
+GATE_ALPHA = 0.05
+
+
 @dataclass(frozen=True)
 class GateResult:
     passed: bool
     species_drop: float  # percentage points, float - int8
     crop_vs_weed_drop: float
     max_drop: float
+    test: str = "points"  # "points" (the max_drop rule) or "mcnemar" (exact paired test, small test splits)
+    n_photos: int = 0  # test plant photos
+    discordant: dict = field(default_factory=dict)  # mcnemar: {metric: [float right & int8 wrong, the other way]}
+    p_values: dict = field(default_factory=dict)  # mcnemar: {metric: two-sided p}
 
     def message(self) -> str:
+        drops = f"species {self.species_drop:.2f} points, crop-vs-weed {self.crop_vs_weed_drop:.2f} points"
+        if self.test == "points":
+            return (
+                f"{self.max_drop:g}-point rule ({self.n_photos} test plant photos >= {GATE_POINTS_MIN_PHOTOS}): "
+                f"accuracy drop from float32 to int8 on the test split: {drops} "
+                f"(allowed: {self.max_drop:.1f}; negative = int8 better)"
+            )
+        pairs = "; ".join(
+            f"{m} {b} photos right only in float32, {c} only in int8, p={self.p_values[m]:.3f}"
+            for m, (b, c) in self.discordant.items()
+        )
         return (
-            f"accuracy drop from float32 to int8 on the test split: species {self.species_drop:.2f} points, "
-            f"crop-vs-weed {self.crop_vs_weed_drop:.2f} points (allowed: {self.max_drop:.1f}; negative = int8 better)"
+            f"McNemar paired test ({self.n_photos} test plant photos < {GATE_POINTS_MIN_PHOTOS}, exact binomial on the "
+            f"photos the two models disagree on, int8 fails when significantly worse at {GATE_ALPHA:.0%}): {pairs}; "
+            f"accuracy drop {drops}"
         )
 
 
 def quant_gate(float_metrics: dict, int8_metrics: dict, max_drop: float = 1.0) -> GateResult:
-    """Fail when int8 falls more than ``max_drop`` points below float in either accuracy."""
+    """Int8 against float32 on the same test photos.
+
+    On a test split of :data:`GATE_POINTS_MIN_PHOTOS` plant photos or more, fail when int8 falls
+    more than ``max_drop`` points below float in either accuracy. On a smaller one a point is less
+    than a photo, so a paired test decides: McNemar's (exact binomial on the photos only one of
+    the two gets right), failing when int8 is worse and ``p < GATE_ALPHA`` for either accuracy.
+    """
+    from scipy.stats import binomtest
+
     sd = 100.0 * (float_metrics["species_accuracy"] - int8_metrics["species_accuracy"])
     cd = 100.0 * (float_metrics["crop_vs_weed_accuracy"] - int8_metrics["crop_vs_weed_accuracy"])
-    return GateResult(passed=sd <= max_drop + 1e-9 and cd <= max_drop + 1e-9, species_drop=sd, crop_vs_weed_drop=cd, max_drop=max_drop)
+    n = int(float_metrics["n_plant_photos"])
+    if n >= GATE_POINTS_MIN_PHOTOS:
+        return GateResult(passed=sd <= max_drop + 1e-9 and cd <= max_drop + 1e-9, species_drop=sd,
+                          crop_vs_weed_drop=cd, max_drop=max_drop, n_photos=n)
+    discordant, p_values, worse = {}, {}, False
+    for metric in ("species", "crop_vs_weed"):
+        f = np.frombuffer(float_metrics["correct"][metric].encode(), np.uint8) == ord("1")
+        q = np.frombuffer(int8_metrics["correct"][metric].encode(), np.uint8) == ord("1")
+        b, c = int((f & ~q).sum()), int((~f & q).sum())
+        p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+        discordant[metric], p_values[metric] = [b, c], float(p)
+        worse |= b > c and p < GATE_ALPHA
+    return GateResult(passed=not worse, species_drop=sd, crop_vs_weed_drop=cd, max_drop=max_drop, test="mcnemar",
+                      n_photos=n, discordant=discordant, p_values=p_values)
 
 
 # --------------------------------------------------------------------------- rendering

@@ -158,7 +158,8 @@ def main_model(gate: GateResult, allow_quant_drop: bool) -> str:
 def gate_record(gate: GateResult, allowed: bool) -> dict:
     """The gate as metrics.json records it."""
     return {"passed": gate.passed, "allowed": allowed, "message": gate.message(),
-            "species_drop_points": gate.species_drop, "crop_vs_weed_drop_points": gate.crop_vs_weed_drop}
+            "species_drop_points": gate.species_drop, "crop_vs_weed_drop_points": gate.crop_vs_weed_drop,
+            "test": gate.test, "test_plant_photos": gate.n_photos, "discordant": gate.discordant, "p_values": gate.p_values}
 
 
 def threshold_from_sweep(val_sweep: Sequence[dict], ec: ExportConfig) -> tuple[float, str]:

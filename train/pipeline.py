@@ -127,17 +127,32 @@ def arrays(items: Sequence[Item], labels: Sequence[str], size: int, mode: str, d
     return x, y, raw
 
 
-def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained:
-    """Prepare the data (split, background, arrays) and fit one model."""
-    from train.backbones import BACKBONES, weights_shippable
-    from train.fit import build_backbone, fit
+def check_backbone(fc: FitConfig) -> None:
+    """Before the (long) photo scan: the backbone exists, takes this input size and its weights are installed."""
+    from train import weights as wsrc
+    from train.backbones import BACKBONES
 
-    started = utc_now()
     spec = BACKBONES.get(fc.backbone)
     if spec is None:
         raise DataError(f"unknown backbone {fc.backbone!r}", f"choose one of {', '.join(BACKBONES)}")
+    if fc.input_size < spec.min_input_size:
+        raise DataError(f"--input-size {fc.input_size} is too small for {fc.backbone}",
+                        f"use at least {spec.min_input_size} pixels")
+    source = spec.weight_sources[0] if fc.weights == "default" else fc.weights
+    if fc.mode != "scratch" and source in wsrc.SOURCES and source != wsrc.KERAS_IMAGENET:
+        wsrc.require_installed(source)
+
+
+def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained:
+    """Prepare the data (split, background, arrays) and fit one model."""
+    from train.backbones import weights_shippable
+    from train.fit import build_backbone, fit
+
+    started = utc_now()
+    check_backbone(fc)
     size = fc.input_size
     prep = prepare(dc, progress=progress)
+    datamod.check_train_classes((it.label for it in prep.items["train"]), prep.roles)
     labels = prep.labels
     log.info("classes: %s", ", ".join(labels))
     x, y, raw = load_splits(prep, size, dc.resize)

@@ -225,6 +225,18 @@ def is_installed(name_or_source: Union[str, WeightSource], root: Optional[Path] 
     return _paths(source, root)[0].is_file()
 
 
+def require_installed(name_or_source: Union[str, WeightSource], root: Optional[Path] = None) -> Path:
+    """The cache file of an installed source, or a WeightsError saying how to install it."""
+    source = resolve(name_or_source)
+    npz, _ = _paths(source, root)
+    if not npz.is_file():
+        raise WeightsError(
+            f"weights {source.name!r} are not installed (looked for {npz})",
+            _install_hint(source),
+        )
+    return npz
+
+
 def load(name_or_source: Union[str, WeightSource], root: Optional[Path] = None) -> Dict[str, np.ndarray]:
     """The installed arrays of a source, keyed by the source's own names."""
     source = resolve(name_or_source)
@@ -233,12 +245,7 @@ def load(name_or_source: Union[str, WeightSource], root: Optional[Path] = None) 
             "keras-imagenet weights are not stored as arrays",
             "build the backbone with weights='keras-imagenet' and Keras downloads them itself",
         )
-    npz, _ = _paths(source, root)
-    if not npz.is_file():
-        raise WeightsError(
-            f"weights {source.name!r} are not installed (looked for {npz})",
-            _install_hint(source),
-        )
+    npz = require_installed(source, root)
     try:
         return arrays_from_npz(npz)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:

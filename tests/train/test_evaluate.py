@@ -8,6 +8,7 @@ import pytest
 from train import evaluate as ev
 from train.data import Roles
 from train.evaluate import quant_gate
+from train.export import gate_record
 
 LABELS = ["background", "maize", "charlock", "fat_hen"]
 ROLES = Roles(weed=("charlock", "fat_hen"), crop=("maize",), background=("background",))
@@ -95,14 +96,43 @@ def test_threshold_limits_pick_among_the_thresholds_that_meet_them():
     assert ev.threshold_rule(2.0, None, None, rows, 0.7).startswith("lowest 2 x weed miss")
 
 
-def test_quant_gate():
-    f = {"species_accuracy": 0.95, "crop_vs_weed_accuracy": 0.99}
-    ok = quant_gate(f, {"species_accuracy": 0.945, "crop_vs_weed_accuracy": 0.985})
-    assert ok.passed and ok.species_drop == pytest.approx(0.5)
-    bad = quant_gate(f, {"species_accuracy": 0.95, "crop_vs_weed_accuracy": 0.975})
-    assert not bad.passed and bad.crop_vs_weed_drop == pytest.approx(1.5)
-    assert "crop-vs-weed 1.50 points" in bad.message()
-    assert quant_gate(f, {"species_accuracy": 0.96, "crop_vs_weed_accuracy": 1.0}).passed  # int8 better
+def _paired(n: int, float_only: int, int8_only: int, metric: str = "species") -> tuple[dict, dict]:
+    """float32 and int8 test metrics over ``n`` plant photos; in ``metric`` the models disagree on
+    ``float_only`` (float32 right, int8 wrong) + ``int8_only`` photos, both right on the rest."""
+    both = n - float_only - int8_only
+    f = "1" * both + "1" * float_only + "0" * int8_only
+    q = "1" * both + "0" * float_only + "1" * int8_only
+    other = "1" * n
+
+    def metrics(bits: str) -> dict:
+        correct = {"species": other, "crop_vs_weed": other, metric: bits}
+        return {"n_plant_photos": n, "correct": correct, "species_accuracy": correct["species"].count("1") / n,
+                "crop_vs_weed_accuracy": correct["crop_vs_weed"].count("1") / n}
+    return metrics(f), metrics(q)
+
+
+@pytest.mark.parametrize("n,float_only,int8_only,metric,passed,test", [
+    (300, 3, 0, "species", True, "points"),  # 1.00 point: not more than 1
+    (300, 4, 0, "crop_vs_weed", False, "points"),  # 1.33 points
+    (300, 3, 1, "species", True, "points"),  # 0.67 point
+    (200, 0, 5, "species", True, "points"),  # int8 better
+    (13, 1, 0, "species", True, "mcnemar"),  # 7.7 points, one photo: p = 1
+    (100, 5, 1, "species", True, "mcnemar"),  # 4 points but p = 0.22
+    (100, 8, 0, "crop_vs_weed", False, "mcnemar"),  # p = 0.008: significantly worse
+    (150, 0, 8, "species", True, "mcnemar"),  # significant, but int8 is the better one
+], ids=lambda v: str(v))
+def test_quant_gate(n, float_only, int8_only, metric, passed, test):
+    f, q = _paired(n, float_only, int8_only, metric)
+    gate = quant_gate(f, q, max_drop=1.0)
+    assert (gate.passed, gate.test) == (passed, test)
+    assert gate.n_photos == n
+    drop = 100.0 * (float_only - int8_only) / n
+    assert (gate.species_drop if metric == "species" else gate.crop_vs_weed_drop) == pytest.approx(drop)
+    assert ("McNemar" if test == "mcnemar" else "1-point rule") in gate.message()
+    assert gate_record(gate, allowed=False)["test"] == test  # metrics.json says which one decided
+    if test == "mcnemar":
+        assert gate.discordant[metric] == [float_only, int8_only]
+        assert f"{metric} {float_only} photos right only in float32, {int8_only} only in int8" in gate.message()
 
 
 def test_confusion_png(tmp_path):

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge.core.errors import ConfigError
-from train.data import Augment, class_weights, make_dataset
+from train.augment import Augment
+from train.data import class_weights, make_dataset
 
 if TYPE_CHECKING:
     import keras
@@ -69,7 +70,7 @@ class FitConfig:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["augment"] = asdict(self.augment)
+        d["augment"] = self.augment.model_dump()
         d["logreg_c"] = list(self.logreg_c)
         return d
 
@@ -172,11 +173,14 @@ def fit(
     n_classes: int,
     built: Built | None = None,
     embeddings: tuple[np.ndarray, np.ndarray | None] | None = None,
+    roles: np.ndarray | None = None,
 ) -> FitResult:
     """Train one model in ``cfg.mode``. ``built`` may be passed in (a prebuilt backbone).
 
     With ``x_val`` None (a refit on train+val) every phase runs its configured epochs:
-    no validation, no early stopping.
+    no validation, no early stopping. ``roles`` (per class id: 1 weed, 0 crop, -1
+    background; ``train.evaluate.role_vector``) lets the augmentation use the background
+    images as ground and paste plants on it (see :mod:`train.augment`).
     """
     import keras
 
@@ -193,14 +197,7 @@ def fit(
         return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
 
     model = _classifier(built, n_classes, cfg.dropout, cfg.seed)
-    # One endless iterator with a fixed number of steps per epoch (same batches as one pass
-    # each): a fresh iterator every epoch stalled 5-15 s before its first batch.
-    batches = _Batches(
-        train=make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment,
-                           seed=cfg.seed).repeat(),
-        val=make_dataset(x_val, y_val, n_classes, cfg.batch_size) if x_val is not None else None,
-        steps=int(np.ceil(len(x_train) / cfg.batch_size)),
-    )
+    batches = training_batches(cfg, x_train, y_train, x_val, y_val, n_classes, roles)
     if cfg.mode in ("features", "finetune"):
         _train_head(cfg, built, model, batches, (x_train, y_train), (x_val, y_val), n_classes, cw, embeddings,
                     history, notes)
@@ -217,6 +214,21 @@ class _Batches:
     train: tf.data.Dataset
     val: tf.data.Dataset | None
     steps: int
+
+
+def training_batches(cfg: FitConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+                     y_val: np.ndarray | None, n_classes: int, roles: np.ndarray | None = None) -> _Batches:
+    """The training batches, augmented by ``cfg.augment``, and the validation batches, never augmented.
+
+    One endless iterator with a fixed number of steps per epoch (same batches as one pass
+    each): a fresh iterator every epoch stalled 5-15 s before its first batch.
+    """
+    return _Batches(
+        train=make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment,
+                           seed=cfg.seed, roles=roles).repeat(),
+        val=make_dataset(x_val, y_val, n_classes, cfg.batch_size) if x_val is not None else None,
+        steps=int(np.ceil(len(x_train) / cfg.batch_size)),
+    )
 
 
 def _run_epochs(model: keras.Model, batches: _Batches, epochs: int, cw: dict[int, float], cfg: FitConfig) -> dict:

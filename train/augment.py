@@ -7,12 +7,15 @@ strength of 0 turns it off. :func:`augment_batches` applies them to the training
 of a ``tf.data`` pipeline in its parallel ``map`` (graph ops only: no ``numpy_function``,
 which holds the GIL); validation and test images never pass through here.
 
-What Keras 3 has is used as it is: ``RandomFlip``, ``RandomRotation``, ``RandomZoom`` and
-``RandomTranslation`` (on RGB plus an alpha channel, so the ground around a moved or shrunk
-photo can be filled with real ground), ``RandomContrast``, ``MixUp`` and ``CutMix``. The
-rest are small TensorFlow ops below, each a function of the images, a stateless seed and
-its strength:
+Keras 3's ``MixUp`` and ``CutMix`` are used as they are (off by default). The rest are
+small TensorFlow ops below, each a function of the images, a stateless seed and its
+strength, so that a run repeats for its seed (Keras' random layers draw from a stateful
+generator, and in a parallel map the batches take their draws in whatever order they run):
 
+* :func:`geometry` -- flip, rotation, scale and shift in one affine resampling, the
+  ground tile showing where the photo left (Keras' ``RandomFlip``, ``RandomRotation``,
+  ``RandomZoom`` and ``RandomTranslation`` resample once each: three bilinear passes, each
+  softening the image, at about three times the cost; see docs/training.md);
 * :func:`motion_blur` -- a line kernel of random direction and length, and
   :func:`gaussian_blur` -- a Gaussian of random sigma: one depthwise convolution with a
   kernel per image, reflect-padded (Keras' ``RandomGaussianBlur`` draws one sigma pair per
@@ -21,7 +24,7 @@ its strength:
   ``GaussianNoise`` has one fixed sigma for every image);
 * :func:`jpeg` -- re-encoding at a random quality (``tf.image.adjust_jpeg_quality``);
 * :func:`channel_gains` -- exposure (a gain in stops) and white balance (red and blue
-  gains), :func:`gamma` -- the tone curve;
+  gains), :func:`gamma` -- the tone curve, :func:`contrast`;
 * :func:`composite` -- plants cut out of the batch's photos by excess green and pasted on
   ground tiles (the training split's background patches and mosaics): one to several per
   tile, rotated, scaled, anywhere in the tile, some cut by its border. A tile that holds a
@@ -30,18 +33,17 @@ its strength:
 
 Images are float32 RGB 0..255, (N, S, S, 3), labels one-hot (N, classes); every op keeps
 the shape, dtype and range. The ops draw from stateless seeds (one per batch, from the
-run's seed), so they repeat for a seed; the Keras layers draw from their own generators,
-seeded from the run's seed.
+run's seed); MixUp and CutMix from Keras' generators, seeded from the run's seed, so a run
+with either does not repeat exactly.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from edge.core.errors import ConfigError
 from edge.core.schema import Finite
@@ -87,12 +89,6 @@ class Augment(BaseModel):
     mixup: Finite = Field(0.0, ge=0, le=1, description="MixUp alpha (0 = off): every image blended with another, labels too")
     cutmix: Finite = Field(0.0, ge=0, le=1, description="CutMix factor (0 = off): a box of another image pasted, labels by area")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "Augment":
-        if self.scale_min > self.scale_max:
-            raise ValueError(f"scale_min {self.scale_min} is above scale_max {self.scale_max}")
-        return self
-
     @classmethod
     def off(cls) -> "Augment":
         """Every effect off (the images pass unchanged)."""
@@ -101,7 +97,7 @@ class Augment(BaseModel):
 
     @classmethod
     def build(cls, base: "Augment", **over: Any) -> "Augment":
-        """``base`` with some strengths changed, checked like a new config (exit 3 when inconsistent)."""
+        """``base`` with some strengths changed, checked like a new config (a value out of range: exit 3)."""
         from pydantic import ValidationError
 
         try:
@@ -211,17 +207,14 @@ def _kernel_grid(k: int) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def line_kernels(length: tf.Tensor, angle: tf.Tensor, k: int) -> tf.Tensor:
-    """(N, k, k) anti-aliased line kernels of ``length`` pixels at ``angle`` radians, summing to 1.
-
-    A length of 1 is the identity (a single centre pixel).
-    """
+    """(N, k, k) kernels of a straight streak ``length`` pixels long at ``angle`` radians, summing to 1:
+    2k points spread evenly along it, each splatted bilinearly. A length of 1 is the identity."""
     import tensorflow as tf
 
     u, v = _kernel_grid(k)
-    c, s = tf.cos(angle)[:, None, None], tf.sin(angle)[:, None, None]
-    along = tf.abs(u * c + v * s)
-    across = tf.abs(-u * s + v * c)
-    w = tf.nn.relu(1.0 - across) * tf.clip_by_value(length[:, None, None] / 2.0 + 0.5 - along, 0.0, 1.0)
+    t = (tf.linspace(-0.5, 0.5, 2 * k)[None, :] * (length[:, None] - 1.0))[..., None, None]  # (N, 2k, 1, 1)
+    dx, dy = t * tf.cos(angle)[:, None, None, None], t * tf.sin(angle)[:, None, None, None]
+    w = tf.reduce_sum(tf.nn.relu(1.0 - tf.abs(u - dx)) * tf.nn.relu(1.0 - tf.abs(v - dy)), axis=1)
     return w / tf.reduce_sum(w, axis=[1, 2], keepdims=True)
 
 
@@ -325,6 +318,17 @@ def gamma(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
     return _clip(255.0 * tf.pow(images / 255.0, g))
 
 
+def contrast(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
+    """Each image's contrast scaled by a factor in [1-``strength``, 1+``strength``] about its channel means."""
+    import tensorflow as tf
+
+    if strength <= 0:
+        return images
+    f = _uniform(seed, tf.shape(images)[0], 1.0 - strength, 1.0 + strength)[:, None, None, None]
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return _clip((images - mean) * f + mean)
+
+
 def plant_masks(images: tf.Tensor, threshold: float = EXG_THRESHOLD) -> tf.Tensor:
     """(N, H, W, 1) plant masks, 1 where chromatic excess green is above ``threshold`` (thin
     blades kept whole: pasting resamples them bilinearly, which softens the edge)."""
@@ -394,9 +398,9 @@ def composite(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor, seed: tf.
     so a composite tile is placed once). Each plant is turned at random,
     scaled by ``scale`` / sqrt(plants on the tile) and centred anywhere in the middle 80 %
     of the tile; one that would show less than ``min_visible`` of itself, or less than 1 % of
-    the tile, is left out. The
-    label: the weed species pasted (equal shares) when any weed is, else the crops'. A tile
-    left with no plant keeps its image and label. ``roles`` per class id: 1 weed, 0 crop,
+    the tile, is left out. The label: the weed species that show (equal shares) when any
+    weed does, else the crops'; a plant the later ones cover to less than 1 % of the tile
+    does not count. A tile left with no plant keeps its image and label. ``roles`` per class id: 1 weed, 0 crop,
     -1 background.
     """
     import tensorflow as tf
@@ -434,13 +438,17 @@ def composite(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor, seed: tf.
         used = tf.reshape(used, [m, k])
         moved = tf.reshape(moved, [m, k, size, size, 4])
         out = tf.gather_nd(ground, idx)
+        on = tf.cast(used, tf.float32)[:, :, None, None, None]
+        alpha = on * moved[..., 3:]  # (m, k, S, S, 1)
         for j in range(k):  # later plants over earlier ones
-            a = tf.cast(used[:, j], tf.float32)[:, None, None, None] * moved[:, j, ..., 3:]
-            out = out * (1.0 - a) + tf.cast(used[:, j], tf.float32)[:, None, None, None] * moved[:, j, ..., :3]
+            out = out * (1.0 - alpha[:, j]) + on[:, j] * moved[:, j, ..., :3]
+        # what shows of each plant once the later ones lie over it: a plant all but hidden does not count
+        above = tf.math.cumprod(1.0 - alpha, axis=1, exclusive=True, reverse=True)
+        shows = tf.reduce_sum(alpha * above, axis=[2, 3, 4]) >= enough
         donor_onehot = tf.gather(labels, donor)  # (m, k, classes)
         weedy = tf.gather(roles, tf.gather(cls, donor)) == WEED
-        any_weed = tf.reduce_any(used & weedy, axis=1, keepdims=True)
-        counted = tf.cast(used & (weedy | ~any_weed), tf.float32)
+        any_weed = tf.reduce_any(used & shows & weedy, axis=1, keepdims=True)
+        counted = tf.cast(used & shows & (weedy | ~any_weed), tf.float32)
         new_labels = tf.reduce_sum(counted[..., None] * donor_onehot, axis=1) / tf.maximum(
             tf.reduce_sum(counted, axis=1, keepdims=True), 1.0)
         ok = tf.reduce_any(used, axis=1)
@@ -458,33 +466,24 @@ def composite(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor, seed: tf.
 # --------------------------------------------------------------------------- the batch
 
 
-@dataclass(frozen=True)
-class KerasLayers:
-    """The Keras preprocessing layers one run's augmentation uses (None / empty: that effect is off)."""
-
-    contrast: keras.layers.Layer | None
-    mixers: tuple[keras.layers.Layer, ...]  # on {"images", "labels"}
-
-
-def keras_layers(aug: Augment, seed: int) -> KerasLayers:
-    """Keras' RandomContrast, MixUp and CutMix, as ``aug`` asks for them."""
+def keras_mixers(aug: Augment, seed: int) -> tuple[keras.layers.Layer, ...]:
+    """Keras' MixUp and CutMix, as ``aug`` asks for them (on {"images", "labels"} batches)."""
     import keras
 
-    contrast = keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed) if aug.contrast else None
     mixers = []
     if aug.mixup:
-        mixers.append(keras.layers.MixUp(aug.mixup, seed=seed + 1))
+        mixers.append(keras.layers.MixUp(aug.mixup, seed=seed))
     if aug.cutmix:
-        mixers.append(keras.layers.CutMix(aug.cutmix, seed=seed + 2))
-    return KerasLayers(contrast, tuple(mixers))
+        mixers.append(keras.layers.CutMix(aug.cutmix, seed=seed + 1))
+    return tuple(mixers)
 
 
 def augment_batch(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor | None, seed: tf.Tensor, aug: Augment,
-                  layers: KerasLayers, roles: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+                  mixers: tuple[keras.layers.Layer, ...], roles: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
     """Every effect of ``aug`` on one batch, in camera order: the scene (composite tiles, position
     and scale), the light (exposure, white balance), the optics (motion blur, defocus), the
     sensor (noise, tone curve, contrast), the encoder (JPEG); then MixUp / CutMix."""
-    s = _seeds(seed, 8)
+    s = _seeds(seed, 9)
     scale = (aug.scale_min, aug.scale_max)
     placed = geometry(images, ground, s[0], aug.flip, aug.rotation, scale, aug.translate)
     if ground is not None and roles is not None:
@@ -497,10 +496,9 @@ def augment_batch(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor | None
     images = gaussian_blur(images, s[4], aug.gaussian_blur, aug.camera_p)
     images = sensor_noise(images, s[5], aug.noise, aug.camera_p)
     images = gamma(images, s[6], aug.gamma)
-    if layers.contrast is not None:
-        images = _clip(layers.contrast(images, training=True))
-    images = jpeg(images, s[7], aug.jpeg_quality, aug.camera_p)
-    for mixer in layers.mixers:
+    images = contrast(images, s[7], aug.contrast)
+    images = jpeg(images, s[8], aug.jpeg_quality, aug.camera_p)
+    for mixer in mixers:
         mixed = mixer({"images": images, "labels": labels}, training=True)
         images, labels = _clip(mixed["images"]), mixed["labels"]
     return images, labels
@@ -518,18 +516,18 @@ def augment_batches(ds: tf.data.Dataset, aug: Augment, seed: int, batch_size: in
     import tensorflow as tf
 
     has_ground = ground is not None and len(ground) > 0
-    layers = keras_layers(aug, seed)
+    mixers = keras_mixers(aug, seed)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     role_t = None if roles is None else tf.constant(np.asarray(roles), tf.int32)
     if not has_ground:
         return tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, s: augment_batch(batch[0], batch[1], None, s, aug, layers, role_t),
+            lambda batch, s: augment_batch(batch[0], batch[1], None, s, aug, mixers, role_t),
             num_parallel_calls=tf.data.AUTOTUNE)
     tiles = (tf.data.Dataset.from_tensor_slices(ground).shuffle(len(ground), seed=seed + 7, reshuffle_each_iteration=True)
              .repeat().batch(batch_size).map(lambda g: tf.cast(g, tf.float32)))
 
     def one(batch: tuple[tf.Tensor, tf.Tensor], g: tf.Tensor, s: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         images, labels = batch
-        return augment_batch(images, labels, g[: tf.shape(images)[0]], s, aug, layers, role_t)
+        return augment_batch(images, labels, g[: tf.shape(images)[0]], s, aug, mixers, role_t)
 
     return tf.data.Dataset.zip((ds, tiles, seeds)).map(one, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,4 +1,4 @@
-"""`weed-train`: train, evaluate, compare, build background patches, install weights.
+"""`weed-train`: train, evaluate, compare, build background patches, time the augmentation, install weights.
 
 Parses the command line, builds the configs and calls the stage modules; no logic of its
 own. Known problems exit with their own code and a one-line message saying how to fix
@@ -278,6 +278,18 @@ def cmd_compare(a: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_augment_bench(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from train.augbench import run_bench, write_result
+
+    res = run_bench(_data_config(a), _fit_config(a), batches=a.batches, repeats=a.repeats, per_op=a.per_op,
+                    progress=not a.quiet)
+    print(res.table())
+    if a.out is not None:
+        write_result(res, a.out)
+        print(f"written: {a.out}")
+    return 0
+
+
 def cmd_weights(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from train import weights as w
 
@@ -352,6 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--modes", type=_csv_list, default=None, help="default: logreg,features,finetune")
     c.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder for the table and temporary bundles")
     c.set_defaults(func=cmd_compare, refit=False)  # compare has no --refit; its fit configs never refit
+
+    ab = sub.add_parser("augment-bench", help="time training batches with and without the augmentation "
+                                              "(input pipeline alone and training steps, one run)")
+    _add_data_args(ab)
+    _add_fit_args(ab)
+    ab.add_argument("--batches", type=int, choices=range(1, 1001), default=20, metavar="N",
+                    help="batches timed each way (1-1000, default 20), after a warm-up")
+    ab.add_argument("--repeats", type=int, choices=range(1, 21), default=1, metavar="N",
+                    help="alternate plain and augmented this many times (1-20, default 1); the mean is reported")
+    ab.add_argument("--per-op", action="store_true", help="also time each effect alone through the input pipeline")
+    ab.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
+    ab.set_defaults(func=cmd_augment_bench, refit=False)
 
     w = sub.add_parser("weights", help="install or list offline ImageNet weights")
     wsub = w.add_subparsers(dest="weights_cmd", required=True)

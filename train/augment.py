@@ -136,6 +136,16 @@ class Augment(BaseModel):
         return ", ".join([f"{k} {v}" for k, v in on.items()] + extra)
 
 
+def describe_recorded(recorded: dict[str, Any]) -> str:
+    """A bundle's recorded augmentation in words; one recorded before these options, as it was."""
+    from pydantic import ValidationError
+
+    try:
+        return str(Augment.model_validate(recorded))
+    except ValidationError:
+        return "(the earlier options) " + ", ".join(f"{k} {v}" for k, v in recorded.items())
+
+
 # --------------------------------------------------------------------------- helpers
 
 

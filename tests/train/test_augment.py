@@ -281,3 +281,29 @@ def test_augment_bench_command_and_its_arithmetic():
     alone = effects_alone(Augment())
     assert alone["scale"].effects() == {"scale_min": 0.6, "scale_max": 1.4}
     assert set(alone) == {"scale" if k.startswith("scale_") else k for k in Augment().effects()}
+
+
+def test_every_aug_option_is_documented_with_its_default_and_range():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| `--aug-")]
+    for name, info in Augment.model_fields.items():
+        flag = "--aug-" + name.replace("_", "-")
+        row = next((r for r in rows if f"`{flag}`" in r), None)
+        assert row is not None, f"{flag} is not in docs/training.md's augmentation table"
+        if info.annotation is bool:
+            assert ("on" if info.default else "off") in row.split("|")[2], flag
+            continue
+        lo, hi = Augment.range_of(name)
+        assert f"{info.default:g}" in row.split("|")[2] and f"{lo:g}–{hi:g}" in row.split("|")[2], flag
+
+
+@pytest.mark.parametrize("recorded,says", [
+    (Augment().model_dump(), str(Augment())),
+    (Augment.off().model_dump(), "off"),
+    ({"flip": True, "rotation": 0.5, "zoom": 0.15, "brightness": 0.15, "contrast": 0.15},  # the shipped bundle's
+     "(the earlier options) flip True, rotation 0.5, zoom 0.15, brightness 0.15, contrast 0.15"),
+], ids=["today", "off", "earlier"])
+def test_a_bundles_report_names_the_augmentation_it_was_trained_with(recorded, says):
+    assert A.describe_recorded(recorded) == says

@@ -68,11 +68,12 @@ class Augment(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    flip: bool = Field(True, description="random horizontal and vertical flips (top-down photos have no up)")
+    flip: bool = Field(True, description="mirror images at random (with any-angle rotation that is every flip; top-down photos have no up)")
     rotation: Finite = Field(0.5, ge=0, le=0.5, description="rotation, fraction of a full turn either way (0.5 = any angle)")
     scale_min: Finite = Field(0.6, ge=0.3, le=1.0, description="smallest scale of the photo (ground fills around it)")
     scale_max: Finite = Field(1.4, ge=1.0, le=2.0, description="largest scale of the photo")
-    translate: Finite = Field(0.25, ge=0, le=0.5, description="shift off centre, fraction of the side (parts leave the tile)")
+    translate: Finite = Field(0.25, ge=0, le=0.5,
+                              description="the plant lands up to this fraction of the side off the centre (parts may leave the tile)")
     exposure: Finite = Field(0.75, ge=0, le=2, description="exposure change, stops either way (0.75: gain 0.59-1.68)")
     colour_cast: Finite = Field(0.25, ge=0, le=0.5, description="white balance: red and blue gains each up to 1+this (or 1/(1+this))")
     gamma: Finite = Field(0.25, ge=0, le=1, description="tone curve: gamma up to 1+this (or 1/(1+this))")
@@ -85,7 +86,7 @@ class Augment(BaseModel):
     composite: Finite = Field(0.25, ge=0, le=1, description="share of tiles replaced by plants pasted on ground from other photos")
     composite_plants: int = Field(3, ge=1, le=6, description="most plants pasted on one composite tile")
     composite_visible: Finite = Field(0.35, ge=0.05, le=1,
-                                      description="a pasted plant counts (is pasted) when at least this share of it is inside the tile")
+                                      description="a plant is pasted only where at least this share of it stays inside the tile")
     mixup: Finite = Field(0.0, ge=0, le=1, description="MixUp alpha (0 = off): every image blended with another, labels too")
     cutmix: Finite = Field(0.0, ge=0, le=1, description="CutMix factor (0 = off): a box of another image pasted, labels by area")
 
@@ -349,6 +350,21 @@ def plant_masks(images: tf.Tensor, threshold: float = EXG_THRESHOLD) -> tf.Tenso
     return tf.cast(exg > threshold, tf.float32)[..., None]
 
 
+def plant_centres(mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per image of (N, S, S, 1) plant masks: the centroid (x, y) of its plant pixels, the tile's
+    centre where fewer than 1 % of the pixels are plant (bare ground); and the plant's area."""
+    import tensorflow as tf
+
+    size = tf.shape(mask)[1]
+    sizef = tf.cast(size, tf.float32)
+    area = tf.reduce_sum(mask, axis=[1, 2, 3])
+    grid = tf.cast(tf.range(size), tf.float32)
+    cx = tf.reduce_sum(mask[..., 0] * grid[None, None, :], axis=[1, 2]) / tf.maximum(area, 1.0)
+    cy = tf.reduce_sum(mask[..., 0] * grid[None, :, None], axis=[1, 2]) / tf.maximum(area, 1.0)
+    bare = (area < 0.01 * sizef * sizef)[:, None]
+    return tf.where(bare, (sizef - 1.0) / 2.0, tf.stack([cx, cy], axis=1)), area
+
+
 def affine_transforms(centre: tf.Tensor, target: tf.Tensor, scale: tf.Tensor, angle: tf.Tensor,
                       mirror: tf.Tensor | None = None) -> tf.Tensor:
     """(N, 8) projective transforms (output pixel -> input pixel) that put the input's ``centre``
@@ -377,9 +393,11 @@ def _transform(images: tf.Tensor, transforms: tf.Tensor, fill: str = "CONSTANT")
 def geometry(images: tf.Tensor, ground: tf.Tensor | None, seed: tf.Tensor, flip: bool = False, rotation: float = 0.0,
              scale: tuple[float, float] = (1.0, 1.0), translate: float = 0.0) -> tf.Tensor:
     """Each image mirrored (``flip``: with any rotation, one mirror gives every flip), turned by up
-    to ``rotation`` of a full turn either way, scaled in ``scale`` and shifted by up to
-    ``translate`` of its side, in one resampling. Where no photo is left, the image's
-    ``ground`` tile shows through; without ground the photo is mirrored at its borders.
+    to ``rotation`` of a full turn either way and scaled in ``scale``, about its plant, which
+    lands up to ``translate`` of the side off the tile's centre (so it is never pushed out of
+    the tile, only partly), in one resampling. The plant is its excess-green centroid (the
+    tile's centre for bare ground). Where no photo is left, the image's ``ground`` tile shows
+    through; without ground the photo is mirrored at its borders.
     """
     import tensorflow as tf
 
@@ -389,9 +407,9 @@ def geometry(images: tf.Tensor, ground: tf.Tensor | None, seed: tf.Tensor, flip:
     n, side = tf.shape(images)[0], tf.cast(tf.shape(images)[1], tf.float32)
     mirror = tf.where(tf.random.stateless_uniform((n,), s_flip) < (0.5 if flip else 0.0), -1.0, 1.0)
     angle = _uniform(s_angle, n, -2 * math.pi * rotation, 2 * math.pi * rotation)
-    centre = tf.fill([n, 2], (side - 1.0) / 2.0)
-    target = centre + tf.random.stateless_uniform((n, 2), s_shift, -translate, translate) * side
-    transforms = affine_transforms(centre, target, _uniform(s_scale, n, scale[0], scale[1]), angle, mirror)
+    plant, _ = plant_centres(plant_masks(images))
+    target = (side - 1.0) / 2.0 + tf.random.stateless_uniform((n, 2), s_shift, -translate, translate) * side
+    transforms = affine_transforms(plant, target, _uniform(s_scale, n, scale[0], scale[1]), angle, mirror)
     if ground is None:
         return _clip(_transform(images, transforms, "REFLECT"))
     moved = _transform(tf.concat([images, tf.ones_like(images[..., :1])], axis=-1), transforms)
@@ -431,15 +449,12 @@ def composite(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor, seed: tf.
         flat = tf.reshape(donor, [-1])
         plants = tf.gather(images, flat)  # (m*k, S, S, 3)
         mask = plant_masks(plants, exg_threshold)
-        area = tf.reduce_sum(mask, axis=[1, 2, 3])
-        grid = tf.cast(tf.range(size), tf.float32)
-        cx = tf.reduce_sum(mask[..., 0] * grid[None, None, :], axis=[1, 2]) / tf.maximum(area, 1.0)
-        cy = tf.reduce_sum(mask[..., 0] * grid[None, :, None], axis=[1, 2]) / tf.maximum(area, 1.0)
+        centre, area = plant_centres(mask)
         sizef = tf.cast(size, tf.float32)
         per_tile = tf.reshape(tf.repeat(tf.sqrt(tf.cast(count, tf.float32)), k), [-1])
         sc = _uniform(s_scale, m * k, scale[0], scale[1]) / per_tile
         target = tf.random.stateless_uniform((m * k, 2), s_target, 0.1 * sizef, 0.9 * sizef)
-        transforms = affine_transforms(tf.stack([cx, cy], 1), target, sc, _uniform(s_angle, m * k, 0.0, 2 * math.pi))
+        transforms = affine_transforms(centre, target, sc, _uniform(s_angle, m * k, 0.0, 2 * math.pi))
         moved = _transform(tf.concat([plants * mask, mask], axis=-1), transforms)
         visible = tf.reduce_sum(moved[..., 3], axis=[1, 2])
         enough = 0.01 * sizef * sizef  # a plant shows at least 1 % of the tile

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge.inference.vegetation import vegetation_mask
+from train.augment import EXG_THRESHOLD
 from train.data import BACKGROUND, SPLITS, DataError, Sample, decode_rgb, resize_rgb
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ DEFAULT_SCALES = (0.75, 0.6, 0.5, 0.4, 0.33)
 
 @dataclass(frozen=True)
 class PatchParams:
-    exg_threshold: float = 0.05  # chromatic ExG above this is "plant" (plants here reach 0.3-0.8)
+    exg_threshold: float = EXG_THRESHOLD  # chromatic ExG above this is "plant" (plants here reach 0.3-0.8)
     dilate_px: int = 7  # grow the plant mask by this many pixels before looking for free windows
     scales: tuple[float, ...] = DEFAULT_SCALES
     min_side_px: int = 40  # never cut a window smaller than this (in photo pixels)

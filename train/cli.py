@@ -1,4 +1,5 @@
-"""`weed-train`: train, evaluate, robustness, compare, build background patches, install weights.
+"""`weed-train`: train, evaluate, robustness, compare, build background patches, time the augmentation, install
+weights.
 
 Parses the command line, builds the configs and calls the stage modules; no logic of its
 own. Known problems exit with their own code and a one-line message saying how to fix
@@ -120,20 +121,63 @@ def _add_fit_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     g.add_argument("--patience", type=COUNT, default=4, help="early-stopping patience in epochs (val loss)")
     g.add_argument("--head-on-images", action="store_true",
                    help="train the new head on augmented images for --head-epochs (default: on cached embeddings, faster)")
-    g.add_argument("--no-augment", action="store_true", help="no flips/rotation/zoom/brightness/contrast")
     g.add_argument("--no-class-weights", action="store_true", help="do not weight the loss by class frequency")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
+    _add_augment_args(p)
+
+
+def _add_augment_args(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`train.augment.Augment` field (``--aug-motion-blur`` sets ``motion_blur``)."""
+    from train.augment import Augment
+
+    g = p.add_argument_group("augmentation (training batches only; docs/training.md)")
+    g.add_argument("--no-augment", action="store_true",
+                   help="every effect off; --aug-... options given with it turn single effects back on")
+    for name, info in Augment.model_fields.items():
+        flag = "--aug-" + name.replace("_", "-")
+        default = info.default
+        if info.annotation is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, dest=f"aug_{name}",
+                           help=f"{info.description} (default {'on' if default else 'off'})")
+            continue
+        lo, hi = Augment.range_of(name)
+        g.add_argument(flag, type=_aug_value(name), default=None, dest=f"aug_{name}", metavar="N",
+                       help=f"{info.description} (default {default:g}, {lo:g}-{hi:g})")
+
+
+def _aug_value(name: str):
+    """An argparse type: the text as the Augment field ``name`` takes it (its type and range), or exit 2."""
+    from pydantic import ValidationError
+
+    from train.augment import Augment
+
+    def parse(text: str) -> float | int:
+        try:
+            return Augment.model_validate({name: text}).model_dump()[name]
+        except ValidationError as err:
+            raise argparse.ArgumentTypeError(f"{text!r}: {err.errors()[0]['msg'].lower()}") from None
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+def _augment(a: argparse.Namespace):
+    """The run's :class:`Augment`: the defaults (or all off with --no-augment) and the --aug-... options given."""
+    from train.augment import Augment
+
+    opts = vars(a)
+    given = {name: opts[f"aug_{name}"] for name in Augment.model_fields if opts.get(f"aug_{name}") is not None}
+    return Augment.build(Augment.off() if a.no_augment else Augment(), **given)
 
 
 def _fit_config(a: argparse.Namespace, **over: object) -> FitConfig:
-    from train.data import Augment
     from train.fit import FitConfig
 
     kw = dict(
         mode=a.mode, backbone=a.backbone, input_size=a.input_size, weights=a.weights, head_epochs=a.head_epochs,
         epochs=a.epochs, unfreeze=a.unfreeze, train_batchnorm=a.train_batchnorm, head_lr=a.head_lr, lr=a.lr, batch_size=a.batch_size,
         label_smoothing=a.label_smoothing, dropout=a.dropout, weight_decay=a.weight_decay, patience=a.patience,
-        seed=a.seed, class_weighting=not a.no_class_weights, augment=Augment.off() if a.no_augment else Augment(),
+        seed=a.seed, class_weighting=not a.no_class_weights, augment=_augment(a),
         verbose=0 if a.quiet else 1, head_on_embeddings=not a.head_on_images, refit=a.refit,
     )
     kw.update(over)
@@ -310,6 +354,18 @@ def cmd_compare(a: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_augment_bench(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from train.augbench import run_bench, write_result
+
+    res = run_bench(_data_config(a), _fit_config(a), batches=a.batches, repeats=a.repeats, per_op=a.per_op,
+                    progress=not a.quiet)
+    print(res.table())
+    if a.out is not None:
+        write_result(res, a.out)
+        print(f"written: {a.out}")
+    return 0
+
+
 def cmd_weights(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from train import weights as w
 
@@ -399,6 +455,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--modes", type=_csv_list, default=None, help="default: logreg,features,finetune")
     c.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder for the table and temporary bundles")
     c.set_defaults(func=cmd_compare, refit=False)  # compare has no --refit; its fit configs never refit
+
+    ab = sub.add_parser("augment-bench", help="time training batches with and without the augmentation "
+                                              "(input pipeline alone and training steps, one run)")
+    _add_data_args(ab)
+    _add_fit_args(ab)
+    ab.add_argument("--batches", type=int, choices=range(1, 1001), default=20, metavar="N",
+                    help="batches timed each way (1-1000, default 20), after a warm-up")
+    ab.add_argument("--repeats", type=int, choices=range(1, 21), default=1, metavar="N",
+                    help="alternate plain and augmented this many times (1-20, default 1); the mean is reported")
+    ab.add_argument("--per-op", action="store_true", help="also time each effect alone through the input pipeline")
+    ab.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
+    ab.set_defaults(func=cmd_augment_bench, refit=False)
 
     w = sub.add_parser("weights", help="install or list offline ImageNet weights")
     wsub = w.add_subparsers(dest="weights_cmd", required=True)

@@ -32,6 +32,7 @@ def run_compare(dc: DataConfig, make_fit_config: Callable[..., FitConfig], backb
                 modes: Sequence[str], out: Path, progress: bool = True) -> str:
     """Train/export/evaluate every backbone x mode; write compare.md/.json into ``out``; return the table."""
     from edge.core.errors import WeedDetectorError
+    from train.evaluate import role_vector
     from train.pipeline import load_splits, prepare
 
     _check_names(backbones, modes)
@@ -50,7 +51,8 @@ def run_compare(dc: DataConfig, make_fit_config: Callable[..., FitConfig], backb
             row = {"backbone": backbone, "mode": mode, "input": size}
             t0 = time.perf_counter()
             try:
-                res, seed = _fit_one(make_fit_config, backbone, mode, splits, len(prep.labels), cache, row)
+                res, seed = _fit_one(make_fit_config, backbone, mode, splits, role_vector(prep.labels, prep.roles),
+                                     cache, row)
             except WeedDetectorError as err:  # e.g. weights not installed: say so in the table
                 row["error"] = str(err)
                 rows.append(row)
@@ -79,9 +81,12 @@ def _check_names(backbones: Sequence[str], modes: Sequence[str]) -> None:
         raise DataError(f"unknown backbones/modes {unknown}", f"backbones: {', '.join(BACKBONES)}; modes: {', '.join(MODES)}")
 
 
-def _fit_one(make_fit_config: Callable[..., FitConfig], backbone: str, mode: str, splits: Splits, n_classes: int,
+def _fit_one(make_fit_config: Callable[..., FitConfig], backbone: str, mode: str, splits: Splits, roles: np.ndarray,
              cache: list[tuple[np.ndarray, np.ndarray]], row: dict) -> tuple[FitResult, int]:
-    """One backbone x mode fitted (the weights' name goes into ``row``); logreg and features share ``cache``."""
+    """One backbone x mode fitted (the weights' name goes into ``row``); logreg and features share ``cache``.
+
+    ``roles``: per class id, 1 weed, 0 crop, -1 background (the augmentation's ground and composite tiles).
+    """
     from train.fit import build_backbone, embed, fit
 
     x, y, _ = splits
@@ -94,8 +99,8 @@ def _fit_one(make_fit_config: Callable[..., FitConfig], backbone: str, mode: str
                       embed(built.model, x["val"], desc=f"{backbone} embeddings val")))
     if mode == "features":
         cfg = make_fit_config(backbone=backbone, mode=mode, head_on_embeddings=True)
-    res = fit(cfg, x["train"], y["train"], x["val"], y["val"], n_classes, built=built,
-              embeddings=cache[0] if on_embeddings else None)
+    res = fit(cfg, x["train"], y["train"], x["val"], y["val"], len(roles), built=built,
+              embeddings=cache[0] if on_embeddings else None, roles=roles)
     return res, cfg.seed
 
 

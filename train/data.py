@@ -9,10 +9,11 @@ One job per function:
 * :func:`check_images` decodes every file once, reporting and skipping the corrupt ones;
 * :func:`split_samples` makes a stratified, group-aware train/val/test split with a fixed seed;
 * :func:`load_rgb` decodes and resizes a photo exactly as the edge runtime does;
-* :func:`make_dataset` builds the tf.data pipeline (cache, shuffle, augment, prefetch).
+* :func:`make_dataset` builds the tf.data pipeline (cache, shuffle, augment, prefetch);
+  the augmentation itself is :mod:`train.augment`.
 
-TensorFlow is imported only inside :func:`make_dataset` and :func:`augmenter`, so the
-rest can be used (and tested) quickly.
+TensorFlow is imported only inside :func:`make_dataset` (and the augmentation ops), so
+the rest can be used (and tested) quickly.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from edge.core.errors import ConfigError
+from train.augment import GROUND, Augment, augment_batches
 
 if TYPE_CHECKING:
-    import keras
     import tensorflow as tf
 
     from edge.inference.preprocess import Preprocessor
@@ -472,39 +473,6 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return out
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Training-only augmentation strengths (0 disables one)."""
-
-    flip: bool = True
-    rotation: float = 0.5  # fraction of a full turn (0.5 = +-180 degrees): top-down photos
-    zoom: float = 0.15
-    brightness: float = 0.15
-    contrast: float = 0.15
-
-    @classmethod
-    def off(cls) -> "Augment":
-        return cls(flip=False, rotation=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
-
-
-def augmenter(aug: Augment, seed: int) -> keras.Sequential | None:
-    """A Keras Sequential of random layers working on float 0..255 RGB batches."""
-    import keras
-
-    layers = []
-    if aug.flip:
-        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
-    if aug.rotation:
-        layers.append(keras.layers.RandomRotation(aug.rotation, fill_mode="reflect", seed=seed + 1))
-    if aug.zoom:
-        layers.append(keras.layers.RandomZoom((-aug.zoom, aug.zoom), fill_mode="reflect", seed=seed + 2))
-    if aug.brightness:
-        layers.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 3))
-    if aug.contrast:
-        layers.append(keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 4))
-    return keras.Sequential(layers, name="augment") if layers else None
-
-
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -515,14 +483,21 @@ def make_dataset(
     seed: int = 42,
     one_hot: bool = True,
     cache: str | bool = True,
+    roles: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """tf.data pipeline over uint8 images: cache -> (shuffle) -> batch -> (augment) -> prefetch.
 
-    Images stay uint8 0..255 RGB (the models normalise in-graph); augmentation runs on
-    training batches only.
+    Images stay uint8 0..255 RGB (the models normalise in-graph); augmentation
+    (:mod:`train.augment`) runs on training batches only. ``roles`` (per class id: 1 weed,
+    0 crop, -1 background, as ``train.evaluate.role_vector``) lets it use the background
+    images as ground and make composite tiles.
     """
     import tensorflow as tf
 
+    augmenting = training and aug is not None and bool(aug.effects())
+    if augmenting and aug.needs_soft_labels() and not one_hot:
+        raise ConfigError("composite tiles, MixUp and CutMix give mixed labels, which need one-hot labels",
+                          "build the dataset with one_hot=True or turn those effects off")
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
@@ -535,11 +510,7 @@ def make_dataset(
         return tf.cast(img, tf.float32), lab
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and aug is not None:
-        layer = augmenter(aug, seed)
-        if layer is not None:
-            ds = ds.map(
-                lambda img, lab: (tf.clip_by_value(layer(img, training=True), 0.0, 255.0), lab),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
+    if augmenting:
+        ground = None if roles is None else x[np.asarray(roles)[y] == GROUND]
+        ds = augment_batches(ds, aug, seed, batch_size, ground=ground, roles=roles)
     return ds.prefetch(tf.data.AUTOTUNE)

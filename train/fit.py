@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge.core.errors import ConfigError
-from train.data import Augment, class_weights, make_dataset
+from train.augment import Augment
+from train.data import class_weights, make_dataset
 
 if TYPE_CHECKING:
     import keras
@@ -69,7 +70,7 @@ class FitConfig:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["augment"] = asdict(self.augment)
+        d["augment"] = self.augment.model_dump()
         d["logreg_c"] = list(self.logreg_c)
         return d
 
@@ -92,7 +93,7 @@ def build_backbone(cfg: FitConfig, weights: str | None = None) -> Built:
     return _build(cfg.backbone, cfg.input_size, weights=weights or cfg.weights, include_top=False)
 
 
-def _classifier(built: Built, n_classes: int, dropout: float, seed: int) -> keras.Model:
+def classifier(built: Built, n_classes: int, dropout: float, seed: int) -> keras.Model:
     import keras
 
     inputs = keras.Input(built.model.input_shape[1:], dtype="float32", name="image")
@@ -172,11 +173,14 @@ def fit(
     n_classes: int,
     built: Built | None = None,
     embeddings: tuple[np.ndarray, np.ndarray | None] | None = None,
+    roles: np.ndarray | None = None,
 ) -> FitResult:
     """Train one model in ``cfg.mode``. ``built`` may be passed in (a prebuilt backbone).
 
     With ``x_val`` None (a refit on train+val) every phase runs its configured epochs:
-    no validation, no early stopping.
+    no validation, no early stopping. ``roles`` (per class id: 1 weed, 0 crop, -1
+    background; ``train.evaluate.role_vector``) lets the augmentation use the background
+    images as ground and paste plants on it (see :mod:`train.augment`).
     """
     import keras
 
@@ -192,15 +196,8 @@ def fit(
         model = _fit_logreg(cfg, built, x_train, y_train, x_val, y_val, n_classes, cw, embeddings, notes)
         return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
 
-    model = _classifier(built, n_classes, cfg.dropout, cfg.seed)
-    # One endless iterator with a fixed number of steps per epoch (same batches as one pass
-    # each): a fresh iterator every epoch stalled 5-15 s before its first batch.
-    batches = _Batches(
-        train=make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment,
-                           seed=cfg.seed).repeat(),
-        val=make_dataset(x_val, y_val, n_classes, cfg.batch_size) if x_val is not None else None,
-        steps=int(np.ceil(len(x_train) / cfg.batch_size)),
-    )
+    model = classifier(built, n_classes, cfg.dropout, cfg.seed)
+    batches = training_batches(cfg, x_train, y_train, x_val, y_val, n_classes, roles)
     if cfg.mode in ("features", "finetune"):
         _train_head(cfg, built, model, batches, (x_train, y_train), (x_val, y_val), n_classes, cw, embeddings,
                     history, notes)
@@ -217,6 +214,21 @@ class _Batches:
     train: tf.data.Dataset
     val: tf.data.Dataset | None
     steps: int
+
+
+def training_batches(cfg: FitConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+                     y_val: np.ndarray | None, n_classes: int, roles: np.ndarray | None = None) -> _Batches:
+    """The training batches, augmented by ``cfg.augment``, and the validation batches, never augmented.
+
+    One endless iterator with a fixed number of steps per epoch (same batches as one pass
+    each): a fresh iterator every epoch stalled 5-15 s before its first batch.
+    """
+    return _Batches(
+        train=make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment,
+                           seed=cfg.seed, roles=roles).repeat(),
+        val=make_dataset(x_val, y_val, n_classes, cfg.batch_size) if x_val is not None else None,
+        steps=int(np.ceil(len(x_train) / cfg.batch_size)),
+    )
 
 
 def _run_epochs(model: keras.Model, batches: _Batches, epochs: int, cw: dict[int, float], cfg: FitConfig) -> dict:
@@ -250,15 +262,21 @@ def _train_head(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batc
 def _train_backbone(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batches, cw: dict[int, float],
                     history: dict, notes: list[str]) -> None:
     """finetune's second phase (the top layers unfrozen) or scratch (all of it), at ``cfg.lr`` cosine-decayed."""
+    notes.append(backbone_phase(cfg, built, model, batches.steps))
+    _merge(history, _run_epochs(model, batches, cfg.epochs, cw, cfg), cfg.mode)
+
+
+def backbone_phase(cfg: FitConfig, built: Built, model: keras.Model, steps: int) -> str:
+    """``model`` set up for the backbone phase (finetune's top layers or scratch's all unfrozen,
+    compiled at ``cfg.lr`` cosine-decayed over ``cfg.epochs`` of ``steps``); a note saying so."""
     if cfg.mode == "scratch":
         built.base.trainable = True
         n = len(built.base.trainable_weights)
     else:
         n = _set_backbone_trainable(built.base, cfg.unfreeze, cfg.train_batchnorm)
     bn = "BatchNorm trained too" if (cfg.train_batchnorm or cfg.mode == "scratch") else "BatchNorm frozen (inference mode)"
-    notes.append(f"{cfg.mode}: {n} backbone layers trainable ({bn}), lr {cfg.lr:g} cosine-decayed over {cfg.epochs} epochs")
-    _compile(model, cfg.lr, batches.steps * cfg.epochs, cfg, decay=True)
-    _merge(history, _run_epochs(model, batches, cfg.epochs, cw, cfg), cfg.mode)
+    _compile(model, cfg.lr, steps * cfg.epochs, cfg, decay=True)
+    return f"{cfg.mode}: {n} backbone layers trainable ({bn}), lr {cfg.lr:g} cosine-decayed over {cfg.epochs} epochs"
 
 
 def _fit_head_on_embeddings(cfg: FitConfig, model: keras.Model, embeddings: tuple[np.ndarray, np.ndarray | None],
@@ -310,7 +328,7 @@ def _fit_logreg(cfg: FitConfig, built: Built, x_train: np.ndarray, y_train: np.n
             best = (acc, c, clf)
     _, c, clf = best
     notes.append(f"logreg: chose C={c:g} on validation")
-    model = _classifier(built, n_classes, 0.0, cfg.seed)
+    model = classifier(built, n_classes, 0.0, cfg.seed)
     dense = model.get_layer("probabilities")
     w = np.zeros((clf.coef_.shape[1], n_classes), np.float32)
     b = np.full((n_classes,), -1e4, np.float32)  # classes absent from training never win

@@ -161,7 +161,8 @@ def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained
     built = build_backbone(fc, "none" if fc.mode == "scratch" else None)
     if not weights_shippable(fc.backbone, built.weights_source):
         prep.notes.append(f"WARNING: {fc.backbone} / {built.weights_source} may not be redistributed: do not ship this bundle")
-    result = fit(fc, x["train"], y["train"], x["val"], y["val"], len(labels), built=built)
+    result = fit(fc, x["train"], y["train"], x["val"], y["val"], len(labels), built=built,
+                 roles=ev.role_vector(labels, prep.roles))
     if not fc.refit:
         return Trained(dc, fc, prep, x, y, raw, result, started)
     return _refit(dc, fc, prep, x, y, raw, result, started)
@@ -183,7 +184,7 @@ def _refit(dc: DataConfig, fc: FitConfig, prep: Prepared, x: dict[str, np.ndarra
     y_all = np.concatenate([y["train"], y["val"]])
     log.info("refit on train+val (%d images) for the epochs validation chose: %s", len(x_all), epochs)
     built = build_backbone(rc, "none" if rc.mode == "scratch" else None)
-    again = fit(rc, x_all, y_all, None, None, len(prep.labels), built=built)
+    again = fit(rc, x_all, y_all, None, None, len(prep.labels), built=built, roles=ev.role_vector(prep.labels, prep.roles))
     notes = split.notes + [
         f"refit: trained again on train+val ({len(x_all)} images) for the epochs validation chose ({epochs}); "
         "validation metrics and the threshold are the split model's (float, before the refit), "

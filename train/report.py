@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from train import robustness
+from train.augment import describe_recorded
 from train.evaluate import confusion_text, pct, per_class_table, rate_str, summary_lines, sweep_table
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ def _model_and_training(doc: dict, fc: FitConfig, dc: DataConfig) -> list[str]:
         f"BatchNorm {'trained' if fc.train_batchnorm else 'frozen'}; "
         f"label smoothing {fc.label_smoothing}, dropout {fc.dropout}, AdamW weight decay {fc.weight_decay:g}, "
         f"batch {fc.batch_size}, early stopping on val loss (patience {fc.patience}) with best-epoch restore",
-        f"- augmentation (training batches only): {fc.augment}",
+        f"- augmentation (training batches only): {describe_recorded(doc['training']['fit']['augment'])}",
         *[f"- {n}" for n in doc["training"]["notes"]],
         "",
     ]

@@ -43,7 +43,7 @@ def tiny_set(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(tiny_set):
     """One tiny training run shared by the tests below (the slow part: ~10-20 s)."""
-    from train.data import Augment
+    from train.augment import Augment
     from train.fit import FitConfig
     from train.pipeline import train_model
     from train.runs import DataConfig
@@ -163,7 +163,7 @@ def test_failed_gate_keeps_float_as_main_model(trained, tmp_path, monkeypatch):
 def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny_set, tmp_path):
     """--refit: a second model on train+val for the epochs validation chose; val stays the split model's."""
     from edge.inference.bundle import load_bundle
-    from train.data import Augment
+    from train.augment import Augment
     from train.fit import FitConfig, chosen_epochs
     from train.pipeline import train_model
     from train.runs import DataConfig

@@ -202,12 +202,51 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
     rob = main_robustness(bundle_dir, main, t, evals[main]["threshold"])
     doc = metrics_document(t, ec, fields, evals, main, gate, rob)
     rule = manifest_rule(evals[main]["threshold"], evals[main]["threshold_rule"], t.val_probs is not None)
+    fields = dict(fields, trained_weights=write_trained_weights(bundle_dir, t))
+    if write_validation_rows(bundle_dir, t, evals[main]):
+        fields["training"]["validation_rows"] = VALIDATION_ROWS
     write_models(bundle_dir, files, main, t, fields, rule=rule, metrics=report.summary_metrics(evals, main, gate))
     write_reports(bundle_dir, doc, t, ec)
     for p in files.values():
         p.unlink(missing_ok=True)
     stage.rmdir()
     return RunResult(bundle_dir, doc, gate.passed, gate.message())
+
+
+KERAS_FILE = "model.keras"  # the trained Keras model in a bundle (optional; the edge never reads it)
+VALIDATION_ROWS = "validation_rows.npz"  # the validation split's probabilities, clean and under each SUITE row
+
+
+def write_trained_weights(bundle_dir: Path, t: Trained):
+    """The trained Keras model saved into the bundle (``model.keras``), as the manifest records it."""
+    from edge.inference.bundle import TrainedWeights, sha256_file
+
+    path = bundle_dir / KERAS_FILE
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    t.result.model.save(path)
+    return TrainedWeights(file=KERAS_FILE, sha256=sha256_file(path), size_bytes=path.stat().st_size)
+
+
+def write_validation_rows(bundle_dir: Path, t: Trained, main_eval: dict) -> bool:
+    """``validation_rows.npz``: the validation labels and, per row of ``train.perturb.SUITE`` (clean first), the
+    probabilities the spray rule is chosen on (``weed-train rule``). After a refit they are the split model's (float,
+    before the refit: the refit model has seen these photos); without one, the bundle's main model's through the edge
+    runtime. False (nothing written) when there is no validation split."""
+    if len(t.y["val"]) == 0:
+        return False
+    rows = t.val_rows
+    source = "split model (float, before the refit on train+val)"
+    if rows is None:
+        from edge.inference.bundle import load_bundle
+
+        b = load_bundle(bundle_dir, variant=None if main_eval["quantization"] == "int8" else main_eval["quantization"])
+        views = robustness.model_views(b, t.raw["val"])
+        rows = robustness.suite_probs(lambda batch: classify_all(b, list(batch), desc="validation rows (edge)"),
+                                      views, t.fc.seed)
+        source = f"{b.model_path.name} through the edge runtime"
+    np.savez_compressed(bundle_dir / VALIDATION_ROWS, y=t.y["val"].astype(np.int16), source=np.array(source),
+                        seed=np.array(t.fc.seed), **{f"row_{k}": v.astype(np.float32) for k, v in rows.items()})
+    return True
 
 
 def convert_variants(t: Trained, representative: np.ndarray, quantizations: Sequence[str], stage: Path) -> dict[str, Path]:
@@ -377,5 +416,6 @@ def write_robustness_plot(bundle_dir: Path, doc: dict) -> Path:
 def _remove_stale_models(bundle_dir: Path) -> None:
     """A re-export replaces the bundle's model files: drop old ones so no stale variant lingers."""
     if bundle_dir.is_dir():
-        for old in list(bundle_dir.glob("model*.tflite")) + [bundle_dir / "manifest.json"]:
+        for old in list(bundle_dir.glob("model*.tflite")) + [bundle_dir / n for n in ("manifest.json", KERAS_FILE,
+                                                                                      VALIDATION_ROWS)]:
             old.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ import numpy as np
 from train import background as bgmod
 from train import data as datamod
 from train import evaluate as ev
-from train import report
+from train import report, robustness
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
 from train.evaluate import GateResult, classify_all, quant_gate
 from train.export import (export_bundle, gate_record, main_model, manifest_rule, threshold_from_sweep,
@@ -179,6 +179,8 @@ def _refit(dc: DataConfig, fc: FitConfig, prep: Prepared, x: dict[str, np.ndarra
 
     rc = refit_config(fc, split.history)
     val_probs = predict(split.model, x["val"])
+    val_rows = robustness.suite_probs(lambda batch: predict(split.model, batch),
+                                      robustness.input_views(raw["val"], fc.input_size, fc.input_size, dc.resize), fc.seed)
     epochs = ", ".join(f"{phase} {n}" for phase, n in chosen_epochs(split.history).items())
     x_all = np.concatenate([x["train"], x["val"]])
     y_all = np.concatenate([y["train"], y["val"]])
@@ -192,7 +194,7 @@ def _refit(dc: DataConfig, fc: FitConfig, prep: Prepared, x: dict[str, np.ndarra
     ] + [f"refit {n}" for n in again.notes]
     result = FitResult(again.model, again.weights_source, again.preprocessing, split.history, again.class_weights,
                        split.seconds + again.seconds, notes)
-    return Trained(dc, fc, prep, x, y, raw, result, started, val_probs=val_probs)
+    return Trained(dc, fc, prep, x, y, raw, result, started, val_probs=val_probs, val_rows=val_rows)
 
 
 def run_train(dc: DataConfig, fc: FitConfig, ec: ExportConfig, argv: Sequence[str] | None = None, progress: bool = True) -> RunResult:

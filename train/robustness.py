@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -136,11 +136,28 @@ def row_seed(seed: int, p: Perturbation, i: int) -> tuple[int, int, int]:
 
 def model_views(bundle: Bundle, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Each image as the model sees it: resized by the edge runtime's own Preprocessor (RGB kept)."""
+    spec = bundle.manifest.input
+    return input_views(images, spec.height, spec.width, spec.resize)
+
+
+def input_views(images: Sequence[np.ndarray], height: int, width: int, resize: str) -> list[np.ndarray]:
+    """Each image resized to a ``height`` x ``width`` input by the edge runtime's own Preprocessor (RGB kept)."""
     from edge.inference.preprocess import Preprocessor
 
-    spec = bundle.manifest.input
-    pre = Preprocessor(spec.height, spec.width, spec.resize, "RGB", np.uint8)
+    pre = Preprocessor(height, width, resize, "RGB", np.uint8)
     return [pre(np.ascontiguousarray(img), "RGB")[0].copy() for img in images]
+
+
+def suite_probs(predict: Callable[[np.ndarray], np.ndarray], views: Sequence[np.ndarray], seed: int,
+                suite: Sequence[Perturbation] = SUITE) -> dict[str, np.ndarray]:
+    """Each row's probabilities of ``views`` (model inputs) under each row of ``suite``, by ``predict`` (a batch
+    of uint8 images -> probabilities): the validation rows the spray rule is chosen on (``train.rulechoice``).
+    The perturbed copies are made as :class:`PerturbedViews` makes them (same seeds)."""
+    out = {}
+    for p in suite:
+        batch = np.stack([p.apply(v, row_seed(seed, p, i)) for i, v in enumerate(views)])
+        out[p.name] = np.asarray(predict(batch), dtype=np.float32)
+    return out
 
 
 def score_suite(bundle: Bundle, photos: Photos, threshold: float, seed: int = 42,

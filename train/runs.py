@@ -142,3 +142,5 @@ class Trained:
     started: str
     converted: dict[tuple[str, int], bytes] = field(default_factory=dict)  # (quantization, representative n) -> TFLite
     val_probs: np.ndarray | None = None  # after a refit: the split model's validation probabilities
+    # after a refit: the split model's validation probabilities under each row of train.perturb.SUITE
+    val_rows: dict[str, np.ndarray] | None = None

@@ -156,13 +156,13 @@ class CellGrid:
         for key in sorted(self._cells, key=lambda k: (k[1], k[0])):
             cell = self._cells[key]
             c0, c1 = self.bounds(cell)
-            if c1 <= next_rear:
+            t_open = t_capture_ns + (c0 - distance_cm + room) / cm_s * 1e9 - g.open_lag_ns
+            if t_open - latency_ns < t_next:
+                why = "deadline"
+            elif c1 <= next_rear:
                 why = "leaving"
             else:
-                t_open = t_capture_ns + (c0 - distance_cm + room) / cm_s * 1e9 - g.open_lag_ns
-                if t_open - latency_ns >= t_next:
-                    continue
-                why = "deadline"
+                continue
             del self._cells[key]
             out.append(self.decide(cell, why))
         return out

@@ -8,7 +8,7 @@ import pytest
 
 from edge.core.clock import ManualClock
 from edge.core.frame import Frame
-from edge.decide.rule import SprayRule, ViewEvidence, log_odds
+from edge.decide.rule import SprayRule, log_odds
 from edge.inference import Classifier
 from edge.inference.config import GateConfig
 from edge.inference.vegetation import VegetationGate

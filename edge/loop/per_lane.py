@@ -1,4 +1,4 @@
-"""The per-lane processor: frame -> lane tiles -> scores -> a decision per lane -> scheduled sprays.
+"""The per-lane processor: frame -> lane tiles -> views -> ground cells decided once -> scheduled sprays.
 
 Used instead of the whole-frame processor when the config has a ``[spray]`` section.
 
@@ -68,12 +68,16 @@ class LaneResult:
     decided_tile: int = 0  # the lane's most weed-like tile (index along travel): the one ``decision`` shows
     vegetation: tuple[TileVegetation, ...] | None = None  # per tile along travel (None: the gate is off)
     cells: CellCounts | None = None  # the lane's cells decided, sprayed, vetoed on this frame, and still pending
+    # the plants of the cells decided to spray on this frame: (rear, front) cm from the image centre at this frame
+    targets_cm: tuple[tuple[float, float], ...] = ()
 
     def log_fields(self) -> dict:
         """This lane's entry in the frame's JSONL ``lanes`` list."""
         veg = {} if self.vegetation is None else {"vegetation": [round(v.fraction, 4) for v in self.vegetation],
                                                   "gated": [v.gated for v in self.vegetation]}
         cells = {} if self.cells is None else {"cells": self.cells.log_fields()}
+        if self.targets_cm:
+            cells["targets_cm"] = [[round(a, 2), round(b, 2)] for a, b in self.targets_cm]
         return {"lane": self.lane, "channel": self.channel, "weed_score": round(self.decision.weed_score, 4),
                 "tiles": list(self.tile_scores), **veg, "weed_frame": self.decision.weed_frame,
                 "vetoed": self.decision.vetoed, "spray": self.decision.spray, **cells, "scheduled": self.scheduled,
@@ -252,7 +256,8 @@ class LanePlanner:
             results.append(LaneResult(lane, self.geometry.channels[lane], decision,
                                       tuple(round(float(x), 4) for x in weed[first:end]), planned.scheduled,
                                       planned.late, best - first, None if veg is None else veg[first:end],
-                                      counts[lane]))
+                                      counts[lane], tuple((d.cell.plant[0] - distance, d.cell.plant[1] - distance)
+                                                          for d in mine if d.spray and d.cell.plant is not None)))
         return scores, results, gate.kmh
 
     def _tile_views(self, tiles: Sequence[Tile], views: ViewEvidence,

@@ -228,6 +228,9 @@ def test_a_weed_is_sprayed_over_its_extent_only(classifier, tmp_path):
     events = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
     planned = [e for e in events if e["event"] == "planned"]
     assert [(e["views"], e["decided"], e["first_frame"]) for e in planned] == [(3, "leaving", 1)] * 2
+    # the frame result says where the plants to spray are (for a live view): -20..-10 cm at the third frame
+    assert [(round(a), round(b)) for a, b in res[2].targets_cm] == [(-20, -15), (-15, -10)]
+    assert res[2].log_fields()["targets_cm"] == [[round(a, 2), round(b, 2)] for a, b in res[2].targets_cm]
 
 
 def test_margins_widen_the_plants_interval(classifier):

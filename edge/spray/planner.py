@@ -50,7 +50,7 @@ def require_channels(geometry: Geometry, channels: int) -> None:
 
 
 class SprayPlanner:
-    """Speed and enable gate, and the scheduling of sightings; owns no thread."""
+    """Speed and enable gate, and the scheduling of the cells decided to spray; owns no thread."""
 
     def __init__(self, geometry: Geometry, scheduler: SprayScheduler, speed: SpeedSource, *,
                  min_speed_kmh: float = 1.0, enable: Callable[[], bool] | None = None):

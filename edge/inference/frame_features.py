@@ -68,7 +68,7 @@ class FrameFeatureScorer:
     """Scores the tiles of a frame from one invoke of the bundle's frame-features export (module docstring)."""
 
     def __init__(self, bundle: Bundle, num_threads: int = 2, *, scale: float = 0.5):
-        if not 0.0 < scale <= 1.0:
+        if not 0.0 < scale <= 1.0:  # [model] frame_scale is 0.1..1
             raise ValueError(f"frame scale must be in (0, 1], got {scale}")
         spec = bundle.manifest.frame_features
         if spec is None:

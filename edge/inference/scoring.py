@@ -41,6 +41,9 @@ class TileScorer(Protocol):
     def describe(self) -> str:
         """One line for the start-up log and edge-bench."""
 
+    def close(self) -> None:
+        """Release what the scorer owns (idempotent)."""
+
 
 class TileClassifier:
     """``scoring = "tiles"``: each box cut out of the frame and classified (batched invokes)."""
@@ -63,7 +66,10 @@ class TileClassifier:
 
     def describe(self) -> str:
         inp = self.classifier.bundle.manifest.input
-        return f"each tile classified at {inp.width}x{inp.height} ({self.classifier.batch_mode})"
+        return f"each tile classified at {inp.width}x{inp.height} (batched invokes)"
+
+    def close(self) -> None:
+        """Nothing of its own: the classifier is its caller's, closed by whoever made it."""
 
 
 def make_scorer(classifier: Classifier, scoring: str, frame_scale: float, num_threads: int) -> TileScorer:

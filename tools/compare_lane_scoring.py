@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--out", default="lane_scoring.json")
     ap.add_argument("--markdown", default="")
-    ap.add_argument("--bench-frames", default="", help="also write 40 clean frames where every tile holds a plant "
-                                                      "to this folder (for edge-bench --images)")
+    ap.add_argument("--bench-frames", default="", help="also write clean frames where every tile holds a plant the "
+                                                      "gate keeps to this folder (for edge-bench --images)")
     a = ap.parse_args(argv)
     bundle = load_bundle(a.model)
     rule = SprayRule.from_manifest(bundle.manifest)
@@ -249,11 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(frames)} frames, {int((truth == 1).sum())} weed / {int((truth == 0).sum())} crop / "
           f"{int((truth == -1).sum())} bare tiles", file=sys.stderr)
     if a.bench_frames:
-        full, _ = build_frames(a.model, 1, 0.0, a.seed + 1)
+        full, full_truth = build_frames(a.model, 1, 0.0, a.seed + 1)
         out = Path(a.bench_frames)
         out.mkdir(parents=True, exist_ok=True)
-        for i, f in enumerate(full[:40]):
+        kept = [f for f, t in zip(full, full_truth)  # every tile a plant the gate keeps
+                if (t >= 0).all() and not any(v.gated for v in gate.measure(f, BOXES))]
+        for i, f in enumerate(kept):
             cv2.imwrite(str(out / f"frame_{i:03d}.png"), f)
+        print(f"{len(kept)} frames where every tile passes the gate -> {out}", file=sys.stderr)
     rows = a.rows.split(",")
     views = {row: [perturbed(f, row, i) for i, f in enumerate(frames)] for row in rows}
     reference = Classifier(load_bundle(a.reference), num_threads=a.threads, batch=False)
@@ -283,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             **{k: max(m[k]["rate"] for m in result["rows"].values())
                for k in ("weed_miss", "crop_sprayed", "background_fired")}}
         doc["options"][name] = result
-    matched_operating_points(doc, all_masses, truth.ravel(), rows)
         option.close()
         print(f"{name}: {result['speed']} worst {result['worst']}", file=sys.stderr)
+    matched_operating_points(doc, all_masses, truth.ravel(), rows)
     Path(a.out).write_text(json.dumps(doc, indent=1) + "\n")
     text = markdown(doc)
     print(text, end="")

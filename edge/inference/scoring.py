@@ -66,7 +66,7 @@ class TileClassifier:
 
     def describe(self) -> str:
         inp = self.classifier.bundle.manifest.input
-        return f"each tile classified at {inp.width}x{inp.height} (batched invokes)"
+        return f"each tile classified at {inp.width}x{inp.height}, {self.classifier.batch_mode}"
 
     def close(self) -> None:
         """Nothing of its own: the classifier is its caller's, closed by whoever made it."""

@@ -114,6 +114,10 @@ class FrameFeatureScorer:
                               f"{spec.channels} feature channels", FIX)
         return weight, bias
 
+    @property
+    def mode(self) -> str:
+        return f"one invoke per frame at {self.scale:g}x"
+
     def describe(self) -> str:
         return f"one backbone run over the frame at {self.scale:g}x, pooled per tile ({self.spec.file})"
 

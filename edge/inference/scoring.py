@@ -38,6 +38,10 @@ class TileScorer(Protocol):
     def invoke_only(self, tiles: int = 1) -> int:
         """The invoke(s) ``score`` runs for ``tiles`` boxes, on the current input buffers: ns (a benchmark's floor)."""
 
+    @property
+    def mode(self) -> str:
+        """How the invokes run, in a few words (edge-bench's ``spray.classify``)."""
+
     def describe(self) -> str:
         """One line for the start-up log and edge-bench."""
 
@@ -63,6 +67,10 @@ class TileClassifier:
 
     def invoke_only(self, tiles: int = 1) -> int:
         return self.classifier.invoke_only(tiles)
+
+    @property
+    def mode(self) -> str:
+        return self.classifier.batch_mode  # batched, one by one, not tried yet
 
     def describe(self) -> str:
         inp = self.classifier.bundle.manifest.input

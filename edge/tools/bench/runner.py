@@ -148,7 +148,7 @@ def spray_result(processor: "LaneProcessor", original_spray: "SprayConfig", e2e_
         "lanes": s.lanes,
         "tile_rows": rows,
         "tiles_per_frame": tiles,
-        "classify": planner.scorer.describe(),
+        "classify": planner.scorer.mode,
         "invokes_per_frame": round(invokes / n, 3) if n else None,
         "gate": "off" if planner.vegetation is None else planner.vegetation.params.describe(),
         "gated_tiles_per_frame": round(gated / n, 3) if n and planner.vegetation is not None else None,

@@ -36,6 +36,8 @@ def plan(models: Sequence[str], variants: Sequence[str], threads: Sequence[int],
         raise SourceError(f"{frames.kind} path {frames.path} does not exist",
                           "check the path (relative paths start in the current directory)")
     scorings = list(scorings) or [""]
+    for s in scorings:  # a bad entry is one line before anything loads
+        scoring_overrides(s)
     if config:
         from edge.config import load_config
 

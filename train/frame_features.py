@@ -5,14 +5,16 @@ FULLY_CONNECTED -> SOFTMAX (every bundle ``weed-train`` writes) is cut, in its i
 graph, just before the pool (``tensorflow.lite.tools.flatbuffer_utils``; no Keras weights
 needed): the operators from the pool on are dropped and the pool's input, the last feature
 map, becomes the graph's output. The head — the FULLY_CONNECTED weights and bias, dequantised
-with their own (per-channel) scales — goes into a small ``.npz`` beside it. Both are recorded in
+with their own (per-channel) scales, and the int8 quantisation of the pooled features and of the
+logits, so the edge rounds them where the int8 graph does — goes into a small ``.npz`` beside it. Both are recorded in
 the manifest's ``frame_features`` section (with their sha256), so
 ``edge.inference.frame_features`` can resize the cut graph's input to a (downscaled) frame, run
 it once, average the feature map over each tile's cells and apply the head in numpy.
 
 On a model-sized input the cut graph + the numpy head reproduce the main model's probabilities
-up to int8 rounding (checked here on random and uniform images before anything is written:
-``MAX_PROB_DIFF``), so a bundle whose graph does not have that shape is refused with the reason.
+up to int8 rounding (``check_reproduces``, on the reference kernels, random and uniform images,
+before the export is kept: ``MAX_PROB_DIFF``); a bundle whose graph does not have that shape is
+refused with the reason.
 
 ``edge`` never imports this module (it needs TensorFlow); it only reads the two files.
 """
@@ -29,7 +31,8 @@ from edge.inference.bundle import MANIFEST, FrameFeatures, load_bundle, read_man
 
 FEATURES_FILE = "model_features.tflite"
 HEAD_FILE = "frame_head.npz"
-MAX_PROB_DIFF = 2.5 / 256  # cut graph + numpy head vs the whole int8 model, per probability (output steps of 1/256)
+MAX_PROB_DIFF = 1.5 / 256  # cut graph + numpy head vs the int8 model (reference kernels), per probability: output
+# steps of 1/256 and the int8 softmax's own rounding
 
 
 def _op_names(model) -> list[str]:
@@ -71,9 +74,19 @@ def _dequantised(model, tensor_index: int) -> np.ndarray:
     return ((raw.astype(np.float32) - zp) * scale).astype(np.float32)
 
 
-def cut_model(model_path: Path) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """(the cut graph's flatbuffer, head weight labels x channels, head bias), or ValueError saying why the
-    model is not backbone -> MEAN -> FULLY_CONNECTED -> SOFTMAX (-> QUANTIZE)."""
+def _quant(model, tensor_index: int) -> np.ndarray:
+    """[scale, zero point] of an int8 activation tensor ([0, 0]: not quantised)."""
+    q = model.subgraphs[0].tensors[tensor_index].quantization
+    if q is None or q.scale is None or len(q.scale) != 1:
+        return np.zeros(2, np.float32)
+    return np.array([q.scale[0], q.zeroPoint[0] if q.zeroPoint is not None else 0], np.float32)
+
+
+def cut_model(model_path: Path) -> tuple[bytes, dict[str, np.ndarray]]:
+    """(the cut graph's flatbuffer, the head's arrays for ``HEAD_FILE``), or ValueError saying why the model is
+    not backbone -> MEAN -> FULLY_CONNECTED -> SOFTMAX (-> QUANTIZE). The head: ``weight`` (labels x channels)
+    and ``bias``, dequantised, and the int8 quantisation ([scale, zero point]) of the pooled features
+    (``pool_quant``) and of the logits (``logit_quant``), so the edge rounds them as the int8 graph does."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(model_path))
@@ -101,9 +114,11 @@ def cut_model(model_path: Path) -> tuple[bytes, np.ndarray, np.ndarray]:
         np.zeros(weight.shape[0], np.float32)
     if weight.ndim != 2 or weight.shape[1] != shape[3] or bias.shape != (weight.shape[0],):
         raise ValueError(f"head weight {weight.shape} / bias {bias.shape} do not fit {shape[3]} feature channels")
+    head = {"weight": weight.astype(np.float32), "bias": bias.astype(np.float32),
+            "pool_quant": _quant(model, int(mean.outputs[0])), "logit_quant": _quant(model, int(fc.outputs[0]))}
     sg.operators = sg.operators[:i]
     sg.outputs = np.array([feature], dtype=np.int32)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), weight, bias
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), head
 
 
 def _stride(bundle, features_path: Path) -> int:
@@ -118,23 +133,54 @@ def _stride(bundle, features_path: Path) -> int:
     return side // out[1]
 
 
-def check_reproduces(bundle_dir: Path, n_random: int = 6, seed: int = 0) -> float:
-    """The largest probability difference between the bundle's main model and its frame-features export
-    on model-sized images (random, uniform grey, uniform green); raises BundleError above MAX_PROB_DIFF."""
-    from edge.inference.classifier import Classifier
-    from edge.inference.frame_features import FrameFeatureScorer
+def _reference_kernels(path: Path):
+    """A LiteRT interpreter with the built-in reference kernels (no XNNPACK delegate)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(path),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    return interp
+
+
+def _dequantised_output(interp) -> np.ndarray:
+    out = interp.get_output_details()[0]
+    raw = interp.get_tensor(out["index"]).astype(np.float32)
+    scale, zp = out.get("quantization", (0.0, 0))
+    return (raw - zp) * scale if scale else raw
+
+
+def check_reproduces(bundle_dir: Path, images: list[np.ndarray] | None = None, seed: int = 0) -> float:
+    """The largest probability difference between the bundle's main model and its frame-features export (the cut
+    graph, all cells pooled, the head of ``edge.inference.frame_features``) on model-sized RGB ``images`` (default:
+    random, uniform grey and green ones); raises BundleError above MAX_PROB_DIFF.
+
+    Both graphs run on the reference kernels: XNNPACK's int8 kernels round differently from those, and from one
+    graph to another (the same backbone, cut or not, then differs by a few int8 steps in its last feature map),
+    so only the reference kernels show whether the cut and the head are exact."""
+    from edge.inference.frame_features import load_head
 
     bundle = load_bundle(bundle_dir)
+    spec = bundle.manifest.frame_features
+    if spec is None:
+        raise BundleError(f"bundle {bundle_dir} has no frame-features export", "run weed-train frame-features")
     h, w = bundle.manifest.input.height, bundle.manifest.input.width
-    rng = np.random.default_rng(seed)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n_random)]
-    images += [np.full((h, w, 3), (90, 90, 90), np.uint8), np.full((h, w, 3), (40, 160, 50), np.uint8)]
+    if images is None:
+        rng = np.random.default_rng(seed)
+        images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(6)]
+        images += [np.full((h, w, 3), (90, 90, 90), np.uint8), np.full((h, w, 3), (40, 160, 50), np.uint8)]
+    full, cut = _reference_kernels(bundle.model_path), _reference_kernels(bundle.dir / spec.file)
+    head = load_head(bundle.dir / spec.head_file, spec)
     worst = 0.0
-    with Classifier(bundle, num_threads=1, batch=False) as c, FrameFeatureScorer(bundle, num_threads=1, scale=1.0) as f:
-        for img in images:
-            a = c.classify(img, "RGB").probs
-            b = f.score(img, [(0, w, 0, h)], "RGB")[0].probs
-            worst = max(worst, float(np.max(np.abs(a - b))))
+    for img in images:
+        x = img[None].astype(full.get_input_details()[0]["dtype"])
+        full.set_tensor(full.get_input_details()[0]["index"], x)
+        full.invoke()
+        cut.set_tensor(cut.get_input_details()[0]["index"], x)
+        cut.invoke()
+        fmap = _dequantised_output(cut)[0]
+        pooled = fmap.reshape(-1, fmap.shape[-1]).mean(axis=0, keepdims=True)
+        worst = max(worst, float(np.max(np.abs(_dequantised_output(full)[0] - head.probs(pooled)[0]))))
     if worst > MAX_PROB_DIFF:
         raise BundleError(f"bundle {bundle_dir}: the frame-features export differs from the main model by {worst:.4f} "
                           f"in a probability (more than {MAX_PROB_DIFF:.4f})",
@@ -150,7 +196,7 @@ def export_frame_features(bundle_dir: str | Path) -> FrameFeatures:
         raise BundleError(f"bundle {folder}: its main model is {bundle.quantization}, not int8",
                           "frame features are cut from an int8 main model")
     try:
-        flat, weight, bias = cut_model(bundle.model_path)
+        flat, arrays = cut_model(bundle.model_path)
     except ValueError as e:
         raise BundleError(f"bundle {folder}: cannot cut its model before the pool ({e})",
                           "frame features need a backbone -> global average pool -> dense -> softmax model "
@@ -159,11 +205,11 @@ def export_frame_features(bundle_dir: str | Path) -> FrameFeatures:
     head = folder / HEAD_FILE
     features.write_bytes(flat)
     with open(head, "wb") as f:
-        np.savez(f, weight=weight.astype(np.float32), bias=bias.astype(np.float32))
+        np.savez(f, **arrays)
     try:
         spec = FrameFeatures(file=FEATURES_FILE, sha256=sha256_file(features), head_file=HEAD_FILE,
                              head_sha256=sha256_file(head), stride=_stride(bundle, features),
-                             channels=int(weight.shape[1]), size_bytes=features.stat().st_size)
+                             channels=int(arrays["weight"].shape[1]), size_bytes=features.stat().st_size)
     except ValueError as e:
         features.unlink()
         head.unlink()

@@ -105,8 +105,8 @@ class FrameFeatures(_Strict):
     (``edge.inference.frame_features``; written by ``weed-train frame-features``): ``file`` has the main
     model's input and, as its output, the last feature map (one cell per ``stride`` input pixels);
     ``head_file`` (``.npz``: ``weight`` labels x channels and ``bias`` labels, float32, dequantised from the
-    main model's FULLY_CONNECTED) turns a tile's average-pooled features into logits, softmax into
-    probabilities."""
+    main model's FULLY_CONNECTED; ``pool_quant`` and ``logit_quant``, the [scale, zero point] of its int8 pooled
+    features and logits) turns a tile's average-pooled features into logits, softmax into probabilities."""
 
     file: BundleFile
     sha256: str = Field(min_length=64, max_length=64)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -64,6 +65,47 @@ def pool_weights(boxes: Sequence[Box], frame_w: int, frame_h: int, in_w: int, in
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), cells_h * cells_w)
 
 
+def _int8(x: np.ndarray, quant: tuple[float, float]) -> np.ndarray:
+    """``x`` rounded to the int8 grid [scale, zero point] (unchanged for scale 0: a float graph)."""
+    scale, zp = quant
+    if not scale:
+        return x
+    q = np.clip(np.rint(x / np.float32(scale)) + np.float32(zp), -128, 127)
+    return (q - np.float32(zp)) * np.float32(scale)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The classification head of a frame-features export (``FrameFeatures.head_file``)."""
+
+    weight: np.ndarray  # (labels, channels) float32
+    bias: np.ndarray  # (labels,) float32
+    pool_quant: tuple[float, float]  # [scale, zero point] of the int8 graph's pooled features
+    logit_quant: tuple[float, float]  # ... and of its logits
+
+    def logits(self, pooled: np.ndarray) -> np.ndarray:
+        """Logits of pooled features (one row per tile), rounded where the int8 graph rounds them."""
+        return _int8(_int8(pooled, self.pool_quant) @ self.weight.T + self.bias, self.logit_quant)
+
+    def probs(self, pooled: np.ndarray) -> np.ndarray:
+        return _softmax(self.logits(pooled)).astype(np.float32)
+
+
+def load_head(path, spec: FrameFeatures) -> Head:
+    """The head file of a bundle's frame-features export, checked against its manifest entry."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            weight, bias = np.asarray(z["weight"], np.float32), np.asarray(z["bias"], np.float32)
+            pool_q, logit_q = np.asarray(z["pool_quant"], np.float32), np.asarray(z["logit_quant"], np.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise BundleError(f"{path} is not a frame-features head ({e.__class__.__name__}: {e})", FIX) from None
+    if weight.ndim != 2 or weight.shape[1] != spec.channels or bias.shape != (weight.shape[0],) or \
+            pool_q.shape != (2,) or logit_q.shape != (2,):
+        raise BundleError(f"{path}: head weight {weight.shape} and bias {bias.shape} do not fit "
+                          f"{spec.channels} feature channels", FIX)
+    return Head(weight, bias, (float(pool_q[0]), float(pool_q[1])), (float(logit_q[0]), float(logit_q[1])))
+
+
 class FrameFeatureScorer:
     """Scores the tiles of a frame from one invoke of the bundle's frame-features export (module docstring)."""
 
@@ -86,7 +128,7 @@ class FrameFeatureScorer:
             if sha256_file(path) != digest:
                 raise BundleError(f"bundle '{bundle.name}': {path.name} does not match its sha256 in the manifest",
                                   "copy the whole bundle folder again, or " + FIX)
-        self.weight, self.bias = self._head(head, spec)
+        self.head = load_head(head, spec)
         self._path = str(features)
         self._interp, self.runtime = make_interpreter(self._path, num_threads)
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
@@ -104,15 +146,6 @@ class FrameFeatureScorer:
         self.invokes = 0
         log.info("model %s: tiles scored from one backbone run over the frame at %.2fx (%s, stride %d px)",
                  bundle.name, self.scale, spec.file, spec.stride)
-
-    @staticmethod
-    def _head(path, spec: FrameFeatures) -> tuple[np.ndarray, np.ndarray]:
-        with np.load(path, allow_pickle=False) as z:
-            weight, bias = np.asarray(z["weight"], np.float32), np.asarray(z["bias"], np.float32)
-        if weight.ndim != 2 or weight.shape[1] != spec.channels or bias.shape != (weight.shape[0],):
-            raise BundleError(f"{path}: head weight {weight.shape} and bias {bias.shape} do not fit "
-                              f"{spec.channels} feature channels", FIX)
-        return weight, bias
 
     @property
     def mode(self) -> str:
@@ -188,8 +221,7 @@ class FrameFeatureScorer:
             if self._out_scale:
                 fmap -= np.float32(self._out_zp)
                 fmap *= np.float32(self._out_scale)
-            pooled = self._pool(boxes, w, h, cells_h, cells_w) @ fmap
-            probs = _softmax(pooled @ self.weight.T + self.bias).astype(np.float32)
+            probs = self.head.probs(self._pool(boxes, w, h, cells_h, cells_w) @ fmap)
             t2 = time.perf_counter_ns()
         n = len(boxes)
         (pre, pre_extra), (inf, inf_extra) = divmod(t1 - t0, n), divmod(t2 - t1, n)

@@ -109,9 +109,10 @@ def make_option(name: str, bundle, threads: int):
     raise SystemExit(f"compare_lane_scoring: unknown option {name!r} (tiles, tiles@P, frame@S)")
 
 
-def build_frames(bundle: str, per_photo: int, bare_share: float, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """(BGR frames, truth per frame and tile: 1 weed, 0 crop, -1 bare) from the bundle's test-split photos."""
-    photos = [(cv2.imread(str(p)), role) for p, _label, role in split_photos(bundle_split_args(bundle), "test")
+def build_frames(bundle: str, per_photo: int, bare_share: float, seed: int,
+                 split: str = "test") -> tuple[list[np.ndarray], np.ndarray]:
+    """(BGR frames, truth per frame and tile: 1 weed, 0 crop, -1 bare) from the bundle's ``split`` photos."""
+    photos = [(cv2.imread(str(p)), role) for p, _label, role in split_photos(bundle_split_args(bundle), split)
               if role in ("weed", "crop")]
     patches = plant_free_patches([im for im, _ in photos], PATCH, EXG_THRESHOLD)
     rng = random.Random(seed)

@@ -115,6 +115,13 @@ class Config(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _scoring_per_lane(self) -> "Config":
+        if self.model.scoring == "frame" and self.spray is None:
+            raise ValueError('[model] scoring = "frame" scores lane tiles, and this config has no [spray] section; '
+                             'add [spray] (per-lane spraying) or set scoring = "tiles"')
+        return self
+
+    @model_validator(mode="after")
     def _input_pins(self) -> "Config":
         s = self.spray
         encoder = s.encoder_pin if s is not None and s.speed_source == "encoder" else None

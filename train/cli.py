@@ -317,6 +317,19 @@ def cmd_evaluate(a: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_frame_features(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Cut the bundle's int8 model before its pool (edge: [model] scoring = "frame")."""
+    from edge.inference.bundle import resolve_bundle
+    from train.frame_features import check_reproduces, export_frame_features
+
+    folder = resolve_bundle(a.model)
+    spec = export_frame_features(folder)
+    print(f"{folder}: {spec.file} ({spec.size_bytes} bytes, {spec.channels} channels, stride {spec.stride} px) and "
+          f"{spec.head_file} written; on a model-sized input it reproduces the main model to within "
+          f"{check_reproduces(folder):.4f} per probability")
+    return 0
+
+
 def cmd_robustness(a: argparse.Namespace, argv: Sequence[str]) -> int:
     """A bundle under the named camera conditions, on a folder's photos or on the test split it records."""
     import dataclasses
@@ -461,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None, help="write robustness.json and robustness.png here")
     r.add_argument("--quiet", action="store_true", help="no progress bars while the split is rebuilt")
     r.set_defaults(func=cmd_robustness)
+
+    ff = sub.add_parser("frame-features", help="add the frame-features export to an int8 bundle (the model cut "
+                                               "before its global pool + its head), for edge [model] scoring = frame")
+    ff.add_argument("--model", default=None, help="bundle folder or name (default: the shipped default)")
+    ff.set_defaults(func=cmd_frame_features)
 
     c = sub.add_parser("compare", help="several backbones x modes with short schedules: one table")
     _add_data_args(c)

@@ -31,6 +31,7 @@ from edge.decide.rule import SprayRule
 from edge.inputs.enable import EnableSwitch, gate, open_enable_switch
 from edge.inputs.digital import input_spec
 from edge.inference import Classifier
+from edge.inference.scoring import TileScorer
 from edge.inference.vegetation import VegetationGate
 from edge.service.notify import SdNotify, ServiceNotifier
 from edge.outputs import DryRunOutputConfig, SerialOutputConfig, build_output
@@ -217,6 +218,16 @@ def with_spray_channels(cfg: Config) -> Config:
     return cfg.model_copy(update={"outputs": cfg.outputs.model_copy(update={"channels": cfg.spray.channels_needed})})
 
 
+def make_tile_scorer(cfg: Config, classifier: Classifier, stack: ExitStack) -> TileScorer:
+    """[model] scoring: how the per-lane path scores the tiles the gate keeps (closed by ``stack``)."""
+    from edge.inference.scoring import make_scorer
+
+    scorer = make_scorer(classifier, cfg.model.scoring, cfg.model.frame_scale, cfg.model.threads)
+    stack.callback(scorer.close)
+    log.info("tiles: %s", scorer.describe())
+    return scorer
+
+
 def make_lane_processor(cfg: Config, classifier: Classifier, out: Output, stack: ExitStack, *,
                         switch: EnableSwitch | None = None) -> "LaneProcessor":
     """[spray]: per-lane decisions, sprays scheduled by a thread (closed, all off, by ``stack``)."""
@@ -244,7 +255,7 @@ def make_lane_processor(cfg: Config, classifier: Classifier, out: Output, stack:
     planner = LanePlanner(classifier, spray_rule(cfg, classifier), geometry, scheduler, speed,
                           min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable,
                           vegetation=make_gate(cfg), cell_length_cm=s.cell_length_cm,
-                          latency_floor_ms=s.latency_floor_ms)
+                          latency_floor_ms=s.latency_floor_ms, scorer=make_tile_scorer(cfg, classifier, stack))
     scheduler.start()
     log.info("spray: %d lane(s) -> channels %s, nozzles %.0f cm behind the image centre, speed %s, "
              "valve lag %.0f/%.0f ms", geometry.lanes, list(geometry.channels), s.nozzle_distance_cm,

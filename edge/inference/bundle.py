@@ -110,6 +110,23 @@ class TrainedWeights(_Strict):
     size_bytes: int = Field(0, ge=0, le=MAX_MODEL_BYTES)
 
 
+class FrameFeatures(_Strict):
+    """The main model cut before its global average pool, to run once over a whole frame
+    (``edge.inference.frame_features``; written by ``weed-train frame-features``): ``file`` has the main
+    model's input and, as its output, the last feature map (one cell per ``stride`` input pixels);
+    ``head_file`` (``.npz``: ``weight`` labels x channels and ``bias`` labels, float32, dequantised from the
+    main model's FULLY_CONNECTED; ``pool_quant`` and ``logit_quant``, the [scale, zero point] of its int8 pooled
+    features and logits) turns a tile's average-pooled features into logits, softmax into probabilities."""
+
+    file: BundleFile
+    sha256: str = Field(min_length=64, max_length=64)
+    head_file: BundleFile
+    head_sha256: str = Field(min_length=64, max_length=64)
+    stride: int = Field(ge=1, le=1024)
+    channels: int = Field(ge=1, le=65536)
+    size_bytes: int = Field(0, ge=0, le=MAX_MODEL_BYTES)
+
+
 class RuleSpec(_Strict):
     """The decision rule the bundle was evaluated with (``edge.decide.rule.SprayRule``)."""
 
@@ -158,6 +175,7 @@ class Manifest(_Strict):
     preprocessing: str = ""
     metrics: dict[str, Any] = {}
     variants: dict[str, Variant] = {}
+    frame_features: FrameFeatures | None = None  # the backbone alone, for [model] scoring = "frame"
     licence: str = ""
     attribution: str = ""
     created: str = ""
@@ -216,7 +234,8 @@ class Manifest(_Strict):
 
     def to_json(self) -> str:
         """The manifest as ``write_bundle`` stores it: format 2, the threshold in ``rule`` only."""
-        return json.dumps(self.model_dump(exclude={"threshold"}), indent=2) + "\n"
+        skip = {"threshold"} | ({"frame_features"} if self.frame_features is None else set())
+        return json.dumps(self.model_dump(exclude=skip), indent=2) + "\n"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,11 @@ class ModelConfig(BaseModel):
     bundle: str = ""  # folder or shipped name; "" = the default bundle
     variant: str = ""  # "" = the bundle's main (int8) model; e.g. "float32"
     threads: int = Field(default=2, ge=1, le=64)
+    # per-lane ([spray]) tiles: "tiles" = each tile classified at the model's input size (batched invokes);
+    # "frame" = the backbone once over the frame scaled by frame_scale, features pooled per tile
+    # (edge.inference.scoring; needs the bundle's frame-features export: weed-train frame-features)
+    scoring: Literal["tiles", "frame"] = "tiles"
+    frame_scale: Finite = Field(default=0.5, ge=0.1, le=1.0)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from edge.core.tile import Tile
 from edge.decide.decider import Decision
 from edge.decide.rule import SprayRule, ViewEvidence
 from edge.inference.classifier import Classifier, Scores
+from edge.inference.scoring import TileClassifier, TileScorer
 from edge.inference.vegetation import Box, TileVegetation, VegetationGate, bare_probs
 from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorCounts
 from edge.spray.cells import CellCounts, CellGrid, TileView, lane_counts
@@ -125,9 +126,10 @@ class LanePlanner:
                  scheduler: SprayScheduler, speed: SpeedSource, *, min_speed_kmh: float = 1.0,
                  tile_rows: int = 0, enable: Callable[[], bool] | None = None,
                  vegetation: VegetationGate | None = None, cell_length_cm: float = 5.0,
-                 latency_floor_ms: float = 20.0):
+                 latency_floor_ms: float = 20.0, scorer: TileScorer | None = None):
         self.classifier = classifier
         self.rule = rule
+        self.scorer = scorer or TileClassifier(classifier)  # [model] scoring: how the kept tiles get their Scores
         self.geometry = geometry
         self.scheduler = scheduler
         self.tile_rows = tile_rows
@@ -188,17 +190,17 @@ class LanePlanner:
 
     def classify(self, frame: Frame) -> tuple[int, tuple[Tile, ...], list[Scores], tuple[TileVegetation, ...] | None]:
         """The frame's tiles, their scores (a bare tile's are the bare view's, without an invoke) and vegetation."""
-        rows, tiles, crops = self.cut(frame.image)
+        rows, tiles, boxes = self._grid_for(frame.image.shape[1], frame.image.shape[0])
         veg = None
         self.gate_ns = 0
         if self.vegetation is not None:
             t0 = time.perf_counter_ns()
-            veg = self.vegetation.measure(frame.image, self._grid_for(frame.image.shape[1], frame.image.shape[0])[2])
+            veg = self.vegetation.measure(frame.image, boxes)
             self.gate_ns = time.perf_counter_ns() - t0
         keep = [i for i in range(len(tiles)) if veg is None or not veg[i].gated]
         scores = [self._bare] * len(tiles)
         if keep:
-            for i, s in zip(keep, self.classifier.classify_many([crops[i] for i in keep], frame.colour_order)):
+            for i, s in zip(keep, self.scorer.score(frame.image, [boxes[i] for i in keep], frame.colour_order)):
                 scores[i] = s
         self.tiles_seen += len(tiles)
         self.tiles_gated += len(tiles) - len(keep)

@@ -21,7 +21,9 @@ from edge.tools.bench.sweep import Planned, run_in_subprocess
 from edge.tools.bench.system import peak_rss
 from edge.core.errors import EXIT_BUNDLE, EXIT_CONFIG, EXIT_SOURCE
 from edge.core.metrics import STAGES
-from tests.conftest import TOY_BUNDLE
+from tests.conftest import DATA, TOY_BUNDLE
+
+FRAME_BUNDLE = DATA / "bundles" / "colour-toy-frame"
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -111,6 +113,40 @@ def test_a_spray_config_measures_the_lane_pipeline(lanes_run):
     assert sp["max_speed_line"].startswith("max speed: ") and shown == pytest.approx(sp["max_speed_kmh"], abs=0.06)
     assert r["stages_ms"]["actuation"]["max"] == 0.0  # the scheduler thread switches, not the loop
     assert not (d / "spray.jsonl").exists()  # no spray log written by a benchmark
+
+
+def test_a_frame_scoring_run_reports_its_ratio_to_the_reference_invoke(tmp_path):
+    """--scoring frame@S: one invoke per frame, the stage names say so, and the reference bundle's one-image invoke
+    is measured in the same run: e2e p95 / its p50."""
+    cfg = tmp_path / "spray.toml"
+    cfg.write_text(SPRAY_TOML.format(log=tmp_path / "spray.jsonl"))
+    spec = RunSpec(bundle=str(FRAME_BUNDLE), threads=1, frames=FramesSpec(kind="generated", width=128, height=96),
+                   n_frames=4, warmup=2, config=str(cfg), scoring="frame@0.5", reference=str(TOY_BUNDLE))
+    r = run(spec)
+    assert _run_problems(r) == [] and r["ok"] and r["id"].endswith("/t1/frame@0.5")
+    assert r["spray"]["invokes_per_frame"] == 1.0 and r["spray"]["classify"] == "one invoke per frame at 0.5x"
+    assert r["scoring"].startswith("one backbone run over the frame at 0.5x")
+    assert r["stage_names"]["inference"].startswith("one backbone invoke over the frame")
+    ref = r["reference"]
+    assert ref["bundle"] == "colour-toy" and ref["input"] == "32x32" and ref["invoke_ms"]["n"] == 100
+    assert r["e2e_p95_over_reference_invoke_p50"] == pytest.approx(
+        r["stages_ms"]["end_to_end"]["p95"] / ref["invoke_ms"]["p50"], rel=0.01)
+
+
+@pytest.mark.parametrize("text, overrides", [
+    ("", {}), ("tiles", {"scoring": "tiles"}), ("frame", {"scoring": "frame"}),
+    ("frame@0.5", {"scoring": "frame", "frame_scale": 0.5}), ("frame@1", {"scoring": "frame", "frame_scale": 1.0}),
+    ("tiles@128", None), ("frame@0", None), ("frame@x", None), ("pixels", None),
+])
+def test_scoring_entries(text, overrides):
+    from edge.core.errors import ConfigError
+    from edge.tools.bench.runs import scoring_overrides
+
+    if overrides is None:
+        with pytest.raises(ConfigError, match="not tiles, frame or frame@S"):
+            scoring_overrides(text)
+    else:
+        assert scoring_overrides(text) == overrides
 
 
 def test_lane_runs_render_with_their_stage_names(lanes_run):
@@ -251,7 +287,8 @@ def test_files_without_the_added_fields_still_validate(sweep):
 
 def test_every_schema_field_is_documented():
     doc = (ROOT / "docs" / "benchmark.md").read_text()
-    summary_parent = ("runs[].raw_invoke_ms", "runs[].spray.gate_ms", *(f"runs[].stages_ms.{s}" for s in STAGES))
+    summary_parent = ("runs[].raw_invoke_ms", "runs[].spray.gate_ms", "runs[].reference.invoke_ms",
+                      *(f"runs[].stages_ms.{s}" for s in STAGES))
     wanted = set()
     for p in report.schema_paths():
         parent, _, leaf = p.rpartition(".")
@@ -264,6 +301,8 @@ def test_every_schema_field_is_documented():
     (["--variants", "float16", "--generated", "32x32"], EXIT_BUNDLE, "no 'float16' variant"),
     (["--video", "no/such.avi"], EXIT_SOURCE, "does not exist"),
     (["--config", "no/such.toml", "--generated", "32x32"], EXIT_CONFIG, "not found"),
+    (["--scoring", "frame", "--generated", "32x32"], EXIT_CONFIG, "--scoring chooses how per-lane runs score"),
+    (["--scoring", "frame@2", "--generated", "32x32"], EXIT_CONFIG, "not tiles, frame or frame@S"),
 ])
 def test_user_errors_stop_before_any_run(argv, code, words, tmp_path, capsys):
     out = tmp_path / "r.json"

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, WeedDetectorError
 
+REFERENCE_HELP = "models/reference/mnv2-160-int8 of this checkout"
 EPILOG = """Each configuration runs in its own process (python -m edge.tools.bench.runner). Outputs are always
 the dry-run output: a benchmark never moves a valve. The JSON schema: docs/benchmark.md.
 exit codes: 0 ok, 1 internal error or a failed run, 2 bad arguments, 3 config, 4 model bundle, 5 frame source."""
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exports of each bundle, e.g. int8,float16,float32 (default: the main model)")
     m.add_argument("--threads", type=_threads, metavar="N,N", default=[2], help="interpreter threads, e.g. 1,2,4 (default 2)")
     m.add_argument("--no-baseline", action="store_true", help="skip the naive-loop baseline")
+    m.add_argument("--scoring", type=_csv, metavar="S,S", default=[""],
+                   help="per-lane runs (--config with [spray]): how tiles are scored, each a run: tiles, frame, "
+                        "frame@SCALE (e.g. tiles,frame@0.5,frame@0.75; default: the config's [model] scoring)")
+    m.add_argument("--reference", metavar="DIR", default=None,
+                   help="per-lane runs: the bundle whose one-image invoke p50 each run's end-to-end p95 is divided by "
+                        f"(default: {REFERENCE_HELP} when it exists; 'none' for no reference)")
     m.add_argument("--config", metavar="PATH", help="edge-run TOML whose decision/safety settings to use")
 
     s = p.add_argument_group("frames (one of; default --generated 640x480)")
@@ -88,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     o.add_argument("-v", "--verbose", action="store_true", help="show each run's stderr")
     return p
+
+
+def reference_bundle(given: str | None) -> str:
+    """The reference bundle of per-lane runs: as given ("none": none), else the checkout's, when there is one."""
+    if given is not None:
+        return "" if given == "none" else given
+    from edge.tools.bench.runs import REFERENCE_BUNDLE
+
+    return str(REFERENCE_BUNDLE) if (REFERENCE_BUNDLE / "manifest.json").is_file() else ""
 
 
 def frames_spec(a: argparse.Namespace):
@@ -137,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_frames = args.frames if args.frames is not None else (None if args.seconds is not None else 300)
         frames = frames_spec(args)
         planned = plan(args.model or [], args.variants, args.threads, frames, n_frames, args.seconds,
-                       args.warmup, args.config, baseline=not args.no_baseline)
+                       args.warmup, args.config, baseline=not args.no_baseline, scorings=args.scoring,
+                       reference=reference_bundle(args.reference))
         machine = machine_info()
         machine["loadavg_start"] = loadavg()
         runs = run_all(planned, args.timeout, _progress(args.quiet, args.verbose))

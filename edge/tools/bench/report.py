@@ -141,6 +141,9 @@ RUN = {
     "mode": Added(str),
     "stage_names": Added(dict),
     "spray": Added(SPRAY),
+    "scoring": Added(str),
+    "reference": Added({"bundle": str, "dir": str, "file": str, "sha256": str, "input": str, "invoke_ms": SUMMARY}),
+    "e2e_p95_over_reference_invoke_p50": Added(NUM),
 }
 
 SCHEMA = {
@@ -379,6 +382,17 @@ def markdown(doc: dict) -> str:
                             f"{_f(sp['gate_ms']['p50'])} / {_f(sp['gate_ms']['p95'])} ms, in preprocess)")
                 lines.append(f"- {run_label(r)}: {sp['max_speed_line']} ({sp['invokes_per_frame']} invoke(s) per "
                              f"frame{gate}; {sp['speed_note']})")
+        refs = [r for r in lanes if r.get("reference")]
+        if refs:
+            lines += ["", "Per-lane speed: end-to-end p95 / the p50 of one invoke of the reference model "
+                          f"({refs[0]['reference']['bundle']}, {refs[0]['reference']['input']}, measured in each run's "
+                          "process after it):", "",
+                      "| run | e2e p50 ms | e2e p95 ms | reference invoke p50 ms | e2e p95 / reference p50 |",
+                      "|---|---:|---:|---:|---:|"]
+            for r in refs:
+                e = r["stages_ms"]["end_to_end"]
+                lines.append(f"| {run_label(r)} | {_f(e['p50'])} | {_f(e['p95'])} | "
+                             f"{_f(r['reference']['invoke_ms']['p50'])} | {_x(r['e2e_p95_over_reference_invoke_p50'])} |")
         lines += ["", "The frame-rate bound of a file or generated source is the processing rate, not a camera's. "
                   "vs naive is not given for per-lane runs (the naive loop classifies one whole frame); their "
                   "invoke p50 is the invoke(s) of all of a frame's tiles."]

@@ -34,7 +34,7 @@ from edge.tools.bench.baseline import run_naive
 from edge.tools.bench.frames import FramesSpec, GeneratedSource
 from edge.tools.bench.runs import (STAGE_NAMES, RunSpec, finish, invoke_samples, model_info, result_skeleton,
                                    run_id)
-from edge.tools.bench.stats import summarise
+from edge.tools.bench.stats import ratio, summarise
 from edge.tools.bench.system import loadavg
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOURCE, WeedDetectorError
 from edge.core.metrics import STAGES
@@ -148,7 +148,7 @@ def spray_result(processor: "LaneProcessor", original_spray: "SprayConfig", e2e_
         "lanes": s.lanes,
         "tile_rows": rows,
         "tiles_per_frame": tiles,
-        "classify": planner.classifier.batch_mode,
+        "classify": planner.scorer.mode,
         "invokes_per_frame": round(invokes / n, 3) if n else None,
         "gate": "off" if planner.vegetation is None else planner.vegetation.params.describe(),
         "gated_tiles_per_frame": round(gated / n, 3) if n and planner.vegetation is not None else None,
@@ -183,10 +183,7 @@ def run_pipeline(spec: RunSpec) -> dict:
 
     res = result_skeleton(spec)
     res["loadavg_start"] = loadavg()
-    cfg = load_config(spec.config, {
-        "model": {"bundle": spec.bundle, "variant": spec.variant, "threads": spec.threads},
-        "source": _frames_overrides(spec.frames),
-    })
+    cfg = load_config(spec.config, {"model": spec.model_overrides(), "source": _frames_overrides(spec.frames)})
     original_spray = cfg.spray
     if original_spray is not None:
         res["mode"] = "lanes"
@@ -199,7 +196,7 @@ def run_pipeline(spec: RunSpec) -> dict:
 
     classifier = load_classifier(cfg)
     decider = make_decider(cfg, classifier)
-    res["id"] = run_id(spec.role, classifier.bundle.name, classifier.bundle.quantization, spec.threads)
+    res["id"] = run_id(spec.role, classifier.bundle.name, classifier.bundle.quantization, spec.threads, spec.scoring)
     res["model"] = model_info(classifier.bundle)
     rt = classifier.runtime
     res["runtime"] = {"name": rt.name, "version": rt.version, "delegate": rt.delegate}
@@ -224,7 +221,11 @@ def run_pipeline(spec: RunSpec) -> dict:
         if original_spray is not None:
             lanes = make_lane_processor(cfg, classifier, out, stack)
             collect.measured = lambda r: gate_ms.append(r.gate_ms)  # r: a LaneFrameResult
-        collect.counter = lambda: (classifier.invokes, 0 if lanes is None else lanes.planner.tiles_gated)
+            if cfg.model.scoring == "frame":
+                res["stage_names"].update(preprocess="frame resize", inference="one backbone invoke over the frame + "
+                                                                                "per-tile pooling and head")
+        collect.counter = lambda: ((classifier.invokes, 0) if lanes is None else
+                                   (lanes.planner.scorer.invokes, lanes.planner.tiles_gated))
         processor = lanes or WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
                                                  vegetation=make_gate(cfg))
         if make_gate(cfg) is not None:  # the gate's time is part of preprocess, and the name says so
@@ -239,7 +240,8 @@ def run_pipeline(spec: RunSpec) -> dict:
             grid = lanes.planner.grid
             images = grid[1] if grid else 1
             # the floor of a frame: the invoke(s) of all its tiles
-            invoke_ms = invoke_samples(lambda: classifier.invoke_only(images), n) if n else []
+            invoke_ms = invoke_samples(lambda: lanes.planner.scorer.invoke_only(images), n) if n else []
+            res["scoring"] = lanes.planner.scorer.describe()
         else:
             invoke_ms = invoke_samples(classifier.invoke_only, n) if n else []
     res["weed_frames"], res["spray_frames"] = collect.weed_frames, collect.spray_frames
@@ -249,7 +251,28 @@ def run_pipeline(spec: RunSpec) -> dict:
     if lanes is not None and original_spray is not None:
         res["spray"] = spray_result(lanes, original_spray, res["stages_ms"]["end_to_end"]["p95"], res["fps"], n,
                                     invokes, gated, gate_ms)
+        if spec.reference and n:
+            res["reference"] = reference_invoke(spec.reference, spec.threads, n)
+            res["e2e_p95_over_reference_invoke_p50"] = ratio(res["stages_ms"]["end_to_end"]["p95"],
+                                                            res["reference"]["invoke_ms"]["p50"])
     return res
+
+
+def reference_invoke(reference: str, threads: int, n: int) -> dict:
+    """The ``reference`` object of a per-lane run: one-image invokes of the reference bundle (``--reference``),
+    measured in this process right after the run, with as many threads, on a model-sized grey image."""
+    import numpy as np
+
+    from edge.inference.bundle import load_bundle
+    from edge.inference.classifier import Classifier
+
+    with Classifier(load_bundle(reference), num_threads=threads, batch=False) as ref:
+        inp = ref.bundle.manifest.input
+        ref.classify(np.full((inp.height, inp.width, 3), 128, np.uint8))  # fills the input tensor; warms up
+        samples = invoke_samples(ref.invoke_only, max(n, 100))
+        return {"bundle": ref.bundle.name, "dir": str(ref.bundle.dir), **{k: v for k, v in model_info(ref.bundle).items()
+                                                                          if k in ("file", "sha256", "input")},
+                "invoke_ms": summarise(samples)}
 
 
 def run(spec: RunSpec) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -19,6 +20,9 @@ from edge.tools.bench.stats import ratio, summarise
 from edge.tools.bench.system import loadavg, peak_rss, ru_maxrss_mib
 
 ROLES = ("pipeline", "naive_baseline")
+# The per-lane speed reference: the default bundle as shipped on 2026-11-23 (MobileNetV2, 160 px, int8), kept in the
+# checkout (not in the wheel) so the ratio stays comparable when the default bundle changes (docs/benchmark.md)
+REFERENCE_BUNDLE = Path(__file__).resolve().parents[3] / "models" / "reference" / "mnv2-160-int8"
 MAX_INVOKE_SAMPLES = 300
 
 # What each of edge.core.metrics.STAGES covers, per kind of run (the JSON's ``stage_names``)
@@ -47,6 +51,8 @@ class RunSpec:
     seconds: Optional[float] = None
     warmup: int = 20
     config: Optional[str] = None  # edge-run TOML for the decision and safety settings
+    scoring: str = ""  # per-lane runs: "" = the config's [model] scoring, "tiles", "frame" or "frame@S" (frame_scale S)
+    reference: str = ""  # per-lane runs: a bundle whose one-image invoke p50 the frame's end-to-end p95 is divided by
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -61,6 +67,12 @@ class RunSpec:
             raise ConfigError(f"--seconds must be > 0, got {self.seconds}", "e.g. --seconds 30")
         if self.warmup < 0:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup}", "e.g. --warmup 20")
+        scoring_overrides(self.scoring)  # a bad --scoring entry fails here
+
+    def model_overrides(self) -> dict:
+        """The ``[model]`` keys this run sets over the config's."""
+        return {"bundle": self.bundle, "variant": self.variant, "threads": self.threads,
+                **scoring_overrides(self.scoring)}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -70,6 +82,26 @@ class RunSpec:
         d = json.loads(text)
         d["frames"] = FramesSpec.from_dict(d.get("frames") or {})
         return cls(**d)
+
+
+def scoring_overrides(text: str) -> dict:
+    """``[model]`` keys of a ``--scoring`` entry: "" (none), "tiles", "frame", "frame@S" (S = frame_scale)."""
+    kind, at, scale = text.partition("@")
+    if text == "":
+        return {}
+    if kind == "tiles" and not at:
+        return {"scoring": "tiles"}
+    if kind == "frame":
+        if not at:
+            return {"scoring": "frame"}
+        try:
+            value = float(scale)
+        except ValueError:
+            value = float("nan")
+        if 0.1 <= value <= 1.0:
+            return {"scoring": "frame", "frame_scale": value}
+    raise ConfigError(f"--scoring {text!r} is not tiles, frame or frame@S with S in 0.1..1",
+                      "e.g. --scoring tiles,frame@0.5,frame@0.75")
 
 
 def model_info(bundle) -> dict:
@@ -91,9 +123,9 @@ def model_info(bundle) -> dict:
     }
 
 
-def run_id(role: str, bundle_name: str, quantization: str, threads: int) -> str:
+def run_id(role: str, bundle_name: str, quantization: str, threads: int, scoring: str = "") -> str:
     kind = "naive" if role == "naive_baseline" else "pipeline"
-    return f"{bundle_name}/{kind}/{quantization}/t{threads}"
+    return f"{bundle_name}/{kind}/{quantization}/t{threads}" + (f"/{scoring}" if scoring else "")
 
 
 def result_skeleton(spec: RunSpec) -> dict:
@@ -127,6 +159,9 @@ def result_skeleton(spec: RunSpec) -> dict:
         "mode": "frame",
         "stage_names": dict(STAGE_NAMES["frame"]),
         "spray": None,
+        "scoring": None,
+        "reference": None,
+        "e2e_p95_over_reference_invoke_p50": None,
     }
 
 

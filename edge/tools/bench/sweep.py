@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from edge.tools.bench.frames import FramesSpec
-from edge.tools.bench.runs import RunSpec, result_skeleton, run_id
+from edge.tools.bench.runs import RunSpec, result_skeleton, run_id, scoring_overrides
 from edge.tools.bench.stats import ratio
-from edge.core.errors import EXIT_INTERNAL, BundleError, SourceError
+from edge.core.errors import EXIT_INTERNAL, BundleError, ConfigError, SourceError
 
 
 @dataclass(frozen=True)
@@ -25,20 +25,30 @@ class Planned:
 
 def plan(models: Sequence[str], variants: Sequence[str], threads: Sequence[int], frames: FramesSpec,
          n_frames: Optional[int], seconds: Optional[float], warmup: int, config: Optional[str] = None,
-         baseline: bool = True) -> list[Planned]:
+         baseline: bool = True, scorings: Sequence[str] = ("",), reference: str = "") -> list[Planned]:
     """Every configuration, checked before anything runs: each bundle and variant is
     loaded (sha256 verified), file sources must exist. Per bundle: the naive baseline
-    first (when asked), then variants x threads."""
+    first (when asked), then variants x threads x scorings (``--scoring``, per-lane configs only)."""
     from edge.tools.bench.baseline import float32_bundle
     from edge.inference.bundle import load_bundle
 
     if frames.kind in ("video", "images") and not os.path.exists(frames.path):
         raise SourceError(f"{frames.kind} path {frames.path} does not exist",
                           "check the path (relative paths start in the current directory)")
+    scorings = list(scorings) or [""]
+    for s in scorings:  # a bad entry is one line before anything loads
+        scoring_overrides(s)
     if config:
         from edge.config import load_config
 
         load_config(config)  # a bad config fails here, once, not in every child
+        for s in scorings:  # and so does a scoring it cannot take (frame without [spray])
+            load_config(config, {"model": scoring_overrides(s)})
+    elif any(scorings):
+        raise ConfigError("--scoring chooses how per-lane runs score their tiles; it needs --config with a [spray] "
+                          "section", "add --config FILE (with [spray]) or leave --scoring out")
+    if reference:
+        reference = str(load_bundle(reference).dir)
     out: list[Planned] = []
     for ref in models or [""]:
         main = load_bundle(ref or None)
@@ -50,8 +60,9 @@ def plan(models: Sequence[str], variants: Sequence[str], threads: Sequence[int],
         for v in variants or [""]:
             b = load_bundle(ref, variant=v or None)
             for t in threads:
-                spec = RunSpec("pipeline", ref, v, t, frames, n_frames, seconds, warmup, config)
-                out.append(Planned(spec, run_id("pipeline", b.name, b.quantization, t)))
+                for s in scorings:
+                    spec = RunSpec("pipeline", ref, v, t, frames, n_frames, seconds, warmup, config, s, reference)
+                    out.append(Planned(spec, run_id("pipeline", b.name, b.quantization, t, s)))
     ids = [p.id for p in out]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:

@@ -121,7 +121,7 @@ class ReaderThread:
             self._stop.set()
             self._cond.notify_all()
             thread, opened = self._thread, self._opened
-        if thread is None:
+        if thread is None or thread.ident is None:  # never started (a stop signal can cut start() short)
             self._run_on_exit()
         elif thread is not threading.current_thread():
             thread.join(self._join_timeout if opened else 0.0)

@@ -12,7 +12,7 @@ from edge.config import load_config
 from edge.core.clock import ManualClock
 from edge.core.errors import BundleError, ConfigError
 from edge.core.frame import Frame
-from edge.decide.decider import Decider
+from edge.decide.rule import SprayRule
 from edge.inference import Classifier
 from edge.inference.bundle import load_bundle
 from edge.inference.frame_features import FrameFeatureScorer, pool_weights
@@ -106,7 +106,8 @@ def test_no_box_no_invoke():
 
 
 def test_the_planner_scores_its_kept_tiles_through_the_scorer():
-    """The same frame through a LanePlanner with each scorer: the same per-lane decisions, one invoke for frame."""
+    """The same frame through a LanePlanner with each scorer: the same tile scores and per-lane results, one
+    invoke for frame (the weed tile scores as a weed through both)."""
     spray = SprayConfig(lanes=4, footprint_across_cm=100.0, footprint_along_cm=40.0, nozzle_distance_cm=100.0,
                         speed_kmh=3.6, tile_rows=2)
     img = np.empty((64, 128, 3), np.uint8)
@@ -120,13 +121,15 @@ def test_the_planner_scores_its_kept_tiles_through_the_scorer():
             clock = ManualClock(start_ns=0)
             out = DryRunOutput(channels=4, clock=clock, max_on_s=30.0)
             with SprayScheduler(out, clock=clock, spray_log=SprayLog(None, clock=clock)) as sched:
-                p = LanePlanner(c, lambda: Decider(c.labels, ["weed"], 0.5, 1, 1), Geometry.from_config(spray), sched,
-                                FixedSpeed(3.6), tile_rows=2, scorer=scorer)
+                rule = SprayRule(0.5, None, labels=tuple(c.labels), weed_labels=("weed",))
+                p = LanePlanner(c, rule, Geometry.from_config(spray), sched, FixedSpeed(3.6), tile_rows=2,
+                                scorer=scorer)
                 _, lanes, _ = p.process(Frame(image=img, frame_id=1, t_capture_ns=0, source="test"))
                 results[name] = [(x.decision.spray, x.tile_scores) for x in lanes]
         assert f.invokes == 1
-    assert [s for s, _ in results["tiles"]] == [False, True, False, False]
-    assert [s for s, _ in results["frame"]] == [False, True, False, False]
+    weed_tiles = [max(t) >= 0.5 for _, t in results["tiles"]]
+    assert weed_tiles == [False, True, False, False]
+    assert [s for s, _ in results["frame"]] == [s for s, _ in results["tiles"]]
     np.testing.assert_allclose([t for _, t in results["frame"]], [t for _, t in results["tiles"]], atol=2 * STEP)
 
 

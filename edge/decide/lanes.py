@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.core.frame import Frame
 from edge.decide.decider import Decider, Decision
-from edge.decide.rule import ViewEvidence
+from edge.decide.rule import SprayRule, ViewEvidence
 from edge.core.tile import Tile
 
 
@@ -56,6 +56,12 @@ class LaneDecisions:
         self.debounce_n, self.debounce_m = first.n, first.m
         self._waiting: list[deque[Sighting]] = [deque(maxlen=first.m) for _ in range(lanes)]
         self._seq = 0
+
+    def set_rule(self, rule: SprayRule) -> None:
+        """Every lane decides by ``rule`` from the next frame on (``Decider.set_rule``; histories are kept)."""
+        for decider in self.deciders:
+            decider.set_rule(rule)
+        self.threshold, self.weed_labels = rule.threshold, rule.weed_labels
 
     def reset(self) -> None:
         """Forget every lane's history (after a stall or a lost camera: old frames say nothing now)."""

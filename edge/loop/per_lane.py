@@ -45,6 +45,8 @@ from edge.core.metrics import FrameTimings
 from edge.core.tile import Tile
 from edge.decide.decider import Decider, Decision
 from edge.decide.lanes import LaneDecisions, LaneVerdict
+from edge.decide.rule import SprayRule
+from edge.inference.config import GateParams
 from edge.inference.classifier import Classifier, Scores
 from edge.inference.vegetation import Box, TileVegetation, VegetationGate, bare_probs
 from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorCounts
@@ -67,6 +69,8 @@ class LaneResult:
     late: int  # ... of which late or missed
     decided_tile: int = 0  # the tile the lane's decision was made on (index along travel)
     vegetation: tuple[TileVegetation, ...] | None = None  # per tile along travel (None: the gate is off)
+    tile_labels: tuple[str, ...] = ()  # each tile's most probable label, along travel
+    spray_tiles: tuple[int, ...] = ()  # the tiles (index along travel) this frame's sighting sprays
 
     def log_fields(self) -> dict:
         """This lane's entry in the frame's JSONL ``lanes`` list."""
@@ -85,6 +89,7 @@ class LaneFrameResult(ProcessedFrame):
     lanes: tuple[LaneResult, ...]
     speed_kmh: float | None
     gate_ms: float = 0.0  # the vegetation gate's time on this frame (part of timings.preprocess)
+    boxes: tuple[Box, ...] = ()  # every tile's pixels (x0, x1, y0, y1), lane by lane, along travel (the live view)
 
     @property
     def sprayed(self) -> bool:
@@ -188,15 +193,34 @@ class LanePlanner:
         gate = self.spray.gate()
         self.decisions.next_frame()
         probs = np.stack([s.probs for s in scores])  # one row per tile, lane by lane
+        labels = self.classifier.labels
+        top = probs.argmax(axis=1).tolist()
         results = []
         for lane in range(self.geometry.lanes):
             first, end = lane * rows, (lane + 1) * rows
             verdict = self._not_bare(self.decisions.decide(lane, probs[first:end], tiles[first:end], frame))
             planned = self.spray.plan(verdict, frame.frame_id, gate)
+            own = verdict.sightings[-1].tiles if verdict.sightings and verdict.sightings[-1].frame_id == frame.frame_id \
+                else ()
+            lane_tiles = tiles[first:end]
             results.append(LaneResult(lane, self.geometry.channels[lane], verdict.decision, verdict.weed_scores,
                                       planned.scheduled, planned.late, verdict.decided_tile,
-                                      None if veg is None else veg[first:end]))
+                                      None if veg is None else veg[first:end],
+                                      tuple(labels[i] for i in top[first:end]),
+                                      tuple(i for i, t in enumerate(lane_tiles) if t in own)))
         return scores, results, gate.kmh
+
+    @property
+    def boxes(self) -> tuple[Box, ...]:
+        """The pixel boxes of the last frame's tiles (the cached tuple: no copy)."""
+        return () if self._grid is None else self._grid[3]
+
+    def retune(self, rule: SprayRule | None, gate: GateParams | None) -> None:
+        """From the next frame on: every lane decides by ``rule``, the gate uses ``gate`` (None: unchanged)."""
+        if rule is not None:
+            self.decisions.set_rule(rule)
+        if gate is not None and self.vegetation is not None:
+            self.vegetation.params = gate
 
     def _not_bare(self, verdict: LaneVerdict) -> LaneVerdict:
         """The verdict without the tiles the gate called bare ground in the frame of each sighting (a hold's
@@ -263,7 +287,7 @@ class LaneProcessor:
             end_to_end=max(0, self.clock.now_ns() - frame.t_capture_ns) / 1e6,
         )
         return LaneFrameResult(frame, agg, decision, self.outputs(), timings, lanes=tuple(lanes), speed_kmh=kmh,
-                               gate_ms=gate_ns / 1e6)
+                               gate_ms=gate_ns / 1e6, boxes=self.planner.boxes)
 
     def between_frames(self) -> None:
         self.scheduler.check()
@@ -285,6 +309,13 @@ class LaneProcessor:
         gps = GpsState(link, self.planner.speed.speed_kmh() is not None) if link is not None else None
         return ProcessorCounts(max_on_trips=self.scheduler.max_on_trips, blocked_openings=self.scheduler.blocked,
                                unavailable_openings=self.scheduler.unavailable, gps=gps, gate=self.planner.gate_counts)
+
+    def retune(self, rule: SprayRule | None = None, gate: GateParams | None = None) -> None:
+        self.planner.retune(rule, gate)
+
+    def tuning(self) -> tuple[SprayRule, GateParams | None]:
+        p = self.planner
+        return p.decisions.deciders[0].rule, None if p.vegetation is None else p.vegetation.params
 
     def at_end_of_source(self, stop: threading.Event, beat: Callable[[], None]) -> None:
         """A video or image folder ended: let the sprays already planned happen (so a dry run's spray log

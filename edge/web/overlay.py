@@ -122,9 +122,9 @@ def _lanes(img: np.ndarray, r: LaneFrameResult, s: float) -> None:
             gated = lane.vegetation is not None and lane.vegetation[i].gated
             label = lane.tile_labels[i] if i < len(lane.tile_labels) else ""
             score = lane.tile_scores[i] if i < len(lane.tile_scores) else 0.0
-            _text(img, "bare" if gated else _ascii(label)[:14], x0 + 3, y0 + 12, 0.33)
+            _text(img, "bare" if gated else _ascii(label)[:14], x0 + 3, y0 + 14, 0.42)
             if not gated:
-                _text(img, f"{score:.2f}", x0 + 3, y0 + 24, 0.33, (0, 0, 255) if i in lane.spray_tiles else
+                _text(img, f"{score:.2f}", x0 + 3, y0 + 30, 0.42, (0, 0, 255) if i in lane.spray_tiles else
                       (255, 255, 255))
     edges = sorted({sx(r.boxes[lane.lane * rows][0]) for lane in r.lanes} | {sx(r.boxes[-1][1])})
     for x in edges:

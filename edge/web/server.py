@@ -182,7 +182,9 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
         except (TypeError, ValueError):
             return _refuse(400, f"threshold {threshold!r} is not a number", "give a probability, e.g. 0.5")
         sensitivity = body.get("sensitivity") or None
-        return _act(lambda: controls.tune(threshold, sensitivity if isinstance(sensitivity, str) else str(sensitivity)))
+        if sensitivity is not None and not isinstance(sensitivity, str):
+            return _refuse(400, f"sensitivity {sensitivity!r} is not a preset name", "use low, medium or high")
+        return _act(lambda: controls.tune(threshold, sensitivity))
 
     @app.post("/api/tuning/save")
     def api_save():

@@ -168,7 +168,7 @@ def _controls(tuning: Tuning, pause: SprayPause, state: StateDir, processor: Fra
                 + (f"; {problem}" if problem else ""))
 
     def save() -> str:
-        st = tuning.state()
+        st = tuning.target()  # a request posted a moment ago counts (the loop applies it before its next frame)
         data: dict = {"decision": {"threshold": round(st.threshold, 4)}}
         if st.sensitivity is not None:
             data["gate"] = {"sensitivity": st.sensitivity}

@@ -57,6 +57,15 @@ class Tuning:
     def state(self) -> TuningState:
         return self._state
 
+    def target(self) -> TuningState:
+        """What will be in force once the pending request (if any) is applied: what "save" keeps."""
+        with self._lock:
+            st, req = self._state, self._pending
+        if req is None:
+            return st
+        return replace(st, threshold=st.threshold if req.threshold is None else float(req.threshold),
+                       sensitivity=req.sensitivity or st.sensitivity)
+
     def request(self, *, threshold: float | None = None, sensitivity: str | None = None) -> TuningState:
         """Post a change (any thread): checked here, applied by the loop before its next frame.
         ``ConfigError`` when a value is not valid or the gate is off."""

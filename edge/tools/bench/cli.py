@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=_threads, metavar="N,N", default=[2], help="interpreter threads, e.g. 1,2,4 (default 2)")
     m.add_argument("--no-baseline", action="store_true", help="skip the naive-loop baseline")
     m.add_argument("--config", metavar="PATH", help="edge-run TOML whose decision/safety settings to use")
+    m.add_argument("--web-client", action="store_true",
+                   help="run the live view with one client reading its stream every other block of frames, and "
+                        "report end-to-end p95 without and with it (needs pip install '.[web]')")
 
     s = p.add_argument_group("frames (one of; default --generated 640x480)")
     src = s.add_mutually_exclusive_group()
@@ -137,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_frames = args.frames if args.frames is not None else (None if args.seconds is not None else 300)
         frames = frames_spec(args)
         planned = plan(args.model or [], args.variants, args.threads, frames, n_frames, args.seconds,
-                       args.warmup, args.config, baseline=not args.no_baseline)
+                       args.warmup, args.config, baseline=not args.no_baseline, web_client=args.web_client)
         machine = machine_info()
         machine["loadavg_start"] = loadavg()
         runs = run_all(planned, args.timeout, _progress(args.quiet, args.verbose))

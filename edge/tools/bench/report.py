@@ -111,6 +111,24 @@ SPRAY = {
     "max_speed_line": str,
 }
 
+WEB = {  # edge-bench --web-client (edge.tools.bench.webload)
+    "frames_without": int,
+    "frames_with": int,
+    "e2e_p50_without_ms": Opt(NUM),
+    "e2e_p50_with_ms": Opt(NUM),
+    "e2e_p95_without_ms": Opt(NUM),
+    "e2e_p95_with_ms": Opt(NUM),
+    "p95_ratio": Opt(NUM),
+    "stream_fps": NUM,
+    "stream_width": int,
+    "jpeg_quality": int,
+    "jpegs_encoded": int,
+    "jpegs_received": int,
+    "bytes_received": int,
+    "client_connects": int,
+    "block_frames": int,
+}
+
 RUN = {
     "id": str,
     "role": str,
@@ -141,6 +159,7 @@ RUN = {
     "mode": Added(str),
     "stage_names": Added(dict),
     "spray": Added(SPRAY),
+    "web": Added(WEB),
 }
 
 SCHEMA = {
@@ -382,6 +401,20 @@ def markdown(doc: dict) -> str:
         lines += ["", "The frame-rate bound of a file or generated source is the processing rate, not a camera's. "
                   "vs naive is not given for per-lane runs (the naive loop classifies one whole frame); their "
                   "invoke p50 is the invoke(s) of all of a frame's tiles."]
+    webs = [r for r in doc["runs"] if r["ok"] and r.get("web")]
+    if webs:
+        lines += ["", "Live view (`--web-client`: one client reading the stream, every other block of frames of the "
+                  "same run):", "",
+                  "| run | frames without / with | e2e p50 without / with ms | e2e p95 without / with ms | "
+                  "p95 ratio | stream cap | JPEGs encoded / received |",
+                  "|---|---:|---:|---:|---:|---|---:|"]
+        for r in webs:
+            w = r["web"]
+            lines.append(f"| {run_label(r)} | {w['frames_without']} / {w['frames_with']} | "
+                         f"{_f(w['e2e_p50_without_ms'])} / {_f(w['e2e_p50_with_ms'])} | "
+                         f"{_f(w['e2e_p95_without_ms'])} / {_f(w['e2e_p95_with_ms'])} | {_x(w['p95_ratio'])} | "
+                         f"{w['stream_fps']:g} fps, {w['stream_width']} px, q{w['jpeg_quality']} | "
+                         f"{w['jpegs_encoded']} / {w['jpegs_received']} |")
     lines += ["", "vs naive: our end-to-end percentile / the naive loop's (below 1× = faster). "
               "e2e/invoke: our end-to-end p50 / the bare interpreter invoke p50 (1× = no overhead at all)."]
     return "\n".join(lines) + "\n"

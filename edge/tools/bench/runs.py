@@ -47,6 +47,7 @@ class RunSpec:
     seconds: Optional[float] = None
     warmup: int = 20
     config: Optional[str] = None  # edge-run TOML for the decision and safety settings
+    web_client: bool = False  # the live view on, one client reading its stream every other block (webload)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -127,6 +128,7 @@ def result_skeleton(spec: RunSpec) -> dict:
         "mode": "frame",
         "stage_names": dict(STAGE_NAMES["frame"]),
         "spray": None,
+        "web": None,
     }
 
 

@@ -25,7 +25,7 @@ class Planned:
 
 def plan(models: Sequence[str], variants: Sequence[str], threads: Sequence[int], frames: FramesSpec,
          n_frames: Optional[int], seconds: Optional[float], warmup: int, config: Optional[str] = None,
-         baseline: bool = True) -> list[Planned]:
+         baseline: bool = True, web_client: bool = False) -> list[Planned]:
     """Every configuration, checked before anything runs: each bundle and variant is
     loaded (sha256 verified), file sources must exist. Per bundle: the naive baseline
     first (when asked), then variants x threads."""
@@ -50,7 +50,7 @@ def plan(models: Sequence[str], variants: Sequence[str], threads: Sequence[int],
         for v in variants or [""]:
             b = load_bundle(ref, variant=v or None)
             for t in threads:
-                spec = RunSpec("pipeline", ref, v, t, frames, n_frames, seconds, warmup, config)
+                spec = RunSpec("pipeline", ref, v, t, frames, n_frames, seconds, warmup, config, web_client)
                 out.append(Planned(spec, run_id("pipeline", b.name, b.quantization, t)))
     ids = [p.id for p in out]
     dup = sorted({i for i in ids if ids.count(i) > 1})

@@ -33,6 +33,17 @@ class StreamClient:
         self.connects = 0
         self.errors: list[str] = []
         self._thread = threading.Thread(target=self._run, name="bench-web-client", daemon=True)
+        self._sock: socket.socket | None = None
+
+    def hang_up(self) -> None:
+        """Stop reading and close the connection now (the server notices at its next write)."""
+        self.want.clear()
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def start(self) -> "StreamClient":
         self._thread.start()
@@ -44,6 +55,7 @@ class StreamClient:
                 continue
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+                    self._sock = sock
                     sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                     self.connects += 1
                     while self.want.is_set() and not self.stop.is_set():
@@ -56,7 +68,10 @@ class StreamClient:
                         self.bytes += len(chunk)
                         self.parts += chunk.count(b"--frame\r\n")
             except OSError as e:
-                self.errors.append(str(e))
+                if self.want.is_set():  # not the hang-up's own shutdown
+                    self.errors.append(str(e))
+            finally:
+                self._sock = None
 
     def close(self) -> None:
         self.want.clear()
@@ -77,7 +92,7 @@ class WebLoad:
         self._n += want == watching
         if self._n == self.block:  # a block is BLOCK_FRAMES frames that count
             self._n = 0
-            (self.client.want.clear if self.client.want.is_set() else self.client.want.set)()
+            (self.client.hang_up if self.client.want.is_set() else self.client.want.set)()
 
 
 def web_result(e2e_ms: Sequence[float], watched: Sequence[bool | None], client: StreamClient, hub, web_cfg) -> dict:

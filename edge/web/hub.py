@@ -109,6 +109,7 @@ class LiveHub:
         self._jpeg_cond = threading.Condition()  # the loop never takes it
         self._encoded_seq = 0
         self.encoded = 0  # JPEGs made (the benchmark and tests read it)
+        self.encode_ms: deque[float] = deque(maxlen=1000)  # drawing + encoding each of the last JPEGs
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -160,12 +161,14 @@ class LiveHub:
         if n is None or n[0] == self._encoded_seq:
             return False
         seq, result = n
+        t0 = time.perf_counter_ns()
         outputs = tuple(self.outputs()) if self.outputs is not None else result.outputs
         img = paint(result, width=self.cfg.stream_width, gate=self.gate(), outputs=outputs)
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(self.cfg.jpeg_quality)])
         if not ok:
             return False
         self._encoded_seq = seq
+        self.encode_ms.append((time.perf_counter_ns() - t0) / 1e6)
         with self._jpeg_cond:
             self._jpeg = (seq, buf.tobytes())
             self._jpeg_cond.notify_all()

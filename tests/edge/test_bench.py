@@ -310,8 +310,9 @@ def test_web_client_runs_render_their_table(sweep):
     doc["runs"][-1]["web"] = {"frames_without": 100, "frames_with": 100, "e2e_p50_without_ms": 1.0,
                               "e2e_p50_with_ms": 1.1, "e2e_p95_without_ms": 2.0, "e2e_p95_with_ms": 2.1,
                               "p95_ratio": 1.05, "stream_fps": 5.0, "stream_width": 640, "jpeg_quality": 70,
+                              "encode_ms_p50": 3.0, "encode_ms_p95": 4.5,
                               "jpegs_encoded": 7, "jpegs_received": 6, "bytes_received": 1000, "client_connects": 1,
                               "block_frames": 100}
     assert report.validate(doc) == []
     md = report.markdown(doc)
-    assert "| 100 / 100 | 1.00 / 1.10 | 2.00 / 2.10 | 1.05× | 5 fps, 640 px, q70 | 7 / 6 |" in md
+    assert "| 100 / 100 | 1.00 / 1.10 | 2.00 / 2.10 | 1.05× | 5 fps, 640 px, q70 | 3.00 / 4.50 | 7 / 6 |" in md

@@ -111,6 +111,7 @@ def web_result(e2e_ms: Sequence[float], watched: Sequence[bool | None], client: 
         "e2e_p95_without_ms": p95_without, "e2e_p95_with_ms": p95_with,
         "p95_ratio": round(p95_with / p95_without, 3) if p95_with and p95_without else None,
         "stream_fps": web_cfg.stream_fps, "stream_width": web_cfg.stream_width, "jpeg_quality": web_cfg.jpeg_quality,
+        "encode_ms_p50": p(list(hub.encode_ms), 50), "encode_ms_p95": p(list(hub.encode_ms), 95),
         "jpegs_encoded": hub.encoded, "jpegs_received": client.parts, "bytes_received": client.bytes,
         "client_connects": client.connects, "block_frames": BLOCK_FRAMES,
     }

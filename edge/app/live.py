@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from edge.config import Config, load_config
 from edge.core.errors import ConfigError
@@ -100,9 +100,10 @@ class LiveView:
 
 
 def start_live_view(cfg: Config, processor: FrameProcessor, out: Output, pause: SprayPause | None,
-                    stack: ExitStack) -> LiveView | None:
-    """The live view of this run, serving (None when ``[web]`` is off). ``ConfigError`` without Flask or when
-    the address cannot be bound."""
+                    stack: ExitStack, blueprints: Sequence[Any] = ()) -> LiveView | None:
+    """The live view of this run, serving (None when ``[web]`` is off), with extra Flask ``blueprints`` (the
+    labelling pages: ``edge.web.server``'s contract). ``ConfigError`` without Flask or when the address cannot
+    be bound."""
     address = cfg.web.address()
     if address is None:
         return None
@@ -125,7 +126,7 @@ def start_live_view(cfg: Config, processor: FrameProcessor, out: Output, pause: 
     state = state_dir(cfg)
     controls = _controls(tuning, pause, state, processor)
     status = _status_fn(cfg, hub, tuning, pause, state, processor, out)
-    app = create_app(hub, controls, Auth(token), status=status)
+    app = create_app(hub, controls, Auth(token), status=status, blueprints=blueprints)
     server = WebServer(app, *address)
     stack.callback(server.close)
     hub.start()

@@ -382,3 +382,39 @@ def test_saved_tuning_goes_over_the_file_and_under_the_flags(tmp_path):
     assert cfg.decision.threshold == 0.55 and cfg.gate.sensitivity == "high"
     assert json.loads((tmp_path / "tuning.json").read_text())["decision"] == {"threshold": 0.7}
     assert toml.read_text().count("threshold = 0.3") == 1  # the user's TOML is never rewritten
+
+
+# -- the overlay ----------------------------------------------------------------------------
+def test_the_overlay_draws_lanes_sprays_and_valves():
+    from edge.core.metrics import FrameTimings
+    from edge.decide.decider import Decision
+    from edge.inference.classifier import Scores
+    from edge.loop.per_lane import LaneFrameResult, LaneResult
+    from edge.loop.whole_frame import FrameResult
+    from edge.web.overlay import LANE_BGR, SPRAY_BGR, VALVE_ON_BGR, paint
+    from tests.conftest import BROWN, solid
+    from tests.web.test_browser import lane_columns
+
+    image = solid(BROWN, 240, 320)
+    frame = Frame(image, 7, 1, "test")
+    t = FrameTimings(0, 0, 0, 0, 0, 1)
+    scores = Scores(np.array([0.1, 0.9], np.float32), ("soil", "weed"), 0, 0)
+    decision = Decision(7, 1, 0.9, True, True, "weed <b>", 0.9)
+    lanes = tuple(LaneResult(i, i, decision if i == 1 else Decision(7, 1, 0.1, False, False, "soil", 0.9),
+                             (0.1, 0.9) if i == 1 else (0.1, 0.1), 1 if i == 1 else 0, 0,
+                             tile_labels=("soil", "weed") if i == 1 else ("soil", "soil"),
+                             spray_tiles=(1,) if i == 1 else ()) for i in range(4))
+    boxes = tuple((x * 80, x * 80 + 80, y * 120, y * 120 + 120) for x in range(4) for y in range(2))
+    per_lane = LaneFrameResult(frame, scores, decision, (False, True, False, False), t, lanes=lanes,
+                               speed_kmh=3.0, boxes=boxes)
+    img = paint(per_lane, width=640, gate=None, outputs=(False, True, False, False))
+    assert img.shape == (480, 640, 3)
+    assert lane_columns(img)[:5] == pytest.approx([1, 160, 320, 480, 638], abs=3)  # edges and 3 boundaries
+    red = np.all(np.abs(img.astype(int) - SPRAY_BGR) < 60, axis=2)
+    assert red[240:470, 165:315].mean() > 0.01 and red[10:230, 165:315].mean() < 0.01  # lane 2's lower tile only
+    green = np.all(img == VALVE_ON_BGR, axis=2)
+    assert green[-20:, 60:120].any() and not green[-20:, :60].any()  # valve 1 open, valve 0 not
+
+    whole = FrameResult(frame, scores, decision, (True, True), t)
+    img = paint(whole, width=640, gate=PRESETS["medium"], outputs=(True, True))
+    assert lane_columns(img) == [] and np.all(np.abs(img[5, 320].astype(int) - SPRAY_BGR) < 90)

@@ -9,7 +9,8 @@ The detection loop never waits for the web:
   computes it), and sets an ``Event`` for the encoder when a client watches.
 - The **encoder thread** runs only while at least one stream client is connected: at most
   ``stream_fps`` times a second it draws the overlay on the newest frame (``edge.web.overlay``),
-  JPEG-encodes it and wakes the stream clients.
+  JPEG-encodes it and wakes the stream clients. On Linux it runs at nice 10 (``ENCODER_NICE``),
+  so the loop's threads get the CPU first.
 - Each **stream client** (``stream()``, one generator per HTTP response) waits for a JPEG newer
   than the one it sent and sends the newest: a slow client skips frames; a client that stops
   reading blocks in its own socket write, holding nothing.
@@ -23,6 +24,7 @@ the frames where spraying starts; the last ``[web] events`` of them.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -40,6 +42,7 @@ from edge.loop.stats import RunStats
 from edge.web.config import WebConfig
 from edge.web.overlay import paint
 
+ENCODER_NICE = 10  # the encoder thread's nice value (Linux): the loop's threads come first
 STATS_EVERY_NS = 500_000_000  # the stats snapshot the page shows is at most this old
 INFO_LOGGERS = ("edge.loop.tuning", "edge.inputs.pause", "edge.web")  # their INFO lines are events too
 BOUNDARY = b"frame"
@@ -80,6 +83,14 @@ class EventLog(logging.Handler):
 
     def last(self) -> list[Event]:
         return list(self._events)
+
+
+def _lower_priority(nice: int = ENCODER_NICE) -> None:
+    """This thread (Linux: a thread's own nice value) yields the CPU to the detection loop's threads."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (OSError, AttributeError):  # not Linux, or not allowed: the caps still bound the encoder
+        pass
 
 
 class LiveHub:
@@ -186,6 +197,7 @@ class LiveHub:
 
     def _encoder(self) -> None:
         log = logging.getLogger(__name__)
+        _lower_priority()
         next_ns = 0
         while not self._stop.is_set():
             self._wake.wait(0.5)

@@ -59,9 +59,14 @@ def _text(img: np.ndarray, text: str, x: int, y: int, scale: float = 0.4, colour
     cv2.putText(img, text, (x, y), FONT, scale, colour, 1, cv2.LINE_AA)
 
 
-def _outline(img: np.ndarray, gate: GateParams) -> None:
-    mask = vegetation_mask(img, gate.exg_threshold, gate.exg_min, gate.smooth_px).astype(np.uint8)
+def _outline(img: np.ndarray, source: np.ndarray, s: float, gate: GateParams) -> None:
+    """The vegetation mask's outline, found on the smaller of the frame and the overlay image (the gate's own
+    numbers: the mask the gate saw, at most scaled), drawn on ``img``."""
+    small = source if s > 1 else img
+    mask = vegetation_mask(small, gate.exg_threshold, gate.exg_min, gate.smooth_px).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if s > 1:
+        contours = [np.round((c.astype(np.float32) + 0.5) * s).astype(np.int32) for c in contours]
     cv2.drawContours(img, contours, -1, MASK_BGR, 1, cv2.LINE_AA)
 
 
@@ -88,7 +93,7 @@ def paint(result: ProcessedFrame, *, width: int, gate: GateParams | None, output
     f = result.frame
     img, s = scaled(f.image, f.colour_order, width)
     if gate is not None:
-        _outline(img, gate)
+        _outline(img, f.image, s, gate)
     if isinstance(result, LaneFrameResult) and result.boxes and result.lanes:
         _lanes(img, result, s)
     else:

@@ -418,3 +418,31 @@ def test_the_overlay_draws_lanes_sprays_and_valves():
     whole = FrameResult(frame, scores, decision, (True, True), t)
     img = paint(whole, width=640, gate=PRESETS["medium"], outputs=(True, True))
     assert lane_columns(img) == [] and np.all(np.abs(img[5, 320].astype(int) - SPRAY_BGR) < 90)
+
+
+# -- a new rule for the deciders ----------------------------------------------------------------
+def test_lane_deciders_take_a_new_rule_and_keep_their_windows():
+    from dataclasses import replace
+
+    from edge.decide.lanes import LaneDecisions
+    from edge.decide.rule import SprayRule
+    from edge.core.tile import Tile
+
+    rule = SprayRule(0.5, None, labels=("soil", "weed"), weed_labels=("weed",))
+    lanes = LaneDecisions(lambda: Decider.from_rule(rule, debounce_n=2, debounce_m=3), 2)
+    tile = Tile(0, 0, 0.0, 1.0, 0.0, 1.0, 10.0, -10.0)
+    probs = np.array([[0.4, 0.6]])
+    frame = lambda i: Frame(np.zeros((4, 4, 3), np.uint8), i, i, "t")  # noqa: E731
+    lanes.next_frame()
+    first = lanes.decide(0, probs, [tile], frame(1))
+    assert first.decision.weed_frame and not first.decision.spray  # 1 of the 2 weed frames the debounce needs
+    lanes.set_rule(replace(rule, threshold=0.7))
+    lanes.next_frame()
+    second = lanes.decide(0, probs, [tile], frame(2))
+    assert not second.decision.weed_frame and lanes.threshold == 0.7  # 0.6 < 0.7 now
+    lanes.set_rule(rule)
+    lanes.next_frame()
+    third = lanes.decide(0, probs, [tile], frame(3))
+    assert third.decision.spray  # frames 1 and 3 of the window of 3: the window outlived both changes
+    with pytest.raises(ConfigError, match="same model labels"):
+        lanes.set_rule(SprayRule(0.5, None, labels=("a", "weed"), weed_labels=("weed",)))

@@ -44,7 +44,7 @@ from edge.web.overlay import paint
 
 ENCODER_NICE = 10  # the encoder thread's nice value (Linux): the loop's threads come first
 STATS_EVERY_NS = 500_000_000  # the stats snapshot the page shows is at most this old
-INFO_LOGGERS = ("edge.loop.tuning", "edge.inputs.pause", "edge.web")  # their INFO lines are events too
+INFO_LOGGERS = ("edge.loop.tuning", "edge.inputs.pause", "edge.app.live", "edge.web")  # their INFO lines are events too
 BOUNDARY = b"frame"
 
 

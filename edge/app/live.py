@@ -197,7 +197,9 @@ def _tuning_state(tuning: Tuning, pause: SprayPause, state: StateDir, processor:
 
 def _status_fn(cfg: Config, hub: LiveHub, tuning: Tuning, pause: SprayPause, state: StateDir,
                processor: FrameProcessor, out: Output) -> Callable[[], dict]:
-    log_dir = Path(cfg.log.jsonl).parent if cfg.log.jsonl else Path(".")
+    logs = [p for p in (cfg.log.jsonl, cfg.log.save_triggers + "/." if cfg.log.save_triggers else "",
+                        cfg.spray.log_jsonl if cfg.spray is not None else "") if p]
+    log_dir = Path(logs[0]).parent if logs else Path(".")  # where the first of the run's logs goes
     lanes = cfg.spray.lanes if cfg.spray is not None else 0
     mode = f"per lane ({lanes} lanes)" if lanes else "whole frame"
 

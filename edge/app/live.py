@@ -108,7 +108,7 @@ def start_live_view(cfg: Config, processor: FrameProcessor, out: Output, pause: 
     if address is None:
         return None
     try:
-        from edge.web.server import Auth, Controls, WebServer, create_app
+        from edge.web.server import Auth, WebServer, create_app
     except ImportError as e:
         raise ConfigError(f"the live view needs Flask ({e})",
                           "pip install 'weed-detector[web]' (from a checkout: pip install '.[web]'), or drop --web") \
@@ -208,9 +208,9 @@ def _status_fn(cfg: Config, hub: LiveHub, tuning: Tuning, pause: SprayPause, sta
         r = hub.newest()
         valves = list(out.state())
         tun = _tuning_state(tuning, pause, state, processor)
-        info: dict = {"mode": mode, "frames": 0, "fps": None, "latency_p50_ms": None, "latency_p95_ms": None,
-                      "dropped": 0, "camera": "starting", "controller": "–", "gps": "–", "speed_kmh": None,
-                      "max_speed_kmh": None, "max_speed_limited_by": None}
+        info: dict = {"mode": mode, "frame": "–", "frames": 0, "fps": None, "latency_p50_ms": None,
+                      "latency_p95_ms": None, "dropped": 0, "camera": "starting", "controller": "–", "gps": "–",
+                      "speed_kmh": None, "max_speed_kmh": None, "max_speed_limited_by": None}
         if snap is not None:
             s, extra = snap
             st = s.status()
@@ -218,6 +218,8 @@ def _status_fn(cfg: Config, hub: LiveHub, tuning: Tuning, pause: SprayPause, sta
                         latency_p50_ms=_finite(s.latency_ms[0]), latency_p95_ms=_finite(s.latency_ms[1]),
                         controller=st.get("controller", "none (not a serial controller)"),
                         gps=st.get("gps", "none"), **extra)
+        if r is not None:  # a file name is data: the page writes it with textContent
+            info["frame"] = f"{r.frame.frame_id}" + (f" ({r.frame.name})" if r.frame.name else "")
         if isinstance(r, LaneFrameResult):
             info["speed_kmh"] = r.speed_kmh
         spraying = [i for i, on in enumerate(valves) if on]

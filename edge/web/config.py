@@ -65,8 +65,8 @@ class WebConfig(BaseModel):
     @classmethod
     def _token(cls, value: str) -> str:
         if value and (len(value) < MIN_TOKEN_CHARS or not value.isprintable() or value != value.strip()):
-            raise ValueError(f"a token needs at least {MIN_TOKEN_CHARS} printable characters without spaces at "
-                             "either end (e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe())')")
+            raise ValueError(f"a token needs at least {MIN_TOKEN_CHARS} printable characters without spaces at either "
+                             "end (e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe())')")
         return value
 
     @model_validator(mode="after")

@@ -72,7 +72,8 @@ class WebRun:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def wait_for(cond, what: str, proc: subprocess.Popen | None = None, limit: float = START_LIMIT_S, log: Path | None = None):
+def wait_for(cond, what: str, proc: subprocess.Popen | None = None, limit: float = START_LIMIT_S,
+             log: Path | None = None):
     """Poll ``cond()`` until it returns a true value (a real process is involved); fail after ``limit`` s or
     when ``proc`` ended first."""
     deadline = time.monotonic() + limit

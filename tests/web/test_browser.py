@@ -76,3 +76,29 @@ def test_live_page_in_a_browser(browser, edge_run_web, tmp_path):
     target = os.environ.get("LIVE_VIEW_SCREENSHOT")
     if target:
         shutil.copyfile(path, target)
+
+
+@pytest.mark.slow
+def test_whole_frame_mode_and_file_names_are_text(browser, edge_run_web, tmp_path):
+    """Whole-frame mode (one "tile": the frame) on photos whose file name is markup: shown as text."""
+    from selenium.webdriver.common.by import By
+
+    from tests.conftest import GREEN, TOY_BUNDLE, solid
+
+    name = '<img src=x onerror="document.title=1">.png'
+    images = tmp_path / "photos"
+    images.mkdir()
+    cv2.imwrite(str(images / "plain.png"), solid(GREEN, 96, 128))
+    (images / name).write_bytes((images / "plain.png").read_bytes())
+    run = edge_run_web("--model", str(TOY_BUNDLE), "--images", str(images), "--loop", "--realtime", "--fps", "10",
+                       "--threads", "1")
+    browser.get(run.url)  # 127.0.0.1 without a token: no login
+    text = lambda el: browser.find_element(By.ID, el).text  # noqa: E731
+    wait_for(lambda: name in text("frame"), "the file name", run.proc, log=run.log)
+    assert text("mode") == "whole frame" and browser.title == "weed-detector live"
+    assert browser.find_elements(By.CSS_SELECTOR, "#stats img") == []  # the name is text, not an element
+    img = browser.find_element(By.ID, "stream")
+    wait_for(lambda: browser.execute_script("return arguments[0].naturalWidth", img) > 0, "a frame", run.proc,
+             log=run.log)
+    assert lane_columns(_png(img.screenshot_as_png)) == []  # no lanes in whole-frame mode
+    wait_for(lambda: "spraying" in text("events"), "a spray in the events", run.proc, log=run.log)

@@ -391,7 +391,7 @@ def test_the_overlay_draws_lanes_sprays_and_valves():
     from edge.inference.classifier import Scores
     from edge.loop.per_lane import LaneFrameResult, LaneResult
     from edge.loop.whole_frame import FrameResult
-    from edge.web.overlay import LANE_BGR, SPRAY_BGR, VALVE_ON_BGR, paint
+    from edge.web.overlay import SPRAY_BGR, VALVE_ON_BGR, paint
     from tests.conftest import BROWN, solid
     from tests.web.test_browser import lane_columns
 

@@ -10,6 +10,7 @@
   function show(s) {
     set("mode", s.mode);
     set("frames", s.frames);
+    set("frame", s.frame);
     set("fps", num(s.fps, 1));
     set("latency", `${num(s.latency_p50_ms, 1)} / ${num(s.latency_p95_ms, 1)} ms`);
     set("dropped", s.dropped);

@@ -3,7 +3,8 @@
 Contract for blueprints (the labelling pages, ``edge.web.labelling.make_blueprint(store)``,
 mounted under ``/labels``), and for every page of this app:
 
-- ``create_app(hub, controls, auth, blueprints=())`` registers each extra blueprint as it is.
+- ``create_app(hub, controls, auth, blueprints=())`` registers each extra blueprint as it is
+  (a run passes them through ``edge.app.live.start_live_view(..., blueprints=...)``).
   Their templates and static files are their own, with names prefixed ``labels``.
 - **Authentication** is enforced on EVERY route, blueprints and static files included, in one
   ``before_request``: with a token (``[web] token`` / ``token_file``; required for a non-local

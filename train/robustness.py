@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -79,9 +79,11 @@ def folder_photos(m: Manifest, data_dir: Path, roles_file: Path | None = None) -
     return Photos([decode_rgb(s.path) for s in samples], y, role, f"all photos of `{data_dir}`")
 
 
-def row_metrics(probs: np.ndarray, photos: Photos, labels: Sequence[str], roles: Roles, threshold: float) -> dict:
-    """The suite's metrics of one row, each ``{rate, k, n, ci95}`` (``rate`` None when there is no photo)."""
-    rates = ev.role_rates(ev.sprayed(probs, labels, roles, threshold), photos.true_role)
+def row_metrics(probs: np.ndarray, photos: Photos, labels: Sequence[str], roles: Roles, threshold: float,
+                crop_veto: float | None = None) -> dict:
+    """The suite's metrics of one row by the rule (``threshold``, ``crop_veto``), each ``{rate, k, n, ci95}``
+    (``rate`` None when there is no photo)."""
+    rates = ev.role_rates(ev.sprayed(probs, labels, roles, threshold, crop_veto), photos.true_role)
     known = (photos.y >= 0) & (photos.true_role >= 0)
     right = probs.argmax(axis=1)[known] == photos.y[known]
     return {
@@ -136,15 +138,32 @@ def row_seed(seed: int, p: Perturbation, i: int) -> tuple[int, int, int]:
 
 def model_views(bundle: Bundle, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Each image as the model sees it: resized by the edge runtime's own Preprocessor (RGB kept)."""
+    spec = bundle.manifest.input
+    return input_views(images, spec.height, spec.width, spec.resize)
+
+
+def input_views(images: Sequence[np.ndarray], height: int, width: int, resize: str) -> list[np.ndarray]:
+    """Each image resized to a ``height`` x ``width`` input by the edge runtime's own Preprocessor (RGB kept)."""
     from edge.inference.preprocess import Preprocessor
 
-    spec = bundle.manifest.input
-    pre = Preprocessor(spec.height, spec.width, spec.resize, "RGB", np.uint8)
+    pre = Preprocessor(height, width, resize, "RGB", np.uint8)
     return [pre(np.ascontiguousarray(img), "RGB")[0].copy() for img in images]
 
 
+def suite_probs(predict: Callable[[np.ndarray], np.ndarray], views: Sequence[np.ndarray], seed: int,
+                suite: Sequence[Perturbation] = SUITE) -> dict[str, np.ndarray]:
+    """Each row's probabilities of ``views`` (model inputs) under each row of ``suite``, by ``predict`` (a batch
+    of uint8 images -> probabilities): the validation rows the spray rule is chosen on (``train.rulechoice``).
+    The perturbed copies are made as :class:`PerturbedViews` makes them (same seeds)."""
+    out = {}
+    for p in suite:
+        batch = np.stack([p.apply(v, row_seed(seed, p, i)) for i, v in enumerate(views)])
+        out[p.name] = np.asarray(predict(batch), dtype=np.float32)
+    return out
+
+
 def score_suite(bundle: Bundle, photos: Photos, threshold: float, seed: int = 42,
-                suite: Sequence[Perturbation] = SUITE, num_threads: int = 2) -> dict:
+                suite: Sequence[Perturbation] = SUITE, num_threads: int = 2, crop_veto: float | None = None) -> dict:
     """The ``robustness`` record: every row of ``suite`` scored on ``photos`` through the edge runtime."""
     m = bundle.manifest
     labels, roles = list(m.labels), ev.bundle_roles(m)
@@ -154,7 +173,7 @@ def score_suite(bundle: Bundle, photos: Photos, threshold: float, seed: int = 42
     rows = {}
     for j, p in enumerate(suite):
         row = probs[j * len(views):(j + 1) * len(views)]
-        rows[p.name] = {"title": p.title, "strength": p.strength_at(side), **row_metrics(row, photos, labels, roles, threshold)}
+        rows[p.name] = {"title": p.title, "strength": p.strength_at(side), **row_metrics(row, photos, labels, roles, threshold, crop_veto)}
     kinds = [ground_windows(v).kind for v in views]
     return {
         "photos": photos.source,
@@ -162,6 +181,7 @@ def score_suite(bundle: Bundle, photos: Photos, threshold: float, seed: int = 42
         "model_file": bundle.model_path.name,
         "quantization": bundle.quantization,
         "threshold": float(threshold),
+        "crop_veto": crop_veto,
         "input": [m.input.height, m.input.width],
         "seed": seed,
         "strengths": (f"applied to the model's {m.input.height}x{m.input.width} input (after the edge runtime's "
@@ -177,9 +197,10 @@ TEST_SPLIT = "the test split: held out by similarity group, with its background 
 
 
 def test_split_robustness(bundle: Bundle, images: Sequence[np.ndarray], y: np.ndarray, labels: Sequence[str],
-                          roles: Roles, threshold: float, seed: int) -> dict:
+                          roles: Roles, threshold: float, seed: int, crop_veto: float | None = None) -> dict:
     """The suite on a training run's test split (``images`` and class ids ``y`` of ``labels``)."""
-    return score_suite(bundle, split_photos(images, y, labels, roles, TEST_SPLIT), threshold, seed)
+    return score_suite(bundle, split_photos(images, y, labels, roles, TEST_SPLIT), threshold, seed,
+                       crop_veto=crop_veto)
 
 
 # --------------------------------------------------------------------------- rendering

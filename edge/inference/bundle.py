@@ -100,6 +100,16 @@ class Variant(_Strict):
     size_bytes: int = Field(0, ge=0, le=MAX_MODEL_BYTES)
 
 
+class TrainedWeights(_Strict):
+    """The trained Keras model a bundle may carry beside its TFLite files (``weed-train`` writes it; ``weed-train
+    train --from-bundle`` starts from it). The edge never reads it."""
+
+    file: BundleFile
+    sha256: str = ""
+    format: Literal["keras"] = "keras"  # a Keras 3 ``.keras`` archive (architecture + weights)
+    size_bytes: int = Field(0, ge=0, le=MAX_MODEL_BYTES)
+
+
 class RuleSpec(_Strict):
     """The decision rule the bundle was evaluated with (``edge.decide.rule.SprayRule``)."""
 
@@ -153,6 +163,7 @@ class Manifest(_Strict):
     created: str = ""
     training: dict[str, Any] = {}
     rule: RuleSpec  # without one in the file: built from threshold on load
+    trained_weights: TrainedWeights | None = None  # optional: the Keras model the TFLite files came from
 
     @model_validator(mode="before")
     @classmethod

@@ -140,7 +140,7 @@ class LiveHub:
 
     def _note_sprays(self, r: ProcessedFrame) -> None:
         if isinstance(r, LaneFrameResult):
-            now = frozenset(x.lane for x in r.lanes if x.spray_tiles)
+            now = frozenset(x.lane for x in r.lanes if x.decision.spray)  # a cell of the lane decided to spray
             new = sorted(now - self._spraying)
             if new:
                 lanes = ", ".join(f"{x + 1} ({r.lanes[x].decision.weed_score:.2f})" for x in new)

@@ -5,9 +5,12 @@
 - the frame scaled to ``[web] stream_width``;
 - the **lane boundaries** (magenta, ``LANE_BGR``, 3 px) and the **tile grid** (grey);
 - the **vegetation mask's outline** (yellow) with the gate's numbers in force (none when the gate is off);
-- each tile's **top label and weed score**; a tile the gate called bare ground says ``bare``;
-- the tiles **going to be sprayed** (red, filled half-transparent) — in whole-frame mode the one
-  "tile" is the frame, red-framed while it sprays;
+- each tile's **top label and weed score**; a tile the gate called bare ground says ``bare``; a
+  tile whose view fires (weed, not vetoed) is framed red;
+- what is **going to be sprayed** (red, filled half-transparent): per lane, the plants of the
+  ground cells this frame decided to spray (``LaneResult.targets_cm``; a cell is decided as it
+  leaves the image, so most bands sit at the image's rear edge) — in whole-frame mode the one
+  "tile" is the frame, filled while the valves are open;
 - each **valve's state** along the bottom edge (green = open).
 
 Text drawn into the image is ASCII (OpenCV's fonts): a label is passed through ``one_line`` and
@@ -22,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge.core.text import one_line
+from edge.core.tile import Tile
 from edge.inference.config import GateParams
 from edge.inference.vegetation import vegetation_mask
 from edge.loop.per_lane import LaneFrameResult
@@ -94,8 +98,8 @@ def paint(result: ProcessedFrame, *, width: int, gate: GateParams | None, output
     img, s = scaled(f.image, f.colour_order, width)
     if gate is not None:
         _outline(img, f.image, s, gate)
-    if isinstance(result, LaneFrameResult) and result.boxes and result.lanes:
-        _lanes(img, result, s)
+    if isinstance(result, LaneFrameResult) and result.tiles and result.lanes:
+        _lanes(img, result)
     else:
         _whole(img, result)
     _valves(img, outputs)
@@ -113,24 +117,37 @@ def _whole(img: np.ndarray, r: ProcessedFrame) -> None:
     _text(img, text, 6, 18, 0.5)
 
 
-def _lanes(img: np.ndarray, r: LaneFrameResult, s: float) -> None:
-    rows = len(r.boxes) // len(r.lanes)
-    sx = lambda v: min(img.shape[1] - 1, round(v * s))  # noqa: E731
-    sy = lambda v: min(img.shape[0] - 1, round(v * s))  # noqa: E731
+def _along_to_y(lane_tiles: Sequence[Tile], height: int):
+    """cm along travel (from the image centre, + = ahead) -> image row, linear over the lane's tiles."""
+    top, bottom = lane_tiles[0], lane_tiles[-1]
+    ahead_on_top = top.front_cm >= bottom.front_cm
+    cm_top, cm_bottom = (top.front_cm, bottom.rear_cm) if ahead_on_top else (top.rear_cm, bottom.front_cm)
+    y_top, y_bottom = top.y0 * height, bottom.y1 * height
+    return lambda cm: y_top + (cm - cm_top) / (cm_bottom - cm_top) * (y_bottom - y_top)
+
+
+def _lanes(img: np.ndarray, r: LaneFrameResult) -> None:
+    h, w = img.shape[:2]
+    rows = len(r.tiles) // len(r.lanes)
+    edges = set()
     for lane in r.lanes:
-        for i in range(rows):
-            bx0, bx1, by0, by1 = r.boxes[lane.lane * rows + i]
-            x0, x1, y0, y1 = sx(bx0), sx(bx1), sy(by0), sy(by1)
-            if i in lane.spray_tiles:
-                _spray_fill(img, x0, x1, y0, y1)
-            cv2.rectangle(img, (x0, y0), (x1, y1), GRID_BGR, 1)
+        lane_tiles = r.tiles[lane.lane * rows:(lane.lane + 1) * rows]
+        boxes = [t.pixels(w, h) for t in lane_tiles]
+        to_y = _along_to_y(lane_tiles, h)
+        x0, x1 = boxes[0][0], boxes[0][1]
+        for rear, front in lane.targets_cm:  # the plants of the cells this frame decided to spray
+            ya, yb = sorted((to_y(rear), to_y(front)))
+            ya, yb = int(max(0, min(h - 4, ya))), int(max(4, min(h, yb)))  # behind the image: a band at its edge
+            _spray_fill(img, x0, x1, ya, max(yb, ya + 4))
+        for i, (bx0, bx1, by0, by1) in enumerate(boxes):
+            fires = i < len(lane.tile_fires) and lane.tile_fires[i]
+            cv2.rectangle(img, (bx0, by0), (bx1 - 1, by1 - 1), SPRAY_BGR if fires else GRID_BGR, 2 if fires else 1)
             gated = lane.vegetation is not None and lane.vegetation[i].gated
             label = lane.tile_labels[i] if i < len(lane.tile_labels) else ""
             score = lane.tile_scores[i] if i < len(lane.tile_scores) else 0.0
-            _text(img, "bare" if gated else _ascii(label)[:14], x0 + 3, y0 + 14, 0.42)
+            _text(img, "bare" if gated else _ascii(label)[:14], bx0 + 3, by0 + 14, 0.42)
             if not gated:
-                _text(img, f"{score:.2f}", x0 + 3, y0 + 30, 0.42, (0, 0, 255) if i in lane.spray_tiles else
-                      (255, 255, 255))
-    edges = sorted({sx(r.boxes[lane.lane * rows][0]) for lane in r.lanes} | {sx(r.boxes[-1][1])})
-    for x in edges:
-        cv2.line(img, (x, 0), (x, img.shape[0] - 1), LANE_BGR, 3)
+                _text(img, f"{score:.2f}", bx0 + 3, by0 + 30, 0.42, (0, 0, 255) if fires else (255, 255, 255))
+        edges |= {min(w - 2, x0), min(w - 2, x1)}
+    for x in sorted(edges):
+        cv2.line(img, (x, 0), (x, h - 1), LANE_BGR, 3)

@@ -387,6 +387,7 @@ def test_saved_tuning_goes_over_the_file_and_under_the_flags(tmp_path):
 # -- the overlay ----------------------------------------------------------------------------
 def test_the_overlay_draws_lanes_sprays_and_valves():
     from edge.core.metrics import FrameTimings
+    from edge.core.tile import Tile
     from edge.decide.decider import Decision
     from edge.inference.classifier import Scores
     from edge.loop.per_lane import LaneFrameResult, LaneResult
@@ -399,50 +400,55 @@ def test_the_overlay_draws_lanes_sprays_and_valves():
     frame = Frame(image, 7, 1, "test")
     t = FrameTimings(0, 0, 0, 0, 0, 1)
     scores = Scores(np.array([0.1, 0.9], np.float32), ("soil", "weed"), 0, 0)
-    decision = Decision(7, 1, 0.9, True, True, "weed <b>", 0.9)
-    lanes = tuple(LaneResult(i, i, decision if i == 1 else Decision(7, 1, 0.1, False, False, "soil", 0.9),
-                             (0.1, 0.9) if i == 1 else (0.1, 0.1), 1 if i == 1 else 0, 0,
+    weed = Decision(7, 1, 0.9, True, True, "weed <b>", 0.9)
+    soil = Decision(7, 1, 0.1, False, False, "soil", 0.9)
+    # 4 lanes of 2 tiles, the image 40 cm along travel (top ahead: +20 .. -20 cm from the centre)
+    tiles = tuple(Tile(x, y, x / 4, (x + 1) / 4, y / 2, (y + 1) / 2, 20 - 20 * y, -20 * y)
+                  for x in range(4) for y in range(2))
+    lanes = tuple(LaneResult(i, i, weed if i == 1 else soil, (0.1, 0.9) if i == 1 else (0.1, 0.1), 1 if i == 1 else 0,
+                             0, targets_cm=((-18.0, -12.0),) if i == 1 else (),
                              tile_labels=("soil", "weed") if i == 1 else ("soil", "soil"),
-                             spray_tiles=(1,) if i == 1 else ()) for i in range(4))
-    boxes = tuple((x * 80, x * 80 + 80, y * 120, y * 120 + 120) for x in range(4) for y in range(2))
-    per_lane = LaneFrameResult(frame, scores, decision, (False, True, False, False), t, lanes=lanes,
-                               speed_kmh=3.0, boxes=boxes)
+                             tile_fires=(False, True) if i == 1 else (False, False)) for i in range(4))
+    per_lane = LaneFrameResult(frame, scores, weed, (False, True, False, False), t, lanes=lanes, speed_kmh=3.0,
+                               tiles=tiles)
     img = paint(per_lane, width=640, gate=None, outputs=(False, True, False, False))
     assert img.shape == (480, 640, 3)
     assert lane_columns(img)[:5] == pytest.approx([1, 160, 320, 480, 638], abs=3)  # edges and 3 boundaries
-    red = np.all(np.abs(img.astype(int) - SPRAY_BGR) < 60, axis=2)
-    assert red[240:470, 165:315].mean() > 0.01 and red[10:230, 165:315].mean() < 0.01  # lane 2's lower tile only
+    b, g, r = (img[..., i].astype(int) for i in range(3))
+    red = (r > g + 80) & (r > b + 80)  # the spray colour, filled half-transparent or drawn (brown ground is not)
+    # the plant 12..18 cm behind the centre: rows 384..432 of lane 1, filled; the rest of the lane is not
+    assert red[395:425, 175:305].mean() > 0.3 and red[250:370, 175:305].mean() < 0.05
+    assert red[239:242, 165:315].mean() > 0.6  # the firing tile is framed red
     green = np.all(img == VALVE_ON_BGR, axis=2)
     assert green[-20:, 60:120].any() and not green[-20:, :60].any()  # valve 1 open, valve 0 not
 
-    whole = FrameResult(frame, scores, decision, (True, True), t)
+    whole = FrameResult(frame, scores, weed, (True, True), t)
     img = paint(whole, width=640, gate=PRESETS["medium"], outputs=(True, True))
     assert lane_columns(img) == [] and np.all(np.abs(img[5, 320].astype(int) - SPRAY_BGR) < 90)
 
 
-# -- a new rule for the deciders ----------------------------------------------------------------
-def test_lane_deciders_take_a_new_rule_and_keep_their_windows():
+# -- a new rule for the per-lane path ----------------------------------------------------------
+def test_the_lane_processor_takes_a_new_rule_and_gate_between_frames(tmp_path, classifier):
+    from contextlib import ExitStack
     from dataclasses import replace
 
-    from edge.decide.lanes import LaneDecisions
+    from edge.app.wiring import make_lane_processor
     from edge.decide.rule import SprayRule
-    from edge.core.tile import Tile
 
-    rule = SprayRule(0.5, None, labels=("soil", "weed"), weed_labels=("weed",))
-    lanes = LaneDecisions(lambda: Decider.from_rule(rule, debounce_n=2, debounce_m=3), 2)
-    tile = Tile(0, 0, 0.0, 1.0, 0.0, 1.0, 10.0, -10.0)
-    probs = np.array([[0.4, 0.6]])
-    frame = lambda i: Frame(np.zeros((4, 4, 3), np.uint8), i, i, "t")  # noqa: E731
-    lanes.next_frame()
-    first = lanes.decide(0, probs, [tile], frame(1))
-    assert first.decision.weed_frame and not first.decision.spray  # 1 of the 2 weed frames the debounce needs
-    lanes.set_rule(replace(rule, threshold=0.7))
-    lanes.next_frame()
-    second = lanes.decide(0, probs, [tile], frame(2))
-    assert not second.decision.weed_frame and lanes.threshold == 0.7  # 0.6 < 0.7 now
-    lanes.set_rule(rule)
-    lanes.next_frame()
-    third = lanes.decide(0, probs, [tile], frame(3))
-    assert third.decision.spray  # frames 1 and 3 of the window of 3: the window outlived both changes
-    with pytest.raises(ConfigError, match="same model labels"):
-        lanes.set_rule(SprayRule(0.5, None, labels=("a", "weed"), weed_labels=("weed",)))
+    cfg = load_config(None, {"spray": {"lanes": 2, "footprint_across_cm": 40, "footprint_along_cm": 30,
+                                       "nozzle_distance_cm": 100, "speed_kmh": 3}})
+    with ExitStack() as stack:
+        out = DryRunOutput(channels=2, clock=ManualClock())
+        stack.callback(out.close)
+        proc = make_lane_processor(cfg, classifier, out, stack)
+        rule, gate = proc.tuning()
+        tuning = Tuning(proc, "medium", gate_params=lambda s: PRESETS[s])
+        tuning.request(threshold=0.9, sensitivity="low")
+        assert proc.tuning() == (rule, gate)  # posted, not applied
+        tuning.apply()
+        new, new_gate = proc.tuning()
+        assert new.threshold == 0.9 and new.weed_labels == rule.weed_labels and new_gate == PRESETS["low"]
+        assert proc.planner.cells.rule is new  # the cells decide by it too
+        with pytest.raises(ConfigError, match="same model labels"):
+            proc.retune(rule=SprayRule(0.5, None, labels=("a", "weed"), weed_labels=("weed",)))
+        assert replace(new, threshold=0.5).labels == rule.labels

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--sample-rate", type=float, help="share of non-firing frames kept with --save-triggers")
     lg.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     lg.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+    w = p.add_argument_group("live view (docs/live-view.md; pip install '.[web]')")
+    w.add_argument("--web", metavar="[HOST:]PORT",
+                   help="serve the live view on PORT (127.0.0.1) or HOST:PORT (a non-local host needs [web] token)")
     return p
 
 
@@ -200,6 +204,7 @@ FLAG_KEYS: tuple[tuple[str, str, str | Convert], ...] = (
     ("print_frames", "log", "print_frames"),
     ("save_triggers", "log", "save_triggers"),
     ("sample_rate", "log", "sample_rate"),
+    ("web", "web", "listen"),
     ("quiet", "log", _const("level", "WARNING")),
     ("verbose", "log", _const("level", "DEBUG")),  # after -q: -v wins
 )
@@ -409,17 +414,18 @@ def _command(argv: Sequence[str] | None, signals: SignalStop) -> int:
         print(_version_text())
         return EXIT_OK
     _setup_logging("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
-    from edge.app import checks, wiring
+    from edge.app import checks, live, wiring
     from edge.config import load_config
 
     stop = signals.stop
     try:
         if args.list_models:
             return checks.list_models()
-        cfg = load_config(args.config, overrides_from_args(args))
+        overrides = overrides_from_args(args)
+        cfg = load_config(args.config, overrides)
         _setup_logging(cfg.log.level)
         if args.validate_config:
-            return checks.validate(cfg)
+            return checks.validate(live.with_saved_tuning(cfg, args.config, overrides))
         if args.all_off:
             signals.running()  # a signal must not cut the backstop short: it finishes, then exits
             return checks.all_off(cfg)
@@ -433,6 +439,7 @@ def _command(argv: Sequence[str] | None, signals: SignalStop) -> int:
             return valvelag.run(cfg, args.measure_valve_lag, args.lag_pulses_ms or valvelag.DEFAULT_PULSES_MS,
                                 repeats=args.repeats, gap_ms=args.gap_ms, log_path=args.lag_log,
                                 interactive=False if args.yes else None, stop=stop)
+        cfg = live.with_saved_tuning(cfg, args.config, overrides)  # the live view's saved tuning, under the flags
         summary = wiring.run(cfg, stop=stop, max_frames=args.max_frames, started=signals.running)
         for line in summary.summary_lines():  # [spray]: also how fast this setup may drive
             print(line)

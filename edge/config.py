@@ -14,6 +14,7 @@ section       model                       module
 [log]         ``LogConfig``               ``edge.service.config``
 [service]     ``ServiceConfig``           ``edge.service.config``
 [spray]       ``SprayConfig``             ``edge.spray.config``
+[web]         ``WebConfig``               ``edge.web.config``
 ============  ==========================  ===========================================
 
 This module only assembles them: ``Config``, the checks across sections (input pins that
@@ -51,6 +52,7 @@ from edge.outputs.config import (
 from edge.service.config import LogConfig, ServiceConfig
 from edge.sources.config import SourceConfig
 from edge.spray.config import SprayConfig
+from edge.web.config import WebConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,6 +80,7 @@ class Config(BaseModel):
     log: LogConfig = LogConfig()
     service: ServiceConfig = ServiceConfig()
     spray: SprayConfig | None = None  # None: whole-frame decisions (see edge.spray.config)
+    web: WebConfig = WebConfig()  # the live view in the browser: off unless listen is set (edge-run --web)
 
     @model_validator(mode="before")
     @classmethod

@@ -101,7 +101,22 @@ def validate(cfg: Config) -> int:
         if switch is not None:
             print(f"{switch.describe()}: {'on' if switch.is_on() else 'OFF now (no output opens until it is on)'}")
     print(one_line(f"source: {cfg.source.describe()} (opened at run time)"))
+    print(one_line(describe_live_view(cfg)))
     return EXIT_OK
+
+
+def describe_live_view(cfg: Config) -> str:
+    """One line: the live view's address and token, the state directory and a saved pause
+    (``--validate-config``; the token file is read, as at start)."""
+    from edge.app.live import read_token, state_dir
+
+    state = state_dir(cfg)
+    paused = "; spraying is PAUSED (saved): resume from the live view or delete paused.json" if state.paused() else ""
+    address = cfg.web.address()
+    if address is None:
+        return f"live view: off ([web] listen or --web); state directory: {state.describe()}{paused}"
+    token = "token required" if read_token(cfg.web) else "no token (this machine only)"
+    return f"live view: {address[0]}:{address[1]}, {token}; state directory: {state.describe()}{paused}"
 
 
 def list_models() -> int:

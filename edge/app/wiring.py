@@ -28,7 +28,8 @@ from edge.config import Config
 from edge.service.config import ServiceConfig
 from edge.decide.decider import Decider
 from edge.decide.rule import SprayRule
-from edge.inputs.enable import EnableSwitch, gate, open_enable_switch
+from edge.app.live import open_pause, start_live_view
+from edge.inputs.enable import gate, open_enable_switch
 from edge.inputs.digital import input_spec
 from edge.inference import Classifier
 from edge.inference.scoring import TileScorer
@@ -36,7 +37,7 @@ from edge.inference.vegetation import VegetationGate
 from edge.service.notify import SdNotify, ServiceNotifier
 from edge.outputs import DryRunOutputConfig, SerialOutputConfig, build_output
 from edge.outputs.base import Output
-from edge.outputs.channels import ChannelOutput
+from edge.outputs.channels import ChannelOutput, Interlock
 from edge.loop.processor import FrameProcessor, ProcessedFrame
 from edge.loop.runner import RunLoop
 from edge.loop.stats import RunStats
@@ -157,7 +158,10 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         decider = make_decider(cfg, classifier)
         inp = classifier.bundle.manifest.input
         switch = open_enable_switch(cfg, stack)  # before the outputs: they close (all off) first
-        out = gate(output, switch) if output is not None else make_output(with_spray_channels(cfg), service, switch)
+        pause = open_pause(cfg, switch, stack)  # the live view's spray pause, in series with the switch
+        interlock = pause if pause is not None else switch
+        out = gate(output, interlock) if output is not None else make_output(with_spray_channels(cfg), service,
+                                                                             interlock)
         stack.callback(out.close)
         log.info("model %s (%s) on %s | outputs: %s x%d | %s | %s",
                  classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
@@ -169,10 +173,11 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         source = reconnecting(open_source(cfg.source, infer_size=(inp.width, inp.height), stop=stop), cfg, stop)
         stack.callback(source.close)
         if cfg.spray is not None:
-            processor: FrameProcessor = make_lane_processor(cfg, classifier, out, stack, switch=switch)
+            processor: FrameProcessor = make_lane_processor(cfg, classifier, out, stack, switch=interlock)
         else:
             processor = WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
                                             vegetation=make_gate(cfg))
+        live = start_live_view(cfg, processor, out, pause, stack)  # None without [web] listen / --web
         loop = RunLoop(
             source, processor,
             jsonl=jsonl,
@@ -183,9 +188,10 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
             max_frames=max_frames,
             on_frame=(lambda r: print(frame_line(r), flush=True)) if cfg.log.print_frames else None,
             heartbeat=notifier.beat,
-            maintain=(out.maintain,),
+            maintain=(out.maintain,) if live is None else (out.maintain, live.tuning.apply),
             controller=out.link,
             give_up_s=service.give_up_s,
+            observer=None if live is None else live.hub.publish,
         )
         if started is not None:
             started()
@@ -229,7 +235,7 @@ def make_tile_scorer(cfg: Config, classifier: Classifier, stack: ExitStack) -> T
 
 
 def make_lane_processor(cfg: Config, classifier: Classifier, out: Output, stack: ExitStack, *,
-                        switch: EnableSwitch | None = None) -> "LaneProcessor":
+                        switch: Interlock | None = None) -> "LaneProcessor":
     """[spray]: per-lane decisions, sprays scheduled by a thread (closed, all off, by ``stack``)."""
     from edge.loop.per_lane import LanePlanner, LaneProcessor
     from edge.spray.geometry import Geometry

@@ -61,6 +61,14 @@ class Decider:
         return cls(rule.labels, rule.weed_labels, rule.threshold, debounce_n, debounce_m, min_hold_s,
                    crop_labels=rule.crop_labels, crop_veto=rule.crop_veto)
 
+    def set_rule(self, rule: SprayRule) -> None:
+        """Decide by ``rule`` from the next frame on (its labels must be this decider's); the debounce window and
+        the hold are kept. Called between frames by the thread that calls ``update`` (``edge.loop.tuning``)."""
+        if rule.labels != self.rule.labels:
+            raise ConfigError("a new spray rule must be for the same model labels", "build it from the running bundle")
+        self.rule = rule
+        self.weed_labels, self.threshold = rule.weed_labels, rule.threshold
+
     def weed_score(self, probs: np.ndarray) -> float:
         return self.rule.weed_mass(probs)
 

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from edge.core.errors import OutputError
 from edge.inputs.digital import InputSpec, close_input, input_spec, open_input
 from edge.outputs.base import Output
+from edge.outputs.channels import Interlock
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,9 @@ def open_enable_switch(cfg: Any, stack: ExitStack | None = None, *, pin_factory:
     return switch
 
 
-def gate(output: Output, switch: EnableSwitch | None) -> Output:
-    """Make ``output`` refuse to open while ``switch`` is off (an output built elsewhere, e.g. by a test)."""
+def gate(output: Output, switch: "Interlock | None") -> Output:
+    """Make ``output`` refuse to open while ``switch`` (the enable switch, or the spray pause around it) is off
+    (an output built elsewhere, e.g. by a test)."""
     if switch is not None:
         output.set_enable(switch)
     return output

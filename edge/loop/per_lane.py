@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
+from edge.core.errors import ConfigError
 from edge.core.frame import Frame
 from edge.core.metrics import FrameTimings, percentile
 from edge.core.tile import Tile
@@ -46,6 +47,7 @@ from edge.decide.decider import Decision
 from edge.decide.rule import SprayRule, ViewEvidence
 from edge.inference.classifier import Classifier, Scores
 from edge.inference.scoring import TileClassifier, TileScorer
+from edge.inference.config import GateParams
 from edge.inference.vegetation import Box, TileVegetation, VegetationGate, bare_probs
 from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorCounts
 from edge.spray.cells import CellCounts, CellGrid, TileView, lane_counts
@@ -71,6 +73,8 @@ class LaneResult:
     cells: CellCounts | None = None  # the lane's cells decided, sprayed, vetoed on this frame, and still pending
     # the plants of the cells decided to spray on this frame: (rear, front) cm from the image centre at this frame
     targets_cm: tuple[tuple[float, float], ...] = ()
+    tile_labels: tuple[str, ...] = ()  # each tile's most probable label, along travel (the live view)
+    tile_fires: tuple[bool, ...] = ()  # each tile's view fires by itself (weed, not vetoed), along travel
 
     def log_fields(self) -> dict:
         """This lane's entry in the frame's JSONL ``lanes`` list."""
@@ -93,6 +97,7 @@ class LaneFrameResult(ProcessedFrame):
     lanes: tuple[LaneResult, ...]
     speed_kmh: float | None
     gate_ms: float = 0.0  # the vegetation gate's time on this frame (part of timings.preprocess)
+    tiles: tuple[Tile, ...] = ()  # the frame's tiles, lane by lane, along travel (the cached tuple: the live view)
 
     @property
     def sprayed(self) -> bool:
@@ -228,6 +233,7 @@ class LanePlanner:
         """One frame: ``latency_ms`` is the pipeline's capture -> planned latency (a high percentile; None or
         less than ``latency_floor_ms``: the floor), which the cells' decision deadline keeps free."""
         rows, tiles, scores, veg = self.classify(frame)
+        labels = self.classifier.labels
         gate, distance = self._track(frame)
         views = self.rule.view(np.stack([s.probs for s in scores]))  # one row per tile, lane by lane
         fires = np.asarray(self.rule.fires(views), bool).reshape(-1)
@@ -259,8 +265,26 @@ class LanePlanner:
                                       tuple(round(float(x), 4) for x in weed[first:end]), planned.scheduled,
                                       planned.late, best - first, None if veg is None else veg[first:end],
                                       counts[lane], tuple((d.cell.plant[0] - distance, d.cell.plant[1] - distance)
-                                                          for d in mine if d.spray and d.cell.plant is not None)))
+                                                          for d in mine if d.spray and d.cell.plant is not None),
+                                      tuple(labels[int(np.argmax(scores[i].probs))] for i in range(first, end)),
+                                      tuple(bool(x) for x in fires[first:end])))
         return scores, results, gate.kmh
+
+    @property
+    def tiles(self) -> tuple[Tile, ...]:
+        """The last frame's tiles (the cached tuple: no copy)."""
+        return () if self._grid is None else self._grid[2]
+
+    def retune(self, rule: SprayRule | None, gate: GateParams | None) -> None:
+        """From the next frame on: the tiles' views and the cells' decisions by ``rule`` (cells still pending are
+        decided by it too), the gate by ``gate`` (None: unchanged). The loop's thread, between frames."""
+        if rule is not None:
+            if rule.labels != self.rule.labels:
+                raise ConfigError("a new spray rule must be for the same model labels",
+                                  "build it from the running bundle")
+            self.rule = self.cells.rule = rule
+        if gate is not None and self.vegetation is not None:
+            self.vegetation.params = gate
 
     def _tile_views(self, tiles: Sequence[Tile], views: ViewEvidence,
                     veg: tuple[TileVegetation, ...] | None) -> list[TileView]:
@@ -361,7 +385,7 @@ class LaneProcessor:
         )
         self._e2e_ms.append(timings.end_to_end)
         return LaneFrameResult(frame, agg, decision, self.outputs(), timings, lanes=tuple(lanes), speed_kmh=kmh,
-                               gate_ms=gate_ns / 1e6)
+                               gate_ms=gate_ns / 1e6, tiles=self.planner.tiles)
 
     def between_frames(self) -> None:
         self.scheduler.check()
@@ -383,6 +407,13 @@ class LaneProcessor:
         gps = GpsState(link, self.planner.speed.speed_kmh() is not None) if link is not None else None
         return ProcessorCounts(max_on_trips=self.scheduler.max_on_trips, blocked_openings=self.scheduler.blocked,
                                unavailable_openings=self.scheduler.unavailable, gps=gps, gate=self.planner.gate_counts)
+
+    def retune(self, rule: SprayRule | None = None, gate: GateParams | None = None) -> None:
+        self.planner.retune(rule, gate)
+
+    def tuning(self) -> tuple[SprayRule, GateParams | None]:
+        p = self.planner
+        return p.rule, None if p.vegetation is None else p.vegetation.params
 
     def at_end_of_source(self, stop: threading.Event, beat: Callable[[], None]) -> None:
         """A video or image folder ended: let the sprays already planned happen (so a dry run's spray log

@@ -16,7 +16,9 @@ from edge.core.frame import Frame
 from edge.core.metrics import FrameTimings
 from edge.core.reconnect import LinkState
 from edge.decide.decider import Decision
+from edge.decide.rule import SprayRule
 from edge.inference.classifier import Scores
+from edge.inference.config import GateParams
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,13 @@ class FrameProcessor(Protocol):
         """The commanded state of every output channel."""
 
     def counts(self) -> ProcessorCounts: ...
+
+    def retune(self, rule: SprayRule | None = None, gate: GateParams | None = None) -> None:
+        """From the next frame on, decide by ``rule`` and gate by ``gate`` (None: unchanged; a gate that is
+        off stays off). Only the loop's thread calls it, between frames (``edge.loop.tuning``)."""
+
+    def tuning(self) -> tuple[SprayRule, GateParams | None]:
+        """The rule in force and the vegetation gate's numbers (None: the gate is off)."""
 
     def at_end_of_source(self, stop: threading.Event, beat: Callable[[], None]) -> None:
         """A file source ended, before the outputs go off (planned sprays may finish; ``beat`` keeps the watchdog fed)."""

@@ -14,7 +14,9 @@ rules that span stages:
 - ``heartbeat`` gets the run's status whenever the loop makes progress, including while
   waiting for a lost camera (the systemd watchdog hooks in there); ``maintain`` callbacks
   (e.g. the serial output's reconnect) run on every loop turn;
-- ``give_up_s`` without a frame ends the run with ``StallError`` (exit code 8).
+- ``give_up_s`` without a frame ends the run with ``StallError`` (exit code 8);
+- an ``observer`` (the live view) is handed each processed frame and a way to take a stats
+  snapshot (called, if at all, in the loop's thread); it must return at once.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class RunLoop:
         maintain: Sequence[Callable[[], None]] = (),
         controller: Callable[[], LinkState | None] | None = None,
         give_up_s: float = 0.0,
+        observer: Callable[[ProcessedFrame, Callable[[], RunStats]], None] | None = None,
     ):
         self.source = source
         self.processor = processor
@@ -69,6 +72,7 @@ class RunLoop:
         self.maintain = tuple(maintain)
         self.controller = controller  # the output's link state (a reconnecting serial controller)
         self.give_up_ns = int(give_up_s * 1e9)
+        self.observer = observer  # the live view's hub: O(1), never blocks (edge.web.hub.LiveHub.publish)
         self.timing = RollingStats()
         self.stalls = 0
         self._stalled = False
@@ -109,6 +113,8 @@ class RunLoop:
                 self._record(result)
                 if self.on_frame is not None:
                     self.on_frame(result)
+                if self.observer is not None:
+                    self.observer(result, self.stats)
                 self._beat()
                 if self._last_frame_ns - last_stats_ns >= self.stats_interval_ns:
                     last_stats_ns = self._last_frame_ns

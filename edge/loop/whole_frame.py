@@ -21,6 +21,8 @@ from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.frame import Frame
 from edge.core.metrics import FrameTimings
 from edge.decide.decider import Decider
+from edge.decide.rule import SprayRule
+from edge.inference.config import GateParams
 from edge.inference.classifier import Classifier, Scores
 from edge.inference.vegetation import TileVegetation, VegetationGate, bare_probs
 from edge.loop.actuator import Actuator
@@ -114,6 +116,15 @@ class WholeFrameProcessor:
         gate = None if self.vegetation is None else GateCounts("frames", self.frames_seen, self.frames_gated)
         return ProcessorCounts(max_on_trips=a.max_on_trips, blocked_frames=a.blocked_frames,
                                unavailable_frames=a.unavailable_frames, gate=gate)
+
+    def retune(self, rule: SprayRule | None = None, gate: GateParams | None = None) -> None:
+        if rule is not None:
+            self.decider.set_rule(rule)
+        if gate is not None and self.vegetation is not None:
+            self.vegetation.params = gate
+
+    def tuning(self) -> tuple[SprayRule, GateParams | None]:
+        return self.decider.rule, None if self.vegetation is None else self.vegetation.params
 
     def at_end_of_source(self, stop: threading.Event, beat: Callable[[], None]) -> None:
         """Nothing is planned ahead: the outputs go off with the loop's fail-safe."""

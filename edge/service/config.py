@@ -39,6 +39,7 @@ class ServiceConfig(BaseModel):
     log_max_mb: Finite = Field(default=50.0, ge=0, le=100_000)  # rotate the JSONL log beyond this size; 0 = no cap
     log_backups: int = Field(default=3, ge=0, le=100)  # rotated logs kept (frames.jsonl.1 ...)
     triggers_max_mb: Finite = Field(default=500.0, ge=0, le=1_000_000)  # oldest saved frames deleted beyond this; 0 = no cap
+    state_dir: str = ""  # the spray pause and saved tuning (edge.service.state); "" = $STATE_DIRECTORY, else none
 
     @model_validator(mode="after")
     def _order(self) -> "ServiceConfig":

@@ -331,3 +331,30 @@ def test_generated_frames_are_deterministic_fresh_buffers():
 def test_peak_rss_is_this_process():
     mib, where = peak_rss()
     assert mib > 0 and where in ("VmHWM", "ru_maxrss")
+
+
+def test_web_client_runs_measure_with_and_without_a_client():
+    pytest.importorskip("flask")
+    from edge.tools.bench.webload import BLOCK_FRAMES
+
+    spec = RunSpec(bundle=str(TOY_BUNDLE), threads=1, frames=TINY, n_frames=10 * BLOCK_FRAMES, warmup=2,
+                   web_client=True)  # frames while the client connects or goes away count in neither
+    r = run(spec)
+    assert r["ok"] and _run_problems(r) == []
+    w = r["web"]
+    assert w["frames_without"] >= BLOCK_FRAMES and w["frames_with"] >= BLOCK_FRAMES
+    assert w["frames_with"] + w["frames_without"] <= r["frames"] and w["client_connects"] >= 2
+    assert w["p95_ratio"] == pytest.approx(w["e2e_p95_with_ms"] / w["e2e_p95_without_ms"], rel=1e-2)
+
+
+def test_web_client_runs_render_their_table(sweep):
+    doc = json.loads(sweep[1].read_text())
+    doc["runs"][-1]["web"] = {"frames_without": 100, "frames_with": 100, "e2e_p50_without_ms": 1.0,
+                              "e2e_p50_with_ms": 1.1, "e2e_p95_without_ms": 2.0, "e2e_p95_with_ms": 2.1,
+                              "p95_ratio": 1.05, "stream_fps": 5.0, "stream_width": 640, "jpeg_quality": 70,
+                              "encode_ms_p50": 3.0, "encode_ms_p95": 4.5,
+                              "jpegs_encoded": 7, "jpegs_received": 6, "bytes_received": 1000, "client_connects": 1,
+                              "block_frames": 100}
+    assert report.validate(doc) == []
+    md = report.markdown(doc)
+    assert "| 100 / 100 | 1.00 / 1.10 | 2.00 / 2.10 | 1.05× | 5 fps, 640 px, q70 | 3.00 / 4.50 | 7 / 6 |" in md

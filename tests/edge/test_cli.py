@@ -194,6 +194,7 @@ def test_every_plain_row_names_a_config_key():
         (["-q"], {"log": {"level": "WARNING"}}),
         (["-q", "-v", "--print"], {"log": {"level": "DEBUG", "print_frames": True}}),  # -v wins over -q
         (["--max-frames", "3", "--yes"], {}),  # run flags set no config key
+        (["--web", "0.0.0.0:8080"], {"web": {"listen": "0.0.0.0:8080"}}),
     ],
 )
 def test_flags_set_their_config_keys(argv, overrides):

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-lane runs: the bundle whose one-image invoke p50 each run's end-to-end p95 is divided by "
                         f"(default: {REFERENCE_HELP} when it exists; 'none' for no reference)")
     m.add_argument("--config", metavar="PATH", help="edge-run TOML whose decision/safety settings to use")
+    m.add_argument("--web-client", action="store_true",
+                   help="run the live view with one client reading its stream every other block of frames, and "
+                        "report end-to-end p95 without and with it (needs pip install '.[web]')")
 
     s = p.add_argument_group("frames (one of; default --generated 640x480)")
     src = s.add_mutually_exclusive_group()
@@ -154,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frames = frames_spec(args)
         planned = plan(args.model or [], args.variants, args.threads, frames, n_frames, args.seconds,
                        args.warmup, args.config, baseline=not args.no_baseline, scorings=args.scoring,
-                       reference=reference_bundle(args.reference))
+                       reference=reference_bundle(args.reference), web_client=args.web_client)
         machine = machine_info()
         machine["loadavg_start"] = loadavg()
         runs = run_all(planned, args.timeout, _progress(args.quiet, args.verbose))

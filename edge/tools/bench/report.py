@@ -111,6 +111,26 @@ SPRAY = {
     "max_speed_line": str,
 }
 
+WEB = {  # edge-bench --web-client (edge.tools.bench.webload)
+    "frames_without": int,
+    "frames_with": int,
+    "e2e_p50_without_ms": Opt(NUM),
+    "e2e_p50_with_ms": Opt(NUM),
+    "e2e_p95_without_ms": Opt(NUM),
+    "e2e_p95_with_ms": Opt(NUM),
+    "p95_ratio": Opt(NUM),
+    "stream_fps": NUM,
+    "stream_width": int,
+    "jpeg_quality": int,
+    "encode_ms_p50": Opt(NUM),
+    "encode_ms_p95": Opt(NUM),
+    "jpegs_encoded": int,
+    "jpegs_received": int,
+    "bytes_received": int,
+    "client_connects": int,
+    "block_frames": int,
+}
+
 RUN = {
     "id": str,
     "role": str,
@@ -144,6 +164,7 @@ RUN = {
     "scoring": Added(str),
     "reference": Added({"bundle": str, "dir": str, "file": str, "sha256": str, "input": str, "invoke_ms": SUMMARY}),
     "e2e_p95_over_reference_invoke_p50": Added(NUM),
+    "web": Added(WEB),
 }
 
 SCHEMA = {
@@ -396,6 +417,21 @@ def markdown(doc: dict) -> str:
         lines += ["", "The frame-rate bound of a file or generated source is the processing rate, not a camera's. "
                   "vs naive is not given for per-lane runs (the naive loop classifies one whole frame); their "
                   "invoke p50 is the invoke(s) of all of a frame's tiles."]
+    webs = [r for r in doc["runs"] if r["ok"] and r.get("web")]
+    if webs:
+        lines += ["", "Live view (`--web-client`: one client reading the stream, every other block of frames of the "
+                  "same run):", "",
+                  "| run | frames without / with | e2e p50 without / with ms | e2e p95 without / with ms | "
+                  "p95 ratio | stream cap | overlay + JPEG p50 / p95 ms | JPEGs encoded / received |",
+                  "|---|---:|---:|---:|---:|---|---:|---:|"]
+        for r in webs:
+            w = r["web"]
+            lines.append(f"| {run_label(r)} | {w['frames_without']} / {w['frames_with']} | "
+                         f"{_f(w['e2e_p50_without_ms'])} / {_f(w['e2e_p50_with_ms'])} | "
+                         f"{_f(w['e2e_p95_without_ms'])} / {_f(w['e2e_p95_with_ms'])} | {_x(w['p95_ratio'])} | "
+                         f"{w['stream_fps']:g} fps, {w['stream_width']} px, q{w['jpeg_quality']} | "
+                         f"{_f(w.get('encode_ms_p50'))} / {_f(w.get('encode_ms_p95'))} | "
+                         f"{w['jpegs_encoded']} / {w['jpegs_received']} |")
     lines += ["", "vs naive: our end-to-end percentile / the naive loop's (below 1× = faster). "
               "e2e/invoke: our end-to-end p50 / the bare interpreter invoke p50 (1× = no overhead at all)."]
     return "\n".join(lines) + "\n"

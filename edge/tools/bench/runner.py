@@ -230,6 +230,21 @@ def run_pipeline(spec: RunSpec) -> dict:
                                                  vegetation=make_gate(cfg))
         if make_gate(cfg) is not None:  # the gate's time is part of preprocess, and the name says so
             res["stage_names"]["preprocess"] = "vegetation gate + " + res["stage_names"]["preprocess"]
+        web = None
+        if spec.web_client:  # edge-run's live view and one client reading its stream, every other block
+            from edge.app.live import start_live_view
+            from edge.inputs.pause import SprayPause
+            from edge.tools.bench.webload import StreamClient, WebLoad
+
+            live_cfg = cfg.model_copy(update={"web": cfg.web.model_copy(update={"listen": "127.0.0.1:0"})})
+            live = start_live_view(live_cfg, processor, out, SprayPause(None), stack)
+            assert live is not None
+            client = StreamClient(int(live.url.rstrip("/").rsplit(":", 1)[1]), stop).start()
+            stack.callback(client.close)
+            web = WebLoad(client, live.hub)
+            measured = collect.measured
+            collect.measured = lambda r: (measured(r), web.measured(r))
+            kw.update(observer=live.hub.publish, maintain=(live.tuning.apply,))
         collect.begin()
         summary = RunLoop(source, processor, **kw).run()
         res["stopped_by"] = summary.stopped_by
@@ -248,6 +263,10 @@ def run_pipeline(spec: RunSpec) -> dict:
     by_stage = {s: [getattr(t, s) for t in collect.timings] for s in STAGES}
     span = (collect.t_last_ns - collect.t0_ns) if (collect.t_last_ns and collect.t0_ns) else None
     res = finish(res, by_stage, invoke_ms, n, span)
+    if web is not None:
+        from edge.tools.bench.webload import web_result
+
+        res["web"] = web_result(by_stage["end_to_end"], web.watched, web.client, live.hub, cfg.web)
     if lanes is not None and original_spray is not None:
         res["spray"] = spray_result(lanes, original_spray, res["stages_ms"]["end_to_end"]["p95"], res["fps"], n,
                                     invokes, gated, gate_ms)

@@ -53,6 +53,7 @@ class RunSpec:
     config: Optional[str] = None  # edge-run TOML for the decision and safety settings
     scoring: str = ""  # per-lane runs: "" = the config's [model] scoring, "tiles", "frame" or "frame@S" (frame_scale S)
     reference: str = ""  # per-lane runs: a bundle whose one-image invoke p50 the frame's end-to-end p95 is divided by
+    web_client: bool = False  # the live view on, one client reading its stream every other block (webload)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -162,6 +163,7 @@ def result_skeleton(spec: RunSpec) -> dict:
         "scoring": None,
         "reference": None,
         "e2e_p95_over_reference_invoke_p50": None,
+        "web": None,
     }
 
 

@@ -25,7 +25,8 @@ class Planned:
 
 def plan(models: Sequence[str], variants: Sequence[str], threads: Sequence[int], frames: FramesSpec,
          n_frames: Optional[int], seconds: Optional[float], warmup: int, config: Optional[str] = None,
-         baseline: bool = True, scorings: Sequence[str] = ("",), reference: str = "") -> list[Planned]:
+         baseline: bool = True, scorings: Sequence[str] = ("",), reference: str = "",
+         web_client: bool = False) -> list[Planned]:
     """Every configuration, checked before anything runs: each bundle and variant is
     loaded (sha256 verified), file sources must exist. Per bundle: the naive baseline
     first (when asked), then variants x threads x scorings (``--scoring``, per-lane configs only)."""
@@ -61,7 +62,8 @@ def plan(models: Sequence[str], variants: Sequence[str], threads: Sequence[int],
             b = load_bundle(ref, variant=v or None)
             for t in threads:
                 for s in scorings:
-                    spec = RunSpec("pipeline", ref, v, t, frames, n_frames, seconds, warmup, config, s, reference)
+                    spec = RunSpec("pipeline", ref, v, t, frames, n_frames, seconds, warmup, config, s, reference,
+                                   web_client)
                     out.append(Planned(spec, run_id("pipeline", b.name, b.quantization, t, s)))
     ids = [p.id for p in out]
     dup = sorted({i for i in ids if ids.count(i) > 1})

@@ -1,0 +1,257 @@
+"""The live view's Flask app and its HTTP server (the optional ``web`` extra: ``pip install '.[web]'``).
+
+Contract for blueprints (the labelling pages, ``edge.web.labelling.make_blueprint(store)``,
+mounted under ``/labels``), and for every page of this app:
+
+- ``create_app(hub, controls, auth, blueprints=())`` registers each extra blueprint as it is
+  (a run passes them through ``edge.app.live.start_live_view(..., blueprints=...)``).
+  Their templates and static files are their own, with names prefixed ``labels``.
+- **Authentication** is enforced on EVERY route, blueprints and static files included, in one
+  ``before_request``: with a token (``[web] token`` / ``token_file``; required for a non-local
+  bind) a request needs the session cookie set by ``/login`` (an MJPEG ``<img>`` cannot send
+  headers) or ``Authorization: Bearer <token>``; otherwise it gets 401 (an HTML page: the login
+  form). Only ``/login`` itself is reachable without it.
+- **CSRF** is enforced app-wide on every request whose method is not GET or HEAD (OPTIONS
+  included): the token is in ``<meta name="csrf-token" content="...">`` on every page
+  (the Jinja context processor ``csrf_token`` gives it: write
+  ``<meta name="csrf-token" content="{{ csrf_token }}">`` in a blueprint's page head) and
+  must come back as the header ``X-CSRF-Token`` or the form field ``csrf_token``; otherwise
+  403. The token is an HMAC of a per-browser random cookie (``wd_csrf``, SameSite=Strict) under a
+  per-process secret: another site can neither read nor compute it.
+- Everything a page shows from outside (labels, file names) goes through Jinja's autoescape
+  (or ``textContent`` in the page's script): never ``|safe``, never ``innerHTML``.
+- GET handlers change nothing; every page asset is served from this package (no CDN).
+- Responses carry ``Content-Security-Policy: default-src 'self'`` (no inline script or style),
+  ``X-Frame-Options: DENY`` and ``Cache-Control: no-store``.
+
+The token travels over plain HTTP unless the page is put behind TLS (docs/live-view.md).
+``WebServer`` runs the app in werkzeug's threaded server, in a thread; ``close()`` shuts it down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from flask import Blueprint, Flask, Response, g, jsonify, redirect, render_template, request
+from werkzeug.serving import make_server
+
+from edge.core.errors import ConfigError, WeedDetectorError
+from edge.web.hub import BOUNDARY, LiveHub
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "wd_session"
+CSRF_COOKIE = "wd_csrf"
+SAFE_METHODS = ("GET", "HEAD")
+OPEN_ENDPOINTS = ("login",)  # reachable without the token (still CSRF-checked when posted)
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What the page may change, wired by ``edge.app.live``: each returns a message for the page (or raises
+    ``WeedDetectorError`` with what is wrong and how to fix it). ``state()`` is what is in force now."""
+
+    state: Callable[[], dict]
+    tune: Callable[[float | None, str | None], str]
+    pause: Callable[[], str]
+    resume: Callable[[], str]
+    save: Callable[[], str]
+
+
+class Auth:
+    """The token check and the CSRF tokens (see the module docstring). ``token`` None: no login needed."""
+
+    def __init__(self, token: str | None):
+        self.token = token
+        self._secret = secrets.token_bytes(32)
+        self.session = None if token is None else self._mac("session", token)
+
+    def _mac(self, what: str, value: str) -> str:
+        return hmac.new(self._secret, f"{what}:{value}".encode(), hashlib.sha256).hexdigest()
+
+    def authenticated(self) -> bool:
+        if self.token is None:
+            return True
+        bearer = request.headers.get("Authorization", "")
+        if bearer.startswith("Bearer ") and hmac.compare_digest(bearer[7:].strip().encode(), self.token.encode()):
+            return True
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        return bool(cookie) and self.session is not None and hmac.compare_digest(cookie, self.session)
+
+    def token_matches(self, given: str) -> bool:
+        return self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def csrf_for(self, seed: str) -> str:
+        return self._mac("csrf", seed)
+
+    def csrf_ok(self) -> bool:
+        seed = request.cookies.get(CSRF_COOKIE, "")
+        given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
+        return bool(seed) and bool(given) and hmac.compare_digest(given, self.csrf_for(seed))
+
+
+def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable[[], dict],
+               blueprints: Iterable[Blueprint] = ()) -> Flask:
+    """The live view's app; ``status()`` is the page's figures (``edge.app.live``). See the module docstring."""
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TEMPLATES_AUTO_RELOAD=False)
+    for bp in blueprints:
+        app.register_blueprint(bp)
+
+    @app.before_request
+    def _guard():
+        g.csrf_seed = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        g.new_csrf = CSRF_COOKIE not in request.cookies
+        if request.method not in SAFE_METHODS and not auth.csrf_ok():
+            return _refuse(403, "missing or wrong CSRF token",
+                           "reload the page; scripts send the page's csrf-token as the X-CSRF-Token header")
+        if request.endpoint not in OPEN_ENDPOINTS and not auth.authenticated():
+            if request.method == "GET" and request.accept_mimetypes.accept_html and request.path == "/":
+                return Response(render_template("login.html", problem=""), 401)
+            return _refuse(401, "login needed", "log in at /login, or send Authorization: Bearer <token>")
+        return None
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        if getattr(g, "new_csrf", False):
+            resp.set_cookie(CSRF_COOKIE, g.csrf_seed, httponly=True, samesite="Strict")
+        resp.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
+                                                   "frame-ancestors 'none'; form-action 'self'")
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    @app.context_processor
+    def _csrf():
+        return {"csrf_token": auth.csrf_for(g.csrf_seed)}
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        if auth.token is None:
+            return redirect("/")
+        if request.method == "GET":
+            return render_template("login.html", problem="")
+        if not auth.token_matches(request.form.get("token", "")):
+            log.warning("live view: a wrong token from %s", request.remote_addr)
+            return Response(render_template("login.html", problem="wrong token"), 401)
+        resp = redirect("/")
+        resp.set_cookie(SESSION_COOKIE, auth.session or "", httponly=True, samesite="Strict")
+        return resp
+
+    @app.post("/logout")
+    def logout():
+        resp = redirect("/login")
+        resp.delete_cookie(SESSION_COOKIE)
+        return resp
+
+    @app.get("/")
+    def live():
+        return render_template("live.html", cfg=hub.cfg, login=auth.token is not None)
+
+    @app.get("/stream.mjpg")
+    def stream():
+        return Response(hub.stream(), mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}",
+                        headers={"Cache-Control": "no-store"})
+
+    @app.get("/frame.jpg")
+    def frame():
+        """The newest encoded frame (one picture; made only while a stream is watched)."""
+        jpeg = hub.jpeg()
+        if jpeg is None:
+            return _refuse(404, "no frame encoded yet", "open the live page (/) or the stream (/stream.mjpg)")
+        return Response(jpeg[1], mimetype="image/jpeg")
+
+    @app.get("/api/status")
+    def api_status():
+        return jsonify(status())
+
+    @app.post("/api/tuning")
+    def api_tuning():
+        body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+        body = body if isinstance(body, dict) else {}
+        threshold = body.get("threshold")
+        try:
+            threshold = None if threshold in (None, "") else float(threshold)
+        except (TypeError, ValueError):
+            return _refuse(400, f"threshold {threshold!r} is not a number", "give a probability, e.g. 0.5")
+        sensitivity = body.get("sensitivity") or None
+        if sensitivity is not None and not isinstance(sensitivity, str):
+            return _refuse(400, f"sensitivity {sensitivity!r} is not a preset name", "use low, medium or high")
+        return _act(lambda: controls.tune(threshold, sensitivity))
+
+    @app.post("/api/tuning/save")
+    def api_save():
+        return _act(controls.save)
+
+    @app.post("/api/pause")
+    def api_pause():
+        return _act(controls.pause)
+
+    @app.post("/api/resume")
+    def api_resume():
+        return _act(controls.resume)
+
+    def _act(fn: Callable[[], str]):
+        try:
+            return jsonify({"ok": True, "message": fn(), "state": controls.state()})
+        except WeedDetectorError as e:
+            return _refuse(400, e.what, e.fix)
+
+    return app
+
+
+def _refuse(code: int, what: str, fix: str) -> Response:
+    resp = jsonify({"ok": False, "error": what, "fix": fix})
+    resp.status_code = code
+    return resp
+
+
+class WebServer:
+    """``app`` served on ``host:port`` by werkzeug's threaded server, in a thread (``start``); ``close()`` shuts
+    it down (idempotent). A port that cannot be bound is a ``ConfigError`` (exit 3)."""
+
+    def __init__(self, app: Flask, host: str, port: int):
+        try:
+            self._server = make_server(host, port, app, threaded=True)
+        except (OSError, SystemExit) as e:  # werkzeug exits on a port in use in some versions
+            raise ConfigError(f"[web] listen {host}:{port}: cannot listen ({e})",
+                              "choose another port (--web PORT) or stop what uses it") from None
+        self._server.daemon_threads = True
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in the journal
+        self.host, self.port = host, self._server.server_port
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> "WebServer":
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="live-view-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+    def __enter__(self) -> "WebServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

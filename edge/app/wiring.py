@@ -153,6 +153,7 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         jsonl, saver = open_records(cfg, service, stack)  # a named file that cannot be written: exit 3, first
         classifier = load_classifier(cfg)
         stack.callback(classifier.close)
+        saver.describe_model(classifier.bundle.name, classifier.labels)
         decider = make_decider(cfg, classifier)
         inp = classifier.bundle.manifest.input
         switch = open_enable_switch(cfg, stack)  # before the outputs: they close (all off) first
@@ -197,7 +198,7 @@ def open_records(cfg: Config, service: ServiceConfig, stack: ExitStack) -> tuple
     jsonl = JsonlLog(cfg.log.jsonl or None, max_bytes=int(service.log_max_mb * 1e6), backups=service.log_backups)
     stack.callback(jsonl.close)
     saver = TriggerSaver(cfg.log.save_triggers or None, cfg.log.sample_rate,
-                         max_bytes=int(service.triggers_max_mb * 1e6))
+                         max_bytes=int(service.triggers_max_mb * 1e6), sample_every_s=cfg.log.sample_every_s)
     return jsonl, saver
 
 

@@ -98,3 +98,26 @@ def is_inside(path: Path, folder: Path) -> bool:
         return path.resolve().is_relative_to(folder.resolve())
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
         return False
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: into a temporary file in the same folder, flushed to
+    disk, then renamed over ``path`` (a reader sees the old file or the new one, never half of one; a crash
+    leaves at most a hidden ``.<name>.*.tmp`` behind). ``OSError`` when it cannot be written (the temporary
+    file is removed)."""
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

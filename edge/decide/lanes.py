@@ -44,6 +44,7 @@ class LaneVerdict:
     sightings: tuple[Sighting, ...]  # to spray now (empty unless decision.spray), oldest first
     own_weed: bool  # this frame has weed tiles of its own in this lane (else it sprays for the hold or window)
     decided_tile: int = 0  # the tile (index along travel) whose view the decision was made on
+    crop_scores: tuple[float, ...] = ()  # per tile along travel: the crop mass of its view
 
 
 class LaneDecisions:
@@ -96,4 +97,4 @@ class LaneDecisions:
         elif decision.weed_frame:
             waiting.append(Sighting(frame.t_capture_ns, frame.frame_id, weed_tiles, self._seq))
         return LaneVerdict(lane, decision, tuple(round(s, 4) for s in weed_scores), sightings, bool(weed_tiles),
-                           best)
+                           best, tuple(round(float(c), 4) for c in views.crop_mass.tolist()))

@@ -48,6 +48,7 @@ from edge.decide.lanes import LaneDecisions, LaneVerdict
 from edge.inference.classifier import Classifier, Scores
 from edge.inference.vegetation import Box, TileVegetation, VegetationGate, bare_probs
 from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorCounts
+from edge.service.records import FramePlace, SavedTile
 from edge.spray.geometry import Geometry, MaxSpeed, max_speed
 from edge.spray.odometer import Odometer
 from edge.spray.planner import SprayPlanner
@@ -67,6 +68,10 @@ class LaneResult:
     late: int  # ... of which late or missed
     decided_tile: int = 0  # the tile the lane's decision was made on (index along travel)
     vegetation: tuple[TileVegetation, ...] | None = None  # per tile along travel (None: the gate is off)
+    tiles: tuple[Tile, ...] = ()  # the lane's tiles along travel (for the saved frame's sidecar) ...
+    tile_labels: tuple[str, ...] = ()  # ... their top labels ("" for a bare tile, not classified)
+    tile_crop_scores: tuple[float, ...] = ()  # ... their crop scores
+    tile_sprayed: tuple[bool, ...] = ()  # ... whether each is in this frame's planned spray
 
     def log_fields(self) -> dict:
         """This lane's entry in the frame's JSONL ``lanes`` list."""
@@ -85,6 +90,8 @@ class LaneFrameResult(ProcessedFrame):
     lanes: tuple[LaneResult, ...]
     speed_kmh: float | None
     gate_ms: float = 0.0  # the vegetation gate's time on this frame (part of timings.preprocess)
+    distance_cm: float | None = None  # the odometer's distance since the pass's first frame
+    gps: tuple[float, float] | None = None  # the speed source's position (a GPS fix), if it knows one
 
     @property
     def sprayed(self) -> bool:
@@ -98,6 +105,23 @@ class LaneFrameResult(ProcessedFrame):
 
     def log_fields(self) -> dict:
         return {"speed_kmh": self.speed_kmh, "lanes": [x.log_fields() for x in self.lanes]}
+
+    def saved_tiles(self) -> tuple[SavedTile, ...]:
+        """Every lane tile (lane by lane, top row first) with its box in pixels, scores and vegetation."""
+        h, w = self.frame.image.shape[:2]
+        out = []
+        for x in self.lanes:
+            for i, t in enumerate(x.tiles):
+                x0, x1, y0, y1 = t.pixels(w, h)
+                veg = None if x.vegetation is None else x.vegetation[i]
+                out.append(SavedTile((x0, y0, x1 - x0, y1 - y0), x.tile_labels[i], float(x.tile_scores[i]),
+                                     float(x.tile_crop_scores[i]), None if veg is None else veg.fraction,
+                                     x.tile_sprayed[i], gated=veg is not None and veg.gated, lane=x.lane, row=t.row,
+                                     ground_cm=(t.front_cm, t.rear_cm)))
+        return tuple(out)
+
+    def place(self) -> FramePlace:
+        return FramePlace(self.speed_kmh, self.distance_cm, self.gps)
 
 
 class LanePlanner:
@@ -193,9 +217,16 @@ class LanePlanner:
             first, end = lane * rows, (lane + 1) * rows
             verdict = self._not_bare(self.decisions.decide(lane, probs[first:end], tiles[first:end], frame))
             planned = self.spray.plan(verdict, frame.frame_id, gate)
+            lane_veg = None if veg is None else veg[first:end]
+            sprayed = {t for s in verdict.sightings if s.frame_id == frame.frame_id for t in s.tiles} \
+                if planned.scheduled else set()
+            labels = tuple("" if lane_veg is not None and lane_veg[i].gated else scores[first + i].top[0]
+                           for i in range(end - first))
             results.append(LaneResult(lane, self.geometry.channels[lane], verdict.decision, verdict.weed_scores,
-                                      planned.scheduled, planned.late, verdict.decided_tile,
-                                      None if veg is None else veg[first:end]))
+                                      planned.scheduled, planned.late, verdict.decided_tile, lane_veg,
+                                      tiles=tiles[first:end], tile_labels=labels,
+                                      tile_crop_scores=verdict.crop_scores,
+                                      tile_sprayed=tuple(t in sprayed for t in tiles[first:end])))
         return scores, results, gate.kmh
 
     def _not_bare(self, verdict: LaneVerdict) -> LaneVerdict:
@@ -263,7 +294,8 @@ class LaneProcessor:
             end_to_end=max(0, self.clock.now_ns() - frame.t_capture_ns) / 1e6,
         )
         return LaneFrameResult(frame, agg, decision, self.outputs(), timings, lanes=tuple(lanes), speed_kmh=kmh,
-                               gate_ms=gate_ns / 1e6)
+                               gate_ms=gate_ns / 1e6, distance_cm=self.odometer.distance_cm,
+                               gps=self.planner.speed.position())
 
     def between_frames(self) -> None:
         self.scheduler.check()

@@ -17,6 +17,7 @@ from edge.core.metrics import FrameTimings
 from edge.core.reconnect import LinkState
 from edge.decide.decider import Decision
 from edge.inference.classifier import Scores
+from edge.service.records import FramePlace, SavedTile
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,14 @@ class ProcessedFrame:
     def log_fields(self) -> dict:
         """Fields this kind of result adds to the frame's JSONL line."""
         return {}
+
+    def saved_tiles(self) -> tuple[SavedTile, ...]:
+        """The frame's tiles as a saved frame's sidecar records them (whole frame: one tile)."""
+        raise NotImplementedError
+
+    def place(self) -> FramePlace:
+        """Where the frame was captured, as far as the processor knows (speed, odometer, GPS)."""
+        return FramePlace()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ section       model                       module
 [log]         ``LogConfig``               ``edge.service.config``
 [service]     ``ServiceConfig``           ``edge.service.config``
 [spray]       ``SprayConfig``             ``edge.spray.config``
+[labelling]   ``LabellingConfig``         ``edge.labelling.config``
 ============  ==========================  ===========================================
 
 This module only assembles them: ``Config``, the checks across sections (input pins that
@@ -39,6 +40,7 @@ from edge.core.errors import ConfigError
 from edge.core.files import FileRefused, read_regular
 from edge.decide.config import DecisionConfig
 from edge.inference.config import GateConfig, ModelConfig
+from edge.labelling.config import LabellingConfig
 from edge.loop.config import SafetyConfig
 from edge.outputs.config import (
     OUTPUT_KEYS,
@@ -78,6 +80,7 @@ class Config(BaseModel):
     log: LogConfig = LogConfig()
     service: ServiceConfig = ServiceConfig()
     spray: SprayConfig | None = None  # None: whole-frame decisions (see edge.spray.config)
+    labelling: LabellingConfig = LabellingConfig()  # the labelling pages' data set (edge.labelling)
 
     @model_validator(mode="before")
     @classmethod

@@ -113,11 +113,46 @@ class Sidecar:
     place: FramePlace = FramePlace()
     spray: bool = False  # the frame's decision
 
+    @classmethod
+    def from_dict(cls, d: Any) -> "Sidecar":
+        """A sidecar read back (``ValueError`` saying what is wrong: another schema, a missing or bad field)."""
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        if d.get("schema") != SIDECAR_SCHEMA:
+            raise ValueError(f"schema {d.get('schema')!r}, this version reads schema {SIDECAR_SCHEMA}")
+        try:
+            tiles = tuple(_tile(t) for t in d["tiles"])
+            gps = d.get("gps")
+            place = FramePlace(_num(d.get("speed_kmh")), _num(d.get("distance_cm")),
+                               None if gps is None else (float(gps[0]), float(gps[1])))
+            return cls(str(d["image"]), str(d["kind"]), str(d["run"]), int(d["frame"]), int(d["t_mono_ns"]),
+                       str(d["wall"]), str(d["source"]), str(d["bundle"]), tuple(str(x) for x in d["labels"]),
+                       tiles, place, bool(d.get("spray", False)))
+        except KeyError as e:
+            raise ValueError(f"no {e.args[0]!r} field") from None
+        except (TypeError, IndexError, ValueError) as e:
+            raise ValueError(f"a field of the wrong type ({e})") from None
+
     def as_dict(self) -> dict[str, Any]:
         return {"schema": SIDECAR_SCHEMA, "image": self.image, "kind": self.kind, "run": self.run,
                 "frame": self.frame, "t_mono_ns": self.t_mono_ns, "wall": self.wall, "source": self.source,
                 "bundle": self.bundle, "labels": list(self.labels), "spray": self.spray,
                 **self.place.as_dict(), "tiles": [t.as_dict() for t in self.tiles]}
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _tile(t: dict) -> SavedTile:
+    box = tuple(int(v) for v in t["box"])
+    if len(box) != 4 or box[2] <= 0 or box[3] <= 0 or min(box) < 0:
+        raise ValueError(f"box {list(box)} is not x, y, w, h in pixels")
+    g = t.get("ground_cm")
+    return SavedTile(box, str(t["label"]), float(t["weed_score"]), float(t["crop_score"]), _num(t.get("vegetation")),
+                     bool(t["sprayed"]), bool(t.get("gated", False)),
+                     None if t.get("lane") is None else int(t["lane"]), None if t.get("row") is None else int(t["row"]),
+                     None if g is None else (float(g[0]), float(g[1])))
 
 
 def new_run_id() -> str:

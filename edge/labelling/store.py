@@ -346,3 +346,12 @@ def _csv(header: tuple[str, str], rows: Iterable[tuple[str, str]]) -> bytes:
     w.writerow(header)
     w.writerows(rows)
     return buf.getvalue().encode("utf-8")
+
+
+def open_store(cfg, save_triggers: str = "", manifest: Manifest | None = None) -> LabelStore | None:
+    """The store of a ``[labelling]`` section (``LabellingConfig``; its frames default to ``[log] save_triggers``),
+    or None when labelling is off (no ``dataset``)."""
+    if not cfg.dataset:
+        return None
+    return LabelStore(cfg.frames or save_triggers, cfg.dataset, manifest, group_distance_cm=cfg.group_distance_cm,
+                      group_window_s=cfg.group_window_s)

@@ -1,1 +1,1 @@
-"""The browser pages."""
+""""""

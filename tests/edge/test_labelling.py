@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.core.errors import ConfigError
 from edge.core.frame import Frame
 from edge.decide.decider import Decision
 from edge.inference.bundle import read_manifest
@@ -214,7 +215,7 @@ def test_the_frame_page_shows_its_tiles_and_the_choices(client, store):
     for name in ("weed", "crop", "soil"):  # the generic choices (soil: the bundle's background label)
         assert f'data-label="{name}"' in html
     assert 'id="new-label"' in html and 'id="new-role"' in html and 'id="add-label"' in html
-    assert "labels.js" in html
+    assert "labels.js" in html and f'data-post="/labels/api/frame/{k}/tile/"' in html  # + the tile's index
     png = client.get(f"/labels/tile/{k}/3.png")
     assert png.status_code == 200 and png.mimetype == "image/png"
     assert cv2.imdecode(np.frombuffer(png.data, np.uint8), cv2.IMREAD_COLOR).shape == (24, 32, 3)
@@ -314,3 +315,18 @@ def test_the_page_sends_the_csrf_token_from_the_app(tmp_path, store):
     assert '<meta name="csrf-token" content="tok-123">' in html
     js = (Path(__file__).resolve().parents[2] / "edge" / "web" / "static" / "labels.js").read_text()
     assert '"X-CSRF-Token": csrf' in js and "innerHTML" not in js
+
+
+def test_the_store_from_the_config(tmp_path):
+    from edge.labelling.config import LabellingConfig
+    from edge.labelling.store import open_store
+
+    save_frames(tmp_path / "saved", n=1)
+    assert open_store(LabellingConfig(), str(tmp_path / "saved")) is None  # no data set: labelling off
+    cfg = LabellingConfig(dataset=str(tmp_path / "ds"), group_distance_cm=10.0, group_window_s=5.0)
+    store = open_store(cfg, str(tmp_path / "saved"), read_manifest(TOY_BUNDLE))
+    assert len(store.frames()) == 1 and (tmp_path / "ds").is_dir()
+    assert (store.group_distance_cm, store.group_window_ns) == (10.0, 5_000_000_000)
+    assert open_store(cfg.model_copy(update={"frames": str(tmp_path / "none")}), str(tmp_path / "saved")).frames() == []
+    with pytest.raises(ConfigError, match="saved frames"):
+        open_store(cfg, "")

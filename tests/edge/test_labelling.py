@@ -303,14 +303,16 @@ def test_labels_and_names_from_files_are_html_escaped(tmp_path):
     assert "<script>" not in err
 
 
-def test_the_page_sends_the_csrf_token_from_the_app(tmp_path, store):
-    """The web view's app gives ``csrf_token``; the page puts it in its meta tag for labels.js."""
+@pytest.mark.parametrize("given", ["tok-123", lambda: "tok-123"], ids=["value", "function"])
+def test_the_page_sends_the_csrf_token_from_the_app(tmp_path, store, given):
+    """The web view's app gives ``csrf_token`` (a value or a function); the page puts it in its meta tag for
+    labels.js, which sends it back on every POST."""
     flask = pytest.importorskip("flask")
     from edge.web.labelling import make_blueprint
 
     app = flask.Flask(__name__)
     app.register_blueprint(make_blueprint(store))
-    app.context_processor(lambda: {"csrf_token": "tok-123"})
+    app.context_processor(lambda: {"csrf_token": given})
     html = app.test_client().get(f"/labels/frame/{store.frames()[0].key}").get_data(as_text=True)
     assert '<meta name="csrf-token" content="tok-123">' in html
     js = (Path(__file__).resolve().parents[2] / "edge" / "web" / "static" / "labels.js").read_text()

@@ -14,7 +14,8 @@ the saved frames exceed ``max_bytes`` in total. 0 = no cap. The JSONL writing it
 Saved frames: the frames that fired (``spray/``) and a sample of the others (``sample/``:
 a random share, ``[log] sample_rate``, and at least one frame every ``[log] sample_every_s``
 seconds of capture time). Each image ``<stem>.jpg`` has a **sidecar** ``<stem>.json`` beside
-it (:class:`Sidecar`, written whole or not at all after the image, ``edge.core.files.write_atomic``):
+it (:class:`Sidecar`, written whole or not at all after the image, ``edge.core.files.write_atomic``,
+without an fsync in the loop):
 what the labelling pages (``edge.labelling``) show and label, tile by tile. Its fields are in
 docs/labelling.md.
 """
@@ -278,8 +279,9 @@ class TriggerSaver:
             d.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(d / name), img):
                 raise OSError("cv2.imwrite returned False")
+            # no fsync in the run loop (nor for the image): after a power loss an empty sidecar is skipped by its reader
             write_atomic((d / name).with_suffix(".json"),
-                         (json.dumps(side.as_dict(), separators=(",", ":")) + "\n").encode("utf-8"))
+                         (json.dumps(side.as_dict(), separators=(",", ":")) + "\n").encode("utf-8"), durable=False)
         except OSError as e:
             log.warning("cannot save frames to %s (%s): detection goes on without saving", self.folder, e)
             self._broken = True

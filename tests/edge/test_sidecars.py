@@ -115,3 +115,16 @@ def test_per_lane_sidecars_give_each_tile_its_box_scores_and_spray_and_the_odome
         assert (t["weed_score"] > 0.5) is weed and t["crop_score"] < 0.5
         front, rear = t["ground_cm"]
         assert front > rear  # the tile's front edge is further ahead of the camera
+
+
+def test_write_atomic_replaces_whole_or_leaves_the_old_file(tmp_path):
+    from edge.core.files import write_atomic
+
+    target = tmp_path / "a.json"
+    write_atomic(target, b"old")
+    write_atomic(target, b"new", durable=False)
+    assert target.read_bytes() == b"new"
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "dir.json", b"x")  # a folder in the way: refused ...
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "dir.json"]  # ... and no temporary file left

@@ -106,6 +106,18 @@ class Config(BaseModel):
         return {**data, "spray": spray, "safety": safety}
 
     @model_validator(mode="after")
+    def _no_frame_debounce_with_cells(self) -> "Config":
+        """With [spray] the ground cells combine views by the rule: frame counting and a hold do not apply."""
+        d = self.decision
+        if self.spray is not None and (d.debounce_n, d.debounce_m, d.min_hold_ms) != (1, 1, 0.0):
+            raise ValueError(
+                f"[decision] debounce_n/debounce_m ({d.debounce_n}/{d.debounce_m}) and min_hold_ms "
+                f"({d.min_hold_ms:g}) apply to whole-frame mode only: with [spray] every ground cell is decided "
+                "once from all its views (the spray rule's mean log-odds); remove them (or set 1/1 and 0), and "
+                "tune [spray] cell_length_cm, margin_before_cm / margin_after_cm instead")
+        return self
+
+    @model_validator(mode="after")
     def _input_pins(self) -> "Config":
         s = self.spray
         encoder = s.encoder_pin if s is not None and s.speed_source == "encoder" else None

@@ -14,6 +14,8 @@ over the seeds (the seeds are fixed in advance: 1, 2, 3 unless ``--seeds``)::
 The passes are written to a temporary folder (``--keep DIR`` keeps them, with each run's spray log;
 the videos are large). A realtime run is only meaningful when it keeps up with the video:
 the frames it dropped and its ``max speed:`` latency are reported with each run (``--runs``).
+``--clocked`` runs every pass on a manual clock instead (``tools/run_pass_clocked.py``: every
+frame, no latency), which scores the decisions alone, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import make_field_pass as mfp
+from run_pass_clocked import run_clocked
 
 from edge.config import load_config
 from edge.core.errors import WeedDetectorError
@@ -50,6 +53,8 @@ class Run:
     @property
     def dropped(self) -> str:
         """Frames of the video the run dropped (it did not keep up): then the pass "stretches"."""
+        if self.frames.startswith("clocked"):
+            return "0 (clocked)"
         m = re.search(r"(\d+) frames, .*?(\d+) dropped", self.frames)
         return f"{m.group(2)} of {int(m.group(1)) + int(m.group(2))}" if m else "?"
 
@@ -67,7 +72,7 @@ def conditions(names: list[str], blur_px: int, noise: float) -> dict[str, tuple[
 
 
 def run_pass(folder: Path, speed: float, condition: str, tag: str, extra: list[str], seed: int, source: list[str],
-             pool: list, model: str | None) -> Run:
+             pool: list, model: str | None, clocked: bool = False) -> Run:
     name = f"pass_{speed:g}kmh_{tag}_s{seed}"
     avi, truth, conf = folder / f"{name}.avi", folder / f"{name}_truth.jsonl", folder / f"{name}.toml"
     args = mfp.parse_args(["--preset", "boom-4x10cm", "--speed-kmh", str(speed), "--seed", str(seed), *source,
@@ -76,6 +81,9 @@ def run_pass(folder: Path, speed: float, condition: str, tag: str, extra: list[s
         mfp.make_pass(args, pool)
     spray_log = Path(load_config(conf).spray.log_jsonl)
     spray_log.unlink(missing_ok=True)
+    if clocked:  # the decisions alone: a manual clock, every frame, no latency (tools/run_pass_clocked.py)
+        return Run(speed, condition, seed, run_clocked(conf, avi, truth, model=model), "clocked",
+                   "clocked: no latency")
     cmd = [sys.executable, "-m", "edge.cli", "--config", str(conf), "--video", str(avi), "--realtime", "-q"]
     proc = subprocess.run(cmd + (["--model", model] if model else []), capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
@@ -126,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="the data set and split of this bundle's training (default: the shipped model's)")
     src.add_argument("--split-args", metavar="ARGS", help="or the weed-train train data options")
     ap.add_argument("--model", help="edge-run --model (default: the shipped default bundle)")
+    ap.add_argument("--clocked", action="store_true",
+                    help="run each pass on a manual clock instead of edge-run --realtime: every frame, no latency "
+                         "(the decisions without this machine's load; tools/run_pass_clocked.py)")
     ap.add_argument("--keep", metavar="DIR", help="write the passes and spray logs here and keep them")
     ap.add_argument("--runs", action="store_true", help="also print every run: its score, frames and max speed")
     ap.add_argument("--json", metavar="FILE", help="also write every run's score as JSON")
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(a.keep) if a.keep else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
             load = os.getloadavg()[0]
-            runs = [run_pass(folder, v, c, tag, extra, seed, source, pool, a.model)
+            runs = [run_pass(folder, v, c, tag, extra, seed, source, pool, a.model, a.clocked)
                     for v in speeds for c, (tag, extra) in chosen.items() for seed in seeds]
     except WeedDetectorError as e:
         print(f"measure_passes: error: {e}", file=sys.stderr)

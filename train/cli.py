@@ -204,14 +204,25 @@ def _fit_config(a: argparse.Namespace, **over: object) -> FitConfig:
 # --------------------------------------------------------------------------- commands
 
 
+RULE_ON = ("validation+perturbed", "validation")
+
+
 def _add_threshold_args(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--miss-weight", type=POSITIVE, default=1.0,
-                   help="weight of weed misses vs crop sprays when choosing the threshold on validation (default 1)")
-    g.add_argument("--max-weed-miss", type=_percent, default=None, metavar="PERCENT",
-                   help="choose the threshold among those with at most this weed miss rate on validation, "
-                        "e.g. 1 (when none meets the limits, the weighted rule alone decides)")
+    g.add_argument("--rule-on", choices=RULE_ON, default=RULE_ON[0],
+                   help="choose the spray rule (threshold and crop veto) on validation photos and their perturbed "
+                        "copies, crop sprayed a hard limit and weed miss minimised (default), or the threshold alone "
+                        "on the clean validation sweep (`validation`: the weighted rule and its limits below)")
     g.add_argument("--max-crop-sprayed", type=_percent, default=None, metavar="PERCENT",
-                   help="... and at most this crop sprayed rate on validation, e.g. 3")
+                   help="the most crop sprayed on clean validation (validation+perturbed: a hard limit, default 2; "
+                        "validation: among the thresholds meeting it, when any does), e.g. 2")
+    g.add_argument("--max-crop-sprayed-perturbed", type=_percent, default=0.05, metavar="PERCENT",
+                   help="validation+perturbed: the most crop sprayed on every perturbed validation row (default 5)")
+    g.add_argument("--miss-weight", type=POSITIVE, default=1.0,
+                   help="weight of weed misses vs crop sprays (validation) or vs background fired "
+                        "(validation+perturbed) (default 1)")
+    g.add_argument("--max-weed-miss", type=_percent, default=None, metavar="PERCENT",
+                   help="only rules with at most this weed miss rate on clean validation, when any meets it and the "
+                        "crop limits, e.g. 1")
 
 
 def _percent(text: str) -> float:
@@ -230,6 +241,7 @@ def _export_config(a: argparse.Namespace, **over: object) -> ExportConfig:
         extra_variants=tuple(q for q in a.export if q != "int8" and q != "float32"),
         allow_quant_drop=a.allow_quant_drop, max_quant_drop=a.max_quant_drop, representative=a.representative,
         miss_weight=a.miss_weight, max_weed_miss=a.max_weed_miss, max_crop_sprayed=a.max_crop_sprayed,
+        rule_on=a.rule_on, max_crop_sprayed_perturbed=a.max_crop_sprayed_perturbed,
     )
     kw.update(over)
     return ExportConfig(**kw)
@@ -267,7 +279,8 @@ def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
     recorded = json.loads((folder / "metrics.json").read_text())["training"]["command"]
     t = _recorded_train_args(recorded, folder / "metrics.json", "only bundles made by weed-train train can be re-thresholded")
     ec = _export_config(t, out=folder.parent, name=folder.name, miss_weight=a.miss_weight,
-                        max_weed_miss=a.max_weed_miss, max_crop_sprayed=a.max_crop_sprayed)
+                        max_weed_miss=a.max_weed_miss, max_crop_sprayed=a.max_crop_sprayed, rule_on=a.rule_on,
+                        max_crop_sprayed_perturbed=a.max_crop_sprayed_perturbed)
     res = rethreshold(folder, _data_config(t), _fit_config(t), ec, command_line(argv), progress=not a.quiet)
     print_result(res)
     return 0
@@ -351,7 +364,8 @@ def cmd_robustness(a: argparse.Namespace, argv: Sequence[str]) -> int:
             log.warning("%s is the data %s was trained on: these numbers include its training photos "
                         "(--split test scores only its test split)", a.data, m.name)
         photos = rb.folder_photos(m, a.data, a.roles)
-    rob = rb.score_suite(bundle, photos, m.threshold if a.threshold is None else a.threshold, seed=a.seed)
+    rob = rb.score_suite(bundle, photos, m.rule.threshold if a.threshold is None else a.threshold, seed=a.seed,
+                         crop_veto=m.rule.crop_veto)
     print(rb.describe(rob))
     print()
     print(rb.table(rob))

@@ -32,6 +32,7 @@ from train import report, robustness
 from train.evaluate import GateResult, classify_all, quant_gate
 from train.provenance import command_line, portable_path
 from train.robustness import test_split_robustness
+from train.rulechoice import RuleLimits, choose_rule
 from train.runs import ExportConfig, RunResult
 
 if TYPE_CHECKING:
@@ -168,13 +169,33 @@ def threshold_from_sweep(val_sweep: Sequence[dict], ec: ExportConfig) -> tuple[f
     return thr, ev.threshold_rule(ec.miss_weight, ec.max_weed_miss, ec.max_crop_sprayed, val_sweep, thr)
 
 
-def manifest_rule(threshold: float, how: str, refit: bool) -> RuleSpec:
-    """The manifest's decision rule (``edge.decide.rule``): the threshold chosen on validation, no crop veto
-    (choosing a veto on validation is not built yet). ``how``: the threshold rule in words."""
+def manifest_rule(e: dict, refit: bool) -> RuleSpec:
+    """The manifest's decision rule (``edge.decide.rule``) of a model's evaluation ``e``: chosen on validation and its
+    perturbed copies (``train.rulechoice``), or on the clean validation sweep (``threshold_rule``: how, in words)."""
     from edge.inference.bundle import RuleSpec
 
     split = "; the validation probabilities are the split model's (before the refit on train+val)" if refit else ""
-    return RuleSpec(threshold=threshold, crop_veto=None, chosen_on="validation", notes=how + split)
+    chosen_on = "validation+perturbed" if "rule_choice" in e else "validation"
+    return RuleSpec(threshold=e["threshold"], crop_veto=e.get("crop_veto"), chosen_on=chosen_on,
+                    notes=e["threshold_rule"] + split)
+
+
+def rule_limits(ec: ExportConfig) -> RuleLimits:
+    """The crop sprayed limits of ``ec`` for ``train.rulechoice`` (clean: ``max_crop_sprayed``, 2 % unless given)."""
+    return RuleLimits(clean=0.02 if ec.max_crop_sprayed is None else ec.max_crop_sprayed,
+                      perturbed=ec.max_crop_sprayed_perturbed, max_weed_miss=ec.max_weed_miss, miss_weight=ec.miss_weight)
+
+
+def validation_rows(b: Bundle, t: Trained) -> dict[str, np.ndarray]:
+    """The validation rows the rule is chosen on: after a refit the split model's, else ``b``'s through the edge."""
+    if t.val_rows is not None:
+        return t.val_rows
+    q = b.quantization
+    if q not in t.edge_val_rows:
+        views = robustness.model_views(b, t.raw["val"])
+        t.edge_val_rows[q] = robustness.suite_probs(
+            lambda batch: classify_all(b, list(batch), desc=f"{q} validation row (edge)"), views, t.fc.seed)
+    return t.edge_val_rows[q]
 
 
 # --------------------------------------------------------------------------- the bundle, step by step
@@ -199,9 +220,9 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
         evals[q]["latency"] = variant_latency(bundle_dir, q, ec.latency_runs)
 
     main = main_model(gate, ec.allow_quant_drop)
-    rob = main_robustness(bundle_dir, main, t, evals[main]["threshold"])
+    rob = main_robustness(bundle_dir, main, t, evals[main]["threshold"], evals[main].get("crop_veto"))
     doc = metrics_document(t, ec, fields, evals, main, gate, rob)
-    rule = manifest_rule(evals[main]["threshold"], evals[main]["threshold_rule"], t.val_probs is not None)
+    rule = manifest_rule(evals[main], t.val_probs is not None)
     fields = dict(fields, trained_weights=write_trained_weights(bundle_dir, t))
     if write_validation_rows(bundle_dir, t, evals[main]):
         fields["training"]["validation_rows"] = VALIDATION_ROWS
@@ -234,16 +255,12 @@ def write_validation_rows(bundle_dir: Path, t: Trained, main_eval: dict) -> bool
     runtime. False (nothing written) when there is no validation split."""
     if len(t.y["val"]) == 0:
         return False
-    rows = t.val_rows
-    source = "split model (float, before the refit on train+val)"
-    if rows is None:
-        from edge.inference.bundle import load_bundle
+    from edge.inference.bundle import load_bundle
 
-        b = load_bundle(bundle_dir, variant=None if main_eval["quantization"] == "int8" else main_eval["quantization"])
-        views = robustness.model_views(b, t.raw["val"])
-        rows = robustness.suite_probs(lambda batch: classify_all(b, list(batch), desc="validation rows (edge)"),
-                                      views, t.fc.seed)
-        source = f"{b.model_path.name} through the edge runtime"
+    b = load_bundle(bundle_dir, variant=None if main_eval["quantization"] == "int8" else main_eval["quantization"])
+    rows = validation_rows(b, t)
+    source = ("split model (float, before the refit on train+val)" if t.val_rows is not None
+              else f"{b.model_path.name} through the edge runtime")
     np.savez_compressed(bundle_dir / VALIDATION_ROWS, y=t.y["val"].astype(np.int16), source=np.array(source),
                         seed=np.array(t.fc.seed), **{f"row_{k}": v.astype(np.float32) for k, v in rows.items()})
     return True
@@ -360,11 +377,19 @@ def evaluate_variant(bundle_dir: Path, variant: str | None, t: Trained, ec: Expo
     probs = {sp: classify_all(b, t.raw[sp], desc=f"{tag} {sp} (edge)") for sp in scored}
     if t.val_probs is not None:
         probs["val"] = t.val_probs
-    thr, rule = threshold_from_sweep(ev.threshold_sweep(probs["val"], y["val"], labels, roles), ec)
-    m_val = ev.evaluate(probs["val"], y["val"], labels, roles, thr)
-    m_test = ev.evaluate(probs["test"], y["test"], labels, roles, thr)
-    return {"threshold": thr, "threshold_rule": rule, "val": m_val, "test": m_test, "file": b.model_path.name,
-            "size_bytes": b.model_path.stat().st_size, "quantization": b.quantization}
+    extra: dict = {}
+    veto = None
+    if ec.rule_on == "validation+perturbed" and len(y["val"]):
+        choice = choose_rule(validation_rows(b, t), y["val"], labels, roles, rule_limits(ec))
+        thr, veto, rule = choice.threshold, choice.crop_veto, choice.words()
+        extra["rule_choice"] = choice.as_dict()
+    else:
+        thr, rule = threshold_from_sweep(ev.threshold_sweep(probs["val"], y["val"], labels, roles), ec)
+    m_val = ev.evaluate(probs["val"], y["val"], labels, roles, thr, veto)
+    m_test = ev.evaluate(probs["test"], y["test"], labels, roles, thr, veto)
+    return {"threshold": thr, "crop_veto": veto, "threshold_rule": rule, "val": m_val, "test": m_test,
+            "file": b.model_path.name, "size_bytes": b.model_path.stat().st_size, "quantization": b.quantization,
+            **extra}
 
 
 def variant_latency(bundle_dir: Path, q: str, runs: int) -> dict:
@@ -375,12 +400,13 @@ def variant_latency(bundle_dir: Path, q: str, runs: int) -> dict:
     return {"1_thread": latency_ms(b, runs, num_threads=1), "2_threads": latency_ms(b, runs, num_threads=2)}
 
 
-def main_robustness(bundle_dir: Path, main: str, t: Trained, threshold: float) -> dict:
+def main_robustness(bundle_dir: Path, main: str, t: Trained, threshold: float, crop_veto: float | None = None) -> dict:
     """The robustness suite (``train.robustness``) of the provisional bundle's ``main`` model on the test split."""
     from edge.inference.bundle import load_bundle
 
     b = load_bundle(bundle_dir, variant=None if main == "int8" else main)
-    return test_split_robustness(b, t.raw["test"], t.y["test"], t.prep.labels, t.prep.roles, threshold, t.fc.seed)
+    return test_split_robustness(b, t.raw["test"], t.y["test"], t.prep.labels, t.prep.roles, threshold, t.fc.seed,
+                                 crop_veto)
 
 
 def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, main: str, gate: GateResult,

@@ -20,10 +20,11 @@ from train import finetune
 from train import report, robustness
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
 from train.evaluate import GateResult, classify_all, quant_gate
-from train.export import (export_bundle, gate_record, main_model, manifest_rule, threshold_from_sweep,
-                          write_robustness_plot)
+from train.export import (VALIDATION_ROWS, export_bundle, gate_record, main_model, manifest_rule, rule_limits,
+                          threshold_from_sweep, write_robustness_plot)
 from train.provenance import utc_now
 from train.robustness import test_split_robustness
+from train.rulechoice import choose_rule, read_rows
 from train.runs import DataConfig, ExportConfig, Item, Prepared, RunResult, Splits, Trained
 
 if TYPE_CHECKING:
@@ -301,11 +302,12 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     _rescore_at_new_thresholds(bundle_dir, doc, y_test, raw_test, prep.roles, ec)
     gate = _gate_keeping_the_main_model(doc, ec)
     doc["robustness"] = test_split_robustness(load_bundle(bundle_dir), raw_test, y_test, prep.labels, prep.roles,
-                                              doc["models"][main]["threshold"], fc.seed)
+                                              doc["models"][main]["threshold"], fc.seed,
+                                              doc["models"][main].get("crop_veto"))
     write_robustness_plot(bundle_dir, doc)
     doc["training"]["rethreshold"] = {"command": command, "previous": previous, "at": utc_now()}
     e = doc["models"][main]
-    _rewrite_manifest(bundle_dir, manifest_rule(e["threshold"], e["threshold_rule"], fc.refit),
+    _rewrite_manifest(bundle_dir, manifest_rule(e, fc.refit),
                       report.summary_metrics(doc["models"], main, gate), doc["training"])
     ev.write_metrics(bundle_dir / "metrics.json", doc)
     (bundle_dir / "report.md").write_text(report.render(doc, ec, fc, dc))
@@ -319,12 +321,32 @@ def _rescore_at_new_thresholds(bundle_dir: Path, doc: dict, y_test: np.ndarray, 
     from edge.inference.bundle import load_bundle
 
     labels, main = doc["labels"], doc["main_model"]
+    chosen = None
+    if ec.rule_on == "validation+perturbed":
+        y_val, rows, source = _stored_validation_rows(bundle_dir)
+        chosen = choose_rule(rows, y_val, labels, roles, rule_limits(ec))
     for q, e in doc["models"].items():
-        thr, rule = threshold_from_sweep(e["val"]["sweep"], ec)
         b = load_bundle(bundle_dir, variant=None if q == main else q)
         probs = classify_all(b, raw_test, desc=f"{q} test (edge)")
-        e.update(threshold=thr, val=_val_at(e["val"], thr), test=ev.evaluate(probs, y_test, labels, roles, thr),
-                 threshold_rule=rule)
+        e.pop("rule_choice", None)
+        if chosen is None:
+            thr, rule = threshold_from_sweep(e["val"]["sweep"], ec)
+            e.update(threshold=thr, crop_veto=None, val=_val_at(e["val"], thr), threshold_rule=rule)
+        else:  # one rule for every model: chosen on the stored rows (the main or the split model's)
+            e.update(threshold=chosen.threshold, crop_veto=chosen.crop_veto, threshold_rule=chosen.words(),
+                     rule_choice=dict(chosen.as_dict(), source=source),
+                     val=ev.evaluate(rows["clean"], y_val, labels, roles, chosen.threshold, chosen.crop_veto))
+        e["test"] = ev.evaluate(probs, y_test, labels, roles, e["threshold"], e["crop_veto"])
+
+
+def _stored_validation_rows(bundle_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """The bundle's ``validation_rows.npz``; refused (with what to do) when it has none."""
+    path = bundle_dir / VALIDATION_ROWS
+    if not path.is_file():
+        raise DataError(f"{bundle_dir} carries no {VALIDATION_ROWS} (it was made before rules were chosen on "
+                        "perturbed validation copies)",
+                        "retrain the bundle with this weed-train, or choose on the clean sweep: --rule-on validation")
+    return read_rows(path)
 
 
 def _gate_keeping_the_main_model(doc: dict, ec: ExportConfig) -> GateResult:

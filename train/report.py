@@ -101,10 +101,28 @@ def _test_result(doc: dict) -> list[str]:
         "",
     ]
     lines += _threshold_rechosen(doc["training"])
+    lines += _rule_choice(e.get("rule_choice"))
     lines += [f"- {s}" for s in summary_lines(e["test"])]
     lines += ["", *_models_table(doc["models"]), ""]
     lines += _gate(doc["gate"])
     return lines
+
+
+def _rule_choice(choice: dict | None) -> list[str]:
+    """The chosen rule on each validation row (``train.rulechoice``): what it was chosen on, with its limits."""
+    if not choice:
+        return []
+
+    def cell(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    lines = ["The rule on each validation row it was chosen on "
+             f"({'limits met' if choice['met'] else '**limits NOT met**'}; crop sprayed at most "
+             f"{100 * choice['limits']['clean']:g} % clean, {100 * choice['limits']['perturbed']:g} % perturbed):", "",
+             "| validation row | weed miss | crop sprayed | background fired |", "|---|---:|---:|---:|"]
+    for name, r in choice["rows"].items():
+        lines.append(f"| {name} | {cell(r['weed_miss'])} | {cell(r['crop_sprayed'])} | {cell(r['background_fired'])} |")
+    return lines + [""]
 
 
 def _threshold_rechosen(t: dict) -> list[str]:

@@ -79,9 +79,11 @@ def folder_photos(m: Manifest, data_dir: Path, roles_file: Path | None = None) -
     return Photos([decode_rgb(s.path) for s in samples], y, role, f"all photos of `{data_dir}`")
 
 
-def row_metrics(probs: np.ndarray, photos: Photos, labels: Sequence[str], roles: Roles, threshold: float) -> dict:
-    """The suite's metrics of one row, each ``{rate, k, n, ci95}`` (``rate`` None when there is no photo)."""
-    rates = ev.role_rates(ev.sprayed(probs, labels, roles, threshold), photos.true_role)
+def row_metrics(probs: np.ndarray, photos: Photos, labels: Sequence[str], roles: Roles, threshold: float,
+                crop_veto: float | None = None) -> dict:
+    """The suite's metrics of one row by the rule (``threshold``, ``crop_veto``), each ``{rate, k, n, ci95}``
+    (``rate`` None when there is no photo)."""
+    rates = ev.role_rates(ev.sprayed(probs, labels, roles, threshold, crop_veto), photos.true_role)
     known = (photos.y >= 0) & (photos.true_role >= 0)
     right = probs.argmax(axis=1)[known] == photos.y[known]
     return {
@@ -161,7 +163,7 @@ def suite_probs(predict: Callable[[np.ndarray], np.ndarray], views: Sequence[np.
 
 
 def score_suite(bundle: Bundle, photos: Photos, threshold: float, seed: int = 42,
-                suite: Sequence[Perturbation] = SUITE, num_threads: int = 2) -> dict:
+                suite: Sequence[Perturbation] = SUITE, num_threads: int = 2, crop_veto: float | None = None) -> dict:
     """The ``robustness`` record: every row of ``suite`` scored on ``photos`` through the edge runtime."""
     m = bundle.manifest
     labels, roles = list(m.labels), ev.bundle_roles(m)
@@ -171,7 +173,7 @@ def score_suite(bundle: Bundle, photos: Photos, threshold: float, seed: int = 42
     rows = {}
     for j, p in enumerate(suite):
         row = probs[j * len(views):(j + 1) * len(views)]
-        rows[p.name] = {"title": p.title, "strength": p.strength_at(side), **row_metrics(row, photos, labels, roles, threshold)}
+        rows[p.name] = {"title": p.title, "strength": p.strength_at(side), **row_metrics(row, photos, labels, roles, threshold, crop_veto)}
     kinds = [ground_windows(v).kind for v in views]
     return {
         "photos": photos.source,
@@ -179,6 +181,7 @@ def score_suite(bundle: Bundle, photos: Photos, threshold: float, seed: int = 42
         "model_file": bundle.model_path.name,
         "quantization": bundle.quantization,
         "threshold": float(threshold),
+        "crop_veto": crop_veto,
         "input": [m.input.height, m.input.width],
         "seed": seed,
         "strengths": (f"applied to the model's {m.input.height}x{m.input.width} input (after the edge runtime's "
@@ -194,9 +197,10 @@ TEST_SPLIT = "the test split: held out by similarity group, with its background 
 
 
 def test_split_robustness(bundle: Bundle, images: Sequence[np.ndarray], y: np.ndarray, labels: Sequence[str],
-                          roles: Roles, threshold: float, seed: int) -> dict:
+                          roles: Roles, threshold: float, seed: int, crop_veto: float | None = None) -> dict:
     """The suite on a training run's test split (``images`` and class ids ``y`` of ``labels``)."""
-    return score_suite(bundle, split_photos(images, y, labels, roles, TEST_SPLIT), threshold, seed)
+    return score_suite(bundle, split_photos(images, y, labels, roles, TEST_SPLIT), threshold, seed,
+                       crop_veto=crop_veto)
 
 
 # --------------------------------------------------------------------------- rendering

@@ -115,6 +115,11 @@ class ExportConfig:
     miss_weight: float = 1.0  # weed miss vs crop sprayed trade-off when choosing the threshold
     max_weed_miss: float | None = None  # limits (fractions) the threshold must meet on validation, when it can
     max_crop_sprayed: float | None = None
+    # where the rule (threshold, crop veto) is chosen: "validation+perturbed" (train.rulechoice: crop sprayed a hard
+    # limit — max_crop_sprayed, default 2 %, clean and max_crop_sprayed_perturbed on every perturbed row —, weed
+    # miss minimised) or "validation" (the clean sweep, miss_weight / max_weed_miss / max_crop_sprayed, no veto)
+    rule_on: str = "validation+perturbed"
+    max_crop_sprayed_perturbed: float = 0.05
     licence: str = DATA_LICENCE
     attribution: str = DATA_ATTRIBUTION
     latency_runs: int = 100
@@ -149,3 +154,5 @@ class Trained:
     # after a refit: the split model's validation probabilities under each row of train.perturb.SUITE
     val_rows: dict[str, np.ndarray] | None = None
     start: finetune.Start | None = None  # the bundle it was fine-tuned from (--from-bundle), or None
+    # without a refit: per model (quantization) its validation rows through the edge runtime, once scored
+    edge_val_rows: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)

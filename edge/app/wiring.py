@@ -242,9 +242,10 @@ def make_lane_processor(cfg: Config, classifier: Classifier, out: Output, stack:
     if switch is not None:  # the output is gated by it; off also cancels every plan
         switch.add_off_listener(lambda: scheduler.cancel_all("enable switch off"))
         enable = switch.is_on
-    planner = LanePlanner(classifier, lambda: make_decider(cfg, classifier), geometry, scheduler, speed,
+    planner = LanePlanner(classifier, spray_rule(cfg, classifier), geometry, scheduler, speed,
                           min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable,
-                          vegetation=make_gate(cfg))
+                          vegetation=make_gate(cfg), cell_length_cm=s.cell_length_cm,
+                          latency_floor_ms=s.latency_floor_ms)
     scheduler.start()
     log.info("spray: %d lane(s) -> channels %s, nozzles %.0f cm behind the image centre, speed %s, "
              "valve lag %.0f/%.0f ms", geometry.lanes, list(geometry.channels), s.nozzle_distance_cm,

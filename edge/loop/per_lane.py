@@ -1,4 +1,4 @@
-"""The per-lane processor: frame -> lane tiles -> scores -> a decision per lane -> scheduled sprays.
+"""The per-lane processor: frame -> lane tiles -> views -> ground cells decided once -> scheduled sprays.
 
 Used instead of the whole-frame processor when the config has a ``[spray]`` section.
 
@@ -6,19 +6,18 @@ Each frame is cut into a grid: one column per lane (boom section / nozzle, left 
 ``tile_rows`` rows along travel (0 = as many as make the tiles about square, so the
 model's centre crop loses little). With the vegetation gate (``[gate]``, on by default
 here: ``edge.inference.vegetation``) one mask per frame gives every tile's vegetated
-fraction; a tile below the minimum is bare ground: it is not classified (no invoke), its
-lane decision sees it as bare ground (all probability on the bundle's background label,
-or none: a weed score of 0), and it is never sprayed — it is taken out of whatever this
-frame would spray, a hold's strip included. The other tiles of a frame are classified in
-a few batched invokes (``Classifier.classify_many``; a model that cannot run a batch
-falls back to one invoke per tile, logged once). Each lane is decided on its own
-(``edge.decide.lanes``: threshold, N-of-M debounce, hold, fed with the lane's most
-weed-like tile); what a lane decides to spray is planned (``edge.spray.planner``): every
-weed tile of that lane — including those of the earlier weed frames the debounce was
-still waiting on, so the first frame that fired sets the time; a frame without weed
-tiles that still sprays schedules its whole lane strip if a hold (``min_hold_ms``) is
-set, else nothing. Below the minimum working speed, or with the speed unknown, nothing
-is scheduled and pending sprays are cancelled.
+fraction; a tile below the minimum is bare ground: it is not classified (no invoke) and
+never sprayed. The other tiles of a frame are classified in a few batched invokes
+(``Classifier.classify_many``; a model that cannot run a batch falls back to one invoke
+per tile, logged once). Every tile is one view of the spray rule (``edge.decide.rule``);
+the views are placed on the ground cells they cover (``edge.spray.cells``: lane x
+``cell_length_cm`` along travel, registered by the distance travelled), a classified
+tile's on the cells its vegetation covers, and each cell is decided once, when it leaves
+the image or at its latest decision time (``latency_ms``: the run's p95 capture -> planned
+latency, given by ``LaneProcessor``); a cell that sprays is planned over the extent of its
+plant (``edge.spray.planner``). Below the minimum working speed, or with the speed unknown,
+nothing is placed, the pending cells are decided and not sprayed, and pending sprays are
+cancelled.
 
 The spray log gets a ``speed`` line whenever the travel speed changes (``edge.spray.odometer``),
 so replay scoring can place a pass driven at a varying speed.
@@ -34,24 +33,25 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.frame import Frame
-from edge.core.metrics import FrameTimings
+from edge.core.metrics import FrameTimings, percentile
 from edge.core.tile import Tile
-from edge.decide.decider import Decider, Decision
-from edge.decide.lanes import LaneDecisions, LaneVerdict
+from edge.decide.decider import Decision
+from edge.decide.rule import SprayRule, ViewEvidence
 from edge.inference.classifier import Classifier, Scores
 from edge.inference.vegetation import Box, TileVegetation, VegetationGate, bare_probs
 from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorCounts
 from edge.service.records import FramePlace, SavedTile
-from edge.spray.geometry import Geometry, MaxSpeed, max_speed
+from edge.spray.cells import CellCounts, CellGrid, TileView, lane_counts
+from edge.spray.geometry import Geometry, MaxSpeed, kmh_to_cm_s, max_speed
 from edge.spray.odometer import Odometer
-from edge.spray.planner import SprayPlanner
+from edge.spray.planner import Gate, SprayPlanner
 from edge.spray.scheduler import SprayScheduler
 from edge.spray.speed import SpeedSource
 
@@ -62,24 +62,36 @@ log = logging.getLogger(__name__)
 class LaneResult:
     lane: int
     channel: int
-    decision: Decision
+    decision: Decision  # the lane's most weed-like tile (weed_frame: it fires); spray: a cell of the lane sprays
     tile_scores: tuple[float, ...]  # weed score per tile along travel, top row first
     scheduled: int  # intervals handed to the scheduler for this lane on this frame
     late: int  # ... of which late or missed
-    decided_tile: int = 0  # the tile the lane's decision was made on (index along travel)
+    decided_tile: int = 0  # the lane's most weed-like tile (index along travel): the one ``decision`` shows
     vegetation: tuple[TileVegetation, ...] | None = None  # per tile along travel (None: the gate is off)
-    tiles: tuple[Tile, ...] = ()  # the lane's tiles along travel (for the saved frame's sidecar) ...
+    cells: CellCounts | None = None  # the lane's cells decided, sprayed, vetoed on this frame, and still pending
+    # the plants of the cells decided to spray on this frame: (rear, front) cm from the image centre at this frame
+    targets_cm: tuple[tuple[float, float], ...] = ()
+    tiles: tuple[Tile, ...] = ()  # the lane's tiles along travel (for a saved frame's sidecar) ...
     tile_labels: tuple[str, ...] = ()  # ... their top labels ("" for a bare tile, not classified)
     tile_crop_scores: tuple[float, ...] = ()  # ... their crop scores
-    tile_sprayed: tuple[bool, ...] = ()  # ... whether each is in this frame's planned spray
+
+    def tile_sprayed(self, i: int) -> bool:
+        """Tile ``i``'s ground overlaps a plant this frame planned to spray (cells decided on a later frame: no)."""
+        t = self.tiles[i]
+        lo, hi = min(t.rear_cm, t.front_cm), max(t.rear_cm, t.front_cm)
+        return any(max(lo, min(a, b)) < min(hi, max(a, b)) for a, b in self.targets_cm)
 
     def log_fields(self) -> dict:
         """This lane's entry in the frame's JSONL ``lanes`` list."""
         veg = {} if self.vegetation is None else {"vegetation": [round(v.fraction, 4) for v in self.vegetation],
                                                   "gated": [v.gated for v in self.vegetation]}
+        cells = {} if self.cells is None else {"cells": self.cells.log_fields()}
+        if self.targets_cm:
+            cells["targets_cm"] = [[round(a, 2), round(b, 2)] for a, b in self.targets_cm]
         return {"lane": self.lane, "channel": self.channel, "weed_score": round(self.decision.weed_score, 4),
                 "tiles": list(self.tile_scores), **veg, "weed_frame": self.decision.weed_frame,
-                "vetoed": self.decision.vetoed, "spray": self.decision.spray, "scheduled": self.scheduled, "late": self.late}
+                "vetoed": self.decision.vetoed, "spray": self.decision.spray, **cells, "scheduled": self.scheduled,
+                "late": self.late}
 
 
 @dataclass(frozen=True)
@@ -95,7 +107,7 @@ class LaneFrameResult(ProcessedFrame):
 
     @property
     def sprayed(self) -> bool:
-        """A lane decided to spray (its valve opens later, at the planned time; the scheduler counts the opens)."""
+        """A lane decided to spray a cell (its valve opens later, at the planned time; the scheduler counts the opens)."""
         return self.decision.spray
 
     @property
@@ -116,7 +128,7 @@ class LaneFrameResult(ProcessedFrame):
                 veg = None if x.vegetation is None else x.vegetation[i]
                 out.append(SavedTile((x0, y0, x1 - x0, y1 - y0), x.tile_labels[i], float(x.tile_scores[i]),
                                      float(x.tile_crop_scores[i]), None if veg is None else veg.fraction,
-                                     x.tile_sprayed[i], gated=veg is not None and veg.gated, lane=x.lane, row=t.row,
+                                     x.tile_sprayed(i), gated=veg is not None and veg.gated, lane=x.lane, row=t.row,
                                      ground_cm=(t.front_cm, t.rear_cm)))
         return tuple(out)
 
@@ -124,29 +136,45 @@ class LaneFrameResult(ProcessedFrame):
         return FramePlace(self.speed_kmh, self.distance_cm, self.gps)
 
 
-class LanePlanner:
-    """Cuts a frame into tiles, gates out the bare ones, classifies the rest in batches, decides per lane, plans
-    the sprays. Owns no thread."""
+@dataclass(frozen=True)
+class _Anchor:
+    """Where and when the last frame was: the cells' ground positions become valve times from there."""
 
-    def __init__(self, classifier: Classifier, make_decider: Callable[[], Decider], geometry: Geometry,
+    frame_id: int
+    t_capture_ns: int
+    distance_cm: float
+    gate: Gate
+
+
+class LanePlanner:
+    """Cuts a frame into tiles, gates out the bare ones, classifies the rest in batches, places their views on the
+    ground cells, decides the cells that are due, plans their sprays. Owns no thread."""
+
+    def __init__(self, classifier: Classifier, rule: SprayRule, geometry: Geometry,
                  scheduler: SprayScheduler, speed: SpeedSource, *, min_speed_kmh: float = 1.0,
                  tile_rows: int = 0, enable: Callable[[], bool] | None = None,
-                 vegetation: VegetationGate | None = None):
+                 vegetation: VegetationGate | None = None, cell_length_cm: float = 5.0,
+                 latency_floor_ms: float = 20.0):
         self.classifier = classifier
+        self.rule = rule
         self.geometry = geometry
         self.scheduler = scheduler
         self.tile_rows = tile_rows
-        self.decisions = LaneDecisions(make_decider, geometry.lanes)
+        self.cells = CellGrid(rule, geometry, cell_length_cm)
         self.spray = SprayPlanner(geometry, scheduler, speed, min_speed_kmh=min_speed_kmh, enable=enable)
-        self.debounce_n = self.decisions.debounce_n
+        self.latency_floor_ns = int(latency_floor_ms * 1e6)
         self.vegetation = vegetation  # None: every tile is classified
         m = classifier.bundle.manifest
         self._bare = Scores(bare_probs(classifier.labels, m.background_labels), classifier.labels, 0, 0)
-        # the bare tiles of the frames a debounce window may still spray (sightings of earlier frames)
-        self._bare_tiles: deque[tuple[int, frozenset[Tile]]] = deque(maxlen=self.decisions.debounce_m)
         self.gate_ns = 0  # the gate's time on the last frame
         self.tiles_seen = 0  # tiles of every frame so far ...
         self.tiles_gated = 0  # ... of which the gate called bare ground
+        self.cells_dropped = 0  # cells forgotten undecided (a stall, a lost camera)
+        self.odometer: Odometer | None = None  # distance since the first frame: the cells' ground coordinate
+        self.speed_change: dict | None = None  # the last frame's ``speed`` line for the spray log, if one is due
+        self._intervals: deque[int] = deque(maxlen=31)  # the last capture intervals (ns): the frame period
+        self._last_capture_ns: int | None = None
+        self._anchor: _Anchor | None = None
         self._grid: tuple[tuple[int, int], int, tuple[Tile, ...], tuple[Box, ...]] | None = None
 
     @property
@@ -162,9 +190,9 @@ class LanePlanner:
         return self.spray.disabled_frames
 
     def reset(self) -> None:
-        """After a stall or a lost camera: every lane's history is dropped."""
-        self.decisions.reset()
-        self._bare_tiles.clear()
+        """After a stall or a lost camera: the cells undecided are forgotten (what was seen says nothing now)."""
+        self.cells_dropped += self.cells.clear()
+        self._last_capture_ns = None
 
     @property
     def grid(self) -> tuple[int, int] | None:
@@ -205,39 +233,94 @@ class LanePlanner:
         self.tiles_gated += len(tiles) - len(keep)
         return rows, tiles, scores, veg
 
-    def process(self, frame: Frame) -> tuple[list[Scores], list[LaneResult], float | None]:
-        rows, tiles, scores, veg = self.classify(frame)
-        if veg is not None:
-            self._bare_tiles.append((frame.frame_id, frozenset(t for t, v in zip(tiles, veg) if v.gated)))
+    def frame_period_ns(self) -> int:
+        """When the next frame is due: the 90th percentile of the last 31 capture intervals, so that frames a
+        live source drops now and then (the pipeline fell behind) count; 0 before the second frame."""
+        return int(percentile(self._intervals, 90)) if self._intervals else 0
+
+    def _track(self, frame: Frame) -> tuple[Gate, float]:
+        """This frame's speed gate and distance travelled (the odometer; ``speed_change`` when a line is due)."""
         gate = self.spray.gate()
-        self.decisions.next_frame()
-        probs = np.stack([s.probs for s in scores])  # one row per tile, lane by lane
+        kmh = self.spray.last_kmh
+        t = frame.t_capture_ns
+        if self.odometer is None:
+            self.odometer = Odometer(t, kmh)
+        self.speed_change = self.odometer.update(t, kmh)
+        if self._last_capture_ns is not None and t > self._last_capture_ns:
+            self._intervals.append(t - self._last_capture_ns)
+        self._last_capture_ns = t
+        return gate, self.odometer.distance_cm
+
+    def process(self, frame: Frame, latency_ms: float | None = None) -> tuple[list[Scores], list[LaneResult], float | None]:
+        """One frame: ``latency_ms`` is the pipeline's capture -> planned latency (a high percentile; None or
+        less than ``latency_floor_ms``: the floor), which the cells' decision deadline keeps free."""
+        rows, tiles, scores, veg = self.classify(frame)
+        gate, distance = self._track(frame)
+        views = self.rule.view(np.stack([s.probs for s in scores]))  # one row per tile, lane by lane
+        fires = np.asarray(self.rule.fires(views), bool).reshape(-1)
+        weed = np.asarray(views.weed_mass, np.float64).reshape(-1)
+        if gate.kmh is None:  # stopped or the speed unknown: nothing can be placed; what was pending is not sprayed
+            decided = self.cells.decide_all("stopped")
+        else:
+            self.cells.place(distance, self._tile_views(tiles, views, veg), frame.frame_id)
+            latency_ns = max(self.latency_floor_ns, int((latency_ms or 0.0) * 1e6))
+            decided = self.cells.due(distance, frame.t_capture_ns, kmh_to_cm_s(gate.kmh), self.frame_period_ns(),
+                                     latency_ns)
+        self._anchor = _Anchor(frame.frame_id, frame.t_capture_ns, distance, gate)
+        counts = lane_counts(decided, self.geometry.lanes, self.cells)
         results = []
         for lane in range(self.geometry.lanes):
             first, end = lane * rows, (lane + 1) * rows
-            verdict = self._not_bare(self.decisions.decide(lane, probs[first:end], tiles[first:end], frame))
-            planned = self.spray.plan(verdict, frame.frame_id, gate)
+            mine = [d for d in decided if d.cell.lane == lane]
+            planned = self.spray.plan(lane, mine, frame.frame_id, gate, distance, frame.t_capture_ns,
+                                      weed_seen=bool(fires[first:end].any()))
+            best = first + max(range(rows), key=lambda i: (fires[first + i], weed[first + i]))
+            probs = scores[best].probs
+            top = int(np.argmax(probs))
+            decision = Decision(frame.frame_id, frame.t_capture_ns, float(weed[best]), bool(fires[best]),
+                                any(d.spray for d in mine), self.classifier.labels[top], float(probs[top]),
+                                crop_score=float(np.asarray(views.crop_mass).reshape(-1)[best]),
+                                vetoed=bool(np.asarray(views.vetoed).reshape(-1)[best]),
+                                weed_log_odds=float(np.asarray(views.weed_log_odds).reshape(-1)[best]))
             lane_veg = None if veg is None else veg[first:end]
-            sprayed = {t for s in verdict.sightings if s.frame_id == frame.frame_id for t in s.tiles} \
-                if planned.scheduled else set()
             labels = tuple("" if lane_veg is not None and lane_veg[i].gated else scores[first + i].top[0]
                            for i in range(end - first))
-            results.append(LaneResult(lane, self.geometry.channels[lane], verdict.decision, verdict.weed_scores,
-                                      planned.scheduled, planned.late, verdict.decided_tile, lane_veg,
-                                      tiles=tiles[first:end], tile_labels=labels,
-                                      tile_crop_scores=verdict.crop_scores,
-                                      tile_sprayed=tuple(t in sprayed for t in tiles[first:end])))
+            crop = np.asarray(views.crop_mass, np.float64).reshape(-1)[first:end]
+            results.append(LaneResult(lane, self.geometry.channels[lane], decision,
+                                      tuple(round(float(x), 4) for x in weed[first:end]), planned.scheduled,
+                                      planned.late, best - first, lane_veg,
+                                      counts[lane], tuple((d.cell.plant[0] - distance, d.cell.plant[1] - distance)
+                                                          for d in mine if d.spray and d.cell.plant is not None),
+                                      tiles=tuple(tiles[first:end]), tile_labels=labels,
+                                      tile_crop_scores=tuple(round(float(c), 4) for c in crop)))
         return scores, results, gate.kmh
 
-    def _not_bare(self, verdict: LaneVerdict) -> LaneVerdict:
-        """The verdict without the tiles the gate called bare ground in the frame of each sighting (a hold's
-        strip, or any tile at a threshold of 0, would include them): a bare tile is never sprayed."""
-        if not self._bare_tiles or not verdict.sightings:
-            return verdict
-        bare = dict(self._bare_tiles)
-        sightings = tuple(replace(s, tiles=tuple(t for t in s.tiles if t not in bare.get(s.frame_id, ())))
-                          for s in verdict.sightings)
-        return replace(verdict, sightings=sightings)
+    def _tile_views(self, tiles: Sequence[Tile], views: ViewEvidence,
+                    veg: tuple[TileVegetation, ...] | None) -> list[TileView]:
+        """Each tile as the cells see it: bare (the gate) or classified, with its vegetation's extent."""
+        log_odds, vetoed = np.asarray(views.weed_log_odds).reshape(-1), np.asarray(views.vetoed).reshape(-1)
+        weed, crop = np.asarray(views.weed_mass).reshape(-1), np.asarray(views.crop_mass).reshape(-1)
+        out = []
+        for i, tile in enumerate(tiles):
+            v = None if veg is None else veg[i]
+            if v is not None and v.gated:
+                out.append(TileView(tile, None))
+                continue
+            plant = None if v is None or v.extent is None else v.extent.along_cm(tile, self.geometry.image_top_ahead)
+            out.append(TileView(tile, ViewEvidence(float(log_odds[i]), bool(vetoed[i]), float(weed[i]),
+                                                   float(crop[i])), plant))
+        return out
+
+    def finish_cells(self) -> int:
+        """The source ended: every cell still pending is decided now and planned from the last frame (so a dry
+        run's spray log is complete); how many intervals were planned."""
+        a = self._anchor
+        if a is None or not len(self.cells):
+            return 0
+        decided = self.cells.decide_all("end")
+        return sum(self.spray.plan(lane, [d for d in decided if d.cell.lane == lane], a.frame_id, a.gate,
+                                   a.distance_cm, a.t_capture_ns, weed_seen=True).scheduled
+                   for lane in range(self.geometry.lanes))
 
     @property
     def gate_counts(self) -> GateCounts | None:
@@ -266,20 +349,36 @@ class LaneProcessor:
         self.output = planner.scheduler.output
         self.clock = clock
         self._last_capture_ns: int | None = None
-        self.odometer: Odometer | None = None  # distance since the first frame; `speed` lines when it changes
+        self._e2e_ms: deque[float] = deque(maxlen=300)  # the last frames' end to end: the cells' deadline latency
+        self._latency_ms: float | None = None  # p95 of those + the scheduler's p95 switching delay, refreshed ...
+        self._latency_age = 0  # ... every LATENCY_EVERY frames
+
+    LATENCY_EVERY = 10
+
+    @property
+    def odometer(self) -> Odometer | None:
+        """Distance since the first frame (the planner's: the cells are registered by it); `speed` lines."""
+        return self.planner.odometer
+
+    def latency_ms(self) -> float | None:
+        """The latency the cells' decision deadline keeps free: p95 of the run's end to end (capture -> planned)
+        over the last 300 frames plus the scheduler's p95 switching delay; None before the first frame."""
+        if self._e2e_ms and (self._latency_ms is None or self._latency_age >= self.LATENCY_EVERY):
+            self._latency_ms = percentile(self._e2e_ms, 95) + self.scheduler.summary()["switch_delay_p95_ms"]
+            self._latency_age = 0
+        self._latency_age += 1
+        return self._latency_ms
 
     def process(self, frame: Frame, wait_ns: int = 0) -> LaneFrameResult:
         slog = self.scheduler.spray_log
         if self._last_capture_ns is None:  # replay scoring measures the pass from here
-            kmh0 = self.planner.speed.speed_kmh()
-            slog.event("pass_start", t_capture_ns=frame.t_capture_ns, frame=frame.frame_id, speed_kmh=kmh0)
-            self.odometer = Odometer(frame.t_capture_ns, kmh0)
+            slog.event("pass_start", t_capture_ns=frame.t_capture_ns, frame=frame.frame_id,
+                       speed_kmh=self.planner.speed.speed_kmh())
         self._last_capture_ns = frame.t_capture_ns
         t0 = time.perf_counter_ns()
-        scores, lanes, kmh = self.planner.process(frame)
+        scores, lanes, kmh = self.planner.process(frame, self.latency_ms())
         t1 = time.perf_counter_ns()
-        assert self.odometer is not None
-        changed = self.odometer.update(frame.t_capture_ns, self.planner.spray.last_kmh)
+        changed = self.planner.speed_change
         if changed is not None:  # replay scoring integrates the speed over the pass
             slog.event("speed", frame=frame.frame_id, **changed)
         decision, agg = _aggregate(frame, lanes, scores, self.planner.classifier.labels)
@@ -293,8 +392,10 @@ class LaneProcessor:
             actuation=0.0,  # the scheduler thread switches the valves at their planned times
             end_to_end=max(0, self.clock.now_ns() - frame.t_capture_ns) / 1e6,
         )
+        self._e2e_ms.append(timings.end_to_end)
+        odo = self.odometer
         return LaneFrameResult(frame, agg, decision, self.outputs(), timings, lanes=tuple(lanes), speed_kmh=kmh,
-                               gate_ms=gate_ns / 1e6, distance_cm=self.odometer.distance_cm,
+                               gate_ms=gate_ns / 1e6, distance_cm=None if odo is None else odo.distance_cm,
                                gps=self.planner.speed.position())
 
     def between_frames(self) -> None:
@@ -320,7 +421,9 @@ class LaneProcessor:
 
     def at_end_of_source(self, stop: threading.Event, beat: Callable[[], None]) -> None:
         """A video or image folder ended: let the sprays already planned happen (so a dry run's spray log
-        is complete), unless a stop is requested. Bounded by the last planned close time."""
+        is complete), unless a stop is requested. The cells still pending are decided first (``finish_cells``).
+        Bounded by the last planned close time."""
+        self.planner.finish_cells()
         while not stop.is_set():
             nxt = self.scheduler.run_due()
             if nxt is None:
@@ -331,7 +434,7 @@ class LaneProcessor:
     def max_speed(self, e2e_p95_ms: float, fps: float) -> MaxSpeed:
         """From this run's measured latency (p95 capture -> scheduled, + p95 switching delay) and the geometry."""
         latency = e2e_p95_ms + self.scheduler.summary()["switch_delay_p95_ms"]
-        return max_speed(self.planner.geometry, latency, 1000.0 / fps if fps > 0 else None, self.planner.debounce_n)
+        return max_speed(self.planner.geometry, latency, 1000.0 / fps if fps > 0 else None)
 
     def finish(self, e2e_p95_ms: float, fps: float) -> dict:
         """The pass's end in the spray log, and the run's spray figures (scheduler, max speed, GPS)."""
@@ -340,7 +443,7 @@ class LaneProcessor:
             self.scheduler.spray_log.event("pass_end", t_capture_ns=self._last_capture_ns, **dist)
         m = self.max_speed(e2e_p95_ms, fps)
         spray = {**self.scheduler.summary(), "too_slow_frames": self.planner.too_slow_frames,
-                 "disabled_frames": self.planner.disabled_frames,
+                 "disabled_frames": self.planner.disabled_frames, "cells_dropped": self.planner.cells_dropped,
                  "max_speed_kmh": round(m.max_kmh, 2), "landing_kmh": round(m.landing_kmh, 2),
                  "coverage_kmh": round(m.coverage_kmh, 2), "limited_by": m.limited_by,
                  "latency_ms": round(m.latency_ms, 2)}

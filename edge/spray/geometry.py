@@ -117,8 +117,8 @@ class Geometry:
 @dataclass(frozen=True)
 class MaxSpeed:
     landing_kmh: float  # fastest speed at which the rearmost tile's spray is still commanded in time
-    coverage_kmh: float  # fastest speed at which every ground point is seen by debounce_n frames (inf = unknown)
-    latency_ms: float  # the latency it was computed for (capture -> scheduled, incl. debounce wait)
+    coverage_kmh: float  # fastest speed at which every ground point is seen in `views` frames (inf = unknown)
+    latency_ms: float  # the latency it was computed for (capture -> scheduled, incl. the valve's opening lag)
 
     @property
     def max_kmh(self) -> float:
@@ -130,17 +130,18 @@ class MaxSpeed:
 
 
 def max_speed(geom: Geometry, latency_ms: float, frame_period_ms: float | None = None,
-              debounce_n: int = 1) -> MaxSpeed:
+              views: int = 1) -> MaxSpeed:
     """The highest travel speed at which sprays still land on target.
 
     ``latency_ms``: capture -> spray scheduled (the pipeline's measured end-to-end, a high
-    percentile), plus any scheduler delay. The valve opening lag is added here. With an
-    N-of-M debounce the first weed frame is scheduled N-1 frames later, so that wait is added
-    too; and each ground point must be seen in N frames, which bounds the speed by the frame
-    rate (``frame_period_ms``; None = not known, no bound).
+    percentile), plus any scheduler delay. The valve opening lag is added here. A ground cell
+    is decided at the latest on the frame that sees it at the image's rear edge, so the room
+    is from there to the spray line. Each ground point must be seen in ``views`` frames (1:
+    at least once), which bounds the speed by the frame rate (``frame_period_ms``; None = not
+    known, no bound).
     """
     period = frame_period_ms if frame_period_ms and frame_period_ms > 0 else None
-    wait_ms = latency_ms + geom.open_lag_ns / 1e6 + (debounce_n - 1) * (period or 0.0)
+    wait_ms = latency_ms + geom.open_lag_ns / 1e6
     rear = -geom.footprint_along_cm / 2  # the rear edge of the image: the worst case, whatever the tiling
     room_cm = rear + geom.nozzle_distance_cm - geom.margin_before_cm
     if room_cm <= 0:
@@ -149,5 +150,5 @@ def max_speed(geom: Geometry, latency_ms: float, frame_period_ms: float | None =
         landing = math.inf
     else:
         landing = cm_s_to_kmh(room_cm / (wait_ms / 1e3))
-    coverage = math.inf if period is None else cm_s_to_kmh(geom.footprint_along_cm / (debounce_n * period / 1e3))
+    coverage = math.inf if period is None else cm_s_to_kmh(geom.footprint_along_cm / (views * period / 1e3))
     return MaxSpeed(landing_kmh=landing, coverage_kmh=coverage, latency_ms=wait_ms)

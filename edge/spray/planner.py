@@ -2,21 +2,21 @@
 
 Each frame is first gated (``gate``): below the minimum working speed, with the speed
 unknown, or with the enable switch off, nothing is scheduled and sprays already planned
-are cancelled (once, when the condition starts). Then each lane's verdict
-(``edge.decide.lanes``) is planned (``plan``): its sightings become valve intervals on
-the monotonic clock (``edge.spray.geometry`` -> ``edge.spray.scheduler``), a spray that
-the gate refused is logged ``not_sprayed``, and a lane with nothing to spray releases its
-valve's refresh.
+are cancelled (once, when the condition starts). Then each lane's cells decided on this
+frame (``edge.spray.cells``) are planned (``plan``): a cell that sprays becomes one valve
+interval on the monotonic clock, over the extent of the plant seen in it plus the margins
+(``edge.spray.geometry`` -> ``edge.spray.scheduler``), a spray that the gate refused is
+logged ``not_sprayed``, and a lane with nothing to spray releases its valve's refresh.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from edge.core.errors import ConfigError
-from edge.decide.lanes import LaneVerdict
+from edge.spray.cells import CellDecision
 from edge.spray.geometry import Geometry, kmh_to_cm_s
 from edge.spray.scheduler import SprayScheduler
 from edge.spray.speed import SpeedSource
@@ -50,7 +50,7 @@ def require_channels(geometry: Geometry, channels: int) -> None:
 
 
 class SprayPlanner:
-    """Speed and enable gate, and the scheduling of sightings; owns no thread."""
+    """Speed and enable gate, and the scheduling of the cells decided to spray; owns no thread."""
 
     def __init__(self, geometry: Geometry, scheduler: SprayScheduler, speed: SpeedSource, *,
                  min_speed_kmh: float = 1.0, enable: Callable[[], bool] | None = None):
@@ -95,31 +95,37 @@ class SprayPlanner:
         self._too_slow = slow
         return None if slow else kmh
 
-    def plan(self, verdict: LaneVerdict, frame_id: int, gate: Gate) -> Planned:
-        """Schedule a lane's sightings (or log why not, or release its valve)."""
-        channel = self.geometry.channels[verdict.lane]
-        decision = verdict.decision
-        if decision.spray and gate.go:
+    def plan(self, lane: int, decisions: Sequence[CellDecision], frame_id: int, gate: Gate,
+             distance_cm: float, t_capture_ns: int, *, weed_seen: bool = False) -> Planned:
+        """Schedule a lane's cells decided to spray on this frame (or log why not), each cut to its plant's
+        extent (``Cell.plant``); a lane with nothing to spray and no weed in sight (``weed_seen``: a tile of
+        this frame fires) releases its valve. ``distance_cm`` and ``t_capture_ns`` are this frame's: the
+        cells' ground positions become times from there, at this frame's speed."""
+        channel = self.geometry.channels[lane]
+        spray = [d for d in decisions if d.spray]
+        if spray and gate.go:
             assert gate.kmh is not None
-            return self._schedule(verdict, channel, frame_id, kmh_to_cm_s(gate.kmh))
-        if decision.spray:  # too slow or switched off: counted, logged, not sprayed
-            self.scheduler.spray_log.event("not_sprayed", lane=verdict.lane, channel=channel, frame=frame_id,
-                                           why=gate.why)
-        elif not decision.weed_frame:
+            return self._schedule(lane, spray, channel, frame_id, distance_cm, t_capture_ns, kmh_to_cm_s(gate.kmh))
+        for d in spray:  # too slow or switched off: counted, logged, not sprayed
+            self.scheduler.spray_log.event("not_sprayed", lane=lane, channel=channel, frame=frame_id,
+                                           cell=d.cell.index, why=gate.why)
+        if not spray and not weed_seen:
             self.scheduler.release(channel)
         return Planned(0, 0)
 
-    def _schedule(self, verdict: LaneVerdict, channel: int, frame_id: int, cm_s: float) -> Planned:
-        reason = "weed" if verdict.own_weed else "hold"
+    def _schedule(self, lane: int, decisions: Sequence[CellDecision], channel: int, frame_id: int,
+                  distance_cm: float, t_capture_ns: int, cm_s: float) -> Planned:
         position = self.speed.position()  # a GPS knows where we are: lat/lon on the spray log
-        extra = {"lat": round(position[0], 7), "lon": round(position[1], 7)} if position is not None else None
+        extra = {"lat": round(position[0], 7), "lon": round(position[1], 7)} if position is not None else {}
         scheduled = late = 0
-        for sighting in verdict.sightings:
-            why = reason if sighting.frame_id == frame_id else "weed (debounced)"
-            for tile in sighting.tiles:
-                open_ns, close_ns = self.geometry.tile_interval_ns(tile, sighting.t_capture_ns, cm_s)
-                outcome = self.scheduler.plan(channel, open_ns, close_ns, lane=verdict.lane,
-                                              frame_id=sighting.frame_id, reason=why, extra=extra)
-                scheduled += 1
-                late += outcome.status in ("late", "missed")
+        for d in decisions:
+            assert d.cell.plant is not None  # a cell sprays only on views that saw a plant in it
+            rear, front = d.cell.plant
+            open_ns, close_ns = self.geometry.interval_ns(rear - distance_cm, front - distance_cm, t_capture_ns,
+                                                          cm_s)
+            outcome = self.scheduler.plan(channel, open_ns, close_ns, lane=lane, frame_id=frame_id, reason="weed",
+                                          extra={"cell": d.cell.index, "views": len(d.cell.views),
+                                                 "first_frame": d.cell.first_frame, "decided": d.why, **extra})
+            scheduled += 1
+            late += outcome.status in ("late", "missed")
         return Planned(scheduled, late)

@@ -7,7 +7,7 @@ import pytest
 
 from edge.core.clock import ManualClock
 from edge.spray.config import SprayConfig
-from edge.decide.decider import Decider
+from edge.decide.rule import SprayRule
 from edge.core.errors import ConfigError
 from edge.core.frame import Frame
 from edge.spray.geometry import Geometry
@@ -444,7 +444,7 @@ def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path, capsys):
     slog = tmp_path / "spray.jsonl"
     sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(slog, clock=clock),
                            merge_gap_ns=40 * MS)
-    planner = LanePlanner(classifier, lambda: Decider(classifier.labels, ["weed"], 0.5), Geometry.from_config(c),
+    planner = LanePlanner(classifier, SprayRule(0.5, None, labels=classifier.labels, weed_labels=("weed",)), Geometry.from_config(c),
                           sched, FixedSpeed(3.6), tile_rows=2)
     canvas, top = field_canvas(plants)
     summary = RunLoop(Pass(canvas, top, clock, sched, frames=46), LaneProcessor(planner, clock=clock), clock=clock).run()
@@ -617,7 +617,7 @@ def test_a_pass_that_slows_down_scores_its_hits_with_the_logged_speed(tmp_path):
     slog = tmp_path / "spray.jsonl"
     sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(slog, clock=clock), merge_gap_ns=40 * MS)
     gps = NmeaSpeed("unused", clock=clock)
-    planner = LanePlanner(classifier, lambda: Decider(classifier.labels, ["weed"], 0.5), Geometry.from_config(c),
+    planner = LanePlanner(classifier, SprayRule(0.5, None, labels=classifier.labels, weed_labels=("weed",)), Geometry.from_config(c),
                           sched, gps, tile_rows=2)
     canvas, top = field_canvas(plants)
     summary = RunLoop(SlowingPass(canvas, top, clock, sched, 75, gps), LaneProcessor(planner, clock=clock),

@@ -11,10 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.core.errors import ConfigError
-from edge.core.frame import Frame
-from edge.core.tile import Tile
 from edge.decide.decider import Decider
-from edge.decide.lanes import LaneDecisions
 from edge.decide.rule import EPS, SprayRule, ViewEvidence, log_odds
 from edge.inference.bundle import InputSpec, Manifest, RuleSpec
 
@@ -287,58 +284,6 @@ def test_from_rule_keeps_the_rule():
 
 
 # -- lanes: each tile a view -------------------------------------------------------------------
-def _tiles(rows):
-    return tuple(Tile(0, i, 0.0, 1.0, i / rows, (i + 1) / rows, 10.0 * (rows - i), 10.0 * (rows - i - 1))
-                 for i in range(rows))
-
-
-def _frame(i=0):
-    return Frame(np.zeros((4, 4, 3), np.uint8), i, i * 100_000_000, "test")
-
-
-def _old_lane(labels, weeds, threshold, tile_probs):
-    """The lane decision before the rule: the most weed-like tile decides, weed tiles over the threshold."""
-    mask = np.array([x in weeds for x in labels])
-    scores = [float(np.asarray(q, np.float64)[mask].sum()) for q in tile_probs]
-    return int(np.argmax(scores)), [s >= threshold for s in scores], scores
-
-
-@PROPERTY
-@given(st.integers(2, 13).flatmap(lambda k: st.tuples(
-    st.just(k), st.lists(_probability_rows(k), min_size=1, max_size=4),
-    st.sets(st.integers(0, k - 1), min_size=1), st.floats(0, 1))))
-def test_lanes_without_a_veto_decide_as_before(case):
-    k, tile_probs, weed_idx, threshold = case
-    labels = tuple(f"l{i}" for i in range(k))
-    weeds = tuple(labels[i] for i in sorted(weed_idx))
-    lanes = LaneDecisions(lambda: Decider(labels, weeds, threshold), 1)
-    lanes.next_frame()
-    tiles = _tiles(len(tile_probs))
-    v = lanes.decide(0, tile_probs, tiles, _frame())
-    best, weed, scores = _old_lane(labels, weeds, threshold, tile_probs)
-    assert v.decided_tile == best and v.decision.weed_score == scores[best]
-    assert v.decision.weed_frame == weed[best] and v.own_weed == any(weed)
-    assert v.weed_scores == tuple(round(s, 4) for s in scores)
-    assert [t for s in v.sightings for t in s.tiles] == [t for t, w in zip(tiles, weed) if w]
-
-
-def test_a_vetoed_tile_is_not_sprayed_but_its_neighbour_is():
-    lanes = LaneDecisions(lambda: Decider(LABELS, WEEDS, 0.5, crop_labels=CROPS, crop_veto=0.3), 1)
-    lanes.next_frame()
-    tiles = _tiles(3)
-    v = lanes.decide(0, [p(0.0, 0.35, 0.65, 0.0), p(0.45, 0.0, 0.55, 0.0), p(0.9, 0.1, 0.0, 0.0)], tiles, _frame())
-    assert v.decided_tile == 1 and v.decision.spray and not v.decision.vetoed  # the firing tile, not the top one
-    assert v.sightings[-1].tiles == (tiles[1],)
-
-
-def test_a_lane_whose_only_weed_tile_is_vetoed_does_not_spray():
-    lanes = LaneDecisions(lambda: Decider(LABELS, WEEDS, 0.5, crop_labels=CROPS, crop_veto=0.3), 1)
-    lanes.next_frame()
-    v = lanes.decide(0, [p(0.0, 0.35, 0.65, 0.0), p(0.9, 0.1, 0.0, 0.0)], _tiles(2), _frame())
-    assert v.decided_tile == 0 and v.decision.vetoed and not v.decision.weed_frame and not v.sightings
-    assert not v.own_weed
-
-
 def test_view_evidence_of_a_batch_has_a_length():
     assert len(rule().view(np.stack([W(0.1), W(0.9)]))) == 2 and len(rule().view(W(0.1))) == 1
     assert isinstance(rule().view(W(0.1)), ViewEvidence)

@@ -74,16 +74,16 @@ def test_interval_needs_speed():
         Geometry.from_config(cfg()).interval_ns(-20, 20, 0, 0.0)
 
 
-@pytest.mark.parametrize("kw, latency_ms, period_ms, n, landing, coverage", [
+@pytest.mark.parametrize("kw, latency_ms, period_ms, views, landing, coverage", [
     # room = -20 + 100 - 0 = 80 cm; 80 cm in 100 ms = 800 cm/s = 28.8 km/h
     ({}, 100, None, 1, 28.8, math.inf),
     ({"valve_open_lag_ms": 60}, 100, None, 1, 18.0, math.inf),  # 80 cm / 160 ms
     ({"margin_before_cm": 40}, 100, None, 1, 14.4, math.inf),  # 40 cm / 100 ms
-    ({}, 50, 50, 2, 28.8, 14.4),  # debounce 2: +1 frame; 40 cm seen in 2 frames of 50 ms -> 400 cm/s
+    ({}, 50, 50, 2, 57.6, 14.4),  # 2 views a spot: 40 cm in 2 frames of 50 ms -> 400 cm/s (no frame counting wait)
     ({"nozzle_distance_cm": 15}, 10, None, 1, 0.0, math.inf),  # nozzle inside the footprint: never in time
 ])
-def test_max_speed(kw, latency_ms, period_ms, n, landing, coverage):
-    m = max_speed(Geometry.from_config(cfg(**kw)), latency_ms, period_ms, n)
+def test_max_speed(kw, latency_ms, period_ms, views, landing, coverage):
+    m = max_speed(Geometry.from_config(cfg(**kw)), latency_ms, period_ms, views)
     assert m.landing_kmh == pytest.approx(landing)
     assert m.coverage_kmh == pytest.approx(coverage)
     assert m.max_kmh == pytest.approx(min(landing, coverage))

@@ -94,27 +94,30 @@ def classifier():
 
 
 def test_per_lane_sidecars_give_each_tile_its_box_scores_and_spray_and_the_odometer(classifier, tmp_path):
+    """A weed strip along lane 1 under a camera moving 5 cm a frame (as test_lanes): its cells are decided as
+    they leave the image; a frame that sprays marks the lane-1 tiles over the plants it planned."""
     clock, out, sched, p = make(classifier, tile_rows=2)  # 4 lanes x 2 rows, 100 cm/s
     saver = TriggerSaver(tmp_path / "saved", sample_every_s=0.1, run_id="pass1")
     saver.describe_model(classifier.bundle.name, classifier.labels)
-    src = Frames([field(()), field((1,)), field(()), field(())], clock)  # 50 ms apart
+    src = Frames([field((1,))] * 12, clock)  # 50 ms apart
     RunLoop(src, LaneProcessor(p, clock=clock), clock=clock, saver=saver).run()
-    [spray] = sidecars(tmp_path / "saved", "spray")
-    sampled = sidecars(tmp_path / "saved", "sample")
-    assert [d["frame"] for d in sampled] == [1, 3]  # every 0.1 s of capture time
-    assert spray["frame"] == 2 and spray["speed_kmh"] == 3.6 and spray["gps"] is None
-    assert spray["distance_cm"] == pytest.approx(5.0)  # 50 ms at 100 cm/s since the first frame
-    assert sampled[1]["distance_cm"] == pytest.approx(10.0)
-    tiles = spray["tiles"]
-    assert len(tiles) == 8
-    assert [(t["lane"], t["row"]) for t in tiles] == [(lane, row) for lane in range(4) for row in range(2)]
-    assert [t["box"] for t in tiles[:3]] == [[0, 0, 32, 32], [0, 32, 32, 32], [32, 0, 32, 32]]
-    for t in tiles:
-        weed = t["lane"] == 1
-        assert t["label"] == ("weed" if weed else "soil") and t["sprayed"] is weed
-        assert (t["weed_score"] > 0.5) is weed and t["crop_score"] < 0.5
-        front, rear = t["ground_cm"]
-        assert front > rear  # the tile's front edge is further ahead of the camera
+    sprayed, sampled = sidecars(tmp_path / "saved", "spray"), sidecars(tmp_path / "saved", "sample")
+    assert sprayed and sampled
+    assert all(b["frame"] - a["frame"] >= 2 for a, b in zip(sampled, sampled[1:]))  # >= 0.1 s apart
+    for doc in sprayed + sampled:
+        assert doc["speed_kmh"] == 3.6 and doc["gps"] is None and doc["run"] == "pass1"
+        assert doc["distance_cm"] == pytest.approx(5.0 * (doc["frame"] - 1))  # 50 ms at 100 cm/s a frame
+        tiles = doc["tiles"]
+        assert [(t["lane"], t["row"]) for t in tiles] == [(lane, row) for lane in range(4) for row in range(2)]
+        assert [t["box"] for t in tiles[:3]] == [[0, 0, 32, 32], [0, 32, 32, 32], [32, 0, 32, 32]]
+        for t in tiles:
+            weed = t["lane"] == 1
+            assert t["label"] == ("weed" if weed else "soil") and (t["weed_score"] > 0.5) is weed
+            assert t["crop_score"] < 0.5 and t["vegetation"] is None and t["gated"] is False
+            assert not t["sprayed"] or weed  # only the weed lane's tiles are ever sprayed
+            front, rear = t["ground_cm"]
+            assert front > rear  # the tile's front edge is further ahead of the camera
+        assert any(t["sprayed"] for t in tiles) is (doc["kind"] == "spray")
 
 
 def test_write_atomic_replaces_whole_or_leaves_the_old_file(tmp_path):

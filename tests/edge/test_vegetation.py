@@ -15,6 +15,7 @@ from edge.core.errors import EXIT_CONFIG, ConfigError
 from edge.core.frame import Frame
 from edge.core.tile import Tile
 from edge.decide.decider import Decider
+from edge.decide.rule import SprayRule
 from edge.inference import Classifier
 from edge.inference.config import PRESETS, GateConfig, GateParams
 from edge.inference.vegetation import VegetationExtent, VegetationGate, bare_probs, vegetation_mask
@@ -223,14 +224,14 @@ def field(weed_lanes=(), lanes=4, h=64, w=128, rows=2, weed_rows=None, inset=4):
     return img
 
 
-def planner(classifier, gate=MEDIUM, threshold=0.5, debounce=(1, 1), hold_s=0.0):
+def planner(classifier, gate=MEDIUM, threshold=0.5):
     c = SprayConfig(lanes=4, footprint_across_cm=100.0, footprint_along_cm=40.0, nozzle_distance_cm=100.0,
                     margin_before_cm=0.0, margin_after_cm=0.0, valve_open_lag_ms=0.0, valve_close_lag_ms=0.0,
                     speed_kmh=3.6, tile_rows=2)
     clock = ManualClock(start_ns=0)
     out = DryRunOutput(channels=4, clock=clock, max_on_s=30.0)
     sched = SprayScheduler(out, clock=clock)
-    p = LanePlanner(classifier, lambda: Decider(classifier.labels, ["weed"], threshold, *debounce, min_hold_s=hold_s),
+    p = LanePlanner(classifier, SprayRule(threshold, None, labels=classifier.labels, weed_labels=("weed",)),
                     Geometry.from_config(c), sched, FixedSpeed(3.6), tile_rows=2, vegetation=gate)
     return clock, sched, p
 
@@ -246,47 +247,57 @@ def test_bare_tiles_are_not_classified_and_never_sprayed(single):
     assert all(sched.pending(ch) == [] for ch in range(4)) and (p.tiles_seen, p.tiles_gated) == (8, 8)
 
 
-def test_vegetated_tiles_behave_as_without_the_gate(single):
+def test_vegetated_tiles_are_classified_as_without_the_gate_and_sprayed_over_the_plant(single):
     image = field((1, 3), weed_rows=(0,))  # lanes 1 and 3: a weed in the top row, soil below
     results = []
     for gate in (MEDIUM, None):
         clock, sched, p = planner(single, gate=gate)
         before = single.invokes
         _, lanes, _ = p.process(Frame(image, 1, clock.now_ns(), "test"))
-        results.append((single.invokes - before, [(r.decision.spray, r.tile_scores, r.scheduled) for r in lanes],
+        p.finish_cells()
+        results.append((single.invokes - before, [(r.decision.weed_frame, r.tile_scores) for r in lanes],
                         [sched.pending(ch) for ch in range(4)], lanes))
     (gated_invokes, gated, gated_plans, lanes), (all_invokes, plain, plain_plans, _) = results
     assert (gated_invokes, all_invokes) == (2, 8)  # only the two weed tiles went to the model
-    assert gated == plain and gated_plans == plain_plans
-    assert [r.decision.spray for r in lanes] == [False, True, False, True]
+    assert gated == plain  # the same views
+    assert [r.decision.weed_frame for r in lanes] == [False, True, False, True]
     assert [[v.gated for v in r.vegetation] for r in lanes] == [[True, True], [False, True]] * 2
     # the 24 x 24 px weed, grown by 1 px on every side by the 3x3 smoothing (not at its 4 corners)
     assert lanes[1].vegetation[0].fraction == (26 * 26 - 4) / 32 ** 2
     assert lanes[1].vegetation[0].extent == VegetationExtent(3 / 32, 29 / 32)
+    # the top tile is 0..20 cm ahead, 100 cm/s, nozzle 100 cm behind: with the gate the spray covers the plant
+    # (rows 3/32 .. 29/32 of the tile: 1.875 .. 18.125 cm ahead); without it, the gate gives no extent: the tile
+    assert gated_plans[1] == gated_plans[3] == [(1_018_750_000, 1_181_250_000)]
+    assert plain_plans[1] == plain_plans[3] == [(1_000 * MS, 1_200 * MS)]
+    assert gated_plans[0] == gated_plans[2] == plain_plans[0] == plain_plans[2] == []
 
 
-def test_a_hold_does_not_spray_bare_tiles(single):
-    """A hold keeps the lane spraying its whole strip after a weed; the gate takes its bare tiles out."""
-    plans = {}
+def test_a_bare_view_adds_no_evidence_to_a_plants_cells(single):
+    """A weed seen once, then (the next frame, 10 cm on) called bare by the gate, e.g. a sliver at a tile's edge:
+    the bare view does not vote, the weed's cells spray. Without the gate the same tile is classified soil and
+    its strongly negative log-odds outvote the weed."""
+    sprayed = {}
     for name, gate in (("gate", MEDIUM), ("no gate", None)):
-        clock, sched, p = planner(single, gate=gate, hold_s=1.0)
+        clock, sched, p = planner(single, gate=gate)
         p.process(Frame(field((0,)), 1, clock.now_ns(), "test"))
         clock.advance(0.1)
-        _, lanes, _ = p.process(Frame(field(), 2, clock.now_ns(), "test"))
-        plans[name] = (lanes[0].decision.spray, lanes[0].scheduled)
-    assert plans == {"gate": (True, 0), "no gate": (True, 2)}
+        _, lanes, _ = p.process(Frame(field(), 2, clock.now_ns(), "test"))  # the rear tile's cells leave now
+        if gate is not None:  # the cells still in view were seen bare once
+            assert [c.bare for c in p.cells.cells() if c.lane == 0] == [1] * 4
+        sprayed[name] = lanes[0].cells.sprayed + sum(d.spray for d in p.cells.decide_all("end") if d.cell.lane == 0)
+    assert sprayed == {"gate": 8, "no gate": 2}  # no gate: the 6 cells seen again (as soil) do not spray
 
 
-def test_at_threshold_0_every_tile_is_a_weed_tile_but_bare_ones_are_still_not_sprayed(single):
-    clock, sched, p = planner(single, threshold=0.0, debounce=(2, 2))
+def test_at_threshold_0_every_classified_tile_fires_but_bare_ones_are_never_sprayed(single):
+    clock, sched, p = planner(single, threshold=0.0)
     t1 = clock.now_ns()
-    p.process(Frame(field((2,), weed_rows=(1,)), 1, t1, "test"))  # waits for the 2nd frame: debounce 2 of 2
-    clock.advance(0.1)
-    _, lanes, _ = p.process(Frame(field((2,), weed_rows=(1,)), 2, clock.now_ns(), "test"))
-    assert all(r.decision.spray for r in lanes)  # a weed score of 0 reaches a threshold of 0
-    assert [r.scheduled for r in lanes] == [0, 0, 2, 0]  # both frames' weed tile (bottom row) in lane 2 only
-    # the bottom row is 0..20 cm behind the centre: 80..100 cm to the nozzle at 100 cm/s
-    assert sched.pending(2) == [(t1 + 800 * MS, clock.now_ns() + 1000 * MS)]
+    _, lanes, _ = p.process(Frame(field((2,), weed_rows=(1,)), 1, t1, "test"))
+    assert [r.decision.weed_frame for r in lanes] == [True] * 4  # a weed score of 0 reaches a threshold of 0
+    assert [r.cells.pending for r in lanes] == [0, 0, 4, 0]  # only lane 2's plant is on the ground
+    p.finish_cells()
+    # the bottom row is 0..20 cm behind the centre, its plant 1.875..18.125 cm behind: 81.875..98.125 cm to go
+    assert sched.pending(2) == [(t1 + 818_750_000, t1 + 981_250_000)]
+    assert all(sched.pending(ch) == [] for ch in (0, 1, 3))
 
 
 def test_the_frame_log_has_each_tiles_vegetation(single, tmp_path):

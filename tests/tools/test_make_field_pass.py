@@ -226,3 +226,24 @@ def test_a_split_needs_its_data_set(tmp_path):
                            "--list-split"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"make_field_pass: error: data folder {tmp_path / 'none'} does not exist")
+
+
+def test_a_pass_without_plants_sprays_nothing_end_to_end(tmp_path, capsys):
+    """--density-per-m 0: gravel only (with motion blur and sensor noise); edge-run with the shipped model and the
+    pass's [spray] config plans no spray, and edge-replay scores nothing sprayed."""
+    from edge.cli import main as edge_run
+    from edge.tools.replay import main as replay
+
+    out, truth, conf = make(tmp_path, "empty", "--length-m", "2", "--speed-kmh", "10", "--density-per-m", "0",
+                            "--blur-px", "7", "--noise", "6")
+    assert truth.read_text() == ""
+    assert edge_run(["--config", str(conf), "--video", str(out), "-q", "--log-jsonl", str(tmp_path / "f.jsonl")]) == 0
+    printed = capsys.readouterr().out
+    assert "sprays: 0 planned" in printed
+    events = [json.loads(x) for x in (tmp_path / "empty_spray.jsonl").read_text().splitlines()]
+    assert {e["event"] for e in events} <= {"pass_start", "pass_end", "speed"}
+    lines = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert lines and all(lane["cells"]["sprayed"] == 0 for ln in lines for lane in ln["lanes"])
+    assert replay(["--config", str(conf), "--spray-log", str(tmp_path / "empty_spray.jsonl"), "--truth",
+                   str(truth)]) == 0
+    assert "sprayed 0.00 m²" in capsys.readouterr().out

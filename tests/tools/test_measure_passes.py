@@ -47,3 +47,19 @@ def test_conditions_are_named(tool):
     assert tool.conditions(["blur"], 7, 6.0) == {"blur 7 px + noise 6": ("blur", ["--blur-px", "7", "--noise", "6.0"])}
     with pytest.raises(SystemExit, match="unknown fog"):
         tool.conditions(["fog"], 7, 6.0)
+
+
+def test_a_clocked_run_scores_a_short_made_pass(tool, tmp_path):
+    """tools/run_pass_clocked.py on a 1 m pass of the preset (the repository's sample photos): every frame seen,
+    nothing late, every weed found or partly; the spray log is edge-replay's."""
+    import make_field_pass as mfp
+    from run_pass_clocked import run_clocked
+
+    avi, truth, conf = tmp_path / "p.avi", tmp_path / "p.jsonl", tmp_path / "p.toml"
+    args = mfp.parse_args(["--preset", "boom-4x10cm", "--length-m", "1", "--speed-kmh", "10", "--seed", "2",
+                           "--out", str(avi), "--truth", str(truth), "--config-out", str(conf)])
+    mfp.make_pass(args, mfp.photo_pool(args))
+    s = run_clocked(conf, avi, truth)
+    assert s.late == 0 and s.weeds > 0 and s.hits + s.partial >= s.weeds - 1
+    assert 0.0 < s.sprayed_m2 < s.blanket_m2 and (tmp_path / "p_spray.jsonl").exists()
+    assert tool.Run(10.0, "clean", 2, s, "clocked", "").dropped == "0 (clocked)"

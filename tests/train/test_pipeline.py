@@ -72,8 +72,10 @@ def _export(trained, out: Path, **kw):
 
 @pytest.mark.slow
 def test_train_export_load_classify(trained, tmp_path):
-    from edge.inference.bundle import load_bundle
+    from edge.inference.bundle import load_bundle, sha256_file
     from edge.inference import Classifier
+    from train.perturb import SUITE
+    from train.rulechoice import read_rows
 
     assert trained.val_probs is None  # no refit: the exported model chose its own threshold on val
     res = _export(trained, tmp_path, extra_variants=("float16",), allow_quant_drop=True)
@@ -90,12 +92,22 @@ def test_train_export_load_classify(trained, tmp_path):
     assert m.training["command"].startswith("weed-train train --data")
     assert m.training["corrupt_skipped"] == 1
     assert 0.0 <= m.threshold <= 1.0 and m.metrics["threshold_chosen_on"] == "validation"
-    # the decision rule: format 2, the threshold chosen on validation, no crop veto (yet)
+    # the decision rule: format 2, threshold and crop veto chosen on validation and its perturbed copies
     on_disk = json.loads((folder / "manifest.json").read_text())
     assert on_disk["format_version"] == 2 and "threshold" not in on_disk
     assert m.rule.threshold == m.threshold == metrics_threshold(folder)
-    assert (m.rule.crop_veto, m.rule.chosen_on) == (None, "validation")
-    assert m.rule.notes.startswith("lowest 1 x weed miss") and "split model" not in m.rule.notes
+    e = json.loads((folder / "metrics.json").read_text())["models"]["int8"]
+    assert m.rule.chosen_on == "validation+perturbed" and m.rule.crop_veto == e["crop_veto"]
+    assert m.rule.notes == e["threshold_rule"] == e["rule_choice"]["how"] and "split model" not in m.rule.notes
+    assert list(e["rule_choice"]["rows"]) == [p.name for p in SUITE]
+    assert e["test"]["crop_veto"] == m.rule.crop_veto
+    # the bundle carries its Keras model and the validation rows the rule was chosen on
+    assert m.trained_weights is not None and m.trained_weights.file == "model.keras"
+    assert m.trained_weights.sha256 == sha256_file(folder / "model.keras")
+    y_val, rows, source = read_rows(folder / "validation_rows.npz")
+    assert list(rows) == [p.name for p in SUITE] and "through the edge runtime" in source
+    assert all(r.shape == (len(y_val), len(m.labels)) for r in rows.values())
+    assert m.training["validation_rows"] == "validation_rows.npz"
     assert set(m.variants) == {"float32", "float16"}
 
     photo = cv2.cvtColor(cv2.imread(str(next((PHOTOS / "maize").glob("*.jpg")))), cv2.COLOR_BGR2RGB)
@@ -112,10 +124,9 @@ def test_train_export_load_classify(trained, tmp_path):
     assert test["weed_miss"]["ci95"][0] <= test["weed_miss"]["rate"] <= test["weed_miss"]["ci95"][1]
     report = (folder / "report.md").read_text()
     assert m.training["command"] in report and "Quantisation gate" in report
-    assert "The manifest's `rule` records it, without a crop veto" in report
+    assert "The manifest's `rule` records it" in report and "| validation row | weed miss |" in report
 
     # the robustness suite: the main model on the same test split, under every named perturbation
-    from train.perturb import SUITE
     from train.robustness import METRICS
 
     rob = metrics["robustness"]
@@ -189,7 +200,8 @@ def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny
 
 
 @pytest.mark.slow
-def test_threshold_command_rechooses_on_validation_and_rescores_the_same_test_split(trained, tmp_path):
+@pytest.mark.parametrize("rule_on", ["validation", "validation+perturbed"])
+def test_threshold_command_rechooses_on_validation_and_rescores_the_same_test_split(trained, tmp_path, rule_on):
     from edge.inference.bundle import load_bundle
     from train.cli import main
     from train.export import export_bundle
@@ -201,22 +213,31 @@ def test_threshold_command_rechooses_on_validation_and_rescores_the_same_test_sp
     before = export_bundle(trained, ExportConfig(out=tmp_path, name="tiny", representative=16, latency_runs=3,
                                                  allow_quant_drop=True), argv=argv).metrics
     folder = tmp_path / "tiny"
-    assert main(["threshold", "--model", str(folder), "--max-weed-miss", "0", "--quiet"]) == 0
+    assert main(["threshold", "--model", str(folder), "--rule-on", rule_on, "--max-weed-miss", "0", "--quiet"]) == 0
 
     after = json.loads((folder / "metrics.json").read_text())
     manifest = load_bundle(folder).manifest  # hashes still check out
     main_model = after["main_model"]
     e = after["models"][main_model]
     assert manifest.threshold == manifest.rule.threshold == e["threshold"]
-    assert manifest.rule.chosen_on == "validation" and "weed miss <= 0 %" in manifest.rule.notes
+    assert manifest.rule.chosen_on == rule_on and "weed miss <= 0 %" in manifest.rule.notes
+    assert manifest.rule.crop_veto == e["crop_veto"] == e["test"]["crop_veto"]
     assert after["training"]["rethreshold"]["previous"] == before["models"][main_model]["threshold"]
     assert after["training"]["rethreshold"]["command"].startswith("weed-train threshold --model")
     assert "weed miss <= 0 %" in e["threshold_rule"]
     # the recorded training command rebuilt the same split: the same test photos, the same argmax
     for key in ("n_photos", "species_accuracy", "confusion_matrix"):
         assert e["test"][key] == before["models"][main_model]["test"][key]
-    # validation numbers follow the validation sweep at the new threshold
-    row = next(r for r in e["val"]["sweep"] if r["threshold"] == e["threshold"])
-    assert e["val"]["weed_miss"]["rate"] == pytest.approx(row["weed_miss"])
-    assert e["val"]["crop_vs_weed_accuracy"] == pytest.approx(row["crop_vs_weed_accuracy"])
+    if rule_on == "validation":  # validation numbers follow the validation sweep at the new threshold
+        row = next(r for r in e["val"]["sweep"] if r["threshold"] == e["threshold"])
+        assert e["val"]["weed_miss"]["rate"] == pytest.approx(row["weed_miss"])
+        assert e["val"]["crop_vs_weed_accuracy"] == pytest.approx(row["crop_vs_weed_accuracy"])
+        assert manifest.rule.crop_veto is None
+    else:  # chosen on the stored validation rows: the rule choice says which, with their rates
+        from train.rulechoice import RuleLimits, choose_rule, read_rows
+
+        y_val, rows, _ = read_rows(folder / "validation_rows.npz")
+        again = choose_rule(rows, y_val, after["labels"], trained.prep.roles, RuleLimits(max_weed_miss=0.0))
+        assert (again.threshold, again.crop_veto) == (e["threshold"], e["crop_veto"])
+        assert e["rule_choice"]["rows"]["clean"]["weed_miss"] == pytest.approx(e["val"]["weed_miss"]["rate"])
     assert "re-chosen after training" in (folder / "report.md").read_text()

@@ -1,0 +1,37 @@
+"""tools/check_bare_tiles.py: the model alone on the lane tiles of a pass with no plants."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("scipy")  # the Wilson interval comes from train.evaluate (training extras)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(tool: str, *args) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / tool), *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_every_lane_tile_of_every_frame_under_each_condition(tmp_path):
+    out, conf = tmp_path / "bare.avi", tmp_path / "bare.toml"
+    said = run("make_field_pass.py", "--preset", "boom-4x10cm", "--density-per-m", "0", "--length-m", "1",
+               "--speed-kmh", "10", "--out", out, "--truth", tmp_path / "bare.jsonl", "--config-out", conf)
+    assert "0 plants" in said
+    doc = json.loads(run("check_bare_tiles.py", "--video", out, "--config", conf, "--json"))
+    assert list(doc["conditions"]) == ["clean", "warm_cast", "dark"]
+    for c in doc["conditions"].values():
+        # 12 frames (1 m at 10 km/h, 30 fps) x 4 lanes x 3 rows (the preset's square-ish tiles)
+        assert c["tiles"] == 12 * 12 and 0 <= c["fired"] <= c["tiles"]
+        assert sum(c["as"].values()) == c["fired"] and c["ci95"][0] <= c["rate"] <= c["ci95"][1]
+    assert doc["rule"]["threshold"] == pytest.approx(0.4)  # the shipped bundle's rule
+    table = run("check_bare_tiles.py", "--video", out, "--config", conf, "--every", "4")
+    assert "| dark (x0.6) | " in table and "/36 |" in table  # frames 0, 4 and 8

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Run a made pass through the per-lane path on a manual clock: the decisions without the machine's load.
+
+``edge-run --realtime`` measures what a run on this machine does, latency spikes and dropped
+frames included. This runs the same ``[spray]`` path (``edge.app.wiring``'s classifier, rule,
+gate and geometry; ``LanePlanner`` / ``LaneProcessor``; the scheduler switching a dry-run
+output) on an ``edge.core.clock.ManualClock``: frame ``k`` of the video is captured at
+``k / fps``, processed in no time, and the scheduler switches at exactly its planned times.
+Every frame is seen, nothing is late: the score is the decision side's alone (the cells, the
+rule, the model, the extents). It writes the pass's spray log (the config's ``[spray]
+log_jsonl`` or ``--spray-log``) and prints ``edge-replay``'s line for it::
+
+    python tools/run_pass_clocked.py --config pass.toml --video pass.avi --truth pass_truth.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+
+from edge.app.wiring import load_classifier, make_gate, spray_rule
+from edge.config import load_config
+from edge.core.clock import ManualClock
+from edge.core.errors import WeedDetectorError
+from edge.core.frame import Frame
+from edge.loop.per_lane import LanePlanner, LaneProcessor
+from edge.outputs.dryrun import DryRunOutput
+from edge.spray.geometry import Geometry
+from edge.spray.scheduler import SprayScheduler
+from edge.spray.speed import FixedSpeed
+from edge.spray.spray_log import SprayLog
+from edge.tools.replay import Score, read_spray_log, read_truth, score
+
+
+def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None = None,
+                model: str | None = None) -> Score:
+    """The pass on a manual clock (see the module docstring); its score."""
+    cfg = load_config(config, {"model": {"bundle": model}} if model else None)
+    s = cfg.spray
+    if s is None or s.speed_source != "fixed":
+        raise SystemExit(f"{config}: needs a [spray] section with a fixed speed (a made pass's config)")
+    log_path = spray_log or Path(s.log_jsonl)
+    log_path.unlink(missing_ok=True)
+    clock = ManualClock(start_ns=1_000_000_000)
+    geometry = Geometry.from_config(s)
+    out = DryRunOutput(channels=s.channels_needed, clock=clock, max_on_s=600.0)
+    sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(log_path, clock=clock), max_on_s=s.max_on_s,
+                           merge_gap_ns=geometry.open_lag_ns + geometry.close_lag_ns)
+    classifier = load_classifier(cfg)
+    planner = LanePlanner(classifier, spray_rule(cfg, classifier), geometry, sched, FixedSpeed(s.speed_kmh),
+                          min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, vegetation=make_gate(cfg),
+                          cell_length_cm=s.cell_length_cm, latency_floor_ms=s.latency_floor_ms)
+    proc = LaneProcessor(planner, clock=clock)
+
+    def switch_until(t_ns: int | None) -> None:
+        """Every switching time before ``t_ns`` (None: all of them), each at its planned time."""
+        while (nxt := sched.run_due()) is not None and (t_ns is None or nxt < t_ns):
+            clock.advance(max(0, nxt - clock.now_ns()) / 1e9)
+        if t_ns is not None:
+            clock.advance(max(0, t_ns - clock.now_ns()) / 1e9)
+
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    t0, k = clock.now_ns(), 0
+    try:
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            t = t0 + round(k * 1e9 / fps)
+            switch_until(t)
+            proc.process(Frame(image, k + 1, t, str(video)))
+            k += 1
+        planner.finish_cells()
+        switch_until(None)
+        proc.finish(0.0, fps)
+    finally:
+        cap.release()
+        sched.close()
+        classifier.close()
+    if k == 0:
+        raise SystemExit(f"{video}: no frame could be read")
+    return score(read_spray_log(log_path), read_truth(truth), s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, type=Path, help="the pass's config (tools/make_field_pass.py)")
+    ap.add_argument("--video", required=True, type=Path)
+    ap.add_argument("--truth", required=True, type=Path)
+    ap.add_argument("--spray-log", type=Path, help="write the spray log here (default: the config's log_jsonl)")
+    ap.add_argument("--model", help="a bundle folder or shipped name (default: the config's or the default)")
+    a = ap.parse_args(argv)
+    try:
+        print(run_clocked(a.config, a.video, a.truth, a.spray_log, a.model).line())
+    except WeedDetectorError as e:
+        print(f"run_pass_clocked: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

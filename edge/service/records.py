@@ -66,7 +66,7 @@ class SavedTile:
     weed_score: float  # probability mass on the weed labels
     crop_score: float  # ... on the crop labels
     vegetation: float | None  # vegetated fraction 0..1 (None: the gate is off)
-    sprayed: bool  # whole frame: the outputs were on; per lane: the tile is in this frame's planned spray
+    sprayed: bool  # whole frame: the outputs were on; per lane: its ground overlaps a plant this frame planned
     gated: bool = False  # the vegetation gate called it bare ground (not classified)
     lane: int | None = None  # per lane: the lane (left to right) and the row (top first)
     row: int | None = None

@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--print", dest="print_frames", action="store_true", default=None, help="print one line per frame")
     lg.add_argument("--save-triggers", metavar="DIR", help="keep frames that fired and a sample of the others")
     lg.add_argument("--sample-rate", type=float, help="share of non-firing frames kept with --save-triggers")
+    lg.add_argument("--sample-every", type=float, metavar="S", dest="sample_every",
+                    help="also keep one non-firing frame at least every S seconds with --save-triggers (for labelling)")
     lg.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     lg.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
@@ -205,6 +207,7 @@ FLAG_KEYS: tuple[tuple[str, str, str | Convert], ...] = (
     ("save_triggers", "log", "save_triggers"),
     ("sample_rate", "log", "sample_rate"),
     ("web", "web", "listen"),
+    ("sample_every", "log", "sample_every_s"),
     ("quiet", "log", _const("level", "WARNING")),
     ("verbose", "log", _const("level", "DEBUG")),  # after -q: -v wins
 )

@@ -15,6 +15,7 @@ section       model                       module
 [service]     ``ServiceConfig``           ``edge.service.config``
 [spray]       ``SprayConfig``             ``edge.spray.config``
 [web]         ``WebConfig``               ``edge.web.config``
+[labelling]   ``LabellingConfig``         ``edge.labelling.config``
 ============  ==========================  ===========================================
 
 This module only assembles them: ``Config``, the checks across sections (input pins that
@@ -40,6 +41,7 @@ from edge.core.errors import ConfigError
 from edge.core.files import FileRefused, read_regular
 from edge.decide.config import DecisionConfig
 from edge.inference.config import GateConfig, ModelConfig
+from edge.labelling.config import LabellingConfig
 from edge.loop.config import SafetyConfig
 from edge.outputs.config import (
     OUTPUT_KEYS,
@@ -81,6 +83,7 @@ class Config(BaseModel):
     service: ServiceConfig = ServiceConfig()
     spray: SprayConfig | None = None  # None: whole-frame decisions (see edge.spray.config)
     web: WebConfig = WebConfig()  # the live view in the browser: off unless listen is set (edge-run --web)
+    labelling: LabellingConfig = LabellingConfig()  # the labelling pages' data set (edge.labelling)
 
     @model_validator(mode="before")
     @classmethod

@@ -67,6 +67,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="folder with one sub-folder of photos per class")
     src.add_argument("--csv", type=Path, help="CSV of path,label (paths relative to the CSV)")
+    g.add_argument("--mix-with", type=Path, action="append", default=[], metavar="DIR",
+                   help="another folder with one sub-folder per class, mixed in (its own groups.csv); repeatable: "
+                        "e.g. the original photos when fine-tuning --from-bundle on new ones")
     g.add_argument("--roles", type=Path, help="CSV with columns class,role (weed|crop|background), e.g. classes.csv")
     g.add_argument("--weeds", type=_csv_list, default=(), help="comma-separated weed classes (others are crops)")
     g.add_argument("--crops", type=_csv_list, default=(), help="comma-separated crop classes")
@@ -87,15 +90,25 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-per-class", type=COUNT, default=0, help=argparse.SUPPRESS)
 
 
+def _start(a: argparse.Namespace):
+    """The bundle ``--from-bundle`` names, its Keras model checked (``train.finetune.open_start``), or None."""
+    from train.finetune import open_start
+
+    return open_start(a.from_bundle) if a.from_bundle else None
+
+
 def _data_config(a: argparse.Namespace) -> DataConfig:
+    """The data settings; with --from-bundle the bundle's resize rule and its labels' roles (as defaults)."""
     from train.runs import DataConfig
 
+    start = _start(a)
     return DataConfig(
-        data=a.data, csv=a.csv, val_dir=a.val_dir, test_dir=a.test_dir, roles_file=a.roles,
+        data=a.data, csv=a.csv, mix_with=tuple(a.mix_with), val_dir=a.val_dir, test_dir=a.test_dir, roles_file=a.roles,
         weeds=a.weeds, crops=a.crops, background_classes=a.background_classes, groups=a.groups,
         use_groups=not a.no_groups, val_fraction=a.val, test_fraction=a.test, seed=a.seed,
-        background=a.background, background_fraction=a.background_fraction, resize=a.resize,
-        max_per_class=a.max_per_class,
+        background=a.background, background_fraction=a.background_fraction,
+        resize=a.resize if start is None else start.manifest.input.resize,
+        max_per_class=a.max_per_class, role_defaults=() if start is None else start.roles(),
     )
 
 
@@ -180,6 +193,10 @@ def _fit_config(a: argparse.Namespace, **over: object) -> FitConfig:
         seed=a.seed, class_weighting=not a.no_class_weights, augment=_augment(a),
         verbose=0 if a.quiet else 1, head_on_embeddings=not a.head_on_images, refit=a.refit,
     )
+    start = _start(a)
+    if start is not None:  # the bundle's network: its backbone at its input size
+        kw.update(from_bundle=str(a.from_bundle), backbone=start.manifest.backbone,
+                  input_size=start.manifest.input.height)
     kw.update(over)
     return FitConfig(**kw)
 
@@ -423,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(t)
     _add_fit_args(t)
     t.add_argument_group("model and training").add_argument(
+        "--from-bundle", default=None, metavar="BUNDLE",
+        help="start from this bundle's trained Keras model (folder or shipped name; it must carry model.keras) "
+             "instead of the pretrained backbone: its backbone, input size, resize rule and labels' roles; new "
+             "classes in the data get a new head row (their roles from --roles); mix in the original photos with "
+             "--mix-with DIR (docs/training.md)")
+    t.add_argument_group("model and training").add_argument(
         "--refit", action="store_true",
         help="after the run on train (early-stopped on val), train again on train+val for the epochs validation "
              "chose; threshold and validation metrics stay the split model's, test stays unseen")
@@ -449,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(b)
     b.add_argument("--out", type=Path, required=True, help="output folder (train/val/test sub-folders + patches.csv)")
     b.add_argument("--input-size", type=POSITIVE_INT, default=160, help="patch size in pixels = the model's input size")
-    b.set_defaults(func=cmd_background)
+    b.set_defaults(func=cmd_background, from_bundle=None)
 
     ev = sub.add_parser("evaluate", help="evaluate a bundle on a folder of labelled photos through the edge runtime")
     ev.add_argument("--model", default=None, help="bundle folder or name (default: the shipped default)")
@@ -486,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--backbones", type=_csv_list, default=None, help="default: mobilenet_v2,efficientnet_lite0,mobilenet_v1 (xception only on request)")
     c.add_argument("--modes", type=_csv_list, default=None, help="default: logreg,features,finetune")
     c.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder for the table and temporary bundles")
-    c.set_defaults(func=cmd_compare, refit=False)  # compare has no --refit; its fit configs never refit
+    c.set_defaults(func=cmd_compare, refit=False, from_bundle=None)  # compare has no --refit; its fit configs never refit
 
     ab = sub.add_parser("augment-bench", help="time training batches with and without the augmentation "
                                               "(input pipeline alone and training steps, one run)")
@@ -498,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="alternate plain and augmented this many times (1-20, default 1); the mean is reported")
     ab.add_argument("--per-op", action="store_true", help="also time each effect alone through the input pipeline")
     ab.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
-    ab.set_defaults(func=cmd_augment_bench, refit=False)
+    ab.set_defaults(func=cmd_augment_bench, refit=False, from_bundle=None)
 
     w = sub.add_parser("weights", help="install or list offline ImageNet weights")
     wsub = w.add_subparsers(dest="weights_cmd", required=True)

@@ -169,16 +169,19 @@ def read_roles(
     weeds: Sequence[str] = (),
     crops: Sequence[str] = (),
     background: Sequence[str] = (),
+    defaults: Sequence[tuple[str, str]] = (),
 ) -> Roles:
     """Decide each class's role.
 
     ``roles_file`` is a CSV with ``class`` and ``role`` columns (plant-seedlings'
     ``classes.csv`` is one). Otherwise ``weeds`` (and optionally ``crops``) name them;
     classes not listed as weeds are crops, and a class named ``background`` or listed in
-    ``background`` is background.
+    ``background`` is background. ``defaults`` ((class, role) pairs: a bundle's labels when
+    fine-tuning from it) come first: the roles file and the lists may change them, and a roles
+    file need not list them.
     """
     labels = sorted(set(labels))
-    role: dict[str, str] = {}
+    role: dict[str, str] = {name: r for name, r in defaults if name in labels}
     if roles_file is not None:
         roles_file = Path(roles_file)
         if not roles_file.is_file():
@@ -202,7 +205,7 @@ def read_roles(
         role[name] = "crop"
     for name in background:
         role[name] = "background"
-    if roles_file is None and not weeds:
+    if roles_file is None and not weeds and not any(r == "weed" for r in role.values()):
         raise DataError("no class is marked as a weed", "pass --roles FILE (class,role) or --weeds a,b,c")
     unknown = sorted(set(role) - set(labels) - {BACKGROUND})
     if unknown and roles_file is None:

@@ -286,6 +286,8 @@ def training_record(t: Trained, representative_images: int, argv: Sequence[str] 
         "mode": fc.mode,
         "started": t.started,
         "data": portable_path(dc.data or dc.csv),
+        "mix_with": [portable_path(m) for m in dc.mix_with],
+        "from_bundle": None if t.start is None else t.start.record(),
         "groups": portable_path(prep.groups_file) if prep.groups_file else None,
         "split": {"val": dc.val_fraction, "test": dc.test_fraction, "explicit": dc.val_dir is not None},
         "counts": prep.counts(),

@@ -63,10 +63,14 @@ class FitConfig:
     logreg_c: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
     verbose: int = 1
     refit: bool = False  # after the run on train, train again on train+val for the epochs validation chose
+    from_bundle: str = ""  # start from this bundle's trained Keras model (train.finetune), "" = the backbone's weights
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}", f"choose one of {', '.join(MODES)}")
+        if self.from_bundle and self.mode == "scratch":
+            raise ConfigError("--from-bundle starts from the bundle's trained weights: --mode scratch would drop them",
+                              "use --mode finetune (default), features or logreg with --from-bundle")
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -174,8 +178,13 @@ def fit(
     built: Built | None = None,
     embeddings: tuple[np.ndarray, np.ndarray | None] | None = None,
     roles: np.ndarray | None = None,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FitResult:
     """Train one model in ``cfg.mode``. ``built`` may be passed in (a prebuilt backbone).
+
+    ``head`` (kernel, bias) is where the softmax head starts (``train.finetune.initial_head``:
+    a bundle's head grown to the run's classes); None: Keras' random initialisation. The
+    ``logreg`` mode fits its head from scratch either way.
 
     With ``x_val`` None (a refit on train+val) every phase runs its configured epochs:
     no validation, no early stopping. ``roles`` (per class id: 1 weed, 0 crop, -1
@@ -197,10 +206,13 @@ def fit(
         return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
 
     model = classifier(built, n_classes, cfg.dropout, cfg.seed)
+    if head is not None:
+        model.get_layer("probabilities").set_weights(list(head))
+        notes.append("head started from the bundle's (its classes' rows copied, new classes' rows zero)")
     batches = training_batches(cfg, x_train, y_train, x_val, y_val, n_classes, roles)
     if cfg.mode in ("features", "finetune"):
         _train_head(cfg, built, model, batches, (x_train, y_train), (x_val, y_val), n_classes, cw, embeddings,
-                    history, notes)
+                    history, notes, head)
     if cfg.mode in ("finetune", "scratch"):
         _train_backbone(cfg, built, model, batches, cw, history, notes)
     built.base.trainable = False
@@ -243,7 +255,7 @@ def _run_epochs(model: keras.Model, batches: _Batches, epochs: int, cw: dict[int
 def _train_head(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batches,
                 train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray | None, np.ndarray | None],
                 n_classes: int, cw: dict[int, float], embeddings: tuple[np.ndarray, np.ndarray | None] | None,
-                history: dict, notes: list[str]) -> None:
+                history: dict, notes: list[str], head: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """features / finetune's first phase: the new head on the frozen backbone (cached embeddings, or images)."""
     (x_train, y_train), (x_val, y_val) = train, val
     built.base.trainable = False
@@ -251,7 +263,7 @@ def _train_head(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batc
         if embeddings is None:
             embeddings = (embed(built.model, x_train, desc="embedding train"),
                           embed(built.model, x_val, desc="embedding val") if x_val is not None else None)
-        h = _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw)
+        h = _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw, head)
         notes.append(f"head trained on cached embeddings of the un-augmented photos ({len(h['loss'])} epochs)")
         _merge(history, h, "head")
     elif cfg.head_epochs > 0:
@@ -281,8 +293,8 @@ def backbone_phase(cfg: FitConfig, built: Built, model: keras.Model, steps: int)
 
 def _fit_head_on_embeddings(cfg: FitConfig, model: keras.Model, embeddings: tuple[np.ndarray, np.ndarray | None],
                             y_train: np.ndarray, y_val: np.ndarray | None, n_classes: int,
-                            cw: dict[int, float]) -> dict:
-    """Train Dropout+Dense on cached pooled features, then copy it into ``model``'s head."""
+                            cw: dict[int, float], init: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Train Dropout+Dense on cached pooled features (from ``init``, when given), then copy it into ``model``'s head."""
     import keras
 
     e_train, e_val = embeddings
@@ -291,6 +303,8 @@ def _fit_head_on_embeddings(cfg: FitConfig, model: keras.Model, embeddings: tupl
     x = keras.layers.Dropout(cfg.dropout, seed=cfg.seed)(inp) if cfg.dropout else inp
     out = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     head = keras.Model(inp, out, name="head")
+    if init is not None:
+        head.get_layer("probabilities").set_weights(list(init))
     head.compile(
         optimizer=keras.optimizers.AdamW(cfg.head_lr, weight_decay=cfg.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from train import background as bgmod
 from train import data as datamod
 from train import evaluate as ev
+from train import finetune
 from train import report, robustness
 from train.data import BACKGROUND, SPLITS, DataError, Roles, Sample
 from train.evaluate import GateResult, classify_all, quant_gate
@@ -28,6 +29,7 @@ from train.runs import DataConfig, ExportConfig, Item, Prepared, RunResult, Spli
 
 if TYPE_CHECKING:
     from edge.inference.bundle import RuleSpec
+    from train.backbones import Built
     from train.fit import FitConfig, FitResult
 
 log = logging.getLogger(__name__)
@@ -58,19 +60,26 @@ def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
     groups = datamod.read_groups(groups_file, root) if groups_file else {}
     if groups_file is None:
         notes.append("no groups file: every photo is its own group (near-duplicates could straddle splits)")
+    mixed = _mixed_in(dc, notes)
 
     explicit = dc.val_dir is not None or dc.test_dir is not None
     if explicit:
         if dc.val_dir is None or dc.test_dir is None:
             raise DataError("only one of --val-dir/--test-dir given", "give both, or neither to split automatically")
+        if dc.mix_with:
+            raise DataError("--mix-with splits the mixed photos with the others: it does not go with --val-dir/--test-dir",
+                            "drop --val-dir/--test-dir, or put the photos to mix in into the --data folder")
         val = datamod.scan_folder(dc.val_dir)
         test = datamod.scan_folder(dc.test_dir)
         samples = datamod.explicit_splits(samples, val, test)
 
-    report = datamod.check_images(samples, progress=progress)
+    report = datamod.check_images(samples + [s for _, _, more in mixed for s in more], progress=progress)
     good = list(report.good)
     corrupt = [(str(p), why) for p, why in report.corrupt]
-    good = datamod.attach_groups(good, groups, root)
+    kept = {s.path for s in good}
+    good = datamod.attach_groups([s for s in samples if s.path in kept], groups, root)
+    for mix_root, mix_groups, more in mixed:
+        good += datamod.attach_groups([s for s in more if s.path in kept], mix_groups, mix_root)
     if not explicit:
         good = datamod.split_samples(good, dc.val_fraction, dc.test_fraction, dc.seed)
     leaks = datamod.check_group_leaks(good)
@@ -78,7 +87,7 @@ def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
         raise DataError(f"similarity groups straddle splits: {leaks[:5]}", "this is a bug in the split; report it")
 
     labels = sorted({s.label for s in good})
-    roles = datamod.read_roles(labels, dc.roles_file, dc.weeds, dc.crops, dc.background_classes)
+    roles = datamod.read_roles(labels, dc.roles_file, dc.weeds, dc.crops, dc.background_classes, dc.role_defaults)
     items = {sp: [Item(s.label, sp, sample=s) for s in good if s.split == sp] for sp in SPLITS}
 
     if dc.background != "none" and BACKGROUND not in labels:
@@ -102,6 +111,19 @@ def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
         if not items[sp]:
             raise DataError(f"the {sp} split is empty", "add photos, or lower --val/--test only if the set is large")
     return Prepared(labels, roles, good, items, corrupt, str(groups_file) if groups_file else None, leaks, notes)
+
+
+def _mixed_in(dc: DataConfig, notes: list[str]) -> list[tuple[Path, dict[str, str], list[Sample]]]:
+    """The ``--mix-with`` folders: (root, its groups from its own groups.csv, its photos) each."""
+    out = []
+    for folder in dc.mix_with:
+        more = _limit(datamod.scan_folder(folder), dc.max_per_class)
+        found = datamod.find_groups_file(folder) if dc.use_groups else None
+        if found is None:
+            notes.append(f"no groups file for --mix-with {folder}: each of its photos is its own group")
+        out.append((Path(folder), datamod.read_groups(found, folder) if found else {}, more))
+        notes.append(f"mixed in {len(more)} photos from {folder}")
+    return out
 
 
 def load_splits(prep: Prepared, size: int, resize: str, tag: str = "") -> Splits:
@@ -150,33 +172,49 @@ def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained
     from train.fit import build_backbone, fit
 
     started = utc_now()
-    check_backbone(fc)
+    start = finetune.open_start(fc.from_bundle) if fc.from_bundle else None
+    if start is None:
+        check_backbone(fc)
     size = fc.input_size
     prep = prepare(dc, progress=progress)
     datamod.check_train_classes((it.label for it in prep.items["train"]), prep.roles)
     labels = prep.labels
+    if start is not None:
+        finetune.check_classes(start, labels)
+        new = [lab for lab in labels if lab not in start.manifest.labels]
+        prep.notes.append(f"fine-tuned from bundle {start.name} (model.keras sha256 {start.sha256[:12]}...); "
+                          + (f"new classes: {', '.join(new)}" if new else "no new classes"))
     log.info("classes: %s", ", ".join(labels))
     x, y, raw = load_splits(prep, size, dc.resize)
     print(datamod.split_table([_as_sample(it) for sp in SPLITS for it in prep.items[sp]], labels))
 
-    built = build_backbone(fc, "none" if fc.mode == "scratch" else None)
+    def backbone() -> tuple[Built, tuple[np.ndarray, np.ndarray] | None]:
+        """The backbone to train (and the head to start from): the bundle's model, or fresh pretrained weights."""
+        if start is None:
+            return build_backbone(fc, "none" if fc.mode == "scratch" else None), None
+        built, old_labels, kernel, bias = finetune.built_from_bundle(start)
+        return built, finetune.initial_head(old_labels, kernel, bias, labels)
+
+    built, head = backbone()
     if not weights_shippable(fc.backbone, built.weights_source):
         prep.notes.append(f"WARNING: {fc.backbone} / {built.weights_source} may not be redistributed: do not ship this bundle")
     result = fit(fc, x["train"], y["train"], x["val"], y["val"], len(labels), built=built,
-                 roles=ev.role_vector(labels, prep.roles))
+                 roles=ev.role_vector(labels, prep.roles), head=head)
     if not fc.refit:
-        return Trained(dc, fc, prep, x, y, raw, result, started)
-    return _refit(dc, fc, prep, x, y, raw, result, started)
+        return Trained(dc, fc, prep, x, y, raw, result, started, start=start)
+    return _refit(dc, fc, prep, x, y, raw, result, started, backbone, start)
 
 
 def _refit(dc: DataConfig, fc: FitConfig, prep: Prepared, x: dict[str, np.ndarray], y: dict[str, np.ndarray],
-           raw: dict[str, list[np.ndarray]], split: FitResult, started: str) -> Trained:
+           raw: dict[str, list[np.ndarray]], split: FitResult, started: str,
+           backbone: Callable[[], tuple[Built, tuple[np.ndarray, np.ndarray] | None]],
+           start: finetune.Start | None = None) -> Trained:
     """Train again from the pretrained weights on train+val, for the epochs validation chose.
 
     The split model (trained on train, early-stopped on val) has chosen the epochs; its
     validation probabilities choose the threshold. The test photos stay unseen.
     """
-    from train.fit import FitResult, build_backbone, chosen_epochs, fit, predict, refit_config
+    from train.fit import FitResult, chosen_epochs, fit, predict, refit_config
 
     rc = refit_config(fc, split.history)
     val_probs = predict(split.model, x["val"])
@@ -186,8 +224,9 @@ def _refit(dc: DataConfig, fc: FitConfig, prep: Prepared, x: dict[str, np.ndarra
     x_all = np.concatenate([x["train"], x["val"]])
     y_all = np.concatenate([y["train"], y["val"]])
     log.info("refit on train+val (%d images) for the epochs validation chose: %s", len(x_all), epochs)
-    built = build_backbone(rc, "none" if rc.mode == "scratch" else None)
-    again = fit(rc, x_all, y_all, None, None, len(prep.labels), built=built, roles=ev.role_vector(prep.labels, prep.roles))
+    built, head = backbone()  # from the pretrained weights (or the bundle) again
+    again = fit(rc, x_all, y_all, None, None, len(prep.labels), built=built, roles=ev.role_vector(prep.labels, prep.roles),
+                head=head)
     notes = split.notes + [
         f"refit: trained again on train+val ({len(x_all)} images) for the epochs validation chose ({epochs}); "
         "validation metrics and the threshold are the split model's (float, before the refit), "
@@ -195,7 +234,7 @@ def _refit(dc: DataConfig, fc: FitConfig, prep: Prepared, x: dict[str, np.ndarra
     ] + [f"refit {n}" for n in again.notes]
     result = FitResult(again.model, again.weights_source, again.preprocessing, split.history, again.class_weights,
                        split.seconds + again.seconds, notes)
-    return Trained(dc, fc, prep, x, y, raw, result, started, val_probs=val_probs, val_rows=val_rows)
+    return Trained(dc, fc, prep, x, y, raw, result, started, val_probs=val_probs, val_rows=val_rows, start=start)
 
 
 def run_train(dc: DataConfig, fc: FitConfig, ec: ExportConfig, argv: Sequence[str] | None = None, progress: bool = True) -> RunResult:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Sequence
 
 # Options of `weed-train` whose value is always a file or folder.
-PATH_OPTIONS = frozenset({"--data", "--csv", "--roles", "--groups", "--val-dir", "--test-dir", "--out", "--archive"})
-# Options whose value is a folder or a word: --background auto|none|FOLDER, --model NAME|FOLDER.
-MAYBE_PATH_OPTIONS = frozenset({"--background", "--model"})
+PATH_OPTIONS = frozenset({"--data", "--csv", "--mix-with", "--roles", "--groups", "--val-dir", "--test-dir", "--out",
+                          "--archive"})
+# Options whose value is a folder or a word: --background auto|none|FOLDER, --model / --from-bundle NAME|FOLDER.
+MAYBE_PATH_OPTIONS = frozenset({"--background", "--model", "--from-bundle"})
 _WORDS = frozenset({"auto", "none"})
 
 

@@ -20,6 +20,7 @@ from train.data import BACKGROUND, SPLITS, Roles, Sample
 
 if TYPE_CHECKING:
     from train import background as bgmod
+    from train import finetune
     from train.fit import FitConfig, FitResult
 
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 class DataConfig:
     data: Path | None = None  # folder-per-class
     csv: Path | None = None  # or a path,label CSV
+    mix_with: tuple[Path, ...] = ()  # more folder-per-class sets mixed in (each with its own groups.csv)
     val_dir: Path | None = None  # explicit validation folder (then test_dir too)
     test_dir: Path | None = None
     roles_file: Path | None = None
@@ -42,6 +44,8 @@ class DataConfig:
     background_fraction: float = 1.5  # background patches per split = this x mean photos per class
     resize: str = "center_crop"
     max_per_class: int = 0  # 0 = all (tests use a few)
+    # (class, role) defaults a roles file or --weeds/--crops may change: a --from-bundle bundle's labels' roles
+    role_defaults: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -149,5 +153,6 @@ class Trained:
     val_probs: np.ndarray | None = None  # after a refit: the split model's validation probabilities
     # after a refit: the split model's validation probabilities under each row of train.perturb.SUITE
     val_rows: dict[str, np.ndarray] | None = None
+    start: finetune.Start | None = None  # the bundle it was fine-tuned from (--from-bundle), or None
     # without a refit: per model (quantization) its validation rows through the edge runtime, once scored
     edge_val_rows: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)

@@ -23,6 +23,7 @@ from edge.config import Config, load_config
 from edge.core.errors import ConfigError
 from edge.core.files import FileRefused, read_regular
 from edge.core.jsonl import wall_time
+from edge.inference.bundle import Manifest
 from edge.inference.config import GateConfig
 from edge.inputs.pause import SprayPause
 from edge.loop.per_lane import LaneFrameResult, LaneProcessor
@@ -97,6 +98,23 @@ class LiveView:
 
     def __init__(self, hub: LiveHub, tuning: Tuning, url: str):
         self.hub, self.tuning, self.url = hub, tuning, url
+
+
+def labelling_pages(cfg: Config, manifest: Manifest) -> list[Any]:
+    """The labelling pages (``/labels``) for the live view when ``[labelling] dataset`` is set and the live view is
+    on; none otherwise (the pages need Flask, which only the live view brings)."""
+    from edge.labelling.store import open_store
+
+    if cfg.web.address() is None:
+        return []
+    store = open_store(cfg.labelling, cfg.log.save_triggers, manifest)
+    if store is None:
+        return []
+    try:
+        from edge.web.labelling import make_blueprint
+    except ImportError:
+        return []  # start_live_view says what to install
+    return [make_blueprint(store)]
 
 
 def start_live_view(cfg: Config, processor: FrameProcessor, out: Output, pause: SprayPause | None,

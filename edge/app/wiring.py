@@ -28,7 +28,7 @@ from edge.config import Config
 from edge.service.config import ServiceConfig
 from edge.decide.decider import Decider
 from edge.decide.rule import SprayRule
-from edge.app.live import open_pause, start_live_view
+from edge.app.live import labelling_pages, open_pause, start_live_view
 from edge.inputs.enable import gate, open_enable_switch
 from edge.inputs.digital import input_spec
 from edge.inference import Classifier
@@ -155,6 +155,7 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         jsonl, saver = open_records(cfg, service, stack)  # a named file that cannot be written: exit 3, first
         classifier = load_classifier(cfg)
         stack.callback(classifier.close)
+        saver.describe_model(classifier.bundle.name, classifier.labels)
         decider = make_decider(cfg, classifier)
         inp = classifier.bundle.manifest.input
         switch = open_enable_switch(cfg, stack)  # before the outputs: they close (all off) first
@@ -177,7 +178,8 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
         else:
             processor = WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
                                             vegetation=make_gate(cfg))
-        live = start_live_view(cfg, processor, out, pause, stack)  # None without [web] listen / --web
+        live = start_live_view(cfg, processor, out, pause, stack,  # None without [web] listen / --web
+                               blueprints=labelling_pages(cfg, classifier.bundle.manifest))
         loop = RunLoop(
             source, processor,
             jsonl=jsonl,
@@ -204,7 +206,7 @@ def open_records(cfg: Config, service: ServiceConfig, stack: ExitStack) -> tuple
     jsonl = JsonlLog(cfg.log.jsonl or None, max_bytes=int(service.log_max_mb * 1e6), backups=service.log_backups)
     stack.callback(jsonl.close)
     saver = TriggerSaver(cfg.log.save_triggers or None, cfg.log.sample_rate,
-                         max_bytes=int(service.triggers_max_mb * 1e6))
+                         max_bytes=int(service.triggers_max_mb * 1e6), sample_every_s=cfg.log.sample_every_s)
     return jsonl, saver
 
 

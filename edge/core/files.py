@@ -98,3 +98,29 @@ def is_inside(path: Path, folder: Path) -> bool:
         return path.resolve().is_relative_to(folder.resolve())
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
         return False
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` whole or not at all: into a temporary file in the same folder, then renamed
+    over ``path`` (a reader sees the old file or the new one, never half of one; a crash leaves at most a
+    hidden ``.<name>.*.tmp`` behind). ``durable``: flushed to the disk before the rename, so that a power
+    loss cannot leave an empty file either (an fsync: milliseconds to tens of them on an SD card; the run
+    loop's writers pass False, their readers skip an unreadable file). ``OSError`` when it cannot be
+    written (the temporary file is removed)."""
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -50,6 +50,7 @@ from edge.inference.scoring import TileClassifier, TileScorer
 from edge.inference.config import GateParams
 from edge.inference.vegetation import Box, TileVegetation, VegetationGate, bare_probs
 from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorCounts
+from edge.service.records import FramePlace, SavedTile
 from edge.spray.cells import CellCounts, CellGrid, TileView, lane_counts
 from edge.spray.geometry import Geometry, MaxSpeed, kmh_to_cm_s, max_speed
 from edge.spray.odometer import Odometer
@@ -73,8 +74,16 @@ class LaneResult:
     cells: CellCounts | None = None  # the lane's cells decided, sprayed, vetoed on this frame, and still pending
     # the plants of the cells decided to spray on this frame: (rear, front) cm from the image centre at this frame
     targets_cm: tuple[tuple[float, float], ...] = ()
-    tile_labels: tuple[str, ...] = ()  # each tile's most probable label, along travel (the live view)
-    tile_fires: tuple[bool, ...] = ()  # each tile's view fires by itself (weed, not vetoed), along travel
+    tiles: tuple[Tile, ...] = ()  # the lane's tiles along travel (for a saved frame's sidecar) ...
+    tile_labels: tuple[str, ...] = ()  # ... their top labels ("" for a bare tile, not classified)
+    tile_crop_scores: tuple[float, ...] = ()  # ... their crop scores
+    tile_fires: tuple[bool, ...] = ()  # ... whether each tile's view fires by itself (weed, not vetoed)
+
+    def tile_sprayed(self, i: int) -> bool:
+        """Tile ``i``'s ground overlaps a plant this frame planned to spray (cells decided on a later frame: no)."""
+        t = self.tiles[i]
+        lo, hi = min(t.rear_cm, t.front_cm), max(t.rear_cm, t.front_cm)
+        return any(max(lo, min(a, b)) < min(hi, max(a, b)) for a, b in self.targets_cm)
 
     def log_fields(self) -> dict:
         """This lane's entry in the frame's JSONL ``lanes`` list."""
@@ -98,6 +107,8 @@ class LaneFrameResult(ProcessedFrame):
     speed_kmh: float | None
     gate_ms: float = 0.0  # the vegetation gate's time on this frame (part of timings.preprocess)
     tiles: tuple[Tile, ...] = ()  # the frame's tiles, lane by lane, along travel (the cached tuple: the live view)
+    distance_cm: float | None = None  # the odometer's distance since the pass's first frame
+    gps: tuple[float, float] | None = None  # the speed source's position (a GPS fix), if it knows one
 
     @property
     def sprayed(self) -> bool:
@@ -111,6 +122,23 @@ class LaneFrameResult(ProcessedFrame):
 
     def log_fields(self) -> dict:
         return {"speed_kmh": self.speed_kmh, "lanes": [x.log_fields() for x in self.lanes]}
+
+    def saved_tiles(self) -> tuple[SavedTile, ...]:
+        """Every lane tile (lane by lane, top row first) with its box in pixels, scores and vegetation."""
+        h, w = self.frame.image.shape[:2]
+        out = []
+        for x in self.lanes:
+            for i, t in enumerate(x.tiles):
+                x0, x1, y0, y1 = t.pixels(w, h)
+                veg = None if x.vegetation is None else x.vegetation[i]
+                out.append(SavedTile((x0, y0, x1 - x0, y1 - y0), x.tile_labels[i], float(x.tile_scores[i]),
+                                     float(x.tile_crop_scores[i]), None if veg is None else veg.fraction,
+                                     x.tile_sprayed(i), gated=veg is not None and veg.gated, lane=x.lane, row=t.row,
+                                     ground_cm=(t.front_cm, t.rear_cm)))
+        return tuple(out)
+
+    def place(self) -> FramePlace:
+        return FramePlace(self.speed_kmh, self.distance_cm, self.gps)
 
 
 @dataclass(frozen=True)
@@ -261,13 +289,18 @@ class LanePlanner:
                                 crop_score=float(np.asarray(views.crop_mass).reshape(-1)[best]),
                                 vetoed=bool(np.asarray(views.vetoed).reshape(-1)[best]),
                                 weed_log_odds=float(np.asarray(views.weed_log_odds).reshape(-1)[best]))
+            lane_veg = None if veg is None else veg[first:end]
+            labels = tuple("" if lane_veg is not None and lane_veg[i].gated else scores[first + i].top[0]
+                           for i in range(end - first))
+            crop = np.asarray(views.crop_mass, np.float64).reshape(-1)[first:end]
             results.append(LaneResult(lane, self.geometry.channels[lane], decision,
                                       tuple(round(float(x), 4) for x in weed[first:end]), planned.scheduled,
-                                      planned.late, best - first, None if veg is None else veg[first:end],
+                                      planned.late, best - first, lane_veg,
                                       counts[lane], tuple((d.cell.plant[0] - distance, d.cell.plant[1] - distance)
                                                           for d in mine if d.spray and d.cell.plant is not None),
-                                      tuple(labels[int(np.argmax(scores[i].probs))] for i in range(first, end)),
-                                      tuple(bool(x) for x in fires[first:end])))
+                                      tiles=tuple(tiles[first:end]), tile_labels=labels,
+                                      tile_crop_scores=tuple(round(float(c), 4) for c in crop),
+                                      tile_fires=tuple(bool(x) for x in fires[first:end])))
         return scores, results, gate.kmh
 
     @property
@@ -384,8 +417,11 @@ class LaneProcessor:
             end_to_end=max(0, self.clock.now_ns() - frame.t_capture_ns) / 1e6,
         )
         self._e2e_ms.append(timings.end_to_end)
+        odo = self.odometer
         return LaneFrameResult(frame, agg, decision, self.outputs(), timings, lanes=tuple(lanes), speed_kmh=kmh,
-                               gate_ms=gate_ns / 1e6, tiles=self.planner.tiles)
+                               gate_ms=gate_ns / 1e6, tiles=self.planner.tiles,
+                               distance_cm=None if odo is None else odo.distance_cm,
+                               gps=self.planner.speed.position())
 
     def between_frames(self) -> None:
         self.scheduler.check()

@@ -19,6 +19,7 @@ from edge.decide.decider import Decision
 from edge.decide.rule import SprayRule
 from edge.inference.classifier import Scores
 from edge.inference.config import GateParams
+from edge.service.records import FramePlace, SavedTile
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,14 @@ class ProcessedFrame:
     def log_fields(self) -> dict:
         """Fields this kind of result adds to the frame's JSONL line."""
         return {}
+
+    def saved_tiles(self) -> tuple[SavedTile, ...]:
+        """The frame's tiles as a saved frame's sidecar records them (whole frame: one tile)."""
+        raise NotImplementedError
+
+    def place(self) -> FramePlace:
+        """Where the frame was captured, as far as the processor knows (speed, odometer, GPS)."""
+        return FramePlace()
 
 
 @dataclass(frozen=True)

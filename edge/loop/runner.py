@@ -148,7 +148,9 @@ class RunLoop:
             "ms": r.timings.as_dict(),
             **r.log_fields(),
         })
-        self.saver.maybe_save(r.frame, r.decision)
+        kind = self.saver.choose(r.frame, r.decision)
+        if kind is not None:
+            self.saver.save(kind, r.frame, r.decision, r.saved_tiles(), r.place())
         self.timing.add(r.frame.t_capture_ns, r.timings, r.decision.weed_frame, r.sprayed)
 
     # -- no frame ----------------------------------------------------------------------

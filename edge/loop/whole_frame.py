@@ -27,6 +27,7 @@ from edge.inference.classifier import Classifier, Scores
 from edge.inference.vegetation import TileVegetation, VegetationGate, bare_probs
 from edge.loop.actuator import Actuator
 from edge.loop.processor import GateCounts, ProcessedFrame, ProcessorCounts
+from edge.service.records import SavedTile
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,13 @@ class FrameResult(ProcessedFrame):
     def log_fields(self) -> dict:
         v = self.vegetation
         return {} if v is None else {"vegetation": round(v.fraction, 4), "gated": v.gated}
+
+    def saved_tiles(self) -> tuple[SavedTile, ...]:
+        """The whole frame is one tile."""
+        h, w = self.frame.image.shape[:2]
+        v, d = self.vegetation, self.decision
+        return (SavedTile((0, 0, w, h), "" if self.gated else d.label, d.weed_score, d.crop_score,
+                          None if v is None else v.fraction, self.sprayed, gated=self.gated),)
 
 
 class WholeFrameProcessor:

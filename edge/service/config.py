@@ -25,6 +25,7 @@ class LogConfig(BaseModel):
     print_frames: bool = False  # one human line per frame on stdout
     save_triggers: str = ""  # folder for frames that fired (+ a sample of the others)
     sample_rate: Finite = Field(default=0.01, ge=0.0, le=1.0)  # share of non-firing frames kept
+    sample_every_s: Finite = Field(default=0.0, ge=0.0, le=86_400)  # ... and one at least this often (0 = off)
 
 
 class ServiceConfig(BaseModel):

@@ -37,3 +37,10 @@ def test_installed_console_script_runs_the_default_model(tmp_path):
     where = subprocess.run([str(py), "-c", "import edge.inference.bundle as b; print(b.load_bundle().dir)"], cwd=tmp_path,
                            capture_output=True, text=True, env=env, check=True).stdout.strip()
     assert where.startswith(str(venv)), where  # from the install's share/, not the checkout
+    # the labelling pages' templates and static files are package data
+    web = Path(subprocess.run([str(py), "-c", "import edge.web, os; print(os.path.dirname(edge.web.__file__))"],
+                              cwd=tmp_path, capture_output=True, text=True, env=env, check=True).stdout.strip())
+    assert web.is_relative_to(venv), web
+    for name in ("templates/labels_base.html", "templates/labels_frame.html", "templates/labels_index.html",
+                 "templates/labels_error.html", "static/labels.js", "static/labels.css"):
+        assert (web / name).is_file(), name

@@ -343,7 +343,9 @@ def test_web_client_runs_measure_with_and_without_a_client():
     assert r["ok"] and _run_problems(r) == []
     w = r["web"]
     assert w["frames_without"] >= BLOCK_FRAMES and w["frames_with"] >= BLOCK_FRAMES
-    assert w["frames_with"] + w["frames_without"] <= r["frames"] and w["client_connects"] >= 2
+    # at least the one connect of the first watched block (a second one needs the server to notice the hang-up
+    # within the run, which a fast machine's short run may not leave time for)
+    assert w["frames_with"] + w["frames_without"] <= r["frames"] and w["client_connects"] >= 1
     assert w["p95_ratio"] == pytest.approx(w["e2e_p95_with_ms"] / w["e2e_p95_without_ms"], rel=1e-2)
 
 

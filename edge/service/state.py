@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 from edge.core.errors import ConfigError
-from edge.core.files import FileRefused, read_regular
+from edge.core.files import FileRefused, read_regular, write_atomic
 
 PAUSE_FILE = "paused.json"
 TUNING_FILE = "tuning.json"
@@ -113,18 +112,5 @@ class StateDir:
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.path / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.path)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(target, (json.dumps(data, indent=1) + "\n").encode("utf-8"), durable=True)
         return target

@@ -73,7 +73,7 @@ class WebRun:
 
 
 def wait_for(cond, what: str, proc: subprocess.Popen | None = None, limit: float = START_LIMIT_S,
-             log: Path | None = None):
+             log: Path | None = None, name: str = "edge-run"):
     """Poll ``cond()`` until it returns a true value (a real process is involved); fail after ``limit`` s or
     when ``proc`` ended first."""
     deadline = time.monotonic() + limit
@@ -82,7 +82,7 @@ def wait_for(cond, what: str, proc: subprocess.Popen | None = None, limit: float
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"edge-run ended (exit {proc.returncode}) while waiting for {what}:\n"
+            pytest.fail(f"{name} ended (exit {proc.returncode}) while waiting for {what}:\n"
                         f"{log.read_text(errors='replace') if log else ''}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}:\n{log.read_text(errors='replace') if log else ''}")
@@ -125,13 +125,18 @@ def edge_run_web(tmp_path):
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _missing_browser() -> str | None:
@@ -146,6 +151,47 @@ def _missing_browser() -> str | None:
     return None
 
 
+def _loopback_service(service_class):
+    """A chromedriver ``Service`` reached at 127.0.0.1, not at the name ``localhost``: a machine whose
+    /etc/hosts has no ``localhost`` line (a fresh debootstrap chroot) otherwise fails with "Can not connect
+    to the Service"."""
+    from selenium.webdriver.common import utils
+
+    class LoopbackService(service_class):
+        @property
+        def service_url(self) -> str:
+            return f"http://127.0.0.1:{self.port}"
+
+        def is_connectable(self) -> bool:
+            return utils.is_connectable(self.port, host="127.0.0.1")
+
+    return LoopbackService(executable_path=CHROMEDRIVER)
+
+
+def _start_chromium(profile: Path) -> tuple[subprocess.Popen, str]:
+    """Headless Chromium with its DevTools on 127.0.0.1 (a free port it picks itself), and that address.
+
+    chromedriver would start the browser itself and then reach its DevTools at ``localhost``; started here,
+    chromedriver attaches to the 127.0.0.1 address (``debuggerAddress``) and no name is resolved."""
+    binary = next(shutil.which(c) for c in CHROMIUM if shutil.which(c))
+    args = [binary, "--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000",
+            "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile}"]
+    if os.geteuid() == 0:
+        args.append("--no-sandbox")
+    log = profile.parent / "chromium.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([*args, "about:blank"], stdout=subprocess.DEVNULL, stderr=err)
+    active = profile / "DevToolsActivePort"   # Chromium writes its port here once DevTools listens
+
+    def port() -> str | None:
+        text = active.read_text() if active.exists() else ""
+        return text.split()[0] if text.strip() else None
+
+    return proc, "127.0.0.1:" + wait_for(port, "Chromium's DevTools port", proc=proc, log=log, name="chromium")
+
+
 @pytest.fixture
 def browser(tmp_path):
     missing = _missing_browser()
@@ -156,17 +202,17 @@ def browser(tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    chromium, address = _start_chromium(tmp_path / "chromium")
     opts = webdriver.ChromeOptions()
-    opts.binary_location = next(shutil.which(c) for c in CHROMIUM if shutil.which(c))
-    for arg in ("--headless=new", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
-        opts.add_argument(arg)
-    if os.geteuid() == 0:
-        opts.add_argument("--no-sandbox")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    opts.debugger_address = address
+    try:
+        driver = webdriver.Chrome(service=_loopback_service(Service), options=opts)
+    except BaseException:
+        _stop(chromium)
+        raise
     driver.set_page_load_timeout(60)
     try:
         yield driver
     finally:
         driver.quit()
+        _stop(chromium)

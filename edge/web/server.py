@@ -10,7 +10,10 @@ mounted under ``/labels``), and for every page of this app:
   ``before_request``: with a token (``[web] token`` / ``token_file``; required for a non-local
   bind) a request needs the session cookie set by ``/login`` (an MJPEG ``<img>`` cannot send
   headers) or ``Authorization: Bearer <token>``; otherwise it gets 401 (an HTML page: the login
-  form). Only ``/login`` itself is reachable without it.
+  form). Only ``/login`` itself is reachable without it. Wrong tokens (a login form or a Bearer
+  header) are counted per client address: after ``LOGIN_FAILURES`` within ``LOGIN_WINDOW_S`` that
+  address gets 429 with ``Retry-After`` on every token check until the oldest failure is that old
+  (a browser already logged in keeps its cookie and is not affected).
 - **CSRF** is enforced app-wide on every request whose method is not GET or HEAD (OPTIONS
   included): the token is in ``<meta name="csrf-token" content="...">`` on every page
   (the Jinja context processor ``csrf_token`` gives it: write
@@ -35,12 +38,14 @@ import hmac
 import logging
 import secrets
 import threading
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from flask import Blueprint, Flask, Response, g, jsonify, redirect, render_template, request
 from werkzeug.serving import make_server
 
+from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import ConfigError, WeedDetectorError
 from edge.web.hub import BOUNDARY, LiveHub
 
@@ -50,6 +55,47 @@ SESSION_COOKIE = "wd_session"
 CSRF_COOKIE = "wd_csrf"
 SAFE_METHODS = ("GET", "HEAD")
 OPEN_ENDPOINTS = ("login",)  # reachable without the token (still CSRF-checked when posted)
+LOGIN_FAILURES = 5  # wrong tokens from one address ...
+LOGIN_WINDOW_S = 60.0  # ... within this long, then that address waits (429)
+LOGIN_ADDRESSES = 1024  # addresses remembered at most (the oldest forgotten first)
+
+
+class LoginLimiter:
+    """Wrong tokens per client address on a monotonic ``clock``: ``wait_s(address)`` is 0 while fewer than
+    ``failures`` fell within the last ``window_s``, otherwise the seconds until the oldest of them is that old.
+    Thread-safe (werkzeug serves each request in its own thread); remembers at most ``addresses`` addresses."""
+
+    def __init__(self, failures: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S, clock: Clock = SYSTEM_CLOCK,
+                 addresses: int = LOGIN_ADDRESSES):
+        self.failures, self.window_ns, self.clock, self.addresses = failures, int(window_s * 1e9), clock, addresses
+        self._failed: OrderedDict[str, deque[int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: int) -> deque[int]:
+        times = self._failed.get(address, deque())
+        while times and now - times[0] >= self.window_ns:
+            times.popleft()
+        return times
+
+    def wait_s(self, address: str) -> float:
+        with self._lock:
+            now = self.clock.now_ns()
+            times = self._recent(address, now)
+            if len(times) < self.failures:
+                return 0.0
+            return (times[-self.failures] + self.window_ns - now) / 1e9
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            now = self.clock.now_ns()
+            times = self._recent(address, now)
+            times.append(now)
+            while len(times) > self.failures:
+                times.popleft()
+            self._failed[address] = times
+            self._failed.move_to_end(address)
+            while len(self._failed) > self.addresses:
+                self._failed.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -65,10 +111,12 @@ class Controls:
 
 
 class Auth:
-    """The token check and the CSRF tokens (see the module docstring). ``token`` None: no login needed."""
+    """The token check, its rate limit and the CSRF tokens (see the module docstring). ``token`` None: no login
+    needed."""
 
-    def __init__(self, token: str | None):
+    def __init__(self, token: str | None, limiter: LoginLimiter | None = None):
         self.token = token
+        self.limiter = limiter or LoginLimiter()
         self._secret = secrets.token_bytes(32)
         self.session = None if token is None else self._mac("session", token)
 
@@ -76,16 +124,30 @@ class Auth:
         return hmac.new(self._secret, f"{what}:{value}".encode(), hashlib.sha256).hexdigest()
 
     def authenticated(self) -> bool:
-        if self.token is None:
+        """The session cookie, or a Bearer header holding the token (a wrong one counts as a failure)."""
+        if self.token is None or self.has_session():
             return True
-        bearer = request.headers.get("Authorization", "")
-        if bearer.startswith("Bearer ") and hmac.compare_digest(bearer[7:].strip().encode(), self.token.encode()):
-            return True
+        bearer = _bearer()
+        return bearer is not None and self.token_matches(bearer)
+
+    def has_session(self) -> bool:
         cookie = request.cookies.get(SESSION_COOKIE, "")
         return bool(cookie) and self.session is not None and hmac.compare_digest(cookie, self.session)
 
     def token_matches(self, given: str) -> bool:
-        return self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        """Whether ``given`` is the token; a wrong one is counted against the client's address."""
+        if self.token is not None and hmac.compare_digest(given.encode(), self.token.encode()):
+            return True
+        self.limiter.failed(self.address())
+        return False
+
+    def wait_s(self) -> float:
+        """How long this client must wait before its next token is checked (0: now)."""
+        return self.limiter.wait_s(self.address())
+
+    @staticmethod
+    def address() -> str:
+        return request.remote_addr or "?"
 
     def csrf_for(self, seed: str) -> str:
         return self._mac("csrf", seed)
@@ -111,6 +173,9 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
         if request.method not in SAFE_METHODS and not auth.csrf_ok():
             return _refuse(403, "missing or wrong CSRF token",
                            "reload the page; scripts send the page's csrf-token as the X-CSRF-Token header")
+        if request.endpoint not in OPEN_ENDPOINTS and not auth.has_session() and _bearer() is not None \
+                and auth.wait_s() > 0:
+            return _too_many(auth.wait_s())
         if request.endpoint not in OPEN_ENDPOINTS and not auth.authenticated():
             if request.method == "GET" and request.accept_mimetypes.accept_html and request.path == "/":
                 return Response(render_template("login.html", problem=""), 401)
@@ -139,6 +204,8 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
             return redirect("/")
         if request.method == "GET":
             return render_template("login.html", problem="")
+        if auth.wait_s() > 0:
+            return _too_many(auth.wait_s(), page=True)
         if not auth.token_matches(request.form.get("token", "")):
             log.warning("live view: a wrong token from %s", request.remote_addr)
             return Response(render_template("login.html", problem="wrong token"), 401)
@@ -206,6 +273,23 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
             return _refuse(400, e.what, e.fix)
 
     return app
+
+
+def _bearer() -> str | None:
+    """The token of this request's ``Authorization: Bearer`` header (None without one)."""
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header.startswith("Bearer ") else None
+
+
+def _too_many(wait_s: float, page: bool = False) -> Response:
+    """429 for a client that sent too many wrong tokens, with ``Retry-After`` (whole seconds, rounded up)."""
+    seconds = max(1, int(-(-wait_s // 1)))
+    log.warning("live view: too many wrong tokens from %s; refused for %d s", request.remote_addr, seconds)
+    what = f"too many wrong tokens from this address: wait {seconds} s"
+    resp = (Response(render_template("login.html", problem=what), 429) if page
+            else _refuse(429, what, "check the token (the first line of [web] token_file), then try again"))
+    resp.headers["Retry-After"] = str(seconds)
+    return resp
 
 
 def _refuse(code: int, what: str, fix: str) -> Response:

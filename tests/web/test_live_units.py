@@ -35,7 +35,7 @@ from tests.edge.helpers import ScriptedSource
 
 flask = pytest.importorskip("flask")
 
-from edge.web.server import Auth, Controls, WebServer, create_app  # noqa: E402
+from edge.web.server import Auth, Controls, LoginLimiter, WebServer, create_app  # noqa: E402
 
 TOKEN = "unit-test-token-0123456789"
 
@@ -166,14 +166,14 @@ def test_a_client_that_never_reads_never_stalls_the_loop(classifier):
 
 
 # -- auth and CSRF ---------------------------------------------------------------------------
-def make_app(token, blueprints=()):
+def make_app(token, blueprints=(), auth=None):
     clock = ManualClock()
     hub = LiveHub(WebConfig(), clock=clock)
     acted = []
     controls = Controls(state=lambda: {"n": len(acted)}, tune=lambda t, s: acted.append(("tune", t, s)) or "ok",
                         pause=lambda: acted.append("pause") or "paused", resume=lambda: acted.append("resume") or "",
                         save=lambda: acted.append("save") or "saved")
-    app = create_app(hub, controls, Auth(token), status=lambda: {"label": "<script>alert(1)</script>"},
+    app = create_app(hub, controls, auth or Auth(token), status=lambda: {"label": "<script>alert(1)</script>"},
                      blueprints=blueprints)
     app.testing = True
     return app, acted
@@ -452,3 +452,56 @@ def test_the_lane_processor_takes_a_new_rule_and_gate_between_frames(tmp_path, c
         with pytest.raises(ConfigError, match="same model labels"):
             proc.retune(rule=SprayRule(0.5, None, labels=("a", "weed"), weed_labels=("weed",)))
         assert replace(new, threshold=0.5).labels == rule.labels
+
+
+def test_wrong_tokens_are_rate_limited_per_address_and_a_session_is_not():
+    clock = ManualClock()
+    auth = Auth(TOKEN, LoginLimiter(failures=3, window_s=60, clock=clock))
+    app, acted = make_app(TOKEN, auth=auth)
+    browser = app.test_client()
+    form = re.search(r'name="csrf_token" value="([0-9a-f]+)"', browser.get("/login").get_data(as_text=True)).group(1)
+    assert browser.post("/login", data={"token": TOKEN, "csrf_token": form}).status_code == 302  # logged in
+    attacker = app.test_client()
+    wrong = {"Authorization": "Bearer wrong-token-0123456789"}
+    assert [attacker.get("/api/status", headers=wrong).status_code for _ in range(3)] == [401, 401, 401]
+    locked = attacker.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})  # even the right token waits
+    assert locked.status_code == 429 and locked.headers["Retry-After"] == "60"
+    assert "wait 60 s" in locked.get_json()["error"]
+    page = attacker.post("/login", data={"token": TOKEN, "csrf_token": csrf_of_form(attacker)})
+    assert page.status_code == 429 and "wait 60 s" in page.get_data(as_text=True)
+    assert browser.get("/api/status").status_code == 200  # the logged-in browser keeps working
+    other = app.test_client()
+    assert other.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"},
+                     environ_base={"REMOTE_ADDR": "192.0.2.7"}).status_code == 200  # another address is not locked
+    clock.advance(30)
+    assert attacker.get("/api/status", headers=wrong).headers["Retry-After"] == "30"
+    clock.advance(30)
+    assert attacker.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert acted == []
+
+
+def csrf_of_form(client):
+    return re.search(r'name="csrf_token" value="([0-9a-f]+)"', client.get("/login").get_data(as_text=True)).group(1)
+
+
+@pytest.mark.parametrize("failures, times, expect_wait", [
+    (3, [0, 1, 2], 58.0),        # the third failure locks until the first is 60 s old
+    (3, [0, 1], 0.0),            # two of three: not yet
+    (3, [0, 61, 62], 0.0),       # the first fell out of the window
+    (1, [10], 60.0),
+])
+def test_login_limiter_window(failures, times, expect_wait):
+    clock = ManualClock(start_ns=0)
+    limiter = LoginLimiter(failures=failures, window_s=60, clock=clock)
+    for t in times:
+        clock.advance(t - clock.now_ns() / 1e9)
+        limiter.failed("10.0.0.1")
+    assert limiter.wait_s("10.0.0.1") == pytest.approx(expect_wait)
+    assert limiter.wait_s("10.0.0.2") == 0.0
+
+
+def test_login_limiter_forgets_the_oldest_addresses_first():
+    limiter = LoginLimiter(failures=1, window_s=60, clock=ManualClock(), addresses=2)
+    for address in ("a", "b", "c"):
+        limiter.failed(address)
+    assert [limiter.wait_s(a) > 0 for a in ("a", "b", "c")] == [False, True, True]

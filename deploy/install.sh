@@ -13,6 +13,8 @@
 #   --prefix DIR where the venv goes (default /opt/weed-detector)
 #   --no-start   enable the service but do not (re)start it now
 #
+# The live view's extra (Flask) is always installed; it stays off until [web] listen is set.
+#
 # See docs/deploy.md for what it does, the wiring, and the hardware fail-safe.
 set -euo pipefail
 
@@ -28,7 +30,7 @@ VALID=1
 PLATFORM=""
 MODEL=""
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -69,11 +71,11 @@ detect_platform() {
 }
 [ -n "$PLATFORM" ] || PLATFORM=$(detect_platform)
 case "$PLATFORM" in
-  pi) EXTRAS="[pi]"; CONSTRAINTS=$SRC/deploy/constraints-bookworm.txt
+  pi) EXTRAS="[pi,web]"; CONSTRAINTS=$SRC/deploy/constraints-bookworm.txt
       APT_PACKAGES="python3-venv python3-pip python3-numpy python3-picamera2 python3-lgpio python3-gpiozero" ;;
-  jetson) EXTRAS="[jetson]"; CONSTRAINTS=$SRC/deploy/constraints-jetson.txt
+  jetson) EXTRAS="[jetson,web]"; CONSTRAINTS=$SRC/deploy/constraints-jetson.txt
           APT_PACKAGES="python3-venv python3-pip" ;;
-  generic) EXTRAS=""; CONSTRAINTS=$SRC/deploy/constraints-bookworm.txt
+  generic) EXTRAS="[web]"; CONSTRAINTS=$SRC/deploy/constraints-bookworm.txt
            APT_PACKAGES="python3-venv python3-pip" ;;
   *) die "--platform must be pi, jetson or generic, not '$PLATFORM'" ;;
 esac

@@ -101,8 +101,9 @@ def test_install_script_is_shellcheck_clean():
 
 
 @pytest.mark.parametrize("platform,extras,constraints", [
-    ("pi", "[pi]", "constraints-bookworm.txt"),
-    ("jetson", "[jetson]", "constraints-jetson.txt"),
+    ("pi", "[pi,web]", "constraints-bookworm.txt"),
+    ("jetson", "[jetson,web]", "constraints-jetson.txt"),
+    ("generic", "[web]", "constraints-bookworm.txt"),
 ])
 def test_install_dry_run_prints_every_step_and_changes_nothing(platform, extras, constraints, tmp_path):
     prefix = tmp_path / "opt"

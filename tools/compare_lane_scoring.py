@@ -94,6 +94,9 @@ class ResizedTiles:
         probs = (raw - self.out_zp) * self.out_scale if self.out_scale else raw
         return [Scores(probs[k], self.labels, 0, 0) for k in range(len(boxes))]
 
+    def warm_up(self, frame_w: int, frame_h: int, tiles: int) -> None:
+        self._resize(tiles)
+
     def close(self) -> None:
         self.interp = None
 

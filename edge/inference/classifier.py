@@ -11,7 +11,9 @@ of 12 in a one-off comparison (21.9 vs 21.4 ms p50, the 160-px default bundle, 2
 cannot run a batch (resizing fails, the output is not [n, classes], the batched results
 differ from one-by-one ones on the first batch of any size n, or the runtime raises on a
 batch's invoke) falls back to one invoke per image for good (that batch is classified
-again one by one); which path runs is logged once.
+again one by one); which path runs is logged once. ``warm_up(n)`` makes and checks every
+batch size ``classify_many`` can use for up to n images ahead of time, so that no frame of a
+run pays for creating one.
 """
 
 from __future__ import annotations
@@ -247,6 +249,30 @@ class Classifier:
                 self._no_batch(f"image {i} of a batch of {b.n} differs from its one-by-one result by {diff:.4g}")
                 return False
         return True
+
+    def warm_up(self, max_images: int) -> int:
+        """Create and check, now, the batch interpreter of every invoke size ``classify_many`` uses for 2 to
+        ``max_images`` images (the powers of two up to ``max_batch``), on fixed pseudo-random images; returns how
+        many sizes are ready. ``invokes`` does not count these. A model that cannot batch falls back to one by one
+        here, as it would on a frame."""
+        sizes = [1 << k for k in range(1, self.max_batch.bit_length()) if 1 << k <= min(max_images, self.max_batch)]
+        inp = self.bundle.manifest.input
+        rng = np.random.default_rng(0)
+        with self._lock:
+            if self._interp is None:
+                raise RuntimeError("the classifier is closed")
+            counted = self.invokes
+            try:
+                for n in sizes:
+                    if self._batching is False:
+                        break
+                    b = self._batch_for(n)
+                    if b is not None and n not in self._checked:
+                        images = list(rng.integers(0, 256, (n, inp.height, inp.width, 3), dtype=np.uint8))
+                        self._batched(b, images, "RGB")
+            finally:
+                self.invokes = counted
+        return 0 if self._batching is False else len(sizes)
 
     def classify(self, image: np.ndarray, colour_order: str = "BGR") -> Scores:
         """Classify one HxWx3 uint8 image of any size (OpenCV frames are BGR)."""

@@ -228,6 +228,14 @@ class FrameFeatureScorer:
         return [Scores(probs=probs[k], labels=self.labels, preprocess_ns=pre + (1 if k < pre_extra else 0),
                        inference_ns=inf + (1 if k < inf_extra else 0)) for k in range(n)]
 
+    def warm_up(self, frame_w: int, frame_h: int, tiles: int) -> None:
+        """The interpreter resized to this frame size and run once (its first invoke allocates), uncounted."""
+        with self._lock:
+            if self._interp is None:
+                raise RuntimeError("the frame scorer is closed")
+            self._resize(*self.input_size(frame_w, frame_h))
+            self._interp.invoke()
+
     def invoke_only(self, tiles: int = 1) -> int:
         """One invoke on the current input (whatever the number of tiles): ns taken (benchmarks' floor)."""
         with self._lock:

@@ -38,6 +38,10 @@ class TileScorer(Protocol):
     def invoke_only(self, tiles: int = 1) -> int:
         """The invoke(s) ``score`` runs for ``tiles`` boxes, on the current input buffers: ns (a benchmark's floor)."""
 
+    def warm_up(self, frame_w: int, frame_h: int, tiles: int) -> None:
+        """Make now whatever ``score`` would make on its first frame of this size with up to ``tiles`` boxes
+        (interpreters resized or created, checked), so that no frame of the run pays for it."""
+
     @property
     def mode(self) -> str:
         """How the invokes run, in a few words (edge-bench's ``spray.classify``)."""
@@ -67,6 +71,9 @@ class TileClassifier:
 
     def invoke_only(self, tiles: int = 1) -> int:
         return self.classifier.invoke_only(tiles)
+
+    def warm_up(self, frame_w: int, frame_h: int, tiles: int) -> None:
+        self.classifier.warm_up(tiles)
 
     @property
     def mode(self) -> str:

@@ -151,6 +151,39 @@ def test_a_number_of_tiles_that_changes_every_frame_makes_each_interpreter_once_
         assert sorted(made) == sorted(checked) == [2, 4, 8] and c.batch_mode == "batched"
 
 
+@pytest.mark.parametrize("max_images, max_batch, made_sizes", [
+    (12, 16, [2, 4, 8]), (16, 16, [2, 4, 8, 16]), (64, 16, [2, 4, 8, 16]), (7, 16, [2, 4]), (1, 16, []),
+    (12, 4, [2, 4])])
+def test_warm_up_makes_and_checks_every_batch_size_ahead_of_the_frames(monkeypatch, max_images, max_batch,
+                                                                       made_sizes):
+    from edge.inference import classifier as mod
+
+    made, checked = [], []
+    real_make, real_check = mod.batch_interpreter, mod.Classifier._check_batch
+    monkeypatch.setattr(mod, "batch_interpreter", lambda like, path, threads, n: made.append(n) or
+                        real_make(like, path, threads, n))
+    monkeypatch.setattr(mod.Classifier, "_check_batch", lambda self, b, *a: checked.append(b.n) or
+                        real_check(self, b, *a))
+    tiles = (_tiles() * 10)[:max_images]
+    with Classifier(TOY_BUNDLE, num_threads=1, max_batch=max_batch) as c:
+        assert c.warm_up(max_images) == len(made_sizes)
+        assert sorted(made) == sorted(checked) == made_sizes and c.invokes == 0  # the warm-up is not counted
+        assert c.batch_mode == ("batched" if made_sizes else "not tried yet")
+        for n in range(1, max_images + 1):  # every frame after it: no interpreter made, none checked
+            c.classify_many(tiles[:n])
+        assert sorted(made) == sorted(checked) == made_sizes
+
+
+def test_warm_up_of_a_model_that_cannot_batch_falls_back_before_the_first_frame(monkeypatch):
+    from edge.inference import classifier as mod
+
+    real = mod.batch_interpreter
+    monkeypatch.setattr(mod, "batch_interpreter", lambda like, path, threads, n: real(like, path, threads, n + 1))
+    with Classifier(TOY_BUNDLE, num_threads=1) as c:
+        assert c.warm_up(12) == 0 and c.batch_mode == "one by one" and c.invokes == 0
+        assert [s.top[0] for s in c.classify_many(_tiles()[:3])] == ["weed", "crop", "soil"]
+
+
 def test_a_model_that_cannot_batch_falls_back_to_one_by_one(monkeypatch, caplog):
     from edge.inference import classifier as mod
 

@@ -98,6 +98,27 @@ def test_a_frames_tiles_are_batched_with_the_same_lane_decisions():
     assert [spray for spray, _ in lanes_b] == [True, True, False, True]
 
 
+def test_the_first_frame_of_each_size_warms_the_scorer_up_and_no_later_frame_makes_an_interpreter(monkeypatch):
+    """A new frame size (the first frame, or a camera that changed mode) warms the scorer up for its grid: every
+    batch size its tiles can need is made and checked then, so no later frame of that size makes one."""
+    from edge.inference import classifier as mod
+
+    made, warmed = [], []
+    real_make = mod.batch_interpreter
+    monkeypatch.setattr(mod, "batch_interpreter", lambda like, path, threads, n: made.append(n) or
+                        real_make(like, path, threads, n))
+    c = Classifier(TOY_BUNDLE, num_threads=1)
+    clock, _, _, p = make(c, tile_rows=3)
+    real_warm = p.scorer.warm_up
+    monkeypatch.setattr(p.scorer, "warm_up", lambda w, h, n: warmed.append((w, h, n)) or real_warm(w, h, n))
+    rng = np.random.default_rng(5)
+    for k in range(6):  # green patches in varying lanes and rows: the batch sizes of the gated-out frames vary
+        p.process(Frame(field(tuple(rng.choice(4, k % 4, replace=False)), h=96, w=128), k, clock.now_ns(), "test"))
+        assert sorted(made) == [2, 4, 8] and (p.warm_up_ns > 0) == (k == 0)
+    p.process(Frame(field((1,), h=48, w=128), 7, clock.now_ns(), "test"))  # another size: warmed up once more
+    assert warmed == [(128, 96, 12), (128, 48, 12)] and sorted(made) == [2, 4, 8]
+
+
 def test_a_weed_lane_sprays_its_own_nozzle_at_the_right_time(classifier):
     clock, out, sched, p = make(classifier)
     clock.advance(1.0)

@@ -16,12 +16,12 @@ input library's edge detection, not at the next frame. ``close()`` is idempotent
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import ExitStack
 from typing import Any, Callable
 
 from edge.core.errors import OutputError
 from edge.inputs.digital import InputSpec, close_input, input_spec, open_input
+from edge.inputs.listeners import OffListeners
 from edge.outputs.base import Output
 from edge.outputs.channels import Interlock
 
@@ -36,8 +36,7 @@ class EnableSwitch:
         self.pin = pin
         self.pin_name = spec.pin_name(pin)
         self.pull_up = pull_up
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = [on_off] if on_off is not None else []
+        self._listeners = OffListeners(*([on_off] if on_off is not None else []))
         self._closed = False
         self.switched_off = 0  # how often it was turned off during the run
         self._dev.when_deactivated = self._deactivated
@@ -50,26 +49,15 @@ class EnableSwitch:
 
     def add_off_listener(self, callback: Callable[[], None]) -> None:
         """``callback()`` runs (from the input's edge thread) whenever the switch turns off."""
-        with self._lock:
-            self._listeners.append(callback)
+        self._listeners.add(callback)
 
     def remove_off_listener(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            try:
-                self._listeners.remove(callback)
-            except ValueError:
-                pass
+        self._listeners.remove(callback)
 
     def _deactivated(self) -> None:
         self.switched_off += 1
         log.warning("%s off: all sprays cancelled, all outputs off", self.describe())
-        with self._lock:
-            listeners = list(self._listeners)
-        for cb in listeners:  # every one runs, even if one fails: the outputs must go off
-            try:
-                cb()
-            except Exception:
-                log.exception("switching off after the enable switch went off failed")
+        self._listeners.fire("after the enable switch went off")
 
     def is_on(self) -> bool:
         return not self._closed and bool(self._dev.is_active)

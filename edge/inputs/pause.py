@@ -13,9 +13,9 @@ until it is resumed; a pause that cannot be saved still pauses (and says so).
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable
 
+from edge.inputs.listeners import OffListeners
 from edge.outputs.channels import Interlock
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,7 @@ class SprayPause:
                  save: Callable[[bool], None] | None = None):
         self.switch = switch
         self._save = save
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners = OffListeners()
         self._paused = paused
         if switch is not None:
             switch.add_off_listener(self._switch_off)
@@ -44,15 +43,10 @@ class SprayPause:
         return self.switch.describe() if self.switch is not None else "spray pause (live view)"
 
     def add_off_listener(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            self._listeners.append(callback)
+        self._listeners.add(callback)
 
     def remove_off_listener(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            try:
-                self._listeners.remove(callback)
-            except ValueError:
-                pass
+        self._listeners.remove(callback)
 
     # -- the pause ---------------------------------------------------------------------
     @property
@@ -93,13 +87,7 @@ class SprayPause:
         return None
 
     def _switch_off(self) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for cb in listeners:  # every one runs, even if one fails: the outputs must go off
-            try:
-                cb()
-            except Exception:
-                log.exception("switching off for the spray pause failed")
+        self._listeners.fire("for the spray pause")
 
     def close(self) -> None:
         if self.switch is not None:

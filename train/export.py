@@ -238,13 +238,26 @@ KERAS_FILE = "model.keras"  # the trained Keras model in a bundle (optional; the
 VALIDATION_ROWS = "validation_rows.npz"  # the validation split's probabilities, clean and under each SUITE row
 
 
+def save_without_optimizer(model, path: Path) -> None:
+    """``model`` saved as a .keras file without its optimizer's state: the weights and the graph only (a third of
+    the size for Adam; fine-tuning from a bundle compiles a new optimizer anyway)."""
+    optimizer = model.optimizer if model.compiled else None
+    if optimizer is not None:
+        model.optimizer = None
+    try:
+        model.save(path)
+    finally:
+        if optimizer is not None:
+            model.optimizer = optimizer
+
+
 def write_trained_weights(bundle_dir: Path, t: Trained):
     """The trained Keras model saved into the bundle (``model.keras``), as the manifest records it."""
     from edge.inference.bundle import TrainedWeights, sha256_file
 
     path = bundle_dir / KERAS_FILE
     bundle_dir.mkdir(parents=True, exist_ok=True)
-    t.result.model.save(path)
+    save_without_optimizer(t.result.model, path)
     return TrainedWeights(file=KERAS_FILE, sha256=sha256_file(path), size_bytes=path.stat().st_size)
 
 

@@ -1,0 +1,50 @@
+"""tools/model_table.py: the README's clean / worst-row table from a bundle's metrics.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rate(k, n, lo, hi):
+    return {"rate": k / n, "k": k, "n": n, "ci95": [lo, hi]}
+
+
+def row(title, acc, species, miss, crop, bg):
+    return {"title": title, "crop_vs_weed_accuracy": rate(acc, 100, 0.9, 1.0), "species_accuracy": rate(species, 100, 0.8, 1.0),
+            "weed_miss": rate(miss, 80, 0.0, 0.1), "crop_sprayed": rate(crop, 20, 0.0, 0.2),
+            "background_fired": rate(bg, 10, 0.0, 0.3)}
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "model_table.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_clean_and_the_worst_row_of_each_metric(tmp_path):
+    rows = {"clean": row("clean photos", 99, 95, 1, 0, 0),
+            "blur": row("Gaussian blur", 97, 90, 3, 1, 0),  # the worst crop vs weed, species and miss
+            "dark": row("dark", 98, 93, 2, 2, 1)}  # the worst crop sprayed and bare ground
+    (tmp_path / "metrics.json").write_text(json.dumps({"robustness": {
+        "n_photos": 110, "photos": "the test split", "model_file": "model.tflite", "quantization": "int8",
+        "threshold": 0.6, "crop_veto": 0.8, "rows": rows}}))
+    proc = run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert "99.0 % (99/100; 90.0–100.0) | 97.0 % (97/100; 90.0–100.0) — Gaussian blur" in lines["crop vs weed"]
+    assert "3.8 % (3/80; 0.0–10.0) — Gaussian blur" in lines["weed miss"]
+    assert "10.0 % (2/20; 0.0–20.0) — dark" in lines["crop sprayed"]
+    assert "10.0 % (1/10; 0.0–30.0) — dark" in lines["bare ground fired"]
+    assert "threshold 0.6, crop veto 0.8" in proc.stdout and "With 20 test crops" in proc.stdout
+
+
+def test_a_bundle_without_robustness_rows_says_what_to_run(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    proc = run(tmp_path)
+    assert proc.returncode == 1 and "weed-train robustness --model" in proc.stderr
+    proc = run(tmp_path / "nowhere")
+    assert proc.returncode == 1 and "does not exist" in proc.stderr

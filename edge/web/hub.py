@@ -9,7 +9,7 @@ The detection loop never waits for the web:
   computes it), and sets an ``Event`` for the encoder when a client watches.
 - The **encoder thread** runs only while at least one stream client is connected: at most
   ``stream_fps`` times a second it draws the overlay on the newest frame (``edge.web.overlay``),
-  JPEG-encodes it and wakes the stream clients. On Linux it runs at nice 10 (``ENCODER_NICE``),
+  JPEG-encodes it and wakes the stream clients. On Linux it runs at nice 19 (``ENCODER_NICE``),
   so the loop's threads get the CPU first.
 - Each **stream client** (``stream()``, one generator per HTTP response) waits for a JPEG newer
   than the one it sent and sends the newest: a slow client skips frames; a client that stops
@@ -42,7 +42,7 @@ from edge.loop.stats import RunStats
 from edge.web.config import WebConfig
 from edge.web.overlay import paint
 
-ENCODER_NICE = 10  # the encoder thread's nice value (Linux): the loop's threads come first
+ENCODER_NICE = 19  # the encoder thread's nice value (Linux): the loop's threads come first
 STATS_EVERY_NS = 500_000_000  # the stats snapshot the page shows is at most this old
 INFO_LOGGERS = ("edge.loop.tuning", "edge.inputs.pause", "edge.app.live", "edge.web")  # their INFO lines are events too
 BOUNDARY = b"frame"

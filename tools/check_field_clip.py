@@ -79,8 +79,9 @@ def score(bundle: str, video: Path, truth: Path, coverage: float, sensitivity: s
                 if role == "background":
                     veg = vegetation_mask(_view(frame, m.input.resize), gate.exg_threshold, gate.exg_min,
                                           gate.smooth_px).mean()
-                    if veg >= gate.min_fraction:
-                        role = f"{_nearest_plant_role(rows, i)}_sliver"
+                    near = _nearest_plant_role(rows, i)
+                    if veg >= gate.min_fraction and near != "background":  # a clip of soil alone stays bare
+                        role = f"{near}_sliver"
                 fired = rule.fires(rule.view(clf.classify(frame, "BGR").probs))
                 counts[role][0] += int(fired)
                 counts[role][1] += 1

@@ -2,7 +2,7 @@
 process that is started spraying and stopped by a signal, a [spray] section as TOML."""
 
 import json
-
+import signal
 import subprocess
 import sys
 import time
@@ -91,9 +91,21 @@ def wait_until(cond, what, proc=None, limit=60.0):
         time.sleep(0.01)
 
 
+STOP_SIGNALS_A_SHELL_MAY_IGNORE = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+
+
+def _signals_as_systemd_gives_them():
+    """In the child: the stop signals a shell's background job or ``nohup`` leaves ignored (edge-run keeps an
+    inherited SIG_IGN on purpose) back at their defaults, as systemd starts a service."""
+    for s in STOP_SIGNALS_A_SHELL_MAY_IGNORE:
+        signal.signal(s, signal.SIG_DFL)
+
+
 def start_edge_run(args, tmp_path, env=None, ready=outputs_on):
     """A real ``edge-run`` on a looping weed image with 2 dry-run channels and a state
-    file, returned once ``ready(state_file)`` (default: both outputs are on): ``(proc, state_file)``."""
+    file, returned once ``ready(state_file)`` (default: both outputs are on): ``(proc, state_file)``.
+    It starts with SIGINT, SIGQUIT and SIGHUP at their defaults whatever the test runner inherited (a suite
+    run from ``nohup ... &`` would otherwise pass them on ignored)."""
     weeds = tmp_path / "weeds"
     weeds.mkdir(exist_ok=True)
     cv2.imwrite(str(weeds / "w.png"), solid(GREEN))
@@ -101,7 +113,8 @@ def start_edge_run(args, tmp_path, env=None, ready=outputs_on):
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "--model", str(TOY_BUNDLE), "--images", str(weeds), "--loop",
          "--channels", "2", "--state-file", str(state), "--threads", "1", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=_signals_as_systemd_gives_them)
     wait_until(lambda: ready(state), "edge-run to be ready (spraying)", proc)
     return proc, state
 

@@ -32,7 +32,8 @@ import numpy as np
 from edge.decide.rule import SprayRule
 from edge.inference.classifier import Classifier
 from edge.inference.config import PRESETS
-from edge.inference.vegetation import vegetation_mask
+from edge.inference.preprocess import crop_box
+from edge.inference.vegetation import VegetationGate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,19 +51,19 @@ def _nearest_plant_role(rows: dict[int, dict], i: int) -> str:
     return "background"
 
 
-def _view(frame: np.ndarray, resize: str) -> np.ndarray:
-    """What the model sees of ``frame``: its centre square for ``center_crop``, else all of it."""
-    if resize != "center_crop":
-        return frame
+def _model_box(frame: np.ndarray, inp) -> tuple[int, int, int, int]:
+    """The (x0, x1, y0, y1) of ``frame`` the model sees: the classifier's centre crop (``crop_box``) for
+    ``center_crop``, else all of it."""
     h, w = frame.shape[:2]
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return frame[y:y + s, x:x + s]
+    if inp.resize != "center_crop":
+        return 0, w, 0, h
+    y0, y1, x0, x1 = crop_box(h, w, inp.height, inp.width)
+    return x0, x1, y0, y1
 
 
 def score(bundle: str, video: Path, truth: Path, coverage: float, sensitivity: str = "medium") -> dict:
     rows = {int(r["frame"]): r for r in csv.DictReader(truth.open())}
-    gate = PRESETS[sensitivity]
+    gate = VegetationGate(PRESETS[sensitivity])  # the edge's own bare-ground decision
     counts = {role: [0, 0] for role in ROLES}  # [fired, frames]
     with Classifier(bundle) as clf:
         m = clf.bundle.manifest
@@ -76,11 +77,9 @@ def score(bundle: str, video: Path, truth: Path, coverage: float, sensitivity: s
             r = rows.get(i)
             if r is not None and float(r["coverage"]) >= coverage:
                 role = r["role"]
-                if role == "background":
-                    veg = vegetation_mask(_view(frame, m.input.resize), gate.exg_threshold, gate.exg_min,
-                                          gate.smooth_px).mean()
+                if role == "background" and not gate.measure(frame, [_model_box(frame, m.input)])[0].gated:
                     near = _nearest_plant_role(rows, i)
-                    if veg >= gate.min_fraction and near != "background":  # a clip of soil alone stays bare
+                    if near != "background":  # a clip of soil alone stays bare
                         role = f"{near}_sliver"
                 fired = rule.fires(rule.view(clf.classify(frame, "BGR").probs))
                 counts[role][0] += int(fired)

@@ -87,6 +87,8 @@ class Augment(BaseModel):
     composite_plants: int = Field(3, ge=1, le=6, description="most plants pasted on one composite tile")
     composite_visible: Finite = Field(0.35, ge=0.05, le=1,
                                       description="a plant is pasted only where at least this share of it stays inside the tile")
+    sliver: Finite = Field(0.1, ge=0, le=1,
+                           description="share of tiles replaced by one plant pasted at a border so that only a sliver of it shows")
     mixup: Finite = Field(0.0, ge=0, le=1, description="MixUp alpha (0 = off): every image blended with another, labels too")
     cutmix: Finite = Field(0.0, ge=0, le=1, description="CutMix factor (0 = off): a box of another image pasted, labels by area")
 
@@ -94,7 +96,7 @@ class Augment(BaseModel):
     def off(cls) -> "Augment":
         """Every effect off (the images pass unchanged)."""
         return cls(flip=False, rotation=0, scale_min=1, scale_max=1, translate=0, exposure=0, colour_cast=0, gamma=0,
-                   contrast=0, motion_blur=0, gaussian_blur=0, noise=0, jpeg_quality=0, composite=0)
+                   contrast=0, motion_blur=0, gaussian_blur=0, noise=0, jpeg_quality=0, composite=0, sliver=0)
 
     @classmethod
     def build(cls, base: "Augment", **over: Any) -> "Augment":
@@ -124,7 +126,7 @@ class Augment(BaseModel):
         return {k: v for k, v in self.model_dump().items() if k not in shaping and v != off[k]}
 
     def needs_soft_labels(self) -> bool:
-        return self.composite > 0 or self.mixup > 0 or self.cutmix > 0
+        return self.composite > 0 or self.sliver > 0 or self.mixup > 0 or self.cutmix > 0
 
     def __str__(self) -> str:
         on = self.effects()
@@ -134,6 +136,8 @@ class Augment(BaseModel):
         extra = [f"camera effects on {self.camera_p:g} of the images each"] if camera else []
         if "composite" in on:
             extra.append(f"up to {self.composite_plants} plants a composite tile, each >= {self.composite_visible:g} visible")
+        if "sliver" in on:
+            extra.append(f"sliver tiles show < {self.composite_visible:g} of one plant, half crops")
         return ", ".join([f"{k} {v}" for k, v in on.items()] + extra)
 
 
@@ -488,6 +492,85 @@ def composite(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor, seed: tf.
     return tf.cond(tf.size(idx) > 0, paste, lambda: (base, labels))
 
 
+def solid(mask: tf.Tensor, window: int = 7, density: float = 0.2) -> tf.Tensor:
+    """``mask`` without its specks: a pixel stays where at least ``density`` of the ``window`` x
+    ``window`` pixels around it are plant too (a blade 2 px wide keeps 2/7 of a window; a green
+    grain of gravel or a speck on a label, less). A sliver made of specks would teach gravel as a plant."""
+    import tensorflow as tf
+
+    around = tf.nn.avg_pool2d(mask, window, 1, "SAME")
+    return mask * tf.cast(around >= density, tf.float32)
+
+
+def slivers(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor, seed: tf.Tensor, roles: tf.Tensor,
+            share: float, max_visible: float = 0.35, scale: tuple[float, float] = (0.6, 1.4),
+            exg_threshold: float = EXG_THRESHOLD, base: tf.Tensor | None = None, base_labels: tf.Tensor | None = None,
+            tries: int = 4) -> tuple[tf.Tensor, tf.Tensor]:
+    """A share of the tiles replaced by a sliver: one plant pasted on the tile's ``ground`` at a border,
+    so that less than ``max_visible`` of it shows (the tiles :func:`composite` leaves out) but at least
+    0.25 % of the tile -- a plant coming into or leaving a lane tile. Its label is the plant's own
+    (a weed sliver is a weed tile, a crop sliver a crop tile). The plants are drawn half from the
+    crop photos, half from the weed photos (while the batch holds both), so that a sliver the
+    model cannot tell apart -- a blade of wheat or of a grass weed -- is taught as even, not as
+    the weeds' share of the photos. Each tile tries ``tries`` placements (random border, point
+    along it, how far out, turn and scale) and takes the first that shows a sliver; a tile where
+    none does keeps its image and label. The plants come from ``images`` (with ``labels``); the
+    tiles replaced are those of ``base`` (with ``base_labels``; default: ``images``, ``labels``).
+    """
+    import tensorflow as tf
+
+    base = images if base is None else base
+    base_labels = labels if base_labels is None else base_labels
+    if share <= 0:
+        return base, base_labels
+    n, size = tf.shape(images)[0], tf.shape(images)[1]
+    sizef = tf.cast(size, tf.float32)
+    cls = tf.argmax(labels, axis=-1, output_type=tf.int32)
+    role = tf.gather(roles, cls)
+    is_plant = role >= 0
+    s_pick, s_donor, s_scale, s_angle, s_side, s_along, s_out = _seeds(seed, 7)
+    idx = tf.where((tf.random.stateless_uniform((n,), s_pick) < share) & tf.reduce_any(is_plant))
+
+    def paste() -> tuple[tf.Tensor, tf.Tensor]:
+        m, k = tf.shape(idx)[0], tries
+        # each role (crop, weed) the same total weight, spread evenly over its photos
+        n_crop = tf.reduce_sum(tf.cast(role == CROP, tf.float32))
+        n_weed = tf.reduce_sum(tf.cast(role == WEED, tf.float32))
+        weight = tf.where(role == CROP, 1.0 / tf.maximum(n_crop, 1.0),
+                          tf.where(role == WEED, 1.0 / tf.maximum(n_weed, 1.0), 0.0))
+        logits = tf.math.log(weight + 1e-30)[None, :] + tf.zeros((m, 1))
+        donor = tf.random.stateless_categorical(logits, 1, s_donor, dtype=tf.int32)[:, 0]  # (m,)
+        plants = tf.repeat(tf.gather(images, donor), k, axis=0)  # (m*k, S, S, 3)
+        mask = solid(plant_masks(plants, exg_threshold))
+        centre, area = plant_centres(mask)
+        sc = _uniform(s_scale, m * k, scale[0], scale[1])
+        # the plant's centre put on a line parallel to a random border, from 0.6 of its size
+        # outside the tile to 0.15 inside (its size: the side of a square of its area)
+        reach = tf.sqrt(tf.maximum(area, 1.0)) * sc
+        side = tf.random.stateless_uniform((m * k,), s_side, 0, 4, dtype=tf.int32)
+        along = _uniform(s_along, m * k, 0.1, 0.9) * sizef
+        depth = _uniform(s_out, m * k, -0.6, 0.15) * reach  # < 0: outside the tile
+        last = sizef - 1.0
+        pick = tf.one_hot(side, 4)
+        x = tf.reduce_sum(tf.stack([depth, last - depth, along, along], axis=1) * pick, axis=1)
+        y = tf.reduce_sum(tf.stack([along, along, depth, last - depth], axis=1) * pick, axis=1)
+        transforms = affine_transforms(centre, tf.stack([x, y], axis=1), sc, _uniform(s_angle, m * k, 0.0, 2 * math.pi))
+        moved = _transform(tf.concat([plants * mask, mask], axis=-1), transforms)
+        visible = tf.reduce_sum(moved[..., 3], axis=[1, 2])
+        ok = ((visible >= 0.0025 * sizef * sizef) & (visible < max_visible * area * sc * sc)
+              & (area >= 0.01 * sizef * sizef))
+        ok = tf.reshape(ok, [m, k])
+        first = tf.argmax(tf.cast(ok, tf.int32), axis=1, output_type=tf.int32)  # the first that shows a sliver
+        moved = tf.gather(tf.reshape(moved, [m, k, size, size, 4]), first, batch_dims=1)  # (m, S, S, 4)
+        out = _clip(tf.gather_nd(ground, idx) * (1.0 - moved[..., 3:]) + moved[..., :3])
+        found = tf.reduce_any(ok, axis=1)
+        out = tf.where(found[:, None, None, None], out, tf.gather_nd(base, idx))
+        new_labels = tf.where(found[:, None], tf.gather(labels, donor), tf.gather_nd(base_labels, idx))
+        return tf.tensor_scatter_nd_update(base, idx, out), tf.tensor_scatter_nd_update(base_labels, idx, new_labels)
+
+    return tf.cond(tf.size(idx) > 0, paste, lambda: (base, base_labels))
+
+
 # --------------------------------------------------------------------------- the batch
 
 
@@ -508,12 +591,16 @@ def augment_batch(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor | None
     """Every effect of ``aug`` on one batch, in camera order: the scene (composite tiles, position
     and scale), the light (exposure, white balance), the optics (motion blur, defocus), the
     sensor (noise, tone curve, contrast), the encoder (JPEG); then MixUp / CutMix."""
-    s = _seeds(seed, 9)
+    s = _seeds(seed, 10)
     scale = (aug.scale_min, aug.scale_max)
     placed = geometry(images, ground, s[0], aug.flip, aug.rotation, scale, aug.translate)
     if ground is not None and roles is not None:
-        images, labels = composite(images, labels, ground, s[1], roles, aug.composite, aug.composite_plants,
-                                   aug.composite_visible, scale, base=placed)
+        scene, scene_labels = composite(images, labels, ground, s[1], roles, aug.composite, aug.composite_plants,
+                                        aug.composite_visible, scale, base=placed)
+        # slivers of plants cut from the photos as they came, over the tiles so far (seeds are
+        # folded in by index: the other effects draw as they did before slivers existed)
+        images, labels = slivers(images, labels, ground, s[9], roles, aug.sliver, aug.composite_visible,
+                                 scale, base=scene, base_labels=scene_labels)
     else:
         images = placed
     images = channel_gains(images, s[2], aug.exposure, aug.colour_cast)

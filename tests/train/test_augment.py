@@ -155,6 +155,72 @@ def test_composite_off_or_without_plant_photos_changes_nothing():
     np.testing.assert_array_equal(lab.numpy(), soil_labels.numpy())
 
 
+def _touches_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+def test_sliver_tiles_show_a_little_of_one_plant_at_a_border_with_its_own_label():
+    images, labels = _disc_photos()
+    ground = tf.constant(np.full((12, 48, 48, 3), SOIL_RGB, np.float32))
+    disc = _count(images[0].numpy(), CROP_RGB)
+    made = {0: 0, 1: 0}
+    for i in range(8):
+        out, lab = A.slivers(images, labels, ground, tf.constant([i, 3], tf.int64), tf.constant(ROLES, tf.int32),
+                             share=1.0, max_visible=0.35, scale=(1.0, 1.0))
+        assert out.shape == images.shape and out.dtype == tf.float32 and lab.shape == labels.shape
+        for before, tile, y_before, y in zip(images.numpy(), out.numpy(), labels.numpy(), lab.numpy()):
+            if np.array_equal(tile, before):  # no placement gave a sliver: unchanged, label too
+                np.testing.assert_array_equal(y, y_before)
+                continue
+            plant = np.abs(tile - np.array(SOIL_RGB)).sum(-1) > 30  # resampled edges included
+            shown = int(plant.sum())
+            assert 0.0025 * 48 * 48 <= shown < 0.35 * disc * 1.3, shown  # a sliver: less than 35 % of the plant
+            assert _touches_border(plant), "a sliver lies at a border"
+            colour = tile[plant].mean(axis=0)
+            role = int(np.abs(colour - WEED_RGB).sum() < np.abs(colour - CROP_RGB).sum())
+            assert y[role] == pytest.approx(1.0)  # the plant's own label
+            made[role] += 1
+    assert made[0] > 0 and made[1] > 0
+
+
+def test_sliver_plants_are_half_crops_whatever_the_batch_holds():
+    images, labels = _disc_photos()
+    # 1 crop photo, 4 weed photos, 4 soil: by photo count a crop would be 1 in 5
+    images, labels = tf.concat([images[:1], images[4:]], 0), tf.concat([labels[:1], labels[4:]], 0)
+    ground = tf.constant(np.full((9, 48, 48, 3), SOIL_RGB, np.float32))
+    crops = plants = 0
+    for i in range(12):
+        out, lab = A.slivers(images, labels, ground, tf.constant([i, 11], tf.int64), tf.constant(ROLES, tf.int32),
+                             share=1.0, scale=(1.0, 1.0))
+        changed = ~np.all(out.numpy() == images.numpy(), axis=(1, 2, 3))
+        crops += int((lab.numpy()[changed].argmax(1) == 0).sum())
+        plants += int(changed.sum())
+    assert plants >= 40 and 0.35 <= crops / plants <= 0.65, (crops, plants)
+
+
+def test_slivers_repeat_for_a_seed_and_off_changes_nothing():
+    images, labels = _disc_photos()
+    ground = tf.constant(np.full((12, 48, 48, 3), SOIL_RGB, np.float32))
+    roles = tf.constant(ROLES, tf.int32)
+    a = A.slivers(images, labels, ground, SEED, roles, share=0.5)
+    b = A.slivers(images, labels, ground, SEED, roles, share=0.5)
+    np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+    np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+    out, lab = A.slivers(images, labels, ground, SEED, roles, share=0.0)
+    np.testing.assert_array_equal(out.numpy(), images.numpy())
+    out, lab = A.slivers(images[8:], labels[8:], ground[:4], SEED, roles, share=1.0)  # soil alone: no plant to cut
+    np.testing.assert_array_equal(out.numpy(), images[8:].numpy())
+
+
+def test_solid_drops_specks_and_keeps_thin_blades():
+    mask = np.zeros((1, 40, 40, 1), np.float32)
+    mask[0, 5:35, 20:22] = 1  # a blade 2 px wide
+    mask[0, 3, 3] = mask[0, 30, 8] = 1  # two specks
+    mask[0, 10:12, 30:31] = 1  # a speck of 2 px
+    kept = A.solid(tf.constant(mask)).numpy()
+    assert kept[0, 5:35, 20:22].sum() >= 0.9 * 60 and kept[0, :, :18].sum() == 0 and kept[0, :, 25:].sum() == 0
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 
@@ -235,7 +301,8 @@ def _fit(argv: list[str]):
     (["--aug-scale-min", "0.8", "--aug-scale-max", "1.2", "--aug-composite", "0.5", "--aug-composite-plants", "2"],
      Augment.build(Augment(), scale_min=0.8, scale_max=1.2, composite=0.5, composite_plants=2)),
     (["--aug-mixup", "0.2", "--aug-cutmix", "0.5"], Augment.build(Augment(), mixup=0.2, cutmix=0.5)),
-], ids=["defaults", "off", "off-then-noise", "blur-jpeg-flip", "scale-composite", "mixers"])
+    (["--aug-sliver", "0"], Augment.build(Augment(), sliver=0.0)),
+], ids=["defaults", "off", "off-then-noise", "blur-jpeg-flip", "scale-composite", "mixers", "no-slivers"])
 def test_aug_options_set_the_augment_config(argv, want):
     assert _fit(argv).augment == want
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import make_field_pass as mfp
-from run_pass_clocked import run_clocked
+from run_pass_clocked import add_rule_options, edge_run_rule_args, rule_overrides, run_clocked
 
 from edge.config import load_config
 from edge.core.errors import WeedDetectorError
@@ -72,7 +72,7 @@ def conditions(names: list[str], blur_px: int, noise: float) -> dict[str, tuple[
 
 
 def run_pass(folder: Path, speed: float, condition: str, tag: str, extra: list[str], seed: int, source: list[str],
-             pool: list, model: str | None, clocked: bool = False) -> Run:
+             pool: list, model: str | None, clocked: bool = False, decision: dict | None = None) -> Run:
     name = f"pass_{speed:g}kmh_{tag}_s{seed}"
     avi, truth, conf = folder / f"{name}.avi", folder / f"{name}_truth.jsonl", folder / f"{name}.toml"
     args = mfp.parse_args(["--preset", "boom-4x10cm", "--speed-kmh", str(speed), "--seed", str(seed), *source,
@@ -82,10 +82,11 @@ def run_pass(folder: Path, speed: float, condition: str, tag: str, extra: list[s
     spray_log = Path(load_config(conf).spray.log_jsonl)
     spray_log.unlink(missing_ok=True)
     if clocked:  # the decisions alone: a manual clock, every frame, no latency (tools/run_pass_clocked.py)
-        return Run(speed, condition, seed, run_clocked(conf, avi, truth, model=model), "clocked",
+        return Run(speed, condition, seed, run_clocked(conf, avi, truth, model=model, decision=decision), "clocked",
                    "clocked: no latency")
     cmd = [sys.executable, "-m", "edge.cli", "--config", str(conf), "--video", str(avi), "--realtime", "-q"]
-    proc = subprocess.run(cmd + (["--model", model] if model else []), capture_output=True, text=True, timeout=600)
+    cmd += (["--model", model] if model else []) + edge_run_rule_args(decision or {})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise SystemExit(f"edge-run failed ({proc.returncode}) on {avi}: {proc.stderr.strip()[-400:]}")
     lines = proc.stdout.splitlines() + proc.stderr.splitlines()
@@ -140,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", metavar="DIR", help="write the passes and spray logs here and keep them")
     ap.add_argument("--runs", action="store_true", help="also print every run: its score, frames and max speed")
     ap.add_argument("--json", metavar="FILE", help="also write every run's score as JSON")
+    add_rule_options(ap)
     a = ap.parse_args(argv)
+    decision = rule_overrides(a)
     source = ["--split", a.split] + (["--split-args", a.split_args] if a.split_args else ["--split-of", a.split_of])
     speeds = [float(x) for x in a.speeds.split(",")]
     seeds = [int(x) for x in a.seeds.split(",")]
@@ -151,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(a.keep) if a.keep else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
             load = os.getloadavg()[0]
-            runs = [run_pass(folder, v, c, tag, extra, seed, source, pool, a.model, a.clocked)
+            runs = [run_pass(folder, v, c, tag, extra, seed, source, pool, a.model, a.clocked, decision)
                     for v in speeds for c, (tag, extra) in chosen.items() for seed in seeds]
     except WeedDetectorError as e:
         print(f"measure_passes: error: {e}", file=sys.stderr)
         return 1
-    print(f"plants from the {a.split} split ({a.split_args or a.split_of}); load average {load:.1f} at the start, "
+    rule = ", ".join(f"{k} {v}" for k, v in decision.items()) or "the bundle's rule"
+    print(f"rule: {rule}; plants from the {a.split} split ({a.split_args or a.split_of}); load average {load:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs)\n")
     print(HEADER.format(seeds=",".join(map(str, seeds))))
     for v in speeds:

@@ -36,9 +36,13 @@ from edge.tools.replay import Score, read_spray_log, read_truth, score
 
 
 def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None = None,
-                model: str | None = None) -> Score:
-    """The pass on a manual clock (see the module docstring); its score."""
-    cfg = load_config(config, {"model": {"bundle": model}} if model else None)
+                model: str | None = None, decision: dict | None = None) -> Score:
+    """The pass on a manual clock (see the module docstring); its score. ``decision``: ``[decision]`` overrides
+    (``threshold``, ``crop_veto``: a probability or ``"none"``), as edge-run's ``--threshold`` / ``--crop-veto``."""
+    overrides = {"model": {"bundle": model}} if model else {}
+    if decision:
+        overrides["decision"] = dict(decision)
+    cfg = load_config(config, overrides or None)
     s = cfg.spray
     if s is None or s.speed_source != "fixed":
         raise SystemExit(f"{config}: needs a [spray] section with a fixed speed (a made pass's config)")
@@ -86,6 +90,32 @@ def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None =
     return score(read_spray_log(log_path), read_truth(truth), s)
 
 
+def add_rule_options(ap: argparse.ArgumentParser) -> None:
+    """``--threshold`` and ``--crop-veto P|none``: the rule overrides edge-run takes, for a run of a pass."""
+    ap.add_argument("--threshold", type=float, help="weed threshold (default: the config's, else the bundle's rule)")
+    ap.add_argument("--crop-veto", metavar="P|none",
+                    help="crop veto probability, or none (default: the config's, else the bundle's rule)")
+
+
+def rule_overrides(a: argparse.Namespace) -> dict:
+    """The ``[decision]`` overrides the options of ``add_rule_options`` ask for (empty: the bundle's rule)."""
+    out: dict = {}
+    if a.threshold is not None:
+        out["threshold"] = a.threshold
+    if a.crop_veto is not None:
+        out["crop_veto"] = "none" if a.crop_veto == "none" else float(a.crop_veto)
+    return out
+
+
+def edge_run_rule_args(decision: dict) -> list[str]:
+    """The same overrides as edge-run options."""
+    args = ["--threshold", str(decision["threshold"])] if "threshold" in decision else []
+    if "crop_veto" in decision:
+        v = decision["crop_veto"]
+        args += ["--no-crop-veto"] if v == "none" else ["--crop-veto", str(v)]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, type=Path, help="the pass's config (tools/make_field_pass.py)")
@@ -93,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--truth", required=True, type=Path)
     ap.add_argument("--spray-log", type=Path, help="write the spray log here (default: the config's log_jsonl)")
     ap.add_argument("--model", help="a bundle folder or shipped name (default: the config's or the default)")
+    add_rule_options(ap)
     a = ap.parse_args(argv)
     try:
-        print(run_clocked(a.config, a.video, a.truth, a.spray_log, a.model).line())
+        print(run_clocked(a.config, a.video, a.truth, a.spray_log, a.model, rule_overrides(a)).line())
     except WeedDetectorError as e:
         print(f"run_pass_clocked: error: {e}", file=sys.stderr)
         return 1

@@ -63,3 +63,26 @@ def test_a_clocked_run_scores_a_short_made_pass(tool, tmp_path):
     assert s.late == 0 and s.weeds > 0 and s.hits + s.partial >= s.weeds - 1
     assert 0.0 < s.sprayed_m2 < s.blanket_m2 and (tmp_path / "p_spray.jsonl").exists()
     assert tool.Run(10.0, "clean", 2, s, "clocked", "").dropped == "0 (clocked)"
+    # the rule overrides: a veto at crop probability 0 vetoes every view, so nothing sprays; "none" is the bundle's
+    # shipped rule here (it has no veto), so it sprays what the run above sprayed
+    assert run_clocked(conf, avi, truth, decision={"crop_veto": 0.0}).sprayed_m2 == 0.0
+    assert run_clocked(conf, avi, truth, decision={"crop_veto": "none"}).sprayed_m2 == s.sprayed_m2
+
+
+@pytest.mark.parametrize("argv, decision, edge_args", [
+    ([], {}, []),
+    (["--threshold", "0.6"], {"threshold": 0.6}, ["--threshold", "0.6"]),
+    (["--crop-veto", "0.5"], {"crop_veto": 0.5}, ["--crop-veto", "0.5"]),
+    (["--crop-veto", "none", "--threshold", "0.3"], {"threshold": 0.3, "crop_veto": "none"},
+     ["--threshold", "0.3", "--no-crop-veto"]),
+])
+def test_rule_overrides_reach_both_paths(tool, argv, decision, edge_args):
+    """The same options give the clocked run's [decision] overrides and edge-run's options."""
+    import argparse
+
+    import run_pass_clocked as rpc
+
+    ap = argparse.ArgumentParser()
+    rpc.add_rule_options(ap)
+    got = rpc.rule_overrides(ap.parse_args(argv))
+    assert got == decision and rpc.edge_run_rule_args(got) == edge_args

@@ -132,8 +132,9 @@ class RuleSpec(_Strict):
 
     threshold: Finite = Field(ge=0.0, le=1.0)  # on the weed probability mass of a view
     crop_veto: Finite | None = Field(None, ge=0.0, le=1.0)  # a view with crop mass >= this never sprays; None: none
-    # where it was chosen: validation photos, validation photos with their perturbed copies, by hand, not known
-    chosen_on: Literal["validation", "validation+perturbed", "hand-set", "unknown"] = "unknown"
+    # where it was chosen: validation photos, validation photos with their perturbed copies, ground cells of passes
+    # made from validation photos (tools/choose_cell_rule.py), by hand, not known
+    chosen_on: Literal["validation", "validation+perturbed", "validation passes", "hand-set", "unknown"] = "unknown"
     notes: str = ""
 
 

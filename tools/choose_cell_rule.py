@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Choose a bundle's spray rule (threshold, crop veto) where it is used: on ground cells of made passes.
+
+``weed-train`` chooses the rule on validation photos and their perturbed copies, one photo per
+decision. In ``[spray]`` mode a decision is a ground cell, seen in several lane tiles that hold
+a plant whole, cut, or beside gravel. This sweeps a grid of rules over passes made with
+``tools/make_field_pass.py --preset boom-4x10cm`` from one split of the bundle's photos
+(validation by default: never the test split), each pass made once and run on a manual clock
+for every rule (``tools/run_pass_clocked.py``: every frame, no latency — the decisions alone),
+and chooses by a rule fixed in advance:
+
+1. among the rules with crops sprayed <= ``--max-crops-sprayed`` (5 %) of the passes' crops, the
+   one with the most weeds hit or partly; ties: the most full hits, then the most saved;
+2. if none: among the rules with weeds hit or partly >= ``--min-weeds-hit`` (95 %), the fewest
+   crops sprayed (ties as above);
+3. if none: no rule is chosen (the bundle's stays), exit code 3.
+
+Only thresholds at or above the bundle's own are tried unless ``--thresholds`` says otherwise:
+a higher threshold or an added veto can only lower the crop sprayed rate the photo rule was
+chosen under, so the photo limits still hold. ``--write`` puts the chosen rule into the bundle's
+manifest (``rule.chosen_on = "validation passes"``, the sweep in ``rule.notes``)::
+
+    python tools/choose_cell_rule.py --model models/plant-seedlings-mnv2 [--write]
+
+Exit codes: 0 chosen (and written with ``--write``), 1 a bad input, 3 no rule met either limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import make_field_pass as mfp
+from run_pass_clocked import run_clocked
+
+from edge.core.errors import WeedDetectorError
+from edge.inference.bundle import MANIFEST, Manifest, RuleSpec, read_manifest, resolve_bundle
+from edge.tools.replay import Score
+
+NO_RULE = 3
+
+
+@dataclass(frozen=True)
+class Rule:
+    threshold: float
+    crop_veto: float | None  # None: no veto
+
+    def overrides(self) -> dict:
+        """``[decision]`` overrides for ``run_clocked``."""
+        return {"threshold": self.threshold, "crop_veto": "none" if self.crop_veto is None else self.crop_veto}
+
+    def __str__(self) -> str:
+        return f"threshold {self.threshold:g}, " + ("no veto" if self.crop_veto is None else f"veto {self.crop_veto:g}")
+
+
+@dataclass(frozen=True)
+class Totals:
+    """One rule's scores summed over the passes."""
+
+    rule: Rule
+    weeds: int
+    hits: int
+    partial: int
+    crops: int
+    crops_sprayed: int
+    sprayed_m2: float
+    blanket_m2: float
+
+    @classmethod
+    def of(cls, rule: Rule, scores: list[Score]) -> "Totals":
+        return cls(rule, sum(s.weeds for s in scores), sum(s.hits for s in scores), sum(s.partial for s in scores),
+                   sum(s.crops for s in scores), sum(s.crops_sprayed for s in scores),
+                   sum(s.sprayed_m2 for s in scores), sum(s.blanket_m2 for s in scores))
+
+    @property
+    def hit_or_partly(self) -> float:
+        return (self.hits + self.partial) / self.weeds if self.weeds else 1.0
+
+    @property
+    def crop_rate(self) -> float:
+        return self.crops_sprayed / self.crops if self.crops else 0.0
+
+    @property
+    def saved(self) -> float:
+        return 1.0 - self.sprayed_m2 / self.blanket_m2 if self.blanket_m2 else 0.0
+
+    def row(self) -> str:
+        w = self.weeds or 1
+        return (f"| {self.rule} | {self.hits}/{self.weeds} ({self.hits / w:.0%}) | {self.hits + self.partial}/"
+                f"{self.weeds} ({self.hit_or_partly:.0%}) | {self.crops_sprayed} of {self.crops} "
+                f"({self.crop_rate:.0%}) | {self.saved:.1%} |")
+
+
+HEADER = ("| rule | weeds hit (full) | hit or partly | crops sprayed | saved vs blanket |\n"
+          "|---|---:|---:|---:|---:|")
+
+
+def choose(totals: list[Totals], max_crops_sprayed: float, min_weeds_hit: float) -> tuple[Totals | None, str]:
+    """The module docstring's rule: (the chosen rule's totals or None, which step chose it, in words)."""
+    def better(t: Totals) -> tuple:
+        return (t.hits + t.partial, t.hits, t.saved)
+
+    within = [t for t in totals if t.crop_rate <= max_crops_sprayed]
+    if within:
+        return max(within, key=better), f"crops sprayed <= {max_crops_sprayed:.0%}, the most weeds hit or partly"
+    finds = [t for t in totals if t.hit_or_partly >= min_weeds_hit]
+    if finds:
+        best = min(finds, key=lambda t: (t.crop_rate, tuple(-x for x in better(t))))
+        return best, (f"no rule kept crops sprayed <= {max_crops_sprayed:.0%}; of those with weeds hit or partly "
+                      f">= {min_weeds_hit:.0%}, the fewest crops sprayed")
+    return None, (f"no rule kept crops sprayed <= {max_crops_sprayed:.0%} or weeds hit or partly "
+                  f">= {min_weeds_hit:.0%}")
+
+
+def grid(bundle_threshold: float, thresholds: list[float] | None, vetoes: list[float | None]) -> list[Rule]:
+    """The rules to try: the bundle's threshold and the given ones at or above it (all given, if ``thresholds``
+    was set explicitly), each with every veto."""
+    if thresholds is None:
+        thresholds = [bundle_threshold] + [t for t in (0.5, 0.6, 0.7, 0.8) if t > bundle_threshold]
+    return [Rule(t, v) for t in thresholds for v in vetoes]
+
+
+def write_rule(bundle_dir: Path, rule: Rule, notes: str) -> None:
+    """The bundle's manifest with ``rule`` as its decision rule (model files and metrics untouched)."""
+    manifest = read_manifest(bundle_dir)
+    spec = RuleSpec(threshold=rule.threshold, crop_veto=rule.crop_veto, chosen_on="validation passes", notes=notes)
+    manifest = Manifest.model_validate(manifest.model_copy(update={"rule": spec, "threshold": rule.threshold,
+                                                                   "format_version": 2}).model_dump())
+    (bundle_dir / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _vetoes(text: str) -> list[float | None]:
+    return [None if x.strip() == "none" else float(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="plant-seedlings-mnv2", help="the bundle (default: the shipped default)")
+    ap.add_argument("--split", default="val", choices=("train", "val"),
+                    help="plants from this split of the bundle's photos (default val; never test)")
+    ap.add_argument("--speeds", default="5,10,15", help="km/h, comma-separated (default 5,10,15)")
+    ap.add_argument("--seeds", default="11,12", help="pass seeds (default 11,12: not the test passes' 1,2,3)")
+    ap.add_argument("--blur-px", type=int, default=7, help="the blurred passes' motion blur (default 7 px)")
+    ap.add_argument("--noise", type=float, default=6.0, help="the blurred passes' sensor noise (default sigma 6)")
+    ap.add_argument("--thresholds", type=_floats,
+                    help="thresholds to try (default: the bundle's and each of 0.5, 0.6, 0.7, 0.8 above it)")
+    ap.add_argument("--vetoes", type=_vetoes, default=[None, 0.5, 0.3], help="crop vetoes to try (default none,0.5,0.3)")
+    ap.add_argument("--max-crops-sprayed", type=float, default=5.0, help="percent of the crops (default 5)")
+    ap.add_argument("--min-weeds-hit", type=float, default=95.0, help="percent hit or partly, step 2 (default 95)")
+    ap.add_argument("--write", action="store_true", help="write the chosen rule into the bundle's manifest")
+    ap.add_argument("--json", metavar="FILE", help="also write every rule's totals as JSON")
+    a = ap.parse_args(argv)
+    try:
+        bundle_dir = resolve_bundle(a.model)
+        manifest = read_manifest(bundle_dir)
+        rules = grid(manifest.rule.threshold, a.thresholds, a.vetoes)
+        source = ["--split", a.split, "--split-of", str(bundle_dir)]
+        pool = mfp.photo_pool(mfp.parse_args(source))
+        scores: dict[Rule, list[Score]] = {r: [] for r in rules}
+        conditions = {"clean": [], "blur": ["--blur-px", str(a.blur_px), "--noise", str(a.noise)]}
+        with tempfile.TemporaryDirectory(prefix="cellrule-") as tmp:
+            for speed in _floats(a.speeds):
+                for tag, extra in conditions.items():
+                    for seed in (int(s) for s in a.seeds.split(",")):
+                        base = Path(tmp) / f"pass_{speed:g}kmh_{tag}_s{seed}"
+                        avi, truth, conf = base.with_suffix(".avi"), base.with_suffix(".jsonl"), base.with_suffix(".toml")
+                        args = mfp.parse_args(["--preset", "boom-4x10cm", "--speed-kmh", str(speed), "--seed",
+                                               str(seed), *source, *extra, "--out", str(avi), "--truth", str(truth),
+                                               "--config-out", str(conf)])
+                        with contextlib.redirect_stdout(sys.stderr):
+                            mfp.make_pass(args, pool)
+                        for r in rules:
+                            scores[r].append(run_clocked(conf, avi, truth, model=str(bundle_dir),
+                                                         decision=r.overrides()))
+                        avi.unlink()
+    except WeedDetectorError as e:
+        print(f"choose_cell_rule: error: {e}", file=sys.stderr)
+        return 1
+    totals = [Totals.of(r, scores[r]) for r in rules]
+    n = len(next(iter(scores.values())))
+    print(f"{bundle_dir.name}: {n} clocked passes per rule ({a.split} split plants; speeds {a.speeds} km/h, clean and "
+          f"blur {a.blur_px} px + noise {a.noise:g}; seeds {a.seeds})\n")
+    print(HEADER)
+    for t in totals:
+        print(t.row())
+    chosen, how = choose(totals, a.max_crops_sprayed / 100, a.min_weeds_hit / 100)
+    if a.json:
+        Path(a.json).write_text(json.dumps([{"threshold": t.rule.threshold, "crop_veto": t.rule.crop_veto,
+                                             **{k: v for k, v in t.__dict__.items() if k != "rule"}} for t in totals],
+                                           indent=1) + "\n")
+    if chosen is None:
+        print(f"\nno rule chosen: {how}; the bundle's rule stays")
+        return NO_RULE
+    print(f"\nchosen: {chosen.rule} ({how})")
+    if a.write:
+        old = manifest.rule
+        notes = (f"chosen by tools/choose_cell_rule.py on {n} clocked passes from the {a.split} split "
+                 f"(speeds {a.speeds} km/h, clean and blur {a.blur_px} px + noise {a.noise:g}, seeds {a.seeds}): "
+                 f"{how}; there weeds hit {chosen.hits}/{chosen.weeds}, hit or partly "
+                 f"{chosen.hits + chosen.partial}/{chosen.weeds}, crops sprayed {chosen.crops_sprayed} of "
+                 f"{chosen.crops}; it replaced threshold {old.threshold:g}, "
+                 f"{'no veto' if old.crop_veto is None else f'veto {old.crop_veto:g}'} (chosen on {old.chosen_on})")
+        write_rule(bundle_dir, chosen.rule, notes)
+        print(f"wrote it into {bundle_dir / MANIFEST}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,7 +18,8 @@ and chooses by a rule fixed in advance:
 Only thresholds at or above the bundle's own are tried unless ``--thresholds`` says otherwise:
 a higher threshold or an added veto can only lower the crop sprayed rate the photo rule was
 chosen under, so the photo limits still hold. ``--write`` puts the chosen rule into the bundle's
-manifest (``rule.chosen_on = "validation passes"``, the sweep in ``rule.notes``)::
+manifest (``rule.chosen_on = "validation passes"``, the sweep in ``rule.notes``), unless it is the bundle's
+rule already (then the manifest stays as it is)::
 
     python tools/choose_cell_rule.py --model models/plant-seedlings-mnv2 [--write]
 
@@ -201,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nno rule chosen: {how}; the bundle's rule stays")
         return NO_RULE
     print(f"\nchosen: {chosen.rule} ({how})")
+    old = manifest.rule
+    if (chosen.rule.threshold, chosen.rule.crop_veto) == (old.threshold, old.crop_veto):
+        print(f"that is the bundle's rule (chosen on {old.chosen_on}): the manifest stays as it is")
+        return 0
     if a.write:
-        old = manifest.rule
         notes = (f"chosen by tools/choose_cell_rule.py on {n} clocked passes from the {a.split} split "
                  f"(speeds {a.speeds} km/h, clean and blur {a.blur_px} px + noise {a.noise:g}, seeds {a.seeds}): "
                  f"{how}; there weeds hit {chosen.hits}/{chosen.weeds}, hit or partly "

@@ -17,13 +17,16 @@ from edge.decide.rule import SprayRule
 from edge.inference.bundle import DEFAULT_BUNDLE, FORMAT_VERSION, RuleSpec, load_bundle, write_bundle
 from tests.conftest import BLUE, BROWN, GREEN, TOY_BUNDLE, solid
 
+# the previous default bundle, kept as the benchmark reference: a format 1 manifest on disk
+REFERENCE = str(Path(__file__).resolve().parents[2] / "models" / "reference" / "mnv2-160-int8")
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "config.example.toml"
 
 
 # -- the manifest -----------------------------------------------------------------------------
 @pytest.mark.parametrize("bundle, threshold, chosen_on", [
     (TOY_BUNDLE, 0.5, "unknown"),  # format 1, no record of where its threshold came from
-    (DEFAULT_BUNDLE, 0.4, "validation"),  # format 1, metrics say: chosen on validation
+    (REFERENCE, 0.4, "validation"),  # format 1, metrics say: chosen on validation
 ])
 def test_format_1_bundles_load_with_their_plain_threshold(bundle, threshold, chosen_on):
     m = load_bundle(bundle).manifest
@@ -34,9 +37,16 @@ def test_format_1_bundles_load_with_their_plain_threshold(bundle, threshold, cho
     assert (r.threshold, r.crop_veto) == (threshold, None)
 
 
-def test_the_shipped_bundle_is_still_format_1_on_disk():
-    on_disk = json.loads((load_bundle(DEFAULT_BUNDLE).dir / "manifest.json").read_text())
+def test_the_reference_bundle_is_still_format_1_on_disk():
+    on_disk = json.loads((load_bundle(REFERENCE).dir / "manifest.json").read_text())
     assert on_disk["format_version"] == 1 and "rule" not in on_disk and on_disk["threshold"] == 0.4
+
+
+def test_the_shipped_default_carries_its_rule_chosen_on_perturbed_validation():
+    on_disk = json.loads((load_bundle(DEFAULT_BUNDLE).dir / "manifest.json").read_text())
+    assert on_disk["format_version"] == 2 and "threshold" not in on_disk
+    rule = load_bundle(DEFAULT_BUNDLE).manifest.rule
+    assert (rule.threshold, rule.crop_veto, rule.chosen_on) == (0.7, None, "validation+perturbed")
 
 
 def test_a_format_2_manifest_round_trips(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("scipy")  # the Wilson interval comes from train.evaluate (training extras)
 
+from edge.inference.bundle import DEFAULT_BUNDLE, load_bundle  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,6 +34,6 @@ def test_every_lane_tile_of_every_frame_under_each_condition(tmp_path):
         # 12 frames (1 m at 10 km/h, 30 fps) x 4 lanes x 3 rows (the preset's square-ish tiles)
         assert c["tiles"] == 12 * 12 and 0 <= c["fired"] <= c["tiles"]
         assert sum(c["as"].values()) == c["fired"] and c["ci95"][0] <= c["rate"] <= c["ci95"][1]
-    assert doc["rule"]["threshold"] == pytest.approx(0.4)  # the shipped bundle's rule
+    assert doc["rule"]["threshold"] == pytest.approx(load_bundle(DEFAULT_BUNDLE).manifest.rule.threshold)  # shipped
     table = run("check_bare_tiles.py", "--video", out, "--config", conf, "--every", "4")
     assert "| dark (x0.6) | " in table and "/36 |" in table  # frames 0, 4 and 8

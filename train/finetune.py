@@ -79,9 +79,8 @@ def open_start(spec: str | Path) -> Start:
         raise BundleError(
             f"bundle {m.name} ({folder}) carries no trained Keras model (no trained_weights in its manifest): "
             "it cannot be fine-tuned",
-            "fine-tune from a bundle written by a weed-train that saves model.keras (every bundle it writes now; the "
-            "shipped default predates that: reproduce it with the command in docs/training.md, 'The default model', "
-            "to get one), or train from the pretrained backbone without --from-bundle")
+            "fine-tune from a bundle written by a weed-train that saves model.keras (every bundle it writes now, and the "
+            "shipped default plant-seedlings-mnv2), or train from the pretrained backbone without --from-bundle")
     path = folder / tw.file
     try:
         digest = sha256_file(path)

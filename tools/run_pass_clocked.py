@@ -36,12 +36,15 @@ from edge.tools.replay import Score, read_spray_log, read_truth, score
 
 
 def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None = None,
-                model: str | None = None, decision: dict | None = None) -> Score:
+                model: str | None = None, decision: dict | None = None, spray: dict | None = None) -> Score:
     """The pass on a manual clock (see the module docstring); its score. ``decision``: ``[decision]`` overrides
-    (``threshold``, ``crop_veto``: a probability or ``"none"``), as edge-run's ``--threshold`` / ``--crop-veto``."""
-    overrides = {"model": {"bundle": model}} if model else {}
+    (``threshold``, ``crop_veto``: a probability or ``"none"``), as edge-run's ``--threshold`` / ``--crop-veto``;
+    ``spray``: ``[spray]`` overrides (``min_plant_share``)."""
+    overrides: dict = {"model": {"bundle": model}} if model else {}
     if decision:
         overrides["decision"] = dict(decision)
+    if spray:
+        overrides["spray"] = dict(spray)
     cfg = load_config(config, overrides or None)
     s = cfg.spray
     if s is None or s.speed_source != "fixed":
@@ -56,7 +59,8 @@ def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None =
     classifier = load_classifier(cfg)
     planner = LanePlanner(classifier, spray_rule(cfg, classifier), geometry, sched, FixedSpeed(s.speed_kmh),
                           min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, vegetation=make_gate(cfg),
-                          cell_length_cm=s.cell_length_cm, latency_floor_ms=s.latency_floor_ms)
+                          cell_length_cm=s.cell_length_cm, min_plant_share=s.min_plant_share,
+                          latency_floor_ms=s.latency_floor_ms)
     proc = LaneProcessor(planner, clock=clock)
 
     def switch_until(t_ns: int | None) -> None:
@@ -95,6 +99,14 @@ def add_rule_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threshold", type=float, help="weed threshold (default: the config's, else the bundle's rule)")
     ap.add_argument("--crop-veto", metavar="P|none",
                     help="crop veto probability, or none (default: the config's, else the bundle's rule)")
+    ap.add_argument("--min-plant-share", type=float, metavar="S",
+                    help="[spray] min_plant_share: a cell sprays only if this share of its views saw a plant in it "
+                         "(default: the config's)")
+
+
+def spray_overrides(a: argparse.Namespace) -> dict:
+    """The ``[spray]`` overrides the options of ``add_rule_options`` ask for (empty: the config's)."""
+    return {} if a.min_plant_share is None else {"min_plant_share": a.min_plant_share}
 
 
 def rule_overrides(a: argparse.Namespace) -> dict:
@@ -126,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     add_rule_options(ap)
     a = ap.parse_args(argv)
     try:
-        print(run_clocked(a.config, a.video, a.truth, a.spray_log, a.model, rule_overrides(a)).line())
+        print(run_clocked(a.config, a.video, a.truth, a.spray_log, a.model, rule_overrides(a),
+                          spray_overrides(a)).line())
     except WeedDetectorError as e:
         print(f"run_pass_clocked: error: {e}", file=sys.stderr)
         return 1

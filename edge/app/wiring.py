@@ -263,7 +263,8 @@ def make_lane_processor(cfg: Config, classifier: Classifier, out: Output, stack:
     planner = LanePlanner(classifier, spray_rule(cfg, classifier), geometry, scheduler, speed,
                           min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable,
                           vegetation=make_gate(cfg), cell_length_cm=s.cell_length_cm,
-                          latency_floor_ms=s.latency_floor_ms, scorer=make_tile_scorer(cfg, classifier, stack))
+                          min_plant_share=s.min_plant_share, latency_floor_ms=s.latency_floor_ms,
+                          scorer=make_tile_scorer(cfg, classifier, stack))
     scheduler.start()
     log.info("spray: %d lane(s) -> channels %s, nozzles %.0f cm behind the image centre, speed %s, "
              "valve lag %.0f/%.0f ms", geometry.lanes, list(geometry.channels), s.nozzle_distance_cm,

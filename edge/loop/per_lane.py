@@ -159,14 +159,14 @@ class LanePlanner:
                  scheduler: SprayScheduler, speed: SpeedSource, *, min_speed_kmh: float = 1.0,
                  tile_rows: int = 0, enable: Callable[[], bool] | None = None,
                  vegetation: VegetationGate | None = None, cell_length_cm: float = 5.0,
-                 latency_floor_ms: float = 20.0, scorer: TileScorer | None = None):
+                 min_plant_share: float = 0.0, latency_floor_ms: float = 20.0, scorer: TileScorer | None = None):
         self.classifier = classifier
         self.rule = rule
         self.scorer = scorer or TileClassifier(classifier)  # [model] scoring: how the kept tiles get their Scores
         self.geometry = geometry
         self.scheduler = scheduler
         self.tile_rows = tile_rows
-        self.cells = CellGrid(rule, geometry, cell_length_cm)
+        self.cells = CellGrid(rule, geometry, cell_length_cm, min_plant_share)
         self.spray = SprayPlanner(geometry, scheduler, speed, min_speed_kmh=min_speed_kmh, enable=enable)
         self.latency_floor_ns = int(latency_floor_ms * 1e6)
         self.vegetation = vegetation  # None: every tile is classified

@@ -13,9 +13,10 @@ mask along travel; the whole tile when the gate is off); the cell also remembers
 of that vegetation inside it, so a spray covers the plant, not the cell. A tile the gate
 called bare, and the part of a classified tile without vegetation, are evidence of **no
 plant** there: they add no weed log-odds (the model never looked, or looked at something
-else) and are counted as the cell's ``bare`` views. A cell exists from the first view that
-saw a plant in it; a cell only bare views saw is bare ground and is never tracked, never
-sprayed.
+else) and are counted as the cell's ``bare`` views, from the frame the cell entered the image
+(bare views of a place no plant view saw yet are kept until it leaves the image). A cell
+exists from the first view that saw a plant in it; a cell only bare views saw is bare ground
+and is never tracked, never sprayed.
 
 Deciding (``CellGrid.due``): every cell is decided **once**, on the first frame after which
 waiting for the next frame could not help: the cell will have left the image by the next
@@ -26,7 +27,12 @@ planned, a high percentile measured by the run). The next frame is expected one 
 later (the median of the last capture intervals). A cell **sprays** iff the spray rule's
 ``combine`` says so over the views that saw a plant in it (``edge.decide.rule``: mean weed
 log-odds >= logit(threshold), no view vetoed by the crop veto); ``bare`` views do not enter
-the mean. Pure arithmetic on the values it is given: no clock, no I/O.
+the mean. They enter the **plant share** instead: the share of the views that covered the cell
+in which the gate saw vegetation there, ``len(views) / (len(views) + bare)``. A cell whose plant
+share is below ``min_plant_share`` is not sprayed whatever the rule says (``sparse``): a real
+plant stays in the picture frame after frame, a speck the gate lets through now and then (a
+dark greenish stone, a glint) is a plant in one view of ten (docs/spray-timing.md, "Ground
+cells"). Pure arithmetic on the values it is given: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -67,12 +73,20 @@ class Cell:
 class CellDecision:
     """A cell decided: ``spray`` by the rule, ``vetoed`` (a view's crop probability reached the veto), and
     ``why`` it was decided then: ``leaving`` (the image), ``deadline`` (its latest decision time), ``stopped``
-    (the speed went below the minimum or unknown) or ``end`` (the source ended)."""
+    (the speed went below the minimum or unknown) or ``end`` (the source ended); ``sparse``: not sprayed because
+    its plant share was below the grid's ``min_plant_share``."""
 
     cell: Cell
     spray: bool
     vetoed: bool
     why: str
+    sparse: bool = False  # the rule would spray, but too few of the views that covered it saw a plant
+
+
+def plant_share(cell: Cell) -> float:
+    """The share of the views that covered ``cell`` in which the gate saw vegetation there (0 with no view)."""
+    n = len(cell.views) + cell.bare
+    return len(cell.views) / n if n else 0.0
 
 
 @dataclass(frozen=True)
@@ -83,21 +97,27 @@ class CellCounts:
     sprayed: int = 0
     vetoed: int = 0
     pending: int = 0  # cells still waiting for views after this frame
+    sparse: int = 0  # decided cells not sprayed because too few of their views saw a plant
 
     def log_fields(self) -> dict:
-        return {"decided": self.decided, "sprayed": self.sprayed, "vetoed": self.vetoed, "pending": self.pending}
+        return {"decided": self.decided, "sprayed": self.sprayed, "vetoed": self.vetoed, "sparse": self.sparse,
+                "pending": self.pending}
 
 
 class CellGrid:
     """The cells of every lane with evidence not yet decided; see the module docstring."""
 
-    def __init__(self, rule: SprayRule, geometry: Geometry, cell_length_cm: float):
+    def __init__(self, rule: SprayRule, geometry: Geometry, cell_length_cm: float, min_plant_share: float = 0.0):
         if not cell_length_cm > 0:
             raise ValueError(f"cell_length_cm must be > 0, got {cell_length_cm!r}")
+        if not 0.0 <= min_plant_share <= 1.0:
+            raise ValueError(f"min_plant_share must be in 0..1, got {min_plant_share!r}")
         self.rule = rule
         self.geometry = geometry
         self.length = float(cell_length_cm)
+        self.min_plant_share = float(min_plant_share)
         self._cells: dict[tuple[int, int], Cell] = {}
+        self._bare_before: dict[tuple[int, int], int] = {}  # bare views of places no plant view saw yet
 
     def __len__(self) -> int:
         return len(self._cells)
@@ -129,17 +149,21 @@ class CellGrid:
                 if plant is not None and plant[0] < c1 and plant[1] > c0:
                     lo, hi = max(c0, plant[0]), min(c1, plant[1])
                     if cell is None:
-                        cell = Cell(v.tile.lane, j, first_frame=frame_id)
+                        cell = Cell(v.tile.lane, j, bare=self._bare_before.pop(key, 0), first_frame=frame_id)
                     seen = (lo, hi) if cell.plant is None else (min(cell.plant[0], lo), max(cell.plant[1], hi))
                     assert v.evidence is not None
                     self._cells[key] = replace(cell, views=(*cell.views, v.evidence), plant=seen)
-                elif cell is not None and c0 < t_front and c1 > t_rear:
+                elif cell is not None:
                     self._cells[key] = replace(cell, bare=cell.bare + 1)
+                else:
+                    self._bare_before[key] = self._bare_before.get(key, 0) + 1
 
     def decide(self, cell: Cell, why: str) -> CellDecision:
         """The rule on a cell's views (``combine``): the one place a cell's decision is made."""
         vetoed = any(bool(v.vetoed) for v in cell.views)
-        return CellDecision(cell, self.rule.combine(cell.views), vetoed, why)
+        rule_says = self.rule.combine(cell.views)
+        sparse = rule_says and plant_share(cell) < self.min_plant_share
+        return CellDecision(cell, rule_says and not sparse, vetoed, why, sparse)
 
     def due(self, distance_cm: float, t_capture_ns: int, cm_s: float, period_ns: int,
             latency_ns: int) -> list[CellDecision]:
@@ -165,18 +189,22 @@ class CellGrid:
                 continue
             del self._cells[key]
             out.append(self.decide(cell, why))
+        for key in [k for k in self._bare_before if (k[1] + 1) * self.length <= next_rear]:
+            del self._bare_before[key]  # left the image without a plant view: bare ground, forgotten
         return out
 
     def decide_all(self, why: str) -> list[CellDecision]:
         """Every undecided cell, decided now (the source ended, or the speed is gone) and forgotten."""
         out = [self.decide(self._cells[k], why) for k in sorted(self._cells, key=lambda k: (k[1], k[0]))]
         self._cells.clear()
+        self._bare_before.clear()
         return out
 
     def clear(self) -> int:
         """Forget every cell undecided (a stall, a lost camera: what was seen says nothing now); how many."""
         n = len(self._cells)
         self._cells.clear()
+        self._bare_before.clear()
         return n
 
 
@@ -186,5 +214,5 @@ def lane_counts(decisions: Sequence[CellDecision], lanes: int, grid: CellGrid | 
     for lane in range(lanes):
         mine = [d for d in decisions if d.cell.lane == lane]
         out.append(CellCounts(len(mine), sum(d.spray for d in mine), sum(d.vetoed for d in mine),
-                              0 if grid is None else grid.pending(lane)))
+                              0 if grid is None else grid.pending(lane), sum(d.sparse for d in mine)))
     return out

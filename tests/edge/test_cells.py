@@ -75,6 +75,51 @@ def test_one_and_two_views_per_cell_are_decided_by_the_rule(views, sprays, vetoe
         assert sprays == (mean >= log_odds(0.5))
 
 
+@pytest.mark.parametrize("views, bare, share, sprays, sparse", [
+    (1, 0, 1.0, True, False),  # one view, the only one: a plant
+    (1, 1, 0.5, True, False),  # at the share itself
+    (1, 2, 1 / 3, False, True),  # a plant in one view of three: a speck, not sprayed although the rule says so
+    (3, 7, 0.3, False, True),
+    (6, 4, 0.6, True, False),
+])
+def test_a_cell_sprays_only_if_enough_of_its_views_saw_a_plant(views, bare, share, sprays, sparse):
+    from edge.spray.cells import plant_share
+
+    grid = CellGrid(RULE, geom(), 5.0, min_plant_share=0.5)
+    cell = Cell(0, 0, views=(ev(0.9),) * views, bare=bare, plant=(0.0, 5.0))
+    assert plant_share(cell) == pytest.approx(share)
+    d = grid.decide(cell, "leaving")
+    assert (d.spray, d.sparse) == (sprays, sparse)
+    assert CellGrid(RULE, geom(), 5.0).decide(cell, "leaving").spray  # min_plant_share 0: the rule alone
+    # a cell the rule does not spray is not "sparse", whatever its share
+    assert not grid.decide(Cell(0, 0, views=(ev(0.1),), bare=bare, plant=(0.0, 5.0)), "leaving").sparse
+
+
+def test_bare_views_before_a_cells_first_plant_view_count_and_are_forgotten_when_it_leaves():
+    g = geom()
+    grid = CellGrid(RULE, g, 5.0, min_plant_share=0.5)
+    top, middle, bottom = g.tiles(3)
+    bare = [TileView(t, None) for t in (top, middle, bottom)]
+    grid.place(100.0, bare, frame_id=1)  # ground 85..115 seen bare
+    grid.place(102.0, bare, frame_id=2)  # 87..117
+    assert len(grid) == 0  # nothing tracked: only bare views
+    # frame 3 sees a speck at 106..107 (the middle tile covers 99..109 now)
+    grid.place(104.0, [TileView(top, None), TileView(middle, ev(0.9), (2.0, 3.0)), TileView(bottom, None)], 3)
+    (cell,) = grid.cells()
+    # 105..110, bare in tile views: frame 1's top tile; frame 2's top and middle (the cell straddles their border);
+    # frame 3's top tile (placed before the middle one saw the speck)
+    assert (cell.index, len(cell.views), cell.bare) == (21, 1, 4)
+    # the vehicle drives on: the speck's cell leaves the image and is decided: one plant view of three or more
+    decided = []
+    for k, d in enumerate(range(106, 150, 2)):
+        grid.place(float(d), bare, frame_id=4 + k)
+        decided += grid.due(float(d), (4 + k) * 66 * MS, kmh_to_cm_s(1.1), 66 * MS, 20 * MS)
+    (dec,) = decided
+    assert dec.cell.index == 21 and not dec.spray and dec.sparse and dec.cell.bare >= 2
+    # bare ground that left the image is forgotten (the last frame's rear edge: 148 - 15 = 133 cm)
+    assert grid._bare_before and all((j + 1) * 5.0 > 133.0 for _, j in grid._bare_before)
+
+
 def _due_after(kmh, period_ms, latency_ms, frames=20):
     """Place one plant at the image's front edge, advance frame by frame at ``kmh``; per cell, (the frame it was
     decided on, why, its rear edge's offset from the image centre then, its views)."""

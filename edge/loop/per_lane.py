@@ -159,7 +159,7 @@ class LanePlanner:
                  scheduler: SprayScheduler, speed: SpeedSource, *, min_speed_kmh: float = 1.0,
                  tile_rows: int = 0, enable: Callable[[], bool] | None = None,
                  vegetation: VegetationGate | None = None, cell_length_cm: float = 5.0,
-                 min_plant_share: float = 0.0, latency_floor_ms: float = 20.0, scorer: TileScorer | None = None):
+                 min_plant_share: float = 0.5, latency_floor_ms: float = 20.0, scorer: TileScorer | None = None):
         self.classifier = classifier
         self.rule = rule
         self.scorer = scorer or TileClassifier(classifier)  # [model] scoring: how the kept tiles get their Scores

@@ -26,6 +26,9 @@ LaneWidth = Annotated[Finite, Field(ge=0.1, le=5000)]  # cm
 Channel = Annotated[int, Field(ge=0, le=MAX_CHANNELS - 1)]
 
 
+MIN_PLANT_SHARE = 0.5  # [spray] min_plant_share's default (chosen on validation passes: docs/spray-timing.md)
+
+
 class SprayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,7 +40,7 @@ class SprayConfig(BaseModel):
     image_top: Literal["ahead", "behind"] = "ahead"  # which image edge points in the travel direction
     tile_rows: int = Field(default=0, ge=0, le=32)  # tiles along travel per lane; 0 = auto (square-ish tiles)
     cell_length_cm: Finite = Field(default=5.0, ge=0.5, le=100)  # ground cells: one lane x this along travel
-    min_plant_share: Finite = Field(default=0.5, ge=0, le=1)  # a cell sprays only if this share of its views saw a plant in it
+    min_plant_share: Finite = Field(default=MIN_PLANT_SHARE, ge=0, le=1)  # a cell sprays only if this share of its views saw a plant in it
     latency_floor_ms: Finite = Field(default=20.0, ge=0, le=2000)  # the least latency a cell's decision deadline keeps free
     nozzle_distance_cm: Finite = Field(ge=1, le=5000)  # from the point under the camera (image centre) back to the spray line
     margin_before_cm: Finite = Field(default=5.0, ge=0, le=500)  # start spraying this far before the tile

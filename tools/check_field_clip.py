@@ -9,7 +9,7 @@ Only frames where one tile covers at least ``--coverage`` of the view are scored
 
 A soil frame is **bare** (role ``background``) when the edge's own vegetation mask (the ``[gate]``
 preset ``--sensitivity``, medium by default) finds less of the model's view vegetated than that preset's
-bare fraction (0.1 %). A soil frame with more holds a sliver of the neighbouring plant tile that is
+bare fraction (0.15 %). A soil frame with more holds a sliver of the neighbouring plant tile that is
 coming into or leaving the view; it takes the role of the nearest plant frame: ``crop_sliver`` (a crop
 alone is a crop view: it must not fire) or ``weed_sliver`` (a view on which a weed shows is a weed view,
 the rule the training's composite tiles follow: firing is right, not firing is not wrong either; reported,

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import make_field_pass as mfp
-from run_pass_clocked import add_rule_options, edge_run_rule_args, rule_overrides, run_clocked, spray_overrides
+from run_pass_clocked import (add_rule_options, edge_run_rule_args, gate_overrides, rule_overrides, run_clocked,
+                              spray_overrides)
 
 from edge.config import load_config
 from edge.core.errors import WeedDetectorError
@@ -71,27 +72,30 @@ def conditions(names: list[str], blur_px: int, noise: float) -> dict[str, tuple[
     return dict(known[n] for n in names)
 
 
-def add_spray_keys(conf: Path, spray: dict[str, float]) -> None:
-    """``[spray]`` overrides (numbers) appended to a made pass's config, whose last table is ``[spray]``: the
-    realtime edge-run and the clocked run both read them from there."""
+def add_config_keys(conf: Path, spray: dict[str, float], gate: dict[str, float]) -> None:
+    """``[spray]`` overrides (numbers) appended to a made pass's config, whose last table is ``[spray]``, and
+    ``[gate]`` overrides as a table after it: the realtime edge-run and the clocked run both read them there."""
     headers = [ln.strip() for ln in conf.read_text(encoding="utf-8").splitlines() if ln.startswith("[")]
     if headers[-1:] != ["[spray]"]:
         raise SystemExit(f"{conf}: expected [spray] as its last table (make_field_pass --config-out), got {headers}")
     with conf.open("a", encoding="utf-8") as fh:
         fh.writelines(f"{k} = {float(v)!r}\n" for k, v in spray.items())
+        if gate:
+            fh.write("[gate]\n")
+            fh.writelines(f"{k} = {float(v)!r}\n" for k, v in gate.items())
 
 
 def run_pass(folder: Path, speed: float, condition: str, tag: str, extra: list[str], seed: int, source: list[str],
              pool: list, model: str | None, clocked: bool = False, decision: dict | None = None,
-             spray: dict | None = None) -> Run:
+             spray: dict | None = None, gate: dict | None = None) -> Run:
     name = f"pass_{speed:g}kmh_{tag}_s{seed}"
     avi, truth, conf = folder / f"{name}.avi", folder / f"{name}_truth.jsonl", folder / f"{name}.toml"
     args = mfp.parse_args(["--preset", "boom-4x10cm", "--speed-kmh", str(speed), "--seed", str(seed), *source,
                            *extra, "--out", str(avi), "--truth", str(truth), "--config-out", str(conf)])
     with contextlib.redirect_stdout(sys.stderr):  # its "wrote ..." line: stdout is the table
         mfp.make_pass(args, pool)
-    if spray:
-        add_spray_keys(conf, spray)
+    if spray or gate:
+        add_config_keys(conf, spray or {}, gate or {})
     spray_log = Path(load_config(conf).spray.log_jsonl)
     spray_log.unlink(missing_ok=True)
     if clocked:  # the decisions alone: a manual clock, every frame, no latency (tools/run_pass_clocked.py)
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     decision = rule_overrides(a)
     spray = spray_overrides(a)
+    gate = gate_overrides(a)
     source = ["--split", a.split] + (["--split-args", a.split_args] if a.split_args else ["--split-of", a.split_of])
     speeds = [float(x) for x in a.speeds.split(",")]
     seeds = [int(x) for x in a.seeds.split(",")]
@@ -168,13 +173,14 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(a.keep) if a.keep else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
             load = os.getloadavg()[0]
-            runs = [run_pass(folder, v, c, tag, extra, seed, source, pool, a.model, a.clocked, decision, spray)
+            runs = [run_pass(folder, v, c, tag, extra, seed, source, pool, a.model, a.clocked, decision, spray, gate)
                     for v in speeds for c, (tag, extra) in chosen.items() for seed in seeds]
     except WeedDetectorError as e:
         print(f"measure_passes: error: {e}", file=sys.stderr)
         return 1
     rule = ", ".join(f"{k} {v}" for k, v in decision.items()) or "the bundle's rule"
     rule += "".join(f"; [spray] {k} {v}" for k, v in spray.items())
+    rule += "".join(f"; [gate] {k} {v}" for k, v in gate.items())
     print(f"rule: {rule}; plants from the {a.split} split ({a.split_args or a.split_of}); load average {load:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs)\n")
     print(HEADER.format(seeds=",".join(map(str, seeds))))

@@ -36,15 +36,15 @@ from edge.tools.replay import Score, read_spray_log, read_truth, score
 
 
 def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None = None,
-                model: str | None = None, decision: dict | None = None, spray: dict | None = None) -> Score:
+                model: str | None = None, decision: dict | None = None, spray: dict | None = None,
+                gate: dict | None = None) -> Score:
     """The pass on a manual clock (see the module docstring); its score. ``decision``: ``[decision]`` overrides
     (``threshold``, ``crop_veto``: a probability or ``"none"``), as edge-run's ``--threshold`` / ``--crop-veto``;
-    ``spray``: ``[spray]`` overrides (``min_plant_share``)."""
+    ``spray``: ``[spray]`` overrides (``min_plant_share``); ``gate``: ``[gate]`` overrides (``min_fraction``)."""
     overrides: dict = {"model": {"bundle": model}} if model else {}
-    if decision:
-        overrides["decision"] = dict(decision)
-    if spray:
-        overrides["spray"] = dict(spray)
+    for table, values in (("decision", decision), ("spray", spray), ("gate", gate)):
+        if values:
+            overrides[table] = dict(values)
     cfg = load_config(config, overrides or None)
     s = cfg.spray
     if s is None or s.speed_source != "fixed":
@@ -102,11 +102,19 @@ def add_rule_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--min-plant-share", type=float, metavar="S",
                     help="[spray] min_plant_share: a cell sprays only if this share of its views saw a plant in it "
                          "(default: the config's)")
+    ap.add_argument("--gate-min-fraction", type=float, metavar="F",
+                    help="[gate] min_fraction: a tile with a smaller vegetated fraction is bare ground "
+                         "(default: the config's preset's)")
 
 
 def spray_overrides(a: argparse.Namespace) -> dict:
     """The ``[spray]`` overrides the options of ``add_rule_options`` ask for (empty: the config's)."""
     return {} if a.min_plant_share is None else {"min_plant_share": a.min_plant_share}
+
+
+def gate_overrides(a: argparse.Namespace) -> dict:
+    """The ``[gate]`` overrides the options of ``add_rule_options`` ask for (empty: the config's)."""
+    return {} if a.gate_min_fraction is None else {"min_fraction": a.gate_min_fraction}
 
 
 def rule_overrides(a: argparse.Namespace) -> dict:
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         print(run_clocked(a.config, a.video, a.truth, a.spray_log, a.model, rule_overrides(a),
-                          spray_overrides(a)).line())
+                          spray_overrides(a), gate_overrides(a)).line())
     except WeedDetectorError as e:
         print(f"run_pass_clocked: error: {e}", file=sys.stderr)
         return 1

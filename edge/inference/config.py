@@ -48,7 +48,7 @@ Sensitivity = Literal["low", "medium", "high"]
 # ground classified).
 PRESETS: dict[str, GateParams] = {
     "low": GateParams(exg_threshold=0.11, exg_min=18, smooth_px=3, min_fraction=0.003),
-    "medium": GateParams(exg_threshold=0.10, exg_min=12, smooth_px=3, min_fraction=0.001),
+    "medium": GateParams(exg_threshold=0.10, exg_min=12, smooth_px=3, min_fraction=0.0015),
     "high": GateParams(exg_threshold=0.08, exg_min=10, smooth_px=3, min_fraction=0.0005),
 }
 

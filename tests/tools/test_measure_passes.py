@@ -71,11 +71,13 @@ def test_a_clocked_run_scores_a_short_made_pass(tool, tmp_path):
     # there; the default (0.5) lies between them
     loose, strict = (run_clocked(conf, avi, truth, spray={"min_plant_share": v}).sprayed_m2 for v in (0.0, 1.0))
     assert strict <= s.sprayed_m2 <= loose and strict < loose
-    # the realtime path reads it from the pass's config
-    tool.add_spray_keys(conf, {"min_plant_share": 1.0})
+    # [gate] min_fraction: 1 calls every tile bare ground, so nothing is classified and nothing sprays
+    assert run_clocked(conf, avi, truth, gate={"min_fraction": 1.0}).sprayed_m2 == 0.0
+    # the realtime path reads both from the pass's config
+    tool.add_config_keys(conf, {"min_plant_share": 1.0}, {"min_fraction": 0.002})
     from edge.config import load_config
-    assert load_config(conf).spray.min_plant_share == 1.0
-    assert run_clocked(conf, avi, truth).sprayed_m2 == strict
+    assert load_config(conf).spray.min_plant_share == 1.0 and load_config(conf).gate.params().min_fraction == 0.002
+    assert run_clocked(conf, avi, truth, gate={"min_fraction": 0.001}).sprayed_m2 == strict
 
 
 @pytest.mark.parametrize("argv, decision, edge_args", [
@@ -97,10 +99,12 @@ def test_rule_overrides_reach_both_paths(tool, argv, decision, edge_args):
     assert got == decision and rpc.edge_run_rule_args(got) == edge_args
     assert rpc.spray_overrides(ap.parse_args(argv)) == {}
     assert rpc.spray_overrides(ap.parse_args([*argv, "--min-plant-share", "0.25"])) == {"min_plant_share": 0.25}
+    assert rpc.gate_overrides(ap.parse_args(argv)) == {}
+    assert rpc.gate_overrides(ap.parse_args([*argv, "--gate-min-fraction", "0.002"])) == {"min_fraction": 0.002}
 
 
 def test_spray_keys_need_the_spray_table_last(tool, tmp_path):
     conf = tmp_path / "c.toml"
     conf.write_text("[spray]\nlanes = 4\n[model]\nbundle = 'x'\n")
     with pytest.raises(SystemExit, match=r"expected \[spray\] as its last table"):
-        tool.add_spray_keys(conf, {"min_plant_share": 0.5})
+        tool.add_config_keys(conf, {"min_plant_share": 0.5}, {})

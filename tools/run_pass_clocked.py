@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
 
-from edge.app.wiring import load_classifier, make_gate, spray_rule
+from edge.app.wiring import load_classifier, make_lane_planner
 from edge.config import load_config
 from edge.core.clock import ManualClock
 from edge.core.errors import WeedDetectorError
 from edge.core.frame import Frame
-from edge.loop.per_lane import LanePlanner, LaneProcessor
+from edge.loop.per_lane import LaneProcessor
 from edge.outputs.dryrun import DryRunOutput
 from edge.spray.geometry import Geometry
 from edge.spray.scheduler import SprayScheduler
@@ -56,11 +57,11 @@ def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None =
     out = DryRunOutput(channels=s.channels_needed, clock=clock, max_on_s=600.0)
     sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(log_path, clock=clock), max_on_s=s.max_on_s,
                            merge_gap_ns=geometry.open_lag_ns + geometry.close_lag_ns)
+    stack = ExitStack()
     classifier = load_classifier(cfg)
-    planner = LanePlanner(classifier, spray_rule(cfg, classifier), geometry, sched, FixedSpeed(s.speed_kmh),
-                          min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, vegetation=make_gate(cfg),
-                          cell_length_cm=s.cell_length_cm, min_plant_share=s.min_plant_share,
-                          latency_floor_ms=s.latency_floor_ms)
+    stack.callback(classifier.close)
+    stack.callback(sched.close)
+    planner = make_lane_planner(cfg, classifier, geometry, sched, FixedSpeed(s.speed_kmh), stack)
     proc = LaneProcessor(planner, clock=clock)
 
     def switch_until(t_ns: int | None) -> None:
@@ -87,8 +88,7 @@ def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None =
         proc.finish(0.0, fps)
     finally:
         cap.release()
-        sched.close()
-        classifier.close()
+        stack.close()
     if k == 0:
         raise SystemExit(f"{video}: no frame could be read")
     return score(read_spray_log(log_path), read_truth(truth), s)

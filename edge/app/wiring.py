@@ -51,7 +51,10 @@ from edge.sources.base import FrameSource, ReopenableSource
 from edge.sources.reconnecting import ReconnectingSource
 
 if TYPE_CHECKING:
-    from edge.loop.per_lane import LaneProcessor
+    from edge.loop.per_lane import LanePlanner, LaneProcessor
+    from edge.spray.geometry import Geometry
+    from edge.spray.scheduler import SprayScheduler
+    from edge.spray.speed import SpeedSource
 
 log = logging.getLogger(__name__)
 
@@ -236,10 +239,25 @@ def make_tile_scorer(cfg: Config, classifier: Classifier, stack: ExitStack) -> T
     return scorer
 
 
+def make_lane_planner(cfg: Config, classifier: Classifier, geometry: "Geometry", scheduler: "SprayScheduler",
+                      speed: "SpeedSource", stack: ExitStack, *, enable: Callable[[], bool] | None = None) -> "LanePlanner":
+    """[spray]'s planner: the config's rule, gate, tile scorer (closed by ``stack``), cells and speed limits, planning
+    on ``scheduler``. The one place a ``LanePlanner`` is built from a config (edge-run; tools/run_pass_clocked.py)."""
+    from edge.loop.per_lane import LanePlanner
+
+    s = cfg.spray
+    assert s is not None
+    return LanePlanner(classifier, spray_rule(cfg, classifier), geometry, scheduler, speed,
+                       min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable,
+                       vegetation=make_gate(cfg), cell_length_cm=s.cell_length_cm,
+                       min_plant_share=s.min_plant_share, latency_floor_ms=s.latency_floor_ms,
+                       scorer=make_tile_scorer(cfg, classifier, stack))
+
+
 def make_lane_processor(cfg: Config, classifier: Classifier, out: Output, stack: ExitStack, *,
                         switch: Interlock | None = None) -> "LaneProcessor":
     """[spray]: per-lane decisions, sprays scheduled by a thread (closed, all off, by ``stack``)."""
-    from edge.loop.per_lane import LanePlanner, LaneProcessor
+    from edge.loop.per_lane import LaneProcessor
     from edge.spray.geometry import Geometry
     from edge.spray.scheduler import SprayScheduler
     from edge.spray.speed import build_speed_source
@@ -260,11 +278,7 @@ def make_lane_processor(cfg: Config, classifier: Classifier, out: Output, stack:
     if switch is not None:  # the output is gated by it; off also cancels every plan
         switch.add_off_listener(lambda: scheduler.cancel_all("enable switch off"))
         enable = switch.is_on
-    planner = LanePlanner(classifier, spray_rule(cfg, classifier), geometry, scheduler, speed,
-                          min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable,
-                          vegetation=make_gate(cfg), cell_length_cm=s.cell_length_cm,
-                          min_plant_share=s.min_plant_share, latency_floor_ms=s.latency_floor_ms,
-                          scorer=make_tile_scorer(cfg, classifier, stack))
+    planner = make_lane_planner(cfg, classifier, geometry, scheduler, speed, stack, enable=enable)
     scheduler.start()
     log.info("spray: %d lane(s) -> channels %s, nozzles %.0f cm behind the image centre, speed %s, "
              "valve lag %.0f/%.0f ms", geometry.lanes, list(geometry.channels), s.nozzle_distance_cm,

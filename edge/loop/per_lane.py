@@ -53,7 +53,7 @@ from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorC
 from edge.service.records import FramePlace, SavedTile
 from edge.spray.cells import CellCounts, CellGrid, TileView, lane_counts
 from edge.spray.geometry import Geometry, MaxSpeed, kmh_to_cm_s, max_speed
-from edge.spray.config import MIN_PLANT_SHARE
+from edge.spray.config import CELL_LENGTH_CM, LATENCY_FLOOR_MS, MIN_PLANT_SHARE
 from edge.spray.odometer import Odometer
 from edge.spray.planner import Gate, SprayPlanner
 from edge.spray.scheduler import SprayScheduler
@@ -159,8 +159,8 @@ class LanePlanner:
     def __init__(self, classifier: Classifier, rule: SprayRule, geometry: Geometry,
                  scheduler: SprayScheduler, speed: SpeedSource, *, min_speed_kmh: float = 1.0,
                  tile_rows: int = 0, enable: Callable[[], bool] | None = None,
-                 vegetation: VegetationGate | None = None, cell_length_cm: float = 5.0,
-                 min_plant_share: float = MIN_PLANT_SHARE, latency_floor_ms: float = 20.0, scorer: TileScorer | None = None):
+                 vegetation: VegetationGate | None = None, cell_length_cm: float = CELL_LENGTH_CM,
+                 min_plant_share: float = MIN_PLANT_SHARE, latency_floor_ms: float = LATENCY_FLOOR_MS, scorer: TileScorer | None = None):
         self.classifier = classifier
         self.rule = rule
         self.scorer = scorer or TileClassifier(classifier)  # [model] scoring: how the kept tiles get their Scores

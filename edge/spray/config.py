@@ -26,7 +26,7 @@ LaneWidth = Annotated[Finite, Field(ge=0.1, le=5000)]  # cm
 Channel = Annotated[int, Field(ge=0, le=MAX_CHANNELS - 1)]
 
 
-MIN_PLANT_SHARE = 0.5  # [spray] min_plant_share's default (chosen on validation passes: docs/spray-timing.md)
+MIN_PLANT_SHARE = 0.6  # [spray] min_plant_share's default (chosen on validation passes: docs/spray-timing.md)
 CELL_LENGTH_CM = 5.0  # [spray] cell_length_cm's default
 LATENCY_FLOOR_MS = 20.0  # [spray] latency_floor_ms's default
 

@@ -224,7 +224,7 @@ def field(weed_lanes=(), lanes=4, h=64, w=128, rows=2, weed_rows=None, inset=4):
     return img
 
 
-def planner(classifier, gate=MEDIUM, threshold=0.5):
+def planner(classifier, gate=MEDIUM, threshold=0.5, **kw):
     c = SprayConfig(lanes=4, footprint_across_cm=100.0, footprint_along_cm=40.0, nozzle_distance_cm=100.0,
                     margin_before_cm=0.0, margin_after_cm=0.0, valve_open_lag_ms=0.0, valve_close_lag_ms=0.0,
                     speed_kmh=3.6, tile_rows=2)
@@ -232,7 +232,7 @@ def planner(classifier, gate=MEDIUM, threshold=0.5):
     out = DryRunOutput(channels=4, clock=clock, max_on_s=30.0)
     sched = SprayScheduler(out, clock=clock)
     p = LanePlanner(classifier, SprayRule(threshold, None, labels=classifier.labels, weed_labels=("weed",)),
-                    Geometry.from_config(c), sched, FixedSpeed(3.6), tile_rows=2, vegetation=gate)
+                    Geometry.from_config(c), sched, FixedSpeed(3.6), tile_rows=2, vegetation=gate, **kw)
     return clock, sched, p
 
 
@@ -274,18 +274,20 @@ def test_vegetated_tiles_are_classified_as_without_the_gate_and_sprayed_over_the
 
 def test_a_bare_view_adds_no_evidence_to_a_plants_cells(single):
     """A weed seen once, then (the next frame, 10 cm on) called bare by the gate, e.g. a sliver at a tile's edge:
-    the bare view does not vote, the weed's cells spray. Without the gate the same tile is classified soil and
-    its strongly negative log-odds outvote the weed."""
+    the bare view does not vote, the weed's cells spray (at a plant share of 0.5: one view of two saw the plant).
+    Without the gate the same tile is classified soil and its strongly negative log-odds outvote the weed. At the
+    default share (0.6) one plant view and one bare view are too few: only the cells no bare view covered spray."""
     sprayed = {}
-    for name, gate in (("gate", MEDIUM), ("no gate", None)):
-        clock, sched, p = planner(single, gate=gate)
+    for name, gate, share in (("gate", MEDIUM, 0.5), ("no gate", None, 0.5), ("default share", MEDIUM, None)):
+        clock, sched, p = planner(single, gate=gate, **({} if share is None else {"min_plant_share": share}))
         p.process(Frame(field((0,)), 1, clock.now_ns(), "test"))
         clock.advance(0.1)
         _, lanes, _ = p.process(Frame(field(), 2, clock.now_ns(), "test"))  # the rear tile's cells leave now
         if gate is not None:  # the cells still in view were seen bare once
             assert [c.bare for c in p.cells.cells() if c.lane == 0] == [1] * 4
         sprayed[name] = lanes[0].cells.sprayed + sum(d.spray for d in p.cells.decide_all("end") if d.cell.lane == 0)
-    assert sprayed == {"gate": 8, "no gate": 2}  # no gate: the 6 cells seen again (as soil) do not spray
+    # no gate: the 6 cells seen again (as soil) do not spray; the default share: those 6 are held back as sparse
+    assert sprayed == {"gate": 8, "no gate": 2, "default share": 2}
 
 
 def test_at_threshold_0_every_classified_tile_fires_but_bare_ones_are_never_sprayed(single):

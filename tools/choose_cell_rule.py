@@ -15,6 +15,11 @@ and chooses by a rule fixed in advance:
    crops sprayed (ties as above);
 3. if none: no rule is chosen (the bundle's stays), exit code 3.
 
+With ``--field-clip`` only the rules at which the shipped sample clip passes are eligible
+(``tools/check_field_clip.py``, what ``tests/edge/test_default_model.py`` asks of the default
+bundle: no bare-gravel, crop-sliver or crop frame fires, every weed frame does): for a bundle
+of the plant-seedlings species, so that a rule chosen on cells cannot break that check.
+
 Only thresholds at or above the bundle's own are tried unless ``--thresholds`` says otherwise:
 a higher threshold or an added veto can only lower the crop sprayed rate the photo rule was
 chosen under, so the photo limits still hold. ``--write`` puts the chosen rule into the bundle's
@@ -37,9 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import make_field_pass as mfp
+from check_field_clip import clip_frames, clip_passes, role_counts
 from run_pass_clocked import run_clocked
 
 from edge.core.errors import WeedDetectorError
+from edge.decide.rule import NO_VETO, SprayRule
 from edge.inference.bundle import MANIFEST, Manifest, RuleSpec, read_manifest, resolve_bundle
 from edge.tools.replay import Score
 
@@ -135,6 +142,25 @@ def write_rule(bundle_dir: Path, rule: Rule, notes: str) -> None:
     (bundle_dir / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
 
 
+def failing_clip_rules(bundle_dir: Path, rules: list[Rule]) -> dict[Rule, str]:
+    """The rules at which the sample clip (``tools/check_field_clip.py``, its defaults) does not pass, each with
+    what fired (or did not): the clip's frames are classified once."""
+    manifest = read_manifest(bundle_dir)
+    root = Path(__file__).resolve().parents[1]
+    _, _, frames = clip_frames(str(bundle_dir), root / "samples" / "field.avi", root / "samples" / "field_truth.csv",
+                               0.85)
+    out = {}
+    for r in rules:
+        rule = SprayRule.from_manifest(manifest, threshold=r.threshold,
+                                       crop_veto=NO_VETO if r.crop_veto is None else r.crop_veto)
+        roles = role_counts(frames, rule)
+        if not clip_passes(roles):
+            out[r] = ", ".join(f"{k} fired on {v['fired']} of {v['frames']}" for k, v in roles.items()
+                               if (k == "weed" and v["fired"] < v["frames"])
+                               or (k in ("background", "crop_sliver", "crop") and v["fired"] > 0))
+    return out
+
+
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -157,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vetoes", type=_vetoes, default=[None, 0.5, 0.3], help="crop vetoes to try (default none,0.5,0.3)")
     ap.add_argument("--max-crops-sprayed", type=float, default=5.0, help="percent of the crops (default 5)")
     ap.add_argument("--min-weeds-hit", type=float, default=95.0, help="percent hit or partly, step 2 (default 95)")
+    ap.add_argument("--field-clip", action="store_true",
+                    help="only rules at which tools/check_field_clip.py passes on the sample clip are eligible")
     ap.add_argument("--write", action="store_true", help="write the chosen rule into the bundle's manifest")
     ap.add_argument("--json", metavar="FILE", help="also write every rule's totals as JSON")
     a = ap.parse_args(argv)
@@ -183,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                             scores[r].append(run_clocked(conf, avi, truth, model=str(bundle_dir),
                                                          decision=r.overrides()))
                         avi.unlink()
+        clip_fails = failing_clip_rules(bundle_dir, rules) if a.field_clip else {}
     except WeedDetectorError as e:
         print(f"choose_cell_rule: error: {e}", file=sys.stderr)
         return 1
@@ -192,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
           f"blur {a.blur_px} px + noise {a.noise:g}; seeds {a.seeds})\n")
     print(HEADER)
     for t in totals:
-        print(t.row())
-    chosen, how = choose(totals, a.max_crops_sprayed / 100, a.min_weeds_hit / 100)
+        print(t.row() + (f" field clip fails: {clip_fails[t.rule]}" if t.rule in clip_fails else ""))
+    chosen, how = choose([t for t in totals if t.rule not in clip_fails], a.max_crops_sprayed / 100,
+                         a.min_weeds_hit / 100)
+    if a.field_clip:
+        how += f"; of the {len(totals) - len(clip_fails)} of {len(totals)} rules at which the sample clip passes"
     if a.json:
         Path(a.json).write_text(json.dumps([{"threshold": t.rule.threshold, "crop_veto": t.rule.crop_veto,
                                              **{k: v for k, v in t.__dict__.items() if k != "rule"}} for t in totals],

@@ -64,3 +64,15 @@ def test_the_chosen_rule_is_written_into_the_manifest(tool, tmp_path):
     assert (after.rule.threshold, after.rule.crop_veto, after.rule.chosen_on) == (0.7, 0.5, "validation passes")
     assert after.format_version == 2 and after.threshold == 0.7 and after.labels == before.labels
     assert SprayRule.from_manifest(after).crop_veto == 0.5
+
+
+def test_field_clip_rules_that_fire_on_crops_or_miss_weeds_are_named(tool):
+    """``--field-clip``: the sample clip's frames, classified once, judged per rule as test_default_model judges
+    the shipped bundle. The default bundle's own rule passes; threshold 0 fires on every frame (the crops and the
+    bare gravel fail); threshold 1 fires on none (the weeds fail)."""
+    rules = [tool.Rule(load_bundle(DEFAULT_BUNDLE).manifest.rule.threshold, None), tool.Rule(0.0, None),
+             tool.Rule(1.0, None)]
+    fails = tool.failing_clip_rules(resolve_bundle(DEFAULT_BUNDLE), rules)
+    assert rules[0] not in fails
+    assert "crop fired on 9 of 9" in fails[rules[1]] and "background fired on" in fails[rules[1]]
+    assert fails[rules[2]] == "weed fired on 0 of 27"

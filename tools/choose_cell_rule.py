@@ -106,6 +106,8 @@ class Totals:
 
 HEADER = ("| rule | weeds hit (full) | hit or partly | crops sprayed | saved vs blanket |\n"
           "|---|---:|---:|---:|---:|")
+CLIP_HEADER = ("| rule | weeds hit (full) | hit or partly | crops sprayed | saved vs blanket | field clip |\n"
+               "|---|---:|---:|---:|---:|---|")  # --field-clip: one more column
 
 
 def choose(totals: list[Totals], max_crops_sprayed: float, min_weeds_hit: float) -> tuple[Totals | None, str]:
@@ -219,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     n = len(next(iter(scores.values())))
     print(f"{bundle_dir.name}: {n} clocked passes per rule ({a.split} split plants; speeds {a.speeds} km/h, clean and "
           f"blur {a.blur_px} px + noise {a.noise:g}; seeds {a.seeds})\n")
-    print(HEADER)
+    print(CLIP_HEADER if a.field_clip else HEADER)
     for t in totals:
-        print(t.row() + (f" field clip fails: {clip_fails[t.rule]}" if t.rule in clip_fails else ""))
+        print(t.row() + ((f" fails: {clip_fails[t.rule]} |" if t.rule in clip_fails else " passes |")
+                         if a.field_clip else ""))
     chosen, how = choose([t for t in totals if t.rule not in clip_fails], a.max_crops_sprayed / 100,
                          a.min_weeds_hit / 100)
     if a.field_clip:

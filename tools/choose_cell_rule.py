@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import make_field_pass as mfp
-from check_field_clip import clip_frames, clip_passes, role_counts
+from check_field_clip import clip_failures, clip_frames, role_counts
 from run_pass_clocked import run_clocked
 
 from edge.core.errors import WeedDetectorError
@@ -148,18 +148,13 @@ def failing_clip_rules(bundle_dir: Path, rules: list[Rule]) -> dict[Rule, str]:
     """The rules at which the sample clip (``tools/check_field_clip.py``, its defaults) does not pass, each with
     what fired (or did not): the clip's frames are classified once."""
     manifest = read_manifest(bundle_dir)
-    root = Path(__file__).resolve().parents[1]
-    _, _, frames = clip_frames(str(bundle_dir), root / "samples" / "field.avi", root / "samples" / "field_truth.csv",
-                               0.85)
+    _, _, frames = clip_frames(str(bundle_dir))
     out = {}
     for r in rules:
         rule = SprayRule.from_manifest(manifest, threshold=r.threshold,
                                        crop_veto=NO_VETO if r.crop_veto is None else r.crop_veto)
-        roles = role_counts(frames, rule)
-        if not clip_passes(roles):
-            out[r] = ", ".join(f"{k} fired on {v['fired']} of {v['frames']}" for k, v in roles.items()
-                               if (k == "weed" and v["fired"] < v["frames"])
-                               or (k in ("background", "crop_sliver", "crop") and v["fired"] > 0))
+        if failures := clip_failures(role_counts(frames, rule)):
+            out[r] = ", ".join(failures)
     return out
 
 

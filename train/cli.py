@@ -342,8 +342,8 @@ def cmd_frame_features(a: argparse.Namespace, argv: Sequence[str]) -> int:
     folder = resolve_bundle(a.model)
     spec = export_frame_features(folder)
     print(f"{folder}: {spec.file} ({spec.size_bytes} bytes, {spec.channels} channels, stride {spec.stride} px) and "
-          f"{spec.head_file} written; on a model-sized input it reproduces the main model to within "
-          f"{check_reproduces(folder):.4f} per probability")
+          f"{spec.head_file} written; on a model-sized input it reproduces the main model: "
+          f"{check_reproduces(folder).describe()}")
     return 0
 
 

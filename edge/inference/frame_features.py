@@ -83,9 +83,13 @@ class Head:
     pool_quant: tuple[float, float]  # [scale, zero point] of the int8 graph's pooled features
     logit_quant: tuple[float, float]  # ... and of its logits
 
+    def on_pool_grid(self, pooled: np.ndarray) -> np.ndarray:
+        """Pooled features rounded to the int8 graph's grid for them (the input of its FULLY_CONNECTED)."""
+        return _int8(pooled, self.pool_quant)
+
     def logits(self, pooled: np.ndarray) -> np.ndarray:
         """Logits of pooled features (one row per tile), rounded where the int8 graph rounds them."""
-        return _int8(_int8(pooled, self.pool_quant) @ self.weight.T + self.bias, self.logit_quant)
+        return _int8(self.on_pool_grid(pooled) @ self.weight.T + self.bias, self.logit_quant)
 
     def probs(self, pooled: np.ndarray) -> np.ndarray:
         return _softmax(self.logits(pooled)).astype(np.float32)

@@ -13,7 +13,7 @@ from edge.inference.bundle import load_bundle, read_manifest, sha256_file
 from edge.inference.classifier import Classifier
 from edge.inference.frame_features import FrameFeatureScorer
 from tests.conftest import DATA, TOY_BUNDLE
-from train.frame_features import FEATURES_FILE, HEAD_FILE, MAX_PROB_DIFF, check_reproduces, export_frame_features
+from train.frame_features import FEATURES_FILE, HEAD_FILE, MAX_STEPS, check_reproduces, export_frame_features
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "models" / "reference" / "mnv2-160-int8"  # today's shipped 160-px int8 MobileNetV2
@@ -42,7 +42,8 @@ def test_the_cut_mobilenet_reproduces_the_model_on_tile_sized_photos(tmp_path):
     paths = sorted((DATA / "photos").rglob("*.jpg"))[:8] + [DATA / "chelsea.jpg"]
     tiles = [cv2.resize(cv2.imread(str(p)), (160, 160), interpolation=cv2.INTER_AREA) for p in paths]
     assert len(tiles) >= 5
-    assert check_reproduces(folder, [cv2.cvtColor(t, cv2.COLOR_BGR2RGB) for t in tiles]) <= MAX_PROB_DIFF
+    r = check_reproduces(folder, [cv2.cvtColor(t, cv2.COLOR_BGR2RGB) for t in tiles])
+    assert r.pool_steps <= MAX_STEPS and r.logit_steps <= MAX_STEPS and r.prob_diff <= 4 / 256
     with Classifier(bundle, num_threads=1, batch=False) as c, FrameFeatureScorer(bundle, 1, scale=1.0) as f:
         for tile in tiles:
             a, b = c.classify(tile).probs, f.score(tile, [(0, 160, 0, 160)])[0].probs
@@ -78,3 +79,21 @@ def test_models_that_cannot_be_cut_are_refused(tmp_path, what, change, error):
     with pytest.raises(BundleError, match=error):
         export_frame_features(folder)
     assert not (folder / HEAD_FILE).exists() and "frame_features" not in json.loads((folder / "manifest.json").read_text())
+
+
+def test_a_head_that_does_not_match_the_model_is_refused(tmp_path):
+    """The check compares the numpy head with the int8 graph's own logits: a bias off by 0.5 is caught."""
+    folder = tmp_path / "toy"
+    shutil.copytree(TOY_BUNDLE, folder)
+    export_frame_features(folder)
+    assert check_reproduces(folder).logit_steps <= MAX_STEPS
+    with np.load(folder / HEAD_FILE) as z:
+        arrays = dict(z)
+    arrays["bias"] = arrays["bias"] + np.float32(0.5)
+    with open(folder / HEAD_FILE, "wb") as f:
+        np.savez(f, **arrays)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["frame_features"]["head_sha256"] = sha256_file(folder / HEAD_FILE)
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="does not reproduce"):
+        check_reproduces(folder)

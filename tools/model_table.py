@@ -1,11 +1,15 @@
 """The README's table of a bundle's test results: clean photos and the worst robustness row, with 95 % intervals.
 
-Reads the bundle's ``metrics.json`` (written by ``weed-train train`` / ``weed-train robustness``: the test split
-through the edge runtime, int8) and prints a Markdown table — for each metric the clean value and the worst value
-over the perturbed rows (which row), each with its count and Wilson 95 % interval — and a line saying how wide the
-crop interval is::
+Reads the bundle's test split under the robustness suite, through the edge runtime — its ``robustness.json`` when
+there is one (``weed-train robustness --model B --data D --split test --out B``), else the record ``weed-train
+train`` left in its ``metrics.json`` — and prints a Markdown table: for each metric the clean value and the worst
+value over the perturbed rows (which row), each with its count and Wilson 95 % interval, and a line saying how wide
+the crop interval is::
 
     python tools/model_table.py models/plant-seedlings-mnv2
+
+The record must be scored at the bundle's rule (its manifest's threshold and crop veto): a rule written later
+(``tools/choose_cell_rule.py --write``) makes the training record stale, and the tool says what to run (exit 1).
 """
 
 from __future__ import annotations
@@ -54,21 +58,54 @@ def table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+ROBUSTNESS = "robustness.json"  # weed-train robustness --out: preferred over metrics.json's training record
+
+
+def record(bundle: Path) -> tuple[Path, dict]:
+    """(the file read, its robustness record): ``robustness.json`` if the bundle has one, else ``metrics.json``."""
+    path = bundle / ROBUSTNESS if (bundle / ROBUSTNESS).is_file() else bundle / "metrics.json"
+    return path, json.loads(path.read_text())["robustness"]
+
+
+def _veto(v: float | None) -> str:
+    return f"crop veto {v:g}" if v is not None else "no crop veto"
+
+
+def rule_mismatch(bundle: Path, rob: dict) -> str | None:
+    """Why ``rob`` was not scored at the bundle's rule (None: it was, or there is no manifest to say)."""
+    if not (bundle / "manifest.json").is_file():
+        return None
+    from edge.inference.bundle import read_manifest
+
+    rule = read_manifest(bundle).rule
+    if (abs(rob["threshold"] - rule.threshold) < 1e-9
+            and (rob.get("crop_veto") is None) == (rule.crop_veto is None)
+            and (rule.crop_veto is None or abs(rob["crop_veto"] - rule.crop_veto) < 1e-9)):
+        return None
+    return (f"it scores threshold {rob['threshold']:g}, {_veto(rob.get('crop_veto'))}; the bundle's rule is threshold "
+            f"{rule.threshold:g}, {_veto(rule.crop_veto)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bundle", type=Path, help="a bundle folder with metrics.json")
+    ap.add_argument("bundle", type=Path, help="a bundle folder with metrics.json (and robustness.json)")
     a = ap.parse_args(argv)
-    path = a.bundle / "metrics.json"
+    rerun = f"weed-train robustness --model {a.bundle} --data DATA --split test --out {a.bundle}"
     try:
-        metrics = json.loads(path.read_text())
-        print(table(metrics))
+        path, rob = record(a.bundle)
     except FileNotFoundError:
-        print(f"model_table: {path} does not exist (a bundle written by weed-train has it)", file=sys.stderr)
+        print(f"model_table: {a.bundle / 'metrics.json'} does not exist (a bundle written by weed-train has it)",
+              file=sys.stderr)
         return 1
     except KeyError as e:
-        print(f"model_table: {path} has no robustness rows ({e}): run `weed-train robustness --model "
-              f"{a.bundle}` first", file=sys.stderr)
+        print(f"model_table: {a.bundle / 'metrics.json'} has no robustness rows ({e}): run `{rerun}` first",
+              file=sys.stderr)
         return 1
+    why = rule_mismatch(a.bundle, rob)
+    if why is not None:
+        print(f"model_table: {path} is not scored at the bundle's rule ({why}): run `{rerun}`", file=sys.stderr)
+        return 1
+    print(table({"robustness": rob}))
     return 0
 
 

@@ -76,3 +76,48 @@ def test_field_clip_rules_that_fire_on_crops_or_miss_weeds_are_named(tool):
     assert rules[0] not in fails
     assert "crop fired on 9 of 9" in fails[rules[1]] and "background fired on" in fails[rules[1]]
     assert fails[rules[2]] == "weed fired on 0 of 27"
+
+
+def test_each_rule_is_checked_against_the_photo_limits_on_the_validation_rows(tool, tmp_path):
+    """A threshold below the photo rule's may spray more validation crops than weed-train allowed (<= 2 % clean,
+    <= 5 % on every perturbed row): the table says on which row, with the rate."""
+    import numpy as np
+
+    from tests.conftest import TOY_BUNDLE
+
+    bundle = tmp_path / "toy"
+    shutil.copytree(TOY_BUNDLE, bundle)
+    assert tool.photo_limits(bundle, [tool.Rule(0.7, None)]) is None  # no validation rows: nothing to say
+    y = np.array([1] * 10 + [2] * 10 + [0] * 5)  # labels soil, crop, weed: 10 crops, 10 weeds, 5 soil
+    clean = np.tile(np.float32([0.1, 0.8, 0.1]), (25, 1))
+    clean[10:20] = [0.05, 0.05, 0.9]
+    clean[20:] = [0.9, 0.05, 0.05]
+    zoom = clean.copy()
+    zoom[0] = [0.02, 0.30, 0.68]  # one crop of ten reads 0.68 weed when zoomed out
+    np.savez_compressed(bundle / "validation_rows.npz", y=y.astype(np.int16), source=np.array("test"),
+                        seed=np.array(0), row_clean=clean, row_zoom_out=zoom)
+    got = tool.photo_limits(bundle, [tool.Rule(0.65, None), tool.Rule(0.7, None), tool.Rule(0.65, 0.25)])
+    assert got[tool.Rule(0.7, None)] == "met"
+    assert got[tool.Rule(0.65, None)] == "breaks: zoom_out 10.0 % > 5 %"
+    assert got[tool.Rule(0.65, 0.25)] == "met"  # the veto (crop probability 0.30 >= 0.25) spares it
+
+
+def test_the_table_header_has_one_column_per_extra(tool):
+    assert tool.header([]).splitlines()[1] == "|---|---:|---:|---:|---:|"
+    h = tool.header(["field clip", "photo limits (validation rows)"]).splitlines()
+    assert h[0].endswith("| field clip | photo limits (validation rows) |") and h[1] == "|---|---:|---:|---:|---:|---|---|"
+
+
+def test_only_rules_passing_the_clip_and_keeping_the_photo_limits_are_eligible(tool):
+    rows = [totals(tool, 0.6, None, 99, 0, 1), totals(tool, 0.65, None, 97, 0, 1), totals(tool, 0.7, None, 95, 0, 1)]
+    clip = {tool.Rule(0.6, None): "crop fired on 1 of 9"}
+    photo = {tool.Rule(0.6, None): "met", tool.Rule(0.65, None): "breaks: zoom_out 6.9 % > 5 %",
+             tool.Rule(0.7, None): "met"}
+    keep, words = tool.eligible(rows, clip, photo)
+    assert [t.rule.threshold for t in keep] == [0.7]
+    assert words == ("; of the 2 of 3 rules at which the sample clip passes; of the 2 of 3 rules keeping the photo "
+                     "limits")
+    assert [t.rule.threshold for t in tool.eligible(rows, clip, None)[0]] == [0.65, 0.7]  # --photo-limits report
+    assert tool.eligible(rows, None, None) == (rows, "")
+    chosen, _ = tool.choose(keep, 0.05, 0.95)
+    assert chosen.rule == tool.Rule(0.7, None)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from edge.inference.bundle import read_manifest
+from tests.conftest import TOY_BUNDLE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,3 +52,22 @@ def test_a_bundle_without_robustness_rows_says_what_to_run(tmp_path):
     assert proc.returncode == 1 and "weed-train robustness --model" in proc.stderr
     proc = run(tmp_path / "nowhere")
     assert proc.returncode == 1 and "does not exist" in proc.stderr
+
+
+def test_the_record_must_be_scored_at_the_bundles_rule(tmp_path):
+    """A rule written after training (choose_cell_rule --write) makes metrics.json's record stale: the tool says so;
+    a robustness.json at the rule (weed-train robustness --out BUNDLE) is read instead."""
+    shutil.copytree(TOY_BUNDLE, tmp_path / "b")
+    b = tmp_path / "b"
+    threshold = read_manifest(b).rule.threshold
+    rows = {"clean": row("clean photos", 99, 95, 1, 0, 0), "dark": row("dark", 98, 93, 2, 2, 1)}
+    rec = {"n_photos": 110, "photos": "the test split", "model_file": "model.tflite", "quantization": "int8",
+           "crop_veto": None, "rows": rows}
+    (b / "metrics.json").write_text(json.dumps({"robustness": {**rec, "threshold": threshold + 0.05}}))
+    proc = run(b)
+    assert proc.returncode == 1 and "not scored at the bundle's rule" in proc.stderr
+    assert f"--out {b}" in proc.stderr
+    (b / "robustness.json").write_text(json.dumps({"bundle": "toy", "robustness": {**rec, "threshold": threshold}}))
+    proc = run(b)
+    assert proc.returncode == 0, proc.stderr
+    assert f"threshold {threshold:g}, no crop veto" in proc.stdout

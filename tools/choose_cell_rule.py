@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     if photo is None:
         print(f"\n(no {bundle_dir / 'validation_rows.npz'}: the photo limits are not checked)")
     candidates, why = eligible(totals, clip_fails if a.field_clip else None, photo if a.photo_limits == "require" else None)
-    chosen, how = choose(candidates, a.max_crops_sprayed / 100, a.min_weeds_hit / 100)
+    chosen, how = (choose(candidates, a.max_crops_sprayed / 100, a.min_weeds_hit / 100) if candidates
+                   else (None, "no rule is eligible"))
     how += why
     if a.json:
         Path(a.json).write_text(json.dumps([{"threshold": t.rule.threshold, "crop_veto": t.rule.crop_veto,

@@ -183,10 +183,9 @@ def photo_limits(bundle_dir: Path, rules: list[Rule]) -> dict[Rule, str] | None:
     limits, out = RuleLimits(), {}
     for r in rules:
         c = candidate(rows, y, manifest.labels, bundle_roles(manifest), r.threshold, r.crop_veto, limits)
-        over = [f"{name} {100 * rate['crop_sprayed']:.1f} % > {100 * limits.of(name):g} %"
-                for name, rate in c.rates.items()
-                if rate["crop_sprayed"] is not None and rate["crop_sprayed"] > limits.of(name) + 1e-12]
-        out[r] = "met" if not over else "breaks: " + ", ".join(over)
+        out[r] = "met" if c.feasible else "breaks: " + ", ".join(
+            f"{name} {100 * rate['crop_sprayed']:.1f} % > {100 * limits.of(name):g} %" for name, rate in c.rates.items()
+            if (rate["crop_sprayed"] or 0.0) > limits.of(name) + 1e-12)
     return out
 
 

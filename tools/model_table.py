@@ -61,10 +61,9 @@ def table(metrics: dict) -> str:
 ROBUSTNESS = "robustness.json"  # weed-train robustness --out: preferred over metrics.json's training record
 
 
-def record(bundle: Path) -> tuple[Path, dict]:
-    """(the file read, its robustness record): ``robustness.json`` if the bundle has one, else ``metrics.json``."""
-    path = bundle / ROBUSTNESS if (bundle / ROBUSTNESS).is_file() else bundle / "metrics.json"
-    return path, json.loads(path.read_text())["robustness"]
+def record_file(bundle: Path) -> Path:
+    """The file with the bundle's robustness record: ``robustness.json`` if it has one, else ``metrics.json``."""
+    return bundle / ROBUSTNESS if (bundle / ROBUSTNESS).is_file() else bundle / "metrics.json"
 
 
 def _veto(v: float | None) -> str:
@@ -91,15 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("bundle", type=Path, help="a bundle folder with metrics.json (and robustness.json)")
     a = ap.parse_args(argv)
     rerun = f"weed-train robustness --model {a.bundle} --data DATA --split test --out {a.bundle}"
+    path = record_file(a.bundle)
     try:
-        path, rob = record(a.bundle)
+        rob = json.loads(path.read_text())["robustness"]
     except FileNotFoundError:
-        print(f"model_table: {a.bundle / 'metrics.json'} does not exist (a bundle written by weed-train has it)",
-              file=sys.stderr)
+        print(f"model_table: {path} does not exist (a bundle written by weed-train has it)", file=sys.stderr)
         return 1
     except KeyError as e:
-        print(f"model_table: {a.bundle / 'metrics.json'} has no robustness rows ({e}): run `{rerun}` first",
-              file=sys.stderr)
+        print(f"model_table: {path} has no robustness rows ({e}): run `{rerun}` first", file=sys.stderr)
         return 1
     why = rule_mismatch(a.bundle, rob)
     if why is not None:

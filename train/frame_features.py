@@ -33,6 +33,7 @@ from edge.inference.bundle import MANIFEST, FrameFeatures, load_bundle, read_man
 
 FEATURES_FILE = "model_features.tflite"
 HEAD_FILE = "frame_head.npz"
+NOT_REPRODUCED = "the cut graph does not reproduce the model: do not use scoring = \"frame\" with it"
 MAX_STEPS = 1  # numpy pooling and head vs the int8 model's MEAN and FULLY_CONNECTED outputs (reference kernels), in
 # steps of their int8 grids: float rounding against the kernels' fixed-point rounding
 
@@ -84,17 +85,11 @@ def _quant(model, tensor_index: int) -> np.ndarray:
     return np.array([q.scale[0], q.zeroPoint[0] if q.zeroPoint is not None else 0], np.float32)
 
 
-def cut_model(model_path: Path) -> tuple[bytes, dict[str, np.ndarray]]:
-    """(the cut graph's flatbuffer, the head's arrays for ``HEAD_FILE``), or ValueError saying why the model is
-    not backbone -> MEAN -> FULLY_CONNECTED -> SOFTMAX (-> QUANTIZE). The head: ``weight`` (labels x channels)
-    and ``bias``, dequantised, and the int8 quantisation ([scale, zero point]) of the pooled features
-    (``pool_quant``) and of the logits (``logit_quant``), so the edge rounds them as the int8 graph does."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model(str(model_path))
+def _pool_index(model) -> int:
+    """The index of the global pool (the last MEAN) of a one-subgraph model whose operators after it are
+    FULLY_CONNECTED, SOFTMAX (, QUANTIZE); ValueError saying why not."""
     if len(model.subgraphs) != 1:
         raise ValueError(f"the model has {len(model.subgraphs)} subgraphs, not 1")
-    sg = model.subgraphs[0]
     ops = _op_names(model)
     means = [i for i, n in enumerate(ops) if n == "MEAN"]
     if not means:
@@ -103,6 +98,19 @@ def cut_model(model_path: Path) -> tuple[bytes, dict[str, np.ndarray]]:
     tail = ops[i + 1:]
     if tail[:2] != ["FULLY_CONNECTED", "SOFTMAX"] or any(n != "QUANTIZE" for n in tail[2:]):
         raise ValueError(f"the operators after the last MEAN are {tail}, not FULLY_CONNECTED, SOFTMAX (, QUANTIZE)")
+    return i
+
+
+def cut_model(model_path: Path) -> tuple[bytes, dict[str, np.ndarray]]:
+    """(the cut graph's flatbuffer, the head's arrays for ``HEAD_FILE``), or ValueError saying why the model is
+    not backbone -> MEAN -> FULLY_CONNECTED -> SOFTMAX (-> QUANTIZE). The head: ``weight`` (labels x channels)
+    and ``bias``, dequantised, and the int8 quantisation ([scale, zero point]) of the pooled features
+    (``pool_quant``) and of the logits (``logit_quant``), so the edge rounds them as the int8 graph does."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(model_path))
+    i = _pool_index(model)
+    sg = model.subgraphs[0]
     mean, fc = sg.operators[i], sg.operators[i + 1]
     feature = int(mean.inputs[0])
     shape = [int(x) for x in sg.tensors[feature].shape]
@@ -147,18 +155,20 @@ def _reference_kernels(path: Path, keep_tensors: bool = False):
     return interp
 
 
+def _dequantise(raw: np.ndarray, scale: float, zp: float) -> np.ndarray:
+    """An activation's values (unchanged for scale 0: not quantised)."""
+    raw = raw.astype(np.float32)
+    return (raw - zp) * scale if scale else raw
+
+
 def _dequantised_tensor(model, interp, tensor_index: int) -> np.ndarray:
     """An intermediate int8 tensor of ``interp`` (made with ``keep_tensors``) after an invoke, dequantised."""
-    raw = interp.get_tensor(tensor_index).astype(np.float32)
-    scale, zp = _quant(model, tensor_index)
-    return (raw - zp) * scale if scale else raw
+    return _dequantise(interp.get_tensor(tensor_index), *_quant(model, tensor_index))
 
 
 def _dequantised_output(interp) -> np.ndarray:
     out = interp.get_output_details()[0]
-    raw = interp.get_tensor(out["index"]).astype(np.float32)
-    scale, zp = out.get("quantization", (0.0, 0))
-    return (raw - zp) * scale if scale else raw
+    return _dequantise(interp.get_tensor(out["index"]), *out.get("quantization", (0.0, 0)))
 
 
 @dataclass(frozen=True)
@@ -209,7 +219,7 @@ def check_reproduces(bundle_dir: Path, images: list[np.ndarray] | None = None, s
         images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(6)]
         images += [np.full((h, w, 3), (90, 90, 90), np.uint8), np.full((h, w, 3), (40, 160, 50), np.uint8)]
     model = flatbuffer_utils.read_model(str(bundle.model_path))
-    at = [i for i, n in enumerate(_op_names(model)) if n == "MEAN"][-1]  # cut_model checked the graph's shape
+    at = _pool_index(model)  # a model cut_model could cut: the export exists
     mean, fc = model.subgraphs[0].operators[at], model.subgraphs[0].operators[at + 1]
     fmap_t, pooled_t, logits_t = int(mean.inputs[0]), int(mean.outputs[0]), int(fc.outputs[0])
     full, cut = _reference_kernels(bundle.model_path, keep_tensors=True), _reference_kernels(bundle.dir / spec.file)
@@ -225,7 +235,7 @@ def check_reproduces(bundle_dir: Path, images: list[np.ndarray] | None = None, s
         fmap = _dequantised_output(cut)[0]
         if not np.array_equal(fmap, _dequantised_tensor(model, full, fmap_t)[0]):
             raise BundleError(f"bundle {bundle_dir}: the cut graph's output is not the model's last feature map",
-                              "the cut graph does not reproduce the model: do not use scoring = \"frame\" with it")
+                              NOT_REPRODUCED)
         pooled = fmap.reshape(-1, fmap.shape[-1]).mean(axis=0, keepdims=True)
         graph_pooled = _dequantised_tensor(model, full, pooled_t).reshape(1, -1)
         pool_steps = max(pool_steps, _steps(head.on_pool_grid(pooled), graph_pooled, head.pool_quant))
@@ -237,7 +247,7 @@ def check_reproduces(bundle_dir: Path, images: list[np.ndarray] | None = None, s
     if pool_steps > MAX_STEPS or logit_steps > MAX_STEPS:
         raise BundleError(f"bundle {bundle_dir}: the frame-features export does not reproduce the main model: "
                           f"{result.describe()}",
-                          "the cut graph does not reproduce the model: do not use scoring = \"frame\" with it")
+                          NOT_REPRODUCED)
     return result
 
 

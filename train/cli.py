@@ -129,6 +129,9 @@ def _add_fit_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     g.add_argument("--lr", type=POSITIVE, default=2e-4, help="fine-tuning learning rate (cosine-decayed)")
     g.add_argument("--batch-size", type=POSITIVE_INT, default=32)
     g.add_argument("--label-smoothing", type=PROBABILITY, default=0.1)
+    g.add_argument("--group-loss", type=NON_NEGATIVE, default=0.0, metavar="W",
+                   help="add W x the cross-entropy of the weed / crop / background masses to the species loss "
+                        "(confusions across groups cost more; 0 = off, the default; needs the roles)")
     g.add_argument("--dropout", type=PROBABILITY, default=0.2)
     g.add_argument("--weight-decay", type=NON_NEGATIVE, default=1e-4)
     g.add_argument("--patience", type=COUNT, default=4, help="early-stopping patience in epochs (val loss)")
@@ -189,7 +192,7 @@ def _fit_config(a: argparse.Namespace, **over: object) -> FitConfig:
     kw = dict(
         mode=a.mode, backbone=a.backbone, input_size=a.input_size, weights=a.weights, head_epochs=a.head_epochs,
         epochs=a.epochs, unfreeze=a.unfreeze, train_batchnorm=a.train_batchnorm, head_lr=a.head_lr, lr=a.lr, batch_size=a.batch_size,
-        label_smoothing=a.label_smoothing, dropout=a.dropout, weight_decay=a.weight_decay, patience=a.patience,
+        label_smoothing=a.label_smoothing, group_loss=a.group_loss, dropout=a.dropout, weight_decay=a.weight_decay, patience=a.patience,
         seed=a.seed, class_weighting=not a.no_class_weights, augment=_augment(a),
         verbose=0 if a.quiet else 1, head_on_embeddings=not a.head_on_images, refit=a.refit,
     )

@@ -54,6 +54,7 @@ class FitConfig:
     lr: float = 2e-4  # finetune / scratch learning rate (cosine-decayed)
     batch_size: int = 32
     label_smoothing: float = 0.1
+    group_loss: float = 0.0  # + this x the weed/crop/background groups' cross-entropy (train.losses); 0 = off
     dropout: float = 0.2
     weight_decay: float = 1e-4
     patience: int = 4
@@ -68,6 +69,8 @@ class FitConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}", f"choose one of {', '.join(MODES)}")
+        if not self.group_loss >= 0:
+            raise ConfigError(f"group_loss must be >= 0, got {self.group_loss!r}", "use 0 (off) or a weight such as 1")
         if self.from_bundle and self.mode == "scratch":
             raise ConfigError("--from-bundle starts from the bundle's trained weights: --mode scratch would drop them",
                               "use --mode finetune (default), features or logreg with --from-bundle")
@@ -128,16 +131,27 @@ def _set_backbone_trainable(base: keras.Model, unfreeze: int, train_batchnorm: b
     return n
 
 
-def _compile(model: keras.Model, lr: float, steps: int, cfg: FitConfig, decay: bool) -> None:
+def training_loss(cfg: FitConfig, roles: np.ndarray | None) -> keras.losses.Loss:
+    """The loss every phase compiles: categorical cross-entropy, plus the groups' with ``cfg.group_loss``."""
+    import keras
+
+    if not cfg.group_loss:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    if roles is None:
+        raise ConfigError("--group-loss needs each class's role (weed / crop / background)",
+                          "give --roles CSV or --weeds / --crops, or leave --group-loss at 0")
+    from train.losses import GroupedCrossentropy, membership
+
+    return GroupedCrossentropy(membership(roles), cfg.group_loss, cfg.label_smoothing)
+
+
+def _compile(model: keras.Model, lr: float, steps: int, cfg: FitConfig, decay: bool,
+             roles: np.ndarray | None = None) -> None:
     import keras
 
     sched = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps)) if decay else lr
     opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=cfg.weight_decay)
-    model.compile(
-        optimizer=opt,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-        metrics=["accuracy"],
-    )
+    model.compile(optimizer=opt, loss=training_loss(cfg, roles), metrics=["accuracy"])
 
 
 def _callbacks(cfg: FitConfig, validated: bool = True) -> list[keras.callbacks.Callback]:
@@ -212,9 +226,9 @@ def fit(
     batches = training_batches(cfg, x_train, y_train, x_val, y_val, n_classes, roles)
     if cfg.mode in ("features", "finetune"):
         _train_head(cfg, built, model, batches, (x_train, y_train), (x_val, y_val), n_classes, cw, embeddings,
-                    history, notes, head)
+                    history, notes, head, roles)
     if cfg.mode in ("finetune", "scratch"):
-        _train_backbone(cfg, built, model, batches, cw, history, notes)
+        _train_backbone(cfg, built, model, batches, cw, history, notes, roles)
     built.base.trainable = False
     return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
 
@@ -255,7 +269,8 @@ def _run_epochs(model: keras.Model, batches: _Batches, epochs: int, cw: dict[int
 def _train_head(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batches,
                 train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray | None, np.ndarray | None],
                 n_classes: int, cw: dict[int, float], embeddings: tuple[np.ndarray, np.ndarray | None] | None,
-                history: dict, notes: list[str], head: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                history: dict, notes: list[str], head: tuple[np.ndarray, np.ndarray] | None = None,
+                roles: np.ndarray | None = None) -> None:
     """features / finetune's first phase: the new head on the frozen backbone (cached embeddings, or images)."""
     (x_train, y_train), (x_val, y_val) = train, val
     built.base.trainable = False
@@ -263,22 +278,22 @@ def _train_head(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batc
         if embeddings is None:
             embeddings = (embed(built.model, x_train, desc="embedding train"),
                           embed(built.model, x_val, desc="embedding val") if x_val is not None else None)
-        h = _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw, head)
+        h = _fit_head_on_embeddings(cfg, model, embeddings, y_train, y_val, n_classes, cw, head, roles)
         notes.append(f"head trained on cached embeddings of the un-augmented photos ({len(h['loss'])} epochs)")
         _merge(history, h, "head")
     elif cfg.head_epochs > 0:
-        _compile(model, cfg.head_lr, batches.steps * cfg.head_epochs, cfg, decay=False)
+        _compile(model, cfg.head_lr, batches.steps * cfg.head_epochs, cfg, decay=False, roles=roles)
         _merge(history, _run_epochs(model, batches, cfg.head_epochs, cw, cfg), "head")
 
 
 def _train_backbone(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batches, cw: dict[int, float],
-                    history: dict, notes: list[str]) -> None:
+                    history: dict, notes: list[str], roles: np.ndarray | None = None) -> None:
     """finetune's second phase (the top layers unfrozen) or scratch (all of it), at ``cfg.lr`` cosine-decayed."""
-    notes.append(backbone_phase(cfg, built, model, batches.steps))
+    notes.append(backbone_phase(cfg, built, model, batches.steps, roles))
     _merge(history, _run_epochs(model, batches, cfg.epochs, cw, cfg), cfg.mode)
 
 
-def backbone_phase(cfg: FitConfig, built: Built, model: keras.Model, steps: int) -> str:
+def backbone_phase(cfg: FitConfig, built: Built, model: keras.Model, steps: int, roles: np.ndarray | None = None) -> str:
     """``model`` set up for the backbone phase (finetune's top layers or scratch's all unfrozen,
     compiled at ``cfg.lr`` cosine-decayed over ``cfg.epochs`` of ``steps``); a note saying so."""
     if cfg.mode == "scratch":
@@ -287,13 +302,14 @@ def backbone_phase(cfg: FitConfig, built: Built, model: keras.Model, steps: int)
     else:
         n = _set_backbone_trainable(built.base, cfg.unfreeze, cfg.train_batchnorm)
     bn = "BatchNorm trained too" if (cfg.train_batchnorm or cfg.mode == "scratch") else "BatchNorm frozen (inference mode)"
-    _compile(model, cfg.lr, steps * cfg.epochs, cfg, decay=True)
+    _compile(model, cfg.lr, steps * cfg.epochs, cfg, decay=True, roles=roles)
     return f"{cfg.mode}: {n} backbone layers trainable ({bn}), lr {cfg.lr:g} cosine-decayed over {cfg.epochs} epochs"
 
 
 def _fit_head_on_embeddings(cfg: FitConfig, model: keras.Model, embeddings: tuple[np.ndarray, np.ndarray | None],
                             y_train: np.ndarray, y_val: np.ndarray | None, n_classes: int,
-                            cw: dict[int, float], init: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                            cw: dict[int, float], init: tuple[np.ndarray, np.ndarray] | None = None,
+                            roles: np.ndarray | None = None) -> dict:
     """Train Dropout+Dense on cached pooled features (from ``init``, when given), then copy it into ``model``'s head."""
     import keras
 
@@ -307,7 +323,7 @@ def _fit_head_on_embeddings(cfg: FitConfig, model: keras.Model, embeddings: tupl
         head.get_layer("probabilities").set_weights(list(init))
     head.compile(
         optimizer=keras.optimizers.AdamW(cfg.head_lr, weight_decay=cfg.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        loss=training_loss(cfg, roles),
         metrics=["accuracy"],
     )
     h = head.fit(

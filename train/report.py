@@ -243,12 +243,16 @@ def _model_and_training(doc: dict, fc: FitConfig, dc: DataConfig) -> list[str]:
         f"- mode `{fc.mode}`: head {fc.head_epochs} epochs at {fc.head_lr:g}, then {fc.epochs} epochs at {fc.lr:g} "
         f"(cosine), unfreeze {'all' if fc.unfreeze < 0 else fc.unfreeze} layers, "
         f"BatchNorm {'trained' if fc.train_batchnorm else 'frozen'}; "
-        f"label smoothing {fc.label_smoothing}, dropout {fc.dropout}, AdamW weight decay {fc.weight_decay:g}, "
+        f"label smoothing {fc.label_smoothing}{_group_loss(fc)}, dropout {fc.dropout}, AdamW weight decay {fc.weight_decay:g}, "
         f"batch {fc.batch_size}, early stopping on val loss (patience {fc.patience}) with best-epoch restore",
         f"- augmentation (training batches only): {describe_recorded(doc['training']['fit']['augment'])}",
         *[f"- {n}" for n in doc["training"]["notes"]],
         "",
     ]
+
+
+def _group_loss(fc: FitConfig) -> str:
+    return f", plus {fc.group_loss:g} x the weed/crop/background cross-entropy" if fc.group_loss else ""
 
 
 def _caveats() -> list[str]:

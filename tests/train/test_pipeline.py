@@ -172,7 +172,8 @@ def test_failed_gate_keeps_float_as_main_model(trained, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny_set, tmp_path):
-    """--refit: a second model on train+val for the epochs validation chose; val stays the split model's."""
+    """--refit: a second model on train+val for the epochs validation chose; val stays the split model's (trained
+    with --group-loss: the loss compiles in every phase and the bundle exports and loads)."""
     from edge.inference.bundle import load_bundle
     from train.augment import Augment
     from train.fit import FitConfig, chosen_epochs
@@ -181,8 +182,8 @@ def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny
 
     dc = DataConfig(data=tiny_set, roles_file=tiny_set.parent / "roles.csv", val_fraction=0.25, test_fraction=0.25)
     fc = FitConfig(mode="finetune", weights="none", input_size=32, embedding_head_epochs=3, epochs=2, batch_size=16,
-                   verbose=0, augment=Augment(rotation=0.25), refit=True)
-    t = train_model(dc, fc, progress=False)
+                   verbose=0, augment=Augment(rotation=0.25), refit=True, group_loss=1.0)
+    t = train_model(dc, fc, progress=False)  # both phases, split and refit, on the grouped loss
     n = chosen_epochs(t.result.history)
     assert set(n) == {"head", "finetune"} and 1 <= n["head"] <= 3 and 1 <= n["finetune"] <= 2
     assert t.val_probs.shape == (len(t.y["val"]), len(t.prep.labels))
@@ -195,6 +196,7 @@ def test_refit_trains_on_train_and_val_and_keeps_the_split_models_threshold(tiny
     assert int8["threshold"] == f32["threshold"] and int8["val"] == f32["val"]
     assert int8["test"]["n_plant_photos"] == len([v for v in t.y["test"] if t.prep.labels[v] in CLASSES])
     assert "scored by the split model before the refit" in (tmp_path / "tiny" / "report.md").read_text()
+    assert "plus 1 x the weed/crop/background cross-entropy" in (tmp_path / "tiny" / "report.md").read_text()
     rule = load_bundle(tmp_path / "tiny").manifest.rule
     assert rule.threshold == int8["threshold"] and "the validation probabilities are the split model's" in rule.notes
 

@@ -600,7 +600,8 @@ def test_edge_run_on_a_file_size_limit_keeps_whole_lines_and_the_pass_scores(tmp
     from edge.core.jsonl import read_jsonl
     from edge.tools.replay import main as replay
 
-    limit = 4096
+    limit = 4096  # the spray log's size over a run follows the wall clock (cells decided as the frames come):
+    # 60 frames wrote 3.7-22 KB here, 240 frames 9-12 KB on a quiet machine; 300 frames pass the limit either way
     frames_log, spray_log = tmp_path / "frames.jsonl", tmp_path / "spray.jsonl"
     conf = tmp_path / "c.toml"
     conf.write_text(_spray_toml(spray_log))
@@ -613,7 +614,7 @@ def test_edge_run_on_a_file_size_limit_keeps_whole_lines_and_the_pass_scores(tmp
 
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "--config", str(conf), "--model", str(TOY_BUNDLE),
-                           "--images", str(_weed_folder(tmp_path)), "--loop", "--max-frames", "60", "--threads", "1",
+                           "--images", str(_weed_folder(tmp_path)), "--loop", "--max-frames", "300", "--threads", "1",
                            "--log-jsonl", str(frames_log), "-q"],
                           capture_output=True, text=True, timeout=120, preexec_fn=limited, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -624,7 +625,7 @@ def test_edge_run_on_a_file_size_limit_keeps_whole_lines_and_the_pass_scores(tmp
         assert read_jsonl(path, what)  # every line whole
         assert proc.stderr.count(f"{what} {path} cannot be written (File too large)") == 1, proc.stderr
         assert f"{what} {path}: " in proc.stderr and "line(s) lost at the end of the run" in proc.stderr
-    assert len(read_jsonl(frames_log, "frame log")) < 60
+    assert len(read_jsonl(frames_log, "frame log")) < 300
     assert replay(["--config", str(conf), "--spray-log", str(spray_log), "--truth", str(truth)]) == 0
 
 

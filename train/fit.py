@@ -146,7 +146,7 @@ def training_loss(cfg: FitConfig, roles: np.ndarray | None) -> keras.losses.Loss
 
 
 def _compile(model: keras.Model, lr: float, steps: int, cfg: FitConfig, decay: bool,
-             roles: np.ndarray | None = None) -> None:
+             roles: np.ndarray | None) -> None:
     import keras
 
     sched = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps)) if decay else lr
@@ -269,8 +269,8 @@ def _run_epochs(model: keras.Model, batches: _Batches, epochs: int, cw: dict[int
 def _train_head(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batches,
                 train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray | None, np.ndarray | None],
                 n_classes: int, cw: dict[int, float], embeddings: tuple[np.ndarray, np.ndarray | None] | None,
-                history: dict, notes: list[str], head: tuple[np.ndarray, np.ndarray] | None = None,
-                roles: np.ndarray | None = None) -> None:
+                history: dict, notes: list[str], head: tuple[np.ndarray, np.ndarray] | None,
+                roles: np.ndarray | None) -> None:
     """features / finetune's first phase: the new head on the frozen backbone (cached embeddings, or images)."""
     (x_train, y_train), (x_val, y_val) = train, val
     built.base.trainable = False
@@ -287,15 +287,16 @@ def _train_head(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batc
 
 
 def _train_backbone(cfg: FitConfig, built: Built, model: keras.Model, batches: _Batches, cw: dict[int, float],
-                    history: dict, notes: list[str], roles: np.ndarray | None = None) -> None:
+                    history: dict, notes: list[str], roles: np.ndarray | None) -> None:
     """finetune's second phase (the top layers unfrozen) or scratch (all of it), at ``cfg.lr`` cosine-decayed."""
     notes.append(backbone_phase(cfg, built, model, batches.steps, roles))
     _merge(history, _run_epochs(model, batches, cfg.epochs, cw, cfg), cfg.mode)
 
 
-def backbone_phase(cfg: FitConfig, built: Built, model: keras.Model, steps: int, roles: np.ndarray | None = None) -> str:
+def backbone_phase(cfg: FitConfig, built: Built, model: keras.Model, steps: int, roles: np.ndarray | None) -> str:
     """``model`` set up for the backbone phase (finetune's top layers or scratch's all unfrozen,
-    compiled at ``cfg.lr`` cosine-decayed over ``cfg.epochs`` of ``steps``); a note saying so."""
+    compiled at ``cfg.lr`` cosine-decayed over ``cfg.epochs`` of ``steps``, on ``training_loss(cfg, roles)``);
+    a note saying so."""
     if cfg.mode == "scratch":
         built.base.trainable = True
         n = len(built.base.trainable_weights)
@@ -308,8 +309,8 @@ def backbone_phase(cfg: FitConfig, built: Built, model: keras.Model, steps: int,
 
 def _fit_head_on_embeddings(cfg: FitConfig, model: keras.Model, embeddings: tuple[np.ndarray, np.ndarray | None],
                             y_train: np.ndarray, y_val: np.ndarray | None, n_classes: int,
-                            cw: dict[int, float], init: tuple[np.ndarray, np.ndarray] | None = None,
-                            roles: np.ndarray | None = None) -> dict:
+                            cw: dict[int, float], init: tuple[np.ndarray, np.ndarray] | None,
+                            roles: np.ndarray | None) -> dict:
     """Train Dropout+Dense on cached pooled features (from ``init``, when given), then copy it into ``model``'s head."""
     import keras
 

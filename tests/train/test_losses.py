@@ -89,3 +89,15 @@ def test_negative_group_loss_is_refused():
 def test_the_option_reaches_the_fit_config(words, weight):
     a = cli.build_parser().parse_args(["train", "--data", "d", "--weeds", "w", *words])
     assert cli._fit_config(a).group_loss == weight
+
+
+def test_the_backbone_phase_compiles_the_grouped_loss():
+    """backbone_phase (also augment-bench's) compiles the run's loss from the roles it is given."""
+    from train.fit import backbone_phase, build_backbone, classifier
+
+    cfg = FitConfig(weights="none", input_size=32, group_loss=1.0)
+    built = build_backbone(cfg)
+    model = classifier(built, len(ROLES), cfg.dropout, cfg.seed)
+    backbone_phase(cfg, built, model, steps=1, roles=ROLES)
+    assert isinstance(model.loss, GroupedCrossentropy) and model.loss.weight == 1.0
+    np.testing.assert_array_equal(model.loss.groups, membership(ROLES))

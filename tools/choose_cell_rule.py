@@ -184,8 +184,7 @@ def photo_limits(bundle_dir: Path, rules: list[Rule]) -> dict[Rule, str] | None:
     for r in rules:
         c = candidate(rows, y, manifest.labels, bundle_roles(manifest), r.threshold, r.crop_veto, limits)
         out[r] = "met" if c.feasible else "breaks: " + ", ".join(
-            f"{name} {100 * rate['crop_sprayed']:.1f} % > {100 * limits.of(name):g} %" for name, rate in c.rates.items()
-            if (rate["crop_sprayed"] or 0.0) > limits.of(name) + 1e-12)
+            f"{name} {100 * rate:.1f} % > {100 * limits.of(name):g} %" for name, rate in c.over(limits).items())
     return out
 
 

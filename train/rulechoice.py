@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 THRESHOLDS: tuple[float, ...] = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 VETOES: tuple[float | None, ...] = (None, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 RATES = ("weed_miss", "crop_sprayed", "background_fired")
+LIMIT_TOLERANCE = 1e-12  # a rate this close to its limit meets it (float sums of counts)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class RuleLimits:
         return f"crop sprayed <= {100 * self.clean:g} % clean and <= {100 * self.perturbed:g} % on every perturbed row"
 
     def miss_ok(self, c: Candidate) -> bool:
-        return self.max_weed_miss is None or (c.rates[CLEAN.name]["weed_miss"] or 0.0) <= self.max_weed_miss + 1e-12
+        miss = c.rates[CLEAN.name]["weed_miss"] or 0.0
+        return self.max_weed_miss is None or miss <= self.max_weed_miss + LIMIT_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,12 @@ class Candidate:
 
     @property
     def feasible(self) -> bool:
-        return self.excess <= 1e-12
+        return self.excess <= LIMIT_TOLERANCE
+
+    def over(self, limits: RuleLimits) -> dict[str, float]:
+        """The rows whose crop sprayed rate is over ``limits`` (the limits it was scored under), with the rate."""
+        return {n: r["crop_sprayed"] for n, r in self.rates.items()
+                if (r["crop_sprayed"] or 0.0) - limits.of(n) > LIMIT_TOLERANCE}
 
     def worst_crop(self) -> float:
         return max((r["crop_sprayed"] or 0.0) for r in self.rates.values())

@@ -74,6 +74,29 @@ class ViewEvidence:
         return int(np.size(self.weed_mass))
 
 
+def as_batch(views: ViewEvidence | Sequence[ViewEvidence]) -> ViewEvidence:
+    """A sequence of single views as one batch (arrays, one entry per view); a batch as it is."""
+    if isinstance(views, ViewEvidence):
+        return views
+    return ViewEvidence(np.array([v.weed_log_odds for v in views], np.float64),
+                        np.array([v.vetoed for v in views], bool),
+                        np.array([v.weed_mass for v in views], np.float64),
+                        np.array([v.crop_mass for v in views], np.float64))
+
+
+def agreed_weed(views: ViewEvidence | Sequence[ViewEvidence]) -> float:
+    """The weed probability the views of one place say together: one view, its weed mass; several, the
+    logistic of their mean weed log-odds (what ``SprayRule.combine`` compares with the threshold); none, 0.
+    For the logs ("why was this cell not sprayed"), never for the decision itself."""
+    batch = as_batch(views)
+    n = len(batch)
+    if n == 0:
+        return 0.0
+    if n == 1:
+        return float(np.asarray(batch.weed_mass, np.float64).reshape(-1)[0])
+    return float(1.0 / (1.0 + np.exp(-np.mean(np.asarray(batch.weed_log_odds, np.float64)))))
+
+
 @dataclass(frozen=True)
 class SprayRule:
     """The decision rule in force: ``threshold`` on the weed mass and an optional ``crop_veto``.
@@ -162,11 +185,7 @@ class SprayRule:
         """Whether a place seen in several views sprays: mean weed log-odds >= logit(threshold), no view vetoed.
 
         ``views`` is a batch (``view`` of a matrix) or a sequence of single views; no view: False."""
-        if not isinstance(views, ViewEvidence):
-            views = ViewEvidence(np.array([v.weed_log_odds for v in views], np.float64),
-                                 np.array([v.vetoed for v in views], bool),
-                                 np.array([v.weed_mass for v in views], np.float64),
-                                 np.array([v.crop_mass for v in views], np.float64))
+        views = as_batch(views)
         n = len(views)
         if n == 0:
             return False

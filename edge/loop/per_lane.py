@@ -160,7 +160,8 @@ class LanePlanner:
                  scheduler: SprayScheduler, speed: SpeedSource, *, min_speed_kmh: float = 1.0,
                  tile_rows: int = 0, enable: Callable[[], bool] | None = None,
                  vegetation: VegetationGate | None = None, cell_length_cm: float = CELL_LENGTH_CM,
-                 min_plant_share: float = MIN_PLANT_SHARE, latency_floor_ms: float = LATENCY_FLOOR_MS, scorer: TileScorer | None = None):
+                 min_plant_share: float = MIN_PLANT_SHARE, latency_floor_ms: float = LATENCY_FLOOR_MS,
+                 scorer: TileScorer | None = None, log_spared: bool = True):
         self.classifier = classifier
         self.rule = rule
         self.scorer = scorer or TileClassifier(classifier)  # [model] scoring: how the kept tiles get their Scores
@@ -168,7 +169,9 @@ class LanePlanner:
         self.scheduler = scheduler
         self.tile_rows = tile_rows
         self.cells = CellGrid(rule, geometry, cell_length_cm, min_plant_share)
-        self.spray = SprayPlanner(geometry, scheduler, speed, min_speed_kmh=min_speed_kmh, enable=enable)
+        # spared cells are those the gate saw a plant in; without the gate every cell would be one
+        self.spray = SprayPlanner(geometry, scheduler, speed, min_speed_kmh=min_speed_kmh, enable=enable,
+                                  log_spared=log_spared and vegetation is not None)
         self.latency_floor_ns = int(latency_floor_ms * 1e6)
         self.vegetation = vegetation  # None: every tile is classified
         m = classifier.bundle.manifest
@@ -407,7 +410,7 @@ class LaneProcessor:
         slog = self.scheduler.spray_log
         if self._last_capture_ns is None:  # replay scoring measures the pass from here
             slog.event("pass_start", t_capture_ns=frame.t_capture_ns, frame=frame.frame_id,
-                       speed_kmh=self.planner.speed.speed_kmh())
+                       speed_kmh=self.planner.speed.speed_kmh(), log_spared=self.planner.spray.log_spared)
         self._last_capture_ns = frame.t_capture_ns
         t0 = time.perf_counter_ns()
         scores, lanes, kmh = self.planner.process(frame, self.latency_ms())

@@ -60,6 +60,7 @@ class SprayConfig(BaseModel):
     encoder_pull_up: bool = True  # encoder: true for open-collector sensors that pull the pin to ground
     min_speed_kmh: Finite = Field(default=1.0, ge=0, le=100)  # below this (or stopped) nothing sprays
     log_jsonl: str = ""  # spray log: every planned/executed/late/missed open and close; "" = none
+    log_spared: bool = True  # spray log: also a "spared" line per cell that saw a plant and was not sprayed (replay's "why")
 
     @model_validator(mode="before")
     @classmethod

@@ -7,6 +7,12 @@ frame (``edge.spray.cells``) are planned (``plan``): a cell that sprays becomes 
 interval on the monotonic clock, over the extent of the plant seen in it plus the margins
 (``edge.spray.geometry`` -> ``edge.spray.scheduler``), a spray that the gate refused is
 logged ``not_sprayed``, and a lane with nothing to spray releases its valve's refresh.
+
+Every cell's line says what the cell saw (``cell_fields``): its views, the weed probability
+they agree on (``edge.decide.rule.agreed_weed``), its plant share and the plant's extent on
+the ground (``plant_cm``, cm of distance travelled: replay's coordinate). A cell that saw a
+plant and was not sprayed — the rule said no, a view's crop veto, too sparse — is logged
+``spared`` (``log_spared``, default on), so that replay can say why a weed was missed.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from edge.core.errors import ConfigError
-from edge.spray.cells import CellDecision
+from edge.decide.rule import agreed_weed
+from edge.spray.cells import CellDecision, plant_share
 from edge.spray.geometry import Geometry, kmh_to_cm_s
 from edge.spray.scheduler import SprayScheduler
 from edge.spray.speed import SpeedSource
@@ -39,6 +46,16 @@ class Planned:
     late: int  # ... of which late or missed
 
 
+def cell_fields(d: CellDecision) -> dict:
+    """What a spray-log line says about a decided cell (docs/spray-timing.md, "The spray log")."""
+    c = d.cell
+    out = {"cell": c.index, "views": len(c.views), "first_frame": c.first_frame, "decided": d.why,
+           "weed": round(agreed_weed(c.views), 4), "plant_share": round(plant_share(c), 3)}
+    if c.plant is not None:
+        out["plant_cm"] = [round(c.plant[0], 2), round(c.plant[1], 2)]
+    return out
+
+
 def require_channels(geometry: Geometry, channels: int) -> None:
     """``ConfigError`` unless the output has a channel for every lane's nozzle."""
     highest = max(geometry.channels)
@@ -53,12 +70,13 @@ class SprayPlanner:
     """Speed and enable gate, and the scheduling of the cells decided to spray; owns no thread."""
 
     def __init__(self, geometry: Geometry, scheduler: SprayScheduler, speed: SpeedSource, *,
-                 min_speed_kmh: float = 1.0, enable: Callable[[], bool] | None = None):
+                 min_speed_kmh: float = 1.0, enable: Callable[[], bool] | None = None, log_spared: bool = True):
         self.geometry = geometry
         self.scheduler = scheduler
         self.speed = speed
         self.min_speed_kmh = min_speed_kmh
         self.enable = enable  # the enable switch: off -> nothing sprays
+        self.log_spared = log_spared  # a ``spared`` line for every cell that saw a plant and was not sprayed
         self._disabled = False
         self._too_slow = False
         self.disabled_frames = 0
@@ -103,12 +121,17 @@ class SprayPlanner:
         cells' ground positions become times from there, at this frame's speed."""
         channel = self.geometry.channels[lane]
         spray = [d for d in decisions if d.spray]
+        if self.log_spared:
+            for d in decisions:
+                if not d.spray and d.cell.views:
+                    self.scheduler.spray_log.event("spared", lane=lane, channel=channel, frame=frame_id,
+                                                   **cell_fields(d), vetoed=d.vetoed, sparse=d.sparse)
         if spray and gate.go:
             assert gate.kmh is not None
             return self._schedule(lane, spray, channel, frame_id, distance_cm, t_capture_ns, kmh_to_cm_s(gate.kmh))
         for d in spray:  # too slow or switched off: counted, logged, not sprayed
             self.scheduler.spray_log.event("not_sprayed", lane=lane, channel=channel, frame=frame_id,
-                                           cell=d.cell.index, why=gate.why)
+                                           **cell_fields(d), why=gate.why)
         if not spray and not weed_seen:
             self.scheduler.release(channel)
         return Planned(0, 0)
@@ -124,8 +147,7 @@ class SprayPlanner:
             open_ns, close_ns = self.geometry.interval_ns(rear - distance_cm, front - distance_cm, t_capture_ns,
                                                           cm_s)
             outcome = self.scheduler.plan(channel, open_ns, close_ns, lane=lane, frame_id=frame_id, reason="weed",
-                                          extra={"cell": d.cell.index, "views": len(d.cell.views),
-                                                 "first_frame": d.cell.first_frame, "decided": d.why, **extra})
+                                          extra={**cell_fields(d), **extra})
             scheduled += 1
             late += outcome.status in ("late", "missed")
         return Planned(scheduled, late)

@@ -34,6 +34,17 @@ gets its own row (``PlantScore``: how much of it was sprayed, and how far the ne
 of its lane landed from it); ``--plants`` prints them, ``--json`` always has them, and
 ``--plot FILE.png`` draws the pass (matplotlib, the ``plot`` extra, imported only then).
 
+**Why** (``explain``): a weed not wholly hit, or a crop sprayed, gets a ``cause`` and a
+sentence (``why``) from the pass's cell lines (``planned``, ``late``, ``missed``,
+``not_sprayed``, ``spared``: every decided cell's views, agreed weed probability and plant
+extent, ``edge.spray.planner.cell_fields``) whose plant overlaps it in its lane. A weed:
+``unseen`` (no cell saw a plant there: the vegetation gate called it ground), ``rule`` (the
+views agreed on too low a weed probability), ``veto``, ``sparse``, ``gate`` (too slow, enable
+switch off, max on-time latched), ``late``, ``placement`` (its cells were sprayed, the spray
+landed off it); a crop: ``model`` (a cell on it sprayed: the model called it a weed) or
+``neighbour`` (a spray for a neighbouring weed covered it). A log written before the cell
+lines, or with ``[spray] log_spared = false``, gives ``unknown`` where it cannot tell.
+
 A spray log appends: one file may hold several runs. Each run's lines are those from its
 ``pass_start`` to the next ``pass_start``; one pass is scored, never a mix (``--pass N``,
 1 = the first, -1 = the last, the default), and the output says which of how many.
@@ -46,7 +57,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Literal, Sequence
 
@@ -110,6 +121,8 @@ class PlantScore:
     result: str  # a weed: hit, partly, missed; a crop: sprayed, spared
     nearest_spray_cm: float | None  # 0: sprayed; < 0 the nearest spray of its lane landed short of it
     # (too early), > 0 beyond it (too late); None: its lane was never sprayed
+    cause: str | None = None  # a weed not wholly hit, a crop sprayed: why (WEED_CAUSES, CROP_CAUSES); else None
+    why: str = ""  # the same in a sentence, with the numbers the spray log gave
 
     @property
     def span(self) -> tuple[float, float]:
@@ -152,24 +165,34 @@ class Score:
                 f"{self.pass_m:.1f} m pass; herbicide saved vs blanket {self.saved:.0%}, ideal "
                 f"{self.ideal_saved:.0%} (each weed + margins: {self.ideal_m2:.2f} m²)"
                 + (f" | {self.lines_lost} spray-log line(s) of this pass were lost (disk full): sprays in the gap "
-                   f"are not scored" if self.lines_lost else ""))
+                   f"are not scored" if self.lines_lost else "") + self._causes_line())
+
+    def causes(self) -> dict[str, dict[str, int]]:
+        """How many weeds not wholly hit, and crops sprayed, have each cause (``explain``)."""
+        return {"weed": causes(self.plants, "weed"), "crop": causes(self.plants, "crop")}
+
+    def _causes_line(self) -> str:
+        c = self.causes()
+        parts = [f"{what} by cause: " + ", ".join(f"{k} {n}" for k, n in c[kind].items())
+                 for kind, what in (("weed", "weeds not wholly hit"), ("crop", "crops sprayed")) if c[kind]]
+        return "".join(f" | {x}" for x in parts)
 
     def as_dict(self) -> dict:
         """What ``--json`` prints: every field, ``saved`` and ``ideal_saved``, each plant with its ``covered``."""
         out = {k: v for k, v in self.__dict__.items() if k not in ("plants", "sprayed_by_lane")}
         return {**out, "saved": round(self.saved, 4), "ideal_saved": round(self.ideal_saved, 4),
-                "plants": [asdict(p) for p in self.plants],
+                "causes": self.causes(), "plants": [asdict(p) for p in self.plants],
                 "sprayed_by_lane": [[[round(a, 2), round(b, 2)] for a, b in lane] for lane in self.sprayed_by_lane]}
 
     def table(self) -> str:
         """The plants, one row each (``--plants``)."""
         rows = [f"{'#':>3} {'lane':>4} {'at cm':>8} {'length':>6} {'kind':<4} {'result':<7} {'sprayed':>7} "
-                f"{'nearest spray cm (-short/+beyond)':>33}"]
+                f"{'nearest spray cm (-short/+beyond)':>33}  why"]
         for i, p in enumerate(self.plants, 1):
             near = ("never sprayed" if p.nearest_spray_cm is None else "0.0" if p.nearest_spray_cm == 0
                     else f"{p.nearest_spray_cm:+.1f}")
             rows.append(f"{i:>3} {p.lane:>4} {p.distance_cm:>8.1f} {p.length_cm:>6.1f} {p.kind:<4} {p.result:<7} "
-                        f"{p.covered:>7.0%} {near:>33}")
+                        f"{p.covered:>7.0%} {near:>33}" + (f"  {p.cause}: {p.why}" if p.cause else ""))
         return "\n".join(rows)
 
 
@@ -197,6 +220,118 @@ def _merge(segs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
         else:
             out.append([a, b])
     return [(a, b) for a, b in out]
+
+
+# -- why a weed was missed, why a crop was sprayed ---------------------------------------------
+
+CELL_EVENTS = ("planned", "late", "missed", "not_sprayed", "spared")  # the lines that tell a decided cell
+WEED_CAUSES = ("unseen", "rule", "veto", "sparse", "gate", "late", "placement", "unknown")
+CROP_CAUSES = ("model", "neighbour", "unknown")
+OVERLAP_CM = 1.0  # a cell's plant this close to a plant of the truth is taken to be it (mask vs measured extent)
+
+
+@dataclass(frozen=True)
+class CellLine:
+    """One decided cell of the pass as its spray-log line tells it (``edge.spray.planner.cell_fields``)."""
+
+    event: str  # one of CELL_EVENTS
+    lane: int
+    plant_cm: tuple[float, float]  # (rear, front) of the plant it saw, cm along the pass
+    weed: float  # the weed probability its views agreed on
+    views: int
+    vetoed: bool = False
+    sparse: bool = False
+    plant_share: float = 1.0
+    why: str = ""  # not_sprayed: the gate's reason
+
+    @property
+    def cause(self) -> str:
+        """``sprayed`` or the weed cause this cell gives (WEED_CAUSES)."""
+        if self.event == "planned":
+            return "sprayed"
+        if self.event in ("late", "missed"):
+            return "late"
+        if self.event == "not_sprayed":
+            return "gate"
+        return "sparse" if self.sparse else "veto" if self.vetoed else "rule"
+
+    @classmethod
+    def from_line(cls, e: dict) -> "CellLine | None":
+        """The cell of a (checked) spray-log line; None for a line without one (another event, an older log)."""
+        if e["event"] not in CELL_EVENTS or e.get("lane") is None or e.get("plant_cm") is None:
+            return None
+        rear, front = e["plant_cm"]
+        return cls(e["event"], int(e["lane"]), (float(rear), float(front)), float(e.get("weed", 0.0)),
+                   int(e.get("views", 0)), bool(e.get("vetoed", False)), bool(e.get("sparse", False)),
+                   float(e.get("plant_share", 1.0)), str(e.get("why", "")))
+
+
+def cell_lines(events: Sequence[dict]) -> dict[int, list[CellLine]]:
+    """Per lane: the pass's decided cells that saw a plant."""
+    out: dict[int, list[CellLine]] = {}
+    for e in events:
+        c = CellLine.from_line(e)
+        if c is not None:
+            out.setdefault(c.lane, []).append(c)
+    return out
+
+
+def _views(c: CellLine) -> str:
+    return f"{c.views} view{'s' if c.views != 1 else ''}"
+
+
+def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | None) -> tuple[str | None, str]:
+    """Why a weed was not wholly hit, or a crop sprayed: (cause, sentence); (None, "") for the others.
+
+    ``cells``: the decided cells of its lane; ``spared_logged``: the pass logged its spared cells (None: the log
+    does not say, it predates the cell lines)."""
+    weed = row.kind == "weed"
+    if (row.result == "hit") if weed else (row.result == "spared"):
+        return None, ""
+    lo, hi = row.span
+    mine = [c for c in cells if c.plant_cm[0] < hi + OVERLAP_CM and c.plant_cm[1] > lo - OVERLAP_CM]
+    if spared_logged is None and not mine:
+        return "unknown", "the spray log has no cell lines (written before edge-run logged them)"
+    if not weed:
+        hot = [c for c in mine if c.cause in ("sprayed", "late")]
+        if hot:
+            c = max(hot, key=lambda c: c.weed)
+            return "model", f"read as a weed: its views agreed on weed {c.weed:.2f} ({_views(c)})"
+        return "neighbour", "no cell on it sprayed: the spray (and its margins) for a weed next to it covered it"
+    not_sprayed = [c for c in mine if c.cause != "sprayed"]
+    if not_sprayed:
+        counts: dict[str, int] = {}
+        for c in not_sprayed:
+            counts[c.cause] = counts.get(c.cause, 0) + 1
+        cause = max(counts, key=lambda k: (counts[k], -WEED_CAUSES.index(k)))
+        c = max((c for c in not_sprayed if c.cause == cause), key=lambda c: c.weed)
+        n = f" ({counts[cause]} of its {len(mine)} cells)" if len(mine) > 1 else ""
+        text = {"rule": f"the views agreed on weed {c.weed:.2f}, below the threshold ({_views(c)})",
+                "veto": f"a view's crop probability reached the crop veto (weed {c.weed:.2f}, {_views(c)})",
+                "sparse": f"a plant in only {c.plant_share:.0%} of the views that covered it (weed {c.weed:.2f}, "
+                          f"{_views(c)}): below [spray] min_plant_share",
+                "gate": f"decided to spray, not sprayed: {c.why or 'the speed or enable gate'}",
+                "late": "decided to spray too late for the nozzle (the pipeline was slower than the speed allows)"}
+        return cause, text[cause] + n
+    if mine:
+        near = "" if row.nearest_spray_cm in (None, 0) else f"; the nearest spray {row.nearest_spray_cm:+.1f} cm"
+        return "placement", (f"its {len(mine)} cell(s) were sprayed, the spray covered {row.covered:.0%} of it"
+                             f"{near}: check nozzle_distance_cm, the speed and the valve lags")
+    if spared_logged is False:
+        return "unknown", ("no sprayed cell on it, and the pass did not log its spared cells ([spray] log_spared = "
+                           "false, or the vegetation gate off)")
+    return "unseen", "no cell saw a plant here: the vegetation gate called it bare ground"
+
+
+def causes(rows: Iterable[PlantScore], kind: str) -> dict[str, int]:
+    """How many plants of ``kind`` have each cause, in the causes' order."""
+    order = WEED_CAUSES if kind == "weed" else CROP_CAUSES
+    n = {c: 0 for c in order}
+    for r in rows:
+        if r.kind == kind and r.cause is not None:
+            n[r.cause] += 1
+    return {c: k for c, k in n.items() if k}
+
 
 
 def sprayed_segments(events: Sequence[dict], geom: Geometry, track: PassTrack) -> dict[int, list]:
@@ -265,6 +400,8 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     lane_segs = tuple(tuple(segs.get(geom.channels[lane], [])) for lane in range(geom.lanes))  # a channel sprays
     # every lane mapped to it
     rows: list[PlantScore] = []
+    cells = cell_lines(events)
+    spared_logged = events[0].get("log_spared")  # None: a log from before the cell lines
     weed_area = 0.0
     ideal: dict[int, list[tuple[float, float]]] = {}
     for p in (p.placed(track.distance_at) for p in plants):
@@ -284,8 +421,10 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
         else:
             result = "sprayed" if covered > 0 or share > 0 else "spared"
         near = _nearest(lane_segs[p.lane], lo, hi)
-        rows.append(PlantScore(p.lane, round(p.distance_cm, 2), p.length_cm, p.kind, round(covered, 2),
-                               round(share, 4), result, None if near is None else round(near, 2)))  # to 0.1 mm
+        row = PlantScore(p.lane, round(p.distance_cm, 2), p.length_cm, p.kind, round(covered, 2),
+                         round(share, 4), result, None if near is None else round(near, 2))  # to 0.1 mm
+        cause, why = explain(row, cells.get(p.lane, ()), spared_logged)
+        rows.append(replace(row, cause=cause, why=why))
     count = {r: sum(1 for x in rows if x.result == r) for r in WEED_RESULTS + CROP_RESULTS}
     sprayed = sum(sum(b - a for a, b in lane_segs[lane]) * widths[lane] for lane in range(geom.lanes))
     ideal_cm2 = sum(sum(b - a for a, b in _merge(s)) * widths[lane] for lane, s in ideal.items())
@@ -326,6 +465,7 @@ class _SprayLine(BaseModel):
 class _PassStart(_SprayLine):
     t_capture_ns: _Ns
     speed_kmh: _Kmh | None = None
+    log_spared: bool | None = None  # the pass logs a line for every cell it spared (None: an older log)
 
 
 class _SpeedLine(_SprayLine):
@@ -347,9 +487,26 @@ class _Gap(_SprayLine):
     lines_lost: Annotated[int, Field(ge=0)]
 
 
+_Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class _CellSprayLine(_SprayLine):
+    """A decided cell's line (CELL_EVENTS): what ``explain`` reads, each optional (older logs lack them)."""
+
+    lane: Annotated[int, Field(ge=0, le=MAX_LANES)] | None = None
+    plant_cm: Annotated[list[_Cm], Field(min_length=2, max_length=2)] | None = None
+    weed: _Share | None = None
+    views: Annotated[int, Field(ge=0)] | None = None
+    vetoed: bool | None = None
+    sparse: bool | None = None
+    plant_share: _Share | None = None
+    why: str | None = None
+
+
 # the keys replay reads, by event; any other event only needs the common two
 _SPRAY_LINES: dict[str, type[_SprayLine]] = {"pass_start": _PassStart, "speed": _SpeedLine, "open": _Switched,
-                                             "close": _Switched, "pass_end": _PassEnd, "gap": _Gap}
+                                             "close": _Switched, "pass_end": _PassEnd, "gap": _Gap,
+                                             **{e: _CellSprayLine for e in CELL_EVENTS}}
 
 
 def _shown(value: Any) -> str:

@@ -273,9 +273,30 @@ def test_a_weed_is_sprayed_over_its_extent_only(classifier, tmp_path):
     events = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
     planned = [e for e in events if e["event"] == "planned"]
     assert [(e["views"], e["decided"], e["first_frame"]) for e in planned] == [(3, "leaving", 1)] * 2
+    # each cell's line says what it saw: the weed probability its views agreed on, where the plant was (cm of
+    # distance travelled: 0..10), and the slivers beside it are logged spared, by the rule (not vetoed, not sparse)
+    assert [(e["plant_cm"], e["weed"] > 0.9, e["plant_share"]) for e in planned] == [([0.0, 5.0], True, 1.0),
+                                                                                   ([5.0, 10.0], True, 1.0)]
+    spared = [e for e in events if e["event"] == "spared"]
+    assert [(e["cell"], e["plant_cm"], e["weed"] < 0.5, e["vetoed"], e["sparse"]) for e in spared] == [
+        (-1, [-0.5, 0.0], True, False, False), (2, [10.0, 10.5], True, False, False)]
+    assert spared[1]["views"] == 3 and spared[1]["plant_share"] == 0.75  # 3 of the 4 views that covered it
     # the frame result says where the plants to spray are (for a live view): -20..-10 cm at the third frame
     assert [(round(a), round(b)) for a, b in res[2].targets_cm] == [(-20, -15), (-15, -10)]
     assert res[2].log_fields()["targets_cm"] == [[round(a, 2), round(b, 2)] for a, b in res[2].targets_cm]
+
+
+@pytest.mark.parametrize("log_spared", [True, False])
+def test_a_vetoed_weed_is_logged_spared_unless_switched_off(classifier, tmp_path, log_spared):
+    clock, sched, p, speed = make(classifier, path=tmp_path / "s.jsonl")
+    p.spray.log_spared = log_spared
+    p.retune(SprayRule(0.5, 0.0, labels=classifier.labels, weed_labels=("weed",), crop_labels=("crop",)), None)
+    drive(p, clock, speed, plant_cm=0.0)  # a crop veto at crop probability 0: every view is vetoed
+    events = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert sched.planned == 0 and not [e for e in events if e["event"] != "spared"]
+    spared = [(e["cell"], e["plant_cm"], e["vetoed"], e["weed"] > 0.9) for e in events]
+    assert spared == ([(-1, [-0.5, 0.0], True, False), (0, [0.0, 5.0], True, True), (1, [5.0, 10.0], True, True),
+                       (2, [10.0, 10.5], True, False)] if log_spared else [])
 
 
 def test_margins_widen_the_plants_interval(classifier):

@@ -310,6 +310,70 @@ def test_the_ideal_is_each_weed_plus_both_margins_across_its_lane():
     assert score(log(), [], cfg()).ideal_m2 == 0.0 and score(log(), [], cfg()).sprayed_m2 == 0.0
 
 
+def cell(event, lane, rear, front, weed=0.3, views=3, **kw):
+    """A decided cell's spray-log line, as ``edge.spray.planner.cell_fields`` writes it."""
+    return {"event": event, "t_mono_ns": 1, "lane": lane, "channel": lane, "plant_cm": [rear, front], "weed": weed,
+            "views": views, "cell": int(rear // 5), "plant_share": kw.pop("plant_share", 1.0), **kw}
+
+
+def why_log(*cells, spared=True, sprays=((0, 2.0, 2.2),)):
+    """``log`` (100..120 cm of lane 0 sprayed) with a pass_start that says whether spared cells were logged."""
+    ev = log(*sprays)
+    ev[0] = {**ev[0], "log_spared": spared} if spared is not None else ev[0]
+    return [ev[0], *cells, *ev[1:]]
+
+
+# lane 0 is sprayed over 100..120 cm (100 cm/s, spray line 100 cm behind); every plant is 10 cm long
+@pytest.mark.parametrize("plant, cells, spared, cause, words", [
+    (Plant(0, 110, 10), [cell("planned", 0, 105, 115, 0.9)], True, None, ""),  # hit: nothing to explain
+    (Plant(0, 200, 10), [], True, "unseen", "vegetation gate"),
+    (Plant(0, 200, 10), [cell("spared", 0, 196, 204, 0.31)], True, "rule", "weed 0.31, below the threshold (3 views)"),
+    (Plant(0, 200, 10), [cell("spared", 0, 195, 200, 0.2), cell("spared", 0, 200, 205, 0.45)], True, "rule",
+     "weed 0.45, below the threshold (3 views) (2 of its 2 cells)"),  # the cell closest to spraying is named
+    (Plant(0, 200, 10), [cell("spared", 0, 196, 204, 0.7, vetoed=True)], True, "veto", "crop veto"),
+    (Plant(0, 200, 10), [cell("spared", 0, 196, 204, 0.9, views=1, sparse=True, plant_share=0.25)], True, "sparse",
+     "only 25% of the views"),
+    (Plant(0, 200, 10), [cell("not_sprayed", 0, 196, 204, 0.9, why="enable switch off")], True, "gate",
+     "enable switch off"),
+    (Plant(0, 200, 10), [cell("missed", 0, 196, 204, 0.9)], True, "late", "too late"),
+    (Plant(0, 200, 10), [cell("planned", 0, 196, 204, 0.9)], True, "placement", "the nearest spray -75.0 cm"),
+    (Plant(0, 200, 10), [cell("spared", 1, 196, 204, 0.3)], True, "unseen", ""),  # another lane's cell
+    (Plant(0, 200, 10), [cell("spared", 0, 170, 180, 0.3)], True, "unseen", ""),  # ground not overlapping it
+    (Plant(0, 200, 10), [cell("spared", 0, 205.5, 210, 0.3)], True, "rule", ""),  # 0.5 cm off: the same plant
+    (Plant(0, 200, 10), [], False, "unknown", "log_spared"),
+    (Plant(0, 200, 10), [], None, "unknown", "no cell lines"),
+    (Plant(0, 200, 10), [cell("spared", 0, 196, 204, 0.3)], None, "rule", ""),  # a line is a line, logged or not
+    (Plant(0, 110, 10, "crop"), [cell("planned", 0, 105, 115, 0.83, views=2)], True, "model",
+     "weed 0.83 (2 views)"),
+    (Plant(0, 110, 10, "crop"), [cell("spared", 0, 105, 115, 0.1)], True, "neighbour", "a weed next to it"),
+    (Plant(0, 300, 10, "crop"), [cell("planned", 0, 295, 305, 0.9)], True, None, ""),  # not sprayed: spared
+])
+def test_each_weed_missed_and_crop_sprayed_says_why(plant, cells, spared, cause, words):
+    [row] = score(why_log(*cells, spared=spared), [plant], cfg()).plants
+    assert row.cause == cause and words in row.why, row
+
+
+def test_the_score_counts_the_causes():
+    cells = [cell("spared", 0, 196, 204, 0.3), cell("spared", 0, 396, 404, 0.3), cell("planned", 0, 105, 115, 0.9)]
+    s = score(why_log(*cells), [Plant(0, 200, 10), Plant(0, 400, 10), Plant(0, 600, 10), Plant(0, 110, 10, "crop")],
+              cfg())
+    assert s.causes() == {"weed": {"unseen": 1, "rule": 2}, "crop": {"model": 1}}
+    assert s.line().endswith("| weeds not wholly hit by cause: unseen 1, rule 2 | crops sprayed by cause: model 1")
+    assert s.as_dict()["causes"] == s.causes()
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"plant_cm": [1.0]}, "plant_cm"), ({"plant_cm": "1..2"}, "plant_cm"), ({"weed": 1.5}, "weed"),
+    ({"views": -1}, "views"), ({"vetoed": "yes"}, "vetoed"), ({"lane": -2}, "lane"),
+])
+def test_a_bad_cell_line_is_an_error_naming_the_key(tmp_path, capsys, bad, words):
+    line = {**cell("spared", 0, 196, 204), **bad}
+    args, _ = _replay_files(tmp_path, _lines(why_log(line)))
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "line 2" in err and words in err, err
+
+
 def _plant_files(tmp_path, **spray):
     conf, truth, slog = tmp_path / "c.toml", tmp_path / "truth.jsonl", tmp_path / "spray.jsonl"
     conf.write_text(spray_toml(cfg(**spray)))
@@ -324,12 +388,17 @@ def test_plants_on_the_command_line(tmp_path, capsys):
     line, header, *rows = capsys.readouterr().out.splitlines()
     assert line.startswith("pass 1 of 1: weeds 6: 2 hit, 1 partly, 3 missed") and "kind" in header
     assert [r.split()[5] for r in rows] == [result for _, result, *_ in PLANTS]
-    assert rows[2].split()[-1] == "-75.0" and rows[1].split()[6] == "50%"
+    assert rows[2].split()[7] == "-75.0" and rows[1].split()[6] == "50%"
+    # a log without cell lines cannot say why: the rows say so, the hit weed and the spared crop say nothing
+    assert [r.split("  ")[-1].split(":")[0] if "unknown" in r else None for r in rows] == \
+        [None, "unknown", "unknown", "unknown", None, "unknown", "unknown", None]
     assert main(args + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [p["result"] for p in out["plants"]] == [result for _, result, *_ in PLANTS]
     assert out["plants"][1] == {"lane": 0, "distance_cm": 310.0, "length_cm": 20.0, "kind": "weed", "covered_cm": 10.0,
-                                "covered": 0.5, "result": "partly", "nearest_spray_cm": 0.0}
+                                "covered": 0.5, "result": "partly", "nearest_spray_cm": 0.0, "cause": "unknown",
+                                "why": "the spray log has no cell lines (written before edge-run logged them)"}
+    assert out["causes"] == {"weed": {"unknown": 4}, "crop": {"unknown": 1}}
     assert out["sprayed_by_lane"] == [[[100.0, 120.0], [305.0, 315.0]], [[500.0, 530.0]]]
     assert out["ideal_m2"] == pytest.approx(0.22) and out["ideal_saved"] == 0.978
 
@@ -458,6 +527,14 @@ def test_a_synthetic_pass_hits_every_weed_and_spares_the_crop(tmp_path, capsys):
     # the same log scored as if the nozzles were 50 cm further back: the sprays would have landed short
     off = score(events, plants, c.model_copy(update={"nozzle_distance_cm": 150.0}))
     assert off.hits == 0 and off.misses == 2
+    # ... and each miss says so: its cells were sprayed, the spray landed short of it
+    assert [(r.cause, "check nozzle_distance_cm" in r.why) for r in off.plants if r.kind == "weed"] == \
+        [("placement", True)] * 2
+    # without the vegetation gate no cell line says "spared" (every cell would be one): a weed where nothing
+    # sprayed cannot be explained, and the pass says why
+    assert events[0]["log_spared"] is False and not [e for e in events if e["event"] == "spared"]
+    [again] = score(events, [Plant(1, 320, 16)], c).plants
+    assert again.cause == "unknown" and "log_spared" in again.why
     # and the command line over the same files, with the truth by distance and by time (100 cm/s)
     (tmp_path / "truth.jsonl").write_text("".join(json.dumps(p.__dict__) + "\n" for p in plants))
     (tmp_path / "truth_t.jsonl").write_text("".join(json.dumps(

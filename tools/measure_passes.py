@@ -133,6 +133,20 @@ def row(runs: list[Run]) -> str:
             f"| {some}/{w} ({pct(some, w)}) | {sprayed} of {crops} ({pct(sprayed, crops)}) | {saved:.1%} | {ideal:.1%} | {late} | {dropped} |")
 
 
+def cause_row(runs: list[Run]) -> str:
+    """Why the weeds not wholly hit were not, and why the crops sprayed were (edge-replay's causes), summed."""
+    total: dict[str, dict[str, int]] = {"weed": {}, "crop": {}}
+    for r in runs:
+        for kind, counts in r.score.causes().items():
+            for cause, n in counts.items():
+                total[kind][cause] = total[kind].get(cause, 0) + n
+    first = runs[0]
+    cell = {k: ", ".join(f"{c} {n}" for c, n in v.items()) or "—" for k, v in total.items()}
+    return f"| {first.speed_kmh:g} km/h, {first.condition} | {cell['weed']} | {cell['crop']} |"
+
+
+CAUSES_HEADER = ("| pass | weeds not wholly hit, by cause | crops sprayed, by cause |\n|---|---|---|")
+
 HEADER = ("| pass (seeds {seeds}) | weeds hit (full) | hit or partly | crops sprayed | saved vs blanket | ideal "
           "| late sprays per run | frames dropped per run |\n|---|---:|---:|---:|---:|---:|---:|---:|")
 
@@ -187,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     for v in speeds:
         for c in chosen:
             print(row([r for r in runs if r.speed_kmh == v and r.condition == c]))
+    print("\n" + CAUSES_HEADER)  # edge-replay's causes (docs/spray-timing.md, "Replay scoring": Why)
+    for v in speeds:
+        for c in chosen:
+            print(cause_row([r for r in runs if r.speed_kmh == v and r.condition == c]))
     if a.runs:
         print()
         for r in runs:

@@ -37,6 +37,19 @@ def test_a_row_sums_its_runs(tool):
                               "| 10 of 109, 0 of 109 |")
 
 
+def test_a_cause_row_sums_the_causes_of_its_runs(tool):
+    from edge.tools.replay import PlantScore
+
+    def scored(*causes):
+        plants = tuple(PlantScore(0, 10.0 * i, 5.0, kind, 0.0, 0.0, "missed" if kind == "weed" else "sprayed", None,
+                                  cause) for i, (kind, cause) in enumerate(causes))
+        return tool.Run(10.0, "clean", 1, Score(0, 0, 0, 0, 0, 0, 0.0, 0.0, 4.0, 10.0, plants=plants), "", "")
+
+    runs = [scored(("weed", "rule"), ("weed", "unseen"), ("crop", "model")), scored(("weed", "rule"), ("weed", None))]
+    assert tool.cause_row(runs) == "| 10 km/h, clean | unseen 1, rule 2 | model 1 |"
+    assert tool.cause_row([scored()]) == "| 10 km/h, clean | — | — |"
+
+
 def test_a_pass_without_plants_has_no_rates(tool):
     row = tool.row([run(tool, 1, 0, 0, 0, 0, 0, 0.02, 0.0, 0, "done: 73 frames, 0 weed frames, 0 dropped")])
     assert row.startswith("| 10 km/h, clean | 0/0 (—) | 0/0 (—) | 0 of 0 (—) | 99.5% | 100.0% |")
@@ -65,7 +78,11 @@ def test_a_clocked_run_scores_a_short_made_pass(tool, tmp_path):
     assert tool.Run(10.0, "clean", 2, s, "clocked", "").dropped == "0 (clocked)"
     # the rule overrides: a veto at crop probability 0 vetoes every view, so nothing sprays; "none" is the bundle's
     # shipped rule here (it has no veto), so it sprays what the run above sprayed
-    assert run_clocked(conf, avi, truth, decision={"crop_veto": 0.0}).sprayed_m2 == 0.0
+    vetoed = run_clocked(conf, avi, truth, decision={"crop_veto": 0.0})
+    assert vetoed.sprayed_m2 == 0.0
+    # ... and edge-replay says why each weed was missed: vetoed (or, for one the gate missed, unseen)
+    assert vetoed.causes()["weed"].get("veto", 0) >= s.weeds - 1 and set(vetoed.causes()["weed"]) <= {"veto", "unseen"}
+    assert tool.cause_row([tool.Run(10.0, "clean", 2, vetoed, "clocked", "")]).startswith("| 10 km/h, clean | ")
     assert run_clocked(conf, avi, truth, decision={"crop_veto": "none"}).sprayed_m2 == s.sprayed_m2
     # [spray] min_plant_share: 0 lets a single view spray, 1 asks every view that covered a cell to see a plant
     # there; the default (0.5) lies between them

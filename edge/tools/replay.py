@@ -654,10 +654,16 @@ def plot_title(s: Score) -> str:
             f"{s.saved:.0%}, ideal {s.ideal_saved:.0%}")
 
 
+def plot_labels(s: Score) -> list[tuple[float, int, str]]:
+    """The cause written beside each weed not wholly hit and each crop sprayed: (metres along travel, lane,
+    text), the text edge-replay's cause (``explain``)."""
+    return [(p.distance_cm / 100, p.lane, p.cause) for p in s.plants if p.cause]
+
+
 def plot_pass(s: Score, path: str | Path) -> None:
     """Draw the pass: x = distance along travel (m), one band per lane (lane 0, the image's left, on top);
     plants as rectangles coloured by kind, sprayed ground as translucent bars, missed and partly hit weeds
-    and sprayed crops marked; the summary in the title. Raises ``PlotUnavailable`` without matplotlib and
+    and sprayed crops marked, each with its cause (``plot_labels``); the summary in the title. Raises ``PlotUnavailable`` without matplotlib and
     ``ConfigError`` when the file cannot be written."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch, Rectangle
@@ -692,6 +698,10 @@ def plot_pass(s: Score, path: str | Path) -> None:
                 shape, colour = marks[p.result]
                 ax.scatter([p.distance_cm / 100], [p.lane + 0.17], marker=shape, s=28, zorder=3,
                            facecolors="none" if shape == "o" else colour, edgecolors=colour, linewidths=1.0)
+        for x, lane, text in plot_labels(s):
+            if x0 / 100 <= x <= (x0 + span) / 100:
+                ax.annotate(text, (x, lane + 0.17), xytext=(5, 0), textcoords="offset points", fontsize=6,
+                            va="center", zorder=4)
     axes[-1].set_xlabel("distance along travel (m, from the ground under the image centre at the first frame)",
                         fontsize=9)
     fig.suptitle(plot_title(s), fontsize=10, y=1 - 0.08 * DPI / height_px, va="top")

@@ -412,7 +412,7 @@ def _png_size(path):
 def test_plot_draws_the_pass_as_a_png(tmp_path, capsys):
     import cv2
 
-    from edge.tools.replay import plot_size_px
+    from edge.tools.replay import plot_labels, plot_size_px
 
     png = tmp_path / "pass.png"
     assert main(_plant_files(tmp_path) + ["--plot", str(png)]) == 0
@@ -428,6 +428,12 @@ def test_plot_draws_the_pass_as_a_png(tmp_path, capsys):
     assert pixels((40, 39, 214)) > 100  # the weeds (#d62728)
     assert pixels((44, 160, 44)) > 50  # the crops (#2ca02c)
     assert pixels((233, 214, 188)) > 1000  # sprayed ground: #1f77b4 at 30 % on white
+    # each weed not wholly hit and the crop sprayed carry their cause beside the mark (a log without cell lines:
+    # unknown); a log with them names each
+    assert plot_labels(score(log(*SPRAYS), [p for p, *_ in PLANTS], cfg())) == [
+        (3.1, 0, "unknown"), (2.0, 0, "unknown"), (0.5, 1, "unknown"), (2.5, 0, "unknown"), (5.2, 1, "unknown")]
+    s = score(why_log(cell("spared", 0, 196, 204, 0.3)), [Plant(0, 200, 10), Plant(0, 110, 10)], cfg())
+    assert plot_labels(s) == [(2.0, 0, "rule")]
 
 
 def test_plot_without_matplotlib_is_one_line_saying_how_to_install_it(tmp_path, capsys, monkeypatch):

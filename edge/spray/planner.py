@@ -121,20 +121,28 @@ class SprayPlanner:
         cells' ground positions become times from there, at this frame's speed."""
         channel = self.geometry.channels[lane]
         spray = [d for d in decisions if d.spray]
-        if self.log_spared:
-            for d in decisions:
-                if not d.spray and d.cell.views:
-                    self.scheduler.spray_log.event("spared", lane=lane, channel=channel, frame=frame_id,
-                                                   **cell_fields(d), vetoed=d.vetoed, sparse=d.sparse)
         if spray and gate.go:
             assert gate.kmh is not None
-            return self._schedule(lane, spray, channel, frame_id, distance_cm, t_capture_ns, kmh_to_cm_s(gate.kmh))
-        for d in spray:  # too slow or switched off: counted, logged, not sprayed
-            self.scheduler.spray_log.event("not_sprayed", lane=lane, channel=channel, frame=frame_id,
-                                           **cell_fields(d), why=gate.why)
-        if not spray and not weed_seen:
-            self.scheduler.release(channel)
-        return Planned(0, 0)
+            planned = self._schedule(lane, spray, channel, frame_id, distance_cm, t_capture_ns,
+                                     kmh_to_cm_s(gate.kmh))
+        else:
+            for d in spray:  # too slow or switched off: counted, logged, not sprayed
+                self.scheduler.spray_log.event("not_sprayed", lane=lane, channel=channel, frame=frame_id,
+                                               **cell_fields(d), why=gate.why)
+            if not spray and not weed_seen:
+                self.scheduler.release(channel)
+            planned = Planned(0, 0)
+        self._log_spared(lane, channel, decisions, frame_id)  # after the valves: the record waits, they do not
+        return planned
+
+    def _log_spared(self, lane: int, channel: int, decisions: Sequence[CellDecision], frame_id: int) -> None:
+        spray_log = self.scheduler.spray_log
+        if not (self.log_spared and spray_log.writes):  # nothing to write to: not worth the fields
+            return
+        for d in decisions:
+            if not d.spray and d.cell.views:
+                spray_log.event("spared", lane=lane, channel=channel, frame=frame_id, **cell_fields(d),
+                                vetoed=d.vetoed, sparse=d.sparse)
 
     def _schedule(self, lane: int, decisions: Sequence[CellDecision], channel: int, frame_id: int,
                   distance_cm: float, t_capture_ns: int, cm_s: float) -> Planned:

@@ -64,6 +64,11 @@ class SprayLog:
         self.forced_rotations = 0  # rotations at hard_max_bytes with a valve open
 
     @property
+    def writes(self) -> bool:
+        """Lines go to a file (False: no ``log_jsonl``; events are only counted)."""
+        return self._out.path is not None
+
+    @property
     def rotations(self) -> int:
         return self._out.rotations
 

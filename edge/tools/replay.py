@@ -227,7 +227,9 @@ def _merge(segs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
 CELL_EVENTS = ("planned", "late", "missed", "not_sprayed", "spared")  # the lines that tell a decided cell
 WEED_CAUSES = ("unseen", "rule", "veto", "sparse", "gate", "late", "placement", "unknown")
 CROP_CAUSES = ("model", "neighbour", "unknown")
-OVERLAP_CM = 1.0  # a cell's plant this close to a plant of the truth is taken to be it (mask vs measured extent)
+MATCH_CM = 0.5  # a cell whose plant overlaps a plant of the truth by more (or by half its length) is its cell
+OVERLAP_CM = 1.0  # ... and, when none does, cells whose plant is this close are taken to be it (mask vs truth)
+DROPPED_EVENTS = ("blocked", "cancelled", "max_on")  # lines that say planned sprays were dropped or cut short
 
 
 @dataclass(frozen=True)
@@ -257,13 +259,14 @@ class CellLine:
 
     @classmethod
     def from_line(cls, e: dict) -> "CellLine | None":
-        """The cell of a (checked) spray-log line; None for a line without one (another event, an older log)."""
+        """The cell of a (checked: ``_CellSprayLine``) spray-log line; None for a line without one (another
+        event, an older log)."""
         if e["event"] not in CELL_EVENTS or e.get("lane") is None or e.get("plant_cm") is None:
             return None
-        rear, front = e["plant_cm"]
-        return cls(e["event"], int(e["lane"]), (float(rear), float(front)), float(e.get("weed", 0.0)),
-                   int(e.get("views", 0)), bool(e.get("vetoed", False)), bool(e.get("sparse", False)),
-                   float(e.get("plant_share", 1.0)), str(e.get("why", "")))
+        rear, front = sorted(float(x) for x in e["plant_cm"])
+        return cls(e["event"], int(e["lane"]), (rear, front), float(e.get("weed", 0.0)), int(e.get("views", 0)),
+                   bool(e.get("vetoed", False)), bool(e.get("sparse", False)), float(e.get("plant_share", 1.0)),
+                   " ".join(str(e.get("why", "")).split())[:80])  # one short line in a table
 
 
 def cell_lines(events: Sequence[dict]) -> dict[int, list[CellLine]]:
@@ -280,16 +283,36 @@ def _views(c: CellLine) -> str:
     return f"{c.views} view{'s' if c.views != 1 else ''}"
 
 
-def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | None) -> tuple[str | None, str]:
+def _overlap(c: CellLine, lo: float, hi: float) -> float:
+    """How far a cell's plant overlaps [lo, hi] (cm; negative: the gap between them)."""
+    return min(c.plant_cm[1], hi) - max(c.plant_cm[0], lo)
+
+
+def plant_cells(cells: Sequence[CellLine], lo: float, hi: float) -> tuple[list[CellLine], bool]:
+    """The cells that saw the plant at [lo, hi], and whether they overlap it (False: only near it): those whose
+    plant overlaps it by more than ``MATCH_CM`` (or half its length), else those within ``OVERLAP_CM`` of it — so
+    a neighbour's cell a sliver into it does not count while its own cells are there."""
+    own = [c for c in cells if _overlap(c, lo, hi) > min(MATCH_CM, (hi - lo) / 2)]
+    return (own, True) if own else ([c for c in cells if _overlap(c, lo, hi) > -OVERLAP_CM], False)
+
+
+def _seen_cm(cells: Sequence[CellLine], lo: float, hi: float) -> float:
+    """How much of [lo, hi] the cells' plants cover."""
+    return _union_len(_merge(c.plant_cm for c in cells), lo, hi)
+
+
+def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | None,
+            dropped: int = 0) -> tuple[str | None, str]:
     """Why a weed was not wholly hit, or a crop sprayed: (cause, sentence); (None, "") for the others.
 
     ``cells``: the decided cells of its lane; ``spared_logged``: the pass logged its spared cells (None: the log
-    does not say, it predates the cell lines)."""
+    does not say, it predates the cell lines); ``dropped``: the pass's lines that dropped or cut planned sprays
+    (``DROPPED_EVENTS``)."""
     weed = row.kind == "weed"
     if (row.result == "hit") if weed else (row.result == "spared"):
         return None, ""
     lo, hi = row.span
-    mine = [c for c in cells if c.plant_cm[0] < hi + OVERLAP_CM and c.plant_cm[1] > lo - OVERLAP_CM]
+    mine, own = plant_cells(cells, lo, hi)
     if spared_logged is None and not mine:
         return "unknown", "the spray log has no cell lines (written before edge-run logged them)"
     if not weed:
@@ -313,13 +336,19 @@ def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | No
                 "gate": f"decided to spray, not sprayed: {c.why or 'the speed or enable gate'}",
                 "late": "decided to spray too late for the nozzle (the pipeline was slower than the speed allows)"}
         return cause, text[cause] + n
-    if mine:
+    # every cell on it sprayed: the spray landed off what they saw, or part of the weed was in no cell
+    if mine and (not own or row.covered_cm + MATCH_CM < _seen_cm(mine, lo, hi)):
         near = "" if row.nearest_spray_cm in (None, 0) else f"; the nearest spray {row.nearest_spray_cm:+.1f} cm"
+        cut = (f"; the pass has {dropped} blocked, cancelled or max-on line(s): a spray may have been dropped"
+               if dropped else "")
         return "placement", (f"its {len(mine)} cell(s) were sprayed, the spray covered {row.covered:.0%} of it"
-                             f"{near}: check nozzle_distance_cm, the speed and the valve lags")
-    if spared_logged is False:
-        return "unknown", ("no sprayed cell on it, and the pass did not log its spared cells ([spray] log_spared = "
-                           "false, or the vegetation gate off)")
+                             f"{near}: check nozzle_distance_cm, the speed and the valve lags{cut}")
+    if spared_logged is not True:
+        return "unknown", ("no cell line for " + ("the rest of it" if mine else "it") + ", and the pass did not log "
+                           "its spared cells ([spray] log_spared = false, the vegetation gate off, or an older log)")
+    if mine:
+        seen = _seen_cm(mine, lo, hi) / (hi - lo) if hi > lo else 1.0
+        return "unseen", (f"the vegetation gate saw {seen:.0%} of it, and that was sprayed; no cell saw the rest")
     return "unseen", "no cell saw a plant here: the vegetation gate called it bare ground"
 
 
@@ -402,6 +431,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     rows: list[PlantScore] = []
     cells = cell_lines(events)
     spared_logged = events[0].get("log_spared")  # None: a log from before the cell lines
+    dropped = sum(1 for e in events if e["event"] in DROPPED_EVENTS)
     weed_area = 0.0
     ideal: dict[int, list[tuple[float, float]]] = {}
     for p in (p.placed(track.distance_at) for p in plants):
@@ -423,7 +453,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
         near = _nearest(lane_segs[p.lane], lo, hi)
         row = PlantScore(p.lane, round(p.distance_cm, 2), p.length_cm, p.kind, round(covered, 2),
                          round(share, 4), result, None if near is None else round(near, 2))  # to 0.1 mm
-        cause, why = explain(row, cells.get(p.lane, ()), spared_logged)
+        cause, why = explain(row, cells.get(p.lane, ()), spared_logged, dropped)
         rows.append(replace(row, cause=cause, why=why))
     count = {r: sum(1 for x in rows if x.result == r) for r in WEED_RESULTS + CROP_RESULTS}
     sprayed = sum(sum(b - a for a, b in lane_segs[lane]) * widths[lane] for lane in range(geom.lanes))
@@ -490,17 +520,22 @@ class _Gap(_SprayLine):
 _Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
+def _whole(v: Any) -> Any:
+    """A lane written as 2.0 is lane 2."""
+    return int(v) if isinstance(v, float) and math.isfinite(v) and v.is_integer() else v
+
+
 class _CellSprayLine(_SprayLine):
     """A decided cell's line (CELL_EVENTS): what ``explain`` reads, each optional (older logs lack them)."""
 
-    lane: Annotated[int, Field(ge=0, le=MAX_LANES)] | None = None
-    plant_cm: Annotated[list[_Cm], Field(min_length=2, max_length=2)] | None = None
-    weed: _Share | None = None
-    views: Annotated[int, Field(ge=0)] | None = None
-    vetoed: bool | None = None
-    sparse: bool | None = None
-    plant_share: _Share | None = None
-    why: str | None = None
+    lane: Annotated[int, BeforeValidator(_whole), Field(ge=0, le=MAX_LANES)] | None = None  # None: lanes share it
+    plant_cm: Annotated[list[_Cm], Field(min_length=2, max_length=2)] | None = None  # None: an older log
+    weed: _Share = 0.0
+    views: Annotated[int, Field(ge=0, le=MAX_NS)] = 0
+    vetoed: bool = False
+    sparse: bool = False
+    plant_share: _Share = 1.0
+    why: str = ""
 
 
 # the keys replay reads, by event; any other event only needs the common two
@@ -553,11 +588,6 @@ def read_spray_log(path: str | Path) -> list[dict]:
     return read_jsonl(path, "spray log", spray_line,
                       fix="give the [spray] log_jsonl written by edge-run (each line a JSON object with event and "
                           "t_mono_ns; see docs/spray-timing.md)", logger=log)
-
-
-def _whole(v: Any) -> Any:
-    """A lane written as 2.0 is lane 2."""
-    return int(v) if isinstance(v, float) and math.isfinite(v) and v.is_integer() else v
 
 
 class TruthRow(BaseModel):

@@ -286,12 +286,15 @@ def test_a_weed_is_sprayed_over_its_extent_only(classifier, tmp_path):
     assert res[2].log_fields()["targets_cm"] == [[round(a, 2), round(b, 2)] for a, b in res[2].targets_cm]
 
 
-@pytest.mark.parametrize("log_spared", [True, False])
-def test_a_vetoed_weed_is_logged_spared_unless_switched_off(classifier, tmp_path, log_spared):
-    clock, sched, p, speed = make(classifier, path=tmp_path / "s.jsonl")
+@pytest.mark.parametrize("log_spared, to_file", [(True, True), (False, True), (True, False)])
+def test_a_vetoed_weed_is_logged_spared_unless_switched_off(classifier, tmp_path, log_spared, to_file):
+    clock, sched, p, speed = make(classifier, path=tmp_path / "s.jsonl" if to_file else None)
     p.spray.log_spared = log_spared
     p.retune(SprayRule(0.5, 0.0, labels=classifier.labels, weed_labels=("weed",), crop_labels=("crop",)), None)
     drive(p, clock, speed, plant_cm=0.0)  # a crop veto at crop probability 0: every view is vetoed
+    if not to_file:  # no spray log file: the spared cells are not even counted (their fields cost per cell)
+        assert sched.planned == 0 and sched.spray_log.counts["spared"] == 0
+        return
     events = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert sched.planned == 0 and not [e for e in events if e["event"] != "spared"]
     spared = [(e["cell"], e["plant_cm"], e["vetoed"], e["weed"] > 0.9) for e in events]

@@ -347,6 +347,16 @@ def why_log(*cells, spared=True, sprays=((0, 2.0, 2.2),)):
      "weed 0.83 (2 views)"),
     (Plant(0, 110, 10, "crop"), [cell("spared", 0, 105, 115, 0.1)], True, "neighbour", "a weed next to it"),
     (Plant(0, 300, 10, "crop"), [cell("planned", 0, 295, 305, 0.9)], True, None, ""),  # not sprayed: spared
+    # a neighbour's weed cell 0.5 cm into the crop is not the crop's: its own cell was spared
+    (Plant(0, 110, 10, "crop"), [cell("spared", 0, 105, 115, 0.1), cell("planned", 0, 114.5, 125, 0.9)], True,
+     "neighbour", "a weed next to it"),
+    # a crop's spared cell just beside a weed does not explain the weed: its own cells were all sprayed
+    (Plant(0, 200, 10), [cell("planned", 0, 195, 205, 0.9), cell("spared", 0, 205.5, 210, 0.1)], True, "placement",
+     "1 cell(s) were sprayed"),
+    # half the weed (115..120) was seen and sprayed, no cell saw the rest
+    (Plant(0, 120, 10), [cell("planned", 0, 115, 120, 0.9)], True, "unseen", "saw 50% of it"),
+    (Plant(0, 120, 10), [cell("planned", 0, 115, 120, 0.9)], False, "unknown", "no cell line for the rest of it"),
+    (Plant(0, 200, 10), [cell("spared", 0, 204, 196, 0.31)], True, "rule", "weed 0.31"),  # rear, front reversed
 ])
 def test_each_weed_missed_and_crop_sprayed_says_why(plant, cells, spared, cause, words):
     [row] = score(why_log(*cells, spared=spared), [plant], cfg()).plants
@@ -365,6 +375,7 @@ def test_the_score_counts_the_causes():
 @pytest.mark.parametrize("bad, words", [
     ({"plant_cm": [1.0]}, "plant_cm"), ({"plant_cm": "1..2"}, "plant_cm"), ({"weed": 1.5}, "weed"),
     ({"views": -1}, "views"), ({"vetoed": "yes"}, "vetoed"), ({"lane": -2}, "lane"),
+    ({"weed": None}, "weed"), ({"views": None}, "views"), ({"lane": 1.5}, "lane"),
 ])
 def test_a_bad_cell_line_is_an_error_naming_the_key(tmp_path, capsys, bad, words):
     line = {**cell("spared", 0, 196, 204), **bad}
@@ -372,6 +383,11 @@ def test_a_bad_cell_line_is_an_error_naming_the_key(tmp_path, capsys, bad, words
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "line 2" in err and words in err, err
+
+
+def test_a_cell_line_with_a_whole_float_lane_is_read(tmp_path, capsys):
+    args, _ = _replay_files(tmp_path, _lines(why_log({**cell("spared", 0, 196, 204), "lane": 0.0})))
+    assert main(args) == 0, capsys.readouterr().err
 
 
 def _plant_files(tmp_path, **spray):

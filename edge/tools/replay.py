@@ -53,6 +53,7 @@ A spray log appends: one file may hold several runs. Each run's lines are those 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import logging
 import math
@@ -61,7 +62,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Literal, Sequence
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from edge.core.errors import EXIT_USAGE, ConfigError, WeedDetectorError
 from edge.core.jsonl import cannot_write, read_jsonl
@@ -264,9 +265,15 @@ class CellLine:
         if e["event"] not in CELL_EVENTS or e.get("lane") is None or e.get("plant_cm") is None:
             return None
         rear, front = sorted(float(x) for x in e["plant_cm"])
-        return cls(e["event"], int(e["lane"]), (rear, front), float(e.get("weed", 0.0)), int(e.get("views", 0)),
-                   bool(e.get("vetoed", False)), bool(e.get("sparse", False)), float(e.get("plant_share", 1.0)),
-                   " ".join(str(e.get("why", "")).split())[:80])  # one short line in a table
+        return cls(e["event"], int(e["lane"]), (rear, front), float(e.get("weed", 0.0)) + 0.0,  # not -0.00
+                   int(e.get("views", 0)), bool(e.get("vetoed", False)), bool(e.get("sparse", False)),
+                   float(e.get("plant_share", 1.0)), _printable(str(e.get("why", "")))[:80])  # one short line
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line, whatever a file held: whitespace runs as one space, control, format and lone
+    surrogate characters escaped (they would move a terminal's cursor, or not encode)."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in " ".join(text.split()))
 
 
 def cell_lines(events: Sequence[dict]) -> dict[int, list[CellLine]]:
@@ -277,6 +284,21 @@ def cell_lines(events: Sequence[dict]) -> dict[int, list[CellLine]]:
         if c is not None:
             out.setdefault(c.lane, []).append(c)
     return out
+
+
+class LaneCells:
+    """One lane's cell lines, found by where their plant is: the cells that can be near [lo, hi] by
+    bisection (a pass of an hour has some 10^5 cells a lane, and a plant for every metre)."""
+
+    def __init__(self, cells: Sequence[CellLine]):
+        self._cells = sorted(cells, key=lambda c: c.plant_cm)
+        self._rears = [c.plant_cm[0] for c in self._cells]
+        self._longest = max((c.plant_cm[1] - c.plant_cm[0] for c in self._cells), default=0.0)
+
+    def near(self, lo: float, hi: float) -> list[CellLine]:
+        """Every cell whose plant lies within ``OVERLAP_CM`` of [lo, hi] (and a few more: ``explain`` picks)."""
+        first = bisect.bisect_left(self._rears, lo - OVERLAP_CM - self._longest)
+        return self._cells[first:bisect.bisect_right(self._rears, hi + OVERLAP_CM)]
 
 
 def _views(c: CellLine) -> str:
@@ -314,7 +336,8 @@ def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | No
     lo, hi = row.span
     mine, own = plant_cells(cells, lo, hi)
     if spared_logged is None and not mine:
-        return "unknown", "the spray log has no cell lines (written before edge-run logged them)"
+        return "unknown", ("no cell line for it, and the pass does not say whether its spared cells were logged "
+                           "(pass_start without log_spared: written before edge-run logged them)")
     if not weed:
         hot = [c for c in mine if c.cause in ("sprayed", "late")]
         if hot:
@@ -429,7 +452,11 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     lane_segs = tuple(tuple(segs.get(geom.channels[lane], [])) for lane in range(geom.lanes))  # a channel sprays
     # every lane mapped to it
     rows: list[PlantScore] = []
-    cells = cell_lines(events)
+    cells = {lane: LaneCells(cs) for lane, cs in cell_lines(events).items()}
+    for lane in cells:
+        if not 0 <= lane < geom.lanes:
+            raise ConfigError(f"the spray log has cell lines for lane {lane}, the config has {geom.lanes} lanes",
+                              "score the pass with the config it was run with")
     spared_logged = events[0].get("log_spared")  # None: a log from before the cell lines
     dropped = sum(1 for e in events if e["event"] in DROPPED_EVENTS)
     weed_area = 0.0
@@ -453,7 +480,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
         near = _nearest(lane_segs[p.lane], lo, hi)
         row = PlantScore(p.lane, round(p.distance_cm, 2), p.length_cm, p.kind, round(covered, 2),
                          round(share, 4), result, None if near is None else round(near, 2))  # to 0.1 mm
-        cause, why = explain(row, cells.get(p.lane, ()), spared_logged, dropped)
+        cause, why = explain(row, cells[p.lane].near(lo, hi) if p.lane in cells else (), spared_logged, dropped)
         rows.append(replace(row, cause=cause, why=why))
     count = {r: sum(1 for x in rows if x.result == r) for r in WEED_RESULTS + CROP_RESULTS}
     sprayed = sum(sum(b - a for a, b in lane_segs[lane]) * widths[lane] for lane in range(geom.lanes))
@@ -536,6 +563,13 @@ class _CellSprayLine(_SprayLine):
     sparse: bool = False
     plant_share: _Share = 1.0
     why: str = ""
+
+    @model_validator(mode="after")
+    def _what_it_saw(self) -> "_CellSprayLine":
+        missing = [k for k in ("weed", "views") if k not in self.model_fields_set]
+        if self.plant_cm is not None and missing:  # edge-run writes them with plant_cm: not a default to explain
+            raise ValueError(f"a cell line with plant_cm needs {' and '.join(missing)} too")
+        return self
 
 
 # the keys replay reads, by event; any other event only needs the common two
@@ -640,6 +674,7 @@ def read_truth(path: str | Path) -> list[Plant]:
 ROW_M = 2.5  # metres of the pass per row of the picture (a 10 m pass: four rows)
 FIG_WIDTH_IN, DPI = 16.0, 100  # 1600 px wide
 ROW_IN, LANE_IN, FRAME_IN = 0.45, 0.3, 1.35  # inches per row, per lane within a row, title + legend + x label
+MAX_PLOT_PX = 32768  # the tallest picture --plot draws (4 lanes: about 500 m of pass)
 KIND_COLOUR = {"weed": "#d62728", "crop": "#2ca02c"}
 SPRAY_COLOUR = "#1f77b4"
 
@@ -668,6 +703,11 @@ def plot_rows(s: Score) -> tuple[float, float, int]:
     lo = min(lows)
     hi = max(max(highs), lo + 1.0)
     return lo, hi, max(1, math.ceil((hi - lo) / (ROW_M * 100) - 0.05))
+
+
+def plot_rows_fit(lanes: int) -> int:
+    """How many rows of ``ROW_M`` fit in ``MAX_PLOT_PX``."""
+    return int((MAX_PLOT_PX / DPI - FRAME_IN) // (ROW_IN + LANE_IN * lanes))
 
 
 def plot_size_px(s: Score) -> tuple[int, int]:
@@ -702,6 +742,11 @@ def plot_pass(s: Score, path: str | Path) -> None:
     lanes = max(1, len(s.sprayed_by_lane))
     lo, hi, rows = plot_rows(s)
     width_px, height_px = plot_size_px(s)
+    if height_px > MAX_PLOT_PX:
+        raise ConfigError(f"--plot: the pass spans {(hi - lo) / 100:.0f} m, a picture {height_px} px tall "
+                          f"(at most {MAX_PLOT_PX} px: about {ROW_M * plot_rows_fit(lanes):.0f} m of {lanes} lanes)",
+                          "score it without --plot, or split the spray log into shorter passes; a plant or spray "
+                          "far beyond the pass (a wrong distance_cm in the truth) also stretches it")
     fig = figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
     top, bottom = 0.95 * DPI / height_px, 0.4 * DPI / height_px  # title + legend above, the x label below
     fig.subplots_adjust(left=0.05, right=0.99, top=1 - top, bottom=bottom, hspace=ROW_IN / (LANE_IN * lanes))

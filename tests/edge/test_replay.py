@@ -341,7 +341,7 @@ def why_log(*cells, spared=True, sprays=((0, 2.0, 2.2),)):
     (Plant(0, 200, 10), [cell("spared", 0, 170, 180, 0.3)], True, "unseen", ""),  # ground not overlapping it
     (Plant(0, 200, 10), [cell("spared", 0, 205.5, 210, 0.3)], True, "rule", ""),  # 0.5 cm off: the same plant
     (Plant(0, 200, 10), [], False, "unknown", "log_spared"),
-    (Plant(0, 200, 10), [], None, "unknown", "no cell lines"),
+    (Plant(0, 200, 10), [], None, "unknown", "does not say whether its spared cells were logged"),
     (Plant(0, 200, 10), [cell("spared", 0, 196, 204, 0.3)], None, "rule", ""),  # a line is a line, logged or not
     (Plant(0, 110, 10, "crop"), [cell("planned", 0, 105, 115, 0.83, views=2)], True, "model",
      "weed 0.83 (2 views)"),
@@ -385,6 +385,53 @@ def test_a_bad_cell_line_is_an_error_naming_the_key(tmp_path, capsys, bad, words
     assert "line 2" in err and words in err, err
 
 
+def test_cell_lines_of_a_lane_the_config_has_not_are_an_error(tmp_path, capsys):
+    args, _ = _replay_files(tmp_path, _lines(why_log(cell("spared", 7, 196, 204))))  # another config's log
+    assert main(args) == 3
+    assert "cell lines for lane 7, the config has 2 lanes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("drop", ["weed", "views"])
+def test_a_cell_line_with_a_plant_and_nothing_it_saw_is_an_error(tmp_path, capsys, drop):
+    line = {k: v for k, v in cell("spared", 0, 196, 204).items() if k != drop}
+    args, _ = _replay_files(tmp_path, _lines(why_log(line)))
+    assert main(args) == 3
+    assert f"needs {drop} too" in capsys.readouterr().err
+
+
+def test_a_why_from_the_file_is_printed_escaped(tmp_path, capsys):
+    # a lone surrogate would not encode; an escape sequence would drive the terminal
+    why = r"\ud800 \u001b[31mred\u0007\u202e"  # JSON escapes, as a file holds them
+    args, slog = _replay_files(tmp_path, b"")
+    lines = _lines(why_log({**cell("not_sprayed", 0, 105, 115, 0.9), "why": "WHY"}, sprays=()))
+    slog.write_bytes(lines.replace(b'"WHY"', f'"{why}"'.encode()))
+    assert main(args + ["--plants"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row.endswith(r"gate: decided to spray, not sprayed: \ud800 \x1b[31mred\x07\u202e"), row
+
+
+def test_the_cells_near_a_plant_are_found_by_bisection():
+    from edge.tools.replay import CellLine, LaneCells
+
+    cells = [CellLine("spared", 0, (a, a + 5.0), 0.3, 3, False, False, 1.0, "") for a in range(0, 1000, 5)]
+    lane = LaneCells(cells[::-1])  # any order
+    # within 1 cm of 200..210: the cells 190..195 (its front 1 cm short: no), 195..200, .., 210..215
+    assert [c.plant_cm[0] for c in lane.near(200.0, 210.0) if c.plant_cm[1] > 199 and c.plant_cm[0] < 211] == \
+        [195.0, 200.0, 205.0, 210.0]
+    assert all(c in lane.near(200.0, 210.0) for c in cells if c.plant_cm[1] > 199 and c.plant_cm[0] < 211)
+    assert len(lane.near(200.0, 210.0)) <= 6 and LaneCells([]).near(0.0, 1.0) == []
+
+
+def test_a_pass_too_long_to_draw_is_exit_3(tmp_path, capsys):
+    args = _plant_files(tmp_path)
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text(truth.read_text() + '{"lane": 0, "distance_cm": 100000, "length_cm": 10}\n')  # 1 km on
+    png = tmp_path / "pass.png"
+    assert main(args + ["--plot", str(png)]) == 3
+    err = capsys.readouterr().err
+    assert "--plot: the pass spans 1000 m" in err and "without --plot" in err and not png.exists(), err
+
+
 def test_a_cell_line_with_a_whole_float_lane_is_read(tmp_path, capsys):
     args, _ = _replay_files(tmp_path, _lines(why_log({**cell("spared", 0, 196, 204), "lane": 0.0})))
     assert main(args) == 0, capsys.readouterr().err
@@ -413,7 +460,9 @@ def test_plants_on_the_command_line(tmp_path, capsys):
     assert [p["result"] for p in out["plants"]] == [result for _, result, *_ in PLANTS]
     assert out["plants"][1] == {"lane": 0, "distance_cm": 310.0, "length_cm": 20.0, "kind": "weed", "covered_cm": 10.0,
                                 "covered": 0.5, "result": "partly", "nearest_spray_cm": 0.0, "cause": "unknown",
-                                "why": "the spray log has no cell lines (written before edge-run logged them)"}
+                                "why": ("no cell line for it, and the pass does not say whether its spared cells "
+                                        "were logged (pass_start without log_spared: written before edge-run "
+                                        "logged them)")}
     assert out["causes"] == {"weed": {"unknown": 4}, "crop": {"unknown": 1}}
     assert out["sprayed_by_lane"] == [[[100.0, 120.0], [305.0, 315.0]], [[500.0, 530.0]]]
     assert out["ideal_m2"] == pytest.approx(0.22) and out["ideal_saved"] == 0.978

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from edge import __version__
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, WeedDetectorError
+from edge.core.stdout import EXIT_BROKEN_PIPE, stdout_to_devnull
 from edge.core.text import OneLineFormatter, one_line
 
 log = logging.getLogger("edge")
@@ -241,7 +242,6 @@ REQUESTED_STOP = _present("SIGTERM", "SIGINT")  # exit 0 once the run loop runs 
 STOP_SIGNALS = REQUESTED_STOP + _present("SIGHUP", "SIGQUIT", "SIGABRT", "SIGUSR1", "SIGUSR2", "SIGALRM",
                                          "SIGVTALRM", "SIGPROF", "SIGXCPU", "SIGXFSZ", "SIGIO", "SIGPWR")
 SUSPEND_SIGNALS = _present("SIGTSTP", "SIGTTIN", "SIGTTOU")  # outputs off, then the process stops
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, what a shell shows for a writer killed by SIGPIPE
 
 
 class StartupInterrupted(BaseException):
@@ -360,18 +360,6 @@ class SignalStop:
         log.warning("resumed: the outputs follow the next decision")
 
 
-def _stdout_to_devnull() -> None:
-    """After a BrokenPipeError on stdout: what Python still holds for it goes nowhere, so the flush
-    at exit prints no "Exception ignored" (the Python docs' recipe, 'Note on SIGPIPE')."""
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError, AttributeError):  # no real file behind sys.stdout (pytest's capture)
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
-
-
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is now (main() may run many times in one process)."""
 
@@ -451,7 +439,7 @@ def _command(argv: Sequence[str] | None, signals: SignalStop) -> int:
         print(f"edge-run: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # stdout closed (edge-run --print | head): a stop, the outputs went off on the way out
-        _stdout_to_devnull()
+        stdout_to_devnull()
         log.warning("stdout was closed (the program reading it ended): stopped, all outputs off")
         return EXIT_BROKEN_PIPE
     except Exception:

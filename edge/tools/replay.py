@@ -66,6 +66,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from edge.core.errors import EXIT_USAGE, ConfigError, WeedDetectorError
 from edge.core.jsonl import cannot_write, read_jsonl
+from edge.core.stdout import EXIT_BROKEN_PIPE, stdout_to_devnull
+from edge.core.text import one_line
 from edge.spray.config import SprayConfig
 from edge.spray.geometry import Geometry
 from edge.spray.odometer import PassTrack
@@ -267,13 +269,7 @@ class CellLine:
         rear, front = sorted(float(x) for x in e["plant_cm"])
         return cls(e["event"], int(e["lane"]), (rear, front), float(e.get("weed", 0.0)) + 0.0,  # not -0.00
                    int(e.get("views", 0)), bool(e.get("vetoed", False)), bool(e.get("sparse", False)),
-                   float(e.get("plant_share", 1.0)), _printable(str(e.get("why", "")))[:80])  # one short line
-
-
-def _printable(text: str) -> str:
-    """``text`` on one line, whatever a file held: whitespace runs as one space, control, format and lone
-    surrogate characters escaped (they would move a terminal's cursor, or not encode)."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in " ".join(text.split()))
+                   float(e.get("plant_share", 1.0)), one_line(" ".join(str(e.get("why", "")).split()))[:80])
 
 
 def cell_lines(events: Sequence[dict]) -> dict[int, list[CellLine]]:
@@ -832,12 +828,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WeedDetectorError as e:
         print(f"edge-replay: error: {e}", file=sys.stderr)
         return e.exit_code
-    if a.json:
-        print(json.dumps(s.as_dict()))
-    else:
-        print(s.line())
-        if a.plants:
-            print(s.table())
+    try:
+        if a.json:
+            print(json.dumps(s.as_dict()))
+        else:
+            print(s.line())
+            if a.plants:
+                print(s.table())
+        sys.stdout.flush()  # here, not at exit: a closed pipe is one more way to end
+    except BrokenPipeError:  # edge-replay --json | head: the reader has what it wanted
+        stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
     return 0
 
 

@@ -432,6 +432,24 @@ def test_a_pass_too_long_to_draw_is_exit_3(tmp_path, capsys):
     assert "--plot: the pass spans 1000 m" in err and "without --plot" in err and not png.exists(), err
 
 
+def test_a_closed_stdout_ends_edge_replay_with_141_and_no_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from edge.core.stdout import EXIT_BROKEN_PIPE
+
+    r, w = os.pipe()
+    os.close(r)  # edge-replay --plants | head, once head has gone: every write fails
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edge.tools.replay", *_plant_files(tmp_path), "--plants"],
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == EXIT_BROKEN_PIPE == 141
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+
+
 def test_a_cell_line_with_a_whole_float_lane_is_read(tmp_path, capsys):
     args, _ = _replay_files(tmp_path, _lines(why_log({**cell("spared", 0, 196, 204), "lane": 0.0})))
     assert main(args) == 0, capsys.readouterr().err

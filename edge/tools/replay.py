@@ -37,11 +37,13 @@ of its lane landed from it); ``--plants`` prints them, ``--json`` always has the
 **Why** (``explain``): a weed not wholly hit, or a crop sprayed, gets a ``cause`` and a
 sentence (``why``) from the pass's cell lines (``planned``, ``late``, ``missed``,
 ``not_sprayed``, ``spared``: every decided cell's views, agreed weed probability and plant
-extent, ``edge.spray.planner.cell_fields``) whose plant overlaps it in its lane. A weed:
-``unseen`` (no cell saw a plant there: the vegetation gate called it ground), ``rule`` (the
+extent, ``edge.spray.planner.cell_fields``) whose plant overlaps it in its lane (by more than
+``MATCH_CM``; else, within ``OVERLAP_CM``, those no other plant owns: ``plant_cells``). A weed:
+``unseen`` (no cell saw a plant there, or only the part that was sprayed: the vegetation gate
+called the rest ground), ``rule`` (the
 views agreed on too low a weed probability), ``veto``, ``sparse``, ``gate`` (too slow, enable
 switch off, max on-time latched), ``late``, ``placement`` (its cells were sprayed, the spray
-landed off it); a crop: ``model`` (a cell on it sprayed: the model called it a weed) or
+landed off what they saw); a crop: ``model`` (a cell on it sprayed: the model called it a weed) or
 ``neighbour`` (a spray for a neighbouring weed covered it). A log written before the cell
 lines, or with ``[spray] log_spared = false``, gives ``unknown`` where it cannot tell.
 
@@ -67,7 +69,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from edge.core.errors import EXIT_USAGE, ConfigError, WeedDetectorError
 from edge.core.jsonl import cannot_write, read_jsonl
 from edge.core.stdout import EXIT_BROKEN_PIPE, stdout_to_devnull
-from edge.core.text import one_line
+from edge.core.text import OneLineFormatter, one_line
 from edge.spray.config import SprayConfig
 from edge.spray.geometry import Geometry
 from edge.spray.odometer import PassTrack
@@ -195,7 +197,7 @@ class Score:
             near = ("never sprayed" if p.nearest_spray_cm is None else "0.0" if p.nearest_spray_cm == 0
                     else f"{p.nearest_spray_cm:+.1f}")
             rows.append(f"{i:>3} {p.lane:>4} {p.distance_cm:>8.1f} {p.length_cm:>6.1f} {p.kind:<4} {p.result:<7} "
-                        f"{p.covered:>7.0%} {near:>33}" + (f"  {p.cause}: {p.why}" if p.cause else ""))
+                        f"{p.covered:>7.0%} {near:>33}" + (f"  {p.cause}: {one_line(p.why)}" if p.cause else ""))
         return "\n".join(rows)
 
 
@@ -232,7 +234,8 @@ WEED_CAUSES = ("unseen", "rule", "veto", "sparse", "gate", "late", "placement", 
 CROP_CAUSES = ("model", "neighbour", "unknown")
 MATCH_CM = 0.5  # a cell whose plant overlaps a plant of the truth by more (or by half its length) is its cell
 OVERLAP_CM = 1.0  # ... and, when none does, cells whose plant is this close are taken to be it (mask vs truth)
-DROPPED_EVENTS = ("blocked", "cancelled", "max_on")  # lines that say planned sprays were dropped or cut short
+DROPPED_EVENTS = ("blocked", "cancelled", "max_on")
+MAX_CELL_CM = 100.0  # [spray] cell_length_cm's upper bound: no cell's plant is longer  # lines that say planned sprays were dropped or cut short
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,8 @@ class CellLine:
         rear, front = sorted(float(x) for x in e["plant_cm"])
         return cls(e["event"], int(e["lane"]), (rear, front), float(e.get("weed", 0.0)) + 0.0,  # not -0.00
                    int(e.get("views", 0)), bool(e.get("vetoed", False)), bool(e.get("sparse", False)),
-                   float(e.get("plant_share", 1.0)), one_line(" ".join(str(e.get("why", "")).split()))[:80])
+                   float(e.get("plant_share", 1.0)), " ".join(str(e.get("why", "")).split())[:80])  # escaped
+        # when printed (``Score.table``)
 
 
 def cell_lines(events: Sequence[dict]) -> dict[int, list[CellLine]]:
@@ -297,6 +301,23 @@ class LaneCells:
         return self._cells[first:bisect.bisect_right(self._rears, hi + OVERLAP_CM)]
 
 
+class LaneSpans:
+    """One lane's plants of the truth, found by where they are (``LaneCells``' twin for ``plant_cells``)."""
+
+    def __init__(self, spans: Sequence[tuple[float, float]]):
+        self._spans = sorted(spans)
+        self._los = [a for a, _ in self._spans]
+        self._longest = max((b - a for a, b in self._spans), default=0.0)
+
+    def others(self, lo: float, hi: float) -> list[tuple[float, float]]:
+        """The plants (but the one at [lo, hi]) that a cell within ``OVERLAP_CM`` of [lo, hi] may overlap."""
+        reach = OVERLAP_CM + MAX_CELL_CM
+        first = bisect.bisect_left(self._los, lo - reach - self._longest)
+        near = self._spans[first:bisect.bisect_right(self._los, hi + reach)]
+        mine = near.index((lo, hi)) if (lo, hi) in near else None
+        return [s for i, s in enumerate(near) if i != mine]  # the same span twice: the other one stays
+
+
 def _views(c: CellLine) -> str:
     return f"{c.views} view{'s' if c.views != 1 else ''}"
 
@@ -306,31 +327,50 @@ def _overlap(c: CellLine, lo: float, hi: float) -> float:
     return min(c.plant_cm[1], hi) - max(c.plant_cm[0], lo)
 
 
-def plant_cells(cells: Sequence[CellLine], lo: float, hi: float) -> tuple[list[CellLine], bool]:
+def _owns(c: CellLine, lo: float, hi: float) -> bool:
+    """The cell's plant overlaps [lo, hi] by more than ``MATCH_CM`` (or half the plant's length)."""
+    return _overlap(c, lo, hi) > min(MATCH_CM, (hi - lo) / 2)
+
+
+def plant_cells(cells: Sequence[CellLine], lo: float, hi: float,
+                others: Sequence[tuple[float, float]] = ()) -> tuple[list[CellLine], bool]:
     """The cells that saw the plant at [lo, hi], and whether they overlap it (False: only near it): those whose
-    plant overlaps it by more than ``MATCH_CM`` (or half its length), else those within ``OVERLAP_CM`` of it — so
-    a neighbour's cell a sliver into it does not count while its own cells are there."""
-    own = [c for c in cells if _overlap(c, lo, hi) > min(MATCH_CM, (hi - lo) / 2)]
-    return (own, True) if own else ([c for c in cells if _overlap(c, lo, hi) > -OVERLAP_CM], False)
+    plant overlaps it by more than ``MATCH_CM`` (or half its length), else those within ``OVERLAP_CM`` of it that
+    are no other plant's (``others``: the spans of the lane's other plants) — so a neighbour's cell a sliver into
+    it, or just beside it, does not count."""
+    own = [c for c in cells if _owns(c, lo, hi)]
+    if own:
+        return own, True
+    return [c for c in cells if _overlap(c, lo, hi) > -OVERLAP_CM
+            and not any(_owns(c, a, b) for a, b in others)], False
 
 
-def _seen_cm(cells: Sequence[CellLine], lo: float, hi: float) -> float:
-    """How much of [lo, hi] the cells' plants cover."""
-    return _union_len(_merge(c.plant_cm for c in cells), lo, hi)
+def _intersection_len(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Length covered by both sorted, merged segment lists."""
+    total, i, j = 0.0, 0, 0
+    while i < len(a) and j < len(b):
+        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
 
 
-def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | None,
-            dropped: int = 0) -> tuple[str | None, str]:
+def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | None, dropped: int = 0,
+            sprayed: Sequence[tuple[float, float]] = (),
+            others: Sequence[tuple[float, float]] = ()) -> tuple[str | None, str]:
     """Why a weed was not wholly hit, or a crop sprayed: (cause, sentence); (None, "") for the others.
 
     ``cells``: the decided cells of its lane; ``spared_logged``: the pass logged its spared cells (None: the log
     does not say, it predates the cell lines); ``dropped``: the pass's lines that dropped or cut planned sprays
-    (``DROPPED_EVENTS``)."""
+    (``DROPPED_EVENTS``); ``sprayed``: the lane's sprayed ground (sorted, merged cm); ``others``: the spans of the
+    lane's other plants (``plant_cells``)."""
     weed = row.kind == "weed"
     if (row.result == "hit") if weed else (row.result == "spared"):
         return None, ""
     lo, hi = row.span
-    mine, own = plant_cells(cells, lo, hi)
+    mine, own = plant_cells(cells, lo, hi, others)
     if spared_logged is None and not mine:
         return "unknown", ("no cell line for it, and the pass does not say whether its spared cells were logged "
                            "(pass_start without log_spared: written before edge-run logged them)")
@@ -356,7 +396,10 @@ def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | No
                 "late": "decided to spray too late for the nozzle (the pipeline was slower than the speed allows)"}
         return cause, text[cause] + n
     # every cell on it sprayed: the spray landed off what they saw, or part of the weed was in no cell
-    if mine and (not own or row.covered_cm + MATCH_CM < _seen_cm(mine, lo, hi)):
+    seen = _merge((max(c.plant_cm[0], lo), min(c.plant_cm[1], hi)) for c in mine if _overlap(c, lo, hi) > 0)
+    seen_cm = _union_len(seen, lo, hi)
+    missed_seen = seen_cm - _intersection_len(seen, list(sprayed))  # seen, and not sprayed
+    if mine and (not own or missed_seen > min(MATCH_CM, seen_cm / 2) or (hi - lo) - seen_cm <= MATCH_CM):
         near = "" if row.nearest_spray_cm in (None, 0) else f"; the nearest spray {row.nearest_spray_cm:+.1f} cm"
         cut = (f"; the pass has {dropped} blocked, cancelled or max-on line(s): a spray may have been dropped"
                if dropped else "")
@@ -366,8 +409,8 @@ def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | No
         return "unknown", ("no cell line for " + ("the rest of it" if mine else "it") + ", and the pass did not log "
                            "its spared cells ([spray] log_spared = false, the vegetation gate off, or an older log)")
     if mine:
-        seen = _seen_cm(mine, lo, hi) / (hi - lo) if hi > lo else 1.0
-        return "unseen", (f"the vegetation gate saw {seen:.0%} of it, and that was sprayed; no cell saw the rest")
+        return "unseen", (f"the vegetation gate saw {seen_cm / (hi - lo):.0%} of it, and that was sprayed; no cell "
+                          "saw the rest")
     return "unseen", "no cell saw a plant here: the vegetation gate called it bare ground"
 
 
@@ -457,7 +500,9 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     dropped = sum(1 for e in events if e["event"] in DROPPED_EVENTS)
     weed_area = 0.0
     ideal: dict[int, list[tuple[float, float]]] = {}
-    for p in (p.placed(track.distance_at) for p in plants):
+    placed = [p.placed(track.distance_at) for p in plants]
+    spans = {lane: LaneSpans([p.span for p in placed if p.lane == lane]) for lane in {p.lane for p in placed}}
+    for p in placed:
         if not 0 <= p.lane < geom.lanes:
             raise ConfigError(f"ground truth names lane {p.lane}, the config has {geom.lanes}",
                               "number lanes from 0, left to right in the image")
@@ -476,7 +521,8 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
         near = _nearest(lane_segs[p.lane], lo, hi)
         row = PlantScore(p.lane, round(p.distance_cm, 2), p.length_cm, p.kind, round(covered, 2),
                          round(share, 4), result, None if near is None else round(near, 2))  # to 0.1 mm
-        cause, why = explain(row, cells[p.lane].near(lo, hi) if p.lane in cells else (), spared_logged, dropped)
+        cause, why = explain(row, cells[p.lane].near(lo, hi) if p.lane in cells else (), spared_logged, dropped,
+                             lane_segs[p.lane], spans[p.lane].others(lo, hi))
         rows.append(replace(row, cause=cause, why=why))
     count = {r: sum(1 for x in rows if x.result == r) for r in WEED_RESULTS + CROP_RESULTS}
     sprayed = sum(sum(b - a for a, b in lane_segs[lane]) * widths[lane] for lane in range(geom.lanes))
@@ -565,6 +611,8 @@ class _CellSprayLine(_SprayLine):
         missing = [k for k in ("weed", "views") if k not in self.model_fields_set]
         if self.plant_cm is not None and missing:  # edge-run writes them with plant_cm: not a default to explain
             raise ValueError(f"a cell line with plant_cm needs {' and '.join(missing)} too")
+        if self.plant_cm is not None and abs(self.plant_cm[1] - self.plant_cm[0]) > MAX_CELL_CM:
+            raise ValueError(f"plant_cm {self.plant_cm} is longer than a cell can be ({MAX_CELL_CM:.0f} cm)")
         return self
 
 
@@ -791,7 +839,8 @@ def plot_pass(s: Score, path: str | Path) -> None:
 
 
 EPILOG = """exit codes: 0 scored, 2 bad arguments, 3 a config, spray log or ground-truth file that cannot be
-read or is not valid (one line naming the file and the line), or a --plot file that cannot be written;
+read or is not valid (one line naming the file and the line; cell lines of a lane the config has not), or a
+--plot file that cannot be written or a pass too long to draw; 141 stdout closed (--json | head);
 --plot without matplotlib installed is a bad argument (2). A cut last line of a spray log (the run
 was stopped, or its disk was full, while writing it) is skipped with a warning."""
 
@@ -814,7 +863,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--plot", metavar="FILE.png", help="draw the pass into a PNG: lanes along travel, plants, sprays, "
                                                       "misses (needs matplotlib: pip install 'weed-detector[plot]')")
     a = p.parse_args(argv)
-    logging.basicConfig(format="edge-replay: %(levelname)s: %(message)s")  # the warnings (no-op when set up)
+    if not logging.getLogger().handlers:  # the warnings, one line each (set up already: left as it is)
+        handler = logging.StreamHandler()
+        handler.setFormatter(OneLineFormatter("edge-replay: %(levelname)s: %(message)s"))
+        logging.basicConfig(handlers=[handler])
     try:
         if a.plot:
             _figure_class()  # before the work: without matplotlib, say so at once
@@ -826,7 +878,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.plot:
             plot_pass(s, a.plot)
     except WeedDetectorError as e:
-        print(f"edge-replay: error: {e}", file=sys.stderr)
+        print(f"edge-replay: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     try:
         if a.json:

@@ -357,10 +357,28 @@ def why_log(*cells, spared=True, sprays=((0, 2.0, 2.2),)):
     (Plant(0, 120, 10), [cell("planned", 0, 115, 120, 0.9)], True, "unseen", "saw 50% of it"),
     (Plant(0, 120, 10), [cell("planned", 0, 115, 120, 0.9)], False, "unknown", "no cell line for the rest of it"),
     (Plant(0, 200, 10), [cell("spared", 0, 204, 196, 0.31)], True, "rule", "weed 0.31"),  # rear, front reversed
+    # the half its cell saw (95..100) is the half not sprayed: the spray, not the gate
+    (Plant(0, 100, 10), [cell("planned", 0, 95, 100, 0.9)], True, "placement", "covered 50%"),
+    # seen whole, the spray ends 0.4 cm short of it: placement, not "no cell saw the rest"
+    (Plant(0, 115.4, 10), [cell("planned", 0, 110.4, 120.4, 0.9)], True, "placement", "covered 96%"),
+    (Plant(0, 200, 0.8), [cell("planned", 0, 199.6, 200.4, 0.9)], True, "placement", ""),  # a tiny weed, sprayed off
 ])
 def test_each_weed_missed_and_crop_sprayed_says_why(plant, cells, spared, cause, words):
     [row] = score(why_log(*cells, spared=spared), [plant], cfg()).plants
     assert row.cause == cause and words in row.why, row
+
+
+@pytest.mark.parametrize("spared", [True, False])
+def test_a_neighbours_cell_just_beside_a_plant_is_the_neighbours(spared):
+    # a sprayed crop 110..120 beside a weed whose planned cell ends 0.5 cm short of the crop; the crop's own
+    # spared cells were not logged: the spray was the weed's (not "the model read the crop as a weed")
+    plants = [Plant(0, 105, 10), Plant(0, 115, 10, "crop")]
+    s = score(why_log(cell("planned", 0, 100, 109.5, 0.95), spared=spared), plants, cfg())
+    assert [(r.kind, r.cause) for r in s.plants] == [("weed", None), ("crop", "neighbour")]
+    # an unseen weed 0.6 cm from a vetoed crop's spared cell is not "vetoed"
+    plants = [Plant(0, 205, 10, "crop"), Plant(0, 220.6, 10)]
+    s = score(why_log(cell("spared", 0, 200, 210, 0.02, vetoed=True)), plants, cfg())
+    assert [r.cause for r in s.plants] == [None, "unseen"]
 
 
 def test_the_score_counts_the_causes():
@@ -376,6 +394,7 @@ def test_the_score_counts_the_causes():
     ({"plant_cm": [1.0]}, "plant_cm"), ({"plant_cm": "1..2"}, "plant_cm"), ({"weed": 1.5}, "weed"),
     ({"views": -1}, "views"), ({"vetoed": "yes"}, "vetoed"), ({"lane": -2}, "lane"),
     ({"weed": None}, "weed"), ({"views": None}, "views"), ({"lane": 1.5}, "lane"),
+    ({"plant_cm": [0, 1e6]}, "longer than a cell can be"),  # would make every plant look at half the lane
 ])
 def test_a_bad_cell_line_is_an_error_naming_the_key(tmp_path, capsys, bad, words):
     line = {**cell("spared", 0, 196, 204), **bad}
@@ -420,6 +439,8 @@ def test_the_cells_near_a_plant_are_found_by_bisection():
         [195.0, 200.0, 205.0, 210.0]
     assert all(c in lane.near(200.0, 210.0) for c in cells if c.plant_cm[1] > 199 and c.plant_cm[0] < 211)
     assert len(lane.near(200.0, 210.0)) <= 6 and LaneCells([]).near(0.0, 1.0) == []
+    long = CellLine("spared", 0, (100.0, 199.5), 0.3, 3, False, False, 1.0, "")  # a 100 cm cell ending near it
+    assert long in LaneCells(cells + [long]).near(200.0, 210.0)
 
 
 def test_a_pass_too_long_to_draw_is_exit_3(tmp_path, capsys):
@@ -451,8 +472,13 @@ def test_a_closed_stdout_ends_edge_replay_with_141_and_no_traceback(tmp_path):
 
 
 def test_a_cell_line_with_a_whole_float_lane_is_read(tmp_path, capsys):
-    args, _ = _replay_files(tmp_path, _lines(why_log({**cell("spared", 0, 196, 204), "lane": 0.0})))
-    assert main(args) == 0, capsys.readouterr().err
+    args, _ = _replay_files(tmp_path, _lines(why_log({**cell("spared", 0, 196, 204), "lane": 0.0}, sprays=())))
+    assert main(args + ["--json"]) == 0, capsys.readouterr().err
+    [row] = json.loads(capsys.readouterr().out)["plants"]  # the truth's weed at 105..115, not sprayed
+    assert row["cause"] == "unseen"  # the cell at 196..204 is read, on lane 0, and is not this weed's
+    args, _ = _replay_files(tmp_path, _lines(why_log({**cell("spared", 0, 105, 115, 0.2), "lane": 0.0}, sprays=())))
+    assert main(args + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["plants"][0]["cause"] == "rule"
 
 
 def _plant_files(tmp_path, **spray):

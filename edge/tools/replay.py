@@ -739,13 +739,20 @@ def _figure_class() -> Any:
     return Figure
 
 
-def plot_rows(s: Score) -> tuple[float, float, int]:
-    """The stretch of ground the picture shows (cm from, to: the pass, and any plant or spray beyond it) and
-    in how many rows of about ``ROW_M`` (a row stretches up to 5 % rather than start one more for the rest)."""
-    lows = [0.0] + [p.span[0] for p in s.plants] + [a for lane in s.sprayed_by_lane for a, _ in lane]
-    highs = [s.pass_m * 100] + [p.span[1] for p in s.plants] + [b for lane in s.sprayed_by_lane for _, b in lane]
-    lo = min(lows)
-    hi = max(max(highs), lo + 1.0)
+Window = tuple[float, float]  # a stretch of the pass to draw, cm along travel (``--plot-m``)
+
+
+def plot_rows(s: Score, window: Window | None = None) -> tuple[float, float, int]:
+    """The stretch of ground the picture shows (cm from, to: ``window``, or else the pass and any plant or spray
+    beyond it) and in how many rows of about ``ROW_M`` (a row stretches up to 5 % rather than start one more for
+    the rest)."""
+    if window is not None:
+        lo, hi = window
+    else:
+        lows = [0.0] + [p.span[0] for p in s.plants] + [a for lane in s.sprayed_by_lane for a, _ in lane]
+        highs = [s.pass_m * 100] + [p.span[1] for p in s.plants] + [b for lane in s.sprayed_by_lane for _, b in lane]
+        lo = min(lows)
+        hi = max(max(highs), lo + 1.0)
     return lo, hi, max(1, math.ceil((hi - lo) / (ROW_M * 100) - 0.05))
 
 
@@ -754,10 +761,10 @@ def plot_rows_fit(lanes: int) -> int:
     return int((MAX_PLOT_PX / DPI - FRAME_IN) // (ROW_IN + LANE_IN * lanes))
 
 
-def plot_size_px(s: Score) -> tuple[int, int]:
+def plot_size_px(s: Score, window: Window | None = None) -> tuple[int, int]:
     """Width and height of the PNG ``plot_pass`` writes for this score."""
     lanes = max(1, len(s.sprayed_by_lane))
-    rows = plot_rows(s)[2]
+    rows = plot_rows(s, window)[2]
     return int(FIG_WIDTH_IN * DPI), int(round((FRAME_IN + rows * (ROW_IN + LANE_IN * lanes)) * DPI))
 
 
@@ -774,23 +781,25 @@ def plot_labels(s: Score) -> list[tuple[float, int, str]]:
     return [(p.distance_cm / 100, p.lane, p.cause) for p in s.plants if p.cause]
 
 
-def plot_pass(s: Score, path: str | Path) -> None:
+def plot_pass(s: Score, path: str | Path, window: Window | None = None) -> None:
     """Draw the pass: x = distance along travel (m), one band per lane (lane 0, the image's left, on top);
     plants as rectangles coloured by kind, sprayed ground as translucent bars, missed and partly hit weeds
-    and sprayed crops marked, each with its cause (``plot_labels``); the summary in the title. Raises ``PlotUnavailable`` without matplotlib and
-    ``ConfigError`` when the file cannot be written."""
+    and sprayed crops marked, each with its cause (``plot_labels``); the summary (of the whole pass) in the title;
+    ``window``: only that stretch. Raises ``PlotUnavailable`` without matplotlib and ``ConfigError`` when the file
+    cannot be written or the picture would be taller than ``MAX_PLOT_PX``."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch, Rectangle
 
     figure = _figure_class()
     lanes = max(1, len(s.sprayed_by_lane))
-    lo, hi, rows = plot_rows(s)
-    width_px, height_px = plot_size_px(s)
+    lo, hi, rows = plot_rows(s, window)
+    width_px, height_px = plot_size_px(s, window)
     if height_px > MAX_PLOT_PX:
-        raise ConfigError(f"--plot: the pass spans {(hi - lo) / 100:.0f} m, a picture {height_px} px tall "
-                          f"(at most {MAX_PLOT_PX} px: about {ROW_M * plot_rows_fit(lanes):.0f} m of {lanes} lanes)",
-                          "score it without --plot, or split the spray log into shorter passes; a plant or spray "
-                          "far beyond the pass (a wrong distance_cm in the truth) also stretches it")
+        fit = ROW_M * plot_rows_fit(lanes)
+        raise ConfigError(f"--plot: {'the stretch' if window else 'the pass'} spans {(hi - lo) / 100:.0f} m, a picture "
+                          f"{height_px} px tall (at most {MAX_PLOT_PX} px: about {fit:.0f} m of {lanes} lanes)",
+                          f"draw a stretch of it, e.g. --plot-m 0:{fit:.0f}, or score it without --plot; a plant or "
+                          "spray far beyond the pass (a wrong distance_cm in the truth) also stretches it")
     fig = figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
     top, bottom = 0.95 * DPI / height_px, 0.4 * DPI / height_px  # title + legend above, the x label below
     fig.subplots_adjust(left=0.05, right=0.99, top=1 - top, bottom=bottom, hspace=ROW_IN / (LANE_IN * lanes))
@@ -799,17 +808,18 @@ def plot_pass(s: Score, path: str | Path) -> None:
     marks = {"missed": ("X", "black"), "partly": ("o", "black"), "sprayed": ("v", "#9467bd")}
     for r, ax in enumerate(axes):
         x0 = lo + r * span
-        ax.set_xlim(x0 / 100, (x0 + span) / 100)
+        x1 = x0 + span
+        ax.set_xlim(x0 / 100, x1 / 100)
         ax.set_ylim(lanes, 0)
         ax.set_yticks([i + 0.5 for i in range(lanes)], [f"lane {i}" for i in range(lanes)], fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
         for i in range(1, lanes):
             ax.axhline(i, color="0.8", lw=0.6)
         for lane, segs in enumerate(s.sprayed_by_lane):
-            for a, b in segs:
+            for a, b in (seg for seg in segs if seg[1] >= x0 and seg[0] <= x1):  # this row's only
                 ax.add_patch(Rectangle((a / 100, lane + 0.08), (b - a) / 100, 0.84, color=SPRAY_COLOUR, alpha=0.3,
                                        lw=0))
-        for p in s.plants:
+        for p in (p for p in s.plants if p.span[1] + 0.3 >= x0 and p.span[0] <= x1):
             a, b = p.span
             ax.add_patch(Rectangle((a / 100, p.lane + 0.3), max(b - a, 0.3) / 100, 0.4,
                                    facecolor=KIND_COLOUR[p.kind], edgecolor="black", lw=0.4))
@@ -818,12 +828,13 @@ def plot_pass(s: Score, path: str | Path) -> None:
                 ax.scatter([p.distance_cm / 100], [p.lane + 0.17], marker=shape, s=28, zorder=3,
                            facecolors="none" if shape == "o" else colour, edgecolors=colour, linewidths=1.0)
         for x, lane, text in plot_labels(s):
-            if x0 / 100 <= x <= (x0 + span) / 100:
+            if x0 / 100 <= x <= x1 / 100:
                 ax.annotate(text, (x, lane + 0.17), xytext=(5, 0), textcoords="offset points", fontsize=6,
                             va="center", zorder=4)
     axes[-1].set_xlabel("distance along travel (m, from the ground under the image centre at the first frame)",
                         fontsize=9)
-    fig.suptitle(plot_title(s), fontsize=10, y=1 - 0.08 * DPI / height_px, va="top")
+    drawn = "" if window is None else f" (drawn: {lo / 100:g}-{hi / 100:g} m)"
+    fig.suptitle(plot_title(s).replace("\n", f"{drawn}\n", 1), fontsize=10, y=1 - 0.08 * DPI / height_px, va="top")
     handles = [Patch(facecolor=KIND_COLOUR["weed"], edgecolor="black", label="weed"),
                Patch(facecolor=KIND_COLOUR["crop"], edgecolor="black", label="crop"),
                Patch(color=SPRAY_COLOUR, alpha=0.3, label="sprayed"),
@@ -836,6 +847,17 @@ def plot_pass(s: Score, path: str | Path) -> None:
         fig.savefig(path, format="png", dpi=DPI)
     except OSError as e:
         raise cannot_write("plot", path, e, ConfigError, "give --plot a PNG file in a folder you can write") from None
+
+
+def _metres(text: str) -> Window:
+    """``--plot-m FROM:TO`` (metres) as a window in cm; argparse says what is wrong with a bad one."""
+    try:
+        a, b = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FROM:TO in metres, e.g. 100:200") from None
+    if not (math.isfinite(a) and math.isfinite(b) and a < b and b - a <= 1e5 and abs(a) <= 1e7):
+        raise argparse.ArgumentTypeError(f"{text!r}: FROM must be below TO, both finite metres")
+    return a * 100, b * 100
 
 
 EPILOG = """exit codes: 0 scored, 2 bad arguments, 3 a config, spray log or ground-truth file that cannot be
@@ -862,7 +884,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--plants", action="store_true", help="also print one row per plant (the text output)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the pass into a PNG: lanes along travel, plants, sprays, "
                                                       "misses (needs matplotlib: pip install 'weed-detector[plot]')")
+    p.add_argument("--plot-m", metavar="FROM:TO", type=_metres,
+                   help="--plot draws only this stretch of the pass, metres along travel (e.g. 100:200; default: "
+                        "the whole pass, up to about 500 m of 4 lanes)")
     a = p.parse_args(argv)
+    if a.plot_m and not a.plot:
+        p.error("--plot-m needs --plot FILE.png")
     if not logging.getLogger().handlers:  # the warnings, one line each (set up already: left as it is)
         handler = logging.StreamHandler()
         handler.setFormatter(OneLineFormatter("edge-replay: %(levelname)s: %(message)s"))
@@ -876,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         events = [e for part in a.spray_log for e in read_spray_log(part)]
         s = score(events, read_truth(a.truth), cfg.spray, a.pass_no)
         if a.plot:
-            plot_pass(s, a.plot)
+            plot_pass(s, a.plot, a.plot_m)
     except WeedDetectorError as e:
         print(f"edge-replay: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code

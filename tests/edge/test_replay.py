@@ -450,7 +450,18 @@ def test_a_pass_too_long_to_draw_is_exit_3(tmp_path, capsys):
     png = tmp_path / "pass.png"
     assert main(args + ["--plot", str(png)]) == 3
     err = capsys.readouterr().err
-    assert "--plot: the pass spans 1000 m" in err and "without --plot" in err and not png.exists(), err
+    assert "--plot: the pass spans 1000 m" in err and "--plot-m 0:" in err and not png.exists(), err
+    # a stretch of it draws: the first 2.5 m, one row of 2 lanes (1.35 + 0.45 + 2 x 0.3 in at 100 dpi)
+    assert main(args + ["--plot", str(png), "--plot-m", "0:2.5"]) == 0
+    assert _png_size(png) == (1600, 240)
+
+
+@pytest.mark.parametrize("extra", [["--plot-m", "5:1"], ["--plot-m", "a:b"], ["--plot-m", "0:nan"], ["--plot-m", "0:1"]])
+def test_a_bad_plot_stretch_is_exit_2(tmp_path, capsys, extra):
+    plot = ["--plot", str(tmp_path / "p.png")] if extra[1] != "0:1" else []  # the last: --plot-m without --plot
+    with pytest.raises(SystemExit) as e:
+        main(_plant_files(tmp_path) + plot + extra)
+    assert e.value.code == 2 and "--plot-m" in capsys.readouterr().err
 
 
 def test_a_closed_stdout_ends_edge_replay_with_141_and_no_traceback(tmp_path):

@@ -119,6 +119,11 @@ class JsonlWriter:
         except OSError as e:
             raise cannot_write(what, self.path, e, error, fix) from None
 
+    @property
+    def writes(self) -> bool:
+        """Lines go to a file: a path was given and the writer is not closed."""
+        return self.path is not None and not self._closed
+
     # -- the file ------------------------------------------------------------------------
     def _open(self) -> None:
         assert self.path is not None

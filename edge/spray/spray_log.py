@@ -65,8 +65,8 @@ class SprayLog:
 
     @property
     def writes(self) -> bool:
-        """Lines go to a file (False: no ``log_jsonl``; events are only counted)."""
-        return self._out.path is not None
+        """Lines go to a file (False: no ``log_jsonl``, or closed; events are only counted)."""
+        return self._out.writes
 
     @property
     def rotations(self) -> int:

@@ -266,3 +266,11 @@ def test_read_jsonl_parse_errors_name_the_line(tmp_path):
         read_jsonl(p, "spray log", obj)
     with pytest.raises(ConfigError, match="cannot read the spray log"):
         read_jsonl(tmp_path / "missing.jsonl", "spray log")
+
+
+def test_a_writer_writes_while_it_has_a_file_and_is_open(tmp_path):
+    assert not JsonlWriter(None, what="log").writes  # no path: nothing goes anywhere
+    w = JsonlWriter(tmp_path / "a.jsonl", what="log")
+    assert w.writes
+    w.close()
+    assert not w.writes

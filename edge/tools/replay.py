@@ -62,7 +62,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Literal, Sequence
+from typing import Annotated, Any, Callable, Generic, Iterable, Literal, Sequence, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -70,7 +70,7 @@ from edge.core.errors import EXIT_USAGE, ConfigError, WeedDetectorError
 from edge.core.jsonl import cannot_write, read_jsonl
 from edge.core.stdout import EXIT_BROKEN_PIPE, stdout_to_devnull
 from edge.core.text import OneLineFormatter, one_line
-from edge.spray.config import SprayConfig
+from edge.spray.config import MAX_CELL_LENGTH_CM, SprayConfig
 from edge.spray.geometry import Geometry
 from edge.spray.odometer import PassTrack
 
@@ -234,8 +234,7 @@ WEED_CAUSES = ("unseen", "rule", "veto", "sparse", "gate", "late", "placement", 
 CROP_CAUSES = ("model", "neighbour", "unknown")
 MATCH_CM = 0.5  # a cell whose plant overlaps a plant of the truth by more (or by half its length) is its cell
 OVERLAP_CM = 1.0  # ... and, when none does, cells whose plant is this close are taken to be it (mask vs truth)
-DROPPED_EVENTS = ("blocked", "cancelled", "max_on")
-MAX_CELL_CM = 100.0  # [spray] cell_length_cm's upper bound: no cell's plant is longer  # lines that say planned sprays were dropped or cut short
+DROPPED_EVENTS = ("blocked", "cancelled", "max_on")  # lines that say planned sprays were dropped or cut short
 
 
 @dataclass(frozen=True)
@@ -272,8 +271,8 @@ class CellLine:
         rear, front = sorted(float(x) for x in e["plant_cm"])
         return cls(e["event"], int(e["lane"]), (rear, front), float(e.get("weed", 0.0)) + 0.0,  # not -0.00
                    int(e.get("views", 0)), bool(e.get("vetoed", False)), bool(e.get("sparse", False)),
-                   float(e.get("plant_share", 1.0)), " ".join(str(e.get("why", "")).split())[:80])  # escaped
-        # when printed (``Score.table``)
+                   float(e.get("plant_share", 1.0)), " ".join(str(e.get("why", "")).split())[:80])  # escaped in
+        # ``Score.table``, where it is printed
 
 
 def cell_lines(events: Sequence[dict]) -> dict[int, list[CellLine]]:
@@ -286,36 +285,22 @@ def cell_lines(events: Sequence[dict]) -> dict[int, list[CellLine]]:
     return out
 
 
-class LaneCells:
-    """One lane's cell lines, found by where their plant is: the cells that can be near [lo, hi] by
-    bisection (a pass of an hour has some 10^5 cells a lane, and a plant for every metre)."""
-
-    def __init__(self, cells: Sequence[CellLine]):
-        self._cells = sorted(cells, key=lambda c: c.plant_cm)
-        self._rears = [c.plant_cm[0] for c in self._cells]
-        self._longest = max((c.plant_cm[1] - c.plant_cm[0] for c in self._cells), default=0.0)
-
-    def near(self, lo: float, hi: float) -> list[CellLine]:
-        """Every cell whose plant lies within ``OVERLAP_CM`` of [lo, hi] (and a few more: ``explain`` picks)."""
-        first = bisect.bisect_left(self._rears, lo - OVERLAP_CM - self._longest)
-        return self._cells[first:bisect.bisect_right(self._rears, hi + OVERLAP_CM)]
+T = TypeVar("T")
 
 
-class LaneSpans:
-    """One lane's plants of the truth, found by where they are (``LaneCells``' twin for ``plant_cells``)."""
+class ByPlace(Generic[T]):
+    """One lane's things along travel (cell lines, plants of the truth), found by where they are: by bisection
+    on their rear edge (a pass of an hour has some 10^5 cells a lane, and a plant for every metre)."""
 
-    def __init__(self, spans: Sequence[tuple[float, float]]):
-        self._spans = sorted(spans)
-        self._los = [a for a, _ in self._spans]
-        self._longest = max((b - a for a, b in self._spans), default=0.0)
+    def __init__(self, items: Iterable[T], span: Callable[[T], tuple[float, float]]):
+        self._items = sorted(items, key=span)
+        self._rears = [span(x)[0] for x in self._items]
+        self._longest = max((span(x)[1] - span(x)[0] for x in self._items), default=0.0)
 
-    def others(self, lo: float, hi: float) -> list[tuple[float, float]]:
-        """The plants (but the one at [lo, hi]) that a cell within ``OVERLAP_CM`` of [lo, hi] may overlap."""
-        reach = OVERLAP_CM + MAX_CELL_CM
-        first = bisect.bisect_left(self._los, lo - reach - self._longest)
-        near = self._spans[first:bisect.bisect_right(self._los, hi + reach)]
-        mine = near.index((lo, hi)) if (lo, hi) in near else None
-        return [s for i, s in enumerate(near) if i != mine]  # the same span twice: the other one stays
+    def near(self, lo: float, hi: float, reach: float) -> list[T]:
+        """Every item whose span lies within ``reach`` of [lo, hi] (and a few more: the caller picks)."""
+        first = bisect.bisect_left(self._rears, lo - reach - self._longest)
+        return self._items[first:bisect.bisect_right(self._rears, hi + reach)]
 
 
 def _views(c: CellLine) -> str:
@@ -345,7 +330,7 @@ def plant_cells(cells: Sequence[CellLine], lo: float, hi: float,
             and not any(_owns(c, a, b) for a, b in others)], False
 
 
-def _intersection_len(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+def _intersection_len(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]) -> float:
     """Length covered by both sorted, merged segment lists."""
     total, i, j = 0.0, 0, 0
     while i < len(a) and j < len(b):
@@ -362,7 +347,7 @@ def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | No
             others: Sequence[tuple[float, float]] = ()) -> tuple[str | None, str]:
     """Why a weed was not wholly hit, or a crop sprayed: (cause, sentence); (None, "") for the others.
 
-    ``cells``: the decided cells of its lane; ``spared_logged``: the pass logged its spared cells (None: the log
+    ``cells``: the decided cells of its lane near it; ``spared_logged``: the pass logged its spared cells (None: the log
     does not say, it predates the cell lines); ``dropped``: the pass's lines that dropped or cut planned sprays
     (``DROPPED_EVENTS``); ``sprayed``: the lane's sprayed ground (sorted, merged cm); ``others``: the spans of the
     lane's other plants (``plant_cells``)."""
@@ -398,7 +383,7 @@ def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | No
     # every cell on it sprayed: the spray landed off what they saw, or part of the weed was in no cell
     seen = _merge((max(c.plant_cm[0], lo), min(c.plant_cm[1], hi)) for c in mine if _overlap(c, lo, hi) > 0)
     seen_cm = _union_len(seen, lo, hi)
-    missed_seen = seen_cm - _intersection_len(seen, list(sprayed))  # seen, and not sprayed
+    missed_seen = seen_cm - _intersection_len(seen, sprayed)  # seen, and not sprayed
     if mine and (not own or missed_seen > min(MATCH_CM, seen_cm / 2) or (hi - lo) - seen_cm <= MATCH_CM):
         near = "" if row.nearest_spray_cm in (None, 0) else f"; the nearest spray {row.nearest_spray_cm:+.1f} cm"
         cut = (f"; the pass has {dropped} blocked, cancelled or max-on line(s): a spray may have been dropped"
@@ -491,7 +476,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     lane_segs = tuple(tuple(segs.get(geom.channels[lane], [])) for lane in range(geom.lanes))  # a channel sprays
     # every lane mapped to it
     rows: list[PlantScore] = []
-    cells = {lane: LaneCells(cs) for lane, cs in cell_lines(events).items()}
+    cells = {lane: ByPlace(cs, lambda c: c.plant_cm) for lane, cs in cell_lines(events).items()}
     for lane in cells:
         if not 0 <= lane < geom.lanes:
             raise ConfigError(f"the spray log has cell lines for lane {lane}, the config has {geom.lanes} lanes",
@@ -501,7 +486,8 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     weed_area = 0.0
     ideal: dict[int, list[tuple[float, float]]] = {}
     placed = [p.placed(track.distance_at) for p in plants]
-    spans = {lane: LaneSpans([p.span for p in placed if p.lane == lane]) for lane in {p.lane for p in placed}}
+    spans = {lane: ByPlace([p.span for p in placed if p.lane == lane], lambda s: s)
+             for lane in {p.lane for p in placed}}
     for p in placed:
         if not 0 <= p.lane < geom.lanes:
             raise ConfigError(f"ground truth names lane {p.lane}, the config has {geom.lanes}",
@@ -521,8 +507,10 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
         near = _nearest(lane_segs[p.lane], lo, hi)
         row = PlantScore(p.lane, round(p.distance_cm, 2), p.length_cm, p.kind, round(covered, 2),
                          round(share, 4), result, None if near is None else round(near, 2))  # to 0.1 mm
-        cause, why = explain(row, cells[p.lane].near(lo, hi) if p.lane in cells else (), spared_logged, dropped,
-                             lane_segs[p.lane], spans[p.lane].others(lo, hi))
+        others = spans[p.lane].near(lo, hi, OVERLAP_CM + MAX_CELL_LENGTH_CM)  # a near cell may overlap these
+        others.remove((lo, hi))  # ... but this plant (once: a twin at the same place stays)
+        cause, why = explain(row, cells[p.lane].near(lo, hi, OVERLAP_CM) if p.lane in cells else (), spared_logged,
+                             dropped, lane_segs[p.lane], others)
         rows.append(replace(row, cause=cause, why=why))
     count = {r: sum(1 for x in rows if x.result == r) for r in WEED_RESULTS + CROP_RESULTS}
     sprayed = sum(sum(b - a for a, b in lane_segs[lane]) * widths[lane] for lane in range(geom.lanes))
@@ -611,8 +599,8 @@ class _CellSprayLine(_SprayLine):
         missing = [k for k in ("weed", "views") if k not in self.model_fields_set]
         if self.plant_cm is not None and missing:  # edge-run writes them with plant_cm: not a default to explain
             raise ValueError(f"a cell line with plant_cm needs {' and '.join(missing)} too")
-        if self.plant_cm is not None and abs(self.plant_cm[1] - self.plant_cm[0]) > MAX_CELL_CM:
-            raise ValueError(f"plant_cm {self.plant_cm} is longer than a cell can be ({MAX_CELL_CM:.0f} cm)")
+        if self.plant_cm is not None and abs(self.plant_cm[1] - self.plant_cm[0]) > MAX_CELL_LENGTH_CM:
+            raise ValueError(f"plant_cm {self.plant_cm} is longer than a cell can be ({MAX_CELL_LENGTH_CM:.0f} cm)")
         return self
 
 

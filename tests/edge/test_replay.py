@@ -430,17 +430,20 @@ def test_a_why_from_the_file_is_printed_escaped(tmp_path, capsys):
 
 
 def test_the_cells_near_a_plant_are_found_by_bisection():
-    from edge.tools.replay import CellLine, LaneCells
+    from edge.tools.replay import OVERLAP_CM, ByPlace, CellLine
+
+    def near(cs, lo, hi):  # a lane's cells by where their plant is, as score() looks them up
+        return ByPlace(cs, lambda c: c.plant_cm).near(lo, hi, OVERLAP_CM)
 
     cells = [CellLine("spared", 0, (a, a + 5.0), 0.3, 3, False, False, 1.0, "") for a in range(0, 1000, 5)]
-    lane = LaneCells(cells[::-1])  # any order
+    found = near(cells[::-1], 200.0, 210.0)  # any order
     # within 1 cm of 200..210: the cells 190..195 (its front 1 cm short: no), 195..200, .., 210..215
-    assert [c.plant_cm[0] for c in lane.near(200.0, 210.0) if c.plant_cm[1] > 199 and c.plant_cm[0] < 211] == \
+    assert [c.plant_cm[0] for c in found if c.plant_cm[1] > 199 and c.plant_cm[0] < 211] == \
         [195.0, 200.0, 205.0, 210.0]
-    assert all(c in lane.near(200.0, 210.0) for c in cells if c.plant_cm[1] > 199 and c.plant_cm[0] < 211)
-    assert len(lane.near(200.0, 210.0)) <= 6 and LaneCells([]).near(0.0, 1.0) == []
+    assert all(c in found for c in cells if c.plant_cm[1] > 199 and c.plant_cm[0] < 211)
+    assert len(found) <= 6 and near([], 0.0, 1.0) == []
     long = CellLine("spared", 0, (100.0, 199.5), 0.3, 3, False, False, 1.0, "")  # a 100 cm cell ending near it
-    assert long in LaneCells(cells + [long]).near(200.0, 210.0)
+    assert long in near(cells + [long], 200.0, 210.0)
 
 
 def test_a_pass_too_long_to_draw_is_exit_3(tmp_path, capsys):

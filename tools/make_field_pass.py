@@ -38,6 +38,9 @@ Passes to measure with (docs/spray-timing.md, "Passes to measure with"):
   command: the same data, groups, fractions and seed, through ``train.pipeline.prepare``);
   ``--split-args "--data DIR --roles FILE ..."`` gives the ``weed-train train`` data options
   directly instead. ``--list-split`` prints that split's photos (``class/file``) and stops.
+- ``--images DIR`` on a weed-train data folder (``<class>/<photo>``, e.g. photos kept aside from training): every
+  photo of it, each truth row naming its ``photo``; ``--roles classes.csv`` says which classes are crops (default:
+  maize, common wheat and sugar beet; every other class a weed; background classes are left out).
 """
 
 from __future__ import annotations
@@ -164,7 +167,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="boom-4x10cm: 640x480 at 30 fps over 40 x 30 cm, 4 lanes, nozzles 50 cm behind the image "
                          "centre, valve lags 30 ms, a 10 m pass, 6 plants/m, one crop in four, truth from the masks")
     ap.add_argument("--images", default=str(DEFAULT_IMAGES),
-                    help="folder of <class>__<id>.jpg photos (default: the repository's samples/images)")
+                    help="folder of <class>__<id>.jpg photos, or a weed-train data folder (<class>/<photo>), every "
+                         "photo of it used (default: the repository's samples/images)")
+    ap.add_argument("--roles", metavar="FILE", type=Path,
+                    help="with --images: a class,role CSV (weed-train's --roles, e.g. plant-seedlings' classes.csv); "
+                         f"default: {', '.join(sorted(CROPS))} are crops, every other class a weed")
     ap.add_argument("--split", choices=("train", "val", "test"),
                     help="take the plants from this split only of a weed-train data set (--split-of or --split-args)")
     src = ap.add_mutually_exclusive_group()
@@ -211,6 +218,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--split goes with --split-of BUNDLE or --split-args ARGS (and they need --split)")
     if a.list_split and a.split is None:
         ap.error("--list-split needs --split and --split-of or --split-args")
+    if a.roles is not None and a.split is not None:
+        ap.error("--roles goes with --images (a split takes its roles from its weed-train data options)")
     positive = {"--fps": a.fps, "--speed-kmh": a.speed_kmh, "--across-cm": a.across_cm, "--along-cm": a.along_cm,
                 "--plant-cm": a.plant_cm, "--gravel-cm": a.gravel_cm}
     for name, value in positive.items():
@@ -224,18 +233,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def photo_pool(a: argparse.Namespace) -> list[tuple[str, np.ndarray, str, str, str | None]]:
     """(name, image, class, weed|crop, photo id in the data set or None) of every photo to take plants
     (and gravel) from: the --images folder, or the chosen split of a weed-train data set."""
-    if a.split is None:
-        try:
-            listing = os.listdir(a.images)
-        except OSError as e:
-            raise ConfigError(f"cannot read the photo folder {a.images}: {e.strerror or e}", "give --images FOLDER")
-        names = sorted(n for n in listing if n.lower().endswith((".jpg", ".png")) and "__" in n)
-        if not names:
-            raise ConfigError(f"no <class>__<id>.jpg photos in {a.images}", "give --images FOLDER")
-        return [(n, cv2.imread(os.path.join(a.images, n)), n.split("__")[0],
-                 "crop" if n.split("__")[0] in CROPS else "weed", None) for n in names]
-    return [(f"{label}/{path.name}", cv2.imread(str(path)), label, role, f"{label}/{path.name}")
-            for path, label, role in split_photos(split_words(a), a.split) if role in ("weed", "crop")]
+    if a.split is not None:
+        listed = [(path, label, role) for path, label, role in split_photos(split_words(a), a.split)
+                  if role in ("weed", "crop")]
+    else:
+        listed = folder_photos(Path(a.images), a.roles)
+    pool, unreadable = [], []
+    for path, label, role in listed:
+        image = cv2.imread(str(path))
+        if image is None:
+            unreadable.append(path)
+            continue
+        flat = path.parent == Path(a.images) and a.split is None and "__" in path.name
+        pool.append((path.name if flat else f"{label}/{path.name}", image, label, role,
+                     None if flat else f"{label}/{path.name}"))
+    if unreadable:
+        print(f"make_field_pass: skipped {len(unreadable)} photos OpenCV cannot read, e.g. {unreadable[0]}",
+              file=sys.stderr)
+    return pool
+
+
+def folder_photos(folder: Path, roles_file: Path | None) -> list[tuple[Path, str, str]]:
+    """(path, class, weed|crop) of every photo of ``folder``: flat ``<class>__<id>.jpg`` files, or else a weed-train
+    data folder (``<class>/<photo>``, listed as ``weed-train`` lists it). Roles from ``roles_file`` (weed-train's
+    reader; background classes left out), else the data set's crops (``CROPS``) and every other class a weed."""
+    try:
+        listing = sorted(os.listdir(folder))
+    except OSError as e:
+        raise ConfigError(f"cannot read the photo folder {folder}: {e.strerror or e}", "give --images FOLDER")
+    flat = [(folder / n, n.split("__")[0]) for n in listing if n.lower().endswith((".jpg", ".png")) and "__" in n]
+    if flat:
+        found = flat
+    elif any((folder / n).is_dir() for n in listing):
+        from train.data import scan_folder
+
+        found = [(s.path, s.label) for s in scan_folder(folder)]
+    else:
+        raise ConfigError(f"no <class>__<id>.jpg photos and no class folders in {folder}",
+                          "give --images FOLDER (flat <class>__<id>.jpg photos or one sub-folder per class)")
+    if roles_file is None:
+        return [(path, label, "crop" if label in CROPS else "weed") for path, label in found]
+    from train.data import read_roles
+
+    roles = read_roles({label for _, label in found}, roles_file=roles_file)
+    return [(path, label, roles.role_of(label)) for path, label in found if roles.role_of(label) != "background"]
 
 
 def split_words(a: argparse.Namespace) -> list[str]:

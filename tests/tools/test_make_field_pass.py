@@ -219,6 +219,48 @@ def test_the_split_of_a_bundle_is_the_split_it_was_trained_on(data_set, tmp_path
     assert all(p["class"] == p["photo"].split("/")[0] for p in plants)
 
 
+def test_a_weed_train_data_folder_gives_every_photo_its_role(tmp_path):
+    """--images on a weed-train data folder (<class>/<photo>): every photo of it may be a plant, each row names its
+    photo; roles from --roles (a background class is never pasted), else the data set's crops; an unreadable photo
+    is skipped and said."""
+    data = tmp_path / "kept"
+    for photo in sorted(PHOTOS.glob("*/*.jpg")):
+        (data / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        (data / photo.parent.name / photo.name).write_bytes(photo.read_bytes())
+    (data / "soil").mkdir()
+    (data / "soil" / "bare.jpg").write_bytes(next(PHOTOS.glob("charlock/*.jpg")).read_bytes())
+    (data / "maize" / "broken.jpg").write_bytes(b"not a jpeg")
+    roles = tmp_path / "roles.csv"
+    rows = (PHOTOS / "classes.csv").read_text().splitlines()
+    rows = [r.replace(",weed,", ",crop,") if r.startswith("charlock,") else r for r in rows] + ["soil,,,,background,1"]
+    roles.write_text("\n".join(rows) + "\n")
+    extra = ("--images", data, "--density-per-m", "12", "--crop-share", "0.5")
+    _, truth, _ = make(tmp_path, "r", *SHORT, *extra, "--roles", roles)
+    plants = [json.loads(x) for x in truth.read_text().splitlines()]
+    assert len(plants) >= 8 and {p["kind"] for p in plants} == {"weed", "crop"}
+    for p in plants:
+        assert (data / p["photo"]).is_file() and p["class"] == p["photo"].split("/")[0] != "soil"
+        assert p["kind"] == ("crop" if p["class"] in ("charlock", "maize", "common_wheat", "sugar_beet") else "weed")
+    proc = subprocess.run([sys.executable, str(TOOL), "--preset", "boom-4x10cm", *SHORT, *map(str, extra),
+                           "--out", tmp_path / "d.avi", "--truth", tmp_path / "d.jsonl"],
+                          capture_output=True, text=True, timeout=300)  # no --roles: the data set's crops
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped 1 photos OpenCV cannot read, e.g." in proc.stderr and "broken.jpg" in proc.stderr
+    default = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert len(default) >= 8 and all(
+        p["kind"] == ("crop" if p["class"] in ("maize", "common_wheat", "sugar_beet") else "weed") for p in default)
+
+
+def test_a_photo_folder_needs_photos_and_roles_go_with_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([sys.executable, str(TOOL), "--images", tmp_path / "empty"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and "no <class>__<id>.jpg photos and no class folders in" in proc.stderr
+    proc = subprocess.run([sys.executable, str(TOOL), "--split", "test", "--split-args", "--data x", "--roles", "r.csv"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--roles goes with --images" in proc.stderr
+
+
 def test_a_split_needs_its_data_set(tmp_path):
     proc = subprocess.run([sys.executable, str(TOOL), "--split", "test"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--split goes with --split-of BUNDLE or --split-args ARGS" in proc.stderr

@@ -3,7 +3,8 @@
 
 For every combination it makes a pass with ``tools/make_field_pass.py --preset boom-4x10cm``
 (plants from one split of a data set only: by default the test split of the photos the shipped
-model was trained on, split as ``weed-train`` split them), runs ``edge-run --config PASS.toml
+model was trained on, split as ``weed-train`` split them; ``--images DIR [--roles FILE]``: every
+photo of a folder instead, e.g. photos kept aside), runs ``edge-run --config PASS.toml
 --video PASS.avi --realtime -q`` on it (dry run, the config's ``[spray]`` per-lane path), scores
 the spray log with ``edge-replay`` and prints one Markdown row per speed and condition, summed
 over the seeds (the seeds are fixed in advance: 1, 2, 3 unless ``--seeds``)::
@@ -165,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--split-of", default=str(REPO / "models" / "plant-seedlings-mnv2"), metavar="BUNDLE",
                      help="the data set and split of this bundle's training (default: the shipped model's)")
     src.add_argument("--split-args", metavar="ARGS", help="or the weed-train train data options")
+    src.add_argument("--images", metavar="DIR",
+                     help="or every photo of this folder (a weed-train data folder <class>/<photo>, e.g. photos kept "
+                          "aside, or flat <class>__<id>.jpg files; --split is then not used)")
+    ap.add_argument("--roles", metavar="FILE", help="with --images: a class,role CSV (make_field_pass.py --roles)")
     ap.add_argument("--model", help="edge-run --model (default: the shipped default bundle)")
     ap.add_argument("--clocked", action="store_true",
                     help="run each pass on a manual clock instead of edge-run --realtime: every frame, no latency "
@@ -177,12 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     decision = rule_overrides(a)
     spray = spray_overrides(a)
     gate = gate_overrides(a)
-    source = ["--split", a.split] + (["--split-args", a.split_args] if a.split_args else ["--split-of", a.split_of])
+    if a.roles and not a.images:
+        ap.error("--roles goes with --images")
+    if a.images:
+        source = ["--images", a.images] + (["--roles", a.roles] if a.roles else [])
+        plants_from = f"every photo of {a.images}"
+    else:
+        source = ["--split", a.split] + (["--split-args", a.split_args] if a.split_args else ["--split-of", a.split_of])
+        plants_from = f"the {a.split} split ({a.split_args or a.split_of})"
     speeds = [float(x) for x in a.speeds.split(",")]
     seeds = [int(x) for x in a.seeds.split(",")]
     chosen = conditions([c.strip() for c in a.conditions.split(",")], a.blur_px, a.noise)
     try:
-        pool = mfp.photo_pool(mfp.parse_args(source))  # the split's photos, listed and decoded once
+        pool = mfp.photo_pool(mfp.parse_args(source))  # the photos, listed and decoded once
         with tempfile.TemporaryDirectory(prefix="passes-") as tmp:
             folder = Path(a.keep) if a.keep else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
@@ -195,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     rule = ", ".join(f"{k} {v}" for k, v in decision.items()) or "the bundle's rule"
     rule += "".join(f"; [spray] {k} {v}" for k, v in spray.items())
     rule += "".join(f"; [gate] {k} {v}" for k, v in gate.items())
-    print(f"rule: {rule}; plants from the {a.split} split ({a.split_args or a.split_of}); load average {load:.1f} at the start, "
+    print(f"rule: {rule}; plants from {plants_from}; load average {load:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} CPUs)\n")
     print(HEADER.format(seeds=",".join(map(str, seeds))))
     for v in speeds:

@@ -125,3 +125,16 @@ def test_spray_keys_need_the_spray_table_last(tool, tmp_path):
     conf.write_text("[spray]\nlanes = 4\n[model]\nbundle = 'x'\n")
     with pytest.raises(SystemExit, match=r"expected \[spray\] as its last table"):
         tool.add_config_keys(conf, {"min_plant_share": 0.5}, {})
+
+
+def test_passes_from_every_photo_of_a_folder(tool, capsys):
+    """--images DIR --roles FILE: plants from every photo of a labelled folder (photos kept aside) instead of a
+    split; --roles alone is refused."""
+    photos = Path(__file__).resolve().parents[2] / "tests" / "data" / "photos"
+    assert tool.main(["--images", str(photos), "--roles", str(photos / "classes.csv"), "--speeds", "15",
+                      "--seeds", "1", "--conditions", "empty", "--clocked"]) == 0
+    out = capsys.readouterr().out
+    assert f"plants from every photo of {photos};" in out and "| 15 km/h, no plants | 0/0 (—) |" in out
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--roles", str(photos / "classes.csv")])
+    assert e.value.code == 2 and "--roles goes with --images" in capsys.readouterr().err

@@ -84,7 +84,11 @@ def read_token(web: WebConfig) -> str | None:
     except (FileRefused, UnicodeDecodeError) as e:
         raise ConfigError(f"[web] token_file {p}: {'not found' if getattr(e, 'missing', False) else e}",
                           "write the token on the first line of that file (readable by edge-run)") from None
-    token = text.splitlines()[0].strip() if text.strip() else ""
+    token = text.splitlines()[0].strip() if text else ""
+    if not token:  # an empty token would let any client in ("Bearer " matches it)
+        raise ConfigError(f"[web] token_file {p}: no token on its first line",
+                          "write the token on the first line of that file; make one with: "
+                          "python3 -c 'import secrets; print(secrets.token_urlsafe())'")
     try:
         WebConfig(token=token)
     except ValueError:

@@ -115,6 +115,8 @@ class Auth:
     needed."""
 
     def __init__(self, token: str | None, limiter: LoginLimiter | None = None):
+        if token is not None and not token:
+            raise ValueError("an empty token would match an empty Bearer header: give a token or None")
         self.token = token
         self.limiter = limiter or LoginLimiter()
         self._secret = secrets.token_bytes(32)
@@ -136,7 +138,7 @@ class Auth:
 
     def token_matches(self, given: str) -> bool:
         """Whether ``given`` is the token; a wrong one is counted against the client's address."""
-        if self.token is not None and hmac.compare_digest(given.encode(), self.token.encode()):
+        if self.token is not None and given and hmac.compare_digest(given.encode(), self.token.encode()):
             return True
         self.limiter.failed(self.address())
         return False

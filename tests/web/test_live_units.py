@@ -247,6 +247,28 @@ def test_bearer_token_and_escaping():
     assert re.search(r"https?://", re.sub(r'http://(127\.0\.0\.1|localhost)', "", live.get_data(as_text=True))) is None
 
 
+@pytest.mark.parametrize("content", ["", "\n", "\n" + TOKEN + "\n", "   \n" + TOKEN])
+def test_a_token_file_without_a_token_on_its_first_line_is_refused(tmp_path, content):
+    """An empty token would let any client in (an empty Bearer header matches it): refused, exit 3."""
+    from edge.app.live import read_token
+
+    tf = tmp_path / "token"
+    tf.write_text(content)
+    with pytest.raises(ConfigError, match="no token on its first line"):
+        read_token(WebConfig(listen="0.0.0.0:8080", token_file=str(tf)))
+    tf.write_text(TOKEN + "\n")
+    assert read_token(WebConfig(listen="0.0.0.0:8080", token_file=str(tf))) == TOKEN
+
+
+def test_an_empty_bearer_never_matches_and_an_empty_token_is_refused():
+    app, _ = make_app(TOKEN)
+    c = app.test_client()
+    for header in ("Bearer ", "Bearer", "bearer  "):
+        assert c.get("/api/status", headers={"Authorization": header}).status_code == 401
+    with pytest.raises(ValueError, match="empty token"):
+        Auth("")
+
+
 def test_without_a_token_no_login_but_still_csrf():
     app, acted = make_app(None)
     c = app.test_client()

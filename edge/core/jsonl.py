@@ -19,6 +19,8 @@ owner of each log builds its records; this module only writes them down.
   ..., "wall": ..., "lines_lost": N, "lost_from_ns": ...}`` (plus the owner's
   ``gap_fields()``), and one "resumed after N lines lost" warning is logged. Lines still
   lost at ``close`` are warned about then.
+- A FIFO or a terminal is written without blocking: while its reader does not keep up, lines
+  are lost and counted as above (a log never holds up the loop, nor its stop on SIGTERM).
 - A file that does not end with a newline when it is opened (an earlier run was cut off
   mid-line, e.g. by a power loss) has that cut line removed first, with a warning, so
   appending never glues a new line onto it.
@@ -41,6 +43,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, TypeVar
@@ -59,11 +62,21 @@ CUT_LINE_MAX = 1 << 20  # a cut last line longer than this is not one of our lin
 
 def open_append(path: Path) -> BinaryIO:
     """The file a writer appends to: binary, unbuffered (one ``write`` per line), readable for the
-    cut-line check at open (write-only when reading is not allowed)."""
+    cut-line check at open (write-only when reading is not allowed). Anything but a regular file (a
+    FIFO, a terminal) stays non-blocking: a reader that stops reading makes lines lost, never a loop
+    stuck in ``write`` (one that SIGTERM could not stop either)."""
+    flags = os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        return open(path, "a+b", buffering=0)
+        fd, mode = os.open(path, os.O_RDWR | flags, 0o666), "a+b"
     except PermissionError:
-        return open(path, "ab", buffering=0)
+        fd, mode = os.open(path, os.O_WRONLY | flags, 0o666), "ab"
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, mode, buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def cannot_write(what: str, path: str | os.PathLike, exc: BaseException, error: type[WeedDetectorError],
@@ -188,11 +201,15 @@ class JsonlWriter:
             view = memoryview(data)
             while view:
                 n = f.write(view)
+                if n is None:  # a non-blocking pipe or terminal that is full (lines up to PIPE_BUF, 4 KiB, go
+                    # into a pipe whole or not at all)
+                    raise OSError(errno.EAGAIN, "its reader is not keeping up")
                 if not n:  # nothing taken and no error: as good as a full disk
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 view = view[n:]
         except OSError:
-            self._cut_back(f, start)
+            if self._seekable or len(view) < len(data):  # a pipe that took none of the line keeps its file
+                self._cut_back(f, start)
             raise
         except ValueError as e:  # the file was closed under us
             self._cut_back(f, start)

@@ -7,6 +7,7 @@ the next one raises ENOSPC; freeing bytes is the space coming back. Timing throu
 """
 
 import errno
+import json
 import logging
 import os
 
@@ -190,6 +191,43 @@ def test_a_pipe_or_a_write_only_file_is_written_too(tmp_path):
     w.write({"i": 1})
     w.close()
     assert read_jsonl(locked, "frame log") == [{"i": 0}, {"i": 1}]
+
+
+def test_a_pipe_whose_reader_stalls_loses_whole_lines_and_never_blocks(tmp_path, caplog):
+    """A FIFO given as the log whose reader stops reading: the writer does not block when the pipe is full; the
+    lines that do not fit are counted as lost; what the reader reads at last is whole lines, in order."""
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # follows the log, then stalls
+    done = threading.Event()
+    writer = JsonlWriter(fifo, what="frame log", clock=ManualClock())
+
+    def run():  # in a thread, so that a blocking write fails the test instead of hanging it
+        for i in range(400):  # 400 x ~1 KB: far more than a pipe holds (64 KiB)
+            writer.write({"i": i, "pad": "x" * 1000})
+        done.set()
+
+    try:
+        with caplog.at_level(logging.WARNING):
+            threading.Thread(target=run, daemon=True).start()
+            assert done.wait(60), "the writer blocked on a full pipe"
+        assert writer.lines_lost > 300 and "its reader is not keeping up" in caplog.text
+        data = b""
+        while True:
+            try:
+                chunk = os.read(reader, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        writer.close()
+        os.close(reader)
+    lines = data.splitlines()
+    assert len(lines) > 10 and data.endswith(b"\n") and [json.loads(x)["i"] for x in lines] == list(range(len(lines)))
 
 
 def test_rotation_goes_on_after_a_gap(tmp_path):

@@ -221,6 +221,9 @@ def _read_toml(p: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {p} is not valid TOML ({e})", "fix the syntax at that line") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"config file {p} holds a value Python cannot read ({e})",
+                          "a config holds plain numbers: see deploy/config.example.toml") from None
     except RecursionError:
         raise ConfigError(f"config file {p} nests arrays or tables too deeply to read",
                           "a config holds tables of plain values: see deploy/config.example.toml") from None

@@ -259,28 +259,46 @@ def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _recorded_train_args(recorded: str | None, where: Path, why: str) -> argparse.Namespace:
-    """The arguments of the `weed-train train` command a bundle records (its paths relative to here again)."""
-    from edge.core.errors import ConfigError
+def _recorded_train_args(recorded: object, where: Path, why: str) -> argparse.Namespace:
+    """The arguments of the `weed-train train` command a bundle records (its paths relative to here again); a
+    recorded command that is not text, cannot be split into words or is not one this weed-train takes is a bundle
+    problem (exit 4)."""
+    import contextlib
+    import io
+
+    from edge.core.errors import BundleError, ConfigError
     from train.provenance import recorded_args
 
-    words = recorded_args(recorded or "")
+    fix = f"restore {where.name} from the bundle as weed-train wrote it, or retrain the bundle"
+    if recorded is not None and not isinstance(recorded, str):
+        raise BundleError(f"{where}: the recorded training command is {type(recorded).__name__}, not text", fix)
+    try:
+        words = recorded_args(recorded or "")
+    except ValueError as e:  # shlex: an unbalanced quote
+        raise BundleError(f"{where}: the recorded training command cannot be split into words ({e}): {recorded!r}",
+                          fix) from None
     if words[:2] != ["weed-train", "train"]:
         raise ConfigError(f"{where} records no `weed-train train` command ({recorded!r})", why)
-    return build_parser().parse_args(words[1:])
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):
+            return build_parser().parse_args(words[1:])
+    except SystemExit:  # argparse refused it (and would have printed the train usage)
+        lines = said.getvalue().strip().splitlines()
+        raise BundleError(f"{where}: the recorded training command is not one this weed-train takes "
+                          f"({lines[-1] if lines else 'argparse refused it'})", fix) from None
 
 
 def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
     """Re-choose a bundle's threshold: the training command it records rebuilds the same split."""
-    import json
-
     from edge.inference.bundle import resolve_bundle
+    from train.evaluate import METRICS, read_metrics
     from train.pipeline import rethreshold
     from train.provenance import command_line
 
     folder = resolve_bundle(a.model)
-    recorded = json.loads((folder / "metrics.json").read_text())["training"]["command"]
-    t = _recorded_train_args(recorded, folder / "metrics.json", "only bundles made by weed-train train can be re-thresholded")
+    recorded = read_metrics(folder)["training"]["command"]
+    t = _recorded_train_args(recorded, folder / METRICS, "only bundles made by weed-train train can be re-thresholded")
     ec = _export_config(t, out=folder.parent, name=folder.name, miss_weight=a.miss_weight,
                         max_weed_miss=a.max_weed_miss, max_crop_sprayed=a.max_crop_sprayed, rule_on=a.rule_on,
                         max_crop_sprayed_perturbed=a.max_crop_sprayed_perturbed)

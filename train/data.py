@@ -282,13 +282,18 @@ def attach_groups(samples: Sequence[Sample], groups: dict[str, str], data_root: 
 
 
 def decode_rgb(path: Path) -> np.ndarray | None:
-    """Decode a photo to HxWx3 uint8 RGB, or None when it is not a readable image."""
+    """Decode a photo to HxWx3 uint8 RGB, or None when it is not a readable image (also one whose header declares
+    more pixels than OpenCV decodes, 2^30: OpenCV refuses it before allocating)."""
     import cv2
 
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        log.debug("OpenCV cannot decode %s: %s", path, str(exc).strip())
+        return None
     if img is None or img.ndim != 3 or img.shape[0] < 8 or img.shape[1] < 8:
         return None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

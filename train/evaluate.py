@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from edge.decide.rule import SprayRule
 from train.data import Roles
@@ -402,6 +403,70 @@ def sweep_table(sweep: Sequence[dict], chosen: float) -> str:
 def write_metrics(path: Path, metrics: dict) -> Path:
     path.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     return path
+
+
+METRICS = "metrics.json"  # a bundle's record of its training run (export.write_reports)
+MAX_METRICS_BYTES = 16_000_000  # a bundle's is under 100 kB
+
+
+class _RecordedTraining(BaseModel):
+    command: str
+
+
+class _RecordedGate(BaseModel):
+    allowed: bool
+
+
+class _RecordedModel(BaseModel):
+    threshold: float
+    val: dict
+    test: dict
+
+
+class _RecordedRun(BaseModel):
+    """The parts of a bundle's metrics.json that ``weed-train threshold`` reads (the rest is kept as it is)."""
+
+    labels: list[str] = Field(min_length=1)
+    main_model: str
+    models: dict[str, _RecordedModel]
+    gate: _RecordedGate
+    training: _RecordedTraining
+
+    @model_validator(mode="after")
+    def _models_present(self) -> "_RecordedRun":
+        missing = sorted({self.main_model, "int8", "float32"} - set(self.models))
+        if missing:
+            raise ValueError(f"no record of the model(s) {missing} (main model {self.main_model!r})")
+        return self
+
+
+def read_metrics(bundle_dir: Path) -> dict:
+    """A bundle's metrics.json, checked to hold what re-choosing its rule reads (``_RecordedRun``); a FIFO or a
+    device is never opened. BundleError (exit 4) naming the file and what is wrong otherwise."""
+    from edge.core.errors import BundleError
+    from edge.core.files import FileRefused, read_regular
+
+    path = Path(bundle_dir) / METRICS
+    fix = "restore metrics.json from the bundle as weed-train wrote it, or retrain the bundle"
+    try:
+        doc = json.loads(read_regular(path, MAX_METRICS_BYTES).decode("utf-8"))
+    except FileRefused as e:
+        raise BundleError(f"{path} {'is missing' if e.missing else e}", fix) from None
+    except UnicodeDecodeError as e:
+        raise BundleError(f"{path} is not UTF-8 text (byte {e.start})", fix) from None
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path} is not valid JSON ({e})", fix) from None
+    except RecursionError:
+        raise BundleError(f"{path} nests arrays or objects too deeply to read", fix) from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"{path} must hold a JSON object, not {type(doc).__name__}", fix)
+    try:
+        _RecordedRun.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(metrics)"
+        raise BundleError(f"{path}: field '{loc}': {err['msg'].removeprefix('Value error, ')}", fix) from None
+    return doc
 
 
 def bundle_roles(m: Manifest) -> Roles:

@@ -291,11 +291,9 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     the same split (seeded); only the test photos are classified again, through the edge runtime.
     The main model stays the same: the quantisation gate is checked again and must agree.
     """
-    import json
-
     from edge.inference.bundle import load_bundle
 
-    doc = json.loads((bundle_dir / "metrics.json").read_text())
+    doc = ev.read_metrics(bundle_dir)
     prep, y_test, raw_test = test_split(dc, doc["labels"], progress=progress)
     main = doc["main_model"]
     previous = doc["models"][main]["threshold"]
@@ -309,7 +307,7 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     e = doc["models"][main]
     _rewrite_manifest(bundle_dir, manifest_rule(e, fc.refit),
                       report.summary_metrics(doc["models"], main, gate), doc["training"])
-    ev.write_metrics(bundle_dir / "metrics.json", doc)
+    ev.write_metrics(bundle_dir / ev.METRICS, doc)
     (bundle_dir / "report.md").write_text(report.render(doc, ec, fc, dc))
     load_bundle(bundle_dir)  # hashes and manifest still check out
     return RunResult(bundle_dir, doc, gate.passed, gate.message())

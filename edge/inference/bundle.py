@@ -343,7 +343,7 @@ def read_manifest(folder: Path) -> Manifest:
         raise BundleError(f"{mpath} is not valid JSON ({e})", "restore the file from the bundle or re-export it") from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # not JSON, or a number Python will not read (an integer of more than 4300 digits)
         raise BundleError(f"{mpath} is not valid JSON ({e})", "restore the file from the bundle or re-export it") from None
     except RecursionError:
         raise BundleError(f"{mpath} nests arrays or objects too deeply to read",

@@ -101,7 +101,7 @@ class StateDir:
             if e.missing:
                 return None
             raise ConfigError(f"state file {p} {e}", "delete it (edge-run writes it again when needed)") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # not UTF-8 or not JSON (a UnicodeDecodeError is a ValueError)
             raise ConfigError(f"state file {p} is not JSON ({e})", "delete it (a pause or a saved tuning is lost; "
                               "set them again from the live page)") from None
         if not isinstance(data, dict):

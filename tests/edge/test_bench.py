@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import math
 from pathlib import Path
 
@@ -259,6 +260,22 @@ def test_compare_rejects_a_file_that_is_not_a_result(sweep, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "runs[0].stages_ms.end_to_end.p95: missing" in err and "re-run edge-bench" in err
     assert main(["--compare", str(out), str(tmp_path / "none.json")]) == EXIT_CONFIG
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.write_text("[" * 100_000 + "]" * 100_000), "is not readable JSON (maximum recursion depth"),
+    (lambda p: p.write_text('{"a": ' + "9" * 5000 + "}"), "is not readable JSON (Exceeds the limit"),
+    (lambda p: p.write_bytes(b'{"a": "\xff"}'), "is not readable JSON ('utf-8' codec"),
+    (lambda p: os.mkfifo(p), "is a FIFO (named pipe), not a regular file"),
+    (lambda p: p.mkdir(), "is a folder, not a regular file"),
+])
+def test_compare_refuses_files_it_cannot_read_in_one_line(sweep, tmp_path, capsys, make, words):
+    bad = tmp_path / "bad.json"
+    make(bad)
+    assert main(["--compare", str(sweep[1]), str(bad)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 @pytest.mark.parametrize("mutate, problem", [

@@ -85,6 +85,8 @@ def test_loads_and_verifies(toy_bundle):
         (lambda b: (b / "manifest.json").write_text(" " * 1_000_001), "more than the 1,000,000 bytes"),
         (lambda b: (b / "manifest.json").write_text('{"metrics": ' + "[" * 100_000 + "]" * 100_000 + "}"),
          "nests arrays or objects too deeply to read"),
+        (lambda b: (b / "manifest.json").write_text('{"format_version": ' + "9" * 5000 + "}"),
+         "manifest.json is not valid JSON (Exceeds the limit"),
     ],
 )
 def test_corrupt_bundles_fail_clearly(toy_bundle, mutate, words):

@@ -70,6 +70,7 @@ def test_example_config_is_valid(caplog):
         ("[outputs]\nkind = 'serial'\nport = 'loop://'\nbaud = 1000000000000\n", "[outputs] baud"),
         ("[model]\nbundle = " + "[" * 50 + "]" * 50 + "\n", "[model] bundle: Input should be a valid string"),
         ("a = " + "[" * 5000 + "]" * 5000 + "\n", "nests arrays or tables too deeply to read"),
+        ("[model]\nthreads = " + "9" * 5000 + "\n", "holds a value Python cannot read (Exceeds the limit"),
         ("a = " + "{b = " * 3000 + "1" + "}" * 3000 + "\n", "nests arrays or tables too deeply to read"),
         ("[model]\n\"x\\nERROR edge: FAKE\" = 1\n", "[model] x\nERROR edge: FAKE: unknown key"),
     ],

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from edge.tools.bench.stats import SUMMARY_KEYS, ratio
 from edge.core.errors import ConfigError
+from edge.core.files import FileRefused, read_regular
 from edge.core.metrics import STAGES
 
 SCHEMA_VERSION = 1
@@ -261,15 +262,21 @@ def write_json(doc: dict, path: str | Path) -> None:
     Path(path).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
+MAX_DOCUMENT_BYTES = 256 << 20  # an edge-bench result: a few MB with every run's frames
+
+
 def load_document(path: str | Path) -> dict:
     """Read and validate a benchmark JSON file; ``ConfigError`` naming the problem otherwise."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"benchmark file {p} not found", "give two JSON files written by edge-bench --json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"benchmark file {p} is not readable JSON ({e})", "give a file written by edge-bench --json") from None
+        doc = json.loads(read_regular(p, MAX_DOCUMENT_BYTES).decode("utf-8"))
+    except FileRefused as e:
+        if e.missing:
+            raise ConfigError(f"benchmark file {p} not found", "give two JSON files written by edge-bench --json") from None
+        raise ConfigError(f"benchmark file {p} {e}", "give a file written by edge-bench --json") from None
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, nested too deeply, a 5000-digit integer
+        raise ConfigError(f"benchmark file {p} is not readable JSON ({e or 'nested too deeply'})",
+                          "give a file written by edge-bench --json") from None
     if not isinstance(doc, dict) or doc.get("tool") != "edge-bench":
         raise ConfigError(f"{p} is not an edge-bench result", "give a file written by edge-bench --json")
     if doc.get("schema_version") != SCHEMA_VERSION:

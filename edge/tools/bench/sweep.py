@@ -91,7 +91,7 @@ def run_in_subprocess(p: Planned, timeout_s: float) -> tuple[dict, str]:
         if out.is_file():
             try:
                 res = json.loads(out.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError, RecursionError):
                 res = None
         if res is None:
             tail = " | ".join(stderr.strip().splitlines()[-3:])

@@ -56,6 +56,8 @@ FRACTION = _ranged(float, 0, 0.5, open_low=True, open_high=True)
 NON_NEGATIVE = _ranged(float, 0)
 POSITIVE = _ranged(float, 0, open_low=True)
 PROBABILITY = _ranged(float, 0, 1, open_high=True)
+MAX_INPUT_SIZE = 1024  # px: every photo of the set is held at this size (3 MB each at 1024); manifests allow 4096
+INPUT_SIZE = _ranged(int, 1, MAX_INPUT_SIZE, unit="pixels")
 
 
 def _csv_list(text: str) -> tuple[str, ...]:
@@ -119,7 +121,8 @@ def _add_fit_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     g.add_argument("--backbone", default="mobilenet_v2", help="mobilenet_v2 (default), efficientnet_lite0, mobilenet_v1, xception")
     g.add_argument("--mode", choices=MODES, default="finetune", help="features | finetune (default) | logreg | scratch")
     g.add_argument("--weights", default="default", help="weight source name, 'none', or a path (.npz / .weights.h5)")
-    g.add_argument("--input-size", type=POSITIVE_INT, default=160, help="square input size in pixels (default 160)")
+    g.add_argument("--input-size", type=INPUT_SIZE, default=160,
+                   help=f"square input size in pixels (default 160, at most {MAX_INPUT_SIZE})")
     g.add_argument("--head-epochs", type=COUNT, default=2 if short else 5, help="epochs for the new head (features / first phase)")
     g.add_argument("--epochs", type=POSITIVE_INT, default=3 if short else 12, help="fine-tuning (or scratch) epochs")
     g.add_argument("--unfreeze", type=_ranged(int, -1), default=-1, help="top N backbone layers to fine-tune (-1 = all, BatchNorm stays frozen)")
@@ -250,9 +253,40 @@ def _export_config(a: argparse.Namespace, **over: object) -> ExportConfig:
     return ExportConfig(**kw)
 
 
+def _out_folder(path: Path, flag: str = "--out") -> Path:
+    """``path`` made (with its parents) before any work, so that an --out that cannot be written is refused now
+    (exit 3), not after the run."""
+    from edge.core.errors import ConfigError
+    from edge.core.files import file_kind
+
+    fix = "give a folder that can be created and written (it may exist already)"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{flag} {path} is {file_kind(path.stat().st_mode)}, not a folder", fix) from None
+        raise ConfigError(f"{flag} {path} cannot be created ({e.strerror or e})", fix) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path} cannot be written (permission denied)", fix)
+    return path
+
+
+def _new_bundle_folder(a: argparse.Namespace) -> Path:
+    """The bundle folder a training run writes (--out/--name), refused before the run when it already holds files
+    and --overwrite was not given (the run would replace them), and made now (``_out_folder``)."""
+    from edge.core.errors import ConfigError
+
+    folder = a.out / a.name
+    if folder.is_dir() and not a.overwrite and any(folder.iterdir()):
+        raise ConfigError(f"--out {a.out} --name {a.name}: {folder} already holds a bundle or other files, which "
+                          "this run would replace", "choose another --name (or --out), or pass --overwrite to replace it")
+    return _out_folder(folder, "--out/--name")
+
+
 def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from train.pipeline import run_train
 
+    _new_bundle_folder(a)
     res = run_train(_data_config(a), _fit_config(a), _export_config(a), argv=argv, progress=not a.quiet)
     print_result(res)
     check_gate(res, a.allow_quant_drop)
@@ -351,6 +385,8 @@ def cmd_background(a: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_evaluate(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from train.evaluate import evaluate_bundle
 
+    if a.out is not None:
+        _out_folder(a.out)
     evaluate_bundle(a.model, a.data, a.variant, a.out, roles_file=a.roles, threshold=a.threshold)
     return 0
 
@@ -380,6 +416,8 @@ def cmd_robustness(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from train.provenance import command_line, portable_path
 
     bundle = load_bundle(a.model, variant=a.variant)
+    if a.out is not None:
+        _out_folder(a.out)
     m = bundle.manifest
     trained_on = m.training.get("data")
     if a.split == "test":
@@ -473,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = t.add_argument_group("export")
     e.add_argument("--out", type=Path, default=Path("models"), help="folder for bundles (default models/)")
     e.add_argument("--name", default="plant-seedlings-mnv2", help="bundle name (its folder under --out)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace the bundle already in --out/--name (default: refused, so that no bundle -- the "
+                        "shipped default under the default --out models --name plant-seedlings-mnv2 included -- is "
+                        "replaced by accident)")
     e.add_argument("--description", default="")
     e.add_argument("--export", type=_csv_list, default=("int8", "float32"),
                    help="formats: int8 and float32 always; add float16 with --export int8,float32,float16")
@@ -492,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("background", help="cut background (no plant) patches from the photos into a folder")
     _add_data_args(b)
     b.add_argument("--out", type=Path, required=True, help="output folder (train/val/test sub-folders + patches.csv)")
-    b.add_argument("--input-size", type=POSITIVE_INT, default=160, help="patch size in pixels = the model's input size")
+    b.add_argument("--input-size", type=INPUT_SIZE, default=160,
+                   help=f"patch size in pixels = the model's input size (at most {MAX_INPUT_SIZE})")
     b.set_defaults(func=cmd_background, from_bundle=None)
 
     ev = sub.add_parser("evaluate", help="evaluate a bundle on a folder of labelled photos through the edge runtime")
@@ -514,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "makes of --data (its seed, fractions, groups and background patches)")
     r.add_argument("--variant", default=None, help="e.g. float32 (default: the bundle's main model)")
     r.add_argument("--threshold", type=_probability, default=None, help="override the bundle's operating threshold")
-    r.add_argument("--seed", type=int, default=42, help="seed of the random directions and noise (default 42)")
+    r.add_argument("--seed", type=COUNT, default=42, help="seed of the random directions and noise (default 42)")
     r.add_argument("--out", type=Path, default=None, help="write robustness.json and robustness.png here")
     r.add_argument("--quiet", action="store_true", help="no progress bars while the split is rebuilt")
     r.set_defaults(func=cmd_robustness)

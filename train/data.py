@@ -24,7 +24,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -109,6 +109,18 @@ def _csv_text(path: Path, what: str) -> list[str]:
         ) from None
 
 
+def _csv_rows(path: Path, what: str, reader: Callable = csv.reader) -> tuple[Any, list]:
+    """(the reader, its rows) of a UTF-8 CSV read by ``reader`` (``csv.reader``, or ``csv.DictReader``: its
+    ``fieldnames``), or a DataError naming the line the csv module cannot read (a field over its 128 KiB limit,
+    mostly a quote left open that runs to the end of the file)."""
+    r = reader(_csv_text(path, what))
+    try:
+        return r, list(r)
+    except csv.Error as exc:
+        raise DataError(f"{what} {path} line {r.line_num}: {exc}",
+                        "check that line: a quote opened and not closed runs on to the end of the file") from None
+
+
 def scan_folder(root: Path) -> list[Sample]:
     """List ``root/<class>/<image>`` files (sorted, so the order is reproducible).
 
@@ -143,7 +155,7 @@ def scan_csv(csv_path: Path) -> list[Sample]:
     if not csv_path.is_file():
         raise DataError(f"CSV {csv_path} does not exist", "pass --csv FILE with columns path,label")
     samples = []
-    rows = list(csv.reader(_csv_text(csv_path, "CSV")))
+    _, rows = _csv_rows(csv_path, "CSV")
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
         rows = rows[1:]
     for i, row in enumerate(rows, start=1):
@@ -186,13 +198,13 @@ def read_roles(
         roles_file = Path(roles_file)
         if not roles_file.is_file():
             raise DataError(f"roles file {roles_file} does not exist", "pass a CSV with columns class,role")
-        reader = csv.DictReader(_csv_text(roles_file, "roles file"))
+        reader, rows = _csv_rows(roles_file, "roles file", csv.DictReader)
         if not reader.fieldnames or "class" not in reader.fieldnames or "role" not in reader.fieldnames:
             raise DataError(
                 f"roles file {roles_file} needs the columns class and role, has {reader.fieldnames}",
                 "add a header line 'class,role' and one row per class (role: weed, crop or background)",
             )
-        for row in reader:
+        for row in rows:
             r = (row["role"] or "").strip().lower()
             if r in ("soil", "ground"):
                 r = "background"
@@ -245,10 +257,10 @@ def read_groups(groups_csv: Path | None, data_root: Path | None = None) -> dict[
     if not groups_csv.is_file():
         raise DataError(f"groups file {groups_csv} does not exist", "pass --groups FILE (path,group) or --no-groups")
     out: dict[str, str] = {}
-    reader = csv.DictReader(_csv_text(groups_csv, "groups file"))
+    reader, rows = _csv_rows(groups_csv, "groups file", csv.DictReader)
     if not reader.fieldnames or "path" not in reader.fieldnames or "group" not in reader.fieldnames:
         raise DataError(f"{groups_csv} needs the columns path and group", "add the header 'path,group'")
-    for row in reader:
+    for row in rows:
         p = row["path"].strip()
         out[p] = (row["group"] or "").strip()
         if data_root is not None:

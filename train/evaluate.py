@@ -475,10 +475,13 @@ def bundle_roles(m: Manifest) -> Roles:
 
 
 def labelled_samples(m: Manifest, data_dir: Path, roles_file: Path | None) -> tuple[list[Sample], Roles | None]:
-    """The decodable photos of a folder-per-class set, and the roles of its classes the bundle does not know.
+    """The decodable photos of a folder-per-class set, and the roles of its classes (for those the bundle does
+    not know).
 
     Such classes are refused unless ``roles_file`` (class,role) gives them a role (they then
-    count in the sprayer rates only); ``None`` when every class is a label of the bundle.
+    count in the sprayer rates only); the bundle's own classes keep their roles without a row in it
+    (so a new class may be a crop: the bundle's weeds are the weeds). ``None`` when every class is a
+    label of the bundle.
     """
     from train import data as datamod
     from train.data import DataError
@@ -492,7 +495,9 @@ def labelled_samples(m: Manifest, data_dir: Path, roles_file: Path | None) -> tu
             f"classes {unknown} in {data_dir} are not labels of bundle '{m.name}'",
             "remove them, or pass --roles class,role so they count in the weed/crop rates",
         )
-    return samples, datamod.read_roles(unknown, roles_file)
+    known = [(lab, role) for role, names in (("weed", m.weed_labels), ("crop", m.crop_labels),
+                                             ("background", m.background_labels)) for lab in names]
+    return samples, datamod.read_roles({s.label for s in samples}, roles_file, defaults=known)
 
 
 def evaluate_bundle(

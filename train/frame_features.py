@@ -15,7 +15,8 @@ On a model-sized input the cut graph + the numpy head reproduce the main model u
 rounding (``check_reproduces``, on the reference kernels, random and uniform images, before the
 export is kept: the cut graph's output is the model's feature map, the pooling and the head within
 ``MAX_STEPS`` of the model's own int8 results); a bundle whose graph does not have that shape is
-refused with the reason.
+refused with the reason, and one edge-run would refuse (not a valid TFLite model, tensors that are not
+its manifest's: a label count the output does not have) before anything is written.
 
 ``edge`` never imports this module (it needs TensorFlow); it only reads the two files.
 """
@@ -30,6 +31,7 @@ import numpy as np
 
 from edge.core.errors import BundleError
 from edge.inference.bundle import MANIFEST, FrameFeatures, load_bundle, read_manifest, sha256_file
+from edge.inference.classifier import Classifier
 
 FEATURES_FILE = "model_features.tflite"
 HEAD_FILE = "frame_head.npz"
@@ -258,6 +260,8 @@ def export_frame_features(bundle_dir: str | Path) -> FrameFeatures:
     if bundle.quantization != "int8":
         raise BundleError(f"bundle {folder}: its main model is {bundle.quantization}, not int8",
                           "frame features are cut from an int8 main model")
+    Classifier(bundle, num_threads=1, batch=False).close()  # edge-run's checks, before anything is written: a
+    # valid TFLite model whose tensors are the manifest's (its input, one output per label)
     try:
         flat, arrays = cut_model(bundle.model_path)
     except ValueError as e:

@@ -328,6 +328,35 @@ def test_user_errors_stop_before_any_run(argv, code, words, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--timeout", "nan"], "argument --timeout: expected seconds above 0"),
+    (["--timeout", "inf"], "argument --timeout: expected seconds above 0"),
+    (["--timeout", "0"], "argument --timeout: expected seconds above 0"),
+    (["--seed", "-1"], "argument --seed: expected a whole number from 0"),
+    (["--generated", "100000x100000"], "frame size '100000x100000' is out of range"),
+    (["--generated", "0x48"], "frame size '0x48' is out of range"),
+])
+def test_bad_arguments_are_refused_when_parsed(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--no-baseline", "--frames", "1", *argv])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, make, words", [
+    ("--json", lambda p: p.mkdir(), "is a folder"),
+    ("--json", lambda p: os.mkfifo(p), "is a FIFO (named pipe)"),
+    ("--markdown", lambda p: None, "No such file or directory"),  # its folder is missing
+])
+def test_a_result_file_that_cannot_be_written_is_said_before_the_runs(flag, make, words, tmp_path, capsys):
+    target = tmp_path / "out" if flag == "--json" else tmp_path / "missing" / "t.md"
+    make(target)
+    argv = ["--model", str(TOY_BUNDLE), "--generated", "32x32", "--frames", "1", "--no-baseline", "-q"]
+    argv += [flag, str(target)] + (["--json", str(tmp_path / "r.json")] if flag != "--json" else [])
+    assert main(argv) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert f"cannot write the {flag} file" in err and words in err and "[1/" not in err  # no run started
+
+
 def test_a_failing_child_is_recorded_not_fatal(tmp_path):
     spec = RunSpec(bundle=str(tmp_path / "missing-bundle"), threads=1, frames=TINY, n_frames=1, warmup=0)
     res, stderr = run_in_subprocess(Planned(spec, "missing/pipeline/int8/t1"), timeout_s=60)

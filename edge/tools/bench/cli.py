@@ -10,13 +10,18 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
+import os
 import shlex
+import stat
 import sys
 from typing import Optional, Sequence
 
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, WeedDetectorError
 
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: longer is a typo
 REFERENCE_HELP = "models/reference/mnv2-160-int8 of this checkout"
 EPILOG = """Each configuration runs in its own process (python -m edge.tools.bench.runner). Outputs are always
 the dry-run output: a benchmark never moves a valve. The JSON schema: docs/benchmark.md.
@@ -44,6 +49,49 @@ def _size(text: str) -> tuple[int, int]:
         return parse_size(text)
     except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _timeout(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = math.nan
+    if not 0 < s <= MAX_TIMEOUT_S:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most {MAX_TIMEOUT_S:g}, got {text!r}")
+    return s
+
+
+def _seed(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {2**32 - 1}, got {text!r}")
+    return n
+
+
+def check_output(flag: str, path: str) -> None:
+    """A result file that cannot be written is said before the benchmark runs, not after it (created empty if
+    missing; never truncated here; a FIFO or a device is refused without blocking on it)."""
+    from edge.core.files import file_kind
+    from edge.core.jsonl import cannot_write
+
+    fix = f"give {flag} a file in a folder you can write to"
+    with contextlib.suppress(OSError, ValueError):
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"cannot write the {flag} file {path!r}: it is {file_kind(mode)}", fix)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
+    except (OSError, ValueError) as e:
+        raise cannot_write(f"{flag} file", path, e, ConfigError, fix) from None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"cannot write the {flag} file {path!r}: it is {file_kind(mode)}", fix)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,13 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, help="camera: capture width to ask for")
     s.add_argument("--height", type=int, help="camera: capture height to ask for")
     s.add_argument("--fps", type=float, help="camera: frame rate to ask for")
-    s.add_argument("--seed", type=int, default=0, help="generated frames: random seed (default 0)")
+    s.add_argument("--seed", type=_seed, default=0, help="generated frames: random seed (default 0)")
 
     n = p.add_argument_group("length")
     n.add_argument("--frames", type=int, metavar="N", help="measured frames per run (default 300 unless --seconds)")
     n.add_argument("--seconds", type=float, metavar="S", help="measured seconds per run (with --frames: whichever ends first)")
     n.add_argument("--warmup", type=int, default=20, metavar="N", help="frames run before measuring (default 20)")
-    n.add_argument("--timeout", type=float, default=900.0, metavar="S", help="give up on one run after S seconds (default 900)")
+    n.add_argument("--timeout", type=_timeout, default=900.0, metavar="S", help="give up on one run after S seconds (default 900)")
 
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="PATH", default="edge-bench.json", help="result file (default edge-bench.json)")
@@ -158,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         planned = plan(args.model or [], args.variants, args.threads, frames, n_frames, args.seconds,
                        args.warmup, args.config, baseline=not args.no_baseline, scorings=args.scoring,
                        reference=reference_bundle(args.reference), web_client=args.web_client)
+        check_output("--json", args.json)  # after the plan's checks, before the runs
+        if args.markdown:
+            check_output("--markdown", args.markdown)
         machine = machine_info()
         machine["loadavg_start"] = loadavg()
         runs = run_all(planned, args.timeout, _progress(args.quiet, args.verbose))

@@ -14,6 +14,7 @@ from typing import Optional
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import ConfigError, SourceError
 from edge.core.frame import Frame
+from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
 
 KINDS = ("generated", "video", "images", "camera")
 POOL = 8  # distinct generated frames, cycled
@@ -63,6 +64,9 @@ def parse_size(text: str) -> tuple[int, int]:
         w, h = (int(x) for x in text.lower().split("x"))
     except ValueError:
         raise ConfigError(f"frame size {text!r} is not WIDTHxHEIGHT", "write it like 640x480") from None
+    if w < 1 or h < 1 or w * h > DEFAULT_MAX_IMAGE_PIXELS:
+        raise ConfigError(f"frame size {text!r} is out of range: at least 1 px a side, at most "
+                          f"{DEFAULT_MAX_IMAGE_PIXELS / 1e6:g} MP (what edge-run reads)", "write it like 640x480")
     return w, h
 
 

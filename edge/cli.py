@@ -105,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("frame source (one of)")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index (/dev/videoN)")
-    src.add_argument("--video", metavar="PATH", help="video file")
-    src.add_argument("--images", metavar="DIR", help="folder of images (or one image)")
-    src.add_argument("--stream", metavar="URL", help="RTSP/HTTP stream URL")
+    src.add_argument("--video", metavar="PATH", type=_given("a video file"), help="video file")
+    src.add_argument("--images", metavar="DIR", type=_given("a folder of images"), help="folder of images (or one image)")
+    src.add_argument("--stream", metavar="URL", type=_given("a stream URL"), help="RTSP/HTTP stream URL")
     src.add_argument("--picamera", action="store_true", help="Raspberry Pi camera through picamera2")
     s.add_argument("--width", type=int, help="capture width (cameras)")
     s.add_argument("--height", type=int, help="capture height (cameras)")
@@ -163,9 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
 Convert = Callable[[Any], dict]
 
 
+def _given(what: str) -> Callable[[str], str]:
+    """--video PATH, --images DIR, --stream URL: an empty value is refused (``--video "$UNSET"`` would otherwise
+    run the config's source, by default the live camera)."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {what}, got an empty value")
+        return text
+    return check
+
+
 def _source(kind: str, key: str | None = None) -> Convert:
-    """--camera N, --video PATH, ...: the flag chooses the source kind (an empty PATH/URL: not given)."""
-    return lambda value: {} if value == "" else {"kind": kind, **({key: value} if key else {})}
+    """--camera N, --video PATH, ...: the flag chooses the source kind."""
+    return lambda value: {"kind": kind, **({key: value} if key else {})}
 
 
 def _const(key: str, value: Any) -> Convert:

@@ -117,7 +117,8 @@ def _csv_rows(path: Path, what: str, reader: Callable = csv.reader) -> tuple[Any
     try:
         return r, list(r)
     except csv.Error as exc:
-        raise DataError(f"{what} {path} line {r.line_num}: {exc}",
+        line = getattr(r, "reader", r).line_num  # a DictReader counts only the lines it returned
+        raise DataError(f"{what} {path} line {line}: {exc}",
                         "check that line: a quote opened and not closed runs on to the end of the file") from None
 
 

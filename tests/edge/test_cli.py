@@ -184,7 +184,6 @@ def test_every_plain_row_names_a_config_key():
         (["--camera", "0"], {"source": {"kind": "camera", "camera": 0}}),
         (["--picamera", "--width", "320"], {"source": {"kind": "picamera", "width": 320}}),
         (["--video", "v.avi", "--realtime"], {"source": {"kind": "video", "path": "v.avi", "realtime": True}}),
-        (["--video", ""], {}),  # an empty path counts as not given
         (["--stream", "rtsp://cam/1"], {"source": {"kind": "stream", "url": "rtsp://cam/1"}}),
         (["--debounce", "2of3", "--hold-ms", "0"], {"decision": {"debounce_n": 2, "debounce_m": 3, "min_hold_ms": 0}}),
         (["--output", "gpio", "--pins", "17,27", "--active-low"],

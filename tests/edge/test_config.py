@@ -114,6 +114,16 @@ def test_max_frames_below_one_is_a_usage_error(value, capsys):
     assert "--max-frames: expected a whole number of frames of at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, what", [("--video", "a video file"), ("--images", "a folder of images"),
+                                        ("--stream", "a stream URL")])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_source_is_a_usage_error(flag, what, value, capsys):
+    """--video "$UNSET" used to run the config's source: by default the live camera, with the real outputs."""
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(TOY_BUNDLE), f"{flag}={value}", "--validate-config"])
+    assert e.value.code == 2 and f"{flag}: expected {what}, got an empty value" in capsys.readouterr().err
+
+
 def test_flags_override_file(tmp_path):
     p = write(tmp_path, "[outputs]\nkind = 'gpio'\npins = [17]\n[model]\nthreads = 4\n[source]\nkind='camera'\ncamera=1\n")
     args = build_parser().parse_args(["--pins", "5,6", "--active-low", "--images", "x", "--debounce", "2/3", "--threshold", "0.7"])

@@ -277,7 +277,11 @@ def _new_bundle_folder(a: argparse.Namespace) -> Path:
     from edge.core.errors import ConfigError
 
     folder = a.out / a.name
-    if folder.is_dir() and not a.overwrite and any(folder.iterdir()):
+    try:
+        holds_files = folder.is_dir() and any(folder.iterdir())
+    except OSError:  # unreadable: _out_folder says what is wrong with it
+        holds_files = False
+    if holds_files and not a.overwrite:
         raise ConfigError(f"--out {a.out} --name {a.name}: {folder} already holds a bundle or other files, which "
                           "this run would replace", "choose another --name (or --out), or pass --overwrite to replace it")
     return _out_folder(folder, "--out/--name")
@@ -286,8 +290,9 @@ def _new_bundle_folder(a: argparse.Namespace) -> Path:
 def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from train.pipeline import run_train
 
+    dc, fc, ec = _data_config(a), _fit_config(a), _export_config(a)  # --from-bundle and option checks first
     _new_bundle_folder(a)
-    res = run_train(_data_config(a), _fit_config(a), _export_config(a), argv=argv, progress=not a.quiet)
+    res = run_train(dc, fc, ec, argv=argv, progress=not a.quiet)
     print_result(res)
     check_gate(res, a.allow_quant_drop)
     return 0

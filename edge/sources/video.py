@@ -94,6 +94,7 @@ class VideoSource(FileSource):
         self._cap = cap
         self._first = (image, 0)
         self._index = 1
+        self._said_short = False
         log.info(
             "%s opened: %s frames at %s fps%s",
             self.name,
@@ -108,6 +109,10 @@ class VideoSource(FileSource):
         if ok and image is not None:
             self._index += 1
             return image, self._index - 1
+        if self.frame_count is not None and self._index < self.frame_count - 1 and not self._said_short:
+            self._said_short = True  # once, not at every loop
+            log.warning("%s: the file ended after %d of the %d frames its header declares: it may be cut short or "
+                        "damaged (re-copy or re-encode it)", self.name, self._index, self.frame_count)
         if self.loop and self._index > 0:
             import cv2
 

@@ -336,6 +336,27 @@ def test_video_loop_restarts(tiny_video):
     assert [f.frame_id for f in frames] == list(range(10))
 
 
+def test_a_damaged_video_plays_what_it_can_and_says_so_once(tiny_video, tmp_path, caplog):
+    """A file damaged from a quarter on (a copy gone wrong): the frames before the damage play, and one warning
+    says it ended before the frame count its header declares; a whole file says nothing."""
+    import logging
+
+    data = bytearray((SAMPLES / "field.avi").read_bytes())
+    for i in range(len(data) // 4, len(data) // 4 + 200_000, 97):
+        data[i] = (data[i] + 77) % 256
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="edge.sources.video"):
+        with VideoSource(tiny_video) as src:
+            assert sum(1 for _ in iter(lambda: src.read(timeout=1), None)) == 8
+        assert "header declares" not in caplog.text
+        with VideoSource(damaged) as src:
+            played = sum(1 for _ in iter(lambda: src.read(timeout=5), None))
+    assert 0 < played < src.frame_count - 1
+    assert caplog.text.count("the file ended after") == 1
+    assert f"ended after {played} of the {src.frame_count} frames its header declares" in caplog.text
+
+
 def test_sample_video_is_readable():
     with VideoSource(SAMPLES / "field.avi") as src:
         n = 0

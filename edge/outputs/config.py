@@ -112,6 +112,18 @@ class JetsonOutputConfig(PinOutputConfig):
     kind: Literal["jetson"] = "jetson"
 
 
+def _check_network_url(port: str) -> None:
+    """A pyserial network URL (socket://, rfc2217://) names HOST:PORT with a port of 1-65535: said here, in one line,
+    instead of pyserial's internals at open ('<=' not supported ..., 'debug|info|warning|error')."""
+    scheme, sep, rest = port.partition("://")
+    if not sep or scheme.lower() not in ("socket", "rfc2217"):
+        return
+    host, colon, number = rest.split("?", 1)[0].split("/", 1)[0].rpartition(":")
+    if not colon or not host.strip("[]") or not number.isdigit() or not 0 < int(number) < 65536:
+        raise ValueError(f"outputs.port {port!r}: a {scheme}:// URL needs HOST:PORT with a port of 1-65535, "
+                         f"e.g. '{scheme}://192.168.1.20:4000'")
+
+
 class SerialOutputConfig(OutputConfigBase):
     """``kind = "serial"``: a sprayer controller over docs/serial-protocol.md (``edge.outputs.serial_out``)."""
 
@@ -146,6 +158,7 @@ class SerialOutputConfig(OutputConfigBase):
     def _check_link(self) -> "SerialOutputConfig":
         if not self.port:
             raise ValueError("outputs.port is required for kind = 'serial', e.g. '/dev/ttyACM0'")
+        _check_network_url(self.port)
         if not self.acks and self.channels is None:
             raise ValueError("outputs.channels is required for kind = 'serial' with acks = false")
         return self

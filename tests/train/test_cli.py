@@ -140,6 +140,26 @@ def _case_groups_not_utf8(tmp: Path) -> list[str]:
     return ["--data", str(data), "--weeds", "black_grass,loose_silky_bent"]
 
 
+BIG_FIELD = "n" * 200_000  # over the csv module's 131,072-character field limit
+
+
+def _case_roles_field_too_big(tmp: Path) -> list[str]:
+    (tmp / "roles.csv").write_text(f"class,role\n{BIG_FIELD},weed\n")
+    return ["--data", str(_rotated_set(tmp / "d")), "--roles", str(tmp / "roles.csv")]
+
+
+def _case_list_csv_field_too_big(tmp: Path) -> list[str]:
+    _rotated_set(tmp / "d")
+    (tmp / "list.csv").write_text(f"path,label\nd/black_grass/x.png,black_grass\n{BIG_FIELD},x\n")
+    return ["--csv", str(tmp / "list.csv"), "--weeds", "black_grass"]
+
+
+def _case_groups_field_too_big(tmp: Path) -> list[str]:
+    data = _rotated_set(tmp / "d")
+    (data / "groups.csv").write_text(f'path,group\nblack_grass/a.png,"{BIG_FIELD}\n')  # a quote left open
+    return ["--data", str(data), "--weeds", "black_grass,loose_silky_bent"]
+
+
 def _case_single_class(tmp: Path) -> list[str]:
     data = _rotated_set(tmp / "d")
     for cls in ("loose_silky_bent", "common_wheat"):
@@ -167,10 +187,14 @@ def _case_option(*words: str):
     (_case_roles_not_utf8, 3, "is not UTF-8 text"),
     (_case_list_csv_not_utf8, 3, "is not UTF-8 text"),
     (_case_groups_not_utf8, 3, "is not UTF-8 text"),
+    (_case_roles_field_too_big, 3, "roles.csv line 2: field larger than field limit (131072)"),
+    (_case_list_csv_field_too_big, 3, "list.csv line 3: field larger than field limit (131072)"),
+    (_case_groups_field_too_big, 3, "groups.csv line 2: field larger than field limit (131072)"),
     (_case_single_class, 3, "needs at least two classes, a weed and a crop or background"),
     (_case_weights_missing, 3, "weed-train weights install mobilenet_v2"),
     (_case_option("--input-size", "0"), 2, "--input-size: 0 is out of range: use a value >= 1"),
     (_case_option("--input-size", "16"), 3, "--input-size 16 is too small for mobilenet_v2"),
+    (_case_option("--input-size", "100000"), 2, "--input-size: 100000 is out of range: use a value >= 1 and <= 1024"),
     (_case_option("--epochs", "-1"), 2, "--epochs: -1 is out of range: use a value >= 1"),
     (_case_option("--batch-size", "0"), 2, "--batch-size: 0 is out of range"),
     (_case_option("--head-epochs", "two"), 2, "--head-epochs: 'two' is not a whole number"),
@@ -192,3 +216,168 @@ def test_bad_training_input_is_one_line_with_its_exit_code(setup, code, phrase, 
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("weed-train") and phrase in last, err
+
+
+# --------------------------------------------------------------------------- weed-train threshold: metrics.json
+
+TOY_BUNDLE = PHOTOS.parent / "bundles" / "colour-toy"
+EXIT_BUNDLE = 4
+
+
+def _metrics(**over) -> dict:
+    """A metrics.json with what `weed-train threshold` reads (the toy's labels), ``over`` replacing parts."""
+    model = {"threshold": 0.5, "val": {}, "test": {}}
+    doc = {"labels": ["soil", "crop", "weed"], "main_model": "int8", "models": {"int8": model, "float32": model},
+           "gate": {"allowed": False}, "training": {"command": "weed-train train --data d --weeds weed"}}
+    return {**doc, **over}
+
+
+def _json(doc) -> bytes:
+    import json
+
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (None, "metrics.json is missing"),
+    (_json(_metrics())[:-9], "metrics.json is not valid JSON"),
+    (b"[]", "metrics.json must hold a JSON object, not list"),
+    (b"{}", "metrics.json: field 'labels': Field required"),
+    (b"[" * 100_000 + b"]" * 100_000, "metrics.json nests arrays or objects too deeply"),
+    (b'{"labels": ["w\xe4ed"]}', "metrics.json is not UTF-8 text"),
+    (_json(_metrics(training={"command": 5})), "field 'training.command': Input should be a valid string"),
+    (_json(_metrics(main_model="float16")), "no record of the model(s) ['float16']"),
+    (_json({"training": {"command": "weed-train train --data d --weeds weed"}}), "field 'labels': Field required"),
+    (_json(_metrics(training={"command": "weed-train train --data 'd --weeds weed"})),
+     "the recorded training command cannot be split into words (No closing quotation)"),
+    (_json(_metrics(training={"command": "weed-train train --weeds weed"})),
+     "not one this weed-train takes (weed-train train: error: one of the arguments --data --csv is required)"),
+], ids=["missing", "truncated", "list", "empty", "deep", "latin1", "command-5", "no-main-model", "no-labels",
+        "open-quote", "no-data"])
+def test_a_bad_metrics_json_is_a_bundle_error(content, phrase, tmp_path, capsys):
+    """`weed-train threshold` reads the bundle's metrics.json first: what is wrong with it, one line, exit 4."""
+    import shutil
+
+    bundle = tmp_path / "toy"
+    shutil.copytree(TOY_BUNDLE, bundle)
+    if content is not None:
+        (bundle / "metrics.json").write_bytes(content)
+    rc = cli.main(["threshold", "--model", str(bundle), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_BUNDLE and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("weed-train: error: ") and str(bundle / "metrics.json") in last and phrase in last, err
+
+
+def test_a_fifo_as_metrics_json_is_named_and_never_opened(tmp_path):
+    """A real weed-train: opening the FIFO would block it forever (the timeout fails the test instead)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "toy"
+    shutil.copytree(TOY_BUNDLE, bundle)
+    os.mkfifo(bundle / "metrics.json")
+    proc = subprocess.run([sys.executable, "-m", "train.cli", "threshold", "--model", str(bundle)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_BUNDLE and "Traceback" not in proc.stderr, proc.stderr
+    assert "metrics.json is a FIFO (named pipe), not a regular file" in proc.stderr
+
+
+# --------------------------------------------------------------------------- --out, --seed, the bundle folder
+
+
+def _toy_set(root: Path) -> Path:
+    """Photos the colour-toy bundle classifies by their mean colour (tests/conftest.py)."""
+    import cv2
+
+    from tests.conftest import BLUE, GREEN, solid
+
+    for label, colour in (("weed", GREEN), ("crop", BLUE)):
+        (root / label).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(root / label / f"{i}.png"), solid(colour, 40 + i, 40))
+    return root
+
+
+@pytest.mark.parametrize("command", ["evaluate", "robustness"])
+@pytest.mark.parametrize("out, phrase", [
+    ("plainfile", "is a regular file, not a folder"),
+    ("plainfile/sub", "cannot be created (Not a directory)"),
+    ("/proc/nope", "cannot be created (No such file or directory)"),
+])
+def test_an_out_that_cannot_be_created_is_refused_before_the_work(command, out, phrase, tmp_path, capsys):
+    (tmp_path / "plainfile").write_text("")
+    out = out if out.startswith("/") else str(tmp_path / out)
+    rc = cli.main([command, "--model", str(TOY_BUNDLE), "--data", str(_toy_set(tmp_path / "d")), "--out", out])
+    captured = capsys.readouterr()
+    assert rc == 3 and "Traceback" not in captured.err, captured.err
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("weed-train: error: --out ") and phrase in last, captured.err
+    assert "crop sprayed" not in captured.out  # nothing was scored
+
+
+@pytest.mark.parametrize("words, phrase", [
+    (["robustness", "--model", "m", "--data", "d", "--seed", "-1"], "--seed: -1 is out of range: use a value >= 0"),
+    (["train", "--data", "d", "--weeds", "w", "--seed", "-1"], "--seed: -1 is out of range: use a value >= 0"),
+    (["background", "--data", "d", "--weeds", "w", "--out", "o", "--input-size", "1025"],
+     "--input-size: 1025 is out of range: use a value >= 1 and <= 1024 (pixels)"),
+])
+def test_seeds_and_input_sizes_are_checked_at_parse_time(words, phrase, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(words)
+    assert e.value.code == 2 and phrase in capsys.readouterr().err
+
+
+def _bundle_folder(tmp_path: Path) -> Path:
+    """models/plant-seedlings-mnv2 under tmp_path, holding a bundle (the toy's files): a checkout's default."""
+    import shutil
+
+    folder = tmp_path / "models" / "plant-seedlings-mnv2"
+    shutil.copytree(TOY_BUNDLE, folder)
+    return folder
+
+
+@pytest.mark.parametrize("flags, phrase", [
+    ([], "models/plant-seedlings-mnv2 already holds a bundle or other files"),  # the defaults: the shipped bundle
+    (["--out", "models", "--name", "plant-seedlings-mnv2"], "pass --overwrite to replace it"),
+    (["--overwrite"], "none of the 6 photos could be decoded"),  # past the check: the data's own error
+], ids=["defaults", "named", "overwrite"])
+def test_training_into_a_folder_that_holds_a_bundle_needs_overwrite(flags, phrase, tmp_path, monkeypatch, capsys):
+    """Run from a checkout's root without --out/--name, weed-train train would replace the shipped bundle: refused
+    before anything is read or removed; --overwrite lets it run (here into bad data: nothing removed either)."""
+    folder = _bundle_folder(tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["train", "--data", str(_garbage_set(tmp_path / "d")), "--weeds", "charlock", "--weights", "none",
+                   "--quiet", *flags])
+    err = capsys.readouterr().err
+    assert rc == 3 and "Traceback" not in err, err
+    assert phrase in err.strip().splitlines()[-1], err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("make, phrase", [
+    (lambda f: f.mkdir(parents=True), "none of the 6 photos could be decoded"),  # an empty folder holds no bundle
+    (lambda f: (f.parent.mkdir(parents=True), f.write_text(""))[0], "is a regular file, not a folder"),
+], ids=["empty-folder", "a-file"])
+def test_the_bundle_folder_is_checked_before_the_run(make, phrase, tmp_path, capsys):
+    make(tmp_path / "m" / "b")
+    rc = cli.main(["train", "--data", str(_garbage_set(tmp_path / "d")), "--weeds", "charlock", "--weights", "none",
+                   "--quiet", "--out", str(tmp_path / "m"), "--name", "b"])
+    err = capsys.readouterr().err
+    assert rc == 3 and phrase in err.strip().splitlines()[-1], err
+
+
+# --------------------------------------------------------------------------- photos OpenCV will not decode
+
+
+def test_a_photo_declaring_more_than_2_30_pixels_is_skipped_like_any_undecodable_one(tmp_path, caplog, capsys):
+    from tests.train.test_data import png_declaring
+
+    data = _toy_set(tmp_path / "d")
+    png_declaring(data / "weed" / "huge.png", 100_000, 100_000)
+    assert cli.main(["evaluate", "--model", str(TOY_BUNDLE), "--data", str(data)]) == 0
+    assert "species accuracy (plants only): 100.00 % over 4 photos" in capsys.readouterr().out
+    assert f"skipping {data / 'weed' / 'huge.png'}: not a decodable image" in caplog.text

@@ -95,6 +95,30 @@ def test_corrupt_and_non_image_files_are_reported_and_skipped(tmp_path, caplog):
     assert "broken.jpg" in caplog.text
 
 
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A small PNG file whose header declares ``width`` x ``height`` pixels (its data is not that)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_photo_declaring_more_pixels_than_opencv_decodes_is_skipped(tmp_path, caplog):
+    """OpenCV refuses a header of more than 2^30 pixels with cv2.error (before allocating): not a decodable image."""
+    (tmp_path / "weedy").mkdir()
+    cv2.imwrite(str(tmp_path / "weedy" / "ok.png"), np.full((20, 20, 3), 90, np.uint8))
+    huge = png_declaring(tmp_path / "weedy" / "huge.png", 100_000, 100_000)
+    assert d.decode_rgb(huge) is None
+    rep = d.check_images(d.scan_folder(tmp_path), progress=False)
+    assert [s.path.name for s in rep.good] == ["ok.png"] and rep.corrupt == ((huge, "not a decodable image"),)
+    assert f"skipping {huge}: not a decodable image" in caplog.text
+
+
 def test_csv_listing(tmp_path):
     (tmp_path / "p.png").write_bytes(b"")
     f = tmp_path / "list.csv"

@@ -208,7 +208,7 @@ def _read_toml(p: Path) -> dict[str, Any]:
     """The TOML file at ``p``: a regular file of at most ``MAX_CONFIG_BYTES`` (a FIFO or a device such as
     ``/dev/urandom`` is refused before it is opened), UTF-8, valid TOML, not nested past Python's limit."""
     try:
-        text = read_regular(p, MAX_CONFIG_BYTES).decode("utf-8")
+        text = read_regular(p, MAX_CONFIG_BYTES).decode("utf-8-sig")  # a byte-order mark (Windows editors) dropped
     except FileRefused as e:
         if e.missing:
             raise ConfigError(f"config file {p} not found", "give an existing file with --config, "

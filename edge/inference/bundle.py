@@ -398,7 +398,7 @@ def load_bundle(path_or_name: str | os.PathLike | None = None, variant: str | No
                 f"{folder / MANIFEST} gives no sha256 for {file}",
                 "re-export the bundle with `weed-train export` (it records the hash)",
             )
-        if actual != digest:
+        if actual != digest.lower():  # hex digests are case-insensitive
             raise BundleError(
                 f"{model_path} does not match its manifest (sha256 {actual[:12]}… != {digest[:12]}…): the file is corrupt, "
                 "truncated or from another bundle",

@@ -9,9 +9,9 @@ Both are plugged into ``edge.config.Config``; every key is documented in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from edge.core.schema import Finite
 
@@ -19,7 +19,8 @@ from edge.core.schema import Finite
 class LogConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+                     BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)] = "INFO"  # "debug" too
     jsonl: str = ""  # per-frame JSON lines log; "" = none
     stats_interval_s: Finite = Field(default=5.0, ge=0.1, le=3600)
     print_frames: bool = False  # one human line per frame on stdout

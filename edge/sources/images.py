@@ -138,7 +138,8 @@ class ImageFolderSource(FileSource):
             if self._pos >= len(self.files):
                 if self._decoded_in_pass == 0:
                     raise SourceError(
-                        f"image folder {self.path} has no readable image",
+                        f"image folder {self.path} has no readable image" if os.path.isdir(self.path)
+                        else f"image {self.path} cannot be decoded",
                         fix="replace the corrupt files (see the warnings above)",
                     )
                 if not self.loop:

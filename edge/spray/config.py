@@ -89,7 +89,8 @@ class SprayConfig(BaseModel):
                 raise ValueError(f"lane_channels lists {len(self.lane_channels)} channels for lanes = {self.lanes}; "
                                  "give one output channel per lane")
         if self.speed_source == "fixed" and self.speed_kmh <= 0:
-            raise ValueError("speed_kmh is required with speed_source = 'fixed' (your working speed, e.g. 6.0)")
+            raise ValueError(f"speed_kmh = {self.speed_kmh:g}: speed_source = 'fixed' needs your working speed, "
+                             "above 0 (e.g. 6.0)")
         if self.speed_source == "encoder" and (self.encoder_pin is None or not self.encoder_cm_per_pulse > 0):
             raise ValueError("encoder_pin and encoder_cm_per_pulse are required with speed_source = 'encoder'")
         if self.speed_source == "nmea" and not self.gps_port:

@@ -43,6 +43,12 @@ def test_loads_and_verifies(toy_bundle):
     assert f.model_path.name == "model_float32.tflite" and f.quantization == "float32"
 
 
+def test_an_upper_case_model_hash_is_the_same_hash(toy_bundle):
+    m = _manifest(toy_bundle)
+    _edit(toy_bundle, model_sha256=m["model_sha256"].upper())
+    assert load_bundle(toy_bundle).manifest.model_sha256 == m["model_sha256"].upper()
+
+
 @pytest.mark.parametrize(
     "mutate, words",
     [

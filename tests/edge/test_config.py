@@ -127,6 +127,13 @@ def test_an_empty_source_is_a_usage_error(flag, what, value, capsys):
     assert e.value.code == 2 and f"{flag}: expected {what}, got an empty value" in capsys.readouterr().err
 
 
+def test_a_byte_order_mark_and_a_lower_case_log_level_are_read(tmp_path):
+    """What a Windows editor saves (a UTF-8 byte-order mark) and [log] level = "debug" are accepted as meant."""
+    p = tmp_path / "bom.toml"
+    p.write_bytes("\ufeff[log]\nlevel = 'debug'\n".encode("utf-8"))
+    assert load_config(p).log.level == "DEBUG"
+
+
 def test_flags_override_file(tmp_path):
     p = write(tmp_path, "[outputs]\nkind = 'gpio'\npins = [17]\n[model]\nthreads = 4\n[source]\nkind='camera'\ncamera=1\n")
     args = build_parser().parse_args(["--pins", "5,6", "--active-low", "--images", "x", "--debounce", "2/3", "--threshold", "0.7"])

@@ -108,7 +108,7 @@ def test_spray_section_loads(tmp_path):
     ("lanes = 2\nlane_widths_cm = [10, 10]\n", "add up to 20"),
     ("lanes = 2\nlane_widths_cm = [60]\n", "one width per lane"),
     ("lanes = 2\nlane_channels = [0]\n", "one output channel per lane"),
-    ("speed_kmh = 0\n", "speed_kmh is required"),
+    ("speed_kmh = 0\n", "speed_kmh = 0: speed_source = 'fixed' needs your working speed"),
     ("valve_open_lag_ms = -1\n", "[spray] valve_open_lag_ms"),
 ])
 def test_bad_spray_configs_name_the_key(tmp_path, extra, words):

@@ -13,7 +13,7 @@ from edge.inference.bundle import load_bundle, read_manifest, sha256_file
 from edge.inference.classifier import Classifier
 from edge.inference.frame_features import FrameFeatureScorer
 from tests.conftest import DATA, TOY_BUNDLE
-from train.frame_features import FEATURES_FILE, HEAD_FILE, MAX_STEPS, check_reproduces, export_frame_features
+from train.frame_features import FEATURES_FILE, HEAD_FILE, MAX_STEPS, check_reproduces, cut_model, export_frame_features
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "models" / "reference" / "mnv2-160-int8"  # today's shipped 160-px int8 MobileNetV2
@@ -68,16 +68,61 @@ def _no_pool(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(m))
 
 
+def _not_a_model(folder: Path) -> None:
+    """Random bytes as model.tflite, with their sha256 in the manifest (a copy that checks out, of garbage)."""
+    (folder / "model.tflite").write_bytes(np.random.default_rng(0).bytes(3000))
+    m = json.loads((folder / "manifest.json").read_text())
+    m["model_sha256"] = sha256_file(folder / "model.tflite")
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def _one_label_more(folder: Path) -> None:
+    """A manifest with a label the model has no output for."""
+    m = json.loads((folder / "manifest.json").read_text())
+    m["labels"].append("nettle")
+    m["crop_labels"].append("nettle")
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
 @pytest.mark.parametrize("what, change, error", [
     ("a float32 main model", _float_main, "not int8"),
-    ("no global average pool", _no_pool, "no MEAN"),
+    # a main model whose output is no label vector (edge-run's check; cut_model's own refusal: the test below)
+    ("no global average pool", _no_pool, r"output tensor shape \(1, 32, 32, 3\) does not match the 3 labels"),
+    ("random bytes as the model", _not_a_model, r"model.tflite is not a valid TFLite model"),
+    ("a label the model does not have", _one_label_more, r"output tensor shape \(1, 3\) does not match the 4 labels"),
 ])
 def test_models_that_cannot_be_cut_are_refused(tmp_path, what, change, error):
+    """Refused (exit 4) before anything is written: no export files, the manifest as it was."""
     folder = tmp_path / "toy"
     shutil.copytree(TOY_BUNDLE, folder)
     change(folder)
-    with pytest.raises(BundleError, match=error):
+    manifest = (folder / "manifest.json").read_bytes()
+    with pytest.raises(BundleError, match=error) as e:
         export_frame_features(folder)
+    assert e.value.exit_code == 4
+    assert not (folder / FEATURES_FILE).exists() and not (folder / HEAD_FILE).exists()
+    assert (folder / "manifest.json").read_bytes() == manifest
+
+
+def test_a_graph_without_a_global_pool_cannot_be_cut(tmp_path):
+    folder = tmp_path / "toy"
+    shutil.copytree(TOY_BUNDLE, folder)
+    _no_pool(folder)
+    with pytest.raises(ValueError, match="no MEAN"):
+        cut_model(folder / "model.tflite")
+
+
+@pytest.mark.parametrize("change", [_not_a_model, _one_label_more])
+def test_what_frame_features_refuses_edge_run_refuses(tmp_path, change):
+    """The same check as edge-run's: its Classifier refuses these bundles with the same words."""
+    folder = tmp_path / "toy"
+    shutil.copytree(TOY_BUNDLE, folder)
+    change(folder)
+    with pytest.raises(BundleError) as edge:
+        Classifier(load_bundle(folder), num_threads=1)
+    with pytest.raises(BundleError) as train:
+        export_frame_features(folder)
+    assert str(train.value) == str(edge.value)
     assert not (folder / HEAD_FILE).exists() and "frame_features" not in json.loads((folder / "manifest.json").read_text())
 
 

@@ -80,3 +80,24 @@ def test_evaluate_bundle_applies_the_bundles_own_rule(tmp_path, veto, weed_miss,
     metrics = ev.evaluate_bundle(bundle, data)
     assert metrics["crop_veto"] == veto and metrics["threshold"] == 0.5
     assert (metrics["weed_miss"]["rate"], metrics["crop_sprayed"]["rate"]) == (weed_miss, crop_sprayed)
+
+
+def test_a_new_crop_class_can_be_evaluated_with_its_role(tmp_path):
+    """A class the bundle does not know, a crop in the roles file: the bundle's own weeds are the weeds (the roles
+    file need not list the bundle's classes); the new class counts in the sprayer rates."""
+    from edge.inference.bundle import read_manifest
+    from train import robustness as rb
+
+    data = tmp_path / "photos"
+    for label, colour in (("weed", GREEN), ("crop", BLUE), ("nettle", BLUE)):
+        (data / label).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(data / label / f"{i}.png"), solid(colour, 40 + i, 40))
+    roles = tmp_path / "roles.csv"
+    roles.write_text("class,role\nnettle,crop\n")
+    metrics = ev.evaluate_bundle(TOY_BUNDLE, data, roles_file=roles)
+    new = metrics["unknown_classes"]
+    assert new["classes"] == ["nettle"] and (new["not_weed_sprayed"]["k"], new["not_weed_sprayed"]["n"]) == (0, 3)
+    assert new["weed_miss"]["n"] == 0 and metrics["weed_miss"]["n"] == 3
+    photos = rb.folder_photos(read_manifest(TOY_BUNDLE), data, roles)  # weed-train robustness --split all
+    assert sorted(photos.true_role.tolist()) == [0] * 6 + [1] * 3

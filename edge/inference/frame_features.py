@@ -22,6 +22,7 @@ comparison in docs/benchmark.md measures both.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ def load_head(path, spec: FrameFeatures) -> Head:
             pool_q.shape != (2,) or logit_q.shape != (2,):
         raise BundleError(f"{path}: head weight {weight.shape} and bias {bias.shape} do not fit "
                           f"{spec.channels} feature channels", FIX)
+    if not all(np.isfinite(a).all() for a in (weight, bias, pool_q, logit_q)):
+        raise BundleError(f"{path}: the head holds values that are not finite numbers (NaN or infinity)", FIX)
     return Head(weight, bias, (float(pool_q[0]), float(pool_q[1])), (float(logit_q[0]), float(logit_q[1])))
 
 
@@ -173,6 +176,12 @@ class FrameFeatureScorer:
                               f"input ({str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__})",
                               "use [model] scoring = \"tiles\"") from None
         out = self._interp.get_output_details()[0]
+        cells_h, cells_w = int(out["shape"][1]), int(out["shape"][2])
+        stride = self.spec.stride
+        if abs(cells_w - math.ceil(in_w / stride)) > 1 or abs(cells_h - math.ceil(in_h / stride)) > 1:
+            raise BundleError(f"bundle '{self.bundle.name}': its frame_features.stride = {stride} does not fit its graph "
+                              f"(a {in_w}x{in_h} input gives {cells_w}x{cells_h} feature cells, a stride of about "
+                              f"{in_w / max(cells_w, 1):.0f} px)", "fix the manifest, or " + FIX)
         self._out_index = out["index"]
         self._out_scale, self._out_zp = out.get("quantization", (0.0, 0))
         scale, zp = self._in_quant

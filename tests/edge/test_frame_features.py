@@ -168,8 +168,24 @@ def _drop_section(folder):
     (folder / "manifest.json").write_text(json.dumps(m))
 
 
+def _nan_head(folder):
+    """A head whose weights are NaN, with its hash made to match (a broken export, not a damaged copy)."""
+    from edge.inference.bundle import sha256_file
+
+    head = folder / "frame_head.npz"
+    with np.load(head) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["weight"] = np.full_like(arrays["weight"], np.nan)
+    with open(head, "wb") as f:
+        np.savez(f, **arrays)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["frame_features"]["head_sha256"] = sha256_file(head)
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
 # (what, change to a copy of the bundle, error text)
 BUNDLE_CASES = [
+    ("a head with NaN weights", _nan_head, "not finite numbers"),
     ("no frame-features export", _drop_section, "has no frame-features export"),
     ("a head that does not match its hash", _corrupt_head, "frame_head.npz does not match its sha256"),
     ("a missing feature graph", lambda d: (d / "model_features.tflite").unlink(), "model_features.tflite named in"),
@@ -184,6 +200,19 @@ def test_a_bundle_the_frame_scorer_cannot_use_is_refused_with_the_fix(tmp_path, 
     with pytest.raises(BundleError, match=error) as e:
         FrameFeatureScorer(load_bundle(folder), 1)
     assert "weed-train frame-features" in str(e.value)
+
+
+def test_a_stride_that_does_not_fit_the_graph_is_refused_at_the_first_frame(tmp_path):
+    """A hand-edited frame_features.stride would pool the wrong cells (NaN weights, nothing ever sprays)."""
+    folder = tmp_path / "b"
+    shutil.copytree(FRAME_BUNDLE, folder)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["frame_features"]["stride"] = 7
+    (folder / "manifest.json").write_text(json.dumps(m))
+    img, boxes = _patchwork(64, 48)
+    with FrameFeatureScorer(load_bundle(folder), 1, scale=1.0) as f, \
+            pytest.raises(BundleError, match=r"frame_features.stride = 7 does not fit its graph .* a stride of about 1 px"):
+        f.score(img, boxes)
 
 
 def test_wiring_builds_the_configured_scorer():

@@ -33,7 +33,9 @@ The token travels over plain HTTP unless the page is put behind TLS (docs/live-v
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import hmac
 import logging
 import secrets
@@ -305,10 +307,14 @@ class WebServer:
     it down (idempotent). A port that cannot be bound is a ``ConfigError`` (exit 3)."""
 
     def __init__(self, app: Flask, host: str, port: int):
+        said = io.StringIO()  # werkzeug prints its own lines, then exits, on a port in use: one line of ours instead
         try:
-            self._server = make_server(host, port, app, threaded=True)
-        except (OSError, SystemExit) as e:  # werkzeug exits on a port in use in some versions
-            raise ConfigError(f"[web] listen {host}:{port}: cannot listen ({e})",
+            with contextlib.redirect_stderr(said):
+                self._server = make_server(host, port, app, threaded=True)
+        except (OSError, SystemExit) as e:
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror else None) or \
+                next((ln.strip() for ln in said.getvalue().splitlines() if ln.strip()), None) or str(e)
+            raise ConfigError(f"[web] listen {host}:{port}: cannot listen ({reason})",
                               "choose another port (--web PORT) or stop what uses it") from None
         self._server.daemon_threads = True
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in the journal

@@ -269,6 +269,20 @@ def test_an_empty_bearer_never_matches_and_an_empty_token_is_refused():
         Auth("")
 
 
+def test_a_port_in_use_is_one_line_of_ours(capsys):
+    """werkzeug prints its own lines and exits on a port in use: a ConfigError (exit 3) saying why, nothing else."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        app, _ = make_app(TOKEN)
+        with pytest.raises(ConfigError, match=r"cannot listen \(Address already in use\)"):
+            WebServer(app, "127.0.0.1", busy.getsockname()[1])
+    finally:
+        busy.close()
+    assert capsys.readouterr().err == ""
+
+
 def test_without_a_token_no_login_but_still_csrf():
     app, acted = make_app(None)
     c = app.test_client()

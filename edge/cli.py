@@ -74,17 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="PATH", help="TOML config file (flags override it)")
-    p.add_argument("--version", action="store_true", help="print the version and the TFLite runtime in use")
-    p.add_argument("--validate-config", action="store_true",
-                   help="check config, model bundle and output wiring, then exit 0 (ok) or non-zero")
-    p.add_argument("--list-models", action="store_true", help="list the shipped/installed model bundles")
-    p.add_argument("--test-outputs", action="store_true",
-                   help="pulse each output channel in turn (priming and checking the boom), then exit")
+    mode = p.add_mutually_exclusive_group()  # one thing to do instead of running (two would silently be one)
+    mode.add_argument("--version", action="store_true", help="print the version and the TFLite runtime in use")
+    mode.add_argument("--validate-config", action="store_true",
+                      help="check config, model bundle and output wiring, then exit 0 (ok) or non-zero")
+    mode.add_argument("--list-models", action="store_true", help="list the shipped/installed model bundles")
+    mode.add_argument("--test-outputs", action="store_true",
+                      help="pulse each output channel in turn (priming and checking the boom), then exit")
     p.add_argument("--pulse-ms", type=float, default=500.0, metavar="MS",
                    help="--test-outputs: pulse length (default 500)")
-    p.add_argument("--all-off", action="store_true",
-                   help="switch every configured output off and exit (no model, no camera): the systemd "
-                        "unit's ExecStopPost= backstop")
+    mode.add_argument("--all-off", action="store_true",
+                      help="switch every configured output off and exit (no model, no camera): the systemd "
+                           "unit's ExecStopPost= backstop")
 
     v = p.add_argument_group("valve lag (docs/spray-timing.md, 'Measuring the valve lag')")
     v.add_argument("--measure-valve-lag", type=int, metavar="CHANNEL",

@@ -127,6 +127,15 @@ def test_an_empty_source_is_a_usage_error(flag, what, value, capsys):
     assert e.value.code == 2 and f"{flag}: expected {what}, got an empty value" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("modes", [["--validate-config", "--test-outputs"], ["--all-off", "--test-outputs"],
+                                   ["--list-models", "--version"]])
+def test_two_modes_at_once_are_a_usage_error(modes, capsys):
+    """--all-off --test-outputs used to only switch off, silently."""
+    with pytest.raises(SystemExit) as e:
+        main(modes)
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 def test_a_byte_order_mark_and_a_lower_case_log_level_are_read(tmp_path):
     """What a Windows editor saves (a UTF-8 byte-order mark) and [log] level = "debug" are accepted as meant."""
     p = tmp_path / "bom.toml"

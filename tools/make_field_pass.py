@@ -134,10 +134,12 @@ def bundle_split_args(bundle: str) -> list[str]:
     from edge.inference.bundle import resolve_bundle
     from train.provenance import command_base, rebase_paths
 
+    from edge.core.files import FileRefused, read_regular
+
     folder = resolve_bundle(bundle)
-    try:
-        command = json.loads((folder / "metrics.json").read_text())["training"]["command"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    try:  # a regular file (a FIFO named metrics.json would block a plain read)
+        command = json.loads(read_regular(folder / "metrics.json", 16_000_000))["training"]["command"]
+    except (FileRefused, RecursionError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"bundle {folder} records no training command in metrics.json ({e})",
                           "give --split-args with the weed-train train data options instead") from None
     words = shlex.split(command)

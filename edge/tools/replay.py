@@ -42,8 +42,9 @@ extent, ``edge.spray.planner.cell_fields``) whose plant overlaps it in its lane 
 ``unseen`` (no cell saw a plant there, or only the part that was sprayed: the vegetation gate
 called the rest ground), ``rule`` (the
 views agreed on too low a weed probability), ``veto``, ``sparse``, ``gate`` (too slow, enable
-switch off, max on-time latched), ``late``, ``placement`` (its cells were sprayed, the spray
-landed off what they saw); a crop: ``model`` (a cell on it sprayed: the model called it a weed) or
+switch off, max on-time latched), ``late``, ``dropped`` (its cells were planned to spray, and a
+``blocked``, ``max_on`` or ``cancelled`` line dropped the spray over it: ``dropped_segments``),
+``placement`` (its cells were sprayed, the spray landed off what they saw); a crop: ``model`` (a cell on it sprayed: the model called it a weed) or
 ``neighbour`` (a spray for a neighbouring weed covered it). A log written before the cell
 lines, or with ``[spray] log_spared = false``, gives ``unknown`` where it cannot tell.
 
@@ -230,11 +231,10 @@ def _merge(segs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
 # -- why a weed was missed, why a crop was sprayed ---------------------------------------------
 
 CELL_EVENTS = ("planned", "late", "missed", "not_sprayed", "spared")  # the lines that tell a decided cell
-WEED_CAUSES = ("unseen", "rule", "veto", "sparse", "gate", "late", "placement", "unknown")
+WEED_CAUSES = ("unseen", "rule", "veto", "sparse", "gate", "late", "dropped", "placement", "unknown")
 CROP_CAUSES = ("model", "neighbour", "unknown")
 MATCH_CM = 0.5  # a cell whose plant overlaps a plant of the truth by more (or by half its length) is its cell
 OVERLAP_CM = 1.0  # ... and, when none does, cells whose plant is this close are taken to be it (mask vs truth)
-DROPPED_EVENTS = ("blocked", "cancelled", "max_on")  # lines that say planned sprays were dropped or cut short
 
 
 @dataclass(frozen=True)
@@ -342,14 +342,14 @@ def _intersection_len(a: Sequence[tuple[float, float]], b: Sequence[tuple[float,
     return total
 
 
-def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | None, dropped: int = 0,
-            sprayed: Sequence[tuple[float, float]] = (),
+def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | None,
+            dropped: Sequence[tuple[float, float, str]] = (), sprayed: Sequence[tuple[float, float]] = (),
             others: Sequence[tuple[float, float]] = ()) -> tuple[str | None, str]:
     """Why a weed was not wholly hit, or a crop sprayed: (cause, sentence); (None, "") for the others.
 
     ``cells``: the decided cells of its lane near it; ``spared_logged``: the pass logged its spared cells (None: the log
-    does not say, it predates the cell lines); ``dropped``: the pass's lines that dropped or cut planned sprays
-    (``DROPPED_EVENTS``); ``sprayed``: the lane's sprayed ground (sorted, merged cm); ``others``: the spans of the
+    does not say, it predates the cell lines); ``dropped``: the ground of its channel where planned sprays were
+    dropped or cut (``dropped_segments``); ``sprayed``: the lane's sprayed ground (sorted, merged cm); ``others``: the spans of the
     lane's other plants (``plant_cells``)."""
     weed = row.kind == "weed"
     if (row.result == "hit") if weed else (row.result == "spared"):
@@ -385,11 +385,13 @@ def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | No
     seen_cm = _union_len(seen, lo, hi)
     missed_seen = seen_cm - _intersection_len(seen, sprayed)  # seen, and not sprayed
     if mine and (not own or missed_seen > min(MATCH_CM, seen_cm / 2) or (hi - lo) - seen_cm <= MATCH_CM):
+        cut = sorted({what for a, b, what in dropped if a < hi + MATCH_CM and b > lo - MATCH_CM})
+        if cut:
+            return "dropped", (f"its {len(mine)} cell(s) were planned to spray, the spray covered {row.covered:.0%} "
+                               f"of it: planned sprays over it were dropped or cut ({', '.join(cut)})")
         near = "" if row.nearest_spray_cm in (None, 0) else f"; the nearest spray {row.nearest_spray_cm:+.1f} cm"
-        cut = (f"; the pass has {dropped} blocked, cancelled or max-on line(s): a spray may have been dropped"
-               if dropped else "")
         return "placement", (f"its {len(mine)} cell(s) were sprayed, the spray covered {row.covered:.0%} of it"
-                             f"{near}: check nozzle_distance_cm, the speed and the valve lags{cut}")
+                             f"{near}: check nozzle_distance_cm, the speed and the valve lags")
     if spared_logged is not True:
         return "unknown", ("no cell line for " + ("the rest of it" if mine else "it") + ", and the pass did not log "
                            "its spared cells ([spray] log_spared = false, the vegetation gate off, or an older log)")
@@ -433,6 +435,36 @@ def sprayed_segments(events: Sequence[dict], geom: Geometry, track: PassTrack) -
     for ch, o in opened.items():  # never closed in the log: count it open to the end
         segs.setdefault(ch, []).append(seg(o + geom.open_lag_ns, last_ns))
     return {ch: _merge(s) for ch, s in segs.items()}
+
+
+def dropped_segments(events: Sequence[dict], geom: Geometry, track: PassTrack) -> dict[int, list]:
+    """Per channel: (from, to, what) — the ground (cm along the pass) of sprays planned and then dropped or cut:
+    a refused opening (``blocked``: its planned interval), a max on-time trip (from the trip to the channel's next
+    opening), a cancel (every channel: the ground between the spray line and the image's front edge then)."""
+    def pos(t_ns: float) -> float:  # where the spray line was at t (it trails the image centre)
+        return track.distance_at_ns(t_ns) - geom.nozzle_distance_cm
+
+    out: dict[int, list[tuple[float, float, str]]] = {}
+    last_ns = max(int(e["t_mono_ns"]) for e in events)
+    reopen: dict[int, list[int]] = {}  # channel -> its openings, in log order
+    for e in events:
+        if e["event"] == "open":
+            reopen.setdefault(e["channel"], []).append(int(e["at_ns"]))
+    for e in events:
+        t = int(e["t_mono_ns"])
+        if e["event"] == "blocked" and e.get("planned_ns") is not None and e.get("until_ns") is not None:
+            a = pos(int(e["planned_ns"]) + geom.open_lag_ns)
+            out.setdefault(e["channel"], []).append(
+                (a, max(a, pos(int(e["until_ns"]) + geom.close_lag_ns)), f"blocked: {e.get('why') or 'refused'}"))
+        elif e["event"] == "max_on":
+            until = min((o for o in reopen.get(e["channel"], []) if o > t), default=last_ns)
+            out.setdefault(e["channel"], []).append((pos(t), max(pos(t), pos(until)), "max on-time tripped"))
+        elif e["event"] == "cancelled":
+            a = pos(t)
+            for ch in set(geom.channels):
+                out.setdefault(ch, []).append((a, a + geom.nozzle_distance_cm + geom.footprint_along_cm / 2,
+                                               f"cancelled: {e.get('reason') or 'no reason given'}"))
+    return out
 
 
 def split_passes(events: Sequence[dict]) -> list[list[dict]]:
@@ -482,7 +514,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
             raise ConfigError(f"the spray log has cell lines for lane {lane}, the config has {geom.lanes} lanes",
                               "score the pass with the config it was run with")
     spared_logged = events[0].get("log_spared")  # None: a log from before the cell lines
-    dropped = sum(1 for e in events if e["event"] in DROPPED_EVENTS)
+    dropped = dropped_segments(events, geom, track)
     weed_area = 0.0
     ideal: dict[int, list[tuple[float, float]]] = {}
     placed = [p.placed(track.distance_at) for p in plants]
@@ -510,7 +542,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
         others = spans[p.lane].near(lo, hi, OVERLAP_CM + MAX_CELL_LENGTH_CM)  # a near cell may overlap these
         others.remove((lo, hi))  # ... but this plant (once: a twin at the same place stays)
         cause, why = explain(row, cells[p.lane].near(lo, hi, OVERLAP_CM) if p.lane in cells else (), spared_logged,
-                             dropped, lane_segs[p.lane], others)
+                             dropped.get(geom.channels[p.lane], ()), lane_segs[p.lane], others)
         rows.append(replace(row, cause=cause, why=why))
     count = {r: sum(1 for x in rows if x.result == r) for r in WEED_RESULTS + CROP_RESULTS}
     sprayed = sum(sum(b - a for a, b in lane_segs[lane]) * widths[lane] for lane in range(geom.lanes))
@@ -566,6 +598,21 @@ class _Switched(_SprayLine):
     at_ns: _Ns
 
 
+class _Blocked(_SprayLine):
+    channel: Annotated[int, Field(ge=0, le=MAX_LANES)]
+    planned_ns: _Ns | None = None
+    until_ns: _Ns | None = None
+    why: str = ""
+
+
+class _MaxOn(_SprayLine):
+    channel: Annotated[int, Field(ge=0, le=MAX_LANES)]
+
+
+class _Cancelled(_SprayLine):
+    reason: str = ""
+
+
 class _PassEnd(_SprayLine):
     t_capture_ns: _Ns
 
@@ -607,6 +654,7 @@ class _CellSprayLine(_SprayLine):
 # the keys replay reads, by event; any other event only needs the common two
 _SPRAY_LINES: dict[str, type[_SprayLine]] = {"pass_start": _PassStart, "speed": _SpeedLine, "open": _Switched,
                                              "close": _Switched, "pass_end": _PassEnd, "gap": _Gap,
+                                             "blocked": _Blocked, "max_on": _MaxOn, "cancelled": _Cancelled,
                                              **{e: _CellSprayLine for e in CELL_EVENTS}}
 
 

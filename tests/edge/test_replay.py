@@ -381,6 +381,31 @@ def test_a_neighbours_cell_just_beside_a_plant_is_the_neighbours(spared):
     assert [r.cause for r in s.plants] == [None, "unseen"]
 
 
+S = 1_000_000_000  # ns
+
+
+# the weed at 195..205 cm is under the spray line at 2.95..3.05 s; its cell planned a spray that never came
+@pytest.mark.parametrize("drop, cause, words", [
+    ({"event": "blocked", "channel": 0, "lane": 0, "planned_ns": int(2.95 * S), "at_ns": int(2.95 * S),
+      "until_ns": int(3.05 * S), "why": "enable switch off", "t_mono_ns": int(2.95 * S)}, "dropped",
+     "planned sprays over it were dropped or cut (blocked: enable switch off)"),
+    ({"event": "max_on", "channel": 0, "on_since_ns": int(1.0 * S), "t_mono_ns": int(2.9 * S)}, "dropped",
+     "(max on-time tripped)"),
+    ({"event": "cancelled", "plans": 3, "reason": "stall", "t_mono_ns": int(2.5 * S)}, "dropped", "(cancelled: stall)"),
+    # on another channel, or elsewhere on this one: not this weed's; the spray simply is not on it
+    ({"event": "blocked", "channel": 1, "lane": 1, "planned_ns": int(2.95 * S), "at_ns": int(2.95 * S),
+      "until_ns": int(3.05 * S), "why": "enable switch off", "t_mono_ns": int(2.95 * S)}, "placement", "nearest spray"),
+    ({"event": "blocked", "channel": 0, "lane": 0, "planned_ns": int(5.0 * S), "at_ns": int(5.0 * S),
+      "until_ns": int(5.1 * S), "why": "controller lost", "t_mono_ns": int(5.0 * S)}, "placement", "nearest spray"),
+    ({"event": "cancelled", "plans": 3, "reason": "exit", "t_mono_ns": int(3.5 * S)}, "placement", "nearest spray"),
+])
+def test_a_spray_dropped_after_planning_is_said_with_what_dropped_it(drop, cause, words):
+    ev = why_log(cell("planned", 0, 196, 204, 0.9))
+    ev.insert(2, drop)
+    [row] = score(ev, [Plant(0, 200, 10)], cfg()).plants
+    assert row.cause == cause and words in row.why, row
+
+
 def test_the_score_counts_the_causes():
     cells = [cell("spared", 0, 196, 204, 0.3), cell("spared", 0, 396, 404, 0.3), cell("planned", 0, 105, 115, 0.9)]
     s = score(why_log(*cells), [Plant(0, 200, 10), Plant(0, 400, 10), Plant(0, 600, 10), Plant(0, 110, 10, "crop")],

@@ -19,6 +19,7 @@ run pays for creating one.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -166,6 +167,18 @@ class Classifier:
         out_dtype = np.dtype(outs[0]["dtype"]).name
         if self.bundle.variant is None and out_dtype != m.output.dtype:
             raise BundleError(f"{where}: output tensor dtype {out_dtype} != manifest output.dtype {m.output.dtype}", fix)
+        if self.bundle.variant is None and out_dtype in ("uint8", "int8"):
+            scale, zp = outs[0].get("quantization", (0.0, 0))
+            said = (m.output.scale, m.output.zero_point)
+            if (said[0] is not None and not math.isclose(said[0], scale, rel_tol=1e-6)) or \
+                    (said[1] is not None and said[1] != zp):
+                raise BundleError(f"{where}: the manifest's output scale {said[0]} / zero point {said[1]} are not the "
+                                  f"model's ({scale:g} / {zp})", fix)
+            if m.output.kind == "logits" and math.isclose(scale, 1 / 256, rel_tol=1e-6) and \
+                    zp == (-128 if out_dtype == "int8" else 0):
+                raise BundleError(f"{where}: the manifest says output.kind = \"logits\", but the output is quantised "
+                                  "as a softmax's always is (scale 1/256): these are probabilities, and a second "
+                                  "softmax would squash them", 'set output.kind = "probabilities", or ' + fix)
         q = self.bundle.quantization
         have = {np.dtype(t["dtype"]).name for t in self._interp.get_tensor_details()}
         one_of, none_of = QUANT_TENSORS[q]

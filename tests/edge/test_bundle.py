@@ -112,6 +112,13 @@ def test_corrupt_bundles_fail_clearly(toy_bundle, mutate, words):
                     "resize": "center_crop"}}, "input tensor shape"),
         ({"input": {"height": 32, "width": 32, "channels": 3, "dtype": "float32", "colour_order": "RGB",
                     "resize": "center_crop"}}, "input tensor dtype"),
+        # a softmax output called logits would be squashed by a second softmax (every score near 1/N)
+        ({"output": {"kind": "logits", "dtype": "uint8", "scale": 0.00390625, "zero_point": 0}},
+         'says output.kind = "logits", but the output is quantised as a softmax'),
+        ({"output": {"kind": "probabilities", "dtype": "uint8", "scale": 1e6, "zero_point": 0}},
+         "output scale 1000000.0 / zero point 0 are not the model's (0.00390625 / 0)"),
+        ({"output": {"kind": "probabilities", "dtype": "uint8", "scale": 0.00390625, "zero_point": 7}},
+         "zero point 7 are not the model's"),
     ],
 )
 def test_manifest_disagreeing_with_the_model_fails_before_use(toy_bundle, change, words):

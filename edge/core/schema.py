@@ -32,3 +32,16 @@ def _printable(text: str) -> str:
 
 
 Printable = Annotated[str, AfterValidator(_printable)]
+
+
+# The weed threshold the live view may set (and save): 0 would spray everything (and then latch every valve off at
+# max on-time), 1 nothing. Values outside go in [decision] threshold, on purpose.
+TUNABLE_THRESHOLD = (0.05, 0.95)
+
+
+def tunable_threshold_problem(value: object) -> str | None:
+    """Why ``value`` cannot be the live view's threshold (None: it can)."""
+    lo, hi = TUNABLE_THRESHOLD
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        return f"threshold {value!r} is not a probability from {lo:g} to {hi:g}"
+    return None

@@ -61,6 +61,7 @@ GENERIC = {"weed": "weed", "crop": "crop", "soil": "background"}  # the choices 
 GROUPS_FILE = "groups.csv"
 ROLES_FILE = "roles.csv"
 MAX_SIDECAR_BYTES = 1_000_000
+MAX_IMAGE_BYTES = 50_000_000  # a saved frame is a JPEG of the camera's frame: a few hundred kB
 MAX_CLASSES = 200
 _STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 _CLASS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -174,7 +175,7 @@ class LabelStore:
             raise LabelError(f"{one_line(f'{kind}/{stem}')!r} is not a saved frame's name: "
                              f"expected {' or '.join(KINDS)}/<file name without .jpg>")
         image = self.frames_dir / kind / f"{stem}.jpg"
-        if not is_inside(image.parent, self.frames_dir):
+        if not all(is_inside(p, self.frames_dir) for p in (image, image.with_suffix(".json"))):  # a symlink out too
             raise LabelError(f"{kind}/{stem} is outside the saved frames' folder")
         return image, image.with_suffix(".json")
 
@@ -193,9 +194,9 @@ class LabelStore:
         """The saved JPEG of a frame."""
         f = self.frame(key)
         try:
-            return f.image.read_bytes()
-        except OSError as e:
-            raise NotFound(f"{key}: the image cannot be read ({e.strerror or e})") from None
+            return read_regular(f.image, MAX_IMAGE_BYTES)
+        except FileRefused as e:
+            raise NotFound(f"{key}: the image {e}") from None
 
     def tile_image(self, key: str, tile: int) -> np.ndarray:
         """Tile ``tile`` of a saved frame, cut from its image by the sidecar's box (BGR)."""
@@ -204,7 +205,7 @@ class LabelStore:
 
         f = self.frame(key)
         box = self._tile(f, tile).box
-        img = cv2.imdecode(np.fromfile(str(f.image), np.uint8), cv2.IMREAD_COLOR)
+        img = cv2.imdecode(np.frombuffer(self.image_bytes(key), np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise NotFound(f"{key}: the saved image is not a readable JPEG")
         x, y, w, h = box

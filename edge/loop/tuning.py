@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from edge.core.errors import ConfigError
+from edge.core.schema import tunable_threshold_problem
 from edge.inference.config import PRESETS, GateParams
 from edge.loop.processor import FrameProcessor
 
@@ -69,8 +70,10 @@ class Tuning:
     def request(self, *, threshold: float | None = None, sensitivity: str | None = None) -> TuningState:
         """Post a change (any thread): checked here, applied by the loop before its next frame.
         ``ConfigError`` when a value is not valid or the gate is off."""
-        if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
-            raise ConfigError(f"threshold {threshold!r} is not a probability", "use a number from 0 to 1, e.g. 0.5")
+        problem = None if threshold is None else tunable_threshold_problem(threshold)
+        if problem:
+            raise ConfigError(problem, "use e.g. 0.5 (0 would spray everything, 1 nothing; other values go in "
+                                       "[decision] threshold)")
         if sensitivity is not None:
             if sensitivity not in PRESETS:
                 raise ConfigError(f"sensitivity {sensitivity!r} is not a preset", f"use one of {', '.join(PRESETS)}")

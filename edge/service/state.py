@@ -26,6 +26,7 @@ from typing import Mapping
 
 from edge.core.errors import ConfigError
 from edge.core.files import FileRefused, read_regular, write_atomic
+from edge.core.schema import tunable_threshold_problem
 
 PAUSE_FILE = "paused.json"
 TUNING_FILE = "tuning.json"
@@ -81,6 +82,10 @@ class StateDir:
                 raise ConfigError(f"saved tuning {self.path / TUNING_FILE}: unexpected entry {section!r}",
                                   "it holds only gate.sensitivity and decision.threshold: delete the file "
                                   "and save again from the live page")
+        problem = tunable_threshold_problem(data.get("decision", {}).get("threshold", 0.5))
+        if problem:
+            raise ConfigError(f"saved tuning {self.path / TUNING_FILE}: {problem}",
+                              "delete the file and save again from the live page (or set [decision] threshold)")
         return data
 
     def save_tuning(self, overrides: dict) -> Path:

@@ -49,6 +49,7 @@ from werkzeug.serving import make_server
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import ConfigError, WeedDetectorError
+from edge.core.text import one_line
 from edge.web.hub import BOUNDARY, LiveHub
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,17 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
     for bp in blueprints:
         app.register_blueprint(bp)
 
+    @app.errorhandler(RecursionError)
+    def _too_deep(_e):  # a JSON body nested thousands deep (request.get_json)
+        return _refuse(400, "the request body nests too deeply", "send a flat JSON object")
+
     @app.before_request
     def _guard():
+        if auth.token is None and not _local_host(request.host):
+            # no token: only this machine may use it, so a page elsewhere must not reach it through a DNS name that
+            # resolves to 127.0.0.1 (DNS rebinding: the browser would send that name as Host)
+            return _refuse(403, f"this live view has no token and answers only to 127.0.0.1/localhost, not "
+                                f"{one_line(request.host)!r}", "open http://127.0.0.1:PORT/, or set [web] token_file")
         g.csrf_seed = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         g.new_csrf = CSRF_COOKIE not in request.cookies
         if request.method not in SAFE_METHODS and not auth.csrf_ok():
@@ -247,12 +257,17 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
     @app.post("/api/tuning")
     def api_tuning():
         body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
-        body = body if isinstance(body, dict) else {}
+        if not isinstance(body, dict) or not body or set(body) - {"threshold", "sensitivity"}:
+            return _refuse(400, "send a JSON object with threshold and/or sensitivity",
+                           'e.g. {"threshold": 0.6} or {"sensitivity": "medium"}')
         threshold = body.get("threshold")
         try:
+            if isinstance(threshold, bool):
+                raise TypeError
             threshold = None if threshold in (None, "") else float(threshold)
-        except (TypeError, ValueError):
-            return _refuse(400, f"threshold {threshold!r} is not a number", "give a probability, e.g. 0.5")
+        except (TypeError, ValueError, OverflowError):
+            return _refuse(400, f"threshold {one_line(str(threshold))[:40]!r} is not a number",
+                           "give a probability, e.g. 0.5")
         sensitivity = body.get("sensitivity") or None
         if sensitivity is not None and not isinstance(sensitivity, str):
             return _refuse(400, f"sensitivity {sensitivity!r} is not a preset name", "use low, medium or high")
@@ -277,6 +292,15 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
             return _refuse(400, e.what, e.fix)
 
     return app
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _local_host(host: str) -> bool:
+    """Whether a request's Host header (``name[:port]``, ``[v6][:port]``) names this machine."""
+    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
+    return name.lower() in LOCAL_HOSTS
 
 
 def _bearer() -> str | None:

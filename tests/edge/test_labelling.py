@@ -271,6 +271,20 @@ def test_path_traversal_is_refused(client, url, tmp_path):
     assert b"secret" not in r.data.replace(b"secret.jpg", b"")
 
 
+def test_a_symlink_planted_in_the_saved_frames_reaches_nothing_outside(client, store, tmp_path):
+    """A saved frame whose .jpg (or .json) is a symlink to a file outside the folder: refused, not served."""
+    secret = tmp_path / "outside.txt"
+    secret.write_bytes(b"\xff\xd8 secret outside")
+    k = store.frames()[0].key
+    frames = tmp_path / "saved"
+    (frames / f"{k}.json").rename(frames / "spray" / "evil.json")
+    (frames / "spray" / "evil.jpg").symlink_to(secret)
+    for url in ("/labels/image/spray/evil.jpg", "/labels/tile/spray/evil/0.png", "/labels/frame/spray/evil"):
+        r = client.get(url)
+        assert r.status_code in (400, 404) and b"secret" not in r.data, url
+    assert all(f.key != "spray/evil" for f in store.frames())
+
+
 def test_posting_outside_the_frames_folder_is_refused(client, store, tmp_path):
     r = client.post("/labels/api/frame/spray/..%2F..%2Fx/tile/0", json={"label": "weed"})
     assert r.status_code in (400, 404)

@@ -144,7 +144,7 @@ def test_a_client_that_never_reads_never_stalls_the_loop(classifier):
     with WebServer(app, "127.0.0.1", 0) as server, socket.socket() as stuck:
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.connect(("127.0.0.1", server.port))
-        stuck.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        stuck.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         seen = []
 
         def observe(result, stats):
@@ -292,6 +292,37 @@ def test_without_a_token_no_login_but_still_csrf():
     assert acted == [("tune", 0.7, None)]
 
 
+@pytest.mark.parametrize("host, code", [("127.0.0.1:8080", 200), ("localhost:8080", 200), ("[::1]:8080", 200),
+                                        ("LOCALHOST", 200), ("rebind.attacker.example:8080", 403),
+                                        ("127.0.0.1.nip.io:8080", 403), ("192.168.1.20:8080", 403)])
+def test_without_a_token_only_this_machines_names_are_answered(host, code):
+    """No token: a page elsewhere must not reach the live view through a name resolving to 127.0.0.1 (DNS
+    rebinding sends that name as Host); with a token the token guards it, whatever the name."""
+    app, _ = make_app(None)
+    assert app.test_client().get("/api/status", headers={"Host": host}).status_code == code
+    app, _ = make_app(TOKEN)
+    assert app.test_client().get("/api/status", headers={"Host": host,
+                                                          "Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"threshold": True}, "is not a number"),
+    ({"threshold": 10 ** 400}, "is not a number"),
+    ({"foo": 1}, "send a JSON object with threshold and/or sensitivity"),
+    ({}, "send a JSON object with threshold and/or sensitivity"),
+    ([1, 2], "send a JSON object with threshold and/or sensitivity"),
+    (None, "send a JSON object with threshold and/or sensitivity"),
+])
+def test_a_tuning_body_that_is_not_one_is_a_400_saying_what_to_send(body, words):
+    app, acted = make_app(TOKEN)
+    c = app.test_client()
+    h = {"Authorization": f"Bearer {TOKEN}", "X-CSRF-Token": csrf_of(c)}
+    r = c.post("/api/tuning", json=body, headers=h)
+    assert r.status_code == 400 and words in r.get_json()["error"] and acted == []
+    deep = c.post("/api/tuning", data="[" * 30000 + "]" * 30000, content_type="application/json", headers=h)
+    assert deep.status_code == 400 and "nests too deeply" in deep.get_json()["error"]
+
+
 # -- tuning between frames ------------------------------------------------------------------
 def test_tuning_is_applied_by_the_loop_between_frames(classifier):
     clock = ManualClock()
@@ -318,7 +349,10 @@ def test_tuning_is_applied_by_the_loop_between_frames(classifier):
 
 
 @pytest.mark.parametrize("kw, words", [
-    ({"threshold": 1.5}, "not a probability"),
+    ({"threshold": 1.5}, "not a probability from 0.05 to 0.95"),
+    ({"threshold": 0.0}, "not a probability from 0.05 to 0.95"),  # would spray everything
+    ({"threshold": 1.0}, "not a probability from 0.05 to 0.95"),  # would spray nothing
+    ({"threshold": True}, "not a probability"),
     ({"sensitivity": "extreme"}, "not a preset"),
 ])
 def test_bad_tuning_requests_say_what_to_do(classifier, kw, words):
@@ -398,6 +432,8 @@ def test_a_pause_that_cannot_be_saved_still_pauses(tmp_path):
     ('{"decision": {"debounce_n": 3}}', "unexpected entry 'decision'"),
     ("not json", "is not JSON"),
     ("[1, 2]", "does not hold a JSON object"),
+    ('{"decision": {"threshold": 0.0}}', "tuning.json: threshold 0.0 is not a probability from 0.05 to 0.95"),
+    ('{"decision": {"threshold": true}}', "threshold True is not a probability"),
 ])
 def test_a_bad_saved_tuning_is_a_config_error(tmp_path, content, words):
     (tmp_path / "tuning.json").write_text(content)

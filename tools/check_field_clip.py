@@ -16,6 +16,9 @@ the rule the training's composite tiles follow: firing is right, not firing is n
 not judged).
 
     python tools/check_field_clip.py models/plant-seedlings-mnv2 [--json]
+
+Exit 0 when the clip passes (what ``tests/edge/test_default_model.py`` asks: ``clip_failures``), 1 when it fails;
+a bundle, video or truth file that cannot be used: its exit code (3 config, 4 bundle, 5 source), one line.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.core.errors import ConfigError, SourceError, WeedDetectorError
 from edge.decide.rule import SprayRule
 from edge.inference.bundle import read_manifest, resolve_bundle
 from edge.inference.classifier import Classifier
@@ -68,7 +72,12 @@ def clip_frames(bundle: str, video: Path = VIDEO, truth: Path = TRUTH, coverage:
                 sensitivity: str = "medium") -> tuple[int, int, list[tuple[str, np.ndarray]]]:
     """(frames read, truth rows, the scored frames as (role, the model's probabilities)): every frame where one
     tile covers at least ``coverage`` of the view, classified once, so that any number of rules can be scored."""
-    rows = {int(r["frame"]): r for r in csv.DictReader(truth.open())}
+    try:
+        with truth.open(encoding="utf-8", newline="") as f:
+            rows = {int(r["frame"]): r for r in csv.DictReader(f)}
+    except (OSError, ValueError, KeyError, TypeError) as e:  # missing, not UTF-8, no frame column, not a number
+        raise ConfigError(f"cannot read the clip's truth {truth} ({e.__class__.__name__}: {e})",
+                          "give --truth a CSV with frame, role and coverage columns (samples/field_truth.csv)") from None
     gate = VegetationGate(PRESETS[sensitivity])  # the edge's own bare-ground decision
     out: list[tuple[str, np.ndarray]] = []
     with Classifier(bundle) as clf:
@@ -89,6 +98,8 @@ def clip_frames(bundle: str, video: Path = VIDEO, truth: Path = TRUTH, coverage:
                 out.append((role, clf.classify(frame, "BGR").probs))
             i += 1
         cap.release()
+    if i == 0:
+        raise SourceError(f"no frame could be read from {video}", "give --video a video file OpenCV reads")
     return i, len(rows), out
 
 
@@ -126,13 +137,21 @@ def main(argv=None) -> int:
                     help="the [gate] preset that tells a bare soil frame from one with a plant's sliver (default medium)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    res = score(a.bundle, a.video, a.truth, a.coverage, a.sensitivity)
+    if not 0.0 < a.coverage <= 1.0:
+        ap.error("--coverage is a share of the view, above 0 and at most 1")
+    try:
+        res = score(a.bundle, a.video, a.truth, a.coverage, a.sensitivity)
+    except WeedDetectorError as e:
+        print(f"check_field_clip: error: {e}", file=sys.stderr)
+        return e.exit_code
+    failures = clip_failures(res["roles"])
     if a.json:
         print(json.dumps(res))
     else:
         for role, r in res["roles"].items():
             print(f"{role:12s} fired on {r['fired']:3d} of {r['frames']:3d} frames")
-    return 0
+        print("the clip passes" if not failures else f"the clip FAILS: {'; '.join(failures)}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -49,9 +49,10 @@ from pathlib import Path
 
 import make_field_pass as mfp
 from check_field_clip import clip_failures, clip_frames, role_counts
-from run_pass_clocked import run_clocked
+from run_pass_clocked import BLUR_PX, NOISE, PROBABILITY, SEEDS, SPEEDS, number, number_list, run_clocked
 
 from edge.core.errors import WeedDetectorError
+from edge.core.files import check_output
 from edge.decide.rule import NO_VETO, SprayRule
 from edge.inference.bundle import MANIFEST, Manifest, RuleSpec, read_manifest, resolve_bundle
 from edge.tools.replay import Score
@@ -208,8 +209,18 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+_THRESHOLDS = number_list(float, 0.0, 1.0, "weed thresholds", keep_text=False)
+
+
 def _vetoes(text: str) -> list[float | None]:
-    return [None if x.strip() == "none" else float(x) for x in text.split(",") if x.strip()]
+    return [None if x.strip() == "none" else crop_veto_value(x) for x in text.split(",") if x.strip()]
+
+
+def crop_veto_value(text: str) -> float:
+    return PROBABILITY(text.strip())
+
+
+PERCENT = number(float, 0.0, 100.0, "a percentage")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,15 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="plant-seedlings-mnv2", help="the bundle (default: the shipped default)")
     ap.add_argument("--split", default="val", choices=("train", "val"),
                     help="plants from this split of the bundle's photos (default val; never test)")
-    ap.add_argument("--speeds", default="5,10,15", help="km/h, comma-separated (default 5,10,15)")
-    ap.add_argument("--seeds", default="11,12", help="pass seeds (default 11,12: not the test passes' 1,2,3)")
-    ap.add_argument("--blur-px", type=int, default=7, help="the blurred passes' motion blur (default 7 px)")
-    ap.add_argument("--noise", type=float, default=6.0, help="the blurred passes' sensor noise (default sigma 6)")
-    ap.add_argument("--thresholds", type=_floats,
+    ap.add_argument("--speeds", default="5,10,15", type=SPEEDS, help="km/h, comma-separated (default 5,10,15)")
+    ap.add_argument("--seeds", default="11,12", type=SEEDS, help="pass seeds (default 11,12: not the test passes' 1,2,3)")
+    ap.add_argument("--blur-px", type=BLUR_PX, default=7, help="the blurred passes' motion blur (default 7 px)")
+    ap.add_argument("--noise", type=NOISE, default=6.0, help="the blurred passes' sensor noise (default sigma 6)")
+    ap.add_argument("--thresholds", type=_THRESHOLDS,
                     help="thresholds to try (default: the bundle's and each of 0.5, 0.6, 0.7, 0.8 above it)")
     ap.add_argument("--vetoes", type=_vetoes, default=[None, 0.5, 0.3], help="crop vetoes to try (default none,0.5,0.3)")
-    ap.add_argument("--max-crops-sprayed", type=float, default=5.0, help="percent of the crops (default 5)")
-    ap.add_argument("--min-weeds-hit", type=float, default=95.0, help="percent hit or partly, step 2 (default 95)")
+    ap.add_argument("--max-crops-sprayed", type=PERCENT, default=5.0, help="percent of the crops (default 5)")
+    ap.add_argument("--min-weeds-hit", type=PERCENT, default=95.0, help="percent hit or partly, step 2 (default 95)")
     ap.add_argument("--field-clip", action="store_true",
                     help="only rules at which tools/check_field_clip.py passes on the sample clip are eligible")
     ap.add_argument("--photo-limits", choices=("require", "report"), default="require",
@@ -235,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write every rule's totals as JSON")
     a = ap.parse_args(argv)
     try:
+        if a.json:
+            check_output("--json", a.json)  # before the passes, not after them
         bundle_dir = resolve_bundle(a.model)
         manifest = read_manifest(bundle_dir)
         rules = grid(manifest.rule.threshold, a.thresholds, a.vetoes)

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import make_field_pass as mfp
-from run_pass_clocked import (add_rule_options, edge_run_rule_args, gate_overrides, rule_overrides, run_clocked,
+from run_pass_clocked import (BLUR_PX, NOISE, SEEDS, SPEEDS, add_rule_options, edge_run_rule_args, gate_overrides, rule_overrides, run_clocked,
                               spray_overrides)
 
 from edge.config import load_config
 from edge.core.errors import WeedDetectorError
+from edge.core.files import check_output
 from edge.tools.replay import Score, read_spray_log, read_truth, score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,10 +155,10 @@ HEADER = ("| pass (seeds {seeds}) | weeds hit (full) | hit or partly | crops spr
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--speeds", default="5,10,15", help="km/h, comma-separated (default 5,10,15)")
-    ap.add_argument("--seeds", default="1,2,3", help="pass seeds, comma-separated (default 1,2,3)")
-    ap.add_argument("--blur-px", type=int, default=7, help="the blurred condition's motion blur (default 7 px)")
-    ap.add_argument("--noise", type=float, default=6.0, help="the blurred condition's sensor noise (default sigma 6)")
+    ap.add_argument("--speeds", default="5,10,15", type=SPEEDS, help="km/h, comma-separated (default 5,10,15)")
+    ap.add_argument("--seeds", default="1,2,3", type=SEEDS, help="pass seeds, comma-separated (default 1,2,3)")
+    ap.add_argument("--blur-px", type=BLUR_PX, default=7, help="the blurred condition's motion blur (default 7 px)")
+    ap.add_argument("--noise", type=NOISE, default=6.0, help="the blurred condition's sensor noise (default sigma 6)")
     ap.add_argument("--conditions", default="clean,blur,empty",
                     help="clean, blur (motion blur + noise), empty (no plants: what bare ground sprays); "
                          "default all three")
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(x) for x in a.seeds.split(",")]
     chosen = conditions([c.strip() for c in a.conditions.split(",")], a.blur_px, a.noise)
     try:
+        if a.json:
+            check_output("--json", a.json)  # before the passes, not after them
         pool = mfp.photo_pool(mfp.parse_args(source))  # the photos, listed and decoded once
         with tempfile.TemporaryDirectory(prefix="passes-") as tmp:
             folder = Path(a.keep) if a.keep else Path(tmp)

@@ -16,6 +16,7 @@ log_jsonl`` or ``--spray-log``) and prints ``edge-replay``'s line for it::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -94,15 +95,53 @@ def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None =
     return score(read_spray_log(log_path), read_truth(truth), s)
 
 
+def number_list(kind: type, lo: float, hi: float, what: str, keep_text: bool = True, one: bool = False):
+    """An argparse type: comma-separated ``kind`` values in [lo, hi] (finite), checked when parsed (exit 2) instead of a
+    ValueError traceback (or a late refusal after minutes of passes); the text itself (``keep_text``) or the list;
+    ``one``: exactly one value."""
+    def check(text: str):
+        try:
+            values = [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            values = []
+        if not values or (one and len(values) > 1) or not all(math.isfinite(v) and lo <= v <= hi for v in values):
+            shown = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")
+            raise argparse.ArgumentTypeError(f"expected {what} from {shown(lo)} to {shown(hi)}"
+                                             f"{'' if one else ', comma-separated'}, got {text!r}")
+        return text if keep_text else values
+    return check
+
+
+def number(kind: type, lo: float, hi: float, what: str):
+    """An argparse type: one ``kind`` value in [lo, hi] (finite)."""
+    check = number_list(kind, lo, hi, what, keep_text=False, one=True)
+    return lambda text: check(text)[0]
+
+
+PROBABILITY = number(float, 0.0, 1.0, "a probability")
+SPEEDS = number_list(float, 0.1, 100.0, "speeds in km/h")
+SEEDS = number_list(int, 0, 999_999_999, "whole-number seeds")
+BLUR_PX = number(int, 0, 31, "motion blur in pixels")
+NOISE = number(float, 0.0, 40.0, "sensor noise sigma in grey levels")
+
+
+def crop_veto(text: str) -> str:
+    """``--crop-veto``: a probability or ``none``."""
+    if text.strip() != "none":
+        PROBABILITY(text)
+    return text.strip()
+
+
 def add_rule_options(ap: argparse.ArgumentParser) -> None:
     """``--threshold`` and ``--crop-veto P|none``: the rule overrides edge-run takes, for a run of a pass."""
-    ap.add_argument("--threshold", type=float, help="weed threshold (default: the config's, else the bundle's rule)")
-    ap.add_argument("--crop-veto", metavar="P|none",
+    ap.add_argument("--threshold", type=PROBABILITY,
+                    help="weed threshold (default: the config's, else the bundle's rule)")
+    ap.add_argument("--crop-veto", metavar="P|none", type=crop_veto,
                     help="crop veto probability, or none (default: the config's, else the bundle's rule)")
-    ap.add_argument("--min-plant-share", type=float, metavar="S",
+    ap.add_argument("--min-plant-share", type=PROBABILITY, metavar="S",
                     help="[spray] min_plant_share: a cell sprays only if this share of its views saw a plant in it "
                          "(default: the config's)")
-    ap.add_argument("--gate-min-fraction", type=float, metavar="F",
+    ap.add_argument("--gate-min-fraction", type=PROBABILITY, metavar="F",
                     help="[gate] min_fraction: a tile with a smaller vegetated fraction is bare ground "
                          "(default: the config's preset's)")
 

@@ -10,6 +10,7 @@ file again, and refuses a file larger than the cap. ``FileRefused`` says what th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -124,3 +125,27 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = True) 
         except OSError:
             pass
         raise
+
+
+def check_output(flag: str, path: str) -> None:
+    """A result file (``--json FILE``) that cannot be written, said before the work that fills it rather than after it
+    (``ConfigError``, exit 3, naming ``flag``): created empty if missing, never truncated here; a FIFO or a device is
+    refused without blocking on it."""
+    from edge.core.errors import ConfigError
+    from edge.core.jsonl import cannot_write  # the one "cannot write" message
+
+    fix = f"give {flag} a file in a folder you can write to"
+    with contextlib.suppress(OSError, ValueError):
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"cannot write the {flag} file {path!r}: it is {file_kind(mode)}", fix)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
+    except (OSError, ValueError) as e:
+        raise cannot_write(f"{flag} file", path, e, ConfigError, fix) from None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"cannot write the {flag} file {path!r}: it is {file_kind(mode)}", fix)

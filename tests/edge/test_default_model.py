@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def clip():
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "check_field_clip.py"), str(resolve_bundle(DEFAULT_BUNDLE)),
-                          "--json"], capture_output=True, text=True, check=True, timeout=300)
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode in (0, 1), out.stderr  # 1: the clip fails (the tests below say where)
     res = json.loads(out.stdout)
     assert res["video_frames"] == res["truth_rows"]
     return res["roles"]

@@ -10,16 +10,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
-import os
 import shlex
-import stat
 import sys
 from typing import Optional, Sequence
 
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, WeedDetectorError
+from edge.core.files import check_output
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: longer is a typo
 REFERENCE_HELP = "models/reference/mnv2-160-int8 of this checkout"
@@ -69,29 +67,6 @@ def _seed(text: str) -> int:
     if not 0 <= n < 2**32:
         raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {2**32 - 1}, got {text!r}")
     return n
-
-
-def check_output(flag: str, path: str) -> None:
-    """A result file that cannot be written is said before the benchmark runs, not after it (created empty if
-    missing; never truncated here; a FIFO or a device is refused without blocking on it)."""
-    from edge.core.files import file_kind
-    from edge.core.jsonl import cannot_write
-
-    fix = f"give {flag} a file in a folder you can write to"
-    with contextlib.suppress(OSError, ValueError):
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"cannot write the {flag} file {path!r}: it is {file_kind(mode)}", fix)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
-    except (OSError, ValueError) as e:
-        raise cannot_write(f"{flag} file", path, e, ConfigError, fix) from None
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"cannot write the {flag} file {path!r}: it is {file_kind(mode)}", fix)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,12 +30,14 @@ import cv2
 import numpy as np
 
 from edge.config import load_config
+from edge.core.errors import WeedDetectorError
 from edge.decide.rule import SprayRule
 from edge.inference import Classifier
 from edge.inference.bundle import load_bundle
 from edge.spray.geometry import Geometry
 from train.evaluate import wilson
 from train.perturb import SUITE
+from run_pass_clocked import number
 
 CONDITIONS = ("clean", "warm_cast", "dark")
 
@@ -71,15 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video", type=Path, required=True, help="a pass with no plants (make_field_pass --density-per-m 0)")
     ap.add_argument("--config", type=Path, required=True, help="its config (make_field_pass --config-out): the [spray] geometry")
     ap.add_argument("--model", default="plant-seedlings-mnv2", help="bundle folder or shipped name")
-    ap.add_argument("--every", type=int, default=1, help="use every N-th frame (default 1: all)")
+    ap.add_argument("--every", type=number(int, 1, 10_000, "a frame step"), default=1,
+                    help="use every N-th frame (default 1: all)")
     ap.add_argument("--seed", type=int, default=42, help="the conditions' seed (those here draw nothing at random)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     a = ap.parse_args(argv)
-    cfg = load_config(a.config)
+    try:
+        cfg = load_config(a.config)
+        bundle = load_bundle(a.model)
+    except WeedDetectorError as e:
+        print(f"check_bare_tiles: error: {e}", file=sys.stderr)
+        return e.exit_code
     if cfg.spray is None:
         raise SystemExit(f"{a.config} has no [spray] section: use the config make_field_pass --config-out wrote")
     geometry = Geometry.from_config(cfg.spray)
-    bundle = load_bundle(a.model)
     rule = SprayRule.from_manifest(bundle.manifest)
     by_name = {p.name: p for p in SUITE}
     result = {}

@@ -227,6 +227,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, value in positive.items():
         if not value > 0:
             ap.error(f"{name} must be above 0")
+    if a.seconds is not None and not a.seconds > 0 or a.length_m is not None and not a.length_m > 0:
+        ap.error("--seconds and --length-m must be above 0")
+    if not 16 <= a.width <= 8192 or not 16 <= a.height <= 8192 or not 1 <= a.lanes <= 64:
+        ap.error("--width and --height are 16..8192 pixels, --lanes 1..64")
+    if min(a.weeds, a.crops) < 0 or a.density_per_m is not None and not 0 <= a.density_per_m <= 1000:
+        ap.error("--weeds and --crops are >= 0, --density-per-m 0..1000")
     if not 0 <= a.crop_share <= 1 or a.blur_px < 0 or a.noise < 0:
         ap.error("--crop-share is 0..1, --blur-px and --noise are >= 0")
     return a

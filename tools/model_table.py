@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from edge.core.errors import WeedDetectorError
+
 # (metrics.json key, column title, what is worse: "low" or "high")
 METRICS = [
     ("crop_vs_weed_accuracy", "crop vs weed", "low"),
@@ -89,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path, help="a bundle folder with metrics.json (and robustness.json)")
     a = ap.parse_args(argv)
+    if not a.bundle.is_dir():
+        from edge.inference.bundle import resolve_bundle  # a shipped name (plant-seedlings-mnv2) is its folder
+
+        try:
+            a.bundle = resolve_bundle(str(a.bundle))
+        except WeedDetectorError as e:
+            print(f"model_table: error: {e}", file=sys.stderr)
+            return e.exit_code
     rerun = f"weed-train robustness --model {a.bundle} --data DATA --split test --out {a.bundle}"
     path = record_file(a.bundle)
     try:

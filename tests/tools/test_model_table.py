@@ -50,8 +50,8 @@ def test_a_bundle_without_robustness_rows_says_what_to_run(tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
     proc = run(tmp_path)
     assert proc.returncode == 1 and "weed-train robustness --model" in proc.stderr
-    proc = run(tmp_path / "nowhere")
-    assert proc.returncode == 1 and "does not exist" in proc.stderr
+    proc = run(tmp_path / "nowhere")  # neither a folder nor a shipped name: the bundle error, exit 4
+    assert proc.returncode == 4 and "model bundle" in proc.stderr and "not found" in proc.stderr
 
 
 def test_the_record_must_be_scored_at_the_bundles_rule(tmp_path):

@@ -32,7 +32,7 @@ from edge.loop.stats import RunStats
 from edge.loop.tuning import Tuning
 from edge.outputs.base import Output
 from edge.outputs.channels import Interlock
-from edge.service.state import StateDir, resolve_state_dir
+from edge.service.state import TUNING_FILE, StateDir, resolve_state_dir
 from edge.web.config import WebConfig
 from edge.web.hub import LiveHub
 from edge.web.system import system_info
@@ -54,7 +54,11 @@ def with_saved_tuning(cfg: Config, path: str | None, overrides: dict[str, Any]) 
     for section, keys in saved.items():
         merged[section] = {**keys, **overrides.get(section, {})}
     log.info("saved tuning from %s (the live view): %s", state.path, saved)
-    return load_config(path, merged)
+    try:
+        return load_config(path, merged)
+    except ConfigError as e:  # the file's values over the config's: say which file they came from
+        raise ConfigError(f"{e.what} (with the live view's saved tuning {state.path / TUNING_FILE}: {saved})",
+                          f"{e.fix}; or delete that file") from None
 
 
 def open_pause(cfg: Config, switch: Interlock | None, stack: ExitStack) -> SprayPause | None:

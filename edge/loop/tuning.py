@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TuningState:
     """What is in force: the rule's threshold, the gate's preset (None: the gate is off), how many requests were
-    applied (``applied``) of how many were posted (``posted``)."""
+    applied (``applied``: posts merged into one change between two frames count as applied together) of how many
+    were posted (``posted``)."""
 
     threshold: float
     sensitivity: str | None
@@ -39,6 +40,7 @@ class TuningState:
 class _Request:
     threshold: float | None = None
     sensitivity: str | None = None
+    posted: int = 0  # the posts it merges, up to and including this one
 
 
 class Tuning:
@@ -82,9 +84,9 @@ class Tuning:
                                   "turn it on in the config ([gate] enabled = true) and restart")
         with self._lock:
             old = self._pending or _Request()
-            self._pending = _Request(threshold if threshold is not None else old.threshold,
-                                     sensitivity if sensitivity is not None else old.sensitivity)
             self._state = replace(self._state, posted=self._state.posted + 1)
+            self._pending = _Request(threshold if threshold is not None else old.threshold,
+                                     sensitivity if sensitivity is not None else old.sensitivity, self._state.posted)
             return self._state
 
     def apply(self) -> None:
@@ -107,5 +109,5 @@ class Tuning:
             changes.append(f"vegetation gate {st.sensitivity} -> {req.sensitivity} ({params.describe()})")
         with self._lock:
             self._state = replace(self._state, threshold=new_rule.threshold if new_rule else st.threshold,
-                                  sensitivity=req.sensitivity or st.sensitivity, applied=self._state.applied + 1)
+                                  sensitivity=req.sensitivity or st.sensitivity, applied=req.posted)
         log.info("tuning (live view): %s; rule now: %s", "; ".join(changes), self.processor.tuning()[0].describe())

@@ -72,6 +72,7 @@ class LoginLimiter:
                  addresses: int = LOGIN_ADDRESSES):
         self.failures, self.window_ns, self.clock, self.addresses = failures, int(window_s * 1e9), clock, addresses
         self._failed: OrderedDict[str, deque[int]] = OrderedDict()
+        self._said: OrderedDict[str, int] = OrderedDict()  # address -> end of the lock-out last logged
         self._lock = threading.Lock()
 
     def _recent(self, address: str, now: int) -> deque[int]:
@@ -87,6 +88,19 @@ class LoginLimiter:
             if len(times) < self.failures:
                 return 0.0
             return (times[-self.failures] + self.window_ns - now) / 1e9
+
+    def first_refusal(self, address: str, wait_s: float) -> bool:
+        """Whether a refusal of ``address`` (locked out for ``wait_s`` more) is the first of its lock-out: logged
+        once, not once per request (300 wrong Bearer requests were 300 log lines and pushed the page's last
+        events out)."""
+        with self._lock:
+            now = self.clock.now_ns()
+            first = now >= self._said.get(address, 0)
+            self._said[address] = now + int(wait_s * 1e9)
+            self._said.move_to_end(address)
+            while len(self._said) > self.addresses:
+                self._said.popitem(last=False)
+            return first
 
     def failed(self, address: str) -> None:
         with self._lock:
@@ -189,7 +203,7 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
                            "reload the page; scripts send the page's csrf-token as the X-CSRF-Token header")
         if request.endpoint not in OPEN_ENDPOINTS and not auth.has_session() and _bearer() is not None \
                 and auth.wait_s() > 0:
-            return _too_many(auth.wait_s())
+            return _too_many(auth, auth.wait_s())
         if request.endpoint not in OPEN_ENDPOINTS and not auth.authenticated():
             if request.method == "GET" and request.accept_mimetypes.accept_html and request.path == "/":
                 return Response(render_template("login.html", problem=""), 401)
@@ -219,7 +233,7 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
         if request.method == "GET":
             return render_template("login.html", problem="")
         if auth.wait_s() > 0:
-            return _too_many(auth.wait_s(), page=True)
+            return _too_many(auth, auth.wait_s(), page=True)
         if not auth.token_matches(request.form.get("token", "")):
             log.warning("live view: a wrong token from %s", request.remote_addr)
             return Response(render_template("login.html", problem="wrong token"), 401)
@@ -305,14 +319,16 @@ def _local_host(host: str) -> bool:
 
 def _bearer() -> str | None:
     """The token of this request's ``Authorization: Bearer`` header (None without one)."""
-    header = request.headers.get("Authorization", "")
-    return header[7:].strip() if header.startswith("Bearer ") else None
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None  # the scheme is case-insensitive (RFC 9110)
 
 
-def _too_many(wait_s: float, page: bool = False) -> Response:
-    """429 for a client that sent too many wrong tokens, with ``Retry-After`` (whole seconds, rounded up)."""
+def _too_many(auth: Auth, wait_s: float, page: bool = False) -> Response:
+    """429 for a client that sent too many wrong tokens, with ``Retry-After`` (whole seconds, rounded up); logged
+    once per lock-out."""
     seconds = max(1, int(-(-wait_s // 1)))
-    log.warning("live view: too many wrong tokens from %s; refused for %d s", request.remote_addr, seconds)
+    if auth.limiter.first_refusal(auth.address(), wait_s):
+        log.warning("live view: too many wrong tokens from %s; refused for %d s", request.remote_addr, seconds)
     what = f"too many wrong tokens from this address: wait {seconds} s"
     resp = (Response(render_template("login.html", problem=what), 429) if page
             else _refuse(429, what, "check the token (the first line of [web] token_file), then try again"))

@@ -348,6 +348,19 @@ def test_tuning_is_applied_by_the_loop_between_frames(classifier):
     assert rule.threshold == 0.9 and rule.weed_labels == ("weed",) and tuning.state().applied == 1
 
 
+def test_posts_merged_between_two_frames_are_applied_together(classifier):
+    """Three posts before one frame: one change (the last values win), and none left pending afterwards."""
+    _, proc, _ = whole_frame_loop(classifier, "", ManualClock(), vegetation=VegetationGate(PRESETS["low"]))
+    tuning = Tuning(proc, "low", gate_params=lambda s: PRESETS[s])
+    for t in (0.6, 0.7, 0.8):
+        tuning.request(threshold=t)
+    tuning.request(sensitivity="high")
+    assert (tuning.state().posted, tuning.state().applied) == (4, 0)
+    tuning.apply()
+    st = tuning.state()
+    assert (st.threshold, st.sensitivity, st.posted - st.applied) == (0.8, "high", 0)
+
+
 @pytest.mark.parametrize("kw, words", [
     ({"threshold": 1.5}, "not a probability from 0.05 to 0.95"),
     ({"threshold": 0.0}, "not a probability from 0.05 to 0.95"),  # would spray everything
@@ -456,6 +469,17 @@ def test_saved_tuning_goes_over_the_file_and_under_the_flags(tmp_path):
     assert toml.read_text().count("threshold = 0.3") == 1  # the user's TOML is never rewritten
 
 
+def test_a_saved_tuning_the_config_refuses_names_its_file(tmp_path):
+    from edge.app.live import with_saved_tuning
+
+    StateDir(tmp_path).save_tuning({"gate": {"sensitivity": "extreme"}})
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'[service]\nstate_dir = "{tmp_path}"\n')
+    with pytest.raises(ConfigError, match=r"with the live view's saved tuning .*tuning.json") as e:
+        with_saved_tuning(load_config(toml), str(toml), {})
+    assert "delete that file" in e.value.fix
+
+
 # -- the overlay ----------------------------------------------------------------------------
 def test_the_overlay_draws_lanes_sprays_and_valves():
     from edge.core.metrics import FrameTimings
@@ -550,6 +574,22 @@ def test_wrong_tokens_are_rate_limited_per_address_and_a_session_is_not():
     clock.advance(30)
     assert attacker.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert acted == []
+
+
+def test_a_lock_out_is_logged_once_not_per_request(caplog):
+    import logging
+
+    clock = ManualClock()
+    app, _ = make_app(TOKEN, auth=Auth(TOKEN, LoginLimiter(failures=3, window_s=60, clock=clock)))
+    attacker = app.test_client()
+    wrong = {"Authorization": "bearer wrong-token-0123456789"}  # the scheme in any case
+    with caplog.at_level(logging.WARNING, logger="edge.web.server"):
+        codes = [attacker.get("/api/status", headers=wrong).status_code for _ in range(300)]
+        assert codes[:3] == [401] * 3 and set(codes[3:]) == {429}
+        assert caplog.text.count("too many wrong tokens") == 1
+        clock.advance(61)  # the lock-out is over; a new one is logged again
+        codes = [attacker.get("/api/status", headers=wrong).status_code for _ in range(4)]
+        assert codes == [401, 401, 401, 429] and caplog.text.count("too many wrong tokens") == 2
 
 
 def csrf_of_form(client):

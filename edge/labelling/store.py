@@ -40,12 +40,13 @@ import logging
 import math
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from edge.core.errors import ConfigError
-from edge.core.files import FileRefused, is_inside, read_regular, write_atomic
+from edge.core.files import FileRefused, read_regular, write_atomic
 from edge.core.text import one_line
 from edge.service.records import KINDS, Sidecar
 
@@ -61,6 +62,7 @@ GENERIC = {"weed": "weed", "crop": "crop", "soil": "background"}  # the choices 
 GROUPS_FILE = "groups.csv"
 ROLES_FILE = "roles.csv"
 MAX_SIDECAR_BYTES = 1_000_000
+MAX_CACHED_SIDECARS = 20_000  # parsed sidecars kept (a few kB each)
 MAX_IMAGE_BYTES = 50_000_000  # a saved frame is a JPEG of the camera's frame: a few hundred kB
 MAX_CLASSES = 200
 _STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
@@ -134,6 +136,8 @@ class LabelStore:
         self.group_distance_cm = float(group_distance_cm)
         self.group_window_ns = int(float(group_window_s) * 1e9)
         self._lock = threading.Lock()
+        self._sidecars: OrderedDict[Path, tuple[tuple[int, int], Sidecar]] = OrderedDict()  # parsed, by (mtime, size)
+        self._cache_lock = threading.Lock()
         self._bundle_roles: dict[str, str] = {}
         self._background: str | None = None
         if manifest is not None:
@@ -175,20 +179,36 @@ class LabelStore:
             raise LabelError(f"{one_line(f'{kind}/{stem}')!r} is not a saved frame's name: "
                              f"expected {' or '.join(KINDS)}/<file name without .jpg>")
         image = self.frames_dir / kind / f"{stem}.jpg"
-        if not all(is_inside(p, self.frames_dir) for p in (image, image.with_suffix(".json"))):  # a symlink out too
-            raise LabelError(f"{kind}/{stem} is outside the saved frames' folder")
+        # the stem holds no "/" (_STEM): the image is in <frames>/<kind>; none of the three may be a symlink out
+        if any(p.is_symlink() for p in (image.parent, image, image.with_suffix(".json"))):
+            raise LabelError(f"{kind}/{stem} is outside the saved frames' folder (or a symlink: edge-run saves files)")
         return image, image.with_suffix(".json")
 
     def _read(self, kind: str, stem: str) -> SavedFrame:
         image, side = self._paths(kind, stem)
         if not image.is_file() or not side.is_file():
             raise NotFound(f"no saved frame {kind}/{stem} (with its sidecar) in {self.frames_dir}")
+        return SavedFrame(f"{kind}/{stem}", image, self._sidecar(side, f"{kind}/{stem}"))
+
+    def _sidecar(self, side: Path, key: str) -> Sidecar:
+        """The parsed sidecar, read again only when its file changed (the frame list reads every sidecar on each
+        request: parsing them all each time took the detection loop's CPU on a large folder)."""
         try:
-            doc = json.loads(read_regular(side, MAX_SIDECAR_BYTES))
-            sidecar = Sidecar.from_dict(doc)
-        except (FileRefused, ValueError) as e:  # JSONDecodeError is a ValueError
-            raise LabelError(f"the sidecar {kind}/{stem}.json cannot be read: {e}") from None
-        return SavedFrame(f"{kind}/{stem}", image, sidecar)
+            st = side.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            with self._cache_lock:
+                hit = self._sidecars.get(side)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            sidecar = Sidecar.from_dict(json.loads(read_regular(side, MAX_SIDECAR_BYTES)))
+        except (OSError, FileRefused, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            raise LabelError(f"the sidecar {key}.json cannot be read: {e}") from None
+        with self._cache_lock:
+            self._sidecars[side] = (stamp, sidecar)
+            self._sidecars.move_to_end(side)
+            while len(self._sidecars) > MAX_CACHED_SIDECARS:
+                self._sidecars.popitem(last=False)
+        return sidecar
 
     def image_bytes(self, key: str) -> bytes:
         """The saved JPEG of a frame."""

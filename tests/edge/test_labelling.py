@@ -285,6 +285,23 @@ def test_a_symlink_planted_in_the_saved_frames_reaches_nothing_outside(client, s
     assert all(f.key != "spray/evil" for f in store.frames())
 
 
+def test_a_sidecar_is_read_again_only_when_it_changed(store, tmp_path):
+    """The frame list parses every sidecar once and again only after its file changed (mtime or size)."""
+    import os
+
+    first = store.frames()
+    assert [f.sidecar for f in store.frames()] == [f.sidecar for f in first]  # the same values from the cache
+    k = first[0].key
+    side = tmp_path / "saved" / f"{k}.json"
+    doc = json.loads(side.read_text())
+    doc["run"] = "a-later-run"
+    side.write_text(json.dumps(doc))
+    os.utime(side, ns=(side.stat().st_atime_ns, side.stat().st_mtime_ns + 1_000_000))
+    assert store.frame(k).sidecar.run == "a-later-run"
+    side.write_text("{not json")
+    assert all(f.key != k for f in store.frames())  # a sidecar broken since: skipped, not served from the cache
+
+
 def test_posting_outside_the_frames_folder_is_refused(client, store, tmp_path):
     r = client.post("/labels/api/frame/spray/..%2F..%2Fx/tile/0", json={"label": "weed"})
     assert r.status_code in (400, 404)

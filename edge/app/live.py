@@ -189,6 +189,8 @@ def _controls(tuning: Tuning, pause: SprayPause, state: StateDir, processor: Fra
                                                       "; not kept across a restart (no state directory)")
 
     def do_resume() -> str:
+        if not pause.paused:
+            return "not paused: nothing to resume"
         problem = pause.resume()
         off = pause.switch_on is False
         return ("resumed" + ("; the enable switch is off: nothing opens until it is switched on" if off else "")

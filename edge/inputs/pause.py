@@ -66,7 +66,10 @@ class SprayPause:
         return self._store(True)
 
     def resume(self, by: str = "live view") -> str | None:
-        """Lift the pause (the enable switch, if off, still keeps every output off). Returns a problem, or None."""
+        """Lift the pause (the enable switch, if off, still keeps every output off). Returns a problem, or None.
+        Not paused: nothing to do (and nothing logged)."""
+        if not self._paused:
+            return None
         problem = self._store(False)
         self._paused = False
         off = self.switch is not None and not self.switch.is_on()

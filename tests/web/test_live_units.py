@@ -431,6 +431,16 @@ def test_pause_switches_off_persists_and_resume_never_overrides_the_switch(tmp_p
     out.close()
 
 
+def test_resume_without_a_pause_does_nothing_and_says_nothing(tmp_path, caplog):
+    import logging
+
+    saved = []
+    pause = SprayPause(None, save=saved.append)
+    with caplog.at_level(logging.WARNING):
+        assert pause.resume() is None
+    assert saved == [] and "resumed" not in caplog.text and not pause.paused
+
+
 def test_a_pause_that_cannot_be_saved_still_pauses(tmp_path):
     def broken(_paused):
         raise PermissionError("read-only file system")

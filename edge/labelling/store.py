@@ -287,6 +287,9 @@ class LabelStore:
                 raise LabelError(f"class {label!r} is a {fixed} class (the bundle's or the data set's roles): "
                                  f"label it without a role, or pick another name for a {role} class")
             return fixed, False
+        twin = next((n for n in (*known, *self._bundle_roles, *GENERIC) if n.lower() == label.lower()), None)
+        if twin is not None:  # Weed and weed: two folders on Linux, one on a FAT USB stick or a Mac
+            raise LabelError(f"{label!r} differs from the class {twin!r} only in case: use {twin!r}")
         if role is None:
             raise LabelError(f"{label!r} is a new class: say whether it is a weed, a crop or background (role)")
         if len(known) >= MAX_CLASSES:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from edge.core.text import one_line
 from edge.labelling.store import LabelError, LabelStore, NotFound
 
 if TYPE_CHECKING:
@@ -57,6 +58,12 @@ def make_blueprint(store: LabelStore) -> Blueprint:
     @bp.errorhandler(NotFound)
     def _not_found(e: NotFound):
         return _error(str(e), 404)
+
+    @bp.app_errorhandler(404)
+    def _no_route(e):  # e.g. /labels/api/frame/<key>/tile/-1 (no route takes it): JSON under the API as well
+        if request.path.startswith(f"{URL_PREFIX}/api/"):
+            return jsonify(error=f"no such API address: {one_line(request.path)}"), 404
+        return e
 
     @bp.errorhandler(LabelError)
     def _bad(e: LabelError):

@@ -285,6 +285,18 @@ def test_a_symlink_planted_in_the_saved_frames_reaches_nothing_outside(client, s
     assert all(f.key != "spray/evil" for f in store.frames())
 
 
+def test_a_class_differing_only_in_case_is_refused_and_a_bad_api_address_is_json(client, store):
+    """Weed and weed are two folders on Linux and one on a FAT stick or a Mac: refused. No route (tile -1): JSON."""
+    k = store.frames()[0].key
+    r = client.post(f"/labels/api/frame/{k}/tile/0", json={"label": "Weed"})
+    assert r.status_code == 400 and "only in case: use 'weed'" in r.get_json()["error"]
+    assert client.post(f"/labels/api/frame/{k}/tile/0", json={"label": "Thistle", "role": "weed"}).status_code == 200
+    r = client.post(f"/labels/api/frame/{k}/tile/0", json={"label": "thistle", "role": "weed"})
+    assert r.status_code == 400 and "use 'Thistle'" in r.get_json()["error"]
+    r = client.post(f"/labels/api/frame/{k}/tile/-1", json={"label": "weed"})
+    assert r.status_code == 404 and "no such API address" in r.get_json()["error"]
+
+
 def test_a_sidecar_is_read_again_only_when_it_changed(store, tmp_path):
     """The frame list parses every sidecar once and again only after its file changed (mtime or size)."""
     import os

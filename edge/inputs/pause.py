@@ -38,9 +38,10 @@ class SprayPause:
         return not self._paused and (self.switch is None or self.switch.is_on())
 
     def describe(self) -> str:
+        """What a refusal names: "the {describe()} is off" (paused: this; else the enable switch's own name)."""
         if self._paused:
-            return "spray pause (live view)"
-        return self.switch.describe() if self.switch is not None else "spray pause (live view)"
+            return "spraying enable of the live view (paused there)"
+        return self.switch.describe() if self.switch is not None else "spraying enable of the live view"
 
     def add_off_listener(self, callback: Callable[[], None]) -> None:
         self._listeners.add(callback)

@@ -417,7 +417,7 @@ def test_pause_switches_off_persists_and_resume_never_overrides_the_switch(tmp_p
     out.set(0, True)
     assert pause.pause() is None
     assert out.state() == (False, False) and state.paused()
-    with pytest.raises(OutputBlocked, match="spray pause"):
+    with pytest.raises(OutputBlocked, match="spraying enable of the live view \\(paused there\\)"):
         out.set(0, True)
     restarted = SprayPause(switch, paused=state.paused(), save=state.save_pause)  # read at start
     assert restarted.paused and not restarted.is_on()

@@ -308,8 +308,17 @@ def read_patches(patches_csv: Path) -> list[Patch]:
     patches_csv = Path(patches_csv)
     if not patches_csv.is_file():
         raise DataError(f"{patches_csv} does not exist", "run `weed-train background` first or use --background auto")
-    with patches_csv.open(newline="") as fh:
-        return [_patch_from_row(r) for r in csv.DictReader(fh)]
+    from train.data import _csv_rows
+
+    _, rows = _csv_rows(patches_csv, "patches file", csv.DictReader)  # UTF-8, the field limit: one-line errors
+    patches = []
+    for line, r in enumerate(rows, start=2):
+        try:
+            patches.append(_patch_from_row(r))
+        except (KeyError, TypeError, ValueError, RecursionError) as e:  # a hand-edited or cut row
+            raise DataError(f"patches file {patches_csv} line {line} is not a patch ({e.__class__.__name__}: {e})",
+                            "run `weed-train background` again to rewrite it") from None
+    return patches
 
 
 def _patch_from_row(r: dict) -> Patch:

@@ -457,6 +457,7 @@ def cmd_compare(a: argparse.Namespace, argv: Sequence[str]) -> int:
 
     backbones = a.backbones or DEFAULT_BACKBONES
     modes = a.modes or DEFAULT_MODES
+    _out_folder(a.out)
     table = run_compare(_data_config(a), lambda **over: _fit_config(a, **over), backbones, modes, a.out)
     print(table)
     return 0
@@ -465,6 +466,11 @@ def cmd_compare(a: argparse.Namespace, argv: Sequence[str]) -> int:
 def cmd_augment_bench(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from train.augbench import run_bench, write_result
 
+    if a.out is not None:  # a JSON file: its folder made and the file checked before the minutes of batches
+        from edge.core.files import check_output
+
+        _out_folder(a.out.parent)
+        check_output("--out", str(a.out))
     res = run_bench(_data_config(a), _fit_config(a), batches=a.batches, repeats=a.repeats, per_op=a.per_op,
                     progress=not a.quiet)
     print(res.table())

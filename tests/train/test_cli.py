@@ -318,6 +318,30 @@ def test_an_out_that_cannot_be_created_is_refused_before_the_work(command, out, 
     assert "crop sprayed" not in captured.out  # nothing was scored
 
 
+@pytest.mark.parametrize("command, make, phrase", [
+    ("compare", lambda p: p.write_text(""), "--out {p} is a regular file, not a folder"),
+    ("augment-bench", lambda p: p.mkdir(), "cannot write the --out file '{p}': it is a folder"),
+])
+def test_compare_and_augment_bench_check_their_out_first(command, make, phrase, tmp_path, capsys):
+    out = tmp_path / "out"
+    make(out)
+    rc = cli.main([command, "--data", str(_toy_set(tmp_path / "d")), "--weeds", "weed", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 3 and phrase.format(p=out) in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("row", ["train,a.jpg,1,2", "train,a.jpg,x,2,3", 'train,,,,,"[[1]]",3'])
+def test_a_patches_file_with_a_bad_row_says_which_line(row, tmp_path):
+    from train.background import read_patches
+    from train.data import DataError
+
+    f = tmp_path / "patches.csv"
+    f.write_text("split,source,x,y,side,pieces,grid\n" if "[[" in row else "split,source,x,y,side\n")
+    f.write_text(f.read_text() + row + "\n")
+    with pytest.raises(DataError, match="line 2 is not a patch"):
+        read_patches(f)
+
+
 @pytest.mark.parametrize("words, phrase", [
     (["robustness", "--model", "m", "--data", "d", "--seed", "-1"], "--seed: -1 is out of range: use a value >= 0"),
     (["train", "--data", "d", "--weeds", "w", "--seed", "-1"], "--seed: -1 is out of range: use a value >= 0"),

@@ -108,7 +108,7 @@ def number_list(kind: type, lo: float, hi: float, what: str, keep_text: bool = T
             shown = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")
             raise argparse.ArgumentTypeError(f"expected {what} from {shown(lo)} to {shown(hi)}"
                                              f"{'' if one else ', comma-separated'}, got {text!r}")
-        return text if keep_text else values
+        return ",".join(x.strip() for x in text.split(",") if x.strip()) if keep_text else values  # "5,10," -> "5,10"
     return check
 
 

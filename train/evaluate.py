@@ -454,7 +454,7 @@ def read_metrics(bundle_dir: Path) -> dict:
         raise BundleError(f"{path} {'is missing' if e.missing else e}", fix) from None
     except UnicodeDecodeError as e:
         raise BundleError(f"{path} is not UTF-8 text (byte {e.start})", fix) from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # not JSON, or an integer of more than 4300 digits
         raise BundleError(f"{path} is not valid JSON ({e})", fix) from None
     except RecursionError:
         raise BundleError(f"{path} nests arrays or objects too deeply to read", fix) from None
@@ -495,8 +495,9 @@ def labelled_samples(m: Manifest, data_dir: Path, roles_file: Path | None) -> tu
             f"classes {unknown} in {data_dir} are not labels of bundle '{m.name}'",
             "remove them, or pass --roles class,role so they count in the weed/crop rates",
         )
-    known = [(lab, role) for role, names in (("weed", m.weed_labels), ("crop", m.crop_labels),
-                                             ("background", m.background_labels)) for lab in names]
+    roles = bundle_roles(m)
+    known = [(lab, "weed" if lab in roles.weed else "background" if lab in roles.background else "crop")
+             for lab in m.labels]  # a label in none of the manifest's lists is a crop, as read_roles makes it
     return samples, datamod.read_roles({s.label for s in samples}, roles_file, defaults=known)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from edge.config import Config, load_config
 from edge.core.errors import ConfigError
+from edge.core.schema import tunable_threshold_problem
 from edge.core.files import FileRefused, read_regular
 from edge.core.jsonl import wall_time
 from edge.inference.bundle import Manifest
@@ -58,7 +59,7 @@ def with_saved_tuning(cfg: Config, path: str | None, overrides: dict[str, Any]) 
         return load_config(path, merged)
     except ConfigError as e:  # the file's values over the config's: say which file they came from
         raise ConfigError(f"{e.what} (with the live view's saved tuning {state.path / TUNING_FILE}: {saved})",
-                          f"{e.fix}; or delete that file") from None
+                          f"{e.fix + '; or ' if e.fix else ''}delete that file") from None
 
 
 def open_pause(cfg: Config, switch: Interlock | None, stack: ExitStack) -> SprayPause | None:
@@ -198,7 +199,9 @@ def _controls(tuning: Tuning, pause: SprayPause, state: StateDir, processor: Fra
 
     def save() -> str:
         st = tuning.target()  # a request posted a moment ago counts (the loop applies it before its next frame)
-        data: dict = {"decision": {"threshold": round(st.threshold, 4)}}
+        data: dict = {}
+        if tunable_threshold_problem(round(st.threshold, 4)) is None:  # else the config's own (e.g. 0.97): kept there
+            data["decision"] = {"threshold": round(st.threshold, 4)}
         if st.sensitivity is not None:
             data["gate"] = {"sensitivity": st.sensitivity}
         try:

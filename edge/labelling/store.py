@@ -136,7 +136,7 @@ class LabelStore:
         self.group_distance_cm = float(group_distance_cm)
         self.group_window_ns = int(float(group_window_s) * 1e9)
         self._lock = threading.Lock()
-        self._sidecars: OrderedDict[Path, tuple[tuple[int, int], Sidecar]] = OrderedDict()  # parsed, by (mtime, size)
+        self._sidecars: OrderedDict[Path, tuple[tuple[int, ...], Sidecar]] = OrderedDict()  # parsed, by its stat
         self._cache_lock = threading.Lock()
         self._bundle_roles: dict[str, str] = {}
         self._background: str | None = None
@@ -195,7 +195,7 @@ class LabelStore:
         request: parsing them all each time took the detection loop's CPU on a large folder)."""
         try:
             st = side.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
+            stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)  # write_atomic: a new inode
             with self._cache_lock:
                 hit = self._sidecars.get(side)
             if hit is not None and hit[0] == stamp:

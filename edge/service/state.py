@@ -20,6 +20,7 @@ file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Mapping
@@ -27,6 +28,8 @@ from typing import Mapping
 from edge.core.errors import ConfigError
 from edge.core.files import FileRefused, read_regular, write_atomic
 from edge.core.schema import tunable_threshold_problem
+
+log = logging.getLogger(__name__)
 
 PAUSE_FILE = "paused.json"
 TUNING_FILE = "tuning.json"
@@ -82,10 +85,14 @@ class StateDir:
                 raise ConfigError(f"saved tuning {self.path / TUNING_FILE}: unexpected entry {section!r}",
                                   "it holds only gate.sensitivity and decision.threshold: delete the file "
                                   "and save again from the live page")
-        problem = tunable_threshold_problem(data.get("decision", {}).get("threshold", 0.5))
-        if problem:
-            raise ConfigError(f"saved tuning {self.path / TUNING_FILE}: {problem}",
-                              "delete the file and save again from the live page (or set [decision] threshold)")
+        decision = data.get("decision", {})
+        problem = tunable_threshold_problem(decision.get("threshold", 0.5))
+        if problem:  # written by an older edge-run, or by hand: the config's threshold stands (not a failed start)
+            log.warning("saved tuning %s: %s: not used (the config's threshold stands); save again from the live "
+                        "page to replace it", self.path / TUNING_FILE, problem)
+            data = {**data, "decision": {k: v for k, v in decision.items() if k != "threshold"}}
+            if not data["decision"]:
+                del data["decision"]
         return data
 
     def save_tuning(self, overrides: dict) -> Path:

@@ -271,6 +271,8 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
     @app.post("/api/tuning")
     def api_tuning():
         body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+        if isinstance(body, dict) and not request.is_json:
+            body.pop("csrf_token", None)  # a form carries its CSRF token as a field (docs/live-view.md)
         if not isinstance(body, dict) or not body or set(body) - {"threshold", "sensitivity"}:
             return _refuse(400, "send a JSON object with threshold and/or sensitivity",
                            'e.g. {"threshold": 0.6} or {"sensitivity": "medium"}')

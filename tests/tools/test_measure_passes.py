@@ -138,3 +138,12 @@ def test_passes_from_every_photo_of_a_folder(tool, capsys):
     with pytest.raises(SystemExit) as e:
         tool.main(["--roles", str(photos / "classes.csv")])
     assert e.value.code == 2 and "--roles goes with --images" in capsys.readouterr().err
+
+
+def test_number_lists_are_checked_and_normalised_when_parsed(tool):
+    """A trailing comma or spaces pass the check and reach the passes as clean text (they were a ValueError later)."""
+    from run_pass_clocked import SEEDS, SPEEDS
+
+    assert SPEEDS("5, 10,") == "5,10" and SEEDS("11,,12") == "11,12"
+    with pytest.raises(Exception, match="expected speeds in km/h from 0.1 to 100"):
+        SPEEDS("5,abc")

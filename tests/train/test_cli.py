@@ -242,6 +242,7 @@ def _json(doc) -> bytes:
     (None, "metrics.json is missing"),
     (_json(_metrics())[:-9], "metrics.json is not valid JSON"),
     (b"[]", "metrics.json must hold a JSON object, not list"),
+    (b'{"labels": ' + b"9" * 5000 + b"}", "metrics.json is not valid JSON (Exceeds the limit"),
     (b"{}", "metrics.json: field 'labels': Field required"),
     (b"[" * 100_000 + b"]" * 100_000, "metrics.json nests arrays or objects too deeply"),
     (b'{"labels": ["w\xe4ed"]}', "metrics.json is not UTF-8 text"),
@@ -252,7 +253,7 @@ def _json(doc) -> bytes:
      "the recorded training command cannot be split into words (No closing quotation)"),
     (_json(_metrics(training={"command": "weed-train train --weeds weed"})),
      "not one this weed-train takes (weed-train train: error: one of the arguments --data --csv is required)"),
-], ids=["missing", "truncated", "list", "empty", "deep", "latin1", "command-5", "no-main-model", "no-labels",
+], ids=["missing", "truncated", "list", "huge-int", "empty", "deep", "latin1", "command-5", "no-main-model", "no-labels",
         "open-quote", "no-data"])
 def test_a_bad_metrics_json_is_a_bundle_error(content, phrase, tmp_path, capsys):
     """`weed-train threshold` reads the bundle's metrics.json first: what is wrong with it, one line, exit 4."""

@@ -19,8 +19,11 @@ owner of each log builds its records; this module only writes them down.
   ..., "wall": ..., "lines_lost": N, "lost_from_ns": ...}`` (plus the owner's
   ``gap_fields()``), and one "resumed after N lines lost" warning is logged. Lines still
   lost at ``close`` are warned about then.
-- A FIFO or a terminal is written without blocking: while its reader does not keep up, lines
-  are lost and counted as above (a log never holds up the loop, nor its stop on SIGTERM).
+- A FIFO, a pipe or a terminal is written without blocking the loop: a line waits at most
+  ``PIPE_WAIT_S`` for a reader that fell behind, then it is lost and counted as above (a log
+  never holds up detection, nor its stop on SIGTERM); a line the pipe took part of is finished
+  first, so lines are never glued together. To read a log at your own pace, write it to a file
+  and follow that (``tail -f``).
 - A file that does not end with a newline when it is opened (an earlier run was cut off
   mid-line, e.g. by a power loss) has that cut line removed first, with a warning, so
   appending never glues a new line onto it.
@@ -39,10 +42,12 @@ naming the file and the line. ``parse`` turns each value into what the caller ne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
+import select
 import stat
 import time
 from pathlib import Path
@@ -57,6 +62,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Opener = Callable[[Path], BinaryIO]
 
+PIPE_WAIT_S = 0.25  # a FIFO or terminal: how long a line waits for a reader that fell behind before it is lost
 CUT_LINE_MAX = 1 << 20  # a cut last line longer than this is not one of our lines: left alone, an error
 
 
@@ -118,6 +124,7 @@ class JsonlWriter:
         self._gap_fields = gap_fields
         self._size = 0
         self._f: BinaryIO | None = None
+        self._tail = b""  # a pipe's part-written line, finished before the next one
         self._seekable = True
         self._closed = False
         self._lost = 0  # lines lost since the failure that is not resumed yet
@@ -196,26 +203,60 @@ class JsonlWriter:
             rotated = True
         f = self._f
         assert f is not None
-        start = f.seek(0, os.SEEK_END) if self._seekable else self._size  # where the line starts (O_APPEND)
+        if not self._seekable:
+            self._append_pipe(f, data)
+            return rotated
+        start = f.seek(0, os.SEEK_END)  # where the line starts (O_APPEND)
         try:
             view = memoryview(data)
             while view:
                 n = f.write(view)
-                if n is None:  # a non-blocking pipe or terminal that is full (lines up to PIPE_BUF, 4 KiB, go
-                    # into a pipe whole or not at all)
-                    raise OSError(errno.EAGAIN, "its reader is not keeping up")
                 if not n:  # nothing taken and no error: as good as a full disk
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 view = view[n:]
         except OSError:
-            if self._seekable or len(view) < len(data):  # a pipe that took none of the line keeps its file
-                self._cut_back(f, start)
+            self._cut_back(f, start)
             raise
         except ValueError as e:  # the file was closed under us
             self._cut_back(f, start)
             raise OSError(errno.EBADF, str(e)) from e
         self._size = start + len(data)
         return rotated
+
+    def _append_pipe(self, f: BinaryIO, data: bytes) -> None:
+        """``data`` into a non-blocking FIFO or terminal, the rest of a line cut earlier first, waiting at most
+        ``PIPE_WAIT_S`` for the reader each time the pipe is full. A line the pipe took none of is lost (OSError
+        EAGAIN, counted by ``write``); one it took part of is finished before anything else, so that the reader
+        never sees two lines glued together (a pipe takes lines up to PIPE_BUF, 4 KiB, whole or not at all)."""
+        whole = self._tail + data
+        view = memoryview(whole)
+        try:
+            while view:
+                n = f.write(view)
+                if n is None:  # full: wait for the reader, a little
+                    if not select.select([], [f], [], PIPE_WAIT_S)[1]:
+                        break
+                    continue
+                if not n:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[n:]
+        except OSError:  # the reader went away (EPIPE)
+            self._tail = b""
+            self._drop_file()
+            raise
+        except ValueError as e:  # the file was closed under us
+            self._tail = b""
+            self._drop_file()
+            raise OSError(errno.EBADF, str(e)) from e
+        if not view:
+            self._tail = b""
+            return
+        written = len(whole) - len(view)
+        if written > len(self._tail):  # into this line: the rest of it goes first next time
+            self._tail = bytes(view)
+            return
+        self._tail = self._tail[written:]
+        raise OSError(errno.EAGAIN, "its reader is not keeping up")
 
     def _cut_back(self, f: BinaryIO, start: int) -> None:
         """Undo a part-written line; if even that fails, drop the file (the next open removes the cut line)."""
@@ -285,6 +326,9 @@ class JsonlWriter:
         if self._closed:
             return
         self._closed = True
+        if self._tail and self._f is not None:  # finish a pipe's part-written line if its reader takes it now
+            with contextlib.suppress(OSError):
+                self._append_pipe(self._f, b"")
         self._drop_file()
         if self._lost:
             self._log.warning("%s %s: %d line(s) lost at the end of the run (writing never resumed)",

@@ -230,6 +230,45 @@ def test_a_pipe_whose_reader_stalls_loses_whole_lines_and_never_blocks(tmp_path,
     assert len(lines) > 10 and data.endswith(b"\n") and [json.loads(x)["i"] for x in lines] == list(range(len(lines)))
 
 
+def test_long_lines_into_a_pipe_are_never_glued_together(tmp_path):
+    """Lines longer than a pipe takes whole (PIPE_BUF, 4 KiB): one the pipe took part of is finished first, so what
+    the reader reads, across a stall, a catch-up and the writer's retry with its gap line, is whole JSON lines."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    clock = ManualClock()
+    writer = JsonlWriter(fifo, what="frame log", clock=clock)
+
+    def drain() -> bytes:
+        out = b""
+        while True:
+            try:
+                chunk = os.read(reader, 1 << 16)
+            except BlockingIOError:
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+    try:
+        data = b""
+        for i in range(60):  # 60 x 6 kB: the pipe (64 KiB) fills, part-written lines among them
+            writer.write({"i": i, "pad": "x" * 6000})
+        data += drain()  # the reader catches up
+        clock.advance(60)  # past the writer's retry delay
+        for i in range(60, 64):
+            writer.write({"i": i, "pad": "x" * 6000})
+        data += drain()
+    finally:
+        writer.close()
+        data += drain()
+        os.close(reader)
+    lines = [json.loads(x) for x in data.splitlines()]  # every line whole: none glued to the next
+    got = [x["i"] for x in lines if "i" in x]
+    assert got == sorted(got) and got[0] == 0 and 63 in got and writer.lines_lost > 0
+    assert any(x.get("event") == "gap" for x in lines)
+
+
 def test_rotation_goes_on_after_a_gap(tmp_path):
     path = tmp_path / "log.jsonl"
     clock = ManualClock()

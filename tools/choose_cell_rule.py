@@ -213,11 +213,7 @@ _THRESHOLDS = number_list(float, 0.0, 1.0, "weed thresholds", keep_text=False)
 
 
 def _vetoes(text: str) -> list[float | None]:
-    return [None if x.strip() == "none" else crop_veto_value(x) for x in text.split(",") if x.strip()]
-
-
-def crop_veto_value(text: str) -> float:
-    return PROBABILITY(text.strip())
+    return [None if x.strip() == "none" else PROBABILITY(x.strip()) for x in text.split(",") if x.strip()]
 
 
 PERCENT = number(float, 0.0, 100.0, "a percentage")

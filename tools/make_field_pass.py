@@ -135,10 +135,11 @@ def bundle_split_args(bundle: str) -> list[str]:
     from train.provenance import command_base, rebase_paths
 
     from edge.core.files import FileRefused, read_regular
+    from train.evaluate import MAX_METRICS_BYTES, METRICS
 
     folder = resolve_bundle(bundle)
     try:  # a regular file (a FIFO named metrics.json would block a plain read)
-        command = json.loads(read_regular(folder / "metrics.json", 16_000_000))["training"]["command"]
+        command = json.loads(read_regular(folder / METRICS, MAX_METRICS_BYTES))["training"]["command"]
     except (FileRefused, RecursionError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"bundle {folder} records no training command in metrics.json ({e})",
                           "give --split-args with the weed-train train data options instead") from None

@@ -21,9 +21,9 @@ from typing import Any, Callable, Sequence
 
 from edge.config import Config, load_config
 from edge.core.errors import ConfigError
-from edge.core.schema import tunable_threshold_problem
 from edge.core.files import FileRefused, read_regular
 from edge.core.jsonl import wall_time
+from edge.core.schema import tunable_threshold_problem
 from edge.inference.bundle import Manifest
 from edge.inference.config import GateConfig
 from edge.inputs.pause import SprayPause

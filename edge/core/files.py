@@ -135,17 +135,18 @@ def check_output(flag: str, path: str) -> None:
     from edge.core.jsonl import cannot_write  # the one "cannot write" message
 
     fix = f"give {flag} a file in a folder you can write to"
-    with contextlib.suppress(OSError, ValueError):
-        mode = os.stat(path).st_mode
+
+    def regular(mode: int) -> None:
         if not stat.S_ISREG(mode):
             raise ConfigError(f"cannot write the {flag} file {path!r}: it is {file_kind(mode)}", fix)
+
+    with contextlib.suppress(OSError, ValueError):  # not there yet (or unusable): the open below says why
+        regular(os.stat(path).st_mode)  # a FIFO or a device is never opened
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
     except (OSError, ValueError) as e:
         raise cannot_write(f"{flag} file", path, e, ConfigError, fix) from None
     try:
-        mode = os.fstat(fd).st_mode
+        regular(os.fstat(fd).st_mode)  # ... nor one swapped in meanwhile
     finally:
         os.close(fd)
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"cannot write the {flag} file {path!r}: it is {file_kind(mode)}", fix)

@@ -179,10 +179,11 @@ class LabelStore:
             raise LabelError(f"{one_line(f'{kind}/{stem}')!r} is not a saved frame's name: "
                              f"expected {' or '.join(KINDS)}/<file name without .jpg>")
         image = self.frames_dir / kind / f"{stem}.jpg"
+        side = image.with_suffix(".json")
         # the stem holds no "/" (_STEM): the image is in <frames>/<kind>; none of the three may be a symlink out
-        if any(p.is_symlink() for p in (image.parent, image, image.with_suffix(".json"))):
+        if any(p.is_symlink() for p in (image.parent, image, side)):
             raise LabelError(f"{kind}/{stem} is outside the saved frames' folder (or a symlink: edge-run saves files)")
-        return image, image.with_suffix(".json")
+        return image, side
 
     def _read(self, kind: str, stem: str) -> SavedFrame:
         image, side = self._paths(kind, stem)

@@ -62,6 +62,7 @@ import logging
 import math
 import sys
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Callable, Generic, Iterable, Literal, Sequence, TypeVar
 
@@ -412,14 +413,17 @@ def causes(rows: Iterable[PlantScore], kind: str) -> dict[str, int]:
 
 
 
+def _spray_line_cm(geom: Geometry, track: PassTrack, t_ns: float) -> float:
+    """Where the spray line was at ``t_ns`` (cm along the pass: it trails the image centre)."""
+    return track.distance_at_ns(t_ns) - geom.nozzle_distance_cm
+
+
 def sprayed_segments(events: Sequence[dict], geom: Geometry, track: PassTrack) -> dict[int, list]:
     """Per channel: the merged ground segments (cm along the pass) the executed sprays covered."""
     segs: dict[int, list[tuple[float, float]]] = {}
     opened: dict[int, int] = {}
     last_ns = track.t0_ns
-
-    def pos(t_ns: float) -> float:  # where the spray line was at t (it trails the image centre)
-        return track.distance_at_ns(t_ns) - geom.nozzle_distance_cm
+    pos = partial(_spray_line_cm, geom, track)
 
     def seg(o_ns: float, c_ns: float) -> tuple[float, float]:
         a = pos(o_ns)
@@ -441,9 +445,7 @@ def dropped_segments(events: Sequence[dict], geom: Geometry, track: PassTrack) -
     """Per channel: (from, to, what) — the ground (cm along the pass) of sprays planned and then dropped or cut:
     a refused opening (``blocked``: its planned interval), a max on-time trip (from the trip to the channel's next
     opening), a cancel (every channel: the ground between the spray line and the image's front edge then)."""
-    def pos(t_ns: float) -> float:  # where the spray line was at t (it trails the image centre)
-        return track.distance_at_ns(t_ns) - geom.nozzle_distance_cm
-
+    pos = partial(_spray_line_cm, geom, track)
     out: dict[int, list[tuple[float, float, str]]] = {}
     last_ns = max(int(e["t_mono_ns"]) for e in events)
     reopen: dict[int, list[int]] = {}  # channel -> its openings, in log order

@@ -25,6 +25,9 @@ generator, and in a parallel map the batches take their draws in whatever order 
 * :func:`jpeg` -- re-encoding at a random quality (``tf.image.adjust_jpeg_quality``);
 * :func:`channel_gains` -- exposure (a gain in stops) and white balance (red and blue
   gains), :func:`gamma` -- the tone curve, :func:`contrast`;
+* :func:`saturation`, :func:`haze` (a bright veil), :func:`soil_cast` (the ground's colour
+  only, the plants kept), :func:`chroma_shift` (red and blue against green), :func:`low_light`
+  (dark, noise and motion blur on the same image);
 * :func:`composite` -- plants cut out of the batch's photos by excess green and pasted on
   ground tiles (the training split's background patches and mosaics): one to several per
   tile, rotated, scaled, anywhere in the tile, some cut by its border. A tile that holds a
@@ -89,6 +92,16 @@ class Augment(BaseModel):
                                       description="a plant is pasted only where at least this share of it stays inside the tile")
     sliver: Finite = Field(0.1, ge=0, le=1,
                            description="share of tiles replaced by one plant pasted at a border so that only a sliver of it shows")
+    saturation: Finite = Field(0.0, ge=0, le=1,
+                               description="saturation: each image's colour about its grey scaled by up to 1+this (or 1/(1+this))")
+    haze: Finite = Field(0.0, ge=0, le=0.8,
+                         description="haze / low contrast: camera_p of the images blended toward a flat grey-to-white level, up to this fraction")
+    soil_cast: Finite = Field(0.0, ge=0, le=0.5,
+                              description="colour of the ground only (pixels that are not plant): brightness, red and blue gains each up to 1+this (or 1/(1+this))")
+    chroma_shift: Finite = Field(0.0, ge=0, le=8,
+                                 description="chromatic aberration: red and blue shifted up to this many pixels in opposite directions, on camera_p of the images")
+    low_light: Finite = Field(0.0, ge=0, le=1,
+                              description="share of images taken in low light at speed: darkened x0.4-0.75 with sensor noise and motion blur together (up to 1.5x noise, up to motion_blur)")
     mixup: Finite = Field(0.0, ge=0, le=1, description="MixUp alpha (0 = off): every image blended with another, labels too")
     cutmix: Finite = Field(0.0, ge=0, le=1, description="CutMix factor (0 = off): a box of another image pasted, labels by area")
 
@@ -132,7 +145,7 @@ class Augment(BaseModel):
         on = self.effects()
         if not on:
             return "off"
-        camera = any(k in on for k in ("motion_blur", "gaussian_blur", "noise", "jpeg_quality"))
+        camera = any(k in on for k in ("motion_blur", "gaussian_blur", "noise", "jpeg_quality", "haze", "chroma_shift"))
         extra = [f"camera effects on {self.camera_p:g} of the images each"] if camera else []
         if "composite" in on:
             extra.append(f"up to {self.composite_plants} plants a composite tile, each >= {self.composite_visible:g} visible")
@@ -342,6 +355,99 @@ def contrast(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
     f = _uniform(seed, tf.shape(images)[0], 1.0 - strength, 1.0 + strength)[:, None, None, None]
     mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
     return _clip((images - mean) * f + mean)
+
+
+def saturation(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
+    """Each image's colour about its grey (Rec. 601 luma) scaled by a factor in [1/(1+``strength``), 1+``strength``]."""
+    import tensorflow as tf
+
+    if strength <= 0:
+        return images
+    f = _log_uniform(seed, tf.shape(images)[0], 1.0 + strength)[:, None, None, None]
+    grey = tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+    return _clip(grey + (images - grey) * f)
+
+
+def haze(images: tf.Tensor, seed: tf.Tensor, strength: float, p: float) -> tf.Tensor:
+    """A share ``p`` of the images blended toward a flat level (grey to white, 110..250) by a fraction
+    uniform in 0..``strength``: dust, mist or a filmed lens, the contrast lost toward a bright veil."""
+    import tensorflow as tf
+
+    if strength <= 0 or p <= 0:
+        return images
+
+    def veil(sub: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        s_level, s_frac = _seeds(seed, 2)
+        n = tf.shape(sub)[0]
+        level = _uniform(s_level, n, 110.0, 250.0)[:, None, None, None]
+        frac = _uniform(s_frac, n, 0.0, strength)[:, None, None, None]
+        return sub * (1.0 - frac) + level * frac
+
+    return _clip(_on_some(images, seed, p, veil))
+
+
+def soil_cast(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
+    """The ground of each image recoloured, its plants left as they are: another soil. Pixels that are
+    not plant (excess green, :func:`plant_masks`, its edge softened over 3 x 3) take a brightness and
+    red and blue gains each in [1/(1+``strength``), 1+``strength``], every image its own."""
+    import tensorflow as tf
+
+    if strength <= 0:
+        return images
+    s_light, s_red, s_blue = _seeds(seed, 3)
+    n = tf.shape(images)[0]
+    light = _log_uniform(s_light, n, 1.0 + strength)
+    red, blue = _log_uniform(s_red, n, 1.0 + strength), _log_uniform(s_blue, n, 1.0 + strength)
+    gains = (light[:, None] * tf.stack([red, tf.ones_like(red), blue], axis=1))[:, None, None, :]
+    plant = tf.nn.avg_pool2d(plant_masks(images), 3, 1, "SAME")
+    return _clip(images * (plant + (1.0 - plant) * gains))
+
+
+def chroma_shift(images: tf.Tensor, seed: tf.Tensor, max_px: float, p: float) -> tf.Tensor:
+    """A share ``p`` of the images with red and blue shifted against green in opposite directions, by
+    up to ``max_px`` pixels each along a random direction (a lens' lateral chromatic aberration),
+    resampled bilinearly, the borders mirrored."""
+    import tensorflow as tf
+
+    if max_px <= 0 or p <= 0:
+        return images
+
+    def fringe(sub: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        s_len, s_ang = _seeds(seed, 2)
+        n = tf.shape(sub)[0]
+        length, angle = _uniform(s_len, n, 0.0, max_px), _uniform(s_ang, n, 0.0, 2 * math.pi)
+        dx, dy = length * tf.cos(angle), length * tf.sin(angle)
+        one, zero = tf.ones_like(dx), tf.zeros_like(dx)
+
+        def moved(channel: tf.Tensor, sx: tf.Tensor, sy: tf.Tensor) -> tf.Tensor:
+            t = tf.stack([one, zero, -sx, zero, one, -sy, zero, zero], axis=1)  # output (x, y) <- input (x - sx, y - sy)
+            return _transform(channel, t, "REFLECT")
+
+        r, g, b = tf.split(sub, 3, axis=-1)
+        return tf.concat([moved(r, dx, dy), g, moved(b, -dx, -dy)], axis=-1)
+
+    return _clip(_on_some(images, seed, p, fringe))
+
+
+def low_light(images: tf.Tensor, seed: tf.Tensor, share: float, noise_sigma: float, motion_px: float) -> tf.Tensor:
+    """A share of the images as a camera at speed sees them at dusk: darkened by a gain of 0.4..0.75,
+    streaked 1..``motion_px`` pixels (when > 1) and with sensor noise of sigma ``noise_sigma`` x 0.5..1.5
+    (up to at least 4 grey levels), all three on the same image -- the independent camera effects rarely meet."""
+    import tensorflow as tf
+
+    if share <= 0:
+        return images
+
+    def dusk(sub: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        s_gain, s_blur, s_sigma, s_noise = _seeds(seed, 4)
+        n = tf.shape(sub)[0]
+        out = sub * _uniform(s_gain, n, 0.4, 0.75)[:, None, None, None]
+        if motion_px > 1:
+            out = motion_blur(out, s_blur, motion_px, 1.0)
+        sigma = _uniform(s_sigma, n, 0.5 * noise_sigma, max(1.5 * noise_sigma, 4.0))
+        return out + sigma[:, None, None, None] * tf.random.stateless_normal(tf.shape(out), s_noise)
+
+    return _clip(_on_some(images, seed, share, dusk))
 
 
 def plant_masks(images: tf.Tensor, threshold: float = EXG_THRESHOLD) -> tf.Tensor:
@@ -589,9 +695,10 @@ def keras_mixers(aug: Augment, seed: int) -> tuple[keras.layers.Layer, ...]:
 def augment_batch(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor | None, seed: tf.Tensor, aug: Augment,
                   mixers: tuple[keras.layers.Layer, ...], roles: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
     """Every effect of ``aug`` on one batch, in camera order: the scene (composite tiles, position
-    and scale), the light (exposure, white balance), the optics (motion blur, defocus), the
-    sensor (noise, tone curve, contrast), the encoder (JPEG); then MixUp / CutMix."""
-    s = _seeds(seed, 10)
+    and scale, the soil's colour), the light (exposure, white balance, low light at speed), the
+    optics (chromatic aberration, motion blur, defocus), the sensor (noise, tone curve, contrast,
+    saturation), the air or lens (haze), the encoder (JPEG); then MixUp / CutMix."""
+    s = _seeds(seed, 15)  # fold_in by index: the effects added later leave the earlier ones' draws as they were
     scale = (aug.scale_min, aug.scale_max)
     placed = geometry(images, ground, s[0], aug.flip, aug.rotation, scale, aug.translate)
     if ground is not None and roles is not None:
@@ -603,12 +710,17 @@ def augment_batch(images: tf.Tensor, labels: tf.Tensor, ground: tf.Tensor | None
                                  scale, base=scene, base_labels=scene_labels)
     else:
         images = placed
+    images = soil_cast(images, s[10], aug.soil_cast)
     images = channel_gains(images, s[2], aug.exposure, aug.colour_cast)
+    images = low_light(images, s[11], aug.low_light, aug.noise, aug.motion_blur)
+    images = chroma_shift(images, s[12], aug.chroma_shift, aug.camera_p)
     images = motion_blur(images, s[3], aug.motion_blur, aug.camera_p)
     images = gaussian_blur(images, s[4], aug.gaussian_blur, aug.camera_p)
     images = sensor_noise(images, s[5], aug.noise, aug.camera_p)
     images = gamma(images, s[6], aug.gamma)
     images = contrast(images, s[7], aug.contrast)
+    images = saturation(images, s[13], aug.saturation)
+    images = haze(images, s[14], aug.haze, aug.camera_p)
     images = jpeg(images, s[8], aug.jpeg_quality, aug.camera_p)
     for mixer in mixers:
         mixed = mixer({"images": images, "labels": labels}, training=True)

@@ -37,6 +37,11 @@ OPS = [
     ("colour_cast", lambda x, s, v: A.channel_gains(x, s, 0.0, v), 0.25),
     ("gamma", lambda x, s, v: A.gamma(x, s, v), 0.25),
     ("contrast", lambda x, s, v: A.contrast(x, s, v), 0.15),
+    ("saturation", lambda x, s, v: A.saturation(x, s, v), 0.6),
+    ("haze", lambda x, s, v: A.haze(x, s, v, 1.0), 0.4),
+    ("soil_cast", lambda x, s, v: A.soil_cast(x, s, v), 0.2),
+    ("chroma_shift", lambda x, s, v: A.chroma_shift(x, s, v, 1.0), 3.0),
+    ("low_light", lambda x, s, v: A.low_light(x, s, v, 8.0, 9.0), 1.0),
     ("flip", lambda x, s, v: A.geometry(x, GROUND, s, flip=bool(v)), 1),
     ("rotation", lambda x, s, v: A.geometry(x, GROUND, s, rotation=v), 0.5),
     ("scale", lambda x, s, v: A.geometry(x, GROUND, s, scale=(1.0 - v, 1.0 + v)), 0.4),
@@ -89,6 +94,47 @@ def test_colour_cast_and_exposure_stay_within_their_gains():
     lit = A.channel_gains(grey, SEED, 0.75, 0.0).numpy()[:, 0, 0]
     assert np.all((lit >= 100 * 2 ** -0.75 - 1e-3) & (lit <= 100 * 2 ** 0.75 + 1e-3))
     assert np.allclose(lit[:, 0], lit[:, 1])  # exposure alone keeps the colour
+
+
+def test_saturation_keeps_grey_and_scales_colour_about_it():
+    grey = tf.fill((4, 4, 4, 3), 100.0)
+    np.testing.assert_allclose(A.saturation(grey, SEED, 0.6).numpy(), 100.0, atol=1e-3)
+    x = _images()
+    out = A.saturation(x, SEED, 0.6).numpy()
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    inside = (out > 0.5).all(-1) & (out < 254.5).all(-1)  # pixels the clip left alone keep their grey
+    np.testing.assert_allclose((out @ luma)[inside], (x.numpy() @ luma)[inside], atol=0.05)
+
+
+def test_haze_pulls_toward_a_bright_level_and_soil_cast_leaves_the_plant():
+    dark = tf.fill((8, 4, 4, 3), 20.0)
+    veiled = A.haze(dark, SEED, 0.5, 1.0).numpy()
+    assert np.all(veiled >= 20.0) and np.all(veiled <= 20 + 0.5 * 230 + 1e-3)
+    leaf, soil = (40.0, 160.0, 40.0), (120.0, 90.0, 60.0)
+    tile = np.tile(np.array(soil, np.float32), (4, 16, 16, 1))
+    tile[:, 4:12, 4:12] = leaf
+    out = A.soil_cast(tf.constant(tile), SEED, 0.3).numpy()
+    np.testing.assert_allclose(out[:, 6:10, 6:10], np.broadcast_to(leaf, (4, 4, 4, 3)), atol=1e-3)  # the plant
+    assert not np.allclose(out[:, 0, 0], soil)  # the ground took another colour
+    assert np.all((out[:, 0, 0, 1] >= 90 / 1.3 - 1e-3) & (out[:, 0, 0, 1] <= 90 * 1.3 + 1e-3))
+
+
+def test_chroma_shift_moves_red_and_blue_against_green():
+    x = _images()
+    out = A.chroma_shift(x, SEED, 3.0, 1.0).numpy()
+    np.testing.assert_array_equal(out[..., 1], x.numpy()[..., 1])  # green is the reference
+    assert not np.array_equal(out[..., 0], x.numpy()[..., 0]) and not np.array_equal(out[..., 2], x.numpy()[..., 2])
+    flat = tf.fill((2, SIZE, SIZE, 3), 200.0)  # mirrored borders: a flat tile stays flat
+    np.testing.assert_allclose(A.chroma_shift(flat, SEED, 3.0, 1.0).numpy(), 200.0, atol=1e-3)
+
+
+def test_low_light_darkens_and_adds_noise_to_its_share_only():
+    flat = tf.fill((12, SIZE, SIZE, 3), 200.0)
+    out = A.low_light(flat, SEED, 0.5, 8.0, 9.0).numpy()
+    hit = [not np.all(o == 200.0) for o in out]
+    assert 0 < sum(hit) < 12
+    dark = out[np.array(hit)]
+    assert np.all(dark.mean(axis=(1, 2, 3)) < 200 * 0.75 + 2) and np.all(dark.std(axis=(1, 2, 3)) > 1.0)
 
 
 def test_scale_leaves_ground_around_a_shrunk_photo():
@@ -357,7 +403,7 @@ def test_every_aug_option_is_documented_with_its_default_and_range():
     rows = [line for line in doc.splitlines() if line.startswith("| `--aug-")]
     for name, info in Augment.model_fields.items():
         flag = "--aug-" + name.replace("_", "-")
-        row = next((r for r in rows if f"`{flag}`" in r), None)
+        row = next((r for r in rows if f"`{flag}`" in r.split("|")[1]), None)  # the option column, not a mention
         assert row is not None, f"{flag} is not in docs/training.md's augmentation table"
         if info.annotation is bool:
             assert ("on" if info.default else "off") in row.split("|")[2], flag

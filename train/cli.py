@@ -417,6 +417,7 @@ def cmd_robustness(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from edge.inference.bundle import MANIFEST, load_bundle
     from train import robustness as rb
     from train.evaluate import bundle_roles
+    from train.perturb import CONDITIONS
     from train.pipeline import test_split
     from train.provenance import command_line, portable_path
 
@@ -425,29 +426,34 @@ def cmd_robustness(a: argparse.Namespace, argv: Sequence[str]) -> int:
         _out_folder(a.out)
     m = bundle.manifest
     trained_on = m.training.get("data")
-    if a.split == "test":
+    if a.split in ("test", "val"):
         if a.roles is not None:
-            raise ConfigError("--roles is for --split all", "leave it out: --split test uses the roles the bundle was trained with")
+            raise ConfigError("--roles is for --split all", f"leave it out: --split {a.split} uses the roles the bundle was trained with")
         t = _recorded_train_args(m.training.get("command"), bundle.dir / MANIFEST,
-                                 "--split test rebuilds the split of a bundle made by weed-train train: use --split all")
+                                 f"--split {a.split} rebuilds the split of a bundle made by weed-train train: use --split all")
         if trained_on != portable_path(a.data):
-            log.warning("%s is not the data %s was trained on (%s): its test split is rebuilt from these photos",
-                        a.data, m.name, trained_on)
+            log.warning("%s is not the data %s was trained on (%s): its %s split is rebuilt from these photos",
+                        a.data, m.name, trained_on, a.split)
+        if a.split == "val" and m.training.get("fit", {}).get("refit"):
+            log.warning("%s was refit on its training and validation photos: its validation numbers include photos it "
+                        "was trained on (compare bundles on them, do not quote them)", m.name)
         dc = dataclasses.replace(_data_config(t), data=a.data, csv=None)
-        _, y, raw = test_split(dc, m.labels, progress=not a.quiet)
-        photos = rb.split_photos(raw, y, m.labels, bundle_roles(m), f"test split of `{a.data}`, as {m.name}'s training command splits it")
+        _, y, raw = test_split(dc, m.labels, progress=not a.quiet, split=a.split)
+        which = "test" if a.split == "test" else "validation"
+        photos = rb.split_photos(raw, y, m.labels, bundle_roles(m), f"{which} split of `{a.data}`, as {m.name}'s training command splits it")
     else:
         if trained_on == portable_path(a.data):
             log.warning("%s is the data %s was trained on: these numbers include its training photos "
                         "(--split test scores only its test split)", a.data, m.name)
         photos = rb.folder_photos(m, a.data, a.roles)
     rob = rb.score_suite(bundle, photos, m.rule.threshold if a.threshold is None else a.threshold, seed=a.seed,
-                         crop_veto=m.rule.crop_veto)
+                         suite=CONDITIONS[a.conditions], crop_veto=m.rule.crop_veto)
     print(rb.describe(rob))
     print()
     print(rb.table(rob))
     if a.out is not None:
-        written = rb.write(rob, a.out, {"bundle": m.name, "command": command_line(argv)})
+        written = rb.write(rob, a.out, {"bundle": m.name, "command": command_line(argv), "conditions": a.conditions},
+                           stem=rb.STEMS[a.conditions])
         print(f"written: {', '.join(str(p) for p in written)}")
     return 0
 
@@ -563,9 +569,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default=None, help="bundle folder or name (default: the shipped default)")
     r.add_argument("--data", type=Path, required=True, help="folder with one sub-folder per class")
     r.add_argument("--roles", type=Path, help="class,role CSV for classes the bundle does not know (--split all)")
-    r.add_argument("--split", choices=("all", "test"), default="all",
+    r.add_argument("--split", choices=("all", "test", "val"), default="all",
                    help="all: every photo of --data (default); test: the test split the bundle's training command "
-                        "makes of --data (its seed, fractions, groups and background patches)")
+                        "makes of --data (its seed, fractions, groups and background patches); val: its validation "
+                        "split (to compare bundles without looking at test photos)")
+    r.add_argument("--conditions", choices=("suite", "other"), default="suite",
+                   help="suite: the issue's eight rows, the ones training chooses the rule on (default); other: "
+                        "conditions it does not name (saturation, haze, another soil, chromatic aberration, low light "
+                        "at speed, harsh sun, strong defocus, row noise, a plant larger than the view), written as "
+                        "robustness_other.json / .png")
     r.add_argument("--variant", default=None, help="e.g. float32 (default: the bundle's main model)")
     r.add_argument("--threshold", type=_probability, default=None, help="override the bundle's operating threshold")
     r.add_argument("--seed", type=COUNT, default=42, help="seed of the random directions and noise (default 42)")

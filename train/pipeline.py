@@ -268,8 +268,10 @@ def _val_at(val: dict, threshold: float) -> dict:
     return out
 
 
-def test_split(dc: DataConfig, labels: Sequence[str], progress: bool = True) -> tuple[Prepared, np.ndarray, list[np.ndarray]]:
-    """The test split ``dc`` makes, its class ids and RGB images (photos and background patches).
+def test_split(dc: DataConfig, labels: Sequence[str], progress: bool = True,
+               split: str = "test") -> tuple[Prepared, np.ndarray, list[np.ndarray]]:
+    """The test split ``dc`` makes (or its ``split``: "val", "train"), its class ids and RGB images
+    (photos and background patches).
 
     The split is seeded: for the data config a bundle's training command records, it is the
     split that bundle was tested on. Refused when the data's classes are not ``labels``.
@@ -278,7 +280,7 @@ def test_split(dc: DataConfig, labels: Sequence[str], progress: bool = True) -> 
     if list(prep.labels) != list(labels):
         raise DataError(f"the data gives classes {prep.labels}, the bundle has {list(labels)}",
                         "run it where the data the bundle was trained on is, unchanged")
-    items = prep.items["test"]
+    items = prep.items[split]
     y = np.array([prep.labels.index(it.label) for it in items], dtype=np.int64)
     return prep, y, [it.raw_rgb() for it in items]
 

@@ -205,7 +205,8 @@ def test_split_robustness(bundle: Bundle, images: Sequence[np.ndarray], y: np.nd
 
 # --------------------------------------------------------------------------- rendering
 
-PNG = "robustness.png"
+STEMS = {"suite": "robustness", "other": "robustness_other"}  # the files of `weed-train robustness --conditions`
+PNG = f"{STEMS['suite']}.png"
 
 
 def _cell(metric: Metric, d: dict) -> str:
@@ -272,9 +273,9 @@ def plot(rob: dict, path: Path, title: str = "") -> Path:
     return path
 
 
-def write(rob: dict, out: Path, meta: dict) -> tuple[Path, Path]:
-    """``robustness.json`` (``meta`` and the record) and ``robustness.png`` in ``out``."""
+def write(rob: dict, out: Path, meta: dict, stem: str = STEMS["suite"]) -> tuple[Path, Path]:
+    """``robustness.json`` (``meta`` and the record) and ``robustness.png`` in ``out`` (``stem`` names them)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     title = f"{meta.get('bundle', '')}: robustness at threshold {rob['threshold']:.2f} (red: worst perturbed row)"
-    return (ev.write_metrics(out / "robustness.json", {**meta, "robustness": rob}), plot(rob, out / PNG, title))
+    return (ev.write_metrics(out / f"{stem}.json", {**meta, "robustness": rob}), plot(rob, out / f"{stem}.png", title))

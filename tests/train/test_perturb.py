@@ -22,6 +22,15 @@ FUNCTIONS = [
     (P.warm_cast, 0.25, False),
     (P.darken, 0.4, False),
     (P.jpeg, 75.0, False),
+    # the other conditions (P.OTHER)
+    (P.saturate, 0.5, False),
+    (P.haze, 0.4, False),
+    (P.soil_gains, 0.15, False),
+    (P.chroma_shift, 3.0, True),  # the direction
+    (P.low_light, 7.0, True),  # the smear's direction and the noise
+    (P.harsh_sun, 0.45, False),
+    (P.row_noise, 11.0, True),
+    (P.zoom_in, 0.8, False),
 ]
 IDS = [f.__name__ for f, _, _ in FUNCTIONS]
 
@@ -89,7 +98,7 @@ def test_changes_the_image_at_the_named_strength(fn, strength, seeded):
 
 
 @pytest.mark.parametrize("fn, bad", [(P.gaussian_blur, -1.0), (P.sensor_noise, float("nan")), (P.darken, 1.5),
-                                      (P.zoom_out, 1.0)])
+                                      (P.zoom_out, 1.0), (P.haze, 1.5), (P.harsh_sun, 1.0)])
 def test_out_of_range_strengths_are_refused(fn, bad):
     with pytest.raises(ValueError):
         fn(_photo(32), bad)
@@ -210,3 +219,34 @@ def test_suite_strengths_are_at_a_160_px_input_and_scale_with_the_side(name, at_
     assert row.strength_at(160) == pytest.approx(at_160) and row.strength_at(32) == pytest.approx(at_32)
     img = _photo(32)
     assert np.array_equal(row.apply(img, seed=1), row.fn(img, at_32, 1))
+
+
+def test_saturation_and_haze_keep_grey_and_soil_gains_keep_the_plant():
+    grey = np.full((16, 16, 3), 90, np.uint8)
+    assert np.array_equal(P.saturate(grey, 1.75), grey) and np.array_equal(P.saturate(grey, 0.5), grey)
+    assert np.all(P.haze(grey, 0.5, level=240.0) == 165)  # 90 * 0.5 + 240 * 0.5
+    scene = _scene()
+    out = P.soil_gains(scene, 0.15)
+    inside = (slice(64, 96), slice(64, 96))  # the plant square, away from its softened edge
+    assert np.array_equal(out[inside], scene[inside])
+    soil = scene[:40, :40].astype(float).mean((0, 1)), out[:40, :40].astype(float).mean((0, 1))
+    assert soil[1][0] < soil[0][0] and soil[1][2] > soil[0][2]  # bluer: red down, blue up
+    redder = P.soil_gains(scene, 0.15, blue=False)[:40, :40].astype(float).mean((0, 1))
+    assert redder[0] > soil[0][0] and redder[2] < soil[0][2]
+
+
+def test_chroma_shift_moves_red_and_blue_but_not_green():
+    img = _photo()
+    out = P.chroma_shift(img, 3.0, seed=2)
+    assert np.array_equal(out[..., 1], img[..., 1])
+    assert not np.array_equal(out[..., 0], img[..., 0]) and not np.array_equal(out[..., 2], img[..., 2])
+
+
+def test_other_conditions_are_named_once_and_start_with_clean():
+    names = [p.name for p in P.OTHER]
+    assert names[0] == "clean" and len(set(names)) == len(names)
+    assert not (set(names) - {"clean"}) & {p.name for p in P.SUITE}  # a row's key means one condition
+    assert P.CONDITIONS == {"suite": P.SUITE, "other": P.OTHER}
+    img = _photo()
+    for row in P.OTHER[1:]:
+        assert np.abs(row.apply(img, seed=1).astype(int) - img).mean() > 0.5, row.name

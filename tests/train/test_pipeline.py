@@ -243,3 +243,29 @@ def test_threshold_command_rechooses_on_validation_and_rescores_the_same_test_sp
         assert (again.threshold, again.crop_veto) == (e["threshold"], e["crop_veto"])
         assert e["rule_choice"]["rows"]["clean"]["weed_miss"] == pytest.approx(e["val"]["weed_miss"]["rate"])
     assert "re-chosen after training" in (folder / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_robustness_on_the_validation_split_under_the_other_conditions(trained, tmp_path, capsys):
+    """`weed-train robustness --split val --conditions other`: the bundle's own validation photos (its recorded
+    training command's split), every row of train.perturb.OTHER, written beside the suite's record, not over it."""
+    from train.cli import main
+    from train.export import export_bundle
+    from train.perturb import OTHER
+    from train.runs import ExportConfig
+
+    data = trained.dc.data
+    argv = ["train", "--data", str(data), "--roles", str(data.parent / "roles.csv"), "--val", "0.25", "--test", "0.25",
+            "--input-size", "32"]
+    res = export_bundle(trained, ExportConfig(out=tmp_path, name="tiny", representative=16, latency_runs=3,
+                                              allow_quant_drop=True), argv=argv)
+    folder, out = tmp_path / "tiny", tmp_path / "rob"
+    assert main(["robustness", "--model", str(folder), "--data", str(data), "--split", "val", "--conditions", "other",
+                 "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"| {p.title} |" in printed for p in OTHER) and "validation split of" in printed
+    doc = json.loads((out / "robustness_other.json").read_text())
+    assert doc["conditions"] == "other" and list(doc["robustness"]["rows"]) == [p.name for p in OTHER]
+    assert (out / "robustness_other.png").stat().st_size > 1000 and not (out / "robustness.json").exists()
+    val_photos = res.metrics["models"][res.metrics["main_model"]]["val"]["n_photos"]
+    assert doc["robustness"]["n_photos"] == val_photos

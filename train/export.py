@@ -30,6 +30,7 @@ from edge.core.errors import WeedDetectorError
 from train import evaluate as ev
 from train import report, robustness
 from train.evaluate import GateResult, classify_all, quant_gate
+from train.perturb import OTHER, SUITE, Perturbation
 from train.provenance import command_line, portable_path
 from train.robustness import test_split_robustness
 from train.rulechoice import RuleLimits, choose_rule
@@ -220,8 +221,9 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
         evals[q]["latency"] = variant_latency(bundle_dir, q, ec.latency_runs)
 
     main = main_model(gate, ec.allow_quant_drop)
-    rob = main_robustness(bundle_dir, main, t, evals[main]["threshold"], evals[main].get("crop_veto"))
-    doc = metrics_document(t, ec, fields, evals, main, gate, rob)
+    rob, rob_other = (main_robustness(bundle_dir, main, t, evals[main]["threshold"], evals[main].get("crop_veto"), suite)
+                      for suite in (SUITE, OTHER))
+    doc = metrics_document(t, ec, fields, evals, main, gate, rob, rob_other)
     rule = manifest_rule(evals[main], t.val_probs is not None)
     fields = dict(fields, trained_weights=write_trained_weights(bundle_dir, t))
     if write_validation_rows(bundle_dir, t, evals[main]):
@@ -413,17 +415,19 @@ def variant_latency(bundle_dir: Path, q: str, runs: int) -> dict:
     return {"1_thread": latency_ms(b, runs, num_threads=1), "2_threads": latency_ms(b, runs, num_threads=2)}
 
 
-def main_robustness(bundle_dir: Path, main: str, t: Trained, threshold: float, crop_veto: float | None = None) -> dict:
-    """The robustness suite (``train.robustness``) of the provisional bundle's ``main`` model on the test split."""
+def main_robustness(bundle_dir: Path, main: str, t: Trained, threshold: float, crop_veto: float | None = None,
+                    suite: Sequence[Perturbation] = SUITE) -> dict:
+    """The robustness suite (``train.robustness``; or ``suite``, e.g. ``train.perturb.OTHER``) of the provisional
+    bundle's ``main`` model on the test split."""
     from edge.inference.bundle import load_bundle
 
     b = load_bundle(bundle_dir, variant=None if main == "int8" else main)
     return test_split_robustness(b, t.raw["test"], t.y["test"], t.prep.labels, t.prep.roles, threshold, t.fc.seed,
-                                 crop_veto)
+                                 crop_veto, suite)
 
 
 def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, main: str, gate: GateResult,
-                     robustness: dict) -> dict:
+                     robustness: dict, robustness_other: dict) -> dict:
     """metrics.json: every number of the run (the manifest keeps a summary)."""
     roles = t.prep.roles
     return {
@@ -431,7 +435,8 @@ def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, ma
         "backbone": t.fc.backbone, "weights_source": t.result.weights_source, "input_size": t.fc.input_size,
         "roles": {"weed": list(roles.weed), "crop": list(roles.crop), "background": list(roles.background)},
         "gate": gate_record(gate, ec.allow_quant_drop),
-        "models": evals, "robustness": robustness, "training": fields["training"], "history": t.result.history,
+        "models": evals, "robustness": robustness, "robustness_other": robustness_other,
+        "training": fields["training"], "history": t.result.history,
         "corrupt_files": t.prep.corrupt,
     }
 
@@ -447,11 +452,15 @@ def write_reports(bundle_dir: Path, doc: dict, t: Trained, ec: ExportConfig) -> 
     (bundle_dir / "report.md").write_text(report.render(doc, ec, t.fc, t.dc))
 
 
-def write_robustness_plot(bundle_dir: Path, doc: dict) -> Path:
-    """``robustness.png`` of the bundle (its main model on the test split; report.md links it)."""
-    return robustness.plot(doc["robustness"], bundle_dir / robustness.PNG,
-                           f"{doc['bundle']} ({doc['main_model']}), test split: robustness at threshold "
-                           f"{doc['robustness']['threshold']:.2f} (red: worst perturbed row)")
+def write_robustness_plot(bundle_dir: Path, doc: dict) -> list[Path]:
+    """``robustness.png`` of the bundle (its main model on the test split; report.md links it), and
+    ``robustness_other.png`` of the other camera conditions when the document has them."""
+    return [robustness.plot(doc[key], bundle_dir / f"{stem}.png",
+                            f"{doc['bundle']} ({doc['main_model']}), test split: {what} at threshold "
+                            f"{doc[key]['threshold']:.2f} (red: worst perturbed row)")
+            for key, stem, what in (("robustness", robustness.STEMS["suite"], "robustness"),
+                                    ("robustness_other", robustness.STEMS["other"], "other camera conditions"))
+            if doc.get(key)]
 
 
 def _remove_stale_models(bundle_dir: Path) -> None:

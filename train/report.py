@@ -53,6 +53,7 @@ def render(doc: dict, ec: ExportConfig, fc: FitConfig, dc: DataConfig) -> str:
         _per_class(doc),
         _confusion_matrix(doc),
         _robustness(doc["robustness"]),
+        _other_conditions(doc.get("robustness_other")),
         _threshold_sweep(doc),
         _data(doc),
         _model_and_training(doc, fc, dc),
@@ -192,6 +193,24 @@ def _robustness(rob: dict) -> list[str]:
         robustness.table(rob),
         "",
         f"![robustness]({robustness.PNG})",
+        "",
+    ]
+
+
+def _other_conditions(rob: dict | None) -> list[str]:
+    if not rob:  # a bundle written before the other conditions were scored
+        return []
+    return [
+        "## Other camera conditions (test split)",
+        "",
+        "Conditions the robustness suite does not name and the rule was not chosen on (saturation, haze, another "
+        "soil, chromatic aberration, low light at speed, harsh sun, strong defocus, row noise, a plant larger than "
+        "the view: docs/training.md, *Other camera conditions*), the same photos at the same rule "
+        "(metrics.json → `robustness_other`).",
+        "",
+        robustness.table(rob),
+        "",
+        f"![other camera conditions]({robustness.STEMS['other']}.png)",
         "",
     ]
 

@@ -197,10 +197,12 @@ TEST_SPLIT = "the test split: held out by similarity group, with its background 
 
 
 def test_split_robustness(bundle: Bundle, images: Sequence[np.ndarray], y: np.ndarray, labels: Sequence[str],
-                          roles: Roles, threshold: float, seed: int, crop_veto: float | None = None) -> dict:
-    """The suite on a training run's test split (``images`` and class ids ``y`` of ``labels``)."""
+                          roles: Roles, threshold: float, seed: int, crop_veto: float | None = None,
+                          suite: Sequence[Perturbation] = SUITE) -> dict:
+    """``suite`` (the issue's rows, or ``train.perturb.OTHER``) on a training run's test split (``images`` and
+    class ids ``y`` of ``labels``)."""
     return score_suite(bundle, split_photos(images, y, labels, roles, TEST_SPLIT), threshold, seed,
-                       crop_veto=crop_veto)
+                       suite=suite, crop_veto=crop_veto)
 
 
 # --------------------------------------------------------------------------- rendering

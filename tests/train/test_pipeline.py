@@ -144,6 +144,14 @@ def test_train_export_load_classify(trained, tmp_path):
         assert w["value"] == rob["rows"][w["row"]][key]["rate"]
     assert "## Robustness (test split under camera conditions)" in report and "](robustness.png)" in report
     assert all(f"| {p.title} |" in report for p in SUITE)
+    # and the other camera conditions, the same photos at the same rule, beside it
+    from train.perturb import OTHER
+
+    other = metrics["robustness_other"]
+    assert list(other["rows"]) == [p.name for p in OTHER] and other["n_photos"] == rob["n_photos"]
+    assert other["threshold"] == rob["threshold"] and other["rows"]["clean"] == clean
+    assert "## Other camera conditions (test split)" in report and "](robustness_other.png)" in report
+    assert all(f"| {p.title} |" in report for p in OTHER) and (folder / "robustness_other.png").stat().st_size > 1000
 
     # `weed-train evaluate`: the bundle on a folder of photos (here the training set itself)
     from train.cli import main

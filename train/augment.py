@@ -85,7 +85,8 @@ class Augment(BaseModel):
     gaussian_blur: Finite = Field(1.5, ge=0, le=4, description="defocus: largest Gaussian sigma in pixels")
     noise: Finite = Field(8.0, ge=0, le=40, description="sensor noise: largest sigma in grey levels (of 255)")
     jpeg_quality: int = Field(25, ge=0, le=95, description="JPEG re-encoding: lowest quality (up to 95); 0 = off")
-    camera_p: Finite = Field(0.3, ge=0, le=1, description="share of images each of motion blur, blur, noise and JPEG is applied to")
+    camera_p: Finite = Field(0.3, ge=0, le=1,
+                             description="share of images each of motion blur, blur, noise, JPEG, haze and chromatic aberration is applied to")
     composite: Finite = Field(0.25, ge=0, le=1, description="share of tiles replaced by plants pasted on ground from other photos")
     composite_plants: int = Field(3, ge=1, le=6, description="most plants pasted on one composite tile")
     composite_visible: Finite = Field(0.35, ge=0.05, le=1,

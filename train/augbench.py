@@ -145,7 +145,7 @@ def run_bench(dc: DataConfig, fc: FitConfig, batches: int = 20, repeats: int = 1
     n = len(prep.labels)
     cfgs = {"plain": replace(fc, augment=Augment.off()), "augmented": fc}
     built = build_backbone(fc, "none" if fc.mode == "scratch" else None)
-    model = classifier(built, n, fc.dropout, fc.seed)
+    model = classifier(built, n, fc.dropout, fc.draw_seed)
     backbone_phase(fc, built, model, int(np.ceil(len(x) / fc.batch_size)), roles)  # the run's loss (--group-loss)
     weights = {i: 1.0 for i in range(n)}
     pipe: dict[str, list[Timing]] = {k: [] for k in cfgs}

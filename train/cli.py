@@ -130,6 +130,9 @@ def _add_fit_args(p: argparse.ArgumentParser, short: bool = False) -> None:
                    help="finetune: train the BatchNorm layers too (default: frozen, in inference mode)")
     g.add_argument("--head-lr", type=POSITIVE, default=1e-3)
     g.add_argument("--lr", type=POSITIVE, default=2e-4, help="fine-tuning learning rate (cosine-decayed)")
+    g.add_argument("--train-seed", type=COUNT, default=None, metavar="N",
+                   help="seed of the training draws alone (weights, shuffling, augmentation; default: --seed): the "
+                        "same split and evaluation, another draw of the recipe, to see how far two runs differ")
     g.add_argument("--batch-size", type=POSITIVE_INT, default=32)
     g.add_argument("--label-smoothing", type=PROBABILITY, default=0.1)
     g.add_argument("--group-loss", type=NON_NEGATIVE, default=0.0, metavar="W",
@@ -196,7 +199,7 @@ def _fit_config(a: argparse.Namespace, **over: object) -> FitConfig:
         mode=a.mode, backbone=a.backbone, input_size=a.input_size, weights=a.weights, head_epochs=a.head_epochs,
         epochs=a.epochs, unfreeze=a.unfreeze, train_batchnorm=a.train_batchnorm, head_lr=a.head_lr, lr=a.lr, batch_size=a.batch_size,
         label_smoothing=a.label_smoothing, group_loss=a.group_loss, dropout=a.dropout, weight_decay=a.weight_decay, patience=a.patience,
-        seed=a.seed, class_weighting=not a.no_class_weights, augment=_augment(a),
+        seed=a.seed, train_seed=a.train_seed, class_weighting=not a.no_class_weights, augment=_augment(a),
         verbose=0 if a.quiet else 1, head_on_embeddings=not a.head_on_images, refit=a.refit,
     )
     start = _start(a)

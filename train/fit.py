@@ -58,7 +58,8 @@ class FitConfig:
     dropout: float = 0.2
     weight_decay: float = 1e-4
     patience: int = 4
-    seed: int = 42
+    seed: int = 42  # the run's seed: the evaluation's perturbed copies and int8 calibration draws
+    train_seed: int | None = None  # the training draws' (weights, shuffling, augmentation, dropout); None: seed
     class_weighting: bool = True
     augment: Augment = field(default_factory=Augment)
     logreg_c: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -74,6 +75,12 @@ class FitConfig:
         if self.from_bundle and self.mode == "scratch":
             raise ConfigError("--from-bundle starts from the bundle's trained weights: --mode scratch would drop them",
                               "use --mode finetune (default), features or logreg with --from-bundle")
+
+    @property
+    def draw_seed(self) -> int:
+        """The seed of the training draws: ``train_seed``, else ``seed``. Another ``train_seed`` on the same split
+        (``--seed``) trains another draw of the same recipe, scored on the same perturbed copies."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -207,7 +214,7 @@ def fit(
     """
     import keras
 
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(cfg.draw_seed)
     t0 = time.perf_counter()
     if built is None:
         built = build_backbone(cfg, "none" if cfg.mode == "scratch" else None)
@@ -219,7 +226,7 @@ def fit(
         model = _fit_logreg(cfg, built, x_train, y_train, x_val, y_val, n_classes, cw, embeddings, notes)
         return FitResult(model, built.weights_source, built.preprocessing, history, cw, time.perf_counter() - t0, notes)
 
-    model = classifier(built, n_classes, cfg.dropout, cfg.seed)
+    model = classifier(built, n_classes, cfg.dropout, cfg.draw_seed)
     if head is not None:
         model.get_layer("probabilities").set_weights(list(head))
         notes.append("head started from the bundle's (its classes' rows copied, new classes' rows zero)")
@@ -251,7 +258,7 @@ def training_batches(cfg: FitConfig, x_train: np.ndarray, y_train: np.ndarray, x
     """
     return _Batches(
         train=make_dataset(x_train, y_train, n_classes, cfg.batch_size, training=True, aug=cfg.augment,
-                           seed=cfg.seed, roles=roles).repeat(),
+                           seed=cfg.draw_seed, roles=roles).repeat(),
         val=make_dataset(x_val, y_val, n_classes, cfg.batch_size) if x_val is not None else None,
         steps=int(np.ceil(len(x_train) / cfg.batch_size)),
     )
@@ -317,7 +324,7 @@ def _fit_head_on_embeddings(cfg: FitConfig, model: keras.Model, embeddings: tupl
     e_train, e_val = embeddings
     validation = None if e_val is None else (e_val, keras.utils.to_categorical(y_val, n_classes))
     inp = keras.Input((e_train.shape[1],), name="features")
-    x = keras.layers.Dropout(cfg.dropout, seed=cfg.seed)(inp) if cfg.dropout else inp
+    x = keras.layers.Dropout(cfg.dropout, seed=cfg.draw_seed)(inp) if cfg.dropout else inp
     out = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     head = keras.Model(inp, out, name="head")
     if init is not None:
@@ -359,7 +366,7 @@ def _fit_logreg(cfg: FitConfig, built: Built, x_train: np.ndarray, y_train: np.n
             best = (acc, c, clf)
     _, c, clf = best
     notes.append(f"logreg: chose C={c:g} on validation")
-    model = classifier(built, n_classes, 0.0, cfg.seed)
+    model = classifier(built, n_classes, 0.0, cfg.draw_seed)
     dense = model.get_layer("probabilities")
     w = np.zeros((clf.coef_.shape[1], n_classes), np.float32)
     b = np.full((n_classes,), -1e4, np.float32)  # classes absent from training never win
@@ -367,7 +374,7 @@ def _fit_logreg(cfg: FitConfig, built: Built, x_train: np.ndarray, y_train: np.n
         w[:, cls] = clf.coef_[j] if clf.coef_.shape[0] > 1 else (clf.coef_[0] if j == 1 else -clf.coef_[0]) / 2
         b[cls] = clf.intercept_[j] if clf.intercept_.shape[0] > 1 else (clf.intercept_[0] if j == 1 else -clf.intercept_[0]) / 2
     dense.set_weights([w, b])
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(cfg.draw_seed)
     return model
 
 

@@ -343,9 +343,18 @@ def test_a_patches_file_with_a_bad_row_says_which_line(row, tmp_path):
         read_patches(f)
 
 
+@pytest.mark.parametrize("extra, draw", [([], 7), (["--train-seed", "3"], 3)])
+def test_train_seed_changes_the_training_draws_only(extra, draw):
+    a = cli.build_parser().parse_args(["train", "--data", "d", "--weeds", "w", "--seed", "7", *extra])
+    fc, dc = cli._fit_config(a), cli._data_config(a)
+    assert dc.seed == 7 and fc.seed == 7  # the split, the background patches, the evaluation's perturbed copies
+    assert fc.draw_seed == draw and fc.as_dict()["train_seed"] == (None if not extra else 3)
+
+
 @pytest.mark.parametrize("words, phrase", [
     (["robustness", "--model", "m", "--data", "d", "--seed", "-1"], "--seed: -1 is out of range: use a value >= 0"),
     (["train", "--data", "d", "--weeds", "w", "--seed", "-1"], "--seed: -1 is out of range: use a value >= 0"),
+    (["train", "--data", "d", "--weeds", "w", "--train-seed", "-2"], "--train-seed: -2 is out of range: use a value >= 0"),
     (["background", "--data", "d", "--weeds", "w", "--out", "o", "--input-size", "1025"],
      "--input-size: 1025 is out of range: use a value >= 1 and <= 1024 (pixels)"),
 ])

@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:
         print(f"model_table: {path} has no robustness rows ({e}): run `{rerun}` first", file=sys.stderr)
         return 1
+    if "test split" not in str(rob.get("photos", "")):  # `weed-train robustness --split all --out BUNDLE`
+        print(f"model_table: {path} scores {rob.get('photos')!r}, not the bundle's test split: run `{rerun}`",
+              file=sys.stderr)
+        return 1
     why = rule_mismatch(a.bundle, rob)
     if why is not None:
         print(f"model_table: {path} is not scored at the bundle's rule ({why}): run `{rerun}`", file=sys.stderr)

@@ -420,7 +420,6 @@ def cmd_robustness(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from edge.inference.bundle import MANIFEST, load_bundle
     from train import robustness as rb
     from train.evaluate import bundle_roles
-    from train.perturb import CONDITIONS
     from train.pipeline import test_split
     from train.provenance import command_line, portable_path
 
@@ -437,9 +436,10 @@ def cmd_robustness(a: argparse.Namespace, argv: Sequence[str]) -> int:
         if trained_on != portable_path(a.data):
             log.warning("%s is not the data %s was trained on (%s): its %s split is rebuilt from these photos",
                         a.data, m.name, trained_on, a.split)
-        if a.split == "val" and m.training.get("fit", {}).get("refit"):
-            log.warning("%s was refit on its training and validation photos: its validation numbers include photos it "
-                        "was trained on (compare bundles on them, do not quote them)", m.name)
+        if a.split == "val":
+            log.warning("%s: its validation photos chose its threshold and early stop%s: the numbers there are "
+                        "optimistic (compare bundles on them, do not quote them)", m.name,
+                        ", and it was refit on them" if m.training.get("fit", {}).get("refit") else "")
         dc = dataclasses.replace(_data_config(t), data=a.data, csv=None)
         _, y, raw = test_split(dc, m.labels, progress=not a.quiet, split=a.split)
         which = "test" if a.split == "test" else "validation"
@@ -450,13 +450,15 @@ def cmd_robustness(a: argparse.Namespace, argv: Sequence[str]) -> int:
                         "(--split test scores only its test split)", a.data, m.name)
         photos = rb.folder_photos(m, a.data, a.roles)
     rob = rb.score_suite(bundle, photos, m.rule.threshold if a.threshold is None else a.threshold, seed=a.seed,
-                         suite=CONDITIONS[a.conditions], crop_veto=m.rule.crop_veto)
+                         suite=rb.CONDITIONS[a.conditions].suite, crop_veto=m.rule.crop_veto)
     print(rb.describe(rob))
     print()
     print(rb.table(rob))
     if a.out is not None:
-        written = rb.write(rob, a.out, {"bundle": m.name, "command": command_line(argv), "conditions": a.conditions},
-                           stem=rb.STEMS[a.conditions])
+        c = rb.CONDITIONS[a.conditions]
+        # a validation record never takes the place of the test record model_table reads
+        written = rb.write(rob, a.out, {"bundle": m.name, "command": command_line(argv), "conditions": a.conditions,
+                                        "split": a.split}, stem=c.key + ("_val" if a.split == "val" else ""), what=c.title)
         print(f"written: {', '.join(str(p) for p in written)}")
     return 0
 
@@ -584,7 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--variant", default=None, help="e.g. float32 (default: the bundle's main model)")
     r.add_argument("--threshold", type=_probability, default=None, help="override the bundle's operating threshold")
     r.add_argument("--seed", type=COUNT, default=42, help="seed of the random directions and noise (default 42)")
-    r.add_argument("--out", type=Path, default=None, help="write robustness.json and robustness.png here")
+    r.add_argument("--out", type=Path, default=None,
+                   help="write robustness.json and robustness.png here (robustness_other.* with --conditions other; "
+                        "a _val suffix with --split val)")
     r.add_argument("--quiet", action="store_true", help="no progress bars while the split is rebuilt")
     r.set_defaults(func=cmd_robustness)
 

@@ -30,7 +30,7 @@ from edge.core.errors import WeedDetectorError
 from train import evaluate as ev
 from train import report, robustness
 from train.evaluate import GateResult, classify_all, quant_gate
-from train.perturb import OTHER, SUITE, Perturbation
+from train.perturb import SUITE, Perturbation
 from train.provenance import command_line, portable_path
 from train.robustness import test_split_robustness
 from train.rulechoice import RuleLimits, choose_rule
@@ -221,9 +221,9 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
         evals[q]["latency"] = variant_latency(bundle_dir, q, ec.latency_runs)
 
     main = main_model(gate, ec.allow_quant_drop)
-    rob, rob_other = (main_robustness(bundle_dir, main, t, evals[main]["threshold"], evals[main].get("crop_veto"), suite)
-                      for suite in (SUITE, OTHER))
-    doc = metrics_document(t, ec, fields, evals, main, gate, rob, rob_other)
+    records = {c.key: main_robustness(bundle_dir, main, t, evals[main]["threshold"], evals[main].get("crop_veto"), c.suite)
+               for c in robustness.CONDITIONS.values()}
+    doc = metrics_document(t, ec, fields, evals, main, gate, records)
     rule = manifest_rule(evals[main], t.val_probs is not None)
     fields = dict(fields, trained_weights=write_trained_weights(bundle_dir, t))
     if write_validation_rows(bundle_dir, t, evals[main]):
@@ -427,7 +427,7 @@ def main_robustness(bundle_dir: Path, main: str, t: Trained, threshold: float, c
 
 
 def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, main: str, gate: GateResult,
-                     robustness: dict, robustness_other: dict) -> dict:
+                     records: dict[str, dict]) -> dict:
     """metrics.json: every number of the run (the manifest keeps a summary)."""
     roles = t.prep.roles
     return {
@@ -435,7 +435,7 @@ def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, ma
         "backbone": t.fc.backbone, "weights_source": t.result.weights_source, "input_size": t.fc.input_size,
         "roles": {"weed": list(roles.weed), "crop": list(roles.crop), "background": list(roles.background)},
         "gate": gate_record(gate, ec.allow_quant_drop),
-        "models": evals, "robustness": robustness, "robustness_other": robustness_other,
+        "models": evals, **records,  # robustness, robustness_other: train.robustness.CONDITIONS
         "training": fields["training"], "history": t.result.history,
         "corrupt_files": t.prep.corrupt,
     }
@@ -455,12 +455,10 @@ def write_reports(bundle_dir: Path, doc: dict, t: Trained, ec: ExportConfig) -> 
 def write_robustness_plot(bundle_dir: Path, doc: dict) -> list[Path]:
     """``robustness.png`` of the bundle (its main model on the test split; report.md links it), and
     ``robustness_other.png`` of the other camera conditions when the document has them."""
-    return [robustness.plot(doc[key], bundle_dir / f"{stem}.png",
-                            f"{doc['bundle']} ({doc['main_model']}), test split: {what} at threshold "
-                            f"{doc[key]['threshold']:.2f} (red: worst perturbed row)")
-            for key, stem, what in (("robustness", robustness.STEMS["suite"], "robustness"),
-                                    ("robustness_other", robustness.STEMS["other"], "other camera conditions"))
-            if doc.get(key)]
+    return [robustness.plot(doc[c.key], bundle_dir / f"{c.key}.png",
+                            f"{doc['bundle']} ({doc['main_model']}), test split: {c.title} at threshold "
+                            f"{doc[c.key]['threshold']:.2f} (red: worst perturbed row)")
+            for c in robustness.CONDITIONS.values() if doc.get(c.key)]
 
 
 def _remove_stale_models(bundle_dir: Path) -> None:

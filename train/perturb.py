@@ -170,12 +170,14 @@ def jpeg(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
 
 
 @_perturbation
-def saturate(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray:
-    """The colour about each pixel's grey (Rec. 601 luma) scaled by ``strength`` (1: unchanged; 0.5 washed
-    out, 1.75 vivid). Strength 0 is an exact copy like every function here, not a grey image."""
+def saturate(rgb: np.ndarray, strength: float, seed: Seed = 0, vivid: bool = False) -> np.ndarray:
+    """The colour about each pixel's grey (Rec. 601 luma) scaled by 1 - ``strength`` (0.5: washed out to x0.5;
+    at most 1, a grey image), or with ``vivid`` by 1 + ``strength`` (0.75: x1.75)."""
+    if strength > 1 and not vivid:
+        raise ValueError(f"saturate: strength is 1 - the saturation factor, at most 1, got {strength}")
     x = rgb.astype(np.float32)
     grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    return _to_uint8(grey[..., None] + (x - grey[..., None]) * strength)
+    return _to_uint8(grey[..., None] + (x - grey[..., None]) * (1.0 + strength if vivid else 1.0 - strength))
 
 
 @_perturbation
@@ -221,7 +223,7 @@ def chroma_shift(rgb: np.ndarray, strength: float, seed: Seed = 0) -> np.ndarray
 def low_light(rgb: np.ndarray, strength: float, seed: Seed = 0, gain: float = 0.6, noise: float = 9.0) -> np.ndarray:
     """A camera at speed at dusk, the three on one image: a motion blur of ``strength`` px (direction from
     ``seed``), every pixel x ``gain``, then sensor noise of sigma ``noise`` grey levels (the suite's rows
-    have each alone)."""
+    have each alone). Only the smear grows with ``strength``: any strength above 0 is already dark and noisy."""
     rng = np.random.default_rng(seed)
     streaked = motion_blur(rgb, strength, rng.integers(1 << 62))
     return sensor_noise(darken(streaked, 1.0 - gain), noise, rng.integers(1 << 62))
@@ -407,7 +409,7 @@ OTHER: tuple[Perturbation, ...] = (
     Perturbation("chroma_shift", "chromatic aberration, 3 px", chroma_shift, 3.0, spatial=True),
     Perturbation("low_light", "low light at speed (motion 7 px, x0.6, noise sigma 9)", low_light, 7.0, spatial=True),
     Perturbation("washed_out", "saturation x0.5", saturate, 0.5),
-    Perturbation("vivid", "saturation x1.75", saturate, 1.75),
+    Perturbation("vivid", "saturation x1.75", functools.partial(saturate, vivid=True), 0.75),
     Perturbation("soil_bluer", "another soil: bluer (R x0.87, B x1.15, plant kept)", soil_gains, 0.15),
     Perturbation("soil_redder", "another soil: redder (R x1.15, B x0.87, plant kept)",
                  functools.partial(soil_gains, blue=False), 0.15),
@@ -418,4 +420,3 @@ OTHER: tuple[Perturbation, ...] = (
     Perturbation("row_noise", "row noise, sigma 11 grey levels", row_noise, 11.0),
     Perturbation("zoom_in", "plant at 1.8x (larger than the view)", zoom_in, 0.8),
 )
-CONDITIONS = {"suite": SUITE, "other": OTHER}  # `weed-train robustness --conditions`

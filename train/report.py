@@ -53,7 +53,7 @@ def render(doc: dict, ec: ExportConfig, fc: FitConfig, dc: DataConfig) -> str:
         _per_class(doc),
         _confusion_matrix(doc),
         _robustness(doc["robustness"]),
-        _other_conditions(doc.get("robustness_other")),
+        _other_conditions(doc.get(robustness.CONDITIONS["other"].key)),
         _threshold_sweep(doc),
         _data(doc),
         _model_and_training(doc, fc, dc),
@@ -210,7 +210,7 @@ def _other_conditions(rob: dict | None) -> list[str]:
         "",
         robustness.table(rob),
         "",
-        f"![other camera conditions]({robustness.STEMS['other']}.png)",
+        f"![other camera conditions]({robustness.CONDITIONS['other'].key}.png)",
         "",
     ]
 

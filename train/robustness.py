@@ -1,4 +1,5 @@
-"""The robustness suite: photos scored under each named camera condition of ``train.perturb.SUITE``.
+"""The robustness suite: photos scored under each named camera condition of ``train.perturb.SUITE`` (and of
+``train.perturb.OTHER``, the conditions the issue does not name: :data:`CONDITIONS`).
 
 Each photo is resized to the model's input by the edge runtime's own ``Preprocessor`` (the
 bundle's size and resize rule), perturbed there (the suite's strengths are at the model's
@@ -19,13 +20,13 @@ import zlib
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from train import evaluate as ev
 from train.evaluate import pct
-from train.perturb import CLEAN, REFERENCE_SIDE, SUITE, Perturbation, ground_windows
+from train.perturb import CLEAN, OTHER, REFERENCE_SIDE, SUITE, Perturbation, ground_windows
 
 if TYPE_CHECKING:
     from edge.inference.bundle import Bundle, Manifest
@@ -207,8 +208,18 @@ def test_split_robustness(bundle: Bundle, images: Sequence[np.ndarray], y: np.nd
 
 # --------------------------------------------------------------------------- rendering
 
-STEMS = {"suite": "robustness", "other": "robustness_other"}  # the files of `weed-train robustness --conditions`
-PNG = f"{STEMS['suite']}.png"
+class Conditions(NamedTuple):
+    """A table of camera conditions and where its record goes."""
+
+    key: str  # a training run's metrics.json key, and the file stem of `weed-train robustness --out`
+    title: str  # the plot's
+    suite: tuple[Perturbation, ...]
+
+
+# `weed-train robustness --conditions NAME`; every training run scores both on its test split
+CONDITIONS = {"suite": Conditions("robustness", "robustness", SUITE),
+              "other": Conditions("robustness_other", "other camera conditions", OTHER)}
+PNG = f"{CONDITIONS['suite'].key}.png"
 
 
 def _cell(metric: Metric, d: dict) -> str:
@@ -275,9 +286,11 @@ def plot(rob: dict, path: Path, title: str = "") -> Path:
     return path
 
 
-def write(rob: dict, out: Path, meta: dict, stem: str = STEMS["suite"]) -> tuple[Path, Path]:
-    """``robustness.json`` (``meta`` and the record) and ``robustness.png`` in ``out`` (``stem`` names them)."""
+def write(rob: dict, out: Path, meta: dict, stem: str = CONDITIONS["suite"].key,
+          what: str = CONDITIONS["suite"].title) -> tuple[Path, Path]:
+    """``robustness.json`` (``meta`` and the record) and ``robustness.png`` in ``out`` (``stem`` names them, ``what``
+    titles the plot)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    title = f"{meta.get('bundle', '')}: robustness at threshold {rob['threshold']:.2f} (red: worst perturbed row)"
+    title = f"{meta.get('bundle', '')}: {what} at threshold {rob['threshold']:.2f} (red: worst perturbed row)"
     return (ev.write_metrics(out / f"{stem}.json", {**meta, "robustness": rob}), plot(rob, out / f"{stem}.png", title))

@@ -71,3 +71,8 @@ def test_the_record_must_be_scored_at_the_bundles_rule(tmp_path):
     proc = run(b)
     assert proc.returncode == 0, proc.stderr
     assert f"threshold {threshold:g}, no crop veto" in proc.stdout
+    # a record of every photo of a folder (--split all) is not the test table
+    (b / "robustness.json").write_text(json.dumps({"robustness": {**rec, "threshold": threshold,
+                                                                  "photos": "every photo of `labelled`"}}))
+    proc = run(b)
+    assert proc.returncode == 1 and "not the bundle's test split" in proc.stderr and "--split test" in proc.stderr

@@ -272,8 +272,10 @@ def test_robustness_on_the_validation_split_under_the_other_conditions(trained, 
                  "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert all(f"| {p.title} |" in printed for p in OTHER) and "validation split of" in printed
-    doc = json.loads((out / "robustness_other.json").read_text())
-    assert doc["conditions"] == "other" and list(doc["robustness"]["rows"]) == [p.name for p in OTHER]
-    assert (out / "robustness_other.png").stat().st_size > 1000 and not (out / "robustness.json").exists()
+    doc = json.loads((out / "robustness_other_val.json").read_text())  # never the test record's name
+    assert doc["conditions"] == "other" and doc["split"] == "val"
+    assert list(doc["robustness"]["rows"]) == [p.name for p in OTHER]
+    assert (out / "robustness_other_val.png").stat().st_size > 1000 and sorted(p.name for p in out.iterdir()) == [
+        "robustness_other_val.json", "robustness_other_val.png"]
     val_photos = res.metrics["models"][res.metrics["main_model"]]["val"]["n_photos"]
     assert doc["robustness"]["n_photos"] == val_photos

@@ -329,12 +329,18 @@ def channel_gains(images: tf.Tensor, seed: tf.Tensor, exposure_stops: float, col
 
     if exposure_stops <= 0 and colour_cast <= 0:
         return images
-    s_exp, s_red, s_blue = _seeds(seed, 3)
-    n = tf.shape(images)[0]
-    gain = _log_uniform(s_exp, n, 2.0 ** exposure_stops)
-    red, blue = _log_uniform(s_red, n, 1.0 + colour_cast), _log_uniform(s_blue, n, 1.0 + colour_cast)
-    gains = gain[:, None] * tf.stack([red, tf.ones_like(red), blue], axis=1)
-    return _clip(images * gains[:, None, None, :])
+    return _clip(images * _rgb_gains(seed, tf.shape(images)[0], 2.0 ** exposure_stops, 1.0 + colour_cast))
+
+
+def _rgb_gains(seed: tf.Tensor, n: tf.Tensor, light_span: float, cast_span: float) -> tf.Tensor:
+    """(N, 1, 1, 3) per-image gains: a brightness in [1/``light_span``, ``light_span``] times red and blue gains
+    each in [1/``cast_span``, ``cast_span``] (green 1), uniform in the logarithm."""
+    import tensorflow as tf
+
+    s_light, s_red, s_blue = _seeds(seed, 3)
+    light = _log_uniform(s_light, n, light_span)
+    red, blue = _log_uniform(s_red, n, cast_span), _log_uniform(s_blue, n, cast_span)
+    return (light[:, None] * tf.stack([red, tf.ones_like(red), blue], axis=1))[:, None, None, :]
 
 
 def gamma(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
@@ -395,11 +401,7 @@ def soil_cast(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
 
     if strength <= 0:
         return images
-    s_light, s_red, s_blue = _seeds(seed, 3)
-    n = tf.shape(images)[0]
-    light = _log_uniform(s_light, n, 1.0 + strength)
-    red, blue = _log_uniform(s_red, n, 1.0 + strength), _log_uniform(s_blue, n, 1.0 + strength)
-    gains = (light[:, None] * tf.stack([red, tf.ones_like(red), blue], axis=1))[:, None, None, :]
+    gains = _rgb_gains(seed, tf.shape(images)[0], 1.0 + strength, 1.0 + strength)
     plant = tf.nn.avg_pool2d(plant_masks(images), 3, 1, "SAME")
     return _clip(images * (plant + (1.0 - plant) * gains))
 

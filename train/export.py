@@ -3,7 +3,7 @@
 :func:`export_bundle` runs the steps in order: :func:`convert_variants`,
 :func:`write_models` (a provisional bundle), :func:`evaluate_variants` through the edge,
 :func:`quant_gate` and :func:`main_model`, :func:`main_robustness` (the main model under
-``train.perturb.SUITE``), :func:`metrics_document`, :func:`write_models` again (the final
+``train.perturb.SUITE`` and ``train.perturb.OTHER``), :func:`metrics_document`, :func:`write_models` again (the final
 manifest) and :func:`write_reports`. The pieces:
 
 * :func:`convert` makes full-integer int8 (uint8 in, uint8 out; representative data from
@@ -30,9 +30,8 @@ from edge.core.errors import WeedDetectorError
 from train import evaluate as ev
 from train import report, robustness
 from train.evaluate import GateResult, classify_all, quant_gate
-from train.perturb import SUITE, Perturbation
 from train.provenance import command_line, portable_path
-from train.robustness import test_split_robustness
+from train.robustness import test_split_records
 from train.rulechoice import RuleLimits, choose_rule
 from train.runs import ExportConfig, RunResult
 
@@ -221,8 +220,7 @@ def export_bundle(t: Trained, ec: ExportConfig, argv: Sequence[str] | None = Non
         evals[q]["latency"] = variant_latency(bundle_dir, q, ec.latency_runs)
 
     main = main_model(gate, ec.allow_quant_drop)
-    records = {c.key: main_robustness(bundle_dir, main, t, evals[main]["threshold"], evals[main].get("crop_veto"), c.suite)
-               for c in robustness.CONDITIONS.values()}
+    records = main_robustness(bundle_dir, main, t, evals[main]["threshold"], evals[main].get("crop_veto"))
     doc = metrics_document(t, ec, fields, evals, main, gate, records)
     rule = manifest_rule(evals[main], t.val_probs is not None)
     fields = dict(fields, trained_weights=write_trained_weights(bundle_dir, t))
@@ -415,15 +413,15 @@ def variant_latency(bundle_dir: Path, q: str, runs: int) -> dict:
     return {"1_thread": latency_ms(b, runs, num_threads=1), "2_threads": latency_ms(b, runs, num_threads=2)}
 
 
-def main_robustness(bundle_dir: Path, main: str, t: Trained, threshold: float, crop_veto: float | None = None,
-                    suite: Sequence[Perturbation] = SUITE) -> dict:
-    """The robustness suite (``train.robustness``; or ``suite``, e.g. ``train.perturb.OTHER``) of the provisional
-    bundle's ``main`` model on the test split."""
+def main_robustness(bundle_dir: Path, main: str, t: Trained, threshold: float,
+                    crop_veto: float | None = None) -> dict[str, dict]:
+    """The robustness records (``train.robustness.CONDITIONS``: the suite and the other conditions) of the
+    provisional bundle's ``main`` model on the test split, by metrics.json key."""
     from edge.inference.bundle import load_bundle
 
     b = load_bundle(bundle_dir, variant=None if main == "int8" else main)
-    return test_split_robustness(b, t.raw["test"], t.y["test"], t.prep.labels, t.prep.roles, threshold, t.fc.seed,
-                                 crop_veto, suite)
+    return test_split_records(b, t.raw["test"], t.y["test"], t.prep.labels, t.prep.roles, threshold, t.fc.seed,
+                              crop_veto)
 
 
 def metrics_document(t: Trained, ec: ExportConfig, fields: dict, evals: dict, main: str, gate: GateResult,

@@ -23,7 +23,7 @@ from train.evaluate import GateResult, classify_all, quant_gate
 from train.export import (VALIDATION_ROWS, export_bundle, gate_record, main_model, manifest_rule, rule_limits,
                           threshold_from_sweep, write_robustness_plot)
 from train.provenance import utc_now
-from train.robustness import test_split_robustness
+from train.robustness import test_split_records
 from train.rulechoice import choose_rule, read_rows
 from train.runs import DataConfig, ExportConfig, Item, Prepared, RunResult, Splits, Trained
 
@@ -301,10 +301,8 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     previous = doc["models"][main]["threshold"]
     _rescore_at_new_thresholds(bundle_dir, doc, y_test, raw_test, prep.roles, ec)
     gate = _gate_keeping_the_main_model(doc, ec)
-    for c in robustness.CONDITIONS.values():
-        doc[c.key] = test_split_robustness(load_bundle(bundle_dir), raw_test, y_test, prep.labels, prep.roles,
-                                           doc["models"][main]["threshold"], fc.seed, doc["models"][main].get("crop_veto"),
-                                           c.suite)
+    doc.update(test_split_records(load_bundle(bundle_dir), raw_test, y_test, prep.labels, prep.roles,
+                                  doc["models"][main]["threshold"], fc.seed, doc["models"][main].get("crop_veto")))
     write_robustness_plot(bundle_dir, doc)
     doc["training"]["rethreshold"] = {"command": command, "previous": previous, "at": utc_now()}
     e = doc["models"][main]

@@ -197,13 +197,13 @@ def score_suite(bundle: Bundle, photos: Photos, threshold: float, seed: int = 42
 TEST_SPLIT = "the test split: held out by similarity group, with its background patches"
 
 
-def test_split_robustness(bundle: Bundle, images: Sequence[np.ndarray], y: np.ndarray, labels: Sequence[str],
-                          roles: Roles, threshold: float, seed: int, crop_veto: float | None = None,
-                          suite: Sequence[Perturbation] = SUITE) -> dict:
-    """``suite`` (the issue's rows, or ``train.perturb.OTHER``) on a training run's test split (``images`` and
-    class ids ``y`` of ``labels``)."""
-    return score_suite(bundle, split_photos(images, y, labels, roles, TEST_SPLIT), threshold, seed,
-                       suite=suite, crop_veto=crop_veto)
+def test_split_records(bundle: Bundle, images: Sequence[np.ndarray], y: np.ndarray, labels: Sequence[str],
+                       roles: Roles, threshold: float, seed: int, crop_veto: float | None = None) -> dict[str, dict]:
+    """Every table of :data:`CONDITIONS` on a training run's test split (``images`` and class ids ``y`` of
+    ``labels``): metrics.json key (``robustness``, ``robustness_other``) -> its record."""
+    photos = split_photos(images, y, labels, roles, TEST_SPLIT)
+    return {c.key: score_suite(bundle, photos, threshold, seed, suite=c.suite, crop_veto=crop_veto)
+            for c in CONDITIONS.values()}
 
 
 # --------------------------------------------------------------------------- rendering

@@ -64,6 +64,17 @@ def _csv_list(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _export_list(text: str) -> tuple[str, ...]:
+    """``--export``: known formats only, checked when the command line is parsed (not after training)."""
+    from train.export import QUANTIZATIONS
+
+    names = _csv_list(text)
+    unknown = [n for n in names if n not in QUANTIZATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown)}: use {', '.join(QUANTIZATIONS)}")
+    return names
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group(required=True)
@@ -538,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "shipped default under the default --out models --name plant-seedlings-mnv2 included -- is "
                         "replaced by accident)")
     e.add_argument("--description", default="")
-    e.add_argument("--export", type=_csv_list, default=("int8", "float32"),
+    e.add_argument("--export", type=_export_list, default=("int8", "float32"),
                    help="formats: int8 and float32 always; add float16 with --export int8,float32,float16")
     e.add_argument("--allow-quant-drop", action="store_true", help="ship int8 even if it loses > --max-quant-drop points")
     e.add_argument("--max-quant-drop", type=NON_NEGATIVE, default=1.0, help="allowed int8 accuracy drop in points (default 1.0)")

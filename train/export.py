@@ -76,6 +76,9 @@ def representative_images(x_train: np.ndarray, y_train: np.ndarray, n: int = 400
     return x_train[np.sort(idx)]
 
 
+QUANTIZATIONS = ("int8", "float32", "float16")  # what convert() writes
+
+
 def convert(model: keras.Model, quantization: str, representative: np.ndarray | None = None) -> bytes:
     """TFLite flatbuffer bytes of a Keras model taking float 0..255 RGB."""
     import tensorflow as tf

@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
-from edge.core.errors import ConfigError
+from edge.core.errors import ConfigError, SourceError
 from edge.core.frame import Frame
 from edge.core.metrics import FrameTimings, percentile
 from edge.core.tile import Tile
@@ -216,7 +216,13 @@ class LanePlanner:
         if self._grid is None or self._grid[0] != (width, height):
             rows = self.tile_rows or self.geometry.auto_rows(width, height)
             tiles = self.geometry.tiles(rows)
-            self._grid = ((width, height), rows, tiles, tuple(t.pixels(width, height) for t in tiles))
+            boxes = tuple(t.pixels(width, height) for t in tiles)
+            if any(min(x1, width) <= max(x0, 0) or min(y1, height) <= max(y0, 0) for x0, x1, y0, y1 in boxes):
+                raise SourceError(f"a {width}x{height} frame is too small for {len(tiles) // rows} lane(s) x {rows} "
+                                  "tile row(s): a tile would hold no pixel",
+                                  "feed frames of at least one pixel a tile (a camera's or video's own size; no "
+                                  "thumbnails in an image folder), or lower [spray] lanes / tile_rows")
+            self._grid = ((width, height), rows, tiles, boxes)
             t0 = time.perf_counter_ns()
             self.scorer.warm_up(width, height, len(tiles))
             self.warm_up_ns = time.perf_counter_ns() - t0

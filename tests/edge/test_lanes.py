@@ -68,6 +68,16 @@ def test_tiles_cover_the_image_and_auto_rows_are_square(classifier):
     assert {c.shape[:2] for c in crops} == {(32, 32)}
 
 
+@pytest.mark.parametrize("h, w, tile_rows", [(2, 2, 0), (2, 2, 1), (1, 1, 1), (16, 2, 1)])
+def test_a_frame_too_small_for_the_tile_grid_is_a_source_error_not_a_traceback(classifier, h, w, tile_rows):
+    from edge.core.errors import SourceError
+
+    _, _, _, p = make(classifier, tile_rows=tile_rows)  # 4 lanes
+    with pytest.raises(SourceError, match=rf"a {w}x{h} frame is too small for 4 lane\(s\)") as e:
+        p.cut(field(h=h, w=w))
+    assert e.value.exit_code == 5 and "lanes / tile_rows" in str(e.value)
+
+
 def test_classify_many_matches_classify(classifier):
     imgs = [field((0,), lanes=1, h=32, w=32), field((), lanes=1, h=32, w=32)]
     many = classifier.classify_many(imgs)

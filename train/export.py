@@ -22,11 +22,12 @@ import io
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence, get_args
 
 import numpy as np
 
 from edge.core.errors import WeedDetectorError
+from edge.inference.bundle import Quantization
 from train import evaluate as ev
 from train import report, robustness
 from train.evaluate import GateResult, classify_all, quant_gate
@@ -76,7 +77,7 @@ def representative_images(x_train: np.ndarray, y_train: np.ndarray, n: int = 400
     return x_train[np.sort(idx)]
 
 
-QUANTIZATIONS = ("int8", "float32", "float16")  # what convert() writes
+QUANTIZATIONS = get_args(Quantization)  # the manifest's names, what convert() writes
 
 
 def convert(model: keras.Model, quantization: str, representative: np.ndarray | None = None) -> bytes:

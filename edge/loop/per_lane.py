@@ -218,7 +218,7 @@ class LanePlanner:
             tiles = self.geometry.tiles(rows)
             boxes = tuple(t.pixels(width, height) for t in tiles)
             if any(min(x1, width) <= max(x0, 0) or min(y1, height) <= max(y0, 0) for x0, x1, y0, y1 in boxes):
-                raise SourceError(f"a {width}x{height} frame is too small for {len(tiles) // rows} lane(s) x {rows} "
+                raise SourceError(f"a {width}x{height} frame is too small for {self.geometry.lanes} lane(s) x {rows} "
                                   "tile row(s): a tile would hold no pixel",
                                   "feed frames of at least one pixel a tile (a camera's or video's own size; no "
                                   "thumbnails in an image folder), or lower [spray] lanes / tile_rows")

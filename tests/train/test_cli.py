@@ -358,7 +358,7 @@ def test_train_seed_changes_the_training_draws_only(extra, draw):
     (["background", "--data", "d", "--weeds", "w", "--out", "o", "--input-size", "1025"],
      "--input-size: 1025 is out of range: use a value >= 1 and <= 1024 (pixels)"),
     (["train", "--data", "d", "--weeds", "w", "--export", "int8,fp16"],
-     "--export: unknown format fp16: use int8, float32, float16"),
+     "--export: unknown format fp16: use int8, float16, float32"),
 ])
 def test_seeds_and_input_sizes_are_checked_at_parse_time(words, phrase, capsys):
     with pytest.raises(SystemExit) as e:

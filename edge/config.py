@@ -155,7 +155,10 @@ def _valid_keys(section: str | None, kind: str | None) -> str:
 
 
 def _describe(e: ValidationError, origin: str) -> ConfigError:
-    err = e.errors()[0]
+    return _describe_error(e.errors()[0], origin)
+
+
+def _describe_error(err: Any, origin: str) -> ConfigError:
     loc = [str(x) for x in err["loc"]]
     # an [outputs] error's location holds the kind the union chose: outputs.gpio.pinz -> [outputs] pinz
     kind = loc.pop(1) if len(loc) > 1 and loc[0] == "outputs" and loc[1] in OUTPUT_TYPES else None
@@ -183,6 +186,26 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _check_replaced(data: dict[str, Any], overrides: dict[str, Any], origin: str) -> None:
+    """A file value that a flag replaces for this run is still checked (``-q`` over a misspelt ``[log] level``
+    would hide it until the flag is dropped): ``ConfigError`` naming the file's key."""
+    try:
+        Config.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            node: Any = overrides
+            for part in err["loc"]:
+                if not isinstance(node, dict) or part not in node:
+                    break
+                node = node[part]
+            if err["loc"] and node is not overrides and not isinstance(node, dict):
+                bad = _describe_error(err, origin)
+                raise ConfigError(f"{bad.what} (a command-line flag replaces it for this run)",
+                                  "fix the value in the file") from None
+    except RecursionError:  # reported by the merged check already
+        pass
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read the TOML file (if any), apply overrides (nested dict), validate."""
     data: dict[str, Any] = {}
@@ -190,18 +213,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     if path:
         p = Path(path)
         origin = str(p)
-        data = _read_toml(p)
+        data = file_data = _read_toml(p)
     if overrides:
         data = _merge(data, overrides)
         if path:
             origin += " + command line"
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as e:
         raise _describe(e, origin) from None
     except RecursionError:
         raise ConfigError(f"config {origin}: values nested too deeply to check",
                           "a config holds tables of plain values: see deploy/config.example.toml") from None
+    if path and overrides:
+        _check_replaced(file_data, overrides, str(path))
+    return cfg
 
 
 def _read_toml(p: Path) -> dict[str, Any]:

@@ -455,13 +455,12 @@ def build_backbone(name: str, input_size: int, weights: str = "default", include
         arrays = wsrc.load(source)
         label = source
     elif source.endswith(".npz"):
-        arrays = wsrc.arrays_from_npz(Path(source))
+        arrays = wsrc.read_weights_file(Path(source), wsrc.arrays_from_npz)
         label = f"file:{Path(source).name}"
         source = spec.weight_sources[0]
     elif source.endswith(".weights.h5"):
         h5_path = Path(source)
-        if not h5_path.is_file():
-            raise WeightsError(f"weights file {h5_path} does not exist", "check the path")
+        wsrc.check_weights_file(h5_path)
         label = f"file:{h5_path.name}"
     else:
         raise WeightsError(
@@ -470,5 +469,5 @@ def build_backbone(name: str, input_size: int, weights: str = "default", include
         )
     model, base, desc = _BUILDERS[name](size, include_top, arrays, source)
     if h5_path is not None:
-        base.load_weights(str(h5_path))
+        wsrc.read_weights_file(h5_path, lambda p: base.load_weights(str(p)))
     return Built(model=model, weights_source=label, preprocessing=desc, base=base)

@@ -267,7 +267,7 @@ def export_frame_features(bundle_dir: str | Path) -> FrameFeatures:
     except ValueError as e:
         raise BundleError(f"bundle {folder}: cannot cut its model before the pool ({e})",
                           "frame features need a backbone -> global average pool -> dense -> softmax model "
-                          "(as weed-train exports)") from None
+                          "(as weed-train train writes)") from None
     features = folder / FEATURES_FILE
     head = folder / HEAD_FILE
     features.write_bytes(flat)

@@ -164,6 +164,8 @@ def check_backbone(fc: FitConfig) -> None:
     source = spec.weight_sources[0] if fc.weights == "default" else fc.weights
     if fc.mode != "scratch" and source in wsrc.SOURCES and source != wsrc.KERAS_IMAGENET:
         wsrc.require_installed(source)
+    elif fc.mode != "scratch" and source.endswith((".npz", ".weights.h5")):
+        wsrc.check_weights_file(Path(source))
 
 
 def train_model(dc: DataConfig, fc: FitConfig, progress: bool = True) -> Trained:

@@ -261,6 +261,39 @@ def arrays_from_npz(path: Path) -> Dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_weights_file(path: Path) -> None:
+    """A ``--weights`` path (``.npz`` or Keras ``.weights.h5``) exists and is that kind of file, checked
+    before a training run scans its photos: ``WeightsError`` (exit 3) naming the file."""
+    fix = ("give the .npz written by 'weed-train weights install' or a .weights.h5 saved from the same "
+           "backbone and input size, or a source name ('weed-train weights list')")
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} {'is not a file' if path.exists() else 'does not exist'}", fix)
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(HDF5_SIGNATURE))
+        ok = zipfile.is_zipfile(path) if path.name.endswith(".npz") else head == HDF5_SIGNATURE
+    except OSError as e:
+        raise WeightsError(f"weights file {path} cannot be read ({e.strerror or e})", fix) from None
+    if not ok:
+        kind = "an .npz (zip) archive" if path.name.endswith(".npz") else "an HDF5 file"
+        raise WeightsError(f"weights file {path} is not {kind}", fix)
+
+
+def read_weights_file(path: Path, read: Callable[[Path], object]) -> object:
+    """``read(path)`` for a ``--weights`` file, its failures (a cut or corrupt file, arrays that do not fit the
+    backbone) as ``WeightsError`` naming the file."""
+    check_weights_file(path)
+    try:
+        return read(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise WeightsError(f"weights file {path} cannot be used ({type(e).__name__}: {e})",
+                           "give weights saved from the same backbone and input size (or re-create the file)") \
+            from None
+
+
 def install(
     name_or_source: Union[str, WeightSource],
     archive: Optional[Path] = None,

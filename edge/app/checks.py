@@ -8,8 +8,8 @@ import threading
 from contextlib import ExitStack
 from typing import Callable
 
-from edge.app.wiring import (describe_gate, load_classifier, make_decider, open_gated_output, rule_line,
-                             with_spray_channels)
+from edge.app.wiring import (describe_gate, load_classifier, make_decider, make_lane_processor, open_gated_output,
+                             open_records, rule_line, with_spray_channels)
 from edge.config import Config
 from edge.core.errors import EXIT_OK, ConfigError
 from edge.core.text import one_line
@@ -84,20 +84,28 @@ def all_off(cfg: Config) -> int:
 
 
 def validate(cfg: Config) -> int:
-    """``--validate-config``: config (already parsed), bundle + interpreter, output wiring."""
-    classifier = load_classifier(cfg)
-    decider = make_decider(cfg, classifier)
-    print(f"config ok; model '{classifier.bundle.name}' ({classifier.bundle.quantization}, "
-          f"{len(decider.labels)} labels, weeds: {', '.join(decider.weed_labels)}; threshold {decider.threshold:.2f}) "
-          f"runs on {classifier.runtime}")
-    print(one_line(rule_line(cfg, decider.rule, classifier)))
-    classifier.close()
-    print(describe_gate(cfg))
-    with build_output(with_spray_channels(cfg).outputs) as out:
+    """``--validate-config``: everything a run opens before its frame source, opened as the run opens it
+    and closed again (all off), so that a config this passes does not fail at start: the logs and the
+    trigger-frame folder (exit 3; a missing log file is created, empty, as the run would), the bundle and
+    its interpreter (exit 4), the outputs (exit 6), with ``[spray]`` the tile scorer (``[model] scoring``,
+    exit 4), the spray log (exit 3) and the speed source (GPS port, wheel-encoder pin: exit 5), and the
+    enable switch. Only the frame source is not opened (a camera may be in use by a running service)."""
+    with ExitStack() as stack:
+        open_records(cfg, cfg.service, stack)
+        classifier = load_classifier(cfg)
+        stack.callback(classifier.close)
+        decider = make_decider(cfg, classifier)
+        print(f"config ok; model '{classifier.bundle.name}' ({classifier.bundle.quantization}, "
+              f"{len(decider.labels)} labels, weeds: {', '.join(decider.weed_labels)}; threshold "
+              f"{decider.threshold:.2f}) runs on {classifier.runtime}")
+        print(one_line(rule_line(cfg, decider.rule, classifier)))
+        print(describe_gate(cfg))
+        out = build_output(with_spray_channels(cfg).outputs)
+        stack.callback(out.close)
         print(f"outputs ok: {out.name} with {out.channels} channel(s), all off")
         if cfg.spray is not None:
             print(spray_summary(cfg, out))
-    with ExitStack() as stack:
+            make_lane_processor(cfg, classifier, out, stack)  # scorer, spray log, speed source; closed, all off
         switch = open_enable_switch(cfg, stack)
         if switch is not None:
             print(f"{switch.describe()}: {'on' if switch.is_on() else 'OFF now (no output opens until it is on)'}")

@@ -55,6 +55,8 @@ DEFAULT_BUNDLE = "plant-seedlings-mnv2"
 ENV_MODELS_DIR = "WEED_DETECTOR_MODELS"  # extra folder searched for bundle names
 MAX_MANIFEST_BYTES = 1_000_000  # a manifest is a few kB
 MAX_MODEL_BYTES = 2 ** 31  # a TFLite flatbuffer cannot be larger
+REPAIR = ("copy the whole bundle folder again (manifest.json and its model files come together), or train it "
+          "again with `weed-train train`")  # the fix for a bundle that is damaged or does not fit its manifest
 
 Quantization = Literal["int8", "float16", "float32"]
 
@@ -196,7 +198,7 @@ class Manifest(_Strict):
         if version not in READ_VERSIONS:
             raise ValueError(
                 f"format_version {version} is not supported by this edge runtime (it reads versions "
-                f"{', '.join(map(str, READ_VERSIONS))}); upgrade weed-detector or re-export the bundle"
+                f"{', '.join(map(str, READ_VERSIONS))}); upgrade weed-detector or train the bundle again with this version"
             )
         if version == 1:
             if "rule" in data:
@@ -336,25 +338,25 @@ def read_manifest(folder: Path) -> Manifest:
         if e.missing:
             raise BundleError(
                 f"{mpath} is missing",
-                "a bundle folder needs manifest.json beside the model; re-export it with `weed-train export`",
+                f"a bundle folder needs manifest.json beside the model: {REPAIR}",
             ) from None
-        raise BundleError(f"{mpath} {e}", "restore manifest.json from the bundle or re-export it") from None
+        raise BundleError(f"{mpath} {e}", REPAIR) from None
     except UnicodeDecodeError as e:
-        raise BundleError(f"{mpath} is not valid JSON ({e})", "restore the file from the bundle or re-export it") from None
+        raise BundleError(f"{mpath} is not valid JSON ({e})", REPAIR) from None
     try:
         data = json.loads(text)
     except ValueError as e:  # not JSON, or a number Python will not read (an integer of more than 4300 digits)
-        raise BundleError(f"{mpath} is not valid JSON ({e})", "restore the file from the bundle or re-export it") from None
+        raise BundleError(f"{mpath} is not valid JSON ({e})", REPAIR) from None
     except RecursionError:
         raise BundleError(f"{mpath} nests arrays or objects too deeply to read",
-                          "restore the file from the bundle or re-export it") from None
+                          REPAIR) from None
     if not isinstance(data, dict):
-        raise BundleError(f"{mpath} must hold a JSON object", "restore the file from the bundle or re-export it")
+        raise BundleError(f"{mpath} must hold a JSON object", REPAIR)
     try:
         return Manifest.model_validate(data)
     except RecursionError:
         raise BundleError(f"{mpath}: values nested too deeply to check",
-                          "restore the file from the bundle or re-export it") from None
+                          REPAIR) from None
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(manifest)"
@@ -363,7 +365,7 @@ def read_manifest(folder: Path) -> Manifest:
             msg = "unknown field (typo, or a bundle made for a newer weed-detector)"
         raise BundleError(
             f"{mpath}: field '{loc}': {msg}",
-            "fix that field in manifest.json or re-export the bundle with `weed-train export`",
+            f"fix that field in manifest.json, or {REPAIR}",
         ) from None
 
 
@@ -389,20 +391,20 @@ def load_bundle(path_or_name: str | os.PathLike | None = None, variant: str | No
         actual = sha256_file(model_path) if verify_hash and digest and size else ""
     except FileRefused as e:
         what = f"named in {folder / MANIFEST} is missing" if e.missing else str(e)
-        raise BundleError(f"model file {model_path} {what}", "copy the whole bundle folder again or re-export it") from None
+        raise BundleError(f"model file {model_path} {what}", REPAIR) from None
     if size == 0:
-        raise BundleError(f"model file {model_path} is empty", "copy the whole bundle folder again or re-export it")
+        raise BundleError(f"model file {model_path} is empty", REPAIR)
     if verify_hash:
         if not digest:
             raise BundleError(
                 f"{folder / MANIFEST} gives no sha256 for {file}",
-                "re-export the bundle with `weed-train export` (it records the hash)",
+                REPAIR,
             )
         if actual != digest.lower():  # hex digests are case-insensitive
             raise BundleError(
                 f"{model_path} does not match its manifest (sha256 {actual[:12]}… != {digest[:12]}…): the file is corrupt, "
                 "truncated or from another bundle",
-                "copy the whole bundle folder again or re-export it",
+                REPAIR,
             )
     return Bundle(dir=folder, manifest=manifest, model_path=model_path, variant=chosen)
 

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge.inference.bundle import Bundle, load_bundle
+from edge.inference.bundle import REPAIR, Bundle, load_bundle
 from edge.core.errors import BundleError
 from edge.inference.preprocess import Preprocessor
 from edge.inference.runtime import BatchUnsupported, RuntimeInfo, batch_interpreter, make_interpreter
@@ -148,7 +148,7 @@ class Classifier:
     def _check_tensors(self) -> None:
         m = self.bundle.manifest
         where = f"bundle '{m.name}' ({self.bundle.model_path.name})"
-        fix = "the manifest does not describe this model: re-export the bundle with `weed-train export`"
+        fix = f"the manifest does not describe this model: {REPAIR}"
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise BundleError(f"{where}: model has {len(ins)} inputs and {len(outs)} outputs, expected 1 and 1", fix)

@@ -25,6 +25,8 @@ import logging
 import math
 import threading
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -102,7 +104,7 @@ def load_head(path, spec: FrameFeatures) -> Head:
         with np.load(path, allow_pickle=False) as z:
             weight, bias = np.asarray(z["weight"], np.float32), np.asarray(z["bias"], np.float32)
             pool_q, logit_q = np.asarray(z["pool_quant"], np.float32), np.asarray(z["logit_quant"], np.float32)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a cut copy too
         raise BundleError(f"{path} is not a frame-features head ({e.__class__.__name__}: {e})", FIX) from None
     if weight.ndim != 2 or weight.shape[1] != spec.channels or bias.shape != (weight.shape[0],) or \
             pool_q.shape != (2,) or logit_q.shape != (2,):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from edge.core.errors import BundleError, RuntimeMissingError
+from edge.inference.bundle import REPAIR
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def make_interpreter(model_path: str, num_threads: int) -> tuple[Any, RuntimeInf
             if "model" in text.lower() or "flatbuffer" in text.lower() or "identifier" in text.lower():
                 raise BundleError(
                     f"{model_path} is not a valid TFLite model ({name}: {text})",
-                    "copy the whole bundle folder again or re-export it",
+                    REPAIR,
                 ) from None
             failures.append(f"{name}: {text}")
             continue

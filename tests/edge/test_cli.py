@@ -127,6 +127,40 @@ def test_validate_config(tmp_path, capsys):
     assert "chanels: unknown key" in capsys.readouterr().err
 
 
+SPRAY_2 = ("[spray]\nlanes = 2\nfootprint_across_cm = 40\nfootprint_along_cm = 30\nnozzle_distance_cm = 100\n"
+           "speed_kmh = 3\n")
+
+
+# What the run refuses at start, --validate-config (the unit's ExecStartPre) refuses too, with the same code.
+@pytest.mark.parametrize("toml, code, words", [
+    ("[log]\njsonl = '/proc/no/such/dir/f.jsonl'\n", EXIT_CONFIG, "cannot write the frame log"),
+    ("[log]\nsave_triggers = '/proc/no/such/dir'\n", EXIT_CONFIG, "cannot write the trigger-frame folder"),
+    (SPRAY_2 + "log_jsonl = '/proc/no/such/dir/s.jsonl'\n", EXIT_CONFIG, "cannot write the spray log"),
+    (SPRAY_2 + "speed_source = 'nmea'\ngps_port = '/dev/no-such-gps'\n", EXIT_SOURCE,
+     "cannot open the GPS port"),
+    ("[model]\nscoring = 'frame'\n" + SPRAY_2, EXIT_BUNDLE, "has no frame-features export"),  # the toy bundle has none
+], ids=["frame-log", "trigger-folder", "spray-log", "gps-port", "frame-scoring"])
+def test_validate_config_refuses_what_the_run_refuses(toml, code, words, frames, tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    base = ["--config", str(cfg), "--model", str(TOY_BUNDLE)]
+    for argv in (base + ["--validate-config"], base + ["--images", str(frames), "--max-frames", "1"]):
+        assert main(argv) == code, argv
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
+
+
+def test_a_bad_file_value_a_flag_replaces_is_still_an_error(tmp_path, capsys):
+    """-q replaces [log] level for the run; a misspelt level in the file would fail once -q is dropped."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n[log]\nlevel = 'LOUD'\n")
+    assert main(["--config", str(cfg), "-q", "--validate-config"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "[log] level" in err and "a command-line flag replaces it" in err
+    cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n[log]\nlevel = 'error'\n")
+    assert main(["--config", str(cfg), "-q", "--validate-config"]) == 0
+
+
 def test_version_names_the_runtime(capsys):
     assert main(["--version"]) == 0
     assert "ai_edge_litert" in capsys.readouterr().out

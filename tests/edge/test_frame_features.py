@@ -168,24 +168,37 @@ def _drop_section(folder):
     (folder / "manifest.json").write_text(json.dumps(m))
 
 
-def _nan_head(folder):
-    """A head whose weights are NaN, with its hash made to match (a broken export, not a damaged copy)."""
+def _rehash_head(folder):
     from edge.inference.bundle import sha256_file
 
+    m = json.loads((folder / "manifest.json").read_text())
+    m["frame_features"]["head_sha256"] = sha256_file(folder / "frame_head.npz")
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def _nan_head(folder):
+    """A head whose weights are NaN, with its hash made to match (a broken export, not a damaged copy)."""
     head = folder / "frame_head.npz"
     with np.load(head) as z:
         arrays = {k: z[k] for k in z.files}
     arrays["weight"] = np.full_like(arrays["weight"], np.nan)
     with open(head, "wb") as f:
         np.savez(f, **arrays)
-    m = json.loads((folder / "manifest.json").read_text())
-    m["frame_features"]["head_sha256"] = sha256_file(head)
-    (folder / "manifest.json").write_text(json.dumps(m))
+    _rehash_head(folder)
+
+
+def _cut_head(folder):
+    """A head cut short (a copy that stopped), with its hash made to match: not a zip, or a member cut."""
+    head = folder / "frame_head.npz"
+    data = head.read_bytes()
+    head.write_bytes(data[: len(data) // 2])
+    _rehash_head(folder)
 
 
 # (what, change to a copy of the bundle, error text)
 BUNDLE_CASES = [
     ("a head with NaN weights", _nan_head, "not finite numbers"),
+    ("a head cut short", _cut_head, "is not a frame-features head"),
     ("no frame-features export", _drop_section, "has no frame-features export"),
     ("a head that does not match its hash", _corrupt_head, "frame_head.npz does not match its sha256"),
     ("a missing feature graph", lambda d: (d / "model_features.tflite").unlink(), "model_features.tflite named in"),

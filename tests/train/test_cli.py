@@ -417,3 +417,35 @@ def test_a_photo_declaring_more_than_2_30_pixels_is_skipped_like_any_undecodable
     assert cli.main(["evaluate", "--model", str(TOY_BUNDLE), "--data", str(data)]) == 0
     assert "species accuracy (plants only): 100.00 % over 4 photos" in capsys.readouterr().out
     assert f"skipping {data / 'weed' / 'huge.png'}: not a decodable image" in caplog.text
+
+
+@pytest.mark.parametrize("name, content, phrase", [
+    ("typo.npz", None, "typo.npz does not exist"),
+    ("junk.npz", b"not a zip", "junk.npz is not an .npz (zip) archive"),
+    ("junk.weights.h5", b"not hdf5 at all", "junk.weights.h5 is not an HDF5 file"),
+], ids=["missing-npz", "junk-npz", "junk-h5"])
+def test_a_bad_weights_file_is_named_before_the_photos_are_scanned(name, content, phrase, tmp_path, capsys):
+    """The photos here cannot be decoded: the weights' error coming first shows it is checked before the scan."""
+    weights = tmp_path / name
+    if content is not None:
+        weights.write_bytes(content)
+    rc = cli.main(["train", "--data", str(_garbage_set(tmp_path / "d")), "--weeds", "charlock", "--weights",
+                   str(weights), "--out", str(tmp_path / "runs"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "Traceback" not in err, err
+    assert phrase in err.strip().splitlines()[-1], err
+
+
+def test_a_cut_weights_archive_is_a_weights_error(tmp_path):
+    """An .npz that looks like a zip but is cut short fails when read: a WeightsError naming the file."""
+    import numpy as np
+
+    from train.weights import WeightsError, arrays_from_npz, read_weights_file
+
+    full = tmp_path / "full.npz"
+    np.savez(full, a=np.arange(100_000.0))
+    cut = tmp_path / "cut.npz"
+    data = full.read_bytes()
+    cut.write_bytes(data[:1000] + data[-200:])  # the zip directory stays: is_zipfile still says yes
+    with pytest.raises(WeightsError, match="cut.npz cannot be used"):
+        read_weights_file(cut, arrays_from_npz)

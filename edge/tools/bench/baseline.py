@@ -132,7 +132,7 @@ def run_naive(spec: RunSpec) -> dict:
     out_scale, out_zp = outd.get("quantization", (0.0, 0))
     if inp["dtype"] not in (np.float32, np.uint8):
         raise BundleError(f"naive baseline: model input dtype {np.dtype(inp['dtype']).name} is not float32 or uint8",
-                          "give the bundle a float32 variant (weed-train export does)")
+                          "give the bundle a float32 variant (weed-train train writes one beside the int8 model)")
     weed_idx = [m.labels.index(x) for x in m.weed_labels]
     threshold = m.threshold
     swap = m.input.colour_order == "RGB"

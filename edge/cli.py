@@ -37,10 +37,12 @@ def _csv_ints(text: str) -> list[int]:
 
 def _csv_floats(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated milliseconds like 20,50,100, "
-                                         f"got {text!r}") from None
+        values = []
+    if not values:  # "," or "" would silently mean the default pulses
+        raise argparse.ArgumentTypeError(f"expected comma-separated milliseconds like 20,50,100, got {text!r}")
+    return values
 
 
 def _positive_int(text: str) -> int:
@@ -77,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()  # one thing to do instead of running (two would silently be one)
     mode.add_argument("--version", action="store_true", help="print the version and the TFLite runtime in use")
     mode.add_argument("--validate-config", action="store_true",
-                      help="check config, model bundle and output wiring, then exit 0 (ok) or non-zero")
+                      help="open everything a run opens before its frame source (logs, model bundle, outputs, with [spray] "
+                           "the tile scorer, spray log and speed source), close it all off, then exit 0 (ok) or the "
+                           "code the run would exit with")
     mode.add_argument("--list-models", action="store_true", help="list the shipped/installed model bundles")
     mode.add_argument("--test-outputs", action="store_true",
                       help="pulse each output channel in turn (priming and checking the boom), then exit")

@@ -50,6 +50,14 @@ def _ranged(kind: type, low: float | None = None, high: float | None = None, *, 
     return parse
 
 
+def _bundle_name(text: str) -> str:
+    """--name: one folder name under --out (a path such as ../x would put the bundle elsewhere)."""
+    if not text.strip() or text in (".", "..") or "/" in text or "\\" in text or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder name: give a plain name such as my-field "
+                                         "(the bundle goes in --out/NAME)")
+    return text
+
+
 POSITIVE_INT = _ranged(int, 1)
 COUNT = _ranged(int, 0)
 FRACTION = _ranged(float, 0, 0.5, open_low=True, open_high=True)
@@ -96,7 +104,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=COUNT, default=42, help="seed for the split, patches and training (default 42)")
     g.add_argument("--background", default="auto",
                    help="'auto' (cut plant-free patches from each split's photos), 'none', or a folder from `weed-train background`")
-    g.add_argument("--background-fraction", type=NON_NEGATIVE, default=1.5,
+    g.add_argument("--background-fraction", type=_ranged(float, 0, 20), default=1.5,
                    help="background patches per split, as a multiple of the mean photos per class (default 1.5)")
     g.add_argument("--resize", choices=("center_crop", "stretch", "pad"), default="center_crop",
                    help="how photos are fitted to the input (same as the edge runtime; default center_crop)")
@@ -543,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
              "chose; threshold and validation metrics stay the split model's, test stays unseen")
     e = t.add_argument_group("export")
     e.add_argument("--out", type=Path, default=Path("models"), help="folder for bundles (default models/)")
-    e.add_argument("--name", default="plant-seedlings-mnv2", help="bundle name (its folder under --out)")
+    e.add_argument("--name", type=_bundle_name, default="plant-seedlings-mnv2",
+                   help="bundle name (its folder under --out)")
     e.add_argument("--overwrite", action="store_true",
                    help="replace the bundle already in --out/--name (default: refused, so that no bundle -- the "
                         "shipped default under the default --out models --name plant-seedlings-mnv2 included -- is "

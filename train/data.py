@@ -198,8 +198,10 @@ def read_roles(
     if roles_file is not None:
         roles_file = Path(roles_file)
         if not roles_file.is_file():
-            raise DataError(f"roles file {roles_file} does not exist", "pass a CSV with columns class,role")
+            raise DataError(f"roles file {roles_file} {'is not a file' if roles_file.exists() else 'does not exist'}",
+                            "pass a CSV with columns class,role (e.g. the data set's classes.csv)")
         reader, rows = _csv_rows(roles_file, "roles file", csv.DictReader)
+        seen: dict[str, str] = {}
         if not reader.fieldnames or "class" not in reader.fieldnames or "role" not in reader.fieldnames:
             raise DataError(
                 f"roles file {roles_file} needs the columns class and role, has {reader.fieldnames}",
@@ -211,7 +213,11 @@ def read_roles(
                 r = "background"
             if r not in ("weed", "crop", "background"):
                 raise DataError(f"roles file {roles_file}: role {r!r} for {row['class']!r}", "use weed, crop or background")
-            role[row["class"].strip()] = r
+            name = (row["class"] or "").strip()
+            if name in seen and seen[name] != r:  # the later row would silently win
+                raise DataError(f"roles file {roles_file} gives {name!r} two roles ({seen[name]}, {r})",
+                                "keep one row per class")
+            seen[name] = role[name] = r
     for name in weeds:
         role[name] = "weed"
     for name in crops:

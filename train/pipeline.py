@@ -46,6 +46,10 @@ def _limit(samples: list[Sample], per_class: int) -> list[Sample]:
     return out
 
 
+class EmptySplit(DataError):
+    """A split of the data holds no photo (too few photos for its fraction)."""
+
+
 def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
     """List, check, split the photos and add the background class."""
     notes: list[str] = []
@@ -109,7 +113,7 @@ def prepare(dc: DataConfig, progress: bool = True) -> Prepared:
             roles = roles.with_background(BACKGROUND)
     for sp in SPLITS:
         if not items[sp]:
-            raise DataError(f"the {sp} split is empty", "add photos, or lower --val/--test only if the set is large")
+            raise EmptySplit(f"the {sp} split is empty", "add photos, or lower --val/--test only if the set is large")
     return Prepared(labels, roles, good, items, corrupt, str(groups_file) if groups_file else None, leaks, notes)
 
 
@@ -278,7 +282,12 @@ def test_split(dc: DataConfig, labels: Sequence[str], progress: bool = True,
     The split is seeded: for the data config a bundle's training command records, it is the
     split that bundle was tested on. Refused when the data's classes are not ``labels``.
     """
-    prep = prepare(dc, progress=progress)
+    try:
+        prep = prepare(dc, progress=progress)
+    except EmptySplit as e:  # the fix above names weed-train train's flags; here the split is a bundle's
+        raise DataError(f"{e.what} when the bundle's split is rebuilt from {dc.data} (its fractions and seed)",
+                        "point --data at the photos the bundle was trained on, or score this folder's photos "
+                        "with --split all") from None
     if list(prep.labels) != list(labels):
         raise DataError(f"the data gives classes {prep.labels}, the bundle has {list(labels)}",
                         "run it where the data the bundle was trained on is, unchanged")

@@ -32,11 +32,15 @@ def spray_summary(cfg: Config, out: Output) -> str:
     at = {ms: max_speed(g, ms).landing_kmh for ms in (50, 100)}
     speed = {"fixed": f"fixed speed {s.speed_kmh:g} km/h", "nmea": f"GPS speed on {s.gps_port}",
              "encoder": f"wheel-encoder speed on GPIO{s.encoder_pin}"}[s.speed_source]
+    inside = ("; the spray line is inside the view (nozzle_distance_cm - footprint_along_cm / 2 - margin_before_cm "
+              f"= {g.nozzle_distance_cm - g.footprint_along_cm / 2 - g.margin_before_cm:g} cm): the image's rear part lies "
+              "past the nozzles, so a plant is sprayed only if decided before it gets there, and many sprays land "
+              "late; move the spray line back or aim the camera further ahead" if at[100] == 0 else "")
     return (f"spray: {g.lanes} lane(s) -> channels {list(g.channels)}, {speed} "
             f"(min {s.min_speed_kmh:g}); sprays land up to {at[50]:.1f} km/h at 50 ms and {at[100]:.1f} km/h at "
             f"100 ms from capture to valve command (edge-run prints the measured figure when it stops); ground "
             f"cells of {s.cell_length_cm:g} cm along travel, each decided once from its views (sprayed only if "
-            f"{s.min_plant_share:.0%} or more of them saw a plant there)")
+            f"{s.min_plant_share:.0%} or more of them saw a plant there){inside}")
 
 
 def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: threading.Event | None = None,

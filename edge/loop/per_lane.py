@@ -416,7 +416,8 @@ class LaneProcessor:
         slog = self.scheduler.spray_log
         if self._last_capture_ns is None:  # replay scoring measures the pass from here
             slog.event("pass_start", t_capture_ns=frame.t_capture_ns, frame=frame.frame_id,
-                       speed_kmh=self.planner.speed.speed_kmh(), log_spared=self.planner.spray.log_spared)
+                       speed_kmh=self.planner.speed.speed_kmh(), log_spared=self.planner.spray.log_spared,
+                       lane_channels=list(self.planner.geometry.channels))  # replay checks its config against it
         self._last_capture_ns = frame.t_capture_ns
         t0 = time.perf_counter_ns()
         scores, lanes, kmh = self.planner.process(frame, self.latency_ms())

@@ -27,7 +27,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 
 from edge.core.schema import Finite
 from edge.outputs.channels import DEFAULT_MAX_ON_S
-from edge.outputs.serial_out import DEFAULT_ACK_TIMEOUT_S, DEFAULT_BAUD, DEFAULT_HEARTBEAT_S, DEFAULT_RETRIES
+from edge.outputs.serial_out import (DEFAULT_ACK_TIMEOUT_S, DEFAULT_BAUD, DEFAULT_HEARTBEAT_S, DEFAULT_RETRIES,
+                                     MIN_HEARTBEAT_S)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class SerialOutputConfig(OutputConfigBase):
     baud: int = Field(DEFAULT_BAUD, ge=50, le=4_000_000, description="serial: baud rate (ignored by USB CDC devices such as a Pico).")
     heartbeat_s: Finite = Field(
         DEFAULT_HEARTBEAT_S,
-        ge=0.01,
+        ge=MIN_HEARTBEAT_S,
         le=30,
         description="serial: heartbeat period; must be at most half the controller's watchdog timeout.",
     )

@@ -48,6 +48,7 @@ from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput
 
 DEFAULT_BAUD = 115200
 DEFAULT_HEARTBEAT_S = 0.2
+MIN_HEARTBEAT_S = 0.01  # [outputs] heartbeat_s's lower bound (edge.outputs.config)
 DEFAULT_ACK_TIMEOUT_S = 0.1
 DEFAULT_RETRIES = 2
 _POLL_S = 0.01  # how long one read() may block while waiting for an acknowledgement
@@ -316,7 +317,9 @@ class SerialOutput(ChannelOutput):
             raise OutputError(
                 f"outputs.heartbeat_s is {self.heartbeat_s} s but the controller's watchdog is {info.watchdog_ms} ms: "
                 "a single late heartbeat would switch the sprayer off",
-                f"set outputs.heartbeat_s to at most {info.watchdog_ms / 2000:g}",
+                f"set outputs.heartbeat_s to at most {info.watchdog_ms / 2000:g}" if info.watchdog_ms >= 2000 * MIN_HEARTBEAT_S
+                else f"edge-run's heartbeat is at least {MIN_HEARTBEAT_S:g} s: set the controller firmware's watchdog "
+                     f"to at least {2000 * MIN_HEARTBEAT_S:g} ms",
             )
         if not first and self._last_sent and info.channels < len(self._last_sent):
             raise OutputError(

@@ -91,6 +91,10 @@ class SprayConfig(BaseModel):
         if self.speed_source == "fixed" and self.speed_kmh <= 0:
             raise ValueError(f"speed_kmh = {self.speed_kmh:g}: speed_source = 'fixed' needs your working speed, "
                              "above 0 (e.g. 6.0)")
+        if self.speed_source == "fixed" and self.speed_kmh < self.min_speed_kmh:
+            raise ValueError(f"speed_kmh = {self.speed_kmh:g} is below min_speed_kmh = {self.min_speed_kmh:g}: with "
+                             "speed_source = 'fixed' nothing would ever spray; give your working speed, or lower "
+                             "min_speed_kmh")
         if self.speed_source == "encoder" and (self.encoder_pin is None or not self.encoder_cm_per_pulse > 0):
             raise ValueError("encoder_pin and encoder_cm_per_pulse are required with speed_source = 'encoder'")
         if self.speed_source == "nmea" and not self.gps_port:

@@ -509,6 +509,10 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     widths = [(b - a) * cfg.footprint_across_cm for a, b in zip(geom.lane_edges, geom.lane_edges[1:])]
     lane_segs = tuple(tuple(segs.get(geom.channels[lane], [])) for lane in range(geom.lanes))  # a channel sprays
     # every lane mapped to it
+    ran = events[0].get("lane_channels")
+    if ran is not None and list(ran) != list(geom.channels):
+        raise ConfigError(f"the pass was run with {len(ran)} lane(s) on channels {list(ran)}, the config has "
+                          f"{geom.lanes} on {list(geom.channels)}", "score the pass with the config it was run with")
     rows: list[PlantScore] = []
     cells = {lane: ByPlace(cs, lambda c: c.plant_cm) for lane, cs in cell_lines(events).items()}
     for lane in cells:
@@ -587,6 +591,7 @@ class _PassStart(_SprayLine):
     t_capture_ns: _Ns
     speed_kmh: _Kmh | None = None
     log_spared: bool | None = None  # the pass logs a line for every cell it spared (None: an older log)
+    lane_channels: list[Annotated[int, Field(ge=0, le=63)]] | None = None  # the output channel of each lane (None: older)
 
 
 class _SpeedLine(_SprayLine):

@@ -379,3 +379,11 @@ def test_the_flags_with_converters_are_range_checked_too(flag, words, capsys):
     context = ["--output", "gpio"] if flag.startswith("--pins") else []
     assert main(["--model", str(TOY_BUNDLE), *context, flag, "--validate-config"]) == EXIT_CONFIG
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [",", "", "fast"])
+def test_lag_pulses_that_name_no_pulse_are_a_usage_error(value, capsys):
+    """'--lag-pulses-ms ,' used to measure the default pulses instead, silently."""
+    with pytest.raises(SystemExit) as e:
+        main(["--measure-valve-lag", "0", f"--lag-pulses-ms={value}", "--yes"])
+    assert e.value.code == 2 and "expected comma-separated milliseconds" in capsys.readouterr().err

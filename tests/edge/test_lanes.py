@@ -51,7 +51,7 @@ def spray_cfg(**kw):
 
 def make(classifier, kmh=3.6, path=None, **kw):
     """4 lanes, gate off (each tile is a view of every cell it covers), 5 cm cells."""
-    c = spray_cfg(speed_kmh=kmh, **kw)
+    c = spray_cfg(**kw)  # the geometry; the speed is FixedSpeed(kmh)
     clock = ManualClock(start_ns=0)
     out = DryRunOutput(channels=c.channels_needed, clock=clock, max_on_s=30.0)
     sched = SprayScheduler(out, clock=clock, spray_log=SprayLog(path, clock=clock))
@@ -456,3 +456,17 @@ def test_openings_blocked_by_the_enable_switch_are_in_the_summary_and_stats_line
     assert "1 openings blocked by the enable switch" in max_speed_line(spray)
     stats = [r.getMessage() for r in caplog.records if r.name == "edge.loop.runner"][-1]
     assert "enable switch blocked 1 opening(s)" in stats
+
+
+def test_validate_config_says_when_the_spray_line_is_inside_the_view(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n" + SPRAY_TOML.replace("nozzle_distance_cm = 100",
+                                                                              "nozzle_distance_cm = 20"))
+    assert main(["--config", str(cfg), "--validate-config"]) == 0
+    out = capsys.readouterr().out
+    assert "the spray line is inside the view" in out and "= -5 cm" in out
+
+
+def test_a_fixed_speed_below_the_minimum_is_refused():
+    with pytest.raises(ValueError, match="below min_speed_kmh = 1: with speed_source = 'fixed' nothing would ever"):
+        spray_cfg(speed_kmh=0.5)

@@ -561,6 +561,18 @@ def test_pty_channel_count_and_heartbeat_are_checked_at_start(peer):
         assert out.channels == 2
 
 
+def test_a_controller_watchdog_too_short_for_any_heartbeat_names_the_firmware_fix():
+    """A watchdog of 10 ms would need heartbeats every 5 ms, below [outputs] heartbeat_s's floor: the fix is the
+    firmware's watchdog, not a heartbeat_s the config would refuse."""
+    p = ControllerPeer(watchdog_ms=10)
+    try:
+        with pytest.raises(OutputError) as err:
+            open_edge(p, heartbeat_s=0.01)
+        assert "firmware's watchdog to at least 20 ms" in str(err.value)
+    finally:
+        p.close()
+
+
 # -- the documentation's examples are real ---------------------------------------------------
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "serial-protocol.md"

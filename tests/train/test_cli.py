@@ -359,6 +359,9 @@ def test_train_seed_changes_the_training_draws_only(extra, draw):
      "--input-size: 1025 is out of range: use a value >= 1 and <= 1024 (pixels)"),
     (["train", "--data", "d", "--weeds", "w", "--export", "int8,fp16"],
      "--export: unknown format fp16: use int8, float16, float32"),
+    (["train", "--data", "d", "--weeds", "w", "--name", "../../x"], "--name: '../../x' is not a folder name"),
+    (["train", "--data", "d", "--weeds", "w", "--background-fraction", "1e9"],
+     "--background-fraction: 1e9 is out of range: use a value >= 0 and <= 20"),
 ])
 def test_seeds_and_input_sizes_are_checked_at_parse_time(words, phrase, capsys):
     with pytest.raises(SystemExit) as e:

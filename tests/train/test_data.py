@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import re
 import cv2
 import numpy as np
 import pytest
@@ -145,3 +146,20 @@ def test_class_weights_are_balanced():
     y = np.array([0] * 30 + [1] * 10)
     w = d.class_weights(y, 3)
     assert w[0] == pytest.approx(40 / (2 * 30)) and w[1] == pytest.approx(40 / (2 * 10)) and w[2] == 1.0
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("class,role\na,weed\nb,crop\na,crop\n", "gives 'a' two roles (weed, crop)"),
+    (None, "is not a file"),  # a folder given for the CSV
+])
+def test_a_roles_file_that_cannot_be_meant_is_refused(rows, words, tmp_path):
+    path = tmp_path / "roles.csv"
+    path.mkdir() if rows is None else path.write_text(rows)
+    with pytest.raises(d.DataError, match=re.escape(words)):
+        d.read_roles(["a", "b"], path)
+
+
+def test_a_repeated_identical_roles_row_is_harmless(tmp_path):
+    path = tmp_path / "roles.csv"
+    path.write_text("class,role\na,weed\nb,crop\na,weed\n")
+    assert d.read_roles(["a", "b"], path).weed == ("a",)

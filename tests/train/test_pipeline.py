@@ -279,3 +279,21 @@ def test_robustness_on_the_validation_split_under_the_other_conditions(trained, 
         "robustness_other_val.json", "robustness_other_val.png"]
     val_photos = res.metrics["models"][res.metrics["main_model"]]["val"]["n_photos"]
     assert doc["robustness"]["n_photos"] == val_photos
+
+
+def test_a_bundle_split_rebuilt_from_too_few_photos_names_the_fix_of_that_command(tmp_path):
+    """weed-train robustness/threshold rebuild a bundle's split: 'lower --val/--test' (weed-train train's flags)
+    is not their fix."""
+    from train.data import DataError
+    from train.pipeline import test_split
+    from train.runs import DataConfig
+
+    for cls in ("charlock", "maize"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "d" / cls / "0.png"), np.full((40, 40, 3), 90, np.uint8))
+    (tmp_path / "roles.csv").write_text("class,role\ncharlock,weed\nmaize,crop\n")
+    dc = DataConfig(data=tmp_path / "d", roles_file=tmp_path / "roles.csv", background="none")
+    with pytest.raises(DataError) as e:
+        test_split(dc, ["charlock", "maize"], progress=False)
+    assert "split is empty when the bundle's split is rebuilt" in str(e.value) and "--split all" in str(e.value)
+    assert "--val/--test" not in str(e.value)

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from typing import Any, Callable, Iterator, Sequence
 
 from edge import __version__
-from edge.core.errors import EXIT_INTERNAL, EXIT_OK, WeedDetectorError
+from edge.core.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, WeedDetectorError
 from edge.core.stdout import EXIT_BROKEN_PIPE, stdout_to_devnull
 from edge.core.text import OneLineFormatter, one_line
 
@@ -36,13 +36,13 @@ def _csv_ints(text: str) -> list[int]:
 
 
 def _csv_floats(text: str) -> list[float]:
+    """--lag-pulses-ms: valvelag's own parser ("," or "" would otherwise silently mean the default pulses)."""
+    from edge.app.valvelag import parse_pulses
+
     try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        values = []
-    if not values:  # "," or "" would silently mean the default pulses
-        raise argparse.ArgumentTypeError(f"expected comma-separated milliseconds like 20,50,100, got {text!r}")
-    return values
+        return list(parse_pulses(text))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()  # one thing to do instead of running (two would silently be one)
     mode.add_argument("--version", action="store_true", help="print the version and the TFLite runtime in use")
     mode.add_argument("--validate-config", action="store_true",
-                      help="open everything a run opens before its frame source (logs, model bundle, outputs, with [spray] "
-                           "the tile scorer, spray log and speed source), close it all off, then exit 0 (ok) or the "
-                           "code the run would exit with")
+                      help="open everything a run opens except its frame source (logs, model bundle, outputs, with [spray] "
+                           "the tile scorer, spray log and speed source, the live view), close it all, outputs off, "
+                           "then exit 0 (ok) or the code the run would exit with")
     mode.add_argument("--list-models", action="store_true", help="list the shipped/installed model bundles")
     mode.add_argument("--test-outputs", action="store_true",
                       help="pulse each output channel in turn (priming and checking the boom), then exit")

@@ -35,10 +35,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from edge.core.errors import ConfigError
 from edge.core.files import FileRefused, read_regular
+from edge.core.schema import QUIET, quiet
 from edge.decide.config import DecisionConfig
 from edge.inference.config import GateConfig, ModelConfig
 from edge.labelling.config import LabellingConfig
@@ -87,7 +88,7 @@ class Config(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _moved_keys(cls, data: Any) -> Any:
+    def _moved_keys(cls, data: Any, info: ValidationInfo) -> Any:
         """``[spray] enable_pin`` / ``enable_pull_up`` (before the switch gated every mode) -> ``[safety]``."""
         if not isinstance(data, dict) or not isinstance(data.get("spray"), dict):
             return data
@@ -103,9 +104,10 @@ class Config(BaseModel):
                 raise ValueError(f"[spray] {old} = {value!r} and [safety] {new} = {safety[new]!r} disagree; "
                                  f"[spray] {old} has moved to [safety] {new}: keep only that one")
             safety[new] = value
-            logging.getLogger(__name__).warning(
-                "config: [spray] %s has moved to [safety] %s (the enable switch now gates every output, with or "
-                "without [spray]); it is read from [spray] for now — move it", old, new)
+            if not quiet(info):
+                logging.getLogger(__name__).warning(
+                    "config: [spray] %s has moved to [safety] %s (the enable switch now gates every output, with or "
+                    "without [spray]); it is read from [spray] for now — move it", old, new)
         return {**data, "spray": spray, "safety": safety}
 
     @model_validator(mode="after")
@@ -158,13 +160,20 @@ def _describe(e: ValidationError, origin: str) -> ConfigError:
     return _describe_error(e.errors()[0], origin)
 
 
-def _describe_error(err: Any, origin: str) -> ConfigError:
+def _key_loc(err: Any) -> tuple[list[str], str | None]:
+    """The config key an error is at, as written in the file, and the ``[outputs]`` kind its location names."""
     loc = [str(x) for x in err["loc"]]
     # an [outputs] error's location holds the kind the union chose: outputs.gpio.pinz -> [outputs] pinz
     kind = loc.pop(1) if len(loc) > 1 and loc[0] == "outputs" and loc[1] in OUTPUT_TYPES else None
-    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # [outputs] kind is not a kind
         loc.append(err["ctx"]["discriminator"].strip("'"))
+    return loc, kind
+
+
+def _describe_error(err: Any, origin: str) -> ConfigError:
+    loc, kind = _key_loc(err)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
         *tags, last = err["ctx"].get("expected_tags", "").split(", ")
         msg = f"Input should be {', '.join(tags)} or {last}" if tags else msg
     where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "(top level)")
@@ -190,15 +199,16 @@ def _check_replaced(data: dict[str, Any], overrides: dict[str, Any], origin: str
     """A file value that a flag replaces for this run is still checked (``-q`` over a misspelt ``[log] level``
     would hide it until the flag is dropped): ``ConfigError`` naming the file's key."""
     try:
-        Config.model_validate(data)
+        Config.model_validate(data, context=QUIET)  # the merged check has given the warnings already
     except ValidationError as e:
         for err in e.errors():
+            loc, _ = _key_loc(err)
             node: Any = overrides
-            for part in err["loc"]:
+            for part in loc:
                 if not isinstance(node, dict) or part not in node:
                     break
                 node = node[part]
-            if err["loc"] and node is not overrides and not isinstance(node, dict):
+            if loc and node is not overrides and not isinstance(node, dict):
                 bad = _describe_error(err, origin)
                 raise ConfigError(f"{bad.what} (a command-line flag replaces it for this run)",
                                   "fix the value in the file") from None

@@ -50,14 +50,7 @@ def _ranged(kind: type, low: float | None = None, high: float | None = None, *, 
     return parse
 
 
-def _bundle_name(text: str) -> str:
-    """--name: one folder name under --out (a path such as ../x would put the bundle elsewhere)."""
-    if not text.strip() or text in (".", "..") or "/" in text or "\\" in text or not text.isprintable():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a folder name: give a plain name such as my-field "
-                                         "(the bundle goes in --out/NAME)")
-    return text
-
-
+MAX_BACKGROUND_FRACTION = 20.0  # background patches per split, x the mean photos per class
 POSITIVE_INT = _ranged(int, 1)
 COUNT = _ranged(int, 0)
 FRACTION = _ranged(float, 0, 0.5, open_low=True, open_high=True)
@@ -104,7 +97,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=COUNT, default=42, help="seed for the split, patches and training (default 42)")
     g.add_argument("--background", default="auto",
                    help="'auto' (cut plant-free patches from each split's photos), 'none', or a folder from `weed-train background`")
-    g.add_argument("--background-fraction", type=_ranged(float, 0, 20), default=1.5,
+    g.add_argument("--background-fraction", type=NON_NEGATIVE, default=1.5,
                    help="background patches per split, as a multiple of the mean photos per class (default 1.5)")
     g.add_argument("--resize", choices=("center_crop", "stretch", "pad"), default="center_crop",
                    help="how photos are fitted to the input (same as the edge runtime; default center_crop)")
@@ -298,6 +291,10 @@ def _new_bundle_folder(a: argparse.Namespace) -> Path:
     and --overwrite was not given (the run would replace them), and made now (``_out_folder``)."""
     from edge.core.errors import ConfigError
 
+    name = a.name
+    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name or not name.isprintable():
+        raise ConfigError(f"--name {name!r} is not a folder name (the bundle goes in --out/NAME; a path would put it "
+                          "elsewhere)", "give a plain name such as my-field, and the parent folder as --out")
     folder = a.out / a.name
     try:
         holds_files = folder.is_dir() and any(folder.iterdir())
@@ -310,8 +307,13 @@ def _new_bundle_folder(a: argparse.Namespace) -> Path:
 
 
 def cmd_train(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    from edge.core.errors import ConfigError
     from train.pipeline import run_train
 
+    if a.background_fraction > MAX_BACKGROUND_FRACTION:  # checked here, not by the parser: a bundle's recorded
+        # command is parsed again by weed-train threshold and robustness, and an older one may hold more
+        raise ConfigError(f"--background-fraction {a.background_fraction:g} is out of range",
+                          f"use a value >= 0 and <= {MAX_BACKGROUND_FRACTION:g} (1.5 by default)")
     dc, fc, ec = _data_config(a), _fit_config(a), _export_config(a)  # --from-bundle and option checks first
     _new_bundle_folder(a)
     res = run_train(dc, fc, ec, argv=argv, progress=not a.quiet)
@@ -551,8 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
              "chose; threshold and validation metrics stay the split model's, test stays unseen")
     e = t.add_argument_group("export")
     e.add_argument("--out", type=Path, default=Path("models"), help="folder for bundles (default models/)")
-    e.add_argument("--name", type=_bundle_name, default="plant-seedlings-mnv2",
-                   help="bundle name (its folder under --out)")
+    e.add_argument("--name", default="plant-seedlings-mnv2", help="bundle name (its folder under --out)")
     e.add_argument("--overwrite", action="store_true",
                    help="replace the bundle already in --out/--name (default: refused, so that no bundle -- the "
                         "shipped default under the default --out models --name plant-seedlings-mnv2 included -- is "

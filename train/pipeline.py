@@ -274,10 +274,13 @@ def _val_at(val: dict, threshold: float) -> dict:
     return out
 
 
-def test_split(dc: DataConfig, labels: Sequence[str], progress: bool = True,
-               split: str = "test") -> tuple[Prepared, np.ndarray, list[np.ndarray]]:
+REBUILT_FIX = "point --data at the photos the bundle was trained on, or score this folder's photos with --split all"
+
+
+def test_split(dc: DataConfig, labels: Sequence[str], progress: bool = True, split: str = "test",
+               empty_fix: str = REBUILT_FIX) -> tuple[Prepared, np.ndarray, list[np.ndarray]]:
     """The test split ``dc`` makes (or its ``split``: "val", "train"), its class ids and RGB images
-    (photos and background patches).
+    (photos and background patches); ``empty_fix`` is the caller's fix for a split left empty.
 
     The split is seeded: for the data config a bundle's training command records, it is the
     split that bundle was tested on. Refused when the data's classes are not ``labels``.
@@ -286,8 +289,7 @@ def test_split(dc: DataConfig, labels: Sequence[str], progress: bool = True,
         prep = prepare(dc, progress=progress)
     except EmptySplit as e:  # the fix above names weed-train train's flags; here the split is a bundle's
         raise DataError(f"{e.what} when the bundle's split is rebuilt from {dc.data} (its fractions and seed)",
-                        "point --data at the photos the bundle was trained on, or score this folder's photos "
-                        "with --split all") from None
+                        empty_fix) from None
     if list(prep.labels) != list(labels):
         raise DataError(f"the data gives classes {prep.labels}, the bundle has {list(labels)}",
                         "run it where the data the bundle was trained on is, unchanged")
@@ -307,7 +309,9 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     from edge.inference.bundle import load_bundle
 
     doc = ev.read_metrics(bundle_dir)
-    prep, y_test, raw_test = test_split(dc, doc["labels"], progress=progress)
+    prep, y_test, raw_test = test_split(dc, doc["labels"], progress=progress,
+                                        empty_fix="run weed-train threshold where the data the bundle's training "
+                                                  "command names is, unchanged")
     main = doc["main_model"]
     previous = doc["models"][main]["threshold"]
     _rescore_at_new_thresholds(bundle_dir, doc, y_test, raw_test, prep.roles, ec)

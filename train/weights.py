@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
@@ -288,7 +289,7 @@ def read_weights_file(path: Path, read: Callable[[Path], object]) -> object:
     check_weights_file(path)
     try:
         return read(path)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise WeightsError(f"weights file {path} cannot be used ({type(e).__name__}: {e})",
                            "give weights saved from the same backbone and input size (or re-create the file)") \
             from None

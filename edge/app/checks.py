@@ -8,13 +8,11 @@ import threading
 from contextlib import ExitStack
 from typing import Callable
 
-from edge.app.wiring import (describe_gate, load_classifier, make_decider, make_lane_processor, open_gated_output,
-                             open_records, rule_line, with_spray_channels)
+from edge.app.wiring import describe_gate, open_gated_output, open_run, rule_line, with_spray_channels
 from edge.config import Config
 from edge.core.errors import EXIT_OK, ConfigError
 from edge.core.text import one_line
 from edge.inference.bundle import available_bundles, load_bundle
-from edge.inputs.enable import open_enable_switch
 from edge.outputs import build_output
 from edge.outputs.base import Output
 from edge.outputs.channels import ChannelOutput
@@ -33,9 +31,9 @@ def spray_summary(cfg: Config, out: Output) -> str:
     speed = {"fixed": f"fixed speed {s.speed_kmh:g} km/h", "nmea": f"GPS speed on {s.gps_port}",
              "encoder": f"wheel-encoder speed on GPIO{s.encoder_pin}"}[s.speed_source]
     inside = ("; the spray line is inside the view (nozzle_distance_cm - footprint_along_cm / 2 - margin_before_cm "
-              f"= {g.nozzle_distance_cm - g.footprint_along_cm / 2 - g.margin_before_cm:g} cm): the image's rear part lies "
+              f"= {g.rear_room_cm:g} cm): the image's rear part lies "
               "past the nozzles, so a plant is sprayed only if decided before it gets there, and many sprays land "
-              "late; move the spray line back or aim the camera further ahead" if at[100] == 0 else "")
+              "late; move the spray line back or aim the camera further ahead" if g.rear_room_cm <= 0 else "")
     return (f"spray: {g.lanes} lane(s) -> channels {list(g.channels)}, {speed} "
             f"(min {s.min_speed_kmh:g}); sprays land up to {at[50]:.1f} km/h at 50 ms and {at[100]:.1f} km/h at "
             f"100 ms from capture to valve command (edge-run prints the measured figure when it stops); ground "
@@ -88,31 +86,28 @@ def all_off(cfg: Config) -> int:
 
 
 def validate(cfg: Config) -> int:
-    """``--validate-config``: everything a run opens before its frame source, opened as the run opens it
-    and closed again (all off), so that a config this passes does not fail at start: the logs and the
-    trigger-frame folder (exit 3; a missing log file is created, empty, as the run would), the bundle and
-    its interpreter (exit 4), the outputs (exit 6), with ``[spray]`` the tile scorer (``[model] scoring``,
-    exit 4), the spray log (exit 3) and the speed source (GPS port, wheel-encoder pin: exit 5), and the
-    enable switch. Only the frame source is not opened (a camera may be in use by a running service)."""
-    with ExitStack() as stack:
-        open_records(cfg, cfg.service, stack)
-        classifier = load_classifier(cfg)
-        stack.callback(classifier.close)
-        decider = make_decider(cfg, classifier)
+    """``--validate-config``: everything a run opens except its frame source, opened by the run's own
+    ``open_run`` and closed again (all off), so that a config this passes does not fail at start: the logs
+    and the trigger-frame folder (exit 3; a missing log file or folder is created, as the run would), the
+    bundle and its interpreter (exit 4), the enable switch and the outputs (exit 6), with ``[spray]`` the
+    tile scorer (exit 4), the spray log (exit 3) and the speed source (GPS port, wheel-encoder pin: exit 5),
+    the live view (its address bound for a moment, exit 3) and the labelling pages. The camera is not
+    opened (a running service may hold it)."""
+
+    def ready(classifier, decider, out) -> None:
         print(f"config ok; model '{classifier.bundle.name}' ({classifier.bundle.quantization}, "
               f"{len(decider.labels)} labels, weeds: {', '.join(decider.weed_labels)}; threshold "
               f"{decider.threshold:.2f}) runs on {classifier.runtime}")
         print(one_line(rule_line(cfg, decider.rule, classifier)))
         print(describe_gate(cfg))
-        out = build_output(with_spray_channels(cfg).outputs)
-        stack.callback(out.close)
         print(f"outputs ok: {out.name} with {out.channels} channel(s), all off")
         if cfg.spray is not None:
             print(spray_summary(cfg, out))
-            make_lane_processor(cfg, classifier, out, stack)  # scorer, spray log, speed source; closed, all off
-        switch = open_enable_switch(cfg, stack)
-        if switch is not None:
-            print(f"{switch.describe()}: {'on' if switch.is_on() else 'OFF now (no output opens until it is on)'}")
+
+    with ExitStack() as stack:
+        run = open_run(cfg, cfg.service, stack, ready=ready)
+        if run.switch is not None:
+            print(f"{run.switch.describe()}: {'on' if run.switch.is_on() else 'OFF now (no output opens until it is on)'}")
     print(one_line(f"source: {cfg.source.describe()} (opened at run time)"))
     print(one_line(describe_live_view(cfg)))
     return EXIT_OK

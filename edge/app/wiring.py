@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from edge.loop.actuator import Actuator
@@ -28,7 +29,7 @@ from edge.config import Config
 from edge.service.config import ServiceConfig
 from edge.decide.decider import Decider
 from edge.decide.rule import SprayRule
-from edge.app.live import labelling_pages, open_pause, start_live_view
+from edge.app.live import LiveView, labelling_pages, open_pause, start_live_view
 from edge.inputs.enable import gate, open_enable_switch
 from edge.inputs.digital import input_spec
 from edge.inference import Classifier
@@ -152,41 +153,78 @@ def run(cfg: Config, stop: threading.Event | None = None, max_frames: int | None
         notifier.close()
 
 
+@dataclass
+class RunParts:
+    """What ``open_run`` opened, in its order (every part closed by the caller's ``ExitStack``)."""
+
+    jsonl: JsonlLog
+    saver: TriggerSaver
+    classifier: Classifier
+    decider: Decider
+    switch: Interlock | None  # the enable switch (None: none wired)
+    out: Output
+    source: FrameSource | None  # None: not opened (``--validate-config``)
+    processor: FrameProcessor
+    live: "LiveView | None"
+
+
+def open_run(cfg: Config, service: ServiceConfig, stack: ExitStack, *, output: Output | None = None,
+             ready: Callable[[Classifier, Decider, Output], None] | None = None,
+             source: Callable[[Classifier], FrameSource] | None = None) -> RunParts:
+    """Everything a run opens, in the order that keeps the valves safe (the module docstring), each closed by
+    ``stack``: ``ready`` is called once the outputs are open (all off), ``source`` opens the frame source (None:
+    not opened, the one part ``--validate-config`` leaves out). The one place a run is put together."""
+    jsonl, saver = open_records(cfg, service, stack)  # a named file that cannot be written: exit 3, first
+    classifier = load_classifier(cfg)
+    stack.callback(classifier.close)
+    saver.describe_model(classifier.bundle.name, classifier.labels)
+    decider = make_decider(cfg, classifier)
+    switch = open_enable_switch(cfg, stack)  # before the outputs: they close (all off) first
+    pause = open_pause(cfg, switch, stack)  # the live view's spray pause, in series with the switch
+    interlock = pause if pause is not None else switch
+    out = gate(output, interlock) if output is not None else make_output(with_spray_channels(cfg), service,
+                                                                         interlock)
+    stack.callback(out.close)
+    if ready is not None:
+        ready(classifier, decider, out)
+    frames = None
+    if source is not None:
+        frames = source(classifier)
+        stack.callback(frames.close)
+    if cfg.spray is not None:
+        processor: FrameProcessor = make_lane_processor(cfg, classifier, out, stack, switch=interlock)
+    else:
+        processor = WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
+                                        vegetation=make_gate(cfg))
+    live = start_live_view(cfg, processor, out, pause, stack,  # None without [web] listen / --web
+                           blueprints=labelling_pages(cfg, classifier.bundle.manifest))
+    return RunParts(jsonl, saver, classifier, decider, switch, out, frames, processor, live)
+
+
 def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: threading.Event | None,
          max_frames: int | None, output: Output | None, started: Callable[[], None] | None) -> RunStats:
-    with ExitStack() as stack:
-        jsonl, saver = open_records(cfg, service, stack)  # a named file that cannot be written: exit 3, first
-        classifier = load_classifier(cfg)
-        stack.callback(classifier.close)
-        saver.describe_model(classifier.bundle.name, classifier.labels)
-        decider = make_decider(cfg, classifier)
-        inp = classifier.bundle.manifest.input
-        switch = open_enable_switch(cfg, stack)  # before the outputs: they close (all off) first
-        pause = open_pause(cfg, switch, stack)  # the live view's spray pause, in series with the switch
-        interlock = pause if pause is not None else switch
-        out = gate(output, interlock) if output is not None else make_output(with_spray_channels(cfg), service,
-                                                                             interlock)
-        stack.callback(out.close)
+    stop = stop or threading.Event()
+
+    def ready(classifier: Classifier, decider: Decider, out: Output) -> None:
         log.info("model %s (%s) on %s | outputs: %s x%d | %s | %s",
                  classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
                  rule_line(cfg, decider.rule, classifier), describe_gate(cfg))
         notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; "
                        f"opening {cfg.source.describe()}")
         stack.callback(notifier.stopping, "stopping: all outputs off")
-        stop = stop or threading.Event()
-        source = reconnecting(open_source(cfg.source, infer_size=(inp.width, inp.height), stop=stop), cfg, stop)
-        stack.callback(source.close)
-        if cfg.spray is not None:
-            processor: FrameProcessor = make_lane_processor(cfg, classifier, out, stack, switch=interlock)
-        else:
-            processor = WholeFrameProcessor(classifier, decider, Actuator(out, max_on_s=cfg.safety.max_spray_s),
-                                            vegetation=make_gate(cfg))
-        live = start_live_view(cfg, processor, out, pause, stack,  # None without [web] listen / --web
-                               blueprints=labelling_pages(cfg, classifier.bundle.manifest))
+
+    def frames(classifier: Classifier) -> FrameSource:
+        inp = classifier.bundle.manifest.input
+        return reconnecting(open_source(cfg.source, infer_size=(inp.width, inp.height), stop=stop), cfg, stop)
+
+    with ExitStack() as stack:
+        run = open_run(cfg, service, stack, output=output, ready=ready, source=frames)
+        out, live = run.out, run.live
+        assert run.source is not None
         loop = RunLoop(
-            source, processor,
-            jsonl=jsonl,
-            saver=saver,
+            run.source, run.processor,
+            jsonl=run.jsonl,
+            saver=run.saver,
             stop=stop,
             stall_timeout_s=cfg.safety.stall_timeout_s,
             stats_interval_s=cfg.log.stats_interval_s,

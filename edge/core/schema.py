@@ -14,15 +14,24 @@ are refused with exit 3 naming the key.
 
 ``Printable`` is a string that holds no control character (a bundle's name and labels are
 printed in every log line).
+
+``QUIET`` as a validation context (``Config.model_validate(data, context=QUIET)``) silences the
+warnings validators give about accepted-but-odd keys (a check of values already warned about).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationInfo
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+QUIET: dict[str, Any] = {"quiet": True}
+
+
+def quiet(info: ValidationInfo) -> bool:
+    """The validation runs with ``context=QUIET``: no warnings."""
+    return bool((info.context or {}).get("quiet"))
 
 
 def _printable(text: str) -> str:

@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal, Mapping, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
 
-from edge.core.schema import Finite
+from edge.core.schema import Finite, quiet
 from edge.outputs.channels import DEFAULT_MAX_ON_S
 from edge.outputs.serial_out import (DEFAULT_ACK_TIMEOUT_S, DEFAULT_BAUD, DEFAULT_HEARTBEAT_S, DEFAULT_RETRIES,
                                      MIN_HEARTBEAT_S)
@@ -174,7 +174,7 @@ KINDS = tuple(OUTPUT_TYPES)
 OUTPUT_KEYS = frozenset(k for t in OUTPUT_TYPES.values() for k in t.model_fields)  # what any kind takes
 
 
-def _keys_for_kind(data: Any) -> Any:
+def _keys_for_kind(data: Any, info: ValidationInfo) -> Any:
     """An ``[outputs]`` table as written -> the keys its kind reads: ``kind`` defaults to
     dryrun, keys of another kind are dropped with a warning; unknown keys are left for the
     model to reject by name."""
@@ -186,7 +186,7 @@ def _keys_for_kind(data: Any) -> Any:
     if own is None:
         return data  # not a kind: the union's error lists the kinds
     foreign = [k for k in data if k not in own and k in OUTPUT_KEYS]
-    if foreign:
+    if foreign and not quiet(info):
         log.warning("config: [outputs] %s do not apply to kind %r; ignored", ", ".join(foreign), kind)
     return {k: v for k, v in data.items() if k not in foreign}
 

@@ -77,6 +77,13 @@ class Geometry:
     def lanes(self) -> int:
         return len(self.lane_edges) - 1
 
+    @property
+    def rear_room_cm(self) -> float:
+        """From a ground point at the image's rear edge to where its spray must start (the spray line minus
+        ``margin_before_cm``): the room a cell decided as it leaves the image has. At most 0: the spray line lies
+        inside the view."""
+        return self.nozzle_distance_cm - self.footprint_along_cm / 2 - self.margin_before_cm
+
     def auto_rows(self, width_px: int, height_px: int) -> int:
         """Rows per lane that make the narrowest lane's tiles roughly square in pixels."""
         narrowest = min(b - a for a, b in zip(self.lane_edges, self.lane_edges[1:])) * width_px
@@ -142,8 +149,7 @@ def max_speed(geom: Geometry, latency_ms: float, frame_period_ms: float | None =
     """
     period = frame_period_ms if frame_period_ms and frame_period_ms > 0 else None
     wait_ms = latency_ms + geom.open_lag_ns / 1e6
-    rear = -geom.footprint_along_cm / 2  # the rear edge of the image: the worst case, whatever the tiling
-    room_cm = rear + geom.nozzle_distance_cm - geom.margin_before_cm
+    room_cm = geom.rear_room_cm  # from the rear edge of the image: the worst case, whatever the tiling
     if room_cm <= 0:
         landing = 0.0
     elif wait_ms <= 0:

@@ -512,7 +512,7 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
     ran = events[0].get("lane_channels")
     if ran is not None and list(ran) != list(geom.channels):
         raise ConfigError(f"the pass was run with {len(ran)} lane(s) on channels {list(ran)}, the config has "
-                          f"{geom.lanes} on {list(geom.channels)}", "score the pass with the config it was run with")
+                          f"{geom.lanes} lane(s) on channels {list(geom.channels)}", "score the pass with the config it was run with")
     rows: list[PlantScore] = []
     cells = {lane: ByPlace(cs, lambda c: c.plant_cm) for lane, cs in cell_lines(events).items()}
     for lane in cells:

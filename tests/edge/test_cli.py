@@ -139,7 +139,9 @@ SPRAY_2 = ("[spray]\nlanes = 2\nfootprint_across_cm = 40\nfootprint_along_cm = 3
     (SPRAY_2 + "speed_source = 'nmea'\ngps_port = '/dev/no-such-gps'\n", EXIT_SOURCE,
      "cannot open the GPS port"),
     ("[model]\nscoring = 'frame'\n" + SPRAY_2, EXIT_BUNDLE, "has no frame-features export"),  # the toy bundle has none
-], ids=["frame-log", "trigger-folder", "spray-log", "gps-port", "frame-scoring"])
+    ("[web]\nlisten = '127.0.0.1:0'\n[labelling]\ndataset = '/proc/no/such/dataset'\n", EXIT_CONFIG,
+     "labelling needs the saved frames' folder"),
+], ids=["frame-log", "trigger-folder", "spray-log", "gps-port", "frame-scoring", "labelling"])
 def test_validate_config_refuses_what_the_run_refuses(toml, code, words, frames, tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(toml)
@@ -148,6 +150,24 @@ def test_validate_config_refuses_what_the_run_refuses(toml, code, words, frames,
         assert main(argv) == code, argv
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err
+
+
+def test_validate_config_binds_the_live_view_address_as_the_run_does(frames, tmp_path, capsys):
+    pytest.importorskip("flask")
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f"[web]\nlisten = '127.0.0.1:{taken.getsockname()[1]}'\n")
+        base = ["--config", str(cfg), "--model", str(TOY_BUNDLE)]
+        for argv in (base + ["--validate-config"], base + ["--images", str(frames), "--max-frames", "1"]):
+            assert main(argv) == EXIT_CONFIG, argv
+            assert "cannot listen" in capsys.readouterr().err
+    cfg.write_text("[web]\nlisten = '127.0.0.1:0'\n")
+    assert main(["--config", str(cfg), "--model", str(TOY_BUNDLE), "--validate-config"]) == 0
+    assert "live view: 127.0.0.1:0" in capsys.readouterr().out
 
 
 def test_a_bad_file_value_a_flag_replaces_is_still_an_error(tmp_path, capsys):
@@ -159,6 +179,30 @@ def test_a_bad_file_value_a_flag_replaces_is_still_an_error(tmp_path, capsys):
     assert "[log] level" in err and "a command-line flag replaces it" in err
     cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n[log]\nlevel = 'error'\n")
     assert main(["--config", str(cfg), "-q", "--validate-config"]) == 0
+
+
+@pytest.mark.parametrize("toml, flags, key", [
+    ("[outputs]\nchannels = 0\n", ["--channels", "2"], "[outputs] channels"),
+    ("[outputs]\nkind = 'gpoi'\npins = [17]\n", ["--output", "dryrun"], "[outputs] kind"),
+], ids=["outputs-key", "outputs-kind"])
+def test_a_bad_outputs_value_a_flag_replaces_is_still_an_error(toml, flags, key, tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n" + toml)
+    assert main(["--config", str(cfg), *flags, "--validate-config"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert key in err and "a command-line flag replaces it" in err, err
+
+
+def test_checking_the_replaced_values_repeats_no_warning(tmp_path, caplog):
+    """The file is validated twice (merged, then alone): its warnings are given once, for the config in force."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nbundle = '{TOY_BUNDLE}'\n[outputs]\npins = [17]\n")
+    from edge.config import load_config
+
+    with caplog.at_level("WARNING"):
+        load_config(cfg, {"log": {"level": "WARNING"}})
+    assert [r.getMessage() for r in caplog.records].count(
+        "config: [outputs] pins do not apply to kind 'dryrun'; ignored") == 1
 
 
 def test_version_names_the_runtime(capsys):

@@ -386,4 +386,4 @@ def test_lag_pulses_that_name_no_pulse_are_a_usage_error(value, capsys):
     """'--lag-pulses-ms ,' used to measure the default pulses instead, silently."""
     with pytest.raises(SystemExit) as e:
         main(["--measure-valve-lag", "0", f"--lag-pulses-ms={value}", "--yes"])
-    assert e.value.code == 2 and "expected comma-separated milliseconds" in capsys.readouterr().err
+    assert e.value.code == 2 and "give milliseconds like 20,50,100,200" in capsys.readouterr().err

@@ -874,7 +874,7 @@ def test_a_pass_that_slows_down_scores_its_hits_with_the_logged_speed(tmp_path):
 def test_a_pass_scored_with_other_lanes_than_it_ran_with_is_refused():
     """A 4-lane pass scored with a 2-lane config would put every spray and plant in the wrong strip, silently."""
     ran = [{**e, "lane_channels": [0, 1, 2, 3]} if e["event"] == "pass_start" else e for e in log((0, 2.0, 2.2))]
-    with pytest.raises(ConfigError, match=r"run with 4 lane\(s\) on channels \[0, 1, 2, 3\], the config has 2"):
+    with pytest.raises(ConfigError, match=r"run with 4 lane\(s\) on channels \[0, 1, 2, 3\], the config has 2 lane\(s\) on channels \[0, 1\]"):
         score(ran, [Plant(0, 110, 10)], cfg())
     assert score(ran, [Plant(0, 110, 10)], cfg(lanes=4)).hits == 1
     assert score(log((0, 2.0, 2.2)), [Plant(0, 110, 10)], cfg()).hits == 1  # an older log: nothing to check

@@ -359,9 +359,6 @@ def test_train_seed_changes_the_training_draws_only(extra, draw):
      "--input-size: 1025 is out of range: use a value >= 1 and <= 1024 (pixels)"),
     (["train", "--data", "d", "--weeds", "w", "--export", "int8,fp16"],
      "--export: unknown format fp16: use int8, float16, float32"),
-    (["train", "--data", "d", "--weeds", "w", "--name", "../../x"], "--name: '../../x' is not a folder name"),
-    (["train", "--data", "d", "--weeds", "w", "--background-fraction", "1e9"],
-     "--background-fraction: 1e9 is out of range: use a value >= 0 and <= 20"),
 ])
 def test_seeds_and_input_sizes_are_checked_at_parse_time(words, phrase, capsys):
     with pytest.raises(SystemExit) as e:
@@ -439,16 +436,40 @@ def test_a_bad_weights_file_is_named_before_the_photos_are_scanned(name, content
     assert phrase in err.strip().splitlines()[-1], err
 
 
-def test_a_cut_weights_archive_is_a_weights_error(tmp_path):
-    """An .npz that looks like a zip but is cut short fails when read: a WeightsError naming the file."""
+@pytest.mark.parametrize("compressed", [False, True], ids=["savez", "savez_compressed"])
+def test_a_damaged_weights_archive_is_a_weights_error(compressed, tmp_path):
+    """An .npz that looks like a zip (its directory intact) but whose data is cut or overwritten fails when read: a
+    WeightsError naming the file (a compressed member fails in zlib)."""
     import numpy as np
 
     from train.weights import WeightsError, arrays_from_npz, read_weights_file
 
     full = tmp_path / "full.npz"
-    np.savez(full, a=np.arange(100_000.0))
-    cut = tmp_path / "cut.npz"
-    data = full.read_bytes()
-    cut.write_bytes(data[:1000] + data[-200:])  # the zip directory stays: is_zipfile still says yes
-    with pytest.raises(WeightsError, match="cut.npz cannot be used"):
-        read_weights_file(cut, arrays_from_npz)
+    (np.savez_compressed if compressed else np.savez)(full, a=np.random.default_rng(0).normal(size=100_000))
+    data = bytearray(full.read_bytes())
+    bad = tmp_path / "bad.npz"
+    if compressed:
+        data[200:2200] = np.random.default_rng(1).integers(0, 256, 2000, dtype=np.uint8).tobytes()  # zlib.error
+        bad.write_bytes(bytes(data))
+    else:
+        bad.write_bytes(bytes(data[:1000] + data[-200:]))
+    with pytest.raises(WeightsError, match="bad.npz cannot be used"):
+        read_weights_file(bad, arrays_from_npz)
+
+
+@pytest.mark.parametrize("flags, phrase", [
+    (["--name", "../../x"], "--name '../../x' is not a folder name"),
+    (["--background-fraction", "1e9"], "--background-fraction 1e+09 is out of range"),
+])
+def test_a_bundle_name_or_background_share_a_run_cannot_use_is_refused_before_the_scan(flags, phrase, tmp_path,
+                                                                                       capsys):
+    """Checked by cmd_train, not the parser: weed-train threshold/robustness parse a bundle's recorded command again,
+    and an older bundle may record --name sub/x (accepted then)."""
+    rc = cli.main(["train", "--data", str(_garbage_set(tmp_path / "d")), "--weeds", "charlock", "--weights", "none",
+                   "--out", str(tmp_path / "runs"), "--quiet", *flags])
+    err = capsys.readouterr().err
+    assert rc == 3 and phrase in err and "Traceback" not in err, err
+    assert not (tmp_path / "x").exists()
+    words = ["weed-train", "train", "--data", "d", "--weeds", "w", "--name", "sub/x", "--background-fraction", "25"]
+    recorded = cli._recorded_train_args(" ".join(words), tmp_path / "metrics.json", "why")
+    assert recorded.name == "sub/x" and recorded.background_fraction == 25

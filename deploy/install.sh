@@ -163,10 +163,22 @@ else
 fi
 
 step "check the config as the service will (edge-run --validate-config)"
+# The check opens what the service holds while it runs (outputs, GPIO pins, the GPS port, the live view's
+# port): a running service is stopped first (all off; the restart below starts it again), or, with
+# --no-start, the check is left to its next start (the unit's ExecStartPre runs it).
+RUNNING=0
+if [ "$DRY" -eq 0 ] && systemctl is-active --quiet weed-detector.service; then
+  RUNNING=1
+fi
 if [ "$DRY" -eq 1 ]; then
   run runuser -u "$USER_NAME" -- "$VENV/bin/edge-run" --config "$ETC/config.toml" --validate-config
+elif [ "$RUNNING" -eq 1 ] && [ "$START" -eq 0 ]; then
+  skip "the service is running (--no-start: not stopped); its next start checks the config first (ExecStartPre)"
+elif [ "$RUNNING" -eq 1 ] && ! run systemctl stop weed-detector.service; then
+  die "could not stop the running service for the check"
 elif ! (cd "$STATE" && runuser -u "$USER_NAME" -- env WEED_DETECTOR_MODELS="$STATE/models" \
         "$VENV/bin/edge-run" --config "$ETC/config.toml" --validate-config); then
+  [ "$RUNNING" -eq 1 ] && echo "install.sh: the service was stopped for the check and stays stopped (all outputs off)" >&2
   echo "install.sh: the config does not validate yet: edit $ETC/config.toml, then" >&2
   echo "  sudo systemctl restart weed-detector" >&2
   START=0
@@ -178,8 +190,8 @@ if [ "$DRY" -eq 1 ]; then
   run runuser -u "$USER_NAME" -- "$VENV/bin/edge-run" --config "$ETC/config.toml" --all-off
 elif [ "$VALID" -eq 0 ]; then
   skip "config not valid yet"
-elif systemctl is-active --quiet weed-detector.service; then
-  skip "the service is running and holds the outputs; the restart below runs it on the way"
+elif [ "$RUNNING" -eq 1 ] && [ "$START" -eq 0 ]; then
+  skip "the service is running and holds the outputs; its ExecStopPost runs it when it stops"
 elif ! (cd "$STATE" && runuser -u "$USER_NAME" -- "$VENV/bin/edge-run" --config "$ETC/config.toml" --all-off); then
   echo "install.sh: edge-run --all-off failed as $USER_NAME: after a crash the service could not switch" >&2
   echo "  the valves off; fix [outputs] in $ETC/config.toml (or the groups/permissions), then" >&2

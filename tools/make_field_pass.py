@@ -60,6 +60,7 @@ import numpy as np
 from make_sample_video import CROPS, EXG_THRESHOLD, PATCH, gravel_tile, plant_free_patches, plant_pixels
 
 from edge.core.errors import ConfigError, WeedDetectorError
+from edge.spray.config import SprayConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO / "samples" / "images"
@@ -228,6 +229,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, value in positive.items():
         if not value > 0:
             ap.error(f"{name} must be above 0")
+    slowest = SprayConfig.model_fields["min_speed_kmh"].default  # the pass's config keeps the default
+    if not slowest <= a.speed_kmh <= 100:
+        ap.error(f"--speed-kmh is {slowest:g}..100 ([spray] min_speed_kmh = {slowest:g} by default: slower, the "
+                 "pass's config would never spray)")
     if a.seconds is not None and not a.seconds > 0 or a.length_m is not None and not a.length_m > 0:
         ap.error("--seconds and --length-m must be above 0")
     if not 16 <= a.width <= 8192 or not 16 <= a.height <= 8192 or not 1 <= a.lanes <= 64:

@@ -119,7 +119,7 @@ def number(kind: type, lo: float, hi: float, what: str):
 
 
 PROBABILITY = number(float, 0.0, 1.0, "a probability")
-SPEEDS = number_list(float, 0.1, 100.0, "speeds in km/h")
+SPEEDS = number_list(float, 1.0, 100.0, "speeds in km/h")  # 1: [spray] min_speed_kmh's default (slower never sprays)
 SEEDS = number_list(int, 0, 999_999_999, "whole-number seeds")
 BLUR_PX = number(int, 0, 31, "motion blur in pixels")
 NOISE = number(float, 0.0, 40.0, "sensor noise sigma in grey levels")

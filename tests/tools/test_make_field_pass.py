@@ -289,3 +289,14 @@ def test_a_pass_without_plants_sprays_nothing_end_to_end(tmp_path, capsys):
     assert replay(["--config", str(conf), "--spray-log", str(tmp_path / "empty_spray.jsonl"), "--truth",
                    str(truth)]) == 0
     assert "sprayed 0.00 m²" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("speed", ["0.5", "150"])
+def test_a_speed_the_pass_config_would_refuse_is_a_usage_error(speed, tmp_path):
+    """Below [spray] min_speed_kmh (1 by default) the config it writes would never spray: refused before the pass is
+    made, not by edge-run after it."""
+    out = tmp_path / "p.avi"
+    proc = subprocess.run([sys.executable, str(TOOL), "--preset", "boom-4x10cm", "--length-m", "1", "--speed-kmh",
+                           speed, "--out", str(out), "--truth", str(tmp_path / "t.jsonl")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "--speed-kmh is 1..100" in proc.stderr and not out.exists()

@@ -145,5 +145,5 @@ def test_number_lists_are_checked_and_normalised_when_parsed(tool):
     from run_pass_clocked import SEEDS, SPEEDS
 
     assert SPEEDS("5, 10,") == "5,10" and SEEDS("11,,12") == "11,12"
-    with pytest.raises(Exception, match="expected speeds in km/h from 0.1 to 100"):
+    with pytest.raises(Exception, match="expected speeds in km/h from 1 to 100"):
         SPEEDS("5,abc")

@@ -33,9 +33,9 @@ owner of each log builds its records; this module only writes them down.
   uses another cap for that one line (the spray log lets a file grow while a valve is
   open, so that an open and its close stay in one file).
 
-``read_jsonl(path, what)`` reads any of these files back: blank lines skipped; a cut
-final line (no newline at the end, not JSON) is warned about and skipped (the run was
-stopped while writing it); any other line that is not UTF-8 JSON is a ``ConfigError``
+``read_jsonl(path, what)`` reads any of these files back (a regular file of at most
+``MAX_READ_BYTES``): blank lines skipped; a cut final line (no newline at the end, not JSON)
+of a file a run wrote is warned about and skipped (the run was stopped while writing it); any other line that is not UTF-8 JSON is a ``ConfigError``
 naming the file and the line. ``parse`` turns each value into what the caller needs (a
 ``ValueError``, e.g. a pydantic ``ValidationError``, becomes the same kind of error).
 """
@@ -55,6 +55,7 @@ from typing import Any, BinaryIO, Callable, TypeVar
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import ConfigError, WeedDetectorError
+from edge.core.files import FileRefused, read_regular
 from edge.core.reconnect import Backoff
 
 log = logging.getLogger(__name__)
@@ -358,15 +359,22 @@ def _value(raw: bytes) -> Any:
         raise ValueError(f"not JSON: {e}") from None
 
 
+MAX_READ_BYTES = 1_000_000_000  # a JSON-lines file read back whole (a spray log rotates at [service] log_max_mb)
+
+
 def read_jsonl(path: str | os.PathLike, what: str, parse: Callable[[Any], T] | None = None, *,
-               fix: str = "one JSON object per line", logger: logging.Logger | None = None) -> list[T]:
+               fix: str = "one JSON object per line", logger: logging.Logger | None = None,
+               written_by_a_run: bool = True, max_bytes: int = MAX_READ_BYTES) -> list[T]:
     """Every line of a JSON-lines file, through ``parse`` (None: the JSON values); see the module
-    docstring. ``ConfigError`` (exit 3) names the file and the line."""
+    docstring. ``ConfigError`` (exit 3) names the file and the line. The file is a regular file of at most
+    ``max_bytes`` (a device such as /dev/zero, or a huge file, would fill the memory); a cut last line is
+    skipped only in a file ``written_by_a_run`` (a hand-written file's last line is checked like the others)."""
     logger = logger if logger is not None else log
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read the {what} {str(path)!r}: {e.strerror or e}", "check the path") from None
+        data = read_regular(path, max_bytes)
+    except FileRefused as e:
+        raise ConfigError(f"the {what} {str(path)!r} {e}", "give the file's path" if e.missing else
+                          "give a regular file (a larger log: split it at its pass_start lines)") from None
     lines = data.split(b"\n")
     whole = data.endswith(b"\n")
     if whole:
@@ -378,7 +386,7 @@ def read_jsonl(path: str | os.PathLike, what: str, parse: Callable[[Any], T] | N
         try:
             value = _value(raw)
         except ValueError as e:
-            if i == len(lines) and not whole:
+            if i == len(lines) and not whole and written_by_a_run:
                 logger.warning("%s %s: the last line (line %d) is cut (%s), skipped: the run stopped, or its disk "
                                "filled, while writing it", what, path, i, e)
                 continue

@@ -71,7 +71,12 @@ CLASS_RULE = "1-64 letters, digits, '_' or '-', starting with a letter or digit 
 
 
 class LabelError(ValueError):
-    """A request the store refuses: says what was wrong and how to do it right (the pages answer 400)."""
+    """A request the store refuses: says what was wrong and how to do it right (the pages answer 400).
+    ``seen``: the same unreadable sidecar was reported before (the frame list warns once per file version)."""
+
+    def __init__(self, message: str, seen: bool = False):
+        super().__init__(message)
+        self.seen = seen
 
 
 class NotFound(LabelError):
@@ -136,7 +141,8 @@ class LabelStore:
         self.group_distance_cm = float(group_distance_cm)
         self.group_window_ns = int(float(group_window_s) * 1e9)
         self._lock = threading.Lock()
-        self._sidecars: OrderedDict[Path, tuple[tuple[int, ...], Sidecar]] = OrderedDict()  # parsed, by its stat
+        # parsed (or why not: a str), by its stat
+        self._sidecars: OrderedDict[Path, tuple[tuple[int, ...], Sidecar | str]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._bundle_roles: dict[str, str] = {}
         self._background: str | None = None
@@ -166,7 +172,8 @@ class LabelStore:
                 try:
                     out.append(self._read(kind, side.stem))
                 except LabelError as e:
-                    log.warning("saved frame %s/%s skipped: %s", kind, side.stem, e)
+                    if not e.seen:
+                        log.warning("saved frame %s/%s skipped: %s", kind, side.stem, e)
         return sorted(out, key=lambda f: (f.sidecar.run, f.sidecar.t_mono_ns), reverse=True)
 
     def frame(self, key: str) -> SavedFrame:
@@ -200,15 +207,22 @@ class LabelStore:
             with self._cache_lock:
                 hit = self._sidecars.get(side)
             if hit is not None and hit[0] == stamp:
+                if isinstance(hit[1], str):  # unreadable, and unchanged since
+                    raise LabelError(hit[1], seen=True)
                 return hit[1]
-            sidecar = Sidecar.from_dict(json.loads(read_regular(side, MAX_SIDECAR_BYTES)))
-        except (OSError, FileRefused, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        except OSError as e:
             raise LabelError(f"the sidecar {key}.json cannot be read: {e}") from None
+        try:
+            sidecar: Sidecar | str = Sidecar.from_dict(json.loads(read_regular(side, MAX_SIDECAR_BYTES)))
+        except (OSError, FileRefused, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            sidecar = f"the sidecar {key}.json cannot be read: {e}"
         with self._cache_lock:
             self._sidecars[side] = (stamp, sidecar)
             self._sidecars.move_to_end(side)
             while len(self._sidecars) > MAX_CACHED_SIDECARS:
                 self._sidecars.popitem(last=False)
+        if isinstance(sidecar, str):
+            raise LabelError(sidecar)
         return sidecar
 
     def image_bytes(self, key: str) -> bytes:
@@ -252,11 +266,21 @@ class LabelStore:
     # -- the data set ----------------------------------------------------------------
     def roles(self) -> dict[str, str]:
         """The data set's roles file (class -> role), empty before the first label."""
-        path = self.dataset / ROLES_FILE
-        if not path.is_file():
-            return {}
-        rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+        rows = self._csv_rows(ROLES_FILE)
         return {r["class"]: r["role"] for r in rows if r.get("class") and r.get("role") in ROLES}
+
+    def _csv_rows(self, name: str) -> list[dict[str, str]]:
+        """The rows of the data set's ``name`` (none before it exists); a file that is not UTF-8 CSV is a
+        ``ConfigError`` naming it (the pages answer 503: the data set needs mending, not the request)."""
+        path = self.dataset / name
+        if not path.is_file():
+            return []
+        try:
+            return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise ConfigError(f"the labelling data set's {path} cannot be read ({e})",
+                              f"mend it (UTF-8 CSV, header {'class,role' if name == ROLES_FILE else 'path,group'}) "
+                              "or move it away") from None
 
     def choices(self) -> list[Choice]:
         """What a tile can be labelled: weed, crop, soil, the bundle's labels, then the data set's other classes."""
@@ -325,7 +349,9 @@ class LabelStore:
                     roles[label] = role
                     write_atomic(self.dataset / ROLES_FILE, _csv(("class", "role"), sorted(roles.items())))
             except OSError as e:
-                raise ConfigError(f"cannot write to the labelling data set {str(self.dataset)!r}: {e.strerror or e}",
+                where = f" ({e.filename})" if e.filename else ""
+                raise ConfigError(f"cannot write to the labelling data set {str(self.dataset)!r}: {e.strerror or e}"
+                                  f"{where}",
                                   "check [labelling] dataset is writable and its disk is not full") from None
         return Labelled(key, tile, label, role, rel, groups[rel], new)
 
@@ -349,18 +375,14 @@ class LabelStore:
         return [p for p in sorted(self.dataset.glob(f"*/{name}")) if p.parent.name != "" and p.is_file()]
 
     def _read_groups(self) -> dict[str, str]:
-        path = self.dataset / GROUPS_FILE
-        if not path.is_file():
-            return {}
-        rows = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
-        return {r["path"]: r["group"] for r in rows if r.get("path")}
+        return {r["path"]: r["group"] for r in self._csv_rows(GROUPS_FILE) if r.get("path")}
 
     def group_of(self, side: Sidecar, tile) -> str:
         """The tile's group: same pass (run) and place (ground cell and lane, or time window)."""
         lane = tile.lane if tile.lane is not None else 0
         d = side.place.distance_cm
-        if d is not None and math.isfinite(d):
-            ground = d + (sum(tile.ground_cm) / 2 if tile.ground_cm is not None else 0.0)
+        ground = d + (sum(tile.ground_cm) / 2 if tile.ground_cm is not None else 0.0) if d is not None else math.nan
+        if math.isfinite(ground):
             return f"{side.run}/lane{lane}/d{math.floor(ground / self.group_distance_cm)}"
         return f"{side.run}/lane{lane}/t{side.t_mono_ns // self.group_window_ns}"
 

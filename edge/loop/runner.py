@@ -105,6 +105,8 @@ class RunLoop:
                     stopped_by = "end of source"
                     self.processor.at_end_of_source(self.stop, self._beat)
                     break
+                if self.stop.is_set():  # asked to stop while the read waited: the frame is not acted on
+                    break
                 if self._stalled:
                     log.warning("frames are back from %s", self.source.name)
                     self._stalled = False

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -125,13 +126,13 @@ class Sidecar:
             tiles = tuple(_tile(t) for t in d["tiles"])
             gps = d.get("gps")
             place = FramePlace(_num(d.get("speed_kmh")), _num(d.get("distance_cm")),
-                               None if gps is None else (float(gps[0]), float(gps[1])))
+                               None if gps is None else (_finite(gps[0]), _finite(gps[1])))
             return cls(str(d["image"]), str(d["kind"]), str(d["run"]), int(d["frame"]), int(d["t_mono_ns"]),
                        str(d["wall"]), str(d["source"]), str(d["bundle"]), tuple(str(x) for x in d["labels"]),
                        tiles, place, bool(d.get("spray", False)))
         except KeyError as e:
             raise ValueError(f"no {e.args[0]!r} field") from None
-        except (TypeError, IndexError, ValueError) as e:
+        except (TypeError, IndexError, ValueError, OverflowError) as e:  # OverflowError: int(Infinity)
             raise ValueError(f"a field of the wrong type ({e})") from None
 
     def as_dict(self) -> dict[str, Any]:
@@ -142,7 +143,14 @@ class Sidecar:
 
 
 def _num(x: Any) -> float | None:
-    return None if x is None else float(x)
+    return None if x is None else _finite(x)
+
+
+def _finite(x: Any) -> float:
+    v = float(x)
+    if not math.isfinite(v):
+        raise ValueError(f"{x!r} is not a finite number")
+    return v
 
 
 def _tile(t: dict) -> SavedTile:
@@ -150,10 +158,10 @@ def _tile(t: dict) -> SavedTile:
     if len(box) != 4 or box[2] <= 0 or box[3] <= 0 or min(box) < 0:
         raise ValueError(f"box {list(box)} is not x, y, w, h in pixels")
     g = t.get("ground_cm")
-    return SavedTile(box, str(t["label"]), float(t["weed_score"]), float(t["crop_score"]), _num(t.get("vegetation")),
-                     bool(t["sprayed"]), bool(t.get("gated", False)),
+    return SavedTile(box, str(t["label"]), _finite(t["weed_score"]), _finite(t["crop_score"]),
+                     _num(t.get("vegetation")), bool(t["sprayed"]), bool(t.get("gated", False)),
                      None if t.get("lane") is None else int(t["lane"]), None if t.get("row") is None else int(t["row"]),
-                     None if g is None else (float(g[0]), float(g[1])))
+                     None if g is None else (_finite(g[0]), _finite(g[1])))
 
 
 def new_run_id() -> str:

@@ -488,6 +488,10 @@ def select_pass(events: Sequence[dict], number: int = -1) -> tuple[list[dict], i
     if not passes:
         raise ConfigError("the spray log has no pass_start line",
                           "score a spray log written by edge-run with [spray] log_jsonl over a whole pass")
+    before = next(i for i, e in enumerate(events) if e.get("event") == "pass_start")
+    if before:
+        log.warning("the first %d spray-log line(s) come before any pass_start and belong to no pass: left out (a "
+                    "rotated log's parts are given oldest first: spray.jsonl.2 spray.jsonl.1 spray.jsonl)", before)
     n = len(passes)
     if number == 0 or not -n <= number <= n:
         raise ConfigError(f"--pass {number}: the spray log holds {n} pass(es)",
@@ -744,7 +748,7 @@ def read_truth(path: str | Path) -> list[Plant]:
                 unknown[key] = unknown.get(key, 0) + 1
         return row.plant()
 
-    plants = read_jsonl(path, "ground-truth file", plant, logger=log,
+    plants = read_jsonl(path, "ground-truth file", plant, logger=log, written_by_a_run=False,
                         fix='each line needs "lane" and one of "distance_cm" or "time_s" (seconds from the start of '
                             'the video), and may give "length_cm" and "kind" ("weed" or "crop")')
     if unknown:

@@ -22,7 +22,7 @@ Routes (stable: a browser test drives them):
 A POST answers 200 with what was written (``label``, ``role``, ``path``, ``group``,
 ``new_class``), 400 with ``{"error": "..."}`` saying what was wrong (not JSON, no label, a bad
 class name, a new class without a role, a role that contradicts the class's), 404 for a frame
-or tile that does not exist; a name that is not a saved frame's (``..``, a slash) is 400 or 404,
+or tile that does not exist, 503 when the data set cannot be used (the store's ``ConfigError``); a name that is not a saved frame's (``..``, a slash) is 400 or 404,
 never a file outside the frames folder.
 
 Page elements (stable ids and classes): each tile is ``<button class="tile" data-tile="I">``
@@ -34,8 +34,10 @@ happened is in ``<p id="status" role="status">``.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
+from edge.core.errors import ConfigError
 from edge.core.text import one_line
 from edge.labelling.store import LabelError, LabelStore, NotFound
 
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from flask import Blueprint
 
 URL_PREFIX = "/labels"
+log = logging.getLogger(__name__)
 
 
 def make_blueprint(store: LabelStore) -> Blueprint:
@@ -68,6 +71,11 @@ def make_blueprint(store: LabelStore) -> Blueprint:
     @bp.errorhandler(LabelError)
     def _bad(e: LabelError):
         return _error(str(e), 400)
+
+    @bp.errorhandler(ConfigError)
+    def _data_set(e: ConfigError):  # the data set folder or its CSVs cannot be used: mend the data set, then retry
+        log.warning("labelling: %s", e)
+        return _error(str(e), 503)
 
     def _error(message: str, code: int):
         if request.path.startswith(f"{URL_PREFIX}/api/"):

@@ -127,6 +127,12 @@ class Controls:
     save: Callable[[], str]
 
 
+
+def same_secret(given: str, secret: str) -> bool:
+    """``given == secret`` in constant time, for any text a client sends (``hmac.compare_digest`` refuses a str
+    that is not ASCII: a cookie or header holding one byte above 127 was a 500 and a logged traceback)."""
+    return hmac.compare_digest(given.encode("utf-8", "backslashreplace"), secret.encode("utf-8", "backslashreplace"))
+
 class Auth:
     """The token check, its rate limit and the CSRF tokens (see the module docstring). ``token`` None: no login
     needed."""
@@ -140,7 +146,7 @@ class Auth:
         self.session = None if token is None else self._mac("session", token)
 
     def _mac(self, what: str, value: str) -> str:
-        return hmac.new(self._secret, f"{what}:{value}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._secret, f"{what}:{value}".encode("utf-8", "backslashreplace"), hashlib.sha256).hexdigest()
 
     def authenticated(self) -> bool:
         """The session cookie, or a Bearer header holding the token (a wrong one counts as a failure)."""
@@ -151,11 +157,11 @@ class Auth:
 
     def has_session(self) -> bool:
         cookie = request.cookies.get(SESSION_COOKIE, "")
-        return bool(cookie) and self.session is not None and hmac.compare_digest(cookie, self.session)
+        return bool(cookie) and self.session is not None and same_secret(cookie, self.session)
 
     def token_matches(self, given: str) -> bool:
         """Whether ``given`` is the token; a wrong one is counted against the client's address."""
-        if self.token is not None and given and hmac.compare_digest(given.encode(), self.token.encode()):
+        if self.token is not None and given and same_secret(given, self.token):
             return True
         self.limiter.failed(self.address())
         return False
@@ -174,7 +180,7 @@ class Auth:
     def csrf_ok(self) -> bool:
         seed = request.cookies.get(CSRF_COOKIE, "")
         given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
-        return bool(seed) and bool(given) and hmac.compare_digest(given, self.csrf_for(seed))
+        return bool(seed) and bool(given) and same_secret(given, self.csrf_for(seed))
 
 
 def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable[[], dict],
@@ -284,9 +290,14 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
         except (TypeError, ValueError, OverflowError):
             return _refuse(400, f"threshold {one_line(str(threshold))[:40]!r} is not a number",
                            "give a probability, e.g. 0.5")
-        sensitivity = body.get("sensitivity") or None
-        if sensitivity is not None and not isinstance(sensitivity, str):
-            return _refuse(400, f"sensitivity {sensitivity!r} is not a preset name", "use low, medium or high")
+        sensitivity = body.get("sensitivity")
+        if sensitivity is not None and not isinstance(sensitivity, str):  # 0, false, []: not "no change"
+            return _refuse(400, f"sensitivity {one_line(repr(sensitivity))[:40]} is not a preset name",
+                           "use low, medium or high")
+        sensitivity = sensitivity or None  # a form's empty field: not given
+        if threshold is None and sensitivity is None:
+            return _refuse(400, "nothing to apply: threshold and sensitivity are both empty",
+                           'e.g. {"threshold": 0.6} or {"sensitivity": "medium"}')
         return _act(lambda: controls.tune(threshold, sensitivity))
 
     @app.post("/api/tuning/save")

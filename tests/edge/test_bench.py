@@ -332,6 +332,7 @@ def test_user_errors_stop_before_any_run(argv, code, words, tmp_path, capsys):
     (["--timeout", "nan"], "argument --timeout: expected seconds above 0"),
     (["--timeout", "inf"], "argument --timeout: expected seconds above 0"),
     (["--timeout", "0"], "argument --timeout: expected seconds above 0"),
+    (["--seconds", "inf"], "argument --seconds: expected seconds above 0"),  # was a traceback after the runs
     (["--seed", "-1"], "argument --seed: expected a whole number from 0"),
     (["--generated", "100000x100000"], "frame size '100000x100000' is out of range"),
     (["--generated", "0x48"], "frame size '0x48' is out of range"),
@@ -355,6 +356,13 @@ def test_a_result_file_that_cannot_be_written_is_said_before_the_runs(flag, make
     assert main(argv) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert f"cannot write the {flag} file" in err and words in err and "[1/" not in err  # no run started
+
+
+def test_the_table_and_the_results_cannot_share_a_file(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    argv = ["--model", str(TOY_BUNDLE), "--generated", "32x32", "--frames", "1", "--no-baseline", "-q"]
+    assert main(argv + ["--json", str(out), "--markdown", str(out)]) == EXIT_CONFIG
+    assert "is the --json file" in capsys.readouterr().err and not out.exists()
 
 
 def test_a_failing_child_is_recorded_not_fatal(tmp_path):

@@ -341,8 +341,28 @@ def test_read_jsonl_parse_errors_name_the_line(tmp_path):
 
     with pytest.raises(ConfigError, match=r"f.jsonl line 2: not an object — one JSON object per line"):
         read_jsonl(p, "spray log", obj)
-    with pytest.raises(ConfigError, match="cannot read the spray log"):
+    with pytest.raises(ConfigError, match="the spray log '.*missing.jsonl' does not exist"):
         read_jsonl(tmp_path / "missing.jsonl", "spray log")
+
+
+@pytest.mark.parametrize("path, words", [
+    ("/dev/zero", "is a character device"),  # read whole, it filled the memory
+    (None, "more than the 100 bytes"),
+])
+def test_a_jsonl_file_read_back_is_a_regular_file_of_bounded_size(path, words, tmp_path):
+    if path is None:
+        path = tmp_path / "big.jsonl"
+        path.write_text('{"a": 1}\n' * 20)
+    with pytest.raises(ConfigError, match=words):
+        read_jsonl(path, "spray log", max_bytes=100)
+
+
+def test_a_hand_written_files_last_line_is_not_taken_for_a_cut_one(tmp_path, caplog):
+    p = tmp_path / "truth.jsonl"
+    p.write_text('{"lane": 0, "distance_cm": 10}\n{"lane": 2, "distance_cm": 90,}')  # a typo, no newline after it
+    assert read_jsonl(p, "spray log") == [{"lane": 0, "distance_cm": 10}]  # a run's file: skipped, warned
+    with pytest.raises(ConfigError, match="truth.jsonl line 2 is"):
+        read_jsonl(p, "ground-truth file", written_by_a_run=False)
 
 
 def test_a_writer_writes_while_it_has_a_file_and_is_open(tmp_path):

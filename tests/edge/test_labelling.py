@@ -375,3 +375,50 @@ def test_the_store_from_the_config(tmp_path):
     assert open_store(cfg.model_copy(update={"frames": str(tmp_path / "none")}), str(tmp_path / "saved")).frames() == []
     with pytest.raises(ConfigError, match="saved frames"):
         open_store(cfg, "")
+
+
+def _with(side: Path, change) -> None:
+    d = json.loads(side.read_text())
+    change(d)
+    side.write_text(json.dumps(d))  # json.dumps writes Infinity/NaN as the attack's files held them
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.update(t_mono_ns=float("inf")),
+    lambda d: d.update(frame=float("inf")),
+    lambda d: d["tiles"][0].update(box=[0, 0, float("inf"), 24]),
+    lambda d: d["tiles"][0].update(ground_cm=[float("nan"), 1.0]),
+    lambda d: d.update(distance_cm=float("inf")),
+], ids=["t-inf", "frame-inf", "box-inf", "ground-nan", "distance-inf"])
+def test_a_sidecar_with_a_number_that_is_not_finite_is_skipped_and_warned_about_once(change, client, store, tmp_path,
+                                                                                    caplog):
+    k = store.frames()[0].key
+    _with(tmp_path / "saved" / f"{k}.json", change)
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            r = client.get("/labels/api/frames")
+            assert r.status_code == 200 and k not in [f["key"] for f in r.get_json()["frames"]]
+    assert sum("skipped" in rec.getMessage() for rec in caplog.records) == 1  # not once a page load
+    assert client.post(f"/labels/api/frame/{k}/tile/0", json={"label": "weed"}).status_code == 400
+
+
+def test_a_ground_place_past_any_number_falls_back_to_the_time_group(store, tmp_path):
+    k = store.frames()[0].key
+    _with(tmp_path / "saved" / f"{k}.json", lambda d: d.update(distance_cm=1e308))
+    _with(tmp_path / "saved" / f"{k}.json", lambda d: [t.update(ground_cm=[1e308, 1e308]) for t in d["tiles"]])
+    done = store.label(k, 1, "weed")
+    assert "/t" in done.group
+
+
+@pytest.mark.parametrize("spoil, words", [
+    (lambda ds: (ds / "roles.csv").write_bytes(b"class,role\nma\xefze,crop\n"), "roles.csv cannot be read"),
+    (lambda ds: (ds / "groups.csv").write_text("path,group\n" + "x" * 200_000 + ",g\n"), "groups.csv cannot be read"),
+    (lambda ds: (ds / "weed").write_text("a file where the class folder goes"), "cannot write to the labelling data"),
+], ids=["roles-latin1", "groups-huge-field", "class-folder-a-file"])
+def test_a_data_set_that_cannot_be_used_is_503_with_the_store_s_message(spoil, words, client, store, tmp_path):
+    k = store.frames()[0].key
+    ds = tmp_path / "dataset"
+    ds.mkdir(exist_ok=True)
+    spoil(ds)
+    r = client.post(f"/labels/api/frame/{k}/tile/1", json={"label": "weed"})
+    assert r.status_code == 503 and words in r.get_json()["error"], r.get_json()

@@ -72,8 +72,18 @@ def test_stop_event_ends_the_loop_with_outputs_off(classifier):
     p, out, seen = make("WW!WWW", classifier, on_bang=stop.set)
     p.stop = stop
     summary = p.run()
-    assert summary.frames == 3 and summary.stopped_by == "stop requested"  # the read in flight completes
+    assert summary.frames == 2 and summary.stopped_by == "stop requested"
     assert out.state() == (False, False)
+
+
+def test_a_frame_read_after_the_stop_request_switches_nothing(classifier):
+    """SIGTERM while the read waits: the weed frame it then returns is dropped, no valve opens after the stop."""
+    stop = threading.Event()
+    p, out, seen = make("SS!W", classifier, on_bang=stop.set)
+    p.stop = stop
+    summary = p.run()
+    assert seen == [(False, False), (False, False)] and summary.frames == 2
+    assert not [e for e in out.events if e[3]]  # no channel was ever switched on
 
 
 def test_max_on_time_during_a_long_weed(classifier):

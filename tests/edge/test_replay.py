@@ -269,6 +269,15 @@ def test_log_without_pass_start_is_an_error():
         score([{"event": "open", "channel": 0, "at_ns": 0, "t_mono_ns": 0}], [], cfg())
 
 
+def test_lines_before_the_first_pass_start_are_warned_about(caplog):
+    """Rotated parts given newest first: the pass's first lines come before its pass_start and were dropped silently."""
+    ev = log((0, 2.0, 2.2))
+    newest_first = ev[3:] + ev[:3]  # the end of the pass, then its start (the older part)
+    with caplog.at_level("WARNING"):
+        score(newest_first, [Plant(0, 110, 10)], cfg())
+    assert any("before any pass_start" in r.getMessage() and "oldest first" in r.getMessage() for r in caplog.records)
+
+
 # -- per plant, the ideal, the picture -------------------------------------------------------
 
 # 100 cm/s, spray line 100 cm behind: lane 0 sprayed over 100..120 and 305..315 cm, lane 1 over 500..530 cm

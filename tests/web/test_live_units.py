@@ -232,6 +232,21 @@ def test_login_sets_a_cookie_that_opens_every_route_and_posts_need_csrf():
     assert acted == ["pause"]
 
 
+def test_secrets_holding_bytes_above_127_are_refused_not_a_server_error(caplog):
+    """hmac.compare_digest refuses a non-ASCII str: a cookie or header byte above 127 was a 500 and a traceback."""
+    app, acted = make_app(TOKEN, [labels_blueprint()])
+    c = app.test_client()
+    c.set_cookie("wd_session", "\xe9t\xe9")
+    assert c.get("/api/status").status_code == 401
+    assert c.get("/api/status", headers={"Authorization": "Bearer caf\xe9-0123456789abcdef"}).status_code == 401
+    c.set_cookie("wd_csrf", "a")
+    page_token = csrf_of(c)
+    assert c.post("/api/pause", headers={"X-CSRF-Token": "\xe9", "Authorization": f"Bearer {TOKEN}"}).status_code == 403
+    assert c.post("/login", data={"token": TOKEN, "csrf_token": "\xe9"}).status_code == 403
+    assert acted == [] and page_token
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 def test_bearer_token_and_escaping():
     app, _ = make_app(TOKEN, [labels_blueprint()])
     c = app.test_client()
@@ -321,6 +336,11 @@ def test_without_a_token_only_this_machines_names_are_answered(host, code):
     ({}, "send a JSON object with threshold and/or sensitivity"),
     ([1, 2], "send a JSON object with threshold and/or sensitivity"),
     (None, "send a JSON object with threshold and/or sensitivity"),
+    ({"sensitivity": 0}, "is not a preset name"),  # these were 200 "nothing: applied"
+    ({"sensitivity": False}, "is not a preset name"),
+    ({"sensitivity": []}, "is not a preset name"),
+    ({"threshold": None}, "nothing to apply"),
+    ({"threshold": ""}, "nothing to apply"),
 ])
 def test_a_tuning_body_that_is_not_one_is_a_400_saying_what_to_send(body, words):
     app, acted = make_app(TOKEN)

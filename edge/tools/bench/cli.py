@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import shlex
 import sys
 from typing import Optional, Sequence
@@ -49,7 +50,7 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _timeout(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
         s = float(text)
     except ValueError:
@@ -111,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = p.add_argument_group("length")
     n.add_argument("--frames", type=int, metavar="N", help="measured frames per run (default 300 unless --seconds)")
-    n.add_argument("--seconds", type=float, metavar="S", help="measured seconds per run (with --frames: whichever ends first)")
+    n.add_argument("--seconds", type=_seconds, metavar="S", help="measured seconds per run (with --frames: whichever ends first)")
     n.add_argument("--warmup", type=int, default=20, metavar="N", help="frames run before measuring (default 20)")
-    n.add_argument("--timeout", type=_timeout, default=900.0, metavar="S", help="give up on one run after S seconds (default 900)")
+    n.add_argument("--timeout", type=_seconds, default=900.0, metavar="S", help="give up on one run after S seconds (default 900)")
 
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="PATH", default="edge-bench.json", help="result file (default edge-bench.json)")
@@ -181,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         planned = plan(args.model or [], args.variants, args.threads, frames, n_frames, args.seconds,
                        args.warmup, args.config, baseline=not args.no_baseline, scorings=args.scoring,
                        reference=reference_bundle(args.reference), web_client=args.web_client)
+        if args.markdown and os.path.realpath(args.markdown) == os.path.realpath(args.json):
+            raise ConfigError(f"--markdown {args.markdown} is the --json file: the table would replace the results",
+                              "give the table another file name")
         check_output("--json", args.json)  # after the plan's checks, before the runs
         if args.markdown:
             check_output("--markdown", args.markdown)

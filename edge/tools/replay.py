@@ -429,8 +429,12 @@ def sprayed_segments(events: Sequence[dict], geom: Geometry, track: PassTrack) -
         a = pos(o_ns)
         return a, max(a, pos(c_ns))
 
+    channels = set(geom.channels)
     for e in events:
         last_ns = max(last_ns, int(e.get("t_mono_ns", last_ns)))
+        if e["event"] in ("open", "close") and e["channel"] not in channels:
+            raise ConfigError(f"the spray log switches channel {e['channel']}, the config's lanes use channels "
+                              f"{sorted(channels)}", "score the pass with the config it was run with")
         if e["event"] == "open":
             opened[e["channel"]] = e["at_ns"]
         elif e["event"] == "close" and e["channel"] in opened:
@@ -914,6 +918,25 @@ read or is not valid (one line naming the file and the line; cell lines of a lan
 was stopped, or its disk was full, while writing it) is skipped with a warning."""
 
 
+def _pass_number(text: str) -> int:
+    """--pass N: a whole number other than 0 (1 = the first pass, -1 = the last)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n == 0:
+        raise argparse.ArgumentTypeError(f"expected 1, 2, ... (from the first) or -1, -2, ... (from the last), "
+                                         f"got {text!r}")
+    return n
+
+
+def _png_path(text: str) -> str:
+    """--plot FILE.png: a path ending .png (the picture is a PNG; an empty path drew nothing)."""
+    if not text.strip() or not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"expected a file name ending .png, got {text!r}")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from edge.config import load_config
 
@@ -924,16 +947,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(spray.jsonl.1 spray.jsonl)")
     p.add_argument("--truth", required=True,
                    help="ground truth: JSON lines with lane, distance_cm or time_s[, length_cm, kind]")
-    p.add_argument("--pass", dest="pass_no", type=int, default=-1, metavar="N",
+    p.add_argument("--pass", dest="pass_no", type=_pass_number, default=-1, metavar="N",
                    help="which run of the spray log to score when it holds several (it appends): 1 = the first, "
                         "-1 = the last (default)")
     p.add_argument("--json", action="store_true", help="print the score as JSON (every plant included)")
     p.add_argument("--plants", action="store_true", help="also print one row per plant (the text output)")
-    p.add_argument("--plot", metavar="FILE.png", help="draw the pass into a PNG: lanes along travel, plants, sprays, "
+    p.add_argument("--plot", metavar="FILE.png", type=_png_path, help="draw the pass into a PNG: lanes along travel, plants, sprays, "
                                                       "misses (needs matplotlib: pip install 'weed-detector[plot]')")
     p.add_argument("--plot-m", metavar="FROM:TO", type=_metres,
                    help="--plot draws only this stretch of the pass, metres along travel (e.g. 100:200; default: "
-                        "the whole pass, up to about 500 m of 4 lanes)")
+                        "the whole pass, up to about 500 m of 4 lanes; a negative start as --plot-m=-5:5)")
     a = p.parse_args(argv)
     if a.plot_m and not a.plot:
         p.error("--plot-m needs --plot FILE.png")

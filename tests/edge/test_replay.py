@@ -501,6 +501,23 @@ def test_a_bad_plot_stretch_is_exit_2(tmp_path, capsys, extra):
     assert e.value.code == 2 and "--plot-m" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra, words", [
+    (["--plot", ""], "--plot: expected a file name ending .png"),  # drew nothing, exit 0
+    (["--plot", "pass.jpg"], "--plot: expected a file name ending .png"),  # PNG bytes in a .jpg
+    (["--pass", "0"], "--pass: expected 1, 2, ..."),  # was exit 3 after reading the whole log
+])
+def test_bad_replay_arguments_are_exit_2(tmp_path, capsys, extra, words):
+    with pytest.raises(SystemExit) as e:
+        main(_plant_files(tmp_path) + extra)
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_spray_on_a_channel_the_config_lacks_is_refused():
+    """An older log (no lane_channels) scored with a config of fewer channels: its sprays were ignored silently."""
+    with pytest.raises(ConfigError, match=r"switches channel 3, the config's lanes use channels \[0, 1\]"):
+        score(log((3, 2.0, 2.2)), [Plant(0, 110, 10)], cfg())
+
+
 def test_a_closed_stdout_ends_edge_replay_with_141_and_no_traceback(tmp_path):
     import os
     import subprocess

@@ -250,6 +250,24 @@ def test_compare_two_files(sweep, tmp_path, capsys):
     assert len({r.count("|") for r in rows}) == 1
 
 
+def test_compare_names_failed_runs_and_refuses_two_runs_of_one_kind(sweep, tmp_path, capsys):
+    _, out, _ = sweep
+    doc = json.loads(out.read_text())
+    failed = copy.deepcopy(doc)
+    failed["runs"][1].update(ok=False, error="interpreter could not be built")
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(failed))
+    assert report.validate(failed) == []  # a failed run with its numbers still in: a valid file
+    capsys.readouterr()
+    assert main(["--compare", str(out), str(b)]) == 0
+    assert "- failed in B: " in (text := capsys.readouterr().out) and "interpreter could not be built" in text
+    twice = copy.deepcopy(doc)
+    twice["runs"].append({**copy.deepcopy(twice["runs"][1]), "id": "again"})
+    b.write_text(json.dumps(twice))
+    assert main(["--compare", str(out), str(b)]) == EXIT_CONFIG
+    assert "holds two runs of" in capsys.readouterr().err
+
+
 def test_compare_rejects_a_file_that_is_not_a_result(sweep, tmp_path, capsys):
     _, out, _ = sweep
     broken = json.loads(out.read_text())

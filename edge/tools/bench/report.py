@@ -20,6 +20,7 @@ from edge.tools.bench.stats import SUMMARY_KEYS, ratio
 from edge.core.errors import ConfigError
 from edge.core.files import FileRefused, read_regular
 from edge.core.metrics import STAGES
+from edge.core.text import one_line
 
 SCHEMA_VERSION = 1
 
@@ -446,13 +447,27 @@ def markdown(doc: dict) -> str:
 
 def _key(r: dict) -> tuple:
     m = r.get("model") or {}
-    return (m.get("bundle", r["id"]), r["role"], m.get("variant", ""), r["threads"], r.get("mode", "frame"))
+    return (m.get("bundle", r["id"]), r["role"], m.get("variant", ""), r["threads"], r.get("mode", "frame"),
+            (r.get("spray") or {}).get("classify", ""))  # per lane: tiles and frame@S are different runs
+
+
+def _runs_by_key(doc: dict, name: str) -> dict[tuple, dict]:
+    """A file's successful runs by what they measured; two of the same in one file cannot be matched."""
+    out: dict[tuple, dict] = {}
+    for r in doc["runs"]:
+        if not r["ok"]:
+            continue
+        k = _key(r)
+        if k in out:
+            raise ConfigError(f"{name} holds two runs of {k[0]}: {run_label(r)} ({out[k]['id']} and {r['id']})",
+                              "compare files written by edge-bench --json as they are (not merged or edited)")
+        out[k] = r
+    return out
 
 
 def compare_markdown(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> str:
     """Side by side: runs matched by bundle, role, variant and threads; B/A ratios."""
-    ra = {_key(r): r for r in a["runs"] if r["ok"]}
-    rb = {_key(r): r for r in b["runs"] if r["ok"]}
+    ra, rb = _runs_by_key(a, name_a), _runs_by_key(b, name_b)
     keys = list(ra) + [k for k in rb if k not in ra]
     lines = [
         f"### edge-bench compare: A = {name_a}, B = {name_b}",
@@ -485,7 +500,10 @@ def compare_markdown(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> 
             f"{_x(ratio(g(y, 'stages_ms', 'end_to_end', 'p95'), g(x, 'stages_ms', 'end_to_end', 'p95')))} | "
             f"{_f(g(x, 'raw_invoke_ms', 'p50'))} | {_f(g(y, 'raw_invoke_ms', 'p50'))} | "
             f"{_f(g(x, 'peak_rss_mib'), 0)} | {_f(g(y, 'peak_rss_mib'), 0)} | {same} |")
-    lines += ["", "B/A below 1× = B is faster. Runs present in one file only show — for the other."]
+    failed = [f"- failed in {side}: {run_label(r)}: {one_line(str(r.get('error') or 'no error recorded'))}"
+              for side, doc in (("A", a), ("B", b)) for r in doc["runs"] if not r["ok"]]
+    lines += ["", "B/A below 1× = B is faster. Runs present in one file only (or failed) show — for the other."]
+    lines += ["", *failed] if failed else []
     return "\n".join(lines) + "\n"
 
 

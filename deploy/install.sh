@@ -167,18 +167,23 @@ step "check the config as the service will (edge-run --validate-config)"
 # port): a running service is stopped first (all off; the restart below starts it again), or, with
 # --no-start, the check is left to its next start (the unit's ExecStartPre runs it).
 RUNNING=0
-if [ "$DRY" -eq 0 ] && systemctl is-active --quiet weed-detector.service; then
-  RUNNING=1
+if [ "$DRY" -eq 0 ]; then
+  case "$(systemctl is-active weed-detector.service 2>/dev/null)" in
+    active|activating|reloading|deactivating) RUNNING=1 ;;  # starting or restarting holds them too
+  esac
+fi
+STOPPED=0
+if [ "$RUNNING" -eq 1 ] && [ "$START" -eq 1 ]; then
+  run systemctl stop weed-detector.service || die "could not stop the running service for the check"
+  STOPPED=1
 fi
 if [ "$DRY" -eq 1 ]; then
   run runuser -u "$USER_NAME" -- "$VENV/bin/edge-run" --config "$ETC/config.toml" --validate-config
-elif [ "$RUNNING" -eq 1 ] && [ "$START" -eq 0 ]; then
+elif [ "$RUNNING" -eq 1 ] && [ "$STOPPED" -eq 0 ]; then
   skip "the service is running (--no-start: not stopped); its next start checks the config first (ExecStartPre)"
-elif [ "$RUNNING" -eq 1 ] && ! run systemctl stop weed-detector.service; then
-  die "could not stop the running service for the check"
 elif ! (cd "$STATE" && runuser -u "$USER_NAME" -- env WEED_DETECTOR_MODELS="$STATE/models" \
         "$VENV/bin/edge-run" --config "$ETC/config.toml" --validate-config); then
-  [ "$RUNNING" -eq 1 ] && echo "install.sh: the service was stopped for the check and stays stopped (all outputs off)" >&2
+  [ "$STOPPED" -eq 1 ] && echo "install.sh: the service was stopped for the check and stays stopped (all outputs off)" >&2
   echo "install.sh: the config does not validate yet: edit $ETC/config.toml, then" >&2
   echo "  sudo systemctl restart weed-detector" >&2
   START=0
@@ -190,9 +195,10 @@ if [ "$DRY" -eq 1 ]; then
   run runuser -u "$USER_NAME" -- "$VENV/bin/edge-run" --config "$ETC/config.toml" --all-off
 elif [ "$VALID" -eq 0 ]; then
   skip "config not valid yet"
-elif [ "$RUNNING" -eq 1 ] && [ "$START" -eq 0 ]; then
+elif [ "$RUNNING" -eq 1 ] && [ "$STOPPED" -eq 0 ]; then
   skip "the service is running and holds the outputs; its ExecStopPost runs it when it stops"
 elif ! (cd "$STATE" && runuser -u "$USER_NAME" -- "$VENV/bin/edge-run" --config "$ETC/config.toml" --all-off); then
+  [ "$STOPPED" -eq 1 ] && echo "install.sh: the service was stopped for the checks and stays stopped" >&2
   echo "install.sh: edge-run --all-off failed as $USER_NAME: after a crash the service could not switch" >&2
   echo "  the valves off; fix [outputs] in $ETC/config.toml (or the groups/permissions), then" >&2
   echo "  sudo systemctl restart weed-detector" >&2
@@ -205,5 +211,9 @@ if [ "$START" -eq 1 ]; then
   run systemctl restart weed-detector.service
   echo "follow it with: journalctl -u weed-detector -f   (status: systemctl status weed-detector)"
 else
-  skip "not started (--no-start or config not valid yet): sudo systemctl start weed-detector"
+  if [ "$RUNNING" -eq 1 ] && [ "$STOPPED" -eq 0 ]; then
+    skip "--no-start: the running service still runs the old version: sudo systemctl restart weed-detector"
+  else
+    skip "not started (--no-start or config not valid yet): sudo systemctl start weed-detector"
+  fi
 fi

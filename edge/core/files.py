@@ -29,11 +29,13 @@ _KINDS = (
 class FileRefused(Exception):
     """A path that is not a readable regular file of at most the size cap. ``str()`` says what
     it is, e.g. ``is a FIFO (named pipe), not a regular file``; ``missing`` is True when
-    nothing (or a dangling symlink) is there."""
+    nothing (or a dangling symlink) is there, ``io_error`` when the system refused to read it."""
 
-    def __init__(self, problem: str, missing: bool = False):
+    def __init__(self, problem: str, missing: bool = False, io_error: bool = False, too_large: bool = False):
         super().__init__(problem)
         self.missing = missing
+        self.too_large = too_large  # a regular file, larger than the cap
+        self.io_error = io_error  # the system refused the read (EMFILE, EIO, EACCES): may pass when tried again
 
 
 def file_kind(mode: int) -> str:
@@ -45,7 +47,8 @@ def _check(st: os.stat_result, max_bytes: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise FileRefused(f"is {file_kind(st.st_mode)}, not a regular file")
     if st.st_size > max_bytes:
-        raise FileRefused(f"is {st.st_size:,} bytes, more than the {max_bytes:,} bytes such a file can be")
+        raise FileRefused(f"is {st.st_size:,} bytes, more than the {max_bytes:,} bytes such a file can be",
+                          too_large=True)
 
 
 def check_regular(path: str | os.PathLike, max_bytes: int) -> os.stat_result:
@@ -56,7 +59,7 @@ def check_regular(path: str | os.PathLike, max_bytes: int) -> os.stat_result:
     except (FileNotFoundError, NotADirectoryError):
         raise FileRefused("does not exist", missing=True) from None
     except OSError as e:
-        raise FileRefused(f"cannot be read ({e.strerror or e})") from None
+        raise FileRefused(f"cannot be read ({e.strerror or e})", io_error=True) from None
     except ValueError as e:  # a NUL byte in the path
         raise FileRefused(f"is not a usable path ({e})") from None
     _check(st, max_bytes)
@@ -70,7 +73,7 @@ def open_regular(path: str | os.PathLike, max_bytes: int) -> BinaryIO:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as e:
-        raise FileRefused(f"cannot be read ({e.strerror or e})") from None
+        raise FileRefused(f"cannot be read ({e.strerror or e})", io_error=True) from None
     try:
         _check(os.fstat(fd), max_bytes)
         os.set_blocking(fd, True)
@@ -87,9 +90,9 @@ def read_regular(path: str | os.PathLike, max_bytes: int) -> bytes:
         try:
             data = f.read(max_bytes + 1)
         except OSError as e:
-            raise FileRefused(f"cannot be read ({e.strerror or e})") from None
+            raise FileRefused(f"cannot be read ({e.strerror or e})", io_error=True) from None
     if len(data) > max_bytes:
-        raise FileRefused(f"is more than the {max_bytes:,} bytes such a file can be")
+        raise FileRefused(f"is more than the {max_bytes:,} bytes such a file can be", too_large=True)
     return data
 
 

@@ -373,8 +373,9 @@ def read_jsonl(path: str | os.PathLike, what: str, parse: Callable[[Any], T] | N
     try:
         data = read_regular(path, max_bytes)
     except FileRefused as e:
-        raise ConfigError(f"the {what} {str(path)!r} {e}", "give the file's path" if e.missing else
-                          "give a regular file (a larger log: split it at its pass_start lines)") from None
+        fix = ("give the file's path" if e.missing else
+               "split the log into parts of at most that size at its pass_start lines" if e.too_large else "give a regular file (a pipe or a device: save it to a file first)")
+        raise ConfigError(f"the {what} {str(path)!r} {e}", fix) from None
     lines = data.split(b"\n")
     whole = data.endswith(b"\n")
     if whole:

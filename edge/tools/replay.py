@@ -513,14 +513,14 @@ def score(events: Sequence[dict], plants: Sequence[Plant], cfg: SprayConfig, pas
         raise ConfigError("the spray log does not say how fast the pass was", "set [spray] speed_kmh in the config")
     end = next((e for e in reversed(events) if e["event"] == "pass_end"), None)
     t_end = int(end["t_capture_ns"]) if end is not None else max(int(e["t_mono_ns"]) for e in events)
-    segs = sprayed_segments(events, geom, track)
-    widths = [(b - a) * cfg.footprint_across_cm for a, b in zip(geom.lane_edges, geom.lane_edges[1:])]
-    lane_segs = tuple(tuple(segs.get(geom.channels[lane], [])) for lane in range(geom.lanes))  # a channel sprays
-    # every lane mapped to it
     ran = events[0].get("lane_channels")
     if ran is not None and list(ran) != list(geom.channels):
         raise ConfigError(f"the pass was run with {len(ran)} lane(s) on channels {list(ran)}, the config has "
                           f"{geom.lanes} lane(s) on channels {list(geom.channels)}", "score the pass with the config it was run with")
+    segs = sprayed_segments(events, geom, track)
+    widths = [(b - a) * cfg.footprint_across_cm for a, b in zip(geom.lane_edges, geom.lane_edges[1:])]
+    lane_segs = tuple(tuple(segs.get(geom.channels[lane], [])) for lane in range(geom.lanes))  # a channel sprays
+    # every lane mapped to it
     rows: list[PlantScore] = []
     cells = {lane: ByPlace(cs, lambda c: c.plant_cm) for lane, cs in cell_lines(events).items()}
     for lane in cells:

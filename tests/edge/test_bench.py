@@ -262,10 +262,21 @@ def test_compare_names_failed_runs_and_refuses_two_runs_of_one_kind(sweep, tmp_p
     assert main(["--compare", str(out), str(b)]) == 0
     assert "- failed in B: " in (text := capsys.readouterr().out) and "interpreter could not be built" in text
     twice = copy.deepcopy(doc)
-    twice["runs"].append({**copy.deepcopy(twice["runs"][1]), "id": "again"})
+    twice["runs"].append(copy.deepcopy(twice["runs"][1]))  # the same run twice (a merged or edited file)
     b.write_text(json.dumps(twice))
     assert main(["--compare", str(out), str(b)]) == EXIT_CONFIG
     assert "holds two runs of" in capsys.readouterr().err
+
+
+def test_compare_matches_runs_by_the_scoring_asked_for_not_what_the_runtime_did(sweep, tmp_path, capsys):
+    """A tiles run that batched in A and went one by one in B is one run; frame and frame@0.5 are two."""
+    from edge.tools.bench.report import _key
+
+    _, out, _ = sweep
+    r = json.loads(out.read_text())["runs"][1]
+    lanes = {**r, "mode": "lanes", "id": r["id"] + "/tiles", "spray": {"classify": "batched"}}
+    assert _key(lanes) == _key({**lanes, "spray": {"classify": "one by one"}})
+    assert _key({**lanes, "id": r["id"] + "/frame"}) != _key({**lanes, "id": r["id"] + "/frame@0.5"})
 
 
 def test_compare_rejects_a_file_that_is_not_a_result(sweep, tmp_path, capsys):

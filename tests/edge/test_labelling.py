@@ -422,3 +422,23 @@ def test_a_data_set_that_cannot_be_used_is_503_with_the_store_s_message(spoil, w
     spoil(ds)
     r = client.post(f"/labels/api/frame/{k}/tile/1", json={"label": "weed"})
     assert r.status_code == 503 and words in r.get_json()["error"], r.get_json()
+
+
+def test_a_sidecar_the_system_could_not_read_once_is_read_again(store, monkeypatch):
+    """A read refused by the system (too many open files, an SD card's read error) is not remembered as a broken
+    sidecar: the frame is back in the list once the read works."""
+    import edge.labelling.store as store_module
+    from edge.core.files import FileRefused
+
+    real = store_module.read_regular
+    calls = {"n": 0}
+
+    def flaky(path, cap):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise FileRefused("cannot be read (Too many open files)", io_error=True)
+        return real(path, cap)
+
+    monkeypatch.setattr(store_module, "read_regular", flaky)
+    assert len(store.frames()) == 2  # the first read failed: that frame left out this time
+    assert len(store.frames()) == 3

@@ -448,7 +448,14 @@ def markdown(doc: dict) -> str:
 def _key(r: dict) -> tuple:
     m = r.get("model") or {}
     return (m.get("bundle", r["id"]), r["role"], m.get("variant", ""), r["threads"], r.get("mode", "frame"),
-            (r.get("spray") or {}).get("classify", ""))  # per lane: tiles and frame@S are different runs
+            _scoring(r))
+
+
+def _scoring(r: dict) -> str:
+    """The --scoring a run was asked for (tiles, frame@S; "" = the config's): the end of its id (``runs.run_id``),
+    not what it did at run time (a tiles run batched on one machine and one by one on another is the same run)."""
+    _, sep, tail = r["id"].rpartition(f"/t{r['threads']}")
+    return tail.lstrip("/") if sep else ""
 
 
 def _runs_by_key(doc: dict, name: str) -> dict[tuple, dict]:
@@ -500,7 +507,8 @@ def compare_markdown(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> 
             f"{_x(ratio(g(y, 'stages_ms', 'end_to_end', 'p95'), g(x, 'stages_ms', 'end_to_end', 'p95')))} | "
             f"{_f(g(x, 'raw_invoke_ms', 'p50'))} | {_f(g(y, 'raw_invoke_ms', 'p50'))} | "
             f"{_f(g(x, 'peak_rss_mib'), 0)} | {_f(g(y, 'peak_rss_mib'), 0)} | {same} |")
-    failed = [f"- failed in {side}: {run_label(r)}: {one_line(str(r.get('error') or 'no error recorded'))}"
+    failed = [f"- failed in {side}: {one_line(r['id'] or run_label(r))}: "
+              f"{one_line(str(r.get('error') or 'no error recorded'))}"
               for side, doc in (("A", a), ("B", b)) for r in doc["runs"] if not r["ok"]]
     lines += ["", "B/A below 1× = B is faster. Runs present in one file only (or failed) show — for the other."]
     lines += ["", *failed] if failed else []

@@ -912,7 +912,8 @@ def _metres(text: str) -> Window:
 
 
 EPILOG = """exit codes: 0 scored, 2 bad arguments, 3 a config, spray log or ground-truth file that cannot be
-read or is not valid (one line naming the file and the line; cell lines of a lane the config has not), or a
+read or is not valid (one line naming the file and the line; a pass run with other lanes or channels than
+the config's), or a
 --plot file that cannot be written or a pass too long to draw; 141 stdout closed (--json | head);
 --plot without matplotlib installed is a bad argument (2). A cut last line of a spray log (the run
 was stopped, or its disk was full, while writing it) is skipped with a warning."""

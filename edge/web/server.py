@@ -127,11 +127,11 @@ class Controls:
     save: Callable[[], str]
 
 
-
 def same_secret(given: str, secret: str) -> bool:
     """``given == secret`` in constant time, for any text a client sends (``hmac.compare_digest`` refuses a str
     that is not ASCII: a cookie or header holding one byte above 127 was a 500 and a logged traceback)."""
     return hmac.compare_digest(given.encode("utf-8", "backslashreplace"), secret.encode("utf-8", "backslashreplace"))
+
 
 class Auth:
     """The token check, its rate limit and the CSRF tokens (see the module docstring). ``token`` None: no login
@@ -201,7 +201,8 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
             # no token: only this machine may use it, so a page elsewhere must not reach it through a DNS name that
             # resolves to 127.0.0.1 (DNS rebinding: the browser would send that name as Host)
             return _refuse(403, f"this live view has no token and answers only to 127.0.0.1/localhost, not "
-                                f"{one_line(request.host)!r}", "open http://127.0.0.1:PORT/, or set [web] token_file")
+                                f"{one_line(request.host or request.headers.get('Host', ''))[:80]!r}",
+                           "open http://127.0.0.1:PORT/, or set [web] token_file")
         g.csrf_seed = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         g.new_csrf = CSRF_COOKIE not in request.cookies
         if request.method not in SAFE_METHODS and not auth.csrf_ok():

@@ -329,6 +329,13 @@ def test_without_a_token_only_this_machines_names_are_answered(host, code):
                                                           "Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
+def test_a_host_header_werkzeug_rejects_is_named_as_sent():
+    """werkzeug gives request.host '' for such a header: the refusal said "not ''"."""
+    app, _ = make_app(None)
+    r = app.test_client().get("/api/status", headers={"Host": "evil.com:127.0.0.1"})
+    assert r.status_code == 403 and "not 'evil.com:127.0.0.1'" in r.get_json()["error"]
+
+
 @pytest.mark.parametrize("body, words", [
     ({"threshold": True}, "is not a number"),
     ({"threshold": 10 ** 400}, "is not a number"),

@@ -455,6 +455,7 @@ def build_backbone(name: str, input_size: int, weights: str = "default", include
         arrays = wsrc.load(source)
         label = source
     elif source.endswith(".npz"):
+        wsrc.check_weights_file(Path(source))
         arrays = wsrc.read_weights_file(Path(source), wsrc.arrays_from_npz)
         label = f"file:{Path(source).name}"
         source = spec.weight_sources[0]

@@ -295,7 +295,7 @@ def _new_bundle_folder(a: argparse.Namespace) -> Path:
     if not name.strip() or name in (".", "..") or "/" in name or "\\" in name or not name.isprintable():
         raise ConfigError(f"--name {name!r} is not a folder name (the bundle goes in --out/NAME; a path would put it "
                           "elsewhere)", "give a plain name such as my-field, and the parent folder as --out")
-    folder = a.out / a.name
+    folder = a.out / name
     try:
         holds_files = folder.is_dir() and any(folder.iterdir())
     except OSError:  # unreadable: _out_folder says what is wrong with it

@@ -284,9 +284,8 @@ def check_weights_file(path: Path) -> None:
 
 
 def read_weights_file(path: Path, read: Callable[[Path], object]) -> object:
-    """``read(path)`` for a ``--weights`` file, its failures (a cut or corrupt file, arrays that do not fit the
-    backbone) as ``WeightsError`` naming the file."""
-    check_weights_file(path)
+    """``read(path)`` for a ``--weights`` file already checked by ``check_weights_file``, its failures (a cut or
+    corrupt file, arrays that do not fit the backbone) as ``WeightsError`` naming the file."""
     try:
         return read(path)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:

@@ -205,19 +205,19 @@ def _run(cfg: Config, service: ServiceConfig, notifier: ServiceNotifier, stop: t
          max_frames: int | None, output: Output | None, started: Callable[[], None] | None) -> RunStats:
     stop = stop or threading.Event()
 
-    def ready(classifier: Classifier, decider: Decider, out: Output) -> None:
-        log.info("model %s (%s) on %s | outputs: %s x%d | %s | %s",
-                 classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name, out.channels,
-                 rule_line(cfg, decider.rule, classifier), describe_gate(cfg))
-        notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; "
-                       f"opening {cfg.source.describe()}")
-        stack.callback(notifier.stopping, "stopping: all outputs off")
-
     def frames(classifier: Classifier) -> FrameSource:
         inp = classifier.bundle.manifest.input
         return reconnecting(open_source(cfg.source, infer_size=(inp.width, inp.height), stop=stop), cfg, stop)
 
     with ExitStack() as stack:
+        def ready(classifier: Classifier, decider: Decider, out: Output) -> None:
+            log.info("model %s (%s) on %s | outputs: %s x%d | %s | %s",
+                     classifier.bundle.name, classifier.bundle.quantization, classifier.runtime, out.name,
+                     out.channels, rule_line(cfg, decider.rule, classifier), describe_gate(cfg))
+            notifier.ready(f"model {classifier.bundle.name} loaded, {out.name} outputs off; "
+                           f"opening {cfg.source.describe()}")
+            stack.callback(notifier.stopping, "stopping: all outputs off")
+
         run = open_run(cfg, service, stack, output=output, ready=ready, source=frames)
         out, live = run.out, run.live
         assert run.source is not None

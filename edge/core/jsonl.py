@@ -35,7 +35,8 @@ owner of each log builds its records; this module only writes them down.
 
 ``read_jsonl(path, what)`` reads any of these files back (a regular file of at most
 ``MAX_READ_BYTES``): blank lines skipped; a cut final line (no newline at the end, not JSON)
-of a file a run wrote is warned about and skipped (the run was stopped while writing it); any other line that is not UTF-8 JSON is a ``ConfigError``
+of a file a run wrote is warned about and skipped (the run was stopped while writing it);
+any other line that is not UTF-8 JSON is a ``ConfigError``
 naming the file and the line. ``parse`` turns each value into what the caller needs (a
 ``ValueError``, e.g. a pydantic ``ValidationError``, becomes the same kind of error).
 """
@@ -374,7 +375,8 @@ def read_jsonl(path: str | os.PathLike, what: str, parse: Callable[[Any], T] | N
         data = read_regular(path, max_bytes)
     except FileRefused as e:
         fix = ("give the file's path" if e.missing else
-               "split the log into parts of at most that size at its pass_start lines" if e.too_large else "give a regular file (a pipe or a device: save it to a file first)")
+               "split the log into parts of at most that size at its pass_start lines" if e.too_large else
+               "give a regular file (a pipe or a device: save it to a file first)")
         raise ConfigError(f"the {what} {str(path)!r} {e}", fix) from None
     lines = data.split(b"\n")
     whole = data.endswith(b"\n")

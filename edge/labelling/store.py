@@ -214,12 +214,11 @@ class LabelStore:
             raise LabelError(f"the sidecar {key}.json cannot be read: {e}") from None
         try:
             sidecar: Sidecar | str = Sidecar.from_dict(json.loads(read_regular(side, MAX_SIDECAR_BYTES)))
-        except FileRefused as e:
-            if e.io_error or e.missing:  # may pass next time (too many open files, a read error): not remembered
-                raise LabelError(f"the sidecar {key}.json cannot be read: {e}") from None
-            sidecar = f"the sidecar {key}.json cannot be read: {e}"  # a FIFO, too large: as long as it is unchanged
-        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        except (FileRefused, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
             sidecar = f"the sidecar {key}.json cannot be read: {e}"
+            if isinstance(e, FileRefused) and (e.io_error or e.missing):  # may pass next time (too many open
+                raise LabelError(sidecar) from None  # files, a read error): not remembered
+            # else a broken file (not JSON, another schema, a FIFO, too large): remembered while it is unchanged
         with self._cache_lock:
             self._sidecars[side] = (stamp, sidecar)
             self._sidecars.move_to_end(side)

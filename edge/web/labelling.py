@@ -22,8 +22,9 @@ Routes (stable: a browser test drives them):
 A POST answers 200 with what was written (``label``, ``role``, ``path``, ``group``,
 ``new_class``), 400 with ``{"error": "..."}`` saying what was wrong (not JSON, no label, a bad
 class name, a new class without a role, a role that contradicts the class's), 404 for a frame
-or tile that does not exist, 503 when the data set cannot be used (the store's ``ConfigError``); a name that is not a saved frame's (``..``, a slash) is 400 or 404,
-never a file outside the frames folder.
+or tile that does not exist, 503 when the data set cannot be used (the store's ``ConfigError``);
+a name that is not a saved frame's (``..``, a slash) is 400 or 404, never a file outside the
+frames folder.
 
 Page elements (stable ids and classes): each tile is ``<button class="tile" data-tile="I">``
 (``aria-pressed`` when selected, its label in ``<span class="tile-label">``); each label choice

@@ -13,13 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.core.schema import Finite
 
+MAX_THREADS = 64  # interpreter threads a config (or edge-bench --threads) may ask for
+
 
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bundle: str = ""  # folder or shipped name; "" = the default bundle
     variant: str = ""  # "" = the bundle's main (int8) model; e.g. "float32"
-    threads: int = Field(default=2, ge=1, le=64)
+    threads: int = Field(default=2, ge=1, le=MAX_THREADS)
     # per-lane ([spray]) tiles: "tiles" = each tile classified at the model's input size (batched invokes);
     # "frame" = the backbone once over the frame scaled by frame_scale, features pooled per tile
     # (edge.inference.scoring; needs the bundle's frame-features export: weed-train frame-features)

@@ -314,6 +314,9 @@ def test_compare_refuses_files_it_cannot_read_in_one_line(sweep, tmp_path, capsy
     (lambda d: d["runs"][0].__setitem__("frames", True), "$.runs[0].frames: expected int"),
     (lambda d: d["machine"].__setitem__("loadavg_start", [1.0]), "$.machine.loadavg_start: expected 3 items"),
     (lambda d: d["runs"][0]["raw_invoke_ms"].__setitem__("p50", math.nan), "$.runs[0].raw_invoke_ms.p50"),
+    (lambda d: d["runs"][0]["stages_ms"]["end_to_end"].__setitem__("p95", -3.0),
+     "$.runs[0].stages_ms.end_to_end.p95: expected a number >= 0, got -3.0"),
+    (lambda d: d["runs"][0].__setitem__("fps", -1), "$.runs[0].fps: expected a number >= 0"),
 ])
 def test_validate_names_the_bad_field(sweep, mutate, problem):
     doc = json.loads(sweep[1].read_text())
@@ -363,6 +366,8 @@ def test_user_errors_stop_before_any_run(argv, code, words, tmp_path, capsys):
     (["--timeout", "0"], "argument --timeout: expected seconds above 0"),
     (["--seconds", "inf"], "argument --seconds: expected seconds above 0"),  # was a traceback after the runs
     (["--seed", "-1"], "argument --seed: expected a whole number from 0"),
+    (["--threads", "1,100000"], "argument --threads: thread counts must be 1 to 64"),  # was a failed run (exit 3)
+    (["--threads", "0"], "argument --threads: thread counts must be 1 to 64"),
     (["--generated", "100000x100000"], "frame size '100000x100000' is out of range"),
     (["--generated", "0x48"], "frame size '0x48' is out of range"),
 ])

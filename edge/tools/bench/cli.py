@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, WeedDetectorError
 from edge.core.files import check_output
+from edge.inference.config import MAX_THREADS
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: longer is a typo
 REFERENCE_HELP = "models/reference/mnv2-160-int8 of this checkout"
@@ -36,8 +37,8 @@ def _threads(text: str) -> list[int]:
         values = [int(x) for x in _csv(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected thread counts like 1,2,4, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
+    if not values or min(values) < 1 or max(values) > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"thread counts must be 1 to {MAX_THREADS}, got {text!r}")
     return list(dict.fromkeys(values))
 
 

@@ -46,7 +46,15 @@ class ListOf:
     length: Optional[int] = None
 
 
-NUM = (int, float)
+@dataclass(frozen=True)
+class AtLeast0:
+    """A number that is never negative: every time, rate, ratio, speed and size in the file
+    (``--compare`` would otherwise read a hand-edited -3 ms as the faster run)."""
+
+    inner: Any = (int, float)
+
+
+NUM = AtLeast0()
 SUMMARY = {k: (int if k == "n" else Opt(NUM)) for k in SUMMARY_KEYS}
 
 MACHINE = {
@@ -216,6 +224,11 @@ def _check(value: Any, schema: Any, path: str, problems: list[str]) -> None:
             else:
                 _check(value[k], sub, f"{path}.{k}", problems)
         return
+    if isinstance(schema, AtLeast0):
+        if _type_ok(value, schema.inner) and value < 0:
+            problems.append(f"{path}: expected a number >= 0, got {value!r}")
+            return
+        schema = schema.inner
     if not _type_ok(value, schema):
         names = "/".join(x.__name__ for x in (schema if isinstance(schema, tuple) else (schema,)))
         problems.append(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
@@ -231,7 +244,7 @@ def validate(doc: Any) -> list[str]:
 def schema_paths(schema: Any = SCHEMA, prefix: str = "") -> list[str]:
     """Every field path of the schema, e.g. ``runs[].stages_ms.end_to_end.p50``."""
     out: list[str] = []
-    if isinstance(schema, (Opt, Added)):
+    if isinstance(schema, (Opt, Added, AtLeast0)):
         return schema_paths(schema.inner, prefix)
     if isinstance(schema, ListOf):
         return schema_paths(schema.inner, prefix + "[]")

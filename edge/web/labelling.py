@@ -53,7 +53,7 @@ def make_blueprint(store: LabelStore) -> Blueprint:
     """The labelling pages over ``store`` (see the module docstring)."""
     from pathlib import Path
 
-    from flask import Blueprint, Response, abort, jsonify, render_template, request
+    from flask import Blueprint, Response, jsonify, render_template, request
 
     here = Path(__file__).parent
     bp = Blueprint("labels", __name__, url_prefix=URL_PREFIX, template_folder=str(here / "templates"),
@@ -62,12 +62,6 @@ def make_blueprint(store: LabelStore) -> Blueprint:
     @bp.errorhandler(NotFound)
     def _not_found(e: NotFound):
         return _error(str(e), 404)
-
-    @bp.app_errorhandler(404)
-    def _no_route(e):  # e.g. /labels/api/frame/<key>/tile/-1 (no route takes it): JSON under the API as well
-        if request.path.startswith(f"{URL_PREFIX}/api/"):
-            return jsonify(error=f"no such API address: {one_line(request.path)}"), 404
-        return e
 
     @bp.errorhandler(LabelError)
     def _bad(e: LabelError):
@@ -138,8 +132,8 @@ def make_blueprint(store: LabelStore) -> Blueprint:
                        group=done.group, new_class=done.new_class)
 
     @bp.route("/api/<path:rest>", methods=["GET", "POST"])
-    def api_unknown(rest: str):
-        abort(404)
+    def api_unknown(rest: str):  # e.g. .../tile/-1 (no route takes it): the blueprint's JSON, not a routing 404
+        raise NotFound(f"no such API address: {one_line(request.path)[:200]!r}")
 
     return bp
 

@@ -24,6 +24,9 @@ mounted under ``/labels``), and for every page of this app:
 - Everything a page shows from outside (labels, file names) goes through Jinja's autoescape
   (or ``textContent`` in the page's script): never ``|safe``, never ``innerHTML``.
 - GET handlers change nothing; every page asset is served from this package (no CDN).
+- **Refusals are JSON** ``{"ok": false, "error": ..., "fix": ...}``, werkzeug's own included (no route:
+  404, a method the route does not take: 405, a body over 64 KB: 413): a blueprint raises its own
+  errors, the app answers the requests no route takes.
 - Responses carry ``Content-Security-Policy: default-src 'self'`` (no inline script or style),
   ``X-Frame-Options: DENY`` and ``Cache-Control: no-store``.
 
@@ -45,6 +48,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from flask import Blueprint, Flask, Response, g, jsonify, redirect, render_template, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.serving import make_server
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
@@ -61,6 +65,7 @@ OPEN_ENDPOINTS = ("login",)  # reachable without the token (still CSRF-checked w
 LOGIN_FAILURES = 5  # wrong tokens from one address ...
 LOGIN_WINDOW_S = 60.0  # ... within this long, then that address waits (429)
 LOGIN_ADDRESSES = 1024  # addresses remembered at most (the oldest forgotten first)
+MAX_BODY_BYTES = 64 * 1024  # every request body: the API takes small JSON objects and login forms
 
 
 class LoginLimiter:
@@ -187,9 +192,13 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
                blueprints: Iterable[Blueprint] = ()) -> Flask:
     """The live view's app; ``status()`` is the page's figures (``edge.app.live``). See the module docstring."""
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TEMPLATES_AUTO_RELOAD=False)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, TEMPLATES_AUTO_RELOAD=False)
     for bp in blueprints:
         app.register_blueprint(bp)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):  # werkzeug's refusals (no route, wrong method, too large) as JSON, not HTML
+        return _refuse(e.code or 500, *_http_refusal(e))
 
     @app.errorhandler(RecursionError)
     def _too_deep(_e):  # a JSON body nested thousands deep (request.get_json)
@@ -348,6 +357,20 @@ def _too_many(auth: Auth, wait_s: float, page: bool = False) -> Response:
             else _refuse(429, what, "check the token (the first line of [web] token_file), then try again"))
     resp.headers["Retry-After"] = str(seconds)
     return resp
+
+
+def _http_refusal(e: HTTPException) -> tuple[str, str]:
+    """What was wrong and how to fix it, for an HTTP error werkzeug or a route raised."""
+    path = one_line(request.path)[:200]
+    if isinstance(e, NotFound):
+        where = "API address" if "/api/" in path else "address"
+        return f"no such {where}: {path!r}", "the live view is at /, its figures at /api/status (docs/live-view.md)"
+    if isinstance(e, MethodNotAllowed):
+        allowed = sorted(set(e.valid_methods or ()) - {"HEAD", "OPTIONS"})
+        return f"{one_line(request.method)[:20]} is not taken at {path!r}", f"use {' or '.join(allowed) or 'GET'}"
+    if isinstance(e, RequestEntityTooLarge):
+        return f"the request body is larger than {MAX_BODY_BYTES // 1024} KB", "send a small JSON object"
+    return f"{e.name}: {one_line(e.description or '')[:200]}", "see docs/live-view.md"
 
 
 def _refuse(code: int, what: str, fix: str) -> Response:

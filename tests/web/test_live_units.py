@@ -336,6 +336,27 @@ def test_a_host_header_werkzeug_rejects_is_named_as_sent():
     assert r.status_code == 403 and "not 'evil.com:127.0.0.1'" in r.get_json()["error"]
 
 
+@pytest.mark.parametrize("method, path, body, code, words, fix", [
+    ("GET", "/no/such/page", None, 404, "no such address: '/no/such/page'", "the live view is at /"),
+    ("GET", "/api/nope", None, 404, "no such API address: '/api/nope'", "/api/status"),
+    ("GET", "/labels/api/x", None, 404, "no such API address: '/labels/api/x'", "/api/status"),  # no labelling here
+    ("PUT", "/api/tuning", None, 405, "PUT is not taken at '/api/tuning'", "use POST"),
+    ("POST", "/api/status", None, 405, "POST is not taken at '/api/status'", "use GET"),
+    ("POST", "/api/tuning", "x" * (65 * 1024), 413, "the request body is larger than 64 KB", "send a small JSON"),
+])
+def test_werkzeugs_own_refusals_are_json_saying_what_to_do(method, path, body, code, words, fix):
+    """No route, a method the route does not take, a body too large: werkzeug's HTML pages before."""
+    app, acted = make_app(TOKEN)
+    c = app.test_client()
+    r = c.open(path, method=method, data=body, content_type="application/json",
+               headers={"Authorization": f"Bearer {TOKEN}", "X-CSRF-Token": csrf_of(c)})
+    assert r.status_code == code and r.mimetype == "application/json", (r.status_code, r.data[:80])
+    got = r.get_json()
+    assert got["ok"] is False and words in got["error"] and fix in got["fix"] and acted == []
+    stranger = app.test_client().open(path, method=method)
+    assert stranger.status_code in (401, 403)  # without the token (and CSRF): refused before any route is looked up
+
+
 @pytest.mark.parametrize("body, words", [
     ({"threshold": True}, "is not a number"),
     ({"threshold": 10 ** 400}, "is not a number"),

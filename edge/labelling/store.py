@@ -247,10 +247,11 @@ class LabelStore:
         if img is None:
             raise NotFound(f"{key}: the saved image is not a readable JPEG")
         x, y, w, h = box
-        crop = img[y:y + h, x:x + w]
-        if crop.size == 0:
-            raise LabelError(f"{key} tile {tile}: its box {list(box)} is outside the {img.shape[1]}x{img.shape[0]} image")
-        return crop
+        if x + w > img.shape[1] or y + h > img.shape[0]:  # cropped, it would be labelled as a tile it never was
+            raise LabelError(f"{key} tile {tile}: its box {list(box)} reaches outside the {img.shape[1]}x{img.shape[0]} "
+                             "image: the image is not the one its sidecar was written with (put the run's own back, "
+                             "or delete both)")
+        return img[y:y + h, x:x + w]
 
     def tile_png(self, key: str, tile: int) -> bytes:
         import cv2

@@ -314,6 +314,22 @@ def test_a_sidecar_is_read_again_only_when_it_changed(store, tmp_path):
     assert all(f.key != k for f in store.frames())  # a sidecar broken since: skipped, not served from the cache
 
 
+@pytest.mark.parametrize("box", [[40, 0, 32, 24], [0, 30, 32, 24], [64, 48, 8, 8]])
+def test_a_box_reaching_outside_its_image_is_refused_not_cropped(client, store, tmp_path, box):
+    """A sidecar beside another image (resized, replaced): a cropped tile would be labelled as one it never was."""
+    k = store.frames()[0].key
+    side = tmp_path / "saved" / f"{k}.json"
+    doc = json.loads(side.read_text())
+    doc["tiles"][0]["box"] = box
+    side.write_text(json.dumps(doc))
+    r = client.post(f"/labels/api/frame/{k}/tile/0", json={"label": "weed"})
+    assert r.status_code == 400 and "reaches outside the 64x48 image" in r.get_json()["error"]
+    written = lambda: [p for p in (tmp_path / "dataset").rglob("*") if p.is_file() and p.suffix != ".csv"]  # noqa: E731
+    assert written() == []
+    assert client.post(f"/labels/api/frame/{k}/tile/1", json={"label": "weed"}).status_code == 200  # its other tiles
+    assert len(written()) == 1
+
+
 def test_posting_outside_the_frames_folder_is_refused(client, store, tmp_path):
     r = client.post("/labels/api/frame/spray/..%2F..%2Fx/tile/0", json={"label": "weed"})
     assert r.status_code in (400, 404)

@@ -1,7 +1,8 @@
 """The one JSON-lines writer and the one reader: frame log, spray log, dry-run state file,
 valve-lag log; ground-truth files.
 
-``JsonlWriter(path)`` appends one compact JSON object a line; a line is in the file as
+``JsonlWriter(path)`` appends one compact JSON object a line (``encode_line``: a number that is
+not finite is written as null, never as the non-JSON NaN); a line is in the file as
 soon as ``write`` returns (one unbuffered write, so another process can follow it). The
 owner of each log builds its records; this module only writes them down.
 
@@ -47,6 +48,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import select
 import stat
@@ -285,7 +287,7 @@ class JsonlWriter:
         the file: a failure is counted and retried (module docstring)."""
         if self.path is None or self._closed:
             return False
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+        line = encode_line(record)
         cap = self.max_bytes if max_bytes is None else max(0, int(max_bytes))
         now = self._clock.now_ns()
         failed_since = self._lost_from_ns
@@ -310,7 +312,7 @@ class JsonlWriter:
     def _gap_line(self, now: int, failed_since: int) -> bytes:
         rec = {"event": "gap", "t_mono_ns": now, "wall": wall_time(), "lines_lost": self._lost,
                "lost_from_ns": failed_since, **(self._gap_fields() if self._gap_fields else {})}
-        return (json.dumps(rec, separators=(",", ":")) + "\n").encode("utf-8")
+        return encode_line(rec)
 
     def _failed(self, e: OSError, now: int) -> None:
         if self._closed:  # closed while this line was being written: nothing to retry
@@ -335,6 +337,26 @@ class JsonlWriter:
         if self._lost:
             self._log.warning("%s %s: %d line(s) lost at the end of the run (writing never resumed)",
                               self.what, self.path, self._lost)
+
+
+def encode_line(record: Any) -> bytes:
+    """``record`` as one compact JSON line. A number that is not finite (NaN, Infinity: not JSON, a
+    reader of the file would refuse the line) is written as null."""
+    try:
+        text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite_or_null(record), separators=(",", ":"), allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def wall_time() -> str:

@@ -123,7 +123,7 @@ def max_speed_line(spray: dict) -> str:
             f"{spray['landing_kmh']:.1f} km/h with {spray['latency_ms']:.1f} ms from capture to valve command incl. "
             f"valve lag; frame coverage {cov}) | sprays: {spray['planned']} planned, {spray['late']} late "
             f"({spray['missed']} missed), {spray['opens']} opens, {spray['max_on_trips']} max-on trips, "
-            f"{spray['too_slow_frames']} frames below min speed"
+            f"{spray['too_slow_frames']} frames below min speed or with it unknown"
             + (f", {spray['disabled_frames']} with the enable switch off" if spray.get("disabled_frames") else "")
             + (f", {spray['blocked']} openings blocked by the enable switch" if spray.get("blocked") else "")
             + (f", {spray['unavailable']} openings not sprayed (controller lost)" if spray.get("unavailable") else "")

@@ -23,7 +23,6 @@ docs/labelling.md.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
@@ -38,7 +37,7 @@ from typing import Any, Sequence
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.errors import ConfigError
 from edge.core.files import write_atomic
-from edge.core.jsonl import JsonlWriter, cannot_write, wall_time
+from edge.core.jsonl import JsonlWriter, cannot_write, encode_line, wall_time
 
 __all__ = ["JsonlLog", "TriggerSaver", "SavedTile", "FramePlace", "Sidecar", "SIDECAR_SCHEMA", "wall_time"]
 
@@ -288,8 +287,7 @@ class TriggerSaver:
             if not cv2.imwrite(str(d / name), img):
                 raise OSError("cv2.imwrite returned False")
             # no fsync in the run loop (nor for the image): after a power loss an empty sidecar is skipped by its reader
-            write_atomic((d / name).with_suffix(".json"),
-                         (json.dumps(side.as_dict(), separators=(",", ":")) + "\n").encode("utf-8"), durable=False)
+            write_atomic((d / name).with_suffix(".json"), encode_line(side.as_dict()), durable=False)
         except OSError as e:
             log.warning("cannot save frames to %s (%s): detection goes on without saving", self.folder, e)
             self._broken = True

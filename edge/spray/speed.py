@@ -19,6 +19,7 @@ not know it (no fix yet, stale reading): the caller then sprays nothing.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from edge.core.reconnect import Backoff, LinkState
 log = logging.getLogger(__name__)
 
 KNOTS_TO_KMH = 1.852
+MAX_GPS_KMH = 500.0  # a GPS speed above this on a ground machine is a glitch: that sentence's speed is unknown
 
 
 class SpeedSource(Protocol):
@@ -94,21 +96,35 @@ def _checksum_ok(body: str, given: str) -> bool:
 
 
 def _degrees(value: str, hemi: str, deg_digits: int) -> float | None:
+    """ddmm.mmm (latitude, 2 degree digits) or dddmm.mmm (longitude, 3); None unless a real position."""
     if not value or hemi not in "NSEW" or not hemi:
         return None
+    minutes = _float(value[deg_digits:])
     try:
-        deg = int(value[:deg_digits]) + float(value[deg_digits:]) / 60.0
+        deg = int(value[:deg_digits])
     except ValueError:
         return None
+    if minutes is None or minutes >= 60 or deg < 0 or deg + minutes / 60.0 > (90 if deg_digits == 2 else 180):
+        return None
+    deg += minutes / 60.0
     return -deg if hemi in "SW" else deg
 
 
 def _float(value: str) -> float | None:
+    """A finite number >= 0 ("nan", "inf", "1e400" and negatives are not)."""
     try:
         v = float(value)
     except ValueError:
         return None
-    return v if v >= 0 else None
+    return v if math.isfinite(v) and v >= 0 else None
+
+
+def _kmh(value: float | None, factor: float = 1.0) -> float | None:
+    """A ground speed in km/h, or None when the sentence's figure cannot be one (above ``MAX_GPS_KMH``)."""
+    if value is None:
+        return None
+    kmh = value * factor
+    return kmh if kmh <= MAX_GPS_KMH else None
 
 
 def parse_nmea(line: str | bytes) -> NmeaFix | None:
@@ -130,16 +146,14 @@ def parse_nmea(line: str | bytes) -> NmeaFix | None:
     kind = f[0][2:] if len(f[0]) == 5 else ""
     if kind == "RMC" and len(f) >= 10:
         valid = f[2] == "A" and not (len(f) > 12 and f[12][:1] == "N")
-        knots = _float(f[7]) if f[7] else None
+        kmh = _kmh(_float(f[7]), KNOTS_TO_KMH) if f[7] else None
         lat, lon = _degrees(f[3], f[4], 2), _degrees(f[5], f[6], 3)
-        return NmeaFix("RMC", knots * KNOTS_TO_KMH if valid and knots is not None else None,
-                       lat if valid else None, lon if valid else None)
+        return NmeaFix("RMC", kmh if valid else None, lat if valid else None, lon if valid else None)
     if kind == "VTG" and len(f) >= 9:
         valid = not (len(f) > 9 and f[9][:1] == "N")
-        kmh = _float(f[7]) if f[7] else None
+        kmh = _kmh(_float(f[7])) if f[7] else None
         if kmh is None and f[5]:
-            knots = _float(f[5])
-            kmh = knots * KNOTS_TO_KMH if knots is not None else None
+            kmh = _kmh(_float(f[5]), KNOTS_TO_KMH)
         return NmeaFix("VTG", kmh if valid else None)
     return None
 

@@ -79,6 +79,16 @@ def _messages(caplog):
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_a_number_that_is_not_finite_is_written_as_null_and_the_line_reads_back(tmp_path):
+    """NaN / Infinity are not JSON: a reader (edge-replay, jq) would refuse the whole line."""
+    path = tmp_path / "log.jsonl"
+    w = JsonlWriter(path, clock=ManualClock())
+    w.write({"lat": float("nan"), "fix": {"kmh": float("inf"), "xs": [1.5, float("-inf")]}, "n": 3})
+    w.close()
+    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+    assert read_jsonl(path, "log") == [{"lat": None, "fix": {"kmh": None, "xs": [1.5, None]}, "n": 3}]
+
+
 def test_a_full_disk_loses_whole_lines_counts_them_and_resumes_with_a_gap_line(tmp_path, caplog):
     path = tmp_path / "log.jsonl"
     clock = ManualClock(start_ns=0)

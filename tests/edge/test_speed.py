@@ -33,6 +33,16 @@ def nmea(body: str) -> str:
     (nmea("GPRMC,123519,V,,,,,,,230394,,"), "RMC", None, None, None),
     (nmea("GPRMC,123519,A,4807.038,N,01131.000,E,1.0,0,230394,,,N"), "RMC", None, None, None),
     (nmea("GPVTG,,T,,M,0.0,N,0.0,K,N"), "VTG", None, None, None),
+    # figures that cannot be a speed or a position: that field unknown, the rest kept (they crashed the cell
+    # grid: 1e308 knots is inf km/h; "nan" degrees went into the spray log as NaN, not JSON)
+    (nmea("GPRMC,123519,A,4807.038,N,01131.000,E,1e308,0,230394,,"), "RMC", None, 48.1173, 11.516667),
+    (nmea("GPRMC,123519,A,4807.038,N,01131.000,E,inf,0,230394,,"), "RMC", None, 48.1173, 11.516667),
+    (nmea("GPRMC,123519,A,4807.038,N,01131.000,E,300,0,230394,,"), "RMC", None, 48.1173, 11.516667),  # 556 km/h
+    (nmea("GPRMC,123519,A,48nan,N,01131.000,E,1.0,0,230394,,"), "RMC", 1.852, None, 11.516667),
+    (nmea("GPRMC,123519,A,9999.0,N,18100.000,E,1.0,0,230394,,"), "RMC", 1.852, None, None),  # 100 deg 39', 181 deg
+    (nmea("GPRMC,123519,A,4875.0,N,011-1.000,E,1.0,0,230394,,"), "RMC", 1.852, None, None),  # 75 minutes; -1
+    (nmea("GPVTG,,T,,M,inf,N,nan,K,A"), "VTG", None, None, None),
+    (nmea("GPVTG,,T,,M,2.0,N,1e400,K,A"), "VTG", 3.704, None, None),  # km/h not a number: from knots
 ])
 def test_parse_rmc_vtg(line, sentence, kmh, lat, lon):
     fix = parse_nmea(line)

@@ -72,7 +72,7 @@ MOVED_TO_SAFETY = {"enable_pin": "enable_pin", "enable_pull_up": "enable_pull_up
 
 
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: ModelConfig = ModelConfig()
     gate: GateConfig = GateConfig()  # the vegetation gate: on with [spray], off without, unless set

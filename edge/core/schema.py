@@ -13,7 +13,8 @@ written there, and that ``inf``, ``nan``, ``1e300`` and the values just outside 
 are refused with exit 3 naming the key.
 
 ``Printable`` is a string that holds no control character (a bundle's name and labels are
-printed in every log line).
+printed in every log line). ``PathText`` is a file name, device or URL: no NUL byte (no system
+call takes one; it was a traceback where the file was opened).
 
 ``QUIET`` as a validation context (``Config.model_validate(data, context=QUIET)``) silences the
 warnings validators give about accepted-but-odd keys (a check of values already warned about).
@@ -41,6 +42,20 @@ def _printable(text: str) -> str:
 
 
 Printable = Annotated[str, AfterValidator(_printable)]
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("holds a NUL byte (\\u0000), which no file name, device or URL can; write the path as it is")
+    return text
+
+
+PathText = Annotated[str, AfterValidator(_no_nul)]
+
+
+def as_tuple(value: Any) -> Any:
+    """A TOML array (a list) for a tuple field of a strict model (strict takes only a tuple)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 # The weed threshold the live view may set (and save): 0 would spray everything (and then latch every valve off at

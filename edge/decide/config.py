@@ -14,7 +14,7 @@ from edge.core.schema import Finite
 
 
 class DecisionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     threshold: Finite | None = Field(default=None, ge=0.0, le=1.0)  # None = the bundle's operating threshold
     # a view whose crop probability reaches this is never sprayed; "none" = no veto; None = the bundle's rule

@@ -11,15 +11,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.core.schema import Finite
+from edge.core.schema import Finite, PathText
 
 MAX_THREADS = 64  # interpreter threads a config (or edge-bench --threads) may ask for
 
 
 class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    bundle: str = ""  # folder or shipped name; "" = the default bundle
+    bundle: PathText = ""  # folder or shipped name; "" = the default bundle
     variant: str = ""  # "" = the bundle's main (int8) model; e.g. "float32"
     threads: int = Field(default=2, ge=1, le=MAX_THREADS)
     # per-lane ([spray]) tiles: "tiles" = each tile classified at the model's input size (batched invokes);
@@ -58,7 +58,7 @@ PRESETS: dict[str, GateParams] = {
 class GateConfig(BaseModel):
     """``[gate]``: which tiles are bare ground, never classified and never sprayed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     enabled: bool | None = None  # None: on with [spray] (per lane), off without (whole frame)
     sensitivity: Sensitivity = "medium"  # the preset; the numbers below override its values one by one

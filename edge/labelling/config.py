@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.core.schema import Finite
+from edge.core.schema import Finite, PathText
 
 
 class LabellingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    dataset: str = ""  # folder of the labelled data set (one sub-folder per class); "" = labelling off
-    frames: str = ""  # the saved frames to label; "" = [log] save_triggers
+    dataset: PathText = ""  # folder of the labelled data set (one sub-folder per class); "" = labelling off
+    frames: PathText = ""  # the saved frames to label; "" = [log] save_triggers
     group_distance_cm: Finite = Field(default=50.0, ge=1, le=10_000)  # ground cells of this length share a group
     group_window_s: Finite = Field(default=2.0, ge=0.1, le=3600)  # without a distance: frames in one window share one

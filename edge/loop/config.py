@@ -17,7 +17,7 @@ from edge.core.schema import Finite
 
 
 class SafetyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     stall_timeout_s: Finite = Field(default=1.0, ge=0.05, le=60)  # no frame this long -> all outputs off
     max_spray_s: Finite = Field(default=10.0, ge=0.1, le=600)  # spraying this long without a break -> off until the weed signal drops

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
 
-from edge.core.schema import Finite, quiet
+from edge.core.schema import Finite, PathText, as_tuple, quiet
 from edge.outputs.channels import DEFAULT_MAX_ON_S
 from edge.outputs.serial_out import (DEFAULT_ACK_TIMEOUT_S, DEFAULT_BAUD, DEFAULT_HEARTBEAT_S, DEFAULT_RETRIES,
                                      MIN_HEARTBEAT_S)
@@ -38,7 +38,7 @@ MAX_CHANNELS = 64  # valves/boom sections one output drives (channels 0..63)
 class OutputConfigBase(BaseModel):
     """The keys every output kind reads. Unknown keys are rejected; configs are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     kind: str  # each kind narrows it to its own literal (the union's tag)
     channels: int | None = Field(
@@ -67,7 +67,7 @@ class DryRunOutputConfig(OutputConfigBase):
     """``kind = "dryrun"``: log only (``edge.outputs.dryrun``)."""
 
     kind: Literal["dryrun"] = "dryrun"
-    state_file: str | None = Field(
+    state_file: PathText | None = Field(
         None,
         description="dryrun: append every change as a JSON line to this file (monotonic ns timestamps), "
         "for observing a running edge-run from another process.",
@@ -77,7 +77,7 @@ class DryRunOutputConfig(OutputConfigBase):
 class PinOutputConfig(OutputConfigBase):
     """The keys of the outputs that drive one pin per channel (gpio, jetson)."""
 
-    pins: tuple[Annotated[int, Field(ge=0, le=255)], ...] = Field(
+    pins: Annotated[tuple[Annotated[int, Field(ge=0, le=255)], ...], BeforeValidator(as_tuple)] = Field(
         (),
         max_length=MAX_CHANNELS,
         description="gpio: BCM pin numbers, one per channel (GPIO17 is 17). jetson: header pins in "
@@ -129,7 +129,7 @@ class SerialOutputConfig(OutputConfigBase):
     """``kind = "serial"``: a sprayer controller over docs/serial-protocol.md (``edge.outputs.serial_out``)."""
 
     kind: Literal["serial"] = "serial"
-    port: str | None = Field(
+    port: PathText | None = Field(
         None,
         description="serial: device path (/dev/ttyACM0, /dev/serial/by-id/...) or pyserial URL (loop://, socket://host:port).",
     )

@@ -13,24 +13,24 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from edge.core.schema import Finite
+from edge.core.schema import Finite, PathText
 
 
 class LogConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"],
                      BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)] = "INFO"  # "debug" too
-    jsonl: str = ""  # per-frame JSON lines log; "" = none
+    jsonl: PathText = ""  # per-frame JSON lines log; "" = none
     stats_interval_s: Finite = Field(default=5.0, ge=0.1, le=3600)
     print_frames: bool = False  # one human line per frame on stdout
-    save_triggers: str = ""  # folder for frames that fired (+ a sample of the others)
+    save_triggers: PathText = ""  # folder for frames that fired (+ a sample of the others)
     sample_rate: Finite = Field(default=0.01, ge=0.0, le=1.0)  # share of non-firing frames kept
     sample_every_s: Finite = Field(default=0.0, ge=0.0, le=86_400)  # ... and one at least this often (0 = off)
 
 
 class ServiceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     notify: bool = True  # systemd notifications (READY/STATUS/WATCHDOG) when $NOTIFY_SOCKET is set
     status_interval_s: Finite = Field(default=2.0, ge=0.1, le=3600)  # how often STATUS= is refreshed
@@ -41,7 +41,7 @@ class ServiceConfig(BaseModel):
     log_max_mb: Finite = Field(default=50.0, ge=0, le=100_000)  # rotate the JSONL log beyond this size; 0 = no cap
     log_backups: int = Field(default=3, ge=0, le=100)  # rotated logs kept (frames.jsonl.1 ...)
     triggers_max_mb: Finite = Field(default=500.0, ge=0, le=1_000_000)  # oldest saved frames deleted beyond this; 0 = no cap
-    state_dir: str = ""  # the spray pause and saved tuning (edge.service.state); "" = $STATE_DIRECTORY, else none
+    state_dir: PathText = ""  # the spray pause and saved tuning (edge.service.state); "" = $STATE_DIRECTORY, else none
 
     @model_validator(mode="after")
     def _order(self) -> "ServiceConfig":

@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.core.schema import Finite
+from edge.core.schema import Finite, PathText
 
 KINDS = ("camera", "video", "images", "stream", "picamera")
 MAX_CAMERA_INDEX = 1023
@@ -39,12 +39,12 @@ LIVE_KINDS = ("camera", "picamera")  # capture size and frame rate are requests 
 
 
 class SourceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     kind: Literal["camera", "video", "images", "stream", "picamera"] = "camera"
     camera: int = Field(default=0, ge=0, le=MAX_CAMERA_INDEX)  # OpenCV camera index (/dev/videoN); picamera2 camera number
-    path: str = ""  # video file or image folder (or one image)
-    url: str = ""  # rtsp:// or http(s):// stream
+    path: PathText = ""  # video file or image folder (or one image)
+    url: PathText = ""  # rtsp:// or http(s):// stream
     width: int = Field(default=640, ge=16, le=8192)  # capture size requested from a camera (the driver may round)
     height: int = Field(default=480, ge=16, le=8192)
     fps: Finite = Field(default=30.0, ge=0.1, le=1000)  # cameras: requested rate; images: slideshow rate with realtime

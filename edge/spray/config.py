@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.core.schema import Finite
+from edge.core.schema import Finite, PathText
 from edge.outputs.config import MAX_CHANNELS
 
 LaneWidth = Annotated[Finite, Field(ge=0.1, le=5000)]  # cm
@@ -33,7 +33,7 @@ LATENCY_FLOOR_MS = 20.0  # [spray] latency_floor_ms's default
 
 
 class SprayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     lanes: int = Field(default=1, ge=1, le=MAX_CHANNELS)  # lanes across the image, left to right
     lane_widths_cm: list[LaneWidth] | None = None  # custom widths, left to right; None = equal lanes
@@ -53,14 +53,14 @@ class SprayConfig(BaseModel):
     max_on_s: Finite = Field(default=10.0, ge=0.05, le=600)  # one nozzle open this long without a break -> off (latched)
     speed_source: Literal["fixed", "nmea", "encoder"] = "fixed"  # fixed, a GPS's NMEA RMC/VTG, or a wheel encoder
     speed_kmh: Finite = Field(default=0.0, ge=0, le=100)  # fixed travel speed
-    gps_port: str = ""  # nmea: serial device or pyserial URL of the GPS receiver
+    gps_port: PathText = ""  # nmea: serial device or pyserial URL of the GPS receiver
     gps_baud: int = Field(default=9600, ge=50, le=4_000_000)  # nmea: baud rate (ignored by USB receivers)
     speed_stale_s: Finite = Field(default=2.0, ge=0.1, le=60)  # nmea: a speed older than this counts as unknown
     encoder_pin: int | None = Field(default=None, ge=0, le=63)  # encoder: BCM pin of the wheel pulse input
     encoder_cm_per_pulse: Finite = Field(default=0.0, ge=0, le=1000)  # encoder: travel per pulse (wheel circumference / pulses)
     encoder_pull_up: bool = True  # encoder: true for open-collector sensors that pull the pin to ground
     min_speed_kmh: Finite = Field(default=1.0, ge=0, le=100)  # below this (or stopped) nothing sprays
-    log_jsonl: str = ""  # spray log: every planned/executed/late/missed open and close; "" = none
+    log_jsonl: PathText = ""  # spray log: every planned/executed/late/missed open and close; "" = none
     log_spared: bool = True  # spray log: also a "spared" line per cell that saw a plant and was not sprayed (replay's "why")
 
     @model_validator(mode="before")

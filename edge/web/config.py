@@ -15,7 +15,7 @@ import ipaddress
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.core.schema import Finite
+from edge.core.schema import Finite, PathText
 
 DEFAULT_HOST = "127.0.0.1"
 MIN_TOKEN_CHARS = 16
@@ -44,11 +44,11 @@ def is_loopback(host: str) -> bool:
 
 
 class WebConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     listen: str = ""  # "" = off; "PORT" (on 127.0.0.1) or "HOST:PORT"
     token: str = ""  # required for a non-loopback host (or token_file)
-    token_file: str = ""  # a file whose first line is the token (kept out of the config)
+    token_file: PathText = ""  # a file whose first line is the token (kept out of the config)
     stream_fps: Finite = Field(default=5.0, ge=0.2, le=30)  # at most this many overlay frames a second
     stream_width: int = Field(default=640, ge=160, le=1920)  # frames are scaled down to this width
     jpeg_quality: int = Field(default=70, ge=10, le=95)

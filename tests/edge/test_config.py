@@ -76,6 +76,19 @@ def test_example_config_is_valid(caplog):
         ("[model]\nthreads = " + "9" * 5000 + "\n", "holds a value Python cannot read (Exceeds the limit"),
         ("a = " + "{b = " * 3000 + "1" + "}" * 3000 + "\n", "nests arrays or tables too deeply to read"),
         ("[model]\n\"x\\nERROR edge: FAKE\" = 1\n", "[model] x\nERROR edge: FAKE: unknown key"),
+        # a value of the wrong type is refused, not converted (crop_veto = false was a veto at 0.00: nothing sprayed)
+        ("[decision]\ncrop_veto = false\n", '[decision] crop_veto: a crop probability (0..1) or "none"'),
+        ("[decision]\ncrop_veto = true\n", '[decision] crop_veto: a crop probability (0..1) or "none"'),
+        ("[decision]\nthreshold = '0.5'\n", "[decision] threshold: Input should be a valid number"),
+        ("[gate]\nenabled = 'yes'\n", "[gate] enabled: Input should be a valid boolean"),
+        ("[source]\nkind = 'video'\npath = 'x.avi'\nrealtime = 1\n", "[source] realtime: Input should be a valid boolean"),
+        ("[model]\nthreads = 2.0\n", "[model] threads: Input should be a valid integer"),
+        ("[outputs]\nkind = 'gpio'\npins = [true]\n", "[outputs] pins.0: Input should be a valid integer"),
+        ("[outputs]\nkind = 'gpio'\npins = ['17']\n", "[outputs] pins.0: Input should be a valid integer"),
+        ("[spray]\nlanes = true\nfootprint_across_cm = 100\nfootprint_along_cm = 40\nnozzle_distance_cm = 100\n"
+         "speed_kmh = 6\n", "[spray] lanes: Input should be a valid integer"),
+        ("[spray]\nlanes = '4'\nfootprint_across_cm = 100\nfootprint_along_cm = 40\nnozzle_distance_cm = 100\n"
+         "speed_kmh = 6\n", "[spray] lanes: Input should be a valid integer"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, words):
@@ -83,6 +96,23 @@ def test_bad_configs_name_the_key(tmp_path, text, words):
         load_config(write(tmp_path, text))
     assert words in str(e.value)
     assert e.value.exit_code == EXIT_CONFIG
+
+
+PATH_KEYS = [("log", None, "jsonl"), ("log", None, "save_triggers"), ("service", None, "state_dir"),
+             ("source", None, "path"), ("source", None, "url"), ("model", None, "bundle"),
+             ("labelling", None, "dataset"), ("labelling", None, "frames"), ("web", None, "token_file"),
+             ("spray", None, "gps_port"), ("spray", None, "log_jsonl"), ("outputs", "dryrun", "state_file"),
+             ("outputs", "serial", "port")]
+
+
+@pytest.mark.parametrize("section, kind, key", PATH_KEYS, ids=[f"{s}.{k}" for s, _, k in PATH_KEYS])
+def test_a_path_holding_a_nul_byte_is_exit_3_naming_the_key(section, kind, key, tmp_path, capsys):
+    """No system call takes a NUL byte: it was a traceback (exit 1) where the file was opened."""
+    table = {**BASE.get(kind or section, {}), **({"kind": kind} if kind else {}), key: "a\x00b"}
+    text = f"[{section}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in table.items())
+    assert main(["--config", str(write(tmp_path, text)), "--validate-config"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"[{section}] {key}: holds a NUL byte" in err, err
 
 
 def test_missing_file(tmp_path):

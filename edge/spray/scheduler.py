@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
 from edge.core.metrics import percentile
+from edge.core.errors import WeedDetectorError
 from edge.outputs.base import Output
 from edge.outputs.channels import OutputBlocked, OutputUnavailable
 from edge.spray.spray_log import SprayLog
@@ -224,7 +225,10 @@ class SprayScheduler:
             return "failed"
 
     def check(self) -> None:
-        """Raise the failure the switching thread met, so the run ends non-zero (systemd restarts it)."""
+        """Raise the failure the switching thread met, so the run ends non-zero (systemd restarts it): an error
+        the user can fix as it is (an ``OutputError``: exit 6, one line), anything else as an internal error."""
+        if isinstance(self.failure, WeedDetectorError):
+            raise self.failure
         if self.failure is not None:
             raise RuntimeError(f"spray scheduler failed: {self.failure!r} (all outputs were switched off)") \
                 from self.failure

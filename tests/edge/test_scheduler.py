@@ -9,7 +9,7 @@ import pytest
 from edge.core.clock import ManualClock
 from edge.config import load_config
 from edge.spray.config import SprayConfig
-from edge.core.errors import ConfigError
+from edge.core.errors import EXIT_OUTPUT, ConfigError, OutputError
 from edge.spray.geometry import Geometry, kmh_to_cm_s, max_speed
 from edge.outputs.dryrun import DryRunOutput
 from edge.spray.scheduler import SprayScheduler
@@ -339,6 +339,29 @@ def test_a_switching_failure_ends_the_run_with_everything_off():
         sch.plan(0, 600_000_000, 700_000_000)  # the pipeline's next step fails: non-zero exit, systemd restarts
     with pytest.raises(RuntimeError):
         sch.check()
+    sch.close()
+
+
+class _LostController(DryRunOutput):
+    """A serial controller that NAKs a channel (or stops answering): the output says so with an OutputError."""
+
+    def set(self, channel, on, max_on_s=None):
+        if on:
+            raise OutputError("controller answered NAK CH for channel 1", "check [spray] lane_channels")
+        super().set(channel, on, max_on_s=max_on_s)
+
+
+def test_an_output_error_met_by_the_switching_thread_keeps_its_exit_code():
+    """It was wrapped in a RuntimeError: exit 1 and two tracebacks where whole-frame mode gave exit 6, one line."""
+    clock = ManualClock(start_ns=0)
+    out = _LostController(channels=2, clock=clock)
+    sch = SprayScheduler(out, clock=clock)
+    sch.plan(1, 0, 500_000_000)
+    sch.run_due()
+    assert out.state() == (False, False) and sch.errors == 1
+    with pytest.raises(OutputError, match="NAK CH") as e:
+        sch.check()
+    assert e.value.exit_code == EXIT_OUTPUT
     sch.close()
 
 

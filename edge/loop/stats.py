@@ -72,6 +72,8 @@ class RunStats:
             line += f", enable switch blocked {c.blocked_openings} opening(s)"
         if c.unavailable_openings:
             line += f", controller lost: {c.unavailable_openings} opening(s) not sprayed"
+        if self.controller is not None and self.controller.losses:
+            line += f", controller lost {self.controller.losses}x, reconnected {self.controller.reconnects}x"
         if c.gps is not None:
             line += f", GPS lost {c.gps.link.losses}x, reopened {c.gps.link.reconnects}x"
         if c.gate is not None:
@@ -83,7 +85,9 @@ class RunStats:
         c = self.counts
         lines = [f"done ({self.stopped_by}): {self.frames} frames, {self.weed_frames} weed frames, "
                  f"{self.spray_frames} spraying, {self.dropped} dropped, {self.stalls} stalls, "
-                 f"{self.reconnects} reconnects"
+                 f"{self.reconnects} source reconnects"
+                 + (f", controller lost {self.controller.losses}x (reconnected {self.controller.reconnects}x)"
+                    if self.controller is not None and self.controller.losses else "")
                  + (f", {c.blocked_frames} spray frames blocked by the enable switch" if c.blocked_frames else "")
                  + (f", {c.unavailable_frames} spray frames not sprayed (controller lost)"
                     if c.unavailable_frames else "") + (f", {c.gate.text}" if c.gate is not None else "")

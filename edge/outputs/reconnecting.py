@@ -4,8 +4,11 @@
   serial sprayer controller unplugged). When the device stops answering, the wrapped
   output is closed (it stops heart-beating, so the controller's own watchdog closes the
   valves), every channel reads as off, and detection goes on; a new output is built
-  with backoff from ``maintain()`` (the pipeline calls it on every loop turn) or from the
-  next ``set(ch, True)``. Losses and reconnects are logged and counted. While it is lost,
+  with backoff, started by ``maintain()`` (the pipeline calls it on every loop turn) or by the
+  next ``set(ch, True)``. Each attempt runs in a thread of its own (``spawn``; a handshake
+  with a silent controller waits ``retries`` x ``ack_timeout_s``: the loop never waits for
+  it), and the next ``maintain()`` after it ended takes the new output in (or schedules the
+  next attempt). Losses and reconnects are logged and counted. While it is lost,
   ``set(ch, True)`` raises ``OutputUnavailable`` (nothing opened: the caller must not
   count a spray), and ``off_reason(ch)`` of a channel that was on says
   ``controller lost``.
@@ -29,6 +32,56 @@ from edge.outputs.channels import Interlock, OutputUnavailable
 log = logging.getLogger(__name__)
 
 
+Spawn = Callable[[Callable[[], None]], None]
+
+
+def spawn_thread(work: Callable[[], None]) -> None:
+    """Run ``work`` in a daemon thread (the reconnect attempts; a test passes ``lambda w: w()`` instead)."""
+    threading.Thread(target=work, name="output-reconnect", daemon=True).start()
+
+
+class _Attempt:
+    """One build of the output, off the loop thread; a result nobody takes any more is closed."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.output: Output | None = None
+        self.error: WeedDetectorError | None = None
+        self._lock = threading.Lock()
+        self._cancelled = False
+
+    def run(self, factory: Callable[[], Output]) -> None:
+        try:
+            built: Output | None = factory()
+            failure = None
+        except WeedDetectorError as e:
+            built, failure = None, e
+        except Exception as e:  # a bug in building: the next attempt may fare no better, but the run goes on
+            log.exception("building the output failed")
+            built, failure = None, WeedDetectorError(f"building the output failed: {e!r}")
+        with self._lock:
+            if self._cancelled and built is not None:
+                _close_quietly(built)
+                built = None
+            self.output, self.error = built, failure
+        self.done.set()
+
+    def cancel(self) -> None:
+        """The wrapper is closed: close what this attempt built, now or when it ends."""
+        with self._lock:
+            self._cancelled = True
+            built, self.output = self.output, None
+        if built is not None:
+            _close_quietly(built)
+
+
+def _close_quietly(out: Output) -> None:
+    try:
+        out.close()
+    except Exception as e:
+        log.debug("closing an output nobody uses failed: %s", e)
+
+
 class ReconnectingOutput:
     """An ``Output`` whose device may vanish and come back; see the module docstring.
 
@@ -39,8 +92,10 @@ class ReconnectingOutput:
     """
 
     def __init__(self, factory: Callable[[], Output], *, backoff: Backoff | None = None,
-                 clock: Clock = SYSTEM_CLOCK):
+                 clock: Clock = SYSTEM_CLOCK, spawn: Spawn = spawn_thread):
         self._factory = factory
+        self._spawn = spawn
+        self._attempt: _Attempt | None = None  # a reconnect attempt started and not yet taken in
         self._backoff = backoff or Backoff()
         self._clock = clock
         self._lock = threading.RLock()
@@ -107,31 +162,41 @@ class ReconnectingOutput:
                 if not self._inner.healthy:
                     self._lose("it stopped answering")
                 return
-            now = self._clock.now_ns()
-            if now < self._next_try_ns:
-                return
-            try:
-                inner = self._factory()
-            except WeedDetectorError as e:
-                self.failed_attempts += 1
-                delay = self._backoff.next_delay()
-                self._next_try_ns = now + int(delay * 1e9)
-                log.warning("%s output still unavailable (%s); next attempt in %.1f s", self.name, e.what, delay)
-                return
-            if inner.channels < self.channels:
-                inner.close()
-                self.failed_attempts += 1
-                self._next_try_ns = now + int(self._backoff.next_delay() * 1e9)
-                log.error("%s output came back with %d channels instead of %d; not using it",
-                          self.name, inner.channels, self.channels)
-                return
-            if self._enable is not None:
-                inner.set_enable(self._enable)
-            self._inner = inner
-            self.reconnects += 1
-            self._backoff.reset()
-            log.warning("%s output reconnected (every channel off); spraying resumes with the next weed",
-                        self.name)
+            if self._attempt is None:
+                if self._clock.now_ns() < self._next_try_ns:
+                    return
+                attempt = self._attempt = _Attempt()
+                factory = self._factory
+                self._spawn(lambda: attempt.run(factory))
+            if self._attempt.done.is_set():  # at once with a spawn that runs it in this thread
+                self._take(self._attempt)
+
+    def _take(self, attempt: _Attempt) -> None:
+        """An ended attempt: the new output in use, or the next attempt scheduled. With the lock held."""
+        self._attempt = None
+        now = self._clock.now_ns()
+        inner = attempt.output
+        if inner is None:
+            self.failed_attempts += 1
+            delay = self._backoff.next_delay()
+            self._next_try_ns = now + int(delay * 1e9)
+            what = attempt.error.what if attempt.error is not None else "no output"
+            log.warning("%s output still unavailable (%s); next attempt in %.1f s", self.name, what, delay)
+            return
+        if inner.channels < self.channels:
+            inner.close()
+            self.failed_attempts += 1
+            self._next_try_ns = now + int(self._backoff.next_delay() * 1e9)
+            log.error("%s output came back with %d channels instead of %d; not using it",
+                      self.name, inner.channels, self.channels)
+            return
+        if self._enable is not None:
+            inner.set_enable(self._enable)
+        self._inner = inner
+        self.reconnects += 1
+        self._backoff.reset()
+        log.warning("%s output reconnected (every channel off); spraying resumes with the next weed",
+                    self.name)
 
     # -- the Output protocol ---------------------------------------------------------
     def set(self, channel: int, on: bool, max_on_s: float | None = None) -> None:
@@ -182,6 +247,9 @@ class ReconnectingOutput:
                 return
             self._closed = True
             inner, self._inner = self._inner, None
+            attempt, self._attempt = self._attempt, None
+        if attempt is not None:  # a reconnect under way: what it builds is closed (the thread is not waited for)
+            attempt.cancel()
         if inner is not None:
             inner.close()
 

@@ -23,7 +23,10 @@ the output is marked unhealthy and stops heart-beating, so the controller switch
 every valve off within its watchdog timeout even if our OFF never arrives. Switching a
 channel ON then raises ``OutputError`` (the operator must know the sprayer is dead);
 switching OFF, ``all_off()`` and ``close()`` never raise for a silent controller: they
-are the fail-safe paths (called from ``finally`` blocks) and log the error instead.
+are the fail-safe paths (called from ``finally`` blocks) and log the error instead. Once it is
+marked unhealthy every further command (the OFFs, the final ``ALLOFF``) is written once and no
+acknowledgement is awaited, so a silent controller costs the loop one ``retries`` x
+``ack_timeout_s`` wait, not one per channel.
 
 ``acks=False`` is a send-only mode (a TX-only link, or ``loop://`` in tests, where our
 own lines come back instead of replies): nothing is awaited and ``channels`` must be
@@ -371,6 +374,9 @@ class SerialOutput(ChannelOutput):
             self._seq = self._seq % proto.MAX_SEQ + 1
             seq = self._seq
             line = proto.encode(seq, cmd, args)
+            if not self.healthy:  # it stopped answering: an OFF is still sent, once, and nothing awaited (each
+                self._write(line)  # wait blocked the loop; the controller's watchdog is the backstop)
+                return None
             problem = "no answer"
             for attempt in range(self.retries + 1):
                 if attempt:

@@ -38,6 +38,8 @@ from edge.core.reconnect import Backoff
 from edge.outputs.reconnecting import ReconnectingOutput
 from edge.service.records import JsonlLog, TriggerSaver
 from tests.conftest import GREEN, TOY_BUNDLE, solid
+
+RUN_HERE = lambda work: work()  # noqa: E731  a reconnect attempt run in the caller's thread: deterministic steps
 from tests.edge.helpers import ScriptedSource, spray_toml, start_edge_run, stop_edge_run
 
 
@@ -228,7 +230,7 @@ def test_unplugged_serial_controller_reconnects_with_backoff(plug, caplog):
     clock = ManualClock()
     peer = plug_in()
     out = ReconnectingOutput(lambda: SerialOutput(str(link), heartbeat_s=5.0, ack_timeout_s=0.05, retries=1),
-                             backoff=Backoff(0.5, 2.0), clock=clock)
+                             backoff=Backoff(0.5, 2.0), clock=clock, spawn=RUN_HERE)
     try:
         out.set(0, True)
         assert peer.ctl.pins == [True, False]
@@ -281,6 +283,62 @@ def test_controller_lost_between_frames_is_noticed_by_the_heartbeat(plug):
         out.close()
 
 
+def test_a_reconnect_attempt_never_holds_up_the_caller_and_a_late_one_is_closed():
+    """A handshake with a silent controller waits retries x ack_timeout_s (seconds with a long timeout): it runs
+    in a thread of its own; the loop's maintain() and set() return at once, and the next maintain() after it
+    ended takes the new output in. Closed meanwhile: what the attempt builds is closed, never used."""
+    clock = ManualClock()
+    release, built, threads = threading.Event(), [], []
+    first = [True]
+
+    def factory():
+        if first[0]:
+            first[0] = False
+            return _LostOnce(channels=2, clock=clock)
+        assert release.wait(10), "the test never released the attempt"
+        built.append(DryRunOutput(channels=2, clock=clock))
+        return built[-1]
+
+    def spawn(work):
+        threads.append(threading.Thread(target=work, daemon=True))
+        threads[-1].start()
+
+    for close_early in (False, True):
+        release.clear()
+        first[0], started = True, len(threads)
+        out = ReconnectingOutput(factory, backoff=Backoff(0.5, 2.0), clock=clock, spawn=spawn)
+        with pytest.raises(OutputUnavailable):
+            out.set(0, True)  # the device fails: lost
+        clock.advance(0.5)
+        out.maintain()  # starts the attempt; returns while the factory is still blocked
+        with pytest.raises(OutputUnavailable):
+            out.set(0, True)  # still lost while the attempt runs: nothing opened
+        assert not out.connected and len(threads) == started + 1  # one attempt, in its own thread
+        if close_early:
+            out.close()
+        release.set()
+        threads[-1].join(10)
+        out.maintain()
+        if close_early:
+            assert not out.connected and built[-1].closed  # built after the close: closed, not used
+        else:
+            assert out.connected and out.reconnects == 1
+            out.set(1, True)
+            assert built[-1].state() == (False, True)
+            out.close()
+            assert built[-1].closed
+
+
+class _LostOnce(DryRunOutput):
+    """A device that fails at its first switch-on (unplugged) and says so by turning unhealthy."""
+
+    def set(self, channel, on, max_on_s=None):
+        if on:
+            self.healthy = False
+            raise OutputError("no answer to ON within 1 s after 3 attempt(s)", "check the cable")
+        super().set(channel, on, max_on_s=max_on_s)
+
+
 def test_pipeline_keeps_detecting_while_the_controller_is_unplugged(plug, classifier):
     link, plug_in, unplug = plug
     clock = ManualClock()
@@ -302,7 +360,7 @@ def test_pipeline_keeps_detecting_while_the_controller_is_unplugged(plug, classi
             peers[:] = [plug_in()]
             clock.advance(1.0)
 
-    out = ReconnectingOutput(factory, backoff=Backoff(0.5, 2.0), clock=clock)
+    out = ReconnectingOutput(factory, backoff=Backoff(0.5, 2.0), clock=clock, spawn=RUN_HERE)
     seen = []
     src = ScriptedSource("WW!WWW!WW", clock, on_bang=bang)
     p = RunLoop(src, WholeFrameProcessor(classifier, Decider(classifier.labels, ["weed"], 0.5),
@@ -714,4 +772,5 @@ def test_edge_run_wiring_survives_an_unplugged_controller(plug, tmp_path):
         t.join(30)
     summary = result["summary"]
     assert summary.frames > 0 and beats[-1]["controller_losses"] == 1 and beats[-1]["controller_reconnects"] == 1
+    assert "0 source reconnects, controller lost 1x (reconnected 1x)" in summary.summary_lines()[0]  # "0 reconnects"
     assert peer.ctl.pins == [False, False]  # all off at the end

@@ -392,6 +392,7 @@ class ControllerPeer:
         self.path = os.ttyname(self.slave)
         self.received = b""
         self.mute = False
+        self.unheard = b""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -408,7 +409,8 @@ class ControllerPeer:
                         data = os.read(self.master, 4096)
                     except OSError:
                         continue
-                    if self.mute:
+                    if self.mute:  # a controller that hangs: what reaches it is neither acted on nor answered
+                        self.unheard += data
                         continue
                     self.received += data
                     reply = self.ctl.feed(data)
@@ -548,6 +550,33 @@ def test_pty_silent_controller_fails_safe(peer, caplog):
     # the controller never saw an OFF; its watchdog closes the valve
     assert peer.advance(31) == [False] * 4
     assert peer.ctl.watchdog_trips == 1
+
+
+def test_pty_once_silent_each_command_is_written_once_and_nothing_awaited(peer):
+    """The helper's 18 s freeze: after the controller fell silent every OFF, the final ALLOFF (and each
+    reconnect) waited retries x ack_timeout_s on the loop thread. Now only the command that finds the
+    silence waits; the fail-safe lines still go out, once each."""
+    out = open_edge(peer, retries=2, heartbeat_s=5.0)  # no background HB of its own within the test
+    for ch in range(4):
+        out.set(ch, True)
+    peer.mute = True
+    out.ack_timeout_s = 0.05
+    with pytest.raises(OutputError, match="after 3 attempt"):
+        out.heartbeat()  # what the heartbeat thread does: it finds the silence (3 attempts, unanswered)
+    assert not out.healthy
+    resent = out.resent
+    out.set(2, False)
+    out.close()
+
+    def after():
+        with peer.lock:
+            return [proto.decode(raw).cmd for raw in proto.LineSplitter().feed(peer.unheard)]
+
+    deadline = time.monotonic() + 5.0  # the peer's reader thread takes the last lines off the pty
+    while len(after()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert after() == ["HB"] * 3 + ["OFF", "ALLOFF"] and out.resent == resent  # the OFFs of close() ride on ALLOFF
+    assert out.state() == (False,) * 4
 
 
 def test_pty_channel_count_and_heartbeat_are_checked_at_start(peer):

@@ -49,6 +49,7 @@ from edge.core.reconnect import LinkState
 from edge.core.errors import OutputError
 
 DEFAULT_MAX_ON_S = 2.0
+MIN_MAX_ON_S = 0.05  # the shortest on-time bound ([outputs] max_on_s, a controller's max_on_ms): shorter sprays nothing
 
 _LIVE: "weakref.WeakSet[ChannelOutput]" = weakref.WeakSet()  # outputs that have switched a channel on
 _LIVE_LOCK = threading.Lock()  # taken inside an output's lock, never the other way round

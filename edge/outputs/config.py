@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, Mapping, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
 
 from edge.core.schema import Finite, PathText, as_tuple, quiet
-from edge.outputs.channels import DEFAULT_MAX_ON_S
+from edge.outputs.channels import DEFAULT_MAX_ON_S, MIN_MAX_ON_S
 from edge.outputs.serial_out import (DEFAULT_ACK_TIMEOUT_S, DEFAULT_BAUD, DEFAULT_HEARTBEAT_S, DEFAULT_RETRIES,
                                      MIN_HEARTBEAT_S)
 
@@ -51,7 +51,7 @@ class OutputConfigBase(BaseModel):
     )
     max_on_s: Finite = Field(
         DEFAULT_MAX_ON_S,
-        ge=0.05,
+        ge=MIN_MAX_ON_S,
         le=60,
         description="Longest a channel stays on without being refreshed by a new 'on'; enforced by the edge "
         "and (serial) by the controller. Capped by the controller's own maximum.",

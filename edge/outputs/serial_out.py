@@ -47,7 +47,7 @@ from typing import Any
 from edge.core.clock import Clock
 from edge.core.errors import OutputError
 from edge.outputs import serial_protocol as proto
-from edge.outputs.channels import DEFAULT_MAX_ON_S, ChannelOutput
+from edge.outputs.channels import DEFAULT_MAX_ON_S, MIN_MAX_ON_S, ChannelOutput
 
 DEFAULT_BAUD = 115200
 DEFAULT_HEARTBEAT_S = 0.2
@@ -55,6 +55,7 @@ MIN_HEARTBEAT_S = 0.01  # [outputs] heartbeat_s's lower bound (edge.outputs.conf
 DEFAULT_ACK_TIMEOUT_S = 0.1
 DEFAULT_RETRIES = 2
 _POLL_S = 0.01  # how long one read() may block while waiting for an acknowledgement
+HB_FAILURE_LOG_S = 30.0  # a heartbeat refused again and again: one log line this often, with the count
 
 PORT_FIX = (
     "check outputs.port (ls /dev/serial/by-id/), that the controller is plugged in and powered, "
@@ -157,6 +158,8 @@ class SerialOutput(ChannelOutput):
         self._rx_lines: collections.deque = collections.deque()
         self._last_sent: list[int | None] = []
         self._hb_stop = threading.Event()
+        self._hb_failures = 0  # heartbeats refused since the last log line about them
+        self._hb_logged_ns: int | None = None  # when that line was written (None: the heartbeats work)
         self._hb_thread: threading.Thread | None = None
         self._owns_port = serial is None
         self._ser = self._take_port(serial)
@@ -198,6 +201,13 @@ class SerialOutput(ChannelOutput):
                 )
             n = channels if channels is not None else info.channels
             limit_ms = info.max_on_ms
+            if limit_ms < MIN_MAX_ON_S * 1000:
+                raise OutputError(
+                    f"the controller on {self.port} keeps a valve open at most {limit_ms} ms, below the "
+                    f"{MIN_MAX_ON_S * 1000:g} ms a spray needs (valves would only flicker)",
+                    f"set the controller firmware's MAX_ON_MS to at least {MIN_MAX_ON_S * 1000:g} "
+                    f"(edge-run's default on-time bound is {DEFAULT_MAX_ON_S * 1000:g} ms)",
+                )
         else:
             assert channels is not None  # _check_settings: required without acks
             n = channels
@@ -442,7 +452,20 @@ class SerialOutput(ChannelOutput):
             except OutputError as exc:
                 if not self.healthy:
                     return  # _mark_unhealthy logged it and set the stop event
-                self._log.error("serial heartbeat failed: %s", exc)
+                self._heartbeat_failed(exc)
+            else:
+                self._hb_failures, self._hb_logged_ns = 0, None
+
+    def _heartbeat_failed(self, exc: OutputError) -> None:
+        """A refused heartbeat (NAK CMD from an odd firmware): logged at once, then at most once every
+        ``HB_FAILURE_LOG_S`` with the count (it was a line every heartbeat_s)."""
+        self._hb_failures += 1
+        now = self._clock.now_ns()
+        if self._hb_logged_ns is None or now - self._hb_logged_ns >= HB_FAILURE_LOG_S * 1e9:
+            again = f" ({self._hb_failures} failed since the last line)" if self._hb_logged_ns is not None else ""
+            self._log.error("serial heartbeat failed%s: %s; the controller's watchdog may switch the valves off",
+                            again, exc)
+            self._hb_logged_ns, self._hb_failures = now, 0
 
     def _mark_unhealthy(self, why: str) -> None:
         self._hb_stop.set()

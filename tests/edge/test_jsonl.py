@@ -184,6 +184,36 @@ def test_a_file_without_any_newline_near_its_end_is_not_ours_to_cut(tmp_path):
     assert path.stat().st_size == (1 << 20) + 2  # untouched
 
 
+@pytest.mark.parametrize("content", [
+    b"[spray]\nlanes = 4\nspeed_kmh = 3.0",  # a config given as the state file: its last line was cut away
+    b"[spray]\nlanes = 4\n",
+    b'{"i": 0}\nlanes = 4\n',
+    b'{"i": 0}\n[1, 2]\n',  # JSON, not an object
+    b"\xff\xd8\xff\xe0 a photo\n\x89",
+])
+def test_a_file_whose_last_line_is_not_a_json_object_is_left_untouched(tmp_path, content):
+    path = tmp_path / "given.txt"
+    path.write_bytes(content)
+    with pytest.raises(OutputError, match="its last line is not a JSON object"):
+        JsonlWriter(path, what="state file", error=OutputError)
+    assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize("content, kept", [
+    (b'{"i": 0}\n\x00\x00\x00\x00', b'{"i": 0}\n'),  # what a power loss can leave of the line being written
+    (b'{"i": 0}\n\x00\x00\n', b'{"i": 0}\n\x00\x00\n'),
+    (b'{"i": 0}\n\n', b'{"i": 0}\n\n'),
+    (b"\n", b"\n"),
+])
+def test_blank_and_nul_filled_ends_of_a_log_are_appended_after(tmp_path, content, kept):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(content)
+    w = JsonlWriter(path, what="frame log")
+    w.write({"i": 1})
+    w.close()
+    assert path.read_bytes() == kept + b'{"i":1}\n'
+
+
 def test_a_pipe_or_a_write_only_file_is_written_too(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

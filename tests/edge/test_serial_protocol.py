@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import select
 import subprocess
@@ -588,6 +589,37 @@ def test_pty_channel_count_and_heartbeat_are_checked_at_start(peer):
     assert "heartbeat_s" in str(err.value) and "15" in str(err.value)
     with open_edge(peer, channels=2) as out:
         assert out.channels == 2
+
+
+@pytest.mark.parametrize("max_on_ms, ok", [(1, False), (49, False), (50, True)])
+def test_a_controller_that_keeps_valves_open_only_milliseconds_is_refused(max_on_ms, ok):
+    """max_on_ms = 1 was accepted with a warning: valves flickered open 1 ms a refresh while the run said spraying."""
+    p = ControllerPeer(max_on_ms=max_on_ms)
+    try:
+        if ok:
+            with open_edge(p) as out:
+                assert out.max_on_s == 0.05
+        else:
+            with pytest.raises(OutputError) as err:
+                open_edge(p)
+            assert f"at most {max_on_ms} ms, below the 50 ms" in str(err.value)
+            assert "MAX_ON_MS to at least 50" in err.value.fix
+    finally:
+        p.close()
+
+
+def test_a_heartbeat_refused_again_and_again_is_one_line_every_30_s(peer, caplog):
+    """A firmware that NAKs HB (CMD) made an error line every heartbeat_s (42 lines in 9 s)."""
+    clock = ManualClock()
+    with open_edge(peer, clock=clock) as out:
+        refused = OutputError("sprayer controller refused HB: NAK CMD (unknown command)")
+        with caplog.at_level(logging.ERROR, logger="edge.outputs.serial_out"):
+            for _ in range(150):  # 30 s of heartbeats every 0.2 s
+                out._heartbeat_failed(refused)
+                clock.advance(0.2)
+            out._heartbeat_failed(refused)
+    lines = [r.getMessage() for r in caplog.records if "heartbeat failed" in r.getMessage()]
+    assert len(lines) == 2 and "NAK CMD" in lines[0] and "(150 failed since the last line)" in lines[1]
 
 
 def test_a_controller_watchdog_too_short_for_any_heartbeat_names_the_firmware_fix():

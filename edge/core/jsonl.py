@@ -120,6 +120,7 @@ class JsonlWriter:
         self.backups = max(0, int(backups))
         self.what = what
         self.goes_on = goes_on
+        self._error, self._fix = error, fix
         self.rotations = 0
         self.lines_lost = 0  # over the whole run
         self.gaps = 0  # failures that were followed by a resumption
@@ -290,13 +291,21 @@ class JsonlWriter:
                 pass
 
     # -- writing -------------------------------------------------------------------------
-    def write(self, record: dict[str, Any], *, max_bytes: int | None = None) -> bool:
+    def write(self, record: dict[str, Any], *, max_bytes: int | None = None, at_start: bool = False) -> bool:
         """Append ``record`` as one line; True if the file was rotated before it.
 
         ``max_bytes`` replaces the writer's cap for this line (0 = no cap). Never raises for
-        the file: a failure is counted and retried (module docstring)."""
+        the file: a failure is counted and retried (module docstring) — but with ``at_start`` (the
+        owner's first line, before the run begins) a file that takes no line is the owner's start-up
+        error, as one that cannot be opened (``/dev/full``, a full disk)."""
         if self.path is None or self._closed:
             return False
+        if at_start and self._lost_from_ns is None:
+            try:
+                return self._append(encode_line(record), self.max_bytes if max_bytes is None else max(0, max_bytes))
+            except OSError as e:
+                self._drop_file()
+                raise cannot_write(self.what, self.path, e, self._error, self._fix) from None
         line = encode_line(record)
         cap = self.max_bytes if max_bytes is None else max(0, int(max_bytes))
         now = self._clock.now_ns()

@@ -94,7 +94,7 @@ class DryRunOutput(ChannelOutput):
                                  fix="pick a writable path for outputs.state_file (--state-file), or leave it unset",
                                  error=OutputError, make_folder=False, logger=self._log, clock=self._clock,
                                  gap_fields=lambda: {"channel": None, "on": None, "state": list(self._state)})
-        self._record("open", None, None)
+        self._record("open", None, None, at_start=True)  # a file that takes no line: exit 6 now, not warnings
 
     # -- hooks ------------------------------------------------------------------------
     def _hw_on(self, channel: int, was_on: bool, bound_s: float | None, now_ns: int) -> int:
@@ -116,9 +116,9 @@ class DryRunOutput(ChannelOutput):
         self._file.close()
 
     # -- state file ------------------------------------------------------------------
-    def _record(self, event: str, channel: int | None, on: bool | None) -> None:
+    def _record(self, event: str, channel: int | None, on: bool | None, at_start: bool = False) -> None:
         t_ns = self._clock.now_ns()
         self.events.append((t_ns, event, channel, on))
         # a failing state file warns once and the outputs go on: the log is not the valve
         self._file.write({"t_mono_ns": t_ns, "event": event, "channel": channel, "on": on,
-                          "state": list(self._state)})
+                          "state": list(self._state)}, at_start=at_start)

@@ -125,6 +125,25 @@ def test_a_full_disk_loses_whole_lines_counts_them_and_resumes_with_a_gap_line(t
     assert "writing resumed after 7 line(s) lost" in warnings[1]
 
 
+def test_a_first_line_the_file_does_not_take_is_the_owners_start_up_error(tmp_path):
+    """/dev/full opens fine and takes no byte: the dry-run state file ran on with warnings and exit 0."""
+    disk = FullDisk(free=0)
+    w = _writer(tmp_path / "state.jsonl", disk, ManualClock())
+    with pytest.raises(ConfigError, match="cannot write the test log .*No space left on device"):
+        w.write({"event": "open"}, at_start=True)
+    assert w.lines_lost == 0
+
+
+def test_the_state_file_on_dev_full_is_exit_6():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    from edge.outputs.dryrun import DryRunOutput
+
+    with pytest.raises(OutputError, match="'/dev/full': No space left on device") as e:
+        DryRunOutput(channels=1, state_file="/dev/full")
+    assert e.value.exit_code == 6
+
+
 def test_lines_still_lost_at_close_are_warned_about(tmp_path, caplog):
     clock = ManualClock()
     w = _writer(tmp_path / "log.jsonl", FullDisk(free=0), clock)

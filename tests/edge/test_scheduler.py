@@ -318,50 +318,39 @@ def test_example_config_spray_block_is_valid_when_uncommented():
     assert c.spray is not None and c.spray.lanes == 4
 
 
-class _BrokenValve(DryRunOutput):
-    """A dry-run output whose channel 1 fails to switch on (a shorted driver, a dead relay board)."""
+class _FailingValve(DryRunOutput):
+    """A dry-run output whose channel 1 fails to switch on with ``error``: an OSError (a shorted driver, a dead
+    relay board: a bug-like failure) or an OutputError (a controller's NAK: an error the user can fix)."""
+
+    def __init__(self, error, **kw):
+        super().__init__(**kw)
+        self.error = error
 
     def set(self, channel, on, max_on_s=None):
         if channel == 1 and on:
-            raise OSError("relay board not answering")
+            raise self.error
         super().set(channel, on, max_on_s=max_on_s)
 
 
-def test_a_switching_failure_ends_the_run_with_everything_off():
+@pytest.mark.parametrize("error, raised, words", [
+    (OSError("relay board not answering"), RuntimeError, "relay board not answering"),
+    # an OutputError keeps its class and exit code 6: it was wrapped in a RuntimeError (exit 1, two tracebacks)
+    (OutputError("controller answered NAK CH for channel 1", "check [spray] lane_channels"), OutputError, "NAK CH"),
+])
+def test_a_switching_failure_ends_the_run_with_everything_off(error, raised, words):
     clock = ManualClock(start_ns=0)
-    out = _BrokenValve(channels=2, clock=clock)
+    out = _FailingValve(error, channels=2, clock=clock)
     sch = SprayScheduler(out, clock=clock)
     sch.plan(0, 0, 500_000_000)
     sch.plan(1, 0, 500_000_000)
     sch.run_due()
     assert out.state() == (False, False) and sch.errors == 1
-    with pytest.raises(RuntimeError, match="relay board not answering"):
+    with pytest.raises(raised, match=words):
         sch.plan(0, 600_000_000, 700_000_000)  # the pipeline's next step fails: non-zero exit, systemd restarts
-    with pytest.raises(RuntimeError):
+    with pytest.raises(raised) as e:
         sch.check()
-    sch.close()
-
-
-class _LostController(DryRunOutput):
-    """A serial controller that NAKs a channel (or stops answering): the output says so with an OutputError."""
-
-    def set(self, channel, on, max_on_s=None):
-        if on:
-            raise OutputError("controller answered NAK CH for channel 1", "check [spray] lane_channels")
-        super().set(channel, on, max_on_s=max_on_s)
-
-
-def test_an_output_error_met_by_the_switching_thread_keeps_its_exit_code():
-    """It was wrapped in a RuntimeError: exit 1 and two tracebacks where whole-frame mode gave exit 6, one line."""
-    clock = ManualClock(start_ns=0)
-    out = _LostController(channels=2, clock=clock)
-    sch = SprayScheduler(out, clock=clock)
-    sch.plan(1, 0, 500_000_000)
-    sch.run_due()
-    assert out.state() == (False, False) and sch.errors == 1
-    with pytest.raises(OutputError, match="NAK CH") as e:
-        sch.check()
-    assert e.value.exit_code == EXIT_OUTPUT
+    if raised is OutputError:
+        assert e.value.exit_code == EXIT_OUTPUT
     sch.close()
 
 

@@ -39,6 +39,7 @@ from edge.outputs.channels import ChannelOutput, Interlock, OutputBlocked
 log = logging.getLogger(__name__)
 
 DEFAULT_PULSES_MS = (20.0, 50.0, 100.0, 200.0, 500.0)
+MIN_PULSE_MS = 1.0  # shorter than a valve or a relay can follow
 MAX_PULSE_MS = 10_000.0
 
 PROCEDURE = """\
@@ -246,8 +247,8 @@ def _check(output: ChannelOutput, channel: int, pulses_ms: Sequence[float], repe
                           f"0..{output.channels - 1}", "give one channel number (the valve to measure)")
     bound_ms = (output.max_on_s or MAX_PULSE_MS / 1000) * 1000
     for p in pulses_ms:
-        if not 0 < p <= MAX_PULSE_MS:
-            raise ConfigError(f"pulse length {p:g} ms is out of range", f"use 1 to {MAX_PULSE_MS:g} ms")
+        if not MIN_PULSE_MS <= p <= MAX_PULSE_MS:  # also refuses nan
+            raise ConfigError(f"pulse length {p:g} ms is out of range", f"use {MIN_PULSE_MS:g} to {MAX_PULSE_MS:g} ms")
         if p >= bound_ms:
             raise ConfigError(f"pulse length {p:g} ms is not below the output's on-time bound ({bound_ms:g} ms): "
                               "the output would close the valve early", "use shorter pulses or raise [outputs] "

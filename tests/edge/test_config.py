@@ -148,17 +148,23 @@ def test_max_frames_below_one_is_a_usage_error(value, capsys):
 
 
 @pytest.mark.parametrize("flag, what", [("--video", "a video file"), ("--images", "a folder of images"),
-                                        ("--stream", "a stream URL")])
+                                        ("--stream", "a stream URL"), ("--config", "a config file"),
+                                        ("--model", "a bundle folder or name"), ("--variant", "an export name"),
+                                        ("--serial-port", "a serial device"), ("--state-file", "a file path"),
+                                        ("--log-jsonl", "a file path"), ("--save-triggers", "a folder"),
+                                        ("--lag-log", "a file path"), ("--web", "a port or HOST:PORT")])
 @pytest.mark.parametrize("value", ["", "  "])
 def test_an_empty_source_is_a_usage_error(flag, what, value, capsys):
-    """--video "$UNSET" used to run the config's source: by default the live camera, with the real outputs."""
+    """--video "$UNSET" used to run the config's source: by default the live camera, with the real outputs;
+    --config "$UNSET" --all-off the built-in dry-run defaults (exit 0, no real valve switched off)."""
     with pytest.raises(SystemExit) as e:
         main(["--model", str(TOY_BUNDLE), f"{flag}={value}", "--validate-config"])
-    assert e.value.code == 2 and f"{flag}: expected {what}, got an empty value" in capsys.readouterr().err
+    assert e.value.code == 2 and f"{flag}: expected {what}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("modes", [["--validate-config", "--test-outputs"], ["--all-off", "--test-outputs"],
-                                   ["--list-models", "--version"]])
+                                   ["--list-models", "--version"], ["--all-off", "--measure-valve-lag", "0"],
+                                   ["--measure-valve-lag", "0", "--validate-config"]])
 def test_two_modes_at_once_are_a_usage_error(modes, capsys):
     """--all-off --test-outputs used to only switch off, silently."""
     with pytest.raises(SystemExit) as e:

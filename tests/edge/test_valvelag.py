@@ -84,6 +84,8 @@ def test_prompt_can_cancel_before_any_pulse():
 @pytest.mark.parametrize("kw, match", [
     ({"channel": 2}, "channel 2 does not exist"),
     ({"pulses_ms": [0]}, "out of range"),
+    ({"pulses_ms": [0.0001]}, "use 1 to 10000 ms"),  # was accepted
+    ({"pulses_ms": [float("nan")]}, "out of range"),
     ({"pulses_ms": [2000]}, "on-time bound"),  # the dry-run output closes a valve after 2 s
     ({"repeats": 0}, "--repeats"),
 ])

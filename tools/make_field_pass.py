@@ -60,6 +60,7 @@ import numpy as np
 from make_sample_video import CROPS, EXG_THRESHOLD, PATCH, gravel_tile, plant_free_patches, plant_pixels
 
 from edge.core.errors import ConfigError, WeedDetectorError
+from edge.core.files import check_output
 from edge.spray.config import SprayConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,6 +163,10 @@ def place(n_lanes: int, n_plants: int, lo_cm: float, hi_cm: float, length_cm: fl
     return sorted(spots, key=lambda s: s[1])
 
 
+MAX_STRIP_BYTES = 2_000_000_000  # the pass is painted on one strip in memory
+ZERO_OK = {"--noise", "--crop-share", "--density-per-m", "--nozzle-cm", "--valve-lag-ms"}  # 0 means "none" there
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=sorted(PRESETS))
@@ -224,23 +229,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--list-split needs --split and --split-of or --split-args")
     if a.roles is not None and a.split is not None:
         ap.error("--roles goes with --images (a split takes its roles from its weed-train data options)")
-    positive = {"--fps": a.fps, "--speed-kmh": a.speed_kmh, "--across-cm": a.across_cm, "--along-cm": a.along_cm,
-                "--plant-cm": a.plant_cm, "--gravel-cm": a.gravel_cm}
-    for name, value in positive.items():
-        if not value > 0:
-            ap.error(f"{name} must be above 0")
+    ranges = {"--fps": (a.fps, 1, 240), "--across-cm": (a.across_cm, 1, 1000), "--along-cm": (a.along_cm, 1, 1000),
+              "--plant-cm": (a.plant_cm, 0.1, 100), "--gravel-cm": (a.gravel_cm, 0.1, 1000),
+              "--seconds": (a.seconds, 0, 3600), "--length-m": (a.length_m, 0, 1000),
+              "--noise": (a.noise, 0, 255), "--crop-share": (a.crop_share, 0, 1),
+              "--density-per-m": (a.density_per_m, 0, 1000), "--nozzle-cm": (a.nozzle_cm, 0, 10000),
+              "--valve-lag-ms": (a.valve_lag_ms, 0, 2000)}
+    for name, (value, lo, hi) in ranges.items():  # "not lo <= value" also refuses nan; inf is above hi
+        if value is not None and not (lo <= value <= hi and (lo > 0 or name in ZERO_OK or value > 0)):
+            span = f"{lo:g}..{hi:g}" if lo > 0 or name in ZERO_OK else f"above 0 and at most {hi:g}"
+            ap.error(f"{name} is {span}, got {value!r}")
     slowest = SprayConfig.model_fields["min_speed_kmh"].default  # the pass's config keeps the default
     if not slowest <= a.speed_kmh <= 100:
         ap.error(f"--speed-kmh is {slowest:g}..100 ([spray] min_speed_kmh = {slowest:g} by default: slower, the "
                  "pass's config would never spray)")
-    if a.seconds is not None and not a.seconds > 0 or a.length_m is not None and not a.length_m > 0:
-        ap.error("--seconds and --length-m must be above 0")
     if not 16 <= a.width <= 8192 or not 16 <= a.height <= 8192 or not 1 <= a.lanes <= 64:
         ap.error("--width and --height are 16..8192 pixels, --lanes 1..64")
-    if min(a.weeds, a.crops) < 0 or a.density_per_m is not None and not 0 <= a.density_per_m <= 1000:
-        ap.error("--weeds and --crops are >= 0, --density-per-m 0..1000")
-    if not 0 <= a.crop_share <= 1 or a.blur_px < 0 or a.noise < 0:
-        ap.error("--crop-share is 0..1, --blur-px and --noise are >= 0")
+    if min(a.weeds, a.crops) < 0 or max(a.weeds, a.crops) > 10000:
+        ap.error("--weeds and --crops are 0..10000")
+    if not 0 <= a.blur_px <= 255:
+        ap.error("--blur-px is 0..255")
+    for flag, path in (("--out", a.out), ("--truth", a.truth), ("--config-out", a.config_out or None)):
+        if path is not None:
+            try:  # before any photo is read or frame made
+                check_output(flag, path)
+            except ConfigError as e:
+                ap.error(str(e))
+    if a.split_args is not None:
+        try:
+            shlex.split(a.split_args)
+        except ValueError as e:
+            ap.error(f"--split-args {a.split_args!r} cannot be split into words: {e}")
+    if not a.images.strip():
+        ap.error("--images: expected a folder of photos, got an empty value")
     return a
 
 
@@ -319,6 +340,9 @@ def make_pass(a: argparse.Namespace, pool: list[tuple[str, np.ndarray, str, str,
         n_frames = int(round(a.length_m * 100 / v_cm_s * a.fps)) + 1
     else:
         n_frames = int(round(a.seconds * a.fps))
+    if n_frames < 2:
+        raise ConfigError(f"the pass would be {n_frames} frame(s) at {a.fps:g} fps: nothing moves",
+                          "give a longer --seconds or --length-m")
     pass_cm = v_cm_s * (n_frames - 1) / a.fps  # the image centre moves this far
     if a.density_per_m is not None:
         n_plants = int(round(a.density_per_m * pass_cm / 100))
@@ -334,6 +358,10 @@ def make_pass(a: argparse.Namespace, pool: list[tuple[str, np.ndarray, str, str,
     px_x, px_y = a.width / a.across_cm, a.height / a.along_cm  # pixels per cm
     top_cm = pass_cm + a.along_cm / 2  # the strip spans [-along/2, top_cm] along travel
     strip_h = int(np.ceil((top_cm + a.along_cm / 2) * px_y)) + 1
+    if strip_h * a.width * 3 > MAX_STRIP_BYTES:
+        raise ConfigError(f"the pass's ground strip would take {strip_h * a.width * 3 / 1e9:.1f} GB "
+                          f"({strip_h}x{a.width} pixels at {px_y:.1f} px/cm)",
+                          "give a shorter pass, a smaller --height or a longer --along-cm")
     strip = np.empty((strip_h, a.width, 3), np.uint8)
     t = max(8, int(round(a.gravel_cm * px_x)))  # a gravel tile (3x3 patches) covers gravel_cm on the ground
     for y in range(0, strip_h, t):
@@ -360,12 +388,17 @@ def make_pass(a: argparse.Namespace, pool: list[tuple[str, np.ndarray, str, str,
                 mask = without_specks(mask, speck_px)
         cy, cx = int(round((top_cm - d) * px_y)), int(round((lane + 0.5) * lane_w * px_x))
         y0, x0 = cy - size_px // 2, cx - size_px // 2
-        region = strip[y0:y0 + size_px, x0:x0 + size_px]
-        shown = mask[:region.shape[0], :region.shape[1]]
-        region[shown] = img[:region.shape[0], :region.shape[1]][shown]
+        ys, xs = max(0, y0), max(0, x0)  # a plant wider than its lane's side of the strip is cut at the edge
+        ye, xe = min(strip_h, y0 + size_px), min(a.width, x0 + size_px)  # (a negative start wrapped around)
+        region = strip[ys:ye, xs:xe]
+        shown = mask[ys - y0:ye - y0, xs - x0:xe - x0]
+        region[shown] = img[ys - y0:ye - y0, xs - x0:xe - x0][shown]
         row = {"lane": lane, "distance_cm": d, "length_cm": round(size_px / px_y, 1), "kind": kind, "class": label}
         if a.truth_length == "mask":
-            centre, length = mask_extent(shown, y0, top_cm, px_y)
+            if not shown.any():
+                raise ConfigError(f"a {a.plant_cm:g} cm plant in lane {lane} falls outside the "
+                                  f"{a.across_cm:g} cm strip", "give a smaller --plant-cm or fewer --lanes")
+            centre, length = mask_extent(shown, ys, top_cm, px_y)
             row.update(distance_cm=round(centre, 2), length_cm=round(length, 2))
         if photo_id is not None:
             row["photo"] = photo_id

@@ -300,3 +300,35 @@ def test_a_speed_the_pass_config_would_refuse_is_a_usage_error(speed, tmp_path):
                            speed, "--out", str(out), "--truth", str(tmp_path / "t.jsonl")], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "--speed-kmh is 1..100" in proc.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--fps", "inf"], "--fps is 1..240, got inf"),  # inf was an OverflowError traceback
+    (["--seconds", "inf"], "--seconds is above 0 and at most 3600, got inf"),
+    (["--along-cm", "1e-9"], "--along-cm is 1..1000"),  # tried to allocate 186 TiB
+    (["--across-cm", "inf"], "--across-cm is 1..1000"),
+    (["--noise", "nan"], "--noise is 0..255, got nan"),  # corrupt frames, accepted
+    (["--valve-lag-ms", "nan"], "--valve-lag-ms is 0..2000"),  # written into the config edge-run then refused
+    (["--nozzle-cm", "-5"], "--nozzle-cm is 0..10000"),
+    (["--truth", "."], "cannot write the --truth file '.': it is a folder"),  # after the video was made
+    (["--config-out", "."], "cannot write the --config-out file '.': it is a folder"),
+    (["--split", "test", "--split-args", '"x'], "cannot be split into words: No closing quotation"),
+    (["--images", ""], "--images: expected a folder of photos, got an empty value"),  # read the current folder
+])
+def test_values_that_cannot_make_a_pass_are_refused_when_parsed(tool, args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        tool.parse_args(["--width", "32", "--height", "32", *args])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seconds", "0.01"], "the pass would be 0 frame(s)"),  # was exit 0: a -0.2 m pass with 8 plants
+    (["--length-m", "1e-9"], "the pass would be 1 frame(s)"),
+    (["--length-m", "1000", "--along-cm", "1", "--height", "8192"], "the pass's ground strip would take"),
+])
+def test_a_pass_that_cannot_be_made_is_one_line_saying_why(tool, args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tool.main(["--images", str(PHOTOS), "--width", "32", "--height", "32", "--fps", "5", *args]) == 1
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and not (tmp_path / "field_pass.avi").stat().st_size

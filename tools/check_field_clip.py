@@ -72,12 +72,7 @@ def clip_frames(bundle: str, video: Path = VIDEO, truth: Path = TRUTH, coverage:
                 sensitivity: str = "medium") -> tuple[int, int, list[tuple[str, np.ndarray]]]:
     """(frames read, truth rows, the scored frames as (role, the model's probabilities)): every frame where one
     tile covers at least ``coverage`` of the view, classified once, so that any number of rules can be scored."""
-    try:
-        with truth.open(encoding="utf-8", newline="") as f:
-            rows = {int(r["frame"]): r for r in csv.DictReader(f)}
-    except (OSError, ValueError, KeyError, TypeError) as e:  # missing, not UTF-8, no frame column, not a number
-        raise ConfigError(f"cannot read the clip's truth {truth} ({e.__class__.__name__}: {e})",
-                          "give --truth a CSV with frame, role and coverage columns (samples/field_truth.csv)") from None
+    rows = read_truth_rows(truth)
     gate = VegetationGate(PRESETS[sensitivity])  # the edge's own bare-ground decision
     out: list[tuple[str, np.ndarray]] = []
     with Classifier(bundle) as clf:
@@ -89,7 +84,7 @@ def clip_frames(bundle: str, video: Path = VIDEO, truth: Path = TRUTH, coverage:
             if not ok:
                 break
             r = rows.get(i)
-            if r is not None and float(r["coverage"]) >= coverage:
+            if r is not None and r["coverage"] >= coverage:
                 role = r["role"]
                 if role == "background" and not gate.measure(frame, [_model_box(frame, m.input)])[0].gated:
                     near = _nearest_plant_role(rows, i)
@@ -100,7 +95,35 @@ def clip_frames(bundle: str, video: Path = VIDEO, truth: Path = TRUTH, coverage:
         cap.release()
     if i == 0:
         raise SourceError(f"no frame could be read from {video}", "give --video a video file OpenCV reads")
+    if not out:  # "the clip passes" on nothing scored would be a pass nobody earned
+        raise ConfigError(f"no frame of {video} was scored: none of the {len(rows)} truth rows of {truth} has a "
+                          f"frame in the video with coverage >= {coverage:g}",
+                          "give the clip's own --truth, or a lower --coverage")
     return i, len(rows), out
+
+
+TRUTH_FIX = "give --truth a CSV with frame, role (background, crop, weed) and coverage (0..1) columns " \
+            "(samples/field_truth.csv)"
+
+
+def read_truth_rows(truth: Path) -> dict[int, dict]:
+    """The clip's truth by frame: every row a whole frame number, a role of ``background``/``crop``/``weed`` and a
+    coverage from 0 to 1 (``ConfigError`` naming the row otherwise: a bad row was a traceback, exit 1 = "fails")."""
+    try:
+        with truth.open(encoding="utf-8", newline="") as f:
+            raw = list(csv.DictReader(f))
+    except (OSError, ValueError, csv.Error) as e:  # missing, a folder, not UTF-8, not CSV
+        raise ConfigError(f"cannot read the clip's truth {truth} ({e.__class__.__name__}: {e})", TRUTH_FIX) from None
+    rows = {}
+    for n, r in enumerate(raw, start=2):  # line 1 is the header
+        try:
+            frame, role, coverage = int(r["frame"]), r["role"], float(r["coverage"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{truth} line {n}: needs a whole frame number, a role and a coverage", TRUTH_FIX) from None
+        if role not in ("background", "crop", "weed") or not 0.0 <= coverage <= 1.0:  # also refuses nan
+            raise ConfigError(f"{truth} line {n}: role {role!r}, coverage {coverage!r}", TRUTH_FIX)
+        rows[frame] = {**r, "coverage": coverage}
+    return rows
 
 
 def role_counts(frames: list[tuple[str, np.ndarray]], rule: SprayRule) -> dict:

@@ -37,7 +37,7 @@ from run_pass_clocked import (BLUR_PX, NOISE, SEEDS, SPEEDS, add_rule_options, e
                               spray_overrides)
 
 from edge.config import load_config
-from edge.core.errors import WeedDetectorError
+from edge.core.errors import ConfigError, WeedDetectorError
 from edge.core.files import check_output
 from edge.tools.replay import Score, read_spray_log, read_truth, score
 
@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     decision = rule_overrides(a)
     spray = spray_overrides(a)
     gate = gate_overrides(a)
+    if a.images is not None and not a.images.strip():
+        ap.error("--images: expected a folder of photos, got an empty value")  # it measured the default split
+    if a.keep is not None and (not a.keep.strip() or os.path.exists(a.keep) and not os.path.isdir(a.keep)):
+        ap.error(f"--keep: expected a folder to keep the passes in, got {a.keep!r}")
     if a.roles and not a.images:
         ap.error("--roles goes with --images")
     if a.images:
@@ -200,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         pool = mfp.photo_pool(mfp.parse_args(source))  # the photos, listed and decoded once
         with tempfile.TemporaryDirectory(prefix="passes-") as tmp:
             folder = Path(a.keep) if a.keep else Path(tmp)
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"cannot make the --keep folder {a.keep!r}: {e.strerror or e}",
+                                  "give --keep a folder you can write to") from None
             load = os.getloadavg()[0]
             runs = [run_pass(folder, v, c, tag, extra, seed, source, pool, a.model, a.clocked, decision, spray, gate)
                     for v in speeds for c, (tag, extra) in chosen.items() for seed in seeds]

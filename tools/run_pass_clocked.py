@@ -27,6 +27,7 @@ from edge.app.wiring import load_classifier, make_lane_planner
 from edge.config import load_config
 from edge.core.clock import ManualClock
 from edge.core.errors import WeedDetectorError
+from edge.core.files import check_output
 from edge.core.frame import Frame
 from edge.loop.per_lane import LaneProcessor
 from edge.outputs.dryrun import DryRunOutput
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     add_rule_options(ap)
     a = ap.parse_args(argv)
     try:
+        if a.spray_log is not None:
+            check_output("--spray-log", str(a.spray_log))  # a folder was an IsADirectoryError traceback
         print(run_clocked(a.config, a.video, a.truth, a.spray_log, a.model, rule_overrides(a),
                           spray_overrides(a), gate_overrides(a)).line())
     except WeedDetectorError as e:

@@ -132,8 +132,9 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = True) 
 
 def check_output(flag: str, path: str) -> None:
     """A result file (``--json FILE``) that cannot be written, said before the work that fills it rather than after it
-    (``ConfigError``, exit 3, naming ``flag``): created empty if missing, never truncated here; a FIFO or a device is
-    refused without blocking on it."""
+    (``ConfigError``, exit 3, naming ``flag``): opened to append (never truncated here), and removed again if it was
+    not there before (a run refused later leaves no empty file behind); a FIFO or a device is refused without
+    blocking on it."""
     from edge.core.errors import ConfigError
     from edge.core.jsonl import cannot_write  # the one "cannot write" message
 
@@ -146,10 +147,20 @@ def check_output(flag: str, path: str) -> None:
     with contextlib.suppress(OSError, ValueError):  # not there yet (or unusable): the open below says why
         regular(os.stat(path).st_mode)  # a FIFO or a device is never opened
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
+        created = True
+    except FileExistsError:
+        created = False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY)
+        except (OSError, ValueError) as e:
+            raise cannot_write(f"{flag} file", path, e, ConfigError, fix) from None
     except (OSError, ValueError) as e:
         raise cannot_write(f"{flag} file", path, e, ConfigError, fix) from None
     try:
         regular(os.fstat(fd).st_mode)  # ... nor one swapped in meanwhile
     finally:
         os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(path)

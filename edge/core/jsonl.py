@@ -27,8 +27,8 @@ owner of each log builds its records; this module only writes them down.
   and follow that (``tail -f``).
 - A file that does not end with a newline when it is opened (an earlier run was cut off
   mid-line, e.g. by a power loss) has that cut line removed first, with a warning, so
-  appending never glues a new line onto it. A file whose last line is not a JSON object (a
-  config or an image named as the log by mistake) is not touched: the owner's start-up error.
+  appending never glues a new line onto it. A file whose first line does not start a JSON object
+  (a config or an image named as the log by mistake) is not touched: the owner's start-up error.
 - With ``max_bytes`` the file is rotated before a line that would take it past the cap:
   ``log`` -> ``log.1`` -> ... -> ``log.<backups>``, the oldest deleted (0 = no cap). A
   restart appends to the current file and counts its size. ``write(record, max_bytes=N)``
@@ -164,27 +164,27 @@ class JsonlWriter:
         self._f = f
 
     def _drop_cut_line(self, f: BinaryIO) -> int:
-        """The file's size once a cut last line (no newline after it) is truncated away. A file whose last
-        line is not a JSON object (a config, a photo given as the log by mistake) is not appended to."""
+        """The file's size once a cut last line (no newline after it) is truncated away. A file whose first line
+        does not start a JSON object (a config, a photo given as the log by mistake) is not appended to; damage
+        further on (a torn page, a cut line of garbage after a power loss) is not held against it: the readers
+        skip such lines, and a run must start."""
         end = f.seek(0, os.SEEK_END)
         if end == 0:
             return 0
+        f.seek(0)
+        head = f.read(min(end, CUT_LINE_MAX)).lstrip(_FILL + b"\n")  # blank and NUL-filled lines skipped
+        if head and not head.startswith(b"{"):  # every line a run writes is a JSON object
+            raise OSError(errno.EINVAL, "its first line is not a JSON object: not a JSON-lines file a run wrote, "
+                                        "so nothing is appended to it")
         start = max(0, end - CUT_LINE_MAX - 1)
         f.seek(start)
         tail = f.read(end - start)
+        if tail.endswith(b"\n"):
+            return end
         nl = tail.rfind(b"\n")
         if nl < 0 and start > 0:
             raise OSError(errno.EINVAL, f"it does not end with a whole line and its last {CUT_LINE_MAX} bytes "
                                         "hold no newline: not a JSON-lines file")
-        # the last whole line ("" if none) and the cut one; NUL bytes are what a power loss can leave of a line
-        whole = tail[:nl + 1].rstrip(b"\n").rsplit(b"\n", 1)[-1].strip(_FILL)
-        cut = tail[nl + 1:]
-        cut_start = cut.strip(_FILL)[:1]
-        if (whole and not _json_object(whole)) or cut_start not in (b"", b"{"):
-            raise OSError(errno.EINVAL, "its last line is not a JSON object: not a JSON-lines file a run wrote, "
-                                        "so nothing is appended to it")
-        if not cut:
-            return end
         keep = start + nl + 1
         f.truncate(keep)
         self._log.warning("%s %s ended with a cut line (%d bytes, an earlier run stopped while writing it): "
@@ -356,13 +356,6 @@ class JsonlWriter:
         if self._lost:
             self._log.warning("%s %s: %d line(s) lost at the end of the run (writing never resumed)",
                               self.what, self.path, self._lost)
-
-
-def _json_object(line: bytes) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except (ValueError, RecursionError):
-        return False
 
 
 def encode_line(record: Any) -> bytes:

@@ -51,20 +51,22 @@ class _Attempt:
         self._cancelled = False
 
     def run(self, factory: Callable[[], Output]) -> None:
+        built: Output | None = None
+        failure: WeedDetectorError | None = WeedDetectorError("the attempt ended without an output")
         try:
-            built: Output | None = factory()
-            failure = None
+            built, failure = factory(), None
         except WeedDetectorError as e:
-            built, failure = None, e
+            failure = e
         except Exception as e:  # a bug in building: the next attempt may fare no better, but the run goes on
             log.exception("building the output failed")
-            built, failure = None, WeedDetectorError(f"building the output failed: {e!r}")
-        with self._lock:
-            if self._cancelled and built is not None:
-                _close_quietly(built)
-                built = None
-            self.output, self.error = built, failure
-        self.done.set()
+            failure = WeedDetectorError(f"building the output failed: {e!r}")
+        finally:  # whatever ended it (even a BaseException): the attempt is over, the next one can follow
+            with self._lock:
+                if self._cancelled and built is not None:
+                    _close_quietly(built)
+                    built = None
+                self.output, self.error = built, failure
+            self.done.set()
 
     def cancel(self) -> None:
         """The wrapper is closed: close what this attempt built, now or when it ends."""
@@ -165,9 +167,13 @@ class ReconnectingOutput:
             if self._attempt is None:
                 if self._clock.now_ns() < self._next_try_ns:
                     return
-                attempt = self._attempt = _Attempt()
-                factory = self._factory
-                self._spawn(lambda: attempt.run(factory))
+                attempt, factory = _Attempt(), self._factory
+                try:
+                    self._spawn(lambda: attempt.run(factory))
+                except Exception as e:  # no thread to be had: this attempt failed, the next one follows the backoff
+                    attempt.error = WeedDetectorError(f"no thread for the attempt: {e}")
+                    attempt.done.set()
+                self._attempt = attempt
             if self._attempt.done.is_set():  # at once with a spawn that runs it in this thread
                 self._take(self._attempt)
 

@@ -55,6 +55,7 @@ MIN_HEARTBEAT_S = 0.01  # [outputs] heartbeat_s's lower bound (edge.outputs.conf
 DEFAULT_ACK_TIMEOUT_S = 0.1
 DEFAULT_RETRIES = 2
 _POLL_S = 0.01  # how long one read() may block while waiting for an acknowledgement
+FAIL_SAFE = (proto.OFF, proto.ALLOFF)  # the commands still sent to a controller that stopped answering
 HB_FAILURE_LOG_S = 30.0  # a heartbeat refused again and again: one log line this often, with the count
 
 PORT_FIX = (
@@ -159,7 +160,7 @@ class SerialOutput(ChannelOutput):
         self._last_sent: list[int | None] = []
         self._hb_stop = threading.Event()
         self._hb_failures = 0  # heartbeats refused since the last log line about them
-        self._hb_logged_ns: int | None = None  # when that line was written (None: the heartbeats work)
+        self._hb_logged_ns: int | None = None  # when that line was written (None: none yet)
         self._hb_thread: threading.Thread | None = None
         self._owns_port = serial is None
         self._ser = self._take_port(serial)
@@ -201,13 +202,6 @@ class SerialOutput(ChannelOutput):
                 )
             n = channels if channels is not None else info.channels
             limit_ms = info.max_on_ms
-            if limit_ms < MIN_MAX_ON_S * 1000:
-                raise OutputError(
-                    f"the controller on {self.port} keeps a valve open at most {limit_ms} ms, below the "
-                    f"{MIN_MAX_ON_S * 1000:g} ms a spray needs (valves would only flicker)",
-                    f"set the controller firmware's MAX_ON_MS to at least {MIN_MAX_ON_S * 1000:g} "
-                    f"(edge-run's default on-time bound is {DEFAULT_MAX_ON_S * 1000:g} ms)",
-                )
         else:
             assert channels is not None  # _check_settings: required without acks
             n = channels
@@ -326,6 +320,13 @@ class SerialOutput(ChannelOutput):
                 f"sprayer controller on {self.port} answered with protocol v{info.version}, we speak v{proto.PROTOCOL_VERSION}",
                 "update weed-detector or use firmware that speaks v1",
             )
+        if info.max_on_ms < MIN_MAX_ON_S * 1000:  # at start and after a restart (NAK SYNC) alike
+            raise OutputError(
+                f"the controller on {self.port} keeps a valve open at most {info.max_on_ms} ms, below the "
+                f"{MIN_MAX_ON_S * 1000:g} ms a spray needs (valves would only flicker)",
+                f"set the controller firmware's MAX_ON_MS to at least {MIN_MAX_ON_S * 1000:g} "
+                f"(edge-run's default on-time bound is {DEFAULT_MAX_ON_S * 1000:g} ms)",
+            )
         if self.heartbeat_s * 1000 * 2 > info.watchdog_ms:
             raise OutputError(
                 f"outputs.heartbeat_s is {self.heartbeat_s} s but the controller's watchdog is {info.watchdog_ms} ms: "
@@ -384,9 +385,11 @@ class SerialOutput(ChannelOutput):
             self._seq = self._seq % proto.MAX_SEQ + 1
             seq = self._seq
             line = proto.encode(seq, cmd, args)
-            if not self.healthy:  # it stopped answering: an OFF is still sent, once, and nothing awaited (each
-                self._write(line)  # wait blocked the loop; the controller's watchdog is the backstop)
-                return None
+            if not self.healthy:  # it stopped answering (checked under _io: the heartbeat may just have found it)
+                if cmd not in FAIL_SAFE:  # an ON (or HB, HELLO) must not pass for done when nobody answers
+                    raise _LinkDown("it stopped answering")
+                self._write(line)  # an OFF is still sent, once, and nothing awaited (each wait blocked the
+                return None  # loop); the controller's watchdog is the backstop
             problem = "no answer"
             for attempt in range(self.retries + 1):
                 if attempt:
@@ -453,13 +456,11 @@ class SerialOutput(ChannelOutput):
                 if not self.healthy:
                     return  # _mark_unhealthy logged it and set the stop event
                 self._heartbeat_failed(exc)
-            else:
-                self._hb_failures, self._hb_logged_ns = 0, None
 
     def _heartbeat_failed(self, exc: OutputError) -> None:
         """A refused heartbeat (NAK CMD from an odd firmware): logged at once, then at most once every
         ``HB_FAILURE_LOG_S`` with the count (it was a line every heartbeat_s)."""
-        self._hb_failures += 1
+        self._hb_failures += 1  # since the last line, failing now and then or all the time
         now = self._clock.now_ns()
         if self._hb_logged_ns is None or now - self._hb_logged_ns >= HB_FAILURE_LOG_S * 1e9:
             again = f" ({self._hb_failures} failed since the last line)" if self._hb_logged_ns is not None else ""

@@ -151,9 +151,10 @@ def parse_nmea(line: str | bytes) -> NmeaFix | None:
         return NmeaFix("RMC", kmh if valid else None, lat if valid else None, lon if valid else None)
     if kind == "VTG" and len(f) >= 9:
         valid = not (len(f) > 9 and f[9][:1] == "N")
-        kmh = _kmh(_float(f[7])) if f[7] else None
-        if kmh is None and f[5]:
-            kmh = _kmh(_float(f[5]), KNOTS_TO_KMH)
+        if f[7]:  # km/h given: that figure or nothing (a glitch there is not mended by the knots field)
+            kmh = _kmh(_float(f[7]))
+        else:
+            kmh = _kmh(_float(f[5]), KNOTS_TO_KMH) if f[5] else None
         return NmeaFix("VTG", kmh if valid else None)
     return None
 

@@ -198,7 +198,9 @@ def create_app(hub: LiveHub, controls: Controls, auth: Auth, *, status: Callable
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):  # werkzeug's refusals (no route, wrong method, too large) as JSON, not HTML
-        return _refuse(e.code or 500, *_http_refusal(e))
+        resp = _refuse(e.code or 500, *_http_refusal(e))
+        resp.headers.update((k, v) for k, v in e.get_headers() if k.lower() != "content-type")  # 405's Allow
+        return resp
 
     @app.errorhandler(RecursionError)
     def _too_deep(_e):  # a JSON body nested thousands deep (request.get_json)

@@ -329,6 +329,44 @@ def test_a_reconnect_attempt_never_holds_up_the_caller_and_a_late_one_is_closed(
             assert built[-1].closed
 
 
+@pytest.mark.parametrize("fault", ["factory", "spawn"])
+def test_an_attempt_that_dies_or_cannot_start_is_a_failed_attempt_and_the_next_one_follows(fault):
+    """The review's case: a factory raising a BaseException (or no thread to be had) left the attempt pending
+    forever: no reconnect for the rest of the run."""
+    clock = ManualClock()
+    calls = []
+
+    def factory():
+        calls.append(1)
+        if len(calls) == 1:
+            return _LostOnce(channels=2, clock=clock)
+        if fault == "factory" and len(calls) == 2:
+            raise SystemExit("a library calling sys.exit")
+        return DryRunOutput(channels=2, clock=clock)
+
+    spawned = []
+
+    def spawn(work):
+        spawned.append(1)
+        if fault == "spawn" and len(spawned) == 1:
+            raise RuntimeError("can't start new thread")
+        try:
+            work()
+        except SystemExit:
+            pass  # a thread's SystemExit ends only that thread
+
+    out = ReconnectingOutput(factory, backoff=Backoff(0.5, 2.0), clock=clock, spawn=spawn)
+    with pytest.raises(OutputUnavailable):
+        out.set(0, True)
+    clock.advance(0.5)
+    out.maintain()  # the attempt dies (or never starts): counted as failed, the next one scheduled
+    assert out.failed_attempts == 1 and not out.connected
+    clock.advance(1.0)
+    out.maintain()
+    assert out.connected and out.reconnects == 1
+    out.close()
+
+
 class _LostOnce(DryRunOutput):
     """A device that fails at its first switch-on (unplugged) and says so by turning unhealthy."""
 

@@ -205,15 +205,15 @@ def test_a_file_without_any_newline_near_its_end_is_not_ours_to_cut(tmp_path):
 
 @pytest.mark.parametrize("content", [
     b"[spray]\nlanes = 4\nspeed_kmh = 3.0",  # a config given as the state file: its last line was cut away
-    b"[spray]\nlanes = 4\n",
-    b'{"i": 0}\nlanes = 4\n',
-    b'{"i": 0}\n[1, 2]\n',  # JSON, not an object
+    b"# weed-detector config\n[spray]\nlanes = 4\n",
+    b"[1, 2]\n",  # JSON, not an object
     b"\xff\xd8\xff\xe0 a photo\n\x89",
+    b"\n\x00\x00\nframe,role\n",
 ])
-def test_a_file_whose_last_line_is_not_a_json_object_is_left_untouched(tmp_path, content):
+def test_a_file_whose_first_line_is_not_a_json_object_is_left_untouched(tmp_path, content):
     path = tmp_path / "given.txt"
     path.write_bytes(content)
-    with pytest.raises(OutputError, match="its last line is not a JSON object"):
+    with pytest.raises(OutputError, match="its first line is not a JSON object"):
         JsonlWriter(path, what="state file", error=OutputError)
     assert path.read_bytes() == content
 
@@ -223,8 +223,13 @@ def test_a_file_whose_last_line_is_not_a_json_object_is_left_untouched(tmp_path,
     (b'{"i": 0}\n\x00\x00\n', b'{"i": 0}\n\x00\x00\n'),
     (b'{"i": 0}\n\n', b'{"i": 0}\n\n'),
     (b"\n", b"\n"),
+    # damage after the first line does not stop a run from starting (the review: a restart loop at exit 3)
+    (b'{"i": 0}\n{"a":\x00\x00,"b":2}\n', b'{"i": 0}\n{"a":\x00\x00,"b":2}\n'),  # a torn page
+    (b'{"i": 0}\n\xde\xad garbage', b'{"i": 0}\n'),  # a cut line of a stale block
+    (b'{"i": 0}\nlanes = 4\n', b'{"i": 0}\nlanes = 4\n'),
+    (b'\x00\x00{"i": 0}\n', b'\x00\x00{"i": 0}\n'),
 ])
-def test_blank_and_nul_filled_ends_of_a_log_are_appended_after(tmp_path, content, kept):
+def test_blank_nul_filled_and_damaged_ends_of_a_log_are_appended_after(tmp_path, content, kept):
     path = tmp_path / "log.jsonl"
     path.write_bytes(content)
     w = JsonlWriter(path, what="frame log")

@@ -580,6 +580,45 @@ def test_pty_once_silent_each_command_is_written_once_and_nothing_awaited(peer):
     assert out.state() == (False,) * 4
 
 
+def test_pty_an_on_waiting_while_the_heartbeat_finds_the_silence_is_not_reported_as_done(peer):
+    """The review's race: the heartbeat thread holds the port and marks the output unhealthy; the ON waiting for
+    the port was then written once and returned as if acknowledged (the channel read as on, a spray counted)."""
+    out = open_edge(peer, retries=1)
+    peer.mute = True
+    out.ack_timeout_s = 0.02
+    with pytest.raises(OutputError):
+        out.heartbeat()  # the silence found; what follows is what a command queued behind it meets
+    before = len(proto.LineSplitter().feed(peer.unheard))
+    with pytest.raises(OutputError, match="stopped answering"):
+        out._command(proto.ON, (0, 500))  # past _hw_on's own check, as a command already waiting was
+    with pytest.raises(OutputError, match="stopped answering"):
+        out.heartbeat()  # no heartbeat is counted for a dead link
+    assert out.heartbeats == 0 and out.state()[0] is False
+    assert len(proto.LineSplitter().feed(peer.unheard)) == before  # neither line was sent
+    out.close()
+
+
+def test_pty_a_heartbeat_failing_now_and_then_is_still_one_line_every_30_s(peer, caplog):
+    """The review's case: every other heartbeat refused; each success reopened the 30 s window (48 lines in 2 s)."""
+    out = open_edge(peer, heartbeat_s=0.01, clock=ManualClock())  # the window never passes on this clock
+    calls, done = [], threading.Event()
+
+    def flaky():
+        calls.append(1)
+        if len(calls) >= 40:
+            done.set()
+            out._hb_stop.set()
+        if len(calls) % 2:
+            raise OutputError("sprayer controller refused HB: NAK CMD (unknown command)")
+
+    out.heartbeat = flaky
+    with caplog.at_level(logging.ERROR, logger="edge.outputs.serial_out"):
+        assert done.wait(10)
+        out._hb_thread.join(5)
+    out.close()
+    assert sum("heartbeat failed" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_pty_channel_count_and_heartbeat_are_checked_at_start(peer):
     with pytest.raises(OutputError) as err:
         open_edge(peer, channels=8)

@@ -42,7 +42,8 @@ def nmea(body: str) -> str:
     (nmea("GPRMC,123519,A,9999.0,N,18100.000,E,1.0,0,230394,,"), "RMC", 1.852, None, None),  # 100 deg 39', 181 deg
     (nmea("GPRMC,123519,A,4875.0,N,011-1.000,E,1.0,0,230394,,"), "RMC", 1.852, None, None),  # 75 minutes; -1
     (nmea("GPVTG,,T,,M,inf,N,nan,K,A"), "VTG", None, None, None),
-    (nmea("GPVTG,,T,,M,2.0,N,1e400,K,A"), "VTG", 3.704, None, None),  # km/h not a number: from knots
+    (nmea("GPVTG,,T,,M,2.0,N,1e400,K,A"), "VTG", None, None, None),  # km/h given but not one: unknown
+    (nmea("GPVTG,,T,,M,0.5,N,9999,K,A"), "VTG", None, None, None),  # not the knots' 0.9 km/h
 ])
 def test_parse_rmc_vtg(line, sentence, kmh, lat, lon):
     fix = parse_nmea(line)

@@ -353,6 +353,8 @@ def test_werkzeugs_own_refusals_are_json_saying_what_to_do(method, path, body, c
     assert r.status_code == code and r.mimetype == "application/json", (r.status_code, r.data[:80])
     got = r.get_json()
     assert got["ok"] is False and words in got["error"] and fix in got["fix"] and acted == []
+    if code == 405:  # HTTP asks for the methods it does take
+        assert set(r.headers["Allow"].replace(" ", "").split(",")) >= {fix.split()[-1]}
     stranger = app.test_client().open(path, method=method)
     assert stranger.status_code in (401, 403)  # without the token (and CSRF): refused before any route is looked up
 

@@ -164,7 +164,7 @@ def place(n_lanes: int, n_plants: int, lo_cm: float, hi_cm: float, length_cm: fl
 
 
 MAX_STRIP_BYTES = 2_000_000_000  # the pass is painted on one strip in memory
-ZERO_OK = {"--noise", "--crop-share", "--density-per-m", "--nozzle-cm", "--valve-lag-ms"}  # 0 means "none" there
+ABOVE_ZERO = {"--seconds", "--length-m"}  # their range's 0 is left out: a pass of no length
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -235,10 +235,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
               "--noise": (a.noise, 0, 255), "--crop-share": (a.crop_share, 0, 1),
               "--density-per-m": (a.density_per_m, 0, 1000), "--nozzle-cm": (a.nozzle_cm, 0, 10000),
               "--valve-lag-ms": (a.valve_lag_ms, 0, 2000)}
-    for name, (value, lo, hi) in ranges.items():  # "not lo <= value" also refuses nan; inf is above hi
-        if value is not None and not (lo <= value <= hi and (lo > 0 or name in ZERO_OK or value > 0)):
-            span = f"{lo:g}..{hi:g}" if lo > 0 or name in ZERO_OK else f"above 0 and at most {hi:g}"
-            ap.error(f"{name} is {span}, got {value!r}")
+    for name, (value, lo, hi) in ranges.items():  # the comparisons also refuse nan; inf is above hi
+        if value is None:
+            continue
+        above_zero = name in ABOVE_ZERO
+        if not (lo < value <= hi if above_zero else lo <= value <= hi):
+            ap.error(f"{name} is {f'above {lo:g} and at most {hi:g}' if above_zero else f'{lo:g}..{hi:g}'}, "
+                     f"got {value!r}")
     slowest = SprayConfig.model_fields["min_speed_kmh"].default  # the pass's config keeps the default
     if not slowest <= a.speed_kmh <= 100:
         ap.error(f"--speed-kmh is {slowest:g}..100 ([spray] min_speed_kmh = {slowest:g} by default: slower, the "

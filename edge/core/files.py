@@ -146,15 +146,12 @@ def check_output(flag: str, path: str) -> None:
 
     with contextlib.suppress(OSError, ValueError):  # not there yet (or unusable): the open below says why
         regular(os.stat(path).st_mode)  # a FIFO or a device is never opened
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
-        created = True
-    except FileExistsError:
-        created = False
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY)
-        except (OSError, ValueError) as e:
-            raise cannot_write(f"{flag} file", path, e, ConfigError, fix) from None
+            fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666), True
+        except FileExistsError:
+            fd, created = os.open(path, flags | os.O_APPEND), False
     except (OSError, ValueError) as e:
         raise cannot_write(f"{flag} file", path, e, ConfigError, fix) from None
     try:

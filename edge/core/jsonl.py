@@ -300,14 +300,14 @@ class JsonlWriter:
         error, as one that cannot be opened (``/dev/full``, a full disk)."""
         if self.path is None or self._closed:
             return False
+        line = encode_line(record)
+        cap = self.max_bytes if max_bytes is None else max(0, int(max_bytes))
         if at_start and self._lost_from_ns is None:
             try:
-                return self._append(encode_line(record), self.max_bytes if max_bytes is None else max(0, max_bytes))
+                return self._append(line, cap)
             except OSError as e:
                 self._drop_file()
                 raise cannot_write(self.what, self.path, e, self._error, self._fix) from None
-        line = encode_line(record)
-        cap = self.max_bytes if max_bytes is None else max(0, int(max_bytes))
         now = self._clock.now_ns()
         failed_since = self._lost_from_ns
         if failed_since is not None:

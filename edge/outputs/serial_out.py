@@ -24,9 +24,9 @@ every valve off within its watchdog timeout even if our OFF never arrives. Switc
 channel ON then raises ``OutputError`` (the operator must know the sprayer is dead);
 switching OFF, ``all_off()`` and ``close()`` never raise for a silent controller: they
 are the fail-safe paths (called from ``finally`` blocks) and log the error instead. Once it is
-marked unhealthy every further command (the OFFs, the final ``ALLOFF``) is written once and no
-acknowledgement is awaited, so a silent controller costs the loop one ``retries`` x
-``ack_timeout_s`` wait, not one per channel.
+marked unhealthy the OFFs and the final ``ALLOFF`` are written once with no acknowledgement
+awaited, and any other command (ON, HB) is refused at once, so a silent controller costs the
+loop one ``retries`` x ``ack_timeout_s`` wait, not one per channel.
 
 ``acks=False`` is a send-only mode (a TX-only link, or ``loop://`` in tests, where our
 own lines come back instead of replies): nothing is awaited and ``channels`` must be
@@ -382,14 +382,16 @@ class SerialOutput(ChannelOutput):
 
     def _exchange(self, cmd: str, args: tuple = ()) -> proto.Message | None:
         with self._io:
+            # it stopped answering (checked under _io: the heartbeat may just have found it): an ON (or HB,
+            # HELLO) must not pass for done when nobody answers
+            if not self.healthy and cmd not in FAIL_SAFE:
+                raise _LinkDown("it stopped answering")
             self._seq = self._seq % proto.MAX_SEQ + 1
             seq = self._seq
             line = proto.encode(seq, cmd, args)
-            if not self.healthy:  # it stopped answering (checked under _io: the heartbeat may just have found it)
-                if cmd not in FAIL_SAFE:  # an ON (or HB, HELLO) must not pass for done when nobody answers
-                    raise _LinkDown("it stopped answering")
-                self._write(line)  # an OFF is still sent, once, and nothing awaited (each wait blocked the
-                return None  # loop); the controller's watchdog is the backstop
+            if not self.healthy:  # an OFF is still sent, once, and nothing awaited (each wait blocked the loop);
+                self._write(line)  # the controller's watchdog is the backstop
+                return None
             problem = "no answer"
             for attempt in range(self.retries + 1):
                 if attempt:

@@ -40,6 +40,15 @@ from edge.inference.runtime import make_interpreter
 
 log = logging.getLogger(__name__)
 
+
+def _product(a: np.ndarray, b_t: np.ndarray) -> np.ndarray:
+    """``a @ b_t.T`` without BLAS: numpy's einsum loops, one thread. The pooling product (12 x 80 x 1280 at
+    0.5x) is past OpenBLAS's threading threshold, and its thread wake-ups on 2 cores busy with the interpreter cost
+    up to 3-12 ms at p95 against 0.04 ms at p50 (docs/benchmark.md, "Per-lane speed"); einsum takes ~0.1 ms
+    every time, and sums in one fixed order on every machine (BLAS kernels differ between x86 and aarch64)."""
+    return np.einsum("ik,jk->ij", a, b_t)
+
+
 Box = tuple[int, int, int, int]  # (x0, x1, y0, y1) in frame pixels, as ``Tile.pixels`` gives them
 
 FIX = "export them with `weed-train frame-features --model BUNDLE`, or set [model] scoring = \"tiles\""
@@ -92,7 +101,7 @@ class Head:
 
     def logits(self, pooled: np.ndarray) -> np.ndarray:
         """Logits of pooled features (one row per tile), rounded where the int8 graph rounds them."""
-        return _int8(self.on_pool_grid(pooled) @ self.weight.T + self.bias, self.logit_quant)
+        return _int8(_product(self.on_pool_grid(pooled), self.weight) + self.bias, self.logit_quant)
 
     def probs(self, pooled: np.ndarray) -> np.ndarray:
         return _softmax(self.logits(pooled)).astype(np.float32)
@@ -236,7 +245,7 @@ class FrameFeatureScorer:
             if self._out_scale:
                 fmap -= np.float32(self._out_zp)
                 fmap *= np.float32(self._out_scale)
-            probs = self.head.probs(self._pool(boxes, w, h, cells_h, cells_w) @ fmap)
+            probs = self.head.probs(_product(self._pool(boxes, w, h, cells_h, cells_w), fmap.T))
             t2 = time.perf_counter_ns()
         n = len(boxes)
         (pre, pre_extra), (inf, inf_extra) = divmod(t1 - t0, n), divmod(t2 - t1, n)

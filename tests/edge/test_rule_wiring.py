@@ -48,8 +48,8 @@ def test_the_shipped_default_carries_its_rule_chosen_on_validation_passes():
     on_disk = json.loads((load_bundle(DEFAULT_BUNDLE).dir / "manifest.json").read_text())
     assert on_disk["format_version"] == 2 and "threshold" not in on_disk
     rule = load_bundle(DEFAULT_BUNDLE).manifest.rule
-    assert (rule.threshold, rule.crop_veto, rule.chosen_on) == (0.65, None, "validation passes")
-    assert "replaced threshold 0.7, no veto (chosen on validation+perturbed)" in rule.notes
+    assert (rule.threshold, rule.crop_veto, rule.chosen_on) == (0.75, None, "validation passes")
+    assert "replaced threshold 0.6, no veto (chosen on validation+perturbed)" in rule.notes
 
 
 def test_a_format_2_manifest_round_trips(tmp_path):

@@ -4,6 +4,7 @@ test)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -69,13 +70,15 @@ def test_the_chosen_rule_is_written_into_the_manifest(tool, tmp_path):
 def test_field_clip_rules_that_fire_on_crops_or_miss_weeds_are_named(tool):
     """``--field-clip``: the sample clip's frames, classified once, judged per rule as test_default_model judges
     the shipped bundle. The default bundle's own rule passes; threshold 0 fires on every frame (the crops and the
-    bare gravel fail); threshold 1 fires on none (the weeds fail)."""
+    bare gravel fail); threshold 1 fires only where the int8 output saturates at a weed probability of exactly 1
+    (the weeds fail)."""
     rules = [tool.Rule(load_bundle(DEFAULT_BUNDLE).manifest.rule.threshold, None), tool.Rule(0.0, None),
              tool.Rule(1.0, None)]
     fails = tool.failing_clip_rules(resolve_bundle(DEFAULT_BUNDLE), rules)
     assert rules[0] not in fails
     assert "crop fired on 9 of 9" in fails[rules[1]] and "background fired on" in fails[rules[1]]
-    assert fails[rules[2]] == "weed fired on 0 of 27"
+    fired = re.fullmatch(r"weed fired on (\d+) of 27", fails[rules[2]])
+    assert fired and int(fired.group(1)) < 27
 
 
 def test_each_rule_is_checked_against_the_photo_limits_on_the_validation_rows(tool, tmp_path):

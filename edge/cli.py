@@ -91,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="switch every configured output off and exit (no model, no camera): the systemd "
                            "unit's ExecStopPost= backstop")
 
-    v = p.add_argument_group("valve lag (docs/spray-timing.md, 'Measuring the valve lag')")
-    v.add_argument("--measure-valve-lag", type=int, metavar="CHANNEL",
-                   help="pulse ONE output channel at --lag-pulses-ms, logging the exact command times, then exit")
+    mode.add_argument("--measure-valve-lag", type=int, metavar="CHANNEL",
+                      help="pulse ONE output channel at --lag-pulses-ms, logging the exact command times, then exit "
+                           "(its options: 'valve lag' below)")
+
+    v = p.add_argument_group("valve lag (--measure-valve-lag; docs/spray-timing.md, 'Measuring the valve lag')")
     v.add_argument("--lag-pulses-ms", type=_csv_floats, default=None, metavar="20,50,...",
                    help="pulse lengths in ms (default 20,50,100,200,500)")
     v.add_argument("--repeats", type=int, default=3, metavar="N", help="times each pulse length is given (default 3)")
@@ -417,13 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(argv: Sequence[str] | None, signals: SignalStop) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    other = [flag for flag, on in (("--validate-config", args.validate_config), ("--list-models", args.list_models),
-                                   ("--test-outputs", args.test_outputs), ("--all-off", args.all_off),
-                                   ("--version", args.version)) if on]
-    if args.measure_valve_lag is not None and other:  # the mode group's rule: two would silently be one
-        parser.error(f"argument --measure-valve-lag: not allowed with argument {other[0]}")
+    args = build_parser().parse_args(argv)
     if args.version:
         print(_version_text())
         return EXIT_OK

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--split-of", default=str(REPO / "models" / "plant-seedlings-mnv2"), metavar="BUNDLE",
                      help="the data set and split of this bundle's training (default: the shipped model's)")
     src.add_argument("--split-args", metavar="ARGS", help="or the weed-train train data options")
-    src.add_argument("--images", metavar="DIR",
+    src.add_argument("--images", metavar="DIR", type=mfp.nonempty("a folder of photos"),
                      help="or every photo of this folder (a weed-train data folder <class>/<photo>, e.g. photos kept "
                           "aside, or flat <class>__<id>.jpg files; --split is then not used)")
     ap.add_argument("--roles", metavar="FILE", help="with --images: a class,role CSV (make_field_pass.py --roles)")
@@ -183,8 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     decision = rule_overrides(a)
     spray = spray_overrides(a)
     gate = gate_overrides(a)
-    if a.images is not None and not a.images.strip():
-        ap.error("--images: expected a folder of photos, got an empty value")  # it measured the default split
     if a.keep is not None and (not a.keep.strip() or os.path.exists(a.keep) and not os.path.isdir(a.keep)):
         ap.error(f"--keep: expected a folder to keep the passes in, got {a.keep!r}")
     if a.roles and not a.images:

@@ -43,7 +43,7 @@ def run_clocked(config: Path, video: Path, truth: Path, spray_log: Path | None =
                 gate: dict | None = None) -> Score:
     """The pass on a manual clock (see the module docstring); its score. ``decision``: ``[decision]`` overrides
     (``threshold``, ``crop_veto``: a probability or ``"none"``), as edge-run's ``--threshold`` / ``--crop-veto``;
-    ``spray``: ``[spray]`` overrides (``min_plant_share``); ``gate``: ``[gate]`` overrides (``min_fraction``)."""
+    ``spray``: ``[spray]`` overrides (``min_plant_share``, ``min_plant_cm2``); ``gate``: ``[gate]`` overrides (``min_fraction``)."""
     overrides: dict = {"model": {"bundle": model}} if model else {}
     for table, values in (("decision", decision), ("spray", spray), ("gate", gate)):
         if values:
@@ -142,6 +142,9 @@ def add_rule_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--min-plant-share", type=PROBABILITY, metavar="S",
                     help="[spray] min_plant_share: a cell sprays only if this share of its views saw a plant in it "
                          "(default: the config's)")
+    ap.add_argument("--min-plant-cm2", type=float, metavar="A",
+                    help="[spray] min_plant_cm2: ... and one of them saw at least A cm² of vegetation in its tile "
+                         "(default: the config's)")
     ap.add_argument("--gate-min-fraction", type=PROBABILITY, metavar="F",
                     help="[gate] min_fraction: a tile with a smaller vegetated fraction is bare ground "
                          "(default: the config's preset's)")
@@ -149,7 +152,8 @@ def add_rule_options(ap: argparse.ArgumentParser) -> None:
 
 def spray_overrides(a: argparse.Namespace) -> dict:
     """The ``[spray]`` overrides the options of ``add_rule_options`` ask for (empty: the config's)."""
-    return {} if a.min_plant_share is None else {"min_plant_share": a.min_plant_share}
+    out = {} if a.min_plant_share is None else {"min_plant_share": a.min_plant_share}
+    return out if a.min_plant_cm2 is None else {**out, "min_plant_cm2": a.min_plant_cm2}
 
 
 def gate_overrides(a: argparse.Namespace) -> dict:

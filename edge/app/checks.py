@@ -38,7 +38,8 @@ def spray_summary(cfg: Config, out: Output) -> str:
             f"(min {s.min_speed_kmh:g}); sprays land up to {at[50]:.1f} km/h at 50 ms and {at[100]:.1f} km/h at "
             f"100 ms from capture to valve command (edge-run prints the measured figure when it stops); ground "
             f"cells of {s.cell_length_cm:g} cm along travel, each decided once from its views (sprayed only if "
-            f"{s.min_plant_share:.0%} or more of them saw a plant there){inside}")
+            f"{s.min_plant_share:.0%} or more of them saw a plant there"
+            f"{f', one of them at least {s.min_plant_cm2:g} cm² of it' if s.min_plant_cm2 else ''}){inside}")
 
 
 def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: threading.Event | None = None,

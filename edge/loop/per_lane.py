@@ -53,7 +53,7 @@ from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorC
 from edge.service.records import FramePlace, SavedTile
 from edge.spray.cells import CellCounts, CellGrid, TileView, lane_counts
 from edge.spray.geometry import Geometry, MaxSpeed, kmh_to_cm_s, max_speed
-from edge.spray.config import CELL_LENGTH_CM, LATENCY_FLOOR_MS, MIN_PLANT_SHARE
+from edge.spray.config import CELL_LENGTH_CM, LATENCY_FLOOR_MS, MIN_PLANT_CM2, MIN_PLANT_SHARE
 from edge.spray.odometer import Odometer
 from edge.spray.planner import Gate, SprayPlanner
 from edge.spray.scheduler import SprayScheduler
@@ -160,7 +160,8 @@ class LanePlanner:
                  scheduler: SprayScheduler, speed: SpeedSource, *, min_speed_kmh: float = 1.0,
                  tile_rows: int = 0, enable: Callable[[], bool] | None = None,
                  vegetation: VegetationGate | None = None, cell_length_cm: float = CELL_LENGTH_CM,
-                 min_plant_share: float = MIN_PLANT_SHARE, latency_floor_ms: float = LATENCY_FLOOR_MS,
+                 min_plant_share: float = MIN_PLANT_SHARE, min_plant_cm2: float = MIN_PLANT_CM2,
+                 latency_floor_ms: float = LATENCY_FLOOR_MS,
                  scorer: TileScorer | None = None, log_spared: bool = True):
         self.classifier = classifier
         self.rule = rule
@@ -168,7 +169,7 @@ class LanePlanner:
         self.geometry = geometry
         self.scheduler = scheduler
         self.tile_rows = tile_rows
-        self.cells = CellGrid(rule, geometry, cell_length_cm, min_plant_share)
+        self.cells = CellGrid(rule, geometry, cell_length_cm, min_plant_share, min_plant_cm2)
         # spared cells are those the gate saw a plant in; without the gate every cell would be one
         self.spray = SprayPlanner(geometry, scheduler, speed, min_speed_kmh=min_speed_kmh, enable=enable,
                                   log_spared=log_spared and vegetation is not None)
@@ -350,8 +351,9 @@ class LanePlanner:
                 out.append(TileView(tile, None))
                 continue
             plant = None if v is None or v.extent is None else v.extent.along_cm(tile, self.geometry.image_top_ahead)
+            area = None if v is None else v.fraction * self.geometry.tile_area_cm2(tile)
             out.append(TileView(tile, ViewEvidence(float(log_odds[i]), bool(vetoed[i]), float(weed[i]),
-                                                   float(crop[i])), plant))
+                                                   float(crop[i])), plant, area))
         return out
 
     def finish_cells(self) -> int:

@@ -32,7 +32,11 @@ in which the gate saw vegetation there, ``len(views) / (len(views) + bare)``. A 
 share is below ``min_plant_share`` is not sprayed whatever the rule says (``sparse``): a real
 plant stays in the picture frame after frame, a speck the gate lets through now and then (a
 dark greenish stone, a glint) is a plant in one view of ten (docs/spray-timing.md, "Ground
-cells"). Pure arithmetic on the values it is given: no clock, no I/O.
+cells"). And a cell whose largest view of vegetation is smaller than ``min_plant_cm2`` is not
+sprayed either (``small``): each classified view brings the area of vegetation the gate saw in
+its tile (``TileView.plant_cm2``), the cell keeps the largest (``Cell.peak_cm2``); a seedling
+seen whole covers a square centimetre or more, a speck of greenish soil that hovers at the
+gate's minimum two views in three is a fifth of one. Pure arithmetic on the values it is given: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ from edge.spray.geometry import Geometry
 class TileView:
     """One tile of one frame as the cells see it: its tile, the rule's evidence (None: the gate called it bare,
     it was not classified) and its vegetation's extent along travel in the tile's offsets (``rear_cm``,
-    ``front_cm``; None with evidence: the whole tile, the gate is off)."""
+    ``front_cm``; None with evidence: the whole tile, the gate is off) and its area on the ground (``plant_cm2``:
+    the vegetated fraction x the tile's area; None: not measured, the gate is off)."""
 
     tile: Tile
     evidence: ViewEvidence | None
     plant_cm: tuple[float, float] | None = None
+    plant_cm2: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Cell:
     views: tuple[ViewEvidence, ...] = ()  # the classified views that saw vegetation in this cell, oldest first
     bare: int = 0  # views that saw no plant in it (a bare tile, or a classified tile's part without vegetation)
     plant: tuple[float, float] | None = None  # (rear, front) ground cm of the vegetation seen in the cell
+    peak_cm2: float = 0.0  # the largest area of vegetation one of its views saw in its tile (inf: not measured)
     first_frame: int = 0  # the frame of its first view
 
 
@@ -74,13 +81,15 @@ class CellDecision:
     """A cell decided: ``spray`` by the rule, ``vetoed`` (a view's crop probability reached the veto), and
     ``why`` it was decided then: ``leaving`` (the image), ``deadline`` (its latest decision time), ``stopped``
     (the speed went below the minimum or unknown) or ``end`` (the source ended); ``sparse``: not sprayed because
-    its plant share was below the grid's ``min_plant_share``."""
+    its plant share was below the grid's ``min_plant_share``; ``small``: not sprayed because no view saw as much
+    vegetation as the grid's ``min_plant_cm2``."""
 
     cell: Cell
     spray: bool
     vetoed: bool
     why: str
     sparse: bool = False  # the rule would spray, but too few of the views that covered it saw a plant
+    small: bool = False  # the rule would spray, but the largest vegetation a view saw is below min_plant_cm2
 
 
 def plant_share(cell: Cell) -> float:
@@ -98,24 +107,29 @@ class CellCounts:
     vetoed: int = 0
     pending: int = 0  # cells still waiting for views after this frame
     sparse: int = 0  # decided cells not sprayed because too few of their views saw a plant
+    small: int = 0  # decided cells not sprayed because the vegetation their views saw was too small
 
     def log_fields(self) -> dict:
         return {"decided": self.decided, "sprayed": self.sprayed, "vetoed": self.vetoed, "sparse": self.sparse,
-                "pending": self.pending}
+                "small": self.small, "pending": self.pending}
 
 
 class CellGrid:
     """The cells of every lane with evidence not yet decided; see the module docstring."""
 
-    def __init__(self, rule: SprayRule, geometry: Geometry, cell_length_cm: float, min_plant_share: float = 0.0):
+    def __init__(self, rule: SprayRule, geometry: Geometry, cell_length_cm: float, min_plant_share: float = 0.0,
+                 min_plant_cm2: float = 0.0):
         if not cell_length_cm > 0:
             raise ValueError(f"cell_length_cm must be > 0, got {cell_length_cm!r}")
         if not 0.0 <= min_plant_share <= 1.0:
             raise ValueError(f"min_plant_share must be in 0..1, got {min_plant_share!r}")
+        if not 0.0 <= min_plant_cm2 < math.inf:
+            raise ValueError(f"min_plant_cm2 must be a finite area >= 0, got {min_plant_cm2!r}")
         self.rule = rule
         self.geometry = geometry
         self.length = float(cell_length_cm)
         self.min_plant_share = float(min_plant_share)
+        self.min_plant_cm2 = float(min_plant_cm2)
         self._cells: dict[tuple[int, int], Cell] = {}
         self._bare_before: dict[tuple[int, int], int] = {}  # bare views of places no plant view saw yet
 
@@ -139,6 +153,7 @@ class CellGrid:
         for v in views:
             t_rear, t_front = distance_cm + v.tile.rear_cm, distance_cm + v.tile.front_cm
             plant = None
+            area = math.inf if v.plant_cm2 is None else v.plant_cm2
             if v.evidence is not None:
                 p = v.plant_cm if v.plant_cm is not None else (v.tile.rear_cm, v.tile.front_cm)
                 plant = (distance_cm + max(p[0], v.tile.rear_cm), distance_cm + min(p[1], v.tile.front_cm))
@@ -152,7 +167,8 @@ class CellGrid:
                         cell = Cell(v.tile.lane, j, bare=self._bare_before.pop(key, 0), first_frame=frame_id)
                     seen = (lo, hi) if cell.plant is None else (min(cell.plant[0], lo), max(cell.plant[1], hi))
                     assert v.evidence is not None
-                    self._cells[key] = replace(cell, views=(*cell.views, v.evidence), plant=seen)
+                    self._cells[key] = replace(cell, views=(*cell.views, v.evidence), plant=seen,
+                                               peak_cm2=max(cell.peak_cm2, area))
                 elif cell is not None:
                     self._cells[key] = replace(cell, bare=cell.bare + 1)
                 else:
@@ -163,7 +179,8 @@ class CellGrid:
         vetoed = any(bool(v.vetoed) for v in cell.views)
         rule_says = self.rule.combine(cell.views)
         sparse = rule_says and plant_share(cell) < self.min_plant_share
-        return CellDecision(cell, rule_says and not sparse, vetoed, why, sparse)
+        small = rule_says and not sparse and cell.peak_cm2 < self.min_plant_cm2
+        return CellDecision(cell, rule_says and not sparse and not small, vetoed, why, sparse, small)
 
     def due(self, distance_cm: float, t_capture_ns: int, cm_s: float, period_ns: int,
             latency_ns: int) -> list[CellDecision]:
@@ -214,5 +231,6 @@ def lane_counts(decisions: Sequence[CellDecision], lanes: int, grid: CellGrid | 
     for lane in range(lanes):
         mine = [d for d in decisions if d.cell.lane == lane]
         out.append(CellCounts(len(mine), sum(d.spray for d in mine), sum(d.vetoed for d in mine),
-                              0 if grid is None else grid.pending(lane), sum(d.sparse for d in mine)))
+                              0 if grid is None else grid.pending(lane), sum(d.sparse for d in mine),
+                              sum(d.small for d in mine)))
     return out

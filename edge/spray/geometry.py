@@ -106,6 +106,10 @@ class Geometry:
                                 front_cm=max(a, b), rear_cm=min(a, b)))
         return tuple(out)
 
+    def tile_area_cm2(self, tile: Tile) -> float:
+        """The ground a tile covers, cm² (a camera looking straight down: its share of the footprint)."""
+        return (tile.x1 - tile.x0) * self.footprint_across_cm * (tile.front_cm - tile.rear_cm)
+
     def interval_ns(self, rear_cm: float, front_cm: float, t_capture_ns: int, speed_cm_s: float) -> tuple[int, int]:
         """(open command, close command) in monotonic ns for a weed between ``rear_cm`` and ``front_cm``."""
         if not speed_cm_s > 0:

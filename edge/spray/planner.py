@@ -11,13 +11,14 @@ logged ``not_sprayed``, and a lane with nothing to spray releases its valve's re
 Every cell's line says what the cell saw (``cell_fields``): its views, the weed probability
 they agree on (``edge.decide.rule.agreed_weed``), its plant share and the plant's extent on
 the ground (``plant_cm``, cm of distance travelled: replay's coordinate). A cell that saw a
-plant and was not sprayed — the rule said no, a view's crop veto, too sparse — is logged
+plant and was not sprayed — the rule said no, a view's crop veto, too sparse, too small — is logged
 ``spared`` (``log_spared``, default on), so that replay can say why a weed was missed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -53,6 +54,8 @@ def cell_fields(d: CellDecision) -> dict:
            "weed": round(agreed_weed(c.views), 4), "plant_share": round(plant_share(c), 3)}
     if c.plant is not None:
         out["plant_cm"] = [round(c.plant[0], 2), round(c.plant[1], 2)]
+    if c.views and math.isfinite(c.peak_cm2):  # the gate measured it
+        out["plant_cm2"] = round(c.peak_cm2, 3)
     return out
 
 
@@ -142,7 +145,7 @@ class SprayPlanner:
         for d in decisions:
             if not d.spray and d.cell.views:
                 spray_log.event("spared", lane=lane, channel=channel, frame=frame_id, **cell_fields(d),
-                                vetoed=d.vetoed, sparse=d.sparse)
+                                vetoed=d.vetoed, sparse=d.sparse, small=d.small)
 
     def _schedule(self, lane: int, decisions: Sequence[CellDecision], channel: int, frame_id: int,
                   distance_cm: float, t_capture_ns: int, cm_s: float) -> Planned:

@@ -41,7 +41,7 @@ extent, ``edge.spray.planner.cell_fields``) whose plant overlaps it in its lane 
 ``MATCH_CM``; else, within ``OVERLAP_CM``, those no other plant owns: ``plant_cells``). A weed:
 ``unseen`` (no cell saw a plant there, or only the part that was sprayed: the vegetation gate
 called the rest ground), ``rule`` (the
-views agreed on too low a weed probability), ``veto``, ``sparse``, ``gate`` (too slow, enable
+views agreed on too low a weed probability), ``veto``, ``sparse``, ``small`` (below ``min_plant_cm2``), ``gate`` (too slow, enable
 switch off, max on-time latched), ``late``, ``dropped`` (its cells were planned to spray, and a
 ``blocked``, ``max_on`` or ``cancelled`` line dropped the spray over it: ``dropped_segments``),
 ``placement`` (its cells were sprayed, the spray landed off what they saw); a crop: ``model`` (a cell on it sprayed: the model called it a weed) or
@@ -232,7 +232,7 @@ def _merge(segs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
 # -- why a weed was missed, why a crop was sprayed ---------------------------------------------
 
 CELL_EVENTS = ("planned", "late", "missed", "not_sprayed", "spared")  # the lines that tell a decided cell
-WEED_CAUSES = ("unseen", "rule", "veto", "sparse", "gate", "late", "dropped", "placement", "unknown")
+WEED_CAUSES = ("unseen", "rule", "veto", "sparse", "small", "gate", "late", "dropped", "placement", "unknown")
 CROP_CAUSES = ("model", "neighbour", "unknown")
 MATCH_CM = 0.5  # a cell whose plant overlaps a plant of the truth by more (or by half its length) is its cell
 OVERLAP_CM = 1.0  # ... and, when none does, cells whose plant is this close are taken to be it (mask vs truth)
@@ -251,6 +251,8 @@ class CellLine:
     sparse: bool = False
     plant_share: float = 1.0
     why: str = ""  # not_sprayed: the gate's reason
+    small: bool = False
+    plant_cm2: float | None = None  # the largest vegetation one of its views saw (None: not measured, an older log)
 
     @property
     def cause(self) -> str:
@@ -261,7 +263,7 @@ class CellLine:
             return "late"
         if self.event == "not_sprayed":
             return "gate"
-        return "sparse" if self.sparse else "veto" if self.vetoed else "rule"
+        return "sparse" if self.sparse else "small" if self.small else "veto" if self.vetoed else "rule"
 
     @classmethod
     def from_line(cls, e: dict) -> "CellLine | None":
@@ -272,7 +274,8 @@ class CellLine:
         rear, front = sorted(float(x) for x in e["plant_cm"])
         return cls(e["event"], int(e["lane"]), (rear, front), float(e.get("weed", 0.0)) + 0.0,  # not -0.00
                    int(e.get("views", 0)), bool(e.get("vetoed", False)), bool(e.get("sparse", False)),
-                   float(e.get("plant_share", 1.0)), " ".join(str(e.get("why", "")).split())[:80])  # escaped in
+                   float(e.get("plant_share", 1.0)), " ".join(str(e.get("why", "")).split())[:80],  # escaped in
+                   bool(e.get("small", False)), None if e.get("plant_cm2") is None else float(e["plant_cm2"]))
         # ``Score.table``, where it is printed
 
 
@@ -378,6 +381,8 @@ def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | No
                 "veto": f"a view's crop probability reached the crop veto (weed {c.weed:.2f}, {_views(c)})",
                 "sparse": f"a plant in only {c.plant_share:.0%} of the views that covered it (weed {c.weed:.2f}, "
                           f"{_views(c)}): below [spray] min_plant_share",
+                "small": f"its views saw at most {c.plant_cm2 or 0:.2f} cm² of vegetation (weed {c.weed:.2f}, "
+                         f"{_views(c)}): below [spray] min_plant_cm2",
                 "gate": f"decided to spray, not sprayed: {c.why or 'the speed or enable gate'}",
                 "late": "decided to spray too late for the nozzle (the pipeline was slower than the speed allows)"}
         return cause, text[cause] + n
@@ -637,6 +642,7 @@ class _Gap(_SprayLine):
 
 
 _Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+_Area = Annotated[float, Field(ge=0, le=MAX_CM, allow_inf_nan=False)]  # cm²
 
 
 def _whole(v: Any) -> Any:
@@ -653,7 +659,9 @@ class _CellSprayLine(_SprayLine):
     views: Annotated[int, Field(ge=0, le=MAX_NS)] = 0
     vetoed: bool = False
     sparse: bool = False
+    small: bool = False
     plant_share: _Share = 1.0
+    plant_cm2: _Area | None = None
     why: str = ""
 
     @model_validator(mode="after")

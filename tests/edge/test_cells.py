@@ -2,6 +2,7 @@
 and the per-lane planner on them (a stop, a speed change, a pure-ground pass). Injected clock, no sleeps."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -351,3 +352,31 @@ def test_a_speed_change_mid_pass_keeps_the_cells_on_the_ground(classifier):
     # frame 2 (50 ms) is 20 cm on: the plant at -20..-10; at 200 cm/s the spray line is 80..90 cm behind it
     [(o, c)] = sched.pending(0)
     assert (o - t0) / MS == pytest.approx(50 + 400, abs=6) and (c - t0) / MS == pytest.approx(50 + 450, abs=6)
+
+
+@pytest.mark.parametrize("areas, minimum, sprays, small", [
+    ([0.2, 0.18], 0.0, True, False),  # off: the rule alone
+    ([0.2, 0.18], 0.5, False, True),  # a speck seen twice, never as big as a plant: not sprayed
+    ([0.1, 1.4], 0.5, True, False),  # a plant entering as a sliver, then seen whole: its largest view counts
+    ([0.5], 0.5, True, False),  # at the minimum itself
+    ([None], 0.5, True, False),  # the gate off: nothing measured, never "small"
+])
+def test_a_cell_sprays_only_if_one_view_saw_enough_vegetation(areas, minimum, sprays, small):
+    g = geom()
+    grid = CellGrid(RULE, g, 5.0, min_plant_cm2=minimum)
+    _, middle, _ = g.tiles(3)  # -5..5 cm around the centre
+    for k, area in enumerate(areas):  # the same ground (100..101 cm travelled + the tile's offsets) in each frame
+        grid.place(100.0 + k, [TileView(middle, ev(0.9), (-1.0 - k, 0.0 - k), area)], frame_id=k + 1)
+    (cell,) = grid.cells()
+    assert cell.peak_cm2 == max(math.inf if a is None else a for a in areas)
+    d = grid.decide(cell, "leaving")
+    assert (d.spray, d.small, d.sparse) == (sprays, small, False)
+    # a cell the rule does not spray is not "small"
+    assert not grid.decide(Cell(0, 0, views=(ev(0.1),), plant=(0.0, 5.0), peak_cm2=0.1), "leaving").small
+
+
+def test_min_plant_cm2_is_checked():
+    with pytest.raises(ValueError, match="min_plant_cm2"):
+        CellGrid(RULE, geom(), 5.0, min_plant_cm2=-1.0)
+    with pytest.raises(ValueError, match="min_plant_cm2"):
+        CellGrid(RULE, geom(), 5.0, min_plant_cm2=math.inf)

@@ -222,7 +222,7 @@ def test_spray_pipeline_runs_records_lanes_and_reports_max_speed(classifier, tmp
     assert spray["coverage_kmh"] == pytest.approx(28.8)
     lines = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
     cells = [ln["lanes"][1]["cells"] for ln in lines]
-    assert cells[0] == {"decided": 0, "sprayed": 0, "vetoed": 0, "sparse": 0, "pending": 8}
+    assert cells[0] == {"decided": 0, "sprayed": 0, "vetoed": 0, "sparse": 0, "small": 0, "pending": 8}
     assert sum(c["sprayed"] for c in cells) == sum(c["decided"] for c in cells) > 0  # every weed cell sprays
     assert all(ln["lanes"][0]["cells"]["sprayed"] == 0 for ln in lines) and lines[1]["speed_kmh"] == 3.6
     # the file ended: the pending cells were decided, the planned sprays carried out (merged: one open), all off

@@ -312,7 +312,7 @@ def test_example_config_spray_block_is_valid_when_uncommented():
         import tomli as tomllib
     text = (Path(__file__).parents[2] / "deploy" / "config.example.toml").read_text()
     block = text[text.index("# [spray]"):]
-    keys = [ln[2:] for ln in block.splitlines() if re.match(r"^# (\[spray\]\s*$|[a-z_]+ += )", ln)]
+    keys = [ln[2:] for ln in block.splitlines() if re.match(r"^# (\[spray\]\s*$|[a-z_][a-z0-9_]* += )", ln)]
     assert keys[0].startswith("[spray]") and len(keys) == len(SprayConfig.model_fields) + 1
     c = Config.model_validate(tomllib.loads(text.replace(block, "") + "\n".join(keys)))
     assert c.spray is not None and c.spray.lanes == 4

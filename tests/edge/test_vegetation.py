@@ -413,3 +413,23 @@ def test_the_check_tool_says_what_is_wrong(args, code, words):
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "check_vegetation_gate.py"), *args],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == code and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("minimum, sprayed", [(0.0, 4), (300.0, 4), (400.0, 0)])
+def test_a_cell_sprays_only_if_its_tile_showed_min_plant_cm2_of_vegetation(single, tmp_path, minimum, sprayed):
+    """The weed covers (26 x 26 - 4) / 32² of a 25 x 20 cm tile: 328 cm² on the ground, measured by the gate and
+    carried to its 4 cells (5 cm each); below min_plant_cm2 the rule's "spray" is held back as small, and the log says so."""
+    from edge.spray.spray_log import SprayLog
+
+    clock, sched, p = planner(single, min_plant_cm2=minimum)
+    sched.spray_log = SprayLog(tmp_path / "s.jsonl", clock=clock)
+    _, lanes, _ = p.process(Frame(field((1,), weed_rows=(0,)), 1, clock.now_ns(), "test"))
+    decided = p.cells.decide_all("end")
+    assert decided and all(d.cell.peak_cm2 == pytest.approx(500.0 * (26 * 26 - 4) / 32 ** 2) for d in decided)
+    assert sum(d.spray for d in decided) == sprayed and all(d.small == (not d.spray) for d in decided)
+    p.spray.plan(1, decided, 1, p.spray.gate(), 0.0, clock.now_ns())
+    sched.spray_log.close()
+    lines = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    cells = [ln for ln in lines if ln["event"] in ("planned", "spared")]
+    assert len(cells) == 4 and all(ln["plant_cm2"] == pytest.approx(328.125) for ln in cells)
+    assert [ln["small"] for ln in cells if ln["event"] == "spared"] == [True] * (4 - sprayed)

@@ -31,6 +31,7 @@ from edge.core.files import check_output
 from edge.core.frame import Frame
 from edge.loop.per_lane import LaneProcessor
 from edge.outputs.dryrun import DryRunOutput
+from edge.spray.config import MAX_PLANT_CM2
 from edge.spray.geometry import Geometry
 from edge.spray.scheduler import SprayScheduler
 from edge.spray.speed import FixedSpeed
@@ -124,6 +125,7 @@ SPEEDS = number_list(float, 1.0, 100.0, "speeds in km/h")  # 1: [spray] min_spee
 SEEDS = number_list(int, 0, 999_999_999, "whole-number seeds")
 BLUR_PX = number(int, 0, 31, "motion blur in pixels")
 NOISE = number(float, 0.0, 40.0, "sensor noise sigma in grey levels")
+AREA_CM2 = number(float, 0.0, MAX_PLANT_CM2, "an area in cm²")  # [spray] min_plant_cm2's range
 
 
 def crop_veto(text: str) -> str:
@@ -142,7 +144,7 @@ def add_rule_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--min-plant-share", type=PROBABILITY, metavar="S",
                     help="[spray] min_plant_share: a cell sprays only if this share of its views saw a plant in it "
                          "(default: the config's)")
-    ap.add_argument("--min-plant-cm2", type=float, metavar="A",
+    ap.add_argument("--min-plant-cm2", type=AREA_CM2, metavar="A",
                     help="[spray] min_plant_cm2: ... and one of them saw at least A cm² of vegetation in its tile "
                          "(default: the config's)")
     ap.add_argument("--gate-min-fraction", type=PROBABILITY, metavar="F",

@@ -153,7 +153,7 @@ class CellGrid:
         for v in views:
             t_rear, t_front = distance_cm + v.tile.rear_cm, distance_cm + v.tile.front_cm
             plant = None
-            area = math.inf if v.plant_cm2 is None else v.plant_cm2
+            area = math.inf if v.plant_cm2 is None else v.plant_cm2  # None: the gate is off, not measured
             if v.evidence is not None:
                 p = v.plant_cm if v.plant_cm is not None else (v.tile.rear_cm, v.tile.front_cm)
                 plant = (distance_cm + max(p[0], v.tile.rear_cm), distance_cm + min(p[1], v.tile.front_cm))

@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from typing import Any, Callable, Iterator, Sequence
 
 from edge import __version__
+from edge.core.args import given
 from edge.core.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, WeedDetectorError
 from edge.core.stdout import EXIT_BROKEN_PIPE, stdout_to_devnull
 from edge.core.text import OneLineFormatter, one_line
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", metavar="PATH", type=_given("a config file"), help="TOML config file (flags override it)")
+    p.add_argument("--config", metavar="PATH", type=given("a config file"), help="TOML config file (flags override it)")
     mode = p.add_mutually_exclusive_group()  # one thing to do instead of running (two would silently be one)
     mode.add_argument("--version", action="store_true", help="print the version and the TFLite runtime in use")
     mode.add_argument("--validate-config", action="store_true",
@@ -101,20 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--repeats", type=int, default=3, metavar="N", help="times each pulse length is given (default 3)")
     v.add_argument("--gap-ms", type=float, default=1500.0, metavar="MS",
                    help="pause between pulses, for the valve to settle (default 1500)")
-    v.add_argument("--lag-log", metavar="PATH", type=_given("a file path"), help="append every pulse's command times as JSON lines here")
+    v.add_argument("--lag-log", metavar="PATH", type=given("a file path"), help="append every pulse's command times as JSON lines here")
     v.add_argument("--yes", action="store_true", help="start pulsing at once (no Enter prompt)")
 
     m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="NAME|DIR", type=_given("a bundle folder or name"), help="bundle folder or shipped bundle name (default: the shipped default)")
-    m.add_argument("--variant", metavar="Q", type=_given("an export name such as float32"), help="run another export of the bundle, e.g. float32")
+    m.add_argument("--model", metavar="NAME|DIR", type=given("a bundle folder or name"), help="bundle folder or shipped bundle name (default: the shipped default)")
+    m.add_argument("--variant", metavar="Q", type=given("an export name such as float32"), help="run another export of the bundle, e.g. float32")
     m.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default 2)")
 
     s = p.add_argument_group("frame source (one of)")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index (/dev/videoN)")
-    src.add_argument("--video", metavar="PATH", type=_given("a video file"), help="video file")
-    src.add_argument("--images", metavar="DIR", type=_given("a folder of images"), help="folder of images (or one image)")
-    src.add_argument("--stream", metavar="URL", type=_given("a stream URL"), help="RTSP/HTTP stream URL")
+    src.add_argument("--video", metavar="PATH", type=given("a video file"), help="video file")
+    src.add_argument("--images", metavar="DIR", type=given("a folder of images"), help="folder of images (or one image)")
+    src.add_argument("--stream", metavar="URL", type=given("a stream URL"), help="RTSP/HTTP stream URL")
     src.add_argument("--picamera", action="store_true", help="Raspberry Pi camera through picamera2")
     s.add_argument("--width", type=int, help="capture width (cameras)")
     s.add_argument("--height", type=int, help="capture height (cameras)")
@@ -138,20 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--output", choices=["dryrun", "gpio", "jetson", "serial"], help="output kind (default dryrun)")
     o.add_argument("--pins", type=_csv_ints, metavar="17,27", help="GPIO pins (BCM) for gpio/jetson")
     o.add_argument("--active-low", action="store_true", default=None, help="relays that switch on a low pin")
-    o.add_argument("--serial-port", metavar="PORT", type=_given("a serial device or pyserial URL"), help="serial device or pyserial URL (serial output)")
+    o.add_argument("--serial-port", metavar="PORT", type=given("a serial device or pyserial URL"), help="serial device or pyserial URL (serial output)")
     o.add_argument("--baud", type=int, help="serial baud rate")
     o.add_argument("--channels", type=int, help="number of channels (dryrun/serial)")
-    o.add_argument("--state-file", metavar="PATH", type=_given("a file path"), help="dryrun: append each output change as JSON here")
+    o.add_argument("--state-file", metavar="PATH", type=given("a file path"), help="dryrun: append each output change as JSON here")
 
     f = p.add_argument_group("safety")
     f.add_argument("--stall-timeout", type=float, metavar="S", help="outputs off when no frame for S seconds")
     f.add_argument("--max-on", type=float, metavar="S", help="outputs off after S seconds of continuous spraying")
 
     lg = p.add_argument_group("logging")
-    lg.add_argument("--log-jsonl", metavar="PATH", type=_given("a file path"), help="per-frame JSON lines log")
+    lg.add_argument("--log-jsonl", metavar="PATH", type=given("a file path"), help="per-frame JSON lines log")
     lg.add_argument("--stats-interval", type=float, metavar="S", help="seconds between stats lines")
     lg.add_argument("--print", dest="print_frames", action="store_true", default=None, help="print one line per frame")
-    lg.add_argument("--save-triggers", metavar="DIR", type=_given("a folder"), help="keep frames that fired and a sample of the others")
+    lg.add_argument("--save-triggers", metavar="DIR", type=given("a folder"), help="keep frames that fired and a sample of the others")
     lg.add_argument("--sample-rate", type=float, help="share of non-firing frames kept with --save-triggers")
     lg.add_argument("--sample-every", type=float, metavar="S", dest="sample_every",
                     help="also keep one non-firing frame at least every S seconds with --save-triggers (for labelling)")
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
     w = p.add_argument_group("live view (docs/live-view.md; pip install '.[web]')")
-    w.add_argument("--web", metavar="[HOST:]PORT", type=_given("a port or HOST:PORT"),
+    w.add_argument("--web", metavar="[HOST:]PORT", type=given("a port or HOST:PORT"),
                    help="serve the live view on PORT (127.0.0.1) or HOST:PORT (a non-local host needs [web] token)")
     return p
 
@@ -168,18 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
 # A plain key takes the flag's value; a converter returns the keys it sets ({} = none).
 # A flag that was not given (None, or False for a switch) sets nothing; later rows win.
 Convert = Callable[[Any], dict]
-
-
-def _given(what: str) -> Callable[[str], str]:
-    """A flag's value that names something (--config, --video, --model, --state-file ...): an empty value is
-    refused. ``--video "$UNSET"`` would otherwise run the config's source (by default the live camera),
-    ``--config "$UNSET"`` the built-in dry-run defaults (an ``ExecStopPost=`` backstop switching no real valve
-    off), ``--log-jsonl "$UNSET"`` no log. To turn a setting off, write it as "" in the config."""
-    def check(text: str) -> str:
-        if not text.strip():
-            raise argparse.ArgumentTypeError(f"expected {what}, got an empty value")
-        return text
-    return check
 
 
 def _source(kind: str, key: str | None = None) -> Convert:

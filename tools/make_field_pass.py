@@ -59,6 +59,7 @@ import numpy as np
 
 from make_sample_video import CROPS, EXG_THRESHOLD, PATCH, gravel_tile, plant_free_patches, plant_pixels
 
+from edge.core.args import given
 from edge.core.errors import ConfigError, WeedDetectorError
 from edge.core.files import check_output
 from edge.spray.config import SprayConfig
@@ -163,16 +164,6 @@ def place(n_lanes: int, n_plants: int, lo_cm: float, hi_cm: float, length_cm: fl
     return sorted(spots, key=lambda s: s[1])
 
 
-def nonempty(what: str):
-    """An argparse type refusing an empty value (``--images "$UNSET"`` read the current folder), as edge-run's
-    flags that name something do; measure_passes.py uses it too."""
-    def check(text: str) -> str:
-        if not text.strip():
-            raise argparse.ArgumentTypeError(f"expected {what}, got an empty value")
-        return text
-    return check
-
-
 MAX_STRIP_BYTES = 2_000_000_000  # the pass is painted on one strip in memory
 ABOVE_ZERO = {"--seconds", "--length-m"}  # their range's 0 is left out: a pass of no length
 
@@ -185,7 +176,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--preset", choices=sorted(PRESETS),
                     help="boom-4x10cm: 640x480 at 30 fps over 40 x 30 cm, 4 lanes, nozzles 50 cm behind the image "
                          "centre, valve lags 30 ms, a 10 m pass, 6 plants/m, one crop in four, truth from the masks")
-    ap.add_argument("--images", default=str(DEFAULT_IMAGES), type=nonempty("a folder of photos"),
+    ap.add_argument("--images", default=str(DEFAULT_IMAGES), type=given("a folder of photos"),
                     help="folder of <class>__<id>.jpg photos, or a weed-train data folder (<class>/<photo>), every "
                          "photo of it used (default: the repository's samples/images)")
     ap.add_argument("--roles", metavar="FILE", type=Path,

@@ -37,6 +37,7 @@ from run_pass_clocked import (BLUR_PX, NOISE, SEEDS, SPEEDS, add_rule_options, e
                               spray_overrides)
 
 from edge.config import load_config
+from edge.core.args import given
 from edge.core.errors import ConfigError, WeedDetectorError
 from edge.core.files import check_output
 from edge.tools.replay import Score, read_spray_log, read_truth, score
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--split-of", default=str(REPO / "models" / "plant-seedlings-mnv2"), metavar="BUNDLE",
                      help="the data set and split of this bundle's training (default: the shipped model's)")
     src.add_argument("--split-args", metavar="ARGS", help="or the weed-train train data options")
-    src.add_argument("--images", metavar="DIR", type=mfp.nonempty("a folder of photos"),
+    src.add_argument("--images", metavar="DIR", type=given("a folder of photos"),
                      help="or every photo of this folder (a weed-train data folder <class>/<photo>, e.g. photos kept "
                           "aside, or flat <class>__<id>.jpg files; --split is then not used)")
     ap.add_argument("--roles", metavar="FILE", help="with --images: a class,role CSV (make_field_pass.py --roles)")

@@ -306,16 +306,14 @@ class LineSplitter:
 
     def feed(self, data):
         lines = []
-        self._buf += bytes(data)
+        buf = self._buf + bytes(data)
+        start = 0  # walk the lines by index: one pass over a large chunk, not a copy per line
         while True:
-            nl = self._buf.find(b"\n")
+            nl = buf.find(b"\n", start)
             if nl < 0:
-                if len(self._buf) > self._max:
-                    self._buf = b""
-                    self._overflow = True
                 break
-            line = self._buf[:nl]
-            self._buf = self._buf[nl + 1 :]
+            line = buf[start:nl]
+            start = nl + 1
             if self._overflow or len(line) > self._max:
                 self._overflow = False
                 lines.append(None)
@@ -324,6 +322,10 @@ class LineSplitter:
                 line = line[:-1]
             if line:
                 lines.append(line)
+        self._buf = buf[start:]
+        if len(self._buf) > self._max:
+            self._buf = b""
+            self._overflow = True
         return lines
 
     def clear(self):

@@ -158,6 +158,22 @@ def test_line_splitter_joins_partial_reads_and_drops_long_lines():
 
 
 @settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"bb", b"\r", b"\n", b"x" * 25]), max_size=30), st.data())
+def test_line_splitter_gives_the_same_lines_however_the_bytes_are_cut(pieces, data):
+    stream = b"".join(pieces)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+    whole, cut = proto.LineSplitter(max_len=20), proto.LineSplitter(max_len=20)
+    assert [line for chunk in chunks for line in cut.feed(chunk)] == whole.feed(stream)
+
+
+def test_line_splitter_takes_a_large_chunk_of_many_lines_in_one_feed():
+    lines = [proto.heartbeat(seq % proto.MAX_SEQ) for seq in range(20000)]
+    got = proto.LineSplitter().feed(b"".join(lines) + b"$WD,1")
+    assert got == [line.rstrip(b"\n") for line in lines]
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=120))
 def test_decode_of_random_bytes_raises_only_protocol_error(data):
     try:

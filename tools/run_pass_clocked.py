@@ -145,7 +145,7 @@ def add_rule_options(ap: argparse.ArgumentParser) -> None:
                     help="[spray] min_plant_share: a cell sprays only if this share of its views saw a plant in it "
                          "(default: the config's)")
     ap.add_argument("--min-plant-cm2", type=AREA_CM2, metavar="A",
-                    help="[spray] min_plant_cm2: ... and one of them saw at least A cm² of vegetation in its tile "
+                    help="[spray] min_plant_cm2: ... and one of them saw a plant (a connected patch of vegetation) of at least A cm² "
                          "(default: the config's)")
     ap.add_argument("--gate-min-fraction", type=PROBABILITY, metavar="F",
                     help="[gate] min_fraction: a tile with a smaller vegetated fraction is bare ground "

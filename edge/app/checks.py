@@ -39,7 +39,7 @@ def spray_summary(cfg: Config, out: Output) -> str:
             f"100 ms from capture to valve command (edge-run prints the measured figure when it stops); ground "
             f"cells of {s.cell_length_cm:g} cm along travel, each decided once from its views (sprayed only if "
             f"{s.min_plant_share:.0%} or more of them saw a plant there"
-            f"{f', one of them at least {s.min_plant_cm2:g} cm² of it' if s.min_plant_cm2 else ''}){inside}")
+            f"{f', one of them a plant of at least {s.min_plant_cm2:g} cm²' if s.min_plant_cm2 else ''}){inside}")
 
 
 def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: threading.Event | None = None,

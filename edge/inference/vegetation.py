@@ -65,6 +65,10 @@ class TileVegetation:
     fraction: float  # vegetated pixels / the tile's pixels, 0..1
     gated: bool  # fraction < min_fraction: bare ground, not classified, never sprayed
     extent: VegetationExtent | None
+    # the largest connected patch of vegetation reaching into the tile, all of it (inside the tile or not), in
+    # the tile's pixels: may exceed 1, the plant goes on beyond the tile; None: not measured (``plants=False``,
+    # or the tile is gated)
+    plant: float | None = None
 
 
 def vegetation_mask(image: np.ndarray, exg_threshold: float, exg_min: float = 0.0, smooth_px: int = 1) -> np.ndarray:
@@ -126,13 +130,21 @@ class VegetationGate:
         p = self.params
         return _mask(image, p.exg_threshold, p.exg_min, p.smooth_px, self._planes_for(image)) > 0
 
-    def measure(self, image: np.ndarray, boxes: Sequence[Box]) -> tuple[TileVegetation, ...]:
-        """Each box's vegetation (fraction, gated, extent), from one mask and its integral image."""
+    def measure(self, image: np.ndarray, boxes: Sequence[Box], plants: bool = False) -> tuple[TileVegetation, ...]:
+        """Each box's vegetation (fraction, gated, extent), from one mask and its integral image; with ``plants``,
+        also the size of the largest connected patch of vegetation reaching into each box that is not gated
+        (8-connected regions of the same mask: a plant cut by the tile's edge counts whole, a speck of
+        greenish soil is its few pixels)."""
         p = self.params
         planes = self._planes_for(image)
         h, w = planes.shape
         mask = _mask(image, p.exg_threshold, p.exg_min, p.smooth_px, planes)
         integral = cv2.integral(mask, sum=planes.integral, sdepth=cv2.CV_32S)
+        regions = areas = None
+        if plants:
+            n, regions = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+            areas = np.bincount(regions.ravel(), minlength=n)
+            areas[0] = 0  # label 0 is the ground
         out = []
         for x0, x1, y0, y1 in boxes:
             x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
@@ -144,7 +156,11 @@ class VegetationGate:
             rows = np.flatnonzero(np.diff(column))
             extent = None if rows.size == 0 else VegetationExtent(float(rows[0]) / (y1 - y0),
                                                                   float(rows[-1] + 1) / (y1 - y0))
-            out.append(TileVegetation(fraction, fraction < p.min_fraction, extent))
+            gated = fraction < p.min_fraction
+            plant = None
+            if areas is not None and not gated:
+                plant = float(areas[regions[y0:y1, x0:x1]].max()) / ((x1 - x0) * (y1 - y0))
+            out.append(TileVegetation(fraction, gated, extent, plant))
         return tuple(out)
 
     def frame(self, image: np.ndarray) -> TileVegetation:

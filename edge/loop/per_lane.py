@@ -248,7 +248,7 @@ class LanePlanner:
         self.gate_ns = 0
         if self.vegetation is not None:
             t0 = time.perf_counter_ns()
-            veg = self.vegetation.measure(frame.image, boxes)
+            veg = self.vegetation.measure(frame.image, boxes, plants=self.cells.min_plant_cm2 > 0)
             self.gate_ns = time.perf_counter_ns() - t0
         keep = [i for i in range(len(tiles)) if veg is None or not veg[i].gated]
         scores = [self._bare] * len(tiles)
@@ -351,7 +351,7 @@ class LanePlanner:
                 out.append(TileView(tile, None))
                 continue
             plant = None if v is None or v.extent is None else v.extent.along_cm(tile, self.geometry.image_top_ahead)
-            area = None if v is None else v.fraction * self.geometry.tile_area_cm2(tile)
+            area = None if v is None or v.plant is None else v.plant * self.geometry.tile_area_cm2(tile)
             out.append(TileView(tile, ViewEvidence(float(log_odds[i]), bool(vetoed[i]), float(weed[i]),
                                                    float(crop[i])), plant, area))
         return out

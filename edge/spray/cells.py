@@ -33,10 +33,11 @@ share is below ``min_plant_share`` is not sprayed whatever the rule says (``spar
 plant stays in the picture frame after frame, a speck the gate lets through now and then (a
 dark greenish stone, a glint) is a plant in one view of ten (docs/spray-timing.md, "Ground
 cells"). And a cell whose largest view of vegetation is smaller than ``min_plant_cm2`` is not
-sprayed either (``small``): each classified view brings the area of vegetation the gate saw in
-its tile (``TileView.plant_cm2``), the cell keeps the largest (``Cell.peak_cm2``); a seedling
-seen whole covers a square centimetre or more, a speck of greenish soil that hovers at the
-gate's minimum two views in three is a fifth of one. Pure arithmetic on the values it is given: no clock, no I/O.
+sprayed either (``small``): each classified view brings the size of the plant the gate saw reaching
+into its tile — the largest connected patch of its mask, counted whole, inside the tile or not
+(``TileView.plant_cm2``) — and the cell keeps the largest (``Cell.peak_cm2``); a seedling covers a
+square centimetre or more, also in the cells at its edge, a speck of greenish gravel that passes the
+gate two views in three is a fifth of one. Pure arithmetic on the values it is given: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ from edge.spray.geometry import Geometry
 class TileView:
     """One tile of one frame as the cells see it: its tile, the rule's evidence (None: the gate called it bare,
     it was not classified) and its vegetation's extent along travel in the tile's offsets (``rear_cm``,
-    ``front_cm``; None with evidence: the whole tile, the gate is off) and its area on the ground (``plant_cm2``:
-    the vegetated fraction x the tile's area; None: not measured, the gate is off)."""
+    ``front_cm``; None with evidence: the whole tile, the gate is off) and the size of its plant on the ground (``plant_cm2``:
+    the largest connected patch of vegetation reaching into the tile, whole; None: not measured — the gate is
+    off, or ``min_plant_cm2`` is 0)."""
 
     tile: Tile
     evidence: ViewEvidence | None
@@ -72,7 +74,7 @@ class Cell:
     views: tuple[ViewEvidence, ...] = ()  # the classified views that saw vegetation in this cell, oldest first
     bare: int = 0  # views that saw no plant in it (a bare tile, or a classified tile's part without vegetation)
     plant: tuple[float, float] | None = None  # (rear, front) ground cm of the vegetation seen in the cell
-    peak_cm2: float = 0.0  # the largest area of vegetation one of its views saw in its tile (inf: not measured)
+    peak_cm2: float = 0.0  # the largest plant one of its views saw reaching into its tile, cm² (inf: not measured)
     first_frame: int = 0  # the frame of its first view
 
 
@@ -81,15 +83,15 @@ class CellDecision:
     """A cell decided: ``spray`` by the rule, ``vetoed`` (a view's crop probability reached the veto), and
     ``why`` it was decided then: ``leaving`` (the image), ``deadline`` (its latest decision time), ``stopped``
     (the speed went below the minimum or unknown) or ``end`` (the source ended); ``sparse``: not sprayed because
-    its plant share was below the grid's ``min_plant_share``; ``small``: not sprayed because no view saw as much
-    vegetation as the grid's ``min_plant_cm2``."""
+    its plant share was below the grid's ``min_plant_share``; ``small``: not sprayed because no view saw a plant as
+    large as the grid's ``min_plant_cm2``."""
 
     cell: Cell
     spray: bool
     vetoed: bool
     why: str
     sparse: bool = False  # the rule would spray, but too few of the views that covered it saw a plant
-    small: bool = False  # the rule would spray, but the largest vegetation a view saw is below min_plant_cm2
+    small: bool = False  # the rule would spray, but the largest plant a view saw is below min_plant_cm2
 
 
 def plant_share(cell: Cell) -> float:

@@ -381,7 +381,7 @@ def explain(row: PlantScore, cells: Sequence[CellLine], spared_logged: bool | No
                 "veto": f"a view's crop probability reached the crop veto (weed {c.weed:.2f}, {_views(c)})",
                 "sparse": f"a plant in only {c.plant_share:.0%} of the views that covered it (weed {c.weed:.2f}, "
                           f"{_views(c)}): below [spray] min_plant_share",
-                "small": f"its views saw at most {c.plant_cm2 or 0:.2f} cm² of vegetation (weed {c.weed:.2f}, "
+                "small": f"its views saw a plant of at most {c.plant_cm2 or 0:.2f} cm² (weed {c.weed:.2f}, "
                          f"{_views(c)}): below [spray] min_plant_cm2",
                 "gate": f"decided to spray, not sprayed: {c.why or 'the speed or enable gate'}",
                 "late": "decided to spray too late for the nozzle (the pipeline was slower than the speed allows)"}

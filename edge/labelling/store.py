@@ -279,12 +279,18 @@ class LabelStore:
         path = self.dataset / name
         if not path.is_file():
             return []
+        header = ("class", "role") if name == ROLES_FILE else ("path", "group")
+        fix = f"mend it (UTF-8 CSV, header {','.join(header)}) or move it away"
         try:
-            return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+            reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+            rows = list(reader)
         except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise ConfigError(f"the labelling data set's {path} cannot be read ({e})",
-                              f"mend it (UTF-8 CSV, header {'class,role' if name == ROLES_FILE else 'path,group'}) "
-                              "or move it away") from None
+            raise ConfigError(f"the labelling data set's {path} cannot be read ({e})", fix) from None
+        missing = [c for c in header if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ConfigError(f"the labelling data set's {path} has no {' or '.join(missing)} column "
+                              f"(its header: {','.join(reader.fieldnames or ()) or 'none'})", fix)
+        return rows
 
     def choices(self) -> list[Choice]:
         """What a tile can be labelled: weed, crop, soil, the bundle's labels, then the data set's other classes."""
@@ -338,13 +344,13 @@ class LabelStore:
             roles = self.roles()
             role, new = self._role_for(label, role, roles)
             folder = self.dataset / label
+            groups = self._read_groups()  # before any write: a groups file that needs mending leaves no orphan tile
             try:
                 folder.mkdir(exist_ok=True)
                 for old in self._files_of(name):
                     if old.parent != folder:
                         old.unlink(missing_ok=True)
                 write_atomic(folder / name, png)
-                groups = self._read_groups()
                 groups = {p: g for p, g in groups.items() if Path(p).name != name}
                 rel = f"{label}/{name}"
                 groups[rel] = self.group_of(f.sidecar, t)

@@ -430,7 +430,9 @@ def test_a_ground_place_past_any_number_falls_back_to_the_time_group(store, tmp_
     (lambda ds: (ds / "roles.csv").write_bytes(b"class,role\nma\xefze,crop\n"), "roles.csv cannot be read"),
     (lambda ds: (ds / "groups.csv").write_text("path,group\n" + "x" * 200_000 + ",g\n"), "groups.csv cannot be read"),
     (lambda ds: (ds / "weed").write_text("a file where the class folder goes"), "cannot write to the labelling data"),
-], ids=["roles-latin1", "groups-huge-field", "class-folder-a-file"])
+    (lambda ds: (ds / "groups.csv").write_text("path,grp\nweed/a.png,x\n"), "groups.csv has no group column"),
+    (lambda ds: (ds / "roles.csv").write_text("name,role\nweed,weed\n"), "roles.csv has no class column"),
+], ids=["roles-latin1", "groups-huge-field", "class-folder-a-file", "groups-no-group-column", "roles-no-class-column"])
 def test_a_data_set_that_cannot_be_used_is_503_with_the_store_s_message(spoil, words, client, store, tmp_path):
     k = store.frames()[0].key
     ds = tmp_path / "dataset"
@@ -438,6 +440,8 @@ def test_a_data_set_that_cannot_be_used_is_503_with_the_store_s_message(spoil, w
     spoil(ds)
     r = client.post(f"/labels/api/frame/{k}/tile/1", json={"label": "weed"})
     assert r.status_code == 503 and words in r.get_json()["error"], r.get_json()
+    if "column" in words:  # refused before any write: no tile without its group
+        assert not list(ds.glob("*/*.png"))
 
 
 def test_a_sidecar_the_system_could_not_read_once_is_read_again(store, monkeypatch):

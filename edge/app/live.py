@@ -34,7 +34,7 @@ from edge.loop.tuning import Tuning
 from edge.outputs.base import Output
 from edge.outputs.channels import Interlock
 from edge.service.state import TUNING_FILE, StateDir, resolve_state_dir
-from edge.web.config import WebConfig
+from edge.web.config import MIN_TOKEN_CHARS, WebConfig
 from edge.web.hub import LiveHub
 from edge.web.system import system_info
 
@@ -96,8 +96,10 @@ def read_token(web: WebConfig) -> str | None:
                           "python3 -c 'import secrets; print(secrets.token_urlsafe())'")
     try:
         WebConfig(token=token)
-    except ValueError:
-        raise ConfigError(f"[web] token_file {p}: the token on its first line is shorter than 16 characters",
+    except ValueError:  # the [web] token check's own reason: too short, or a control character in it
+        raise ConfigError(f"[web] token_file {p}: the token on its first line is not one [web] token accepts: at "
+                          f"least {MIN_TOKEN_CHARS} printable characters (no control characters), {len(token)} "
+                          "characters there",
                           "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe())'") from None
     return token
 

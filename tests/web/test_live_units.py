@@ -275,6 +275,17 @@ def test_a_token_file_without_a_token_on_its_first_line_is_refused(tmp_path, con
     assert read_token(WebConfig(listen="0.0.0.0:8080", token_file=str(tf))) == TOKEN
 
 
+@pytest.mark.parametrize("token", ["short", "a" * 20 + "\x1b" + "b" * 5, "a" * 20 + "\x00" + "b" * 5])
+def test_a_token_file_token_the_check_refuses_says_why(tmp_path, token):
+    """Too short, or a control character in a long one: the message names both rules and the token's length."""
+    from edge.app.live import read_token
+
+    tf = tmp_path / "token"
+    tf.write_text(token + "\n")
+    with pytest.raises(ConfigError, match=f"at least 16 printable characters .no control characters., {len(token)} "):
+        read_token(WebConfig(listen="0.0.0.0:8080", token_file=str(tf)))
+
+
 def test_an_empty_bearer_never_matches_and_an_empty_token_is_refused():
     app, _ = make_app(TOKEN)
     c = app.test_client()

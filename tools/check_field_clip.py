@@ -95,6 +95,10 @@ def clip_frames(bundle: str, video: Path = VIDEO, truth: Path = TRUTH, coverage:
         cap.release()
     if i == 0:
         raise SourceError(f"no frame could be read from {video}", "give --video a video file OpenCV reads")
+    beyond = sorted(f for f in rows if f >= i)
+    if beyond:  # a clip shorter than its truth: the frames it lacks would pass unjudged
+        raise ConfigError(f"{truth} has rows for frames {beyond[0]}..{beyond[-1]} but {video} has only {i} frame(s)",
+                          "give the clip's own --truth (samples/field_truth.csv is samples/field.avi's)")
     if not out:  # "the clip passes" on nothing scored would be a pass nobody earned
         raise ConfigError(f"no frame of {video} was scored: none of the {len(rows)} truth rows of {truth} has a "
                           f"frame in the video with coverage >= {coverage:g}",

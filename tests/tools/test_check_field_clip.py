@@ -21,7 +21,7 @@ TOOL = ROOT / "tools" / "check_field_clip.py"
     ("frame,role,coverage\n0,soil,1.0\n", "line 2: role 'soil'"),
     ("frame,role,coverage\n0,weed,1.0\n1,crop,nan\n", "line 3: role 'crop', coverage nan"),
     ("frame,role,coverage\n", "no frame of"),  # no row: nothing scored, not "the clip passes"
-    ("frame,role,coverage\n99999,weed,1.0\n", "no frame of"),
+    ("frame,role,coverage\n0,weed,1.0\n99999,weed,1.0\n", "has rows for frames 99999..99999 but"),  # clip too short
 ])
 def test_a_truth_file_it_cannot_use_is_exit_3_in_one_line(tmp_path, csv_text, words):
     truth = tmp_path / "truth.csv"

@@ -36,6 +36,7 @@ DATA holds one folder of photos per class (``DATA/<class>/*.jpg``); ``--roles`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
@@ -51,6 +52,8 @@ from pydantic import ValidationError
 from edge.core.errors import WeedDetectorError
 from edge.inference.config import PRESETS, GateConfig, GateParams
 from edge.inference.vegetation import VegetationGate, vegetation_mask
+from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
+from edge.sources.image_header import ImageRefused, read_image
 from train.background import free_windows
 from train.data import DataError, read_roles, scan_folder
 
@@ -116,8 +119,8 @@ def load_photos(data: Path, roles_csv: Path | None) -> list[Photo]:
     roles = read_roles({s.label for s in samples}, roles_csv)
     photos = []
     for s in samples:
-        img = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
-        if img is not None:
+        with contextlib.suppress(ImageRefused):  # a photo that cannot be used is left out, as training leaves it
+            img = read_image(s.path, DEFAULT_MAX_IMAGE_PIXELS)
             photos.append(Photo(s.label, roles.role_of(s.label), f"{s.label}/{s.path.name}", img))
     return photos
 

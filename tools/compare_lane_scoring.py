@@ -28,6 +28,7 @@ model (``--reference``: today's shipped 160-px int8 bundle), all in this one pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -50,6 +51,8 @@ from edge.inference.preprocess import Preprocessor
 from edge.inference.runtime import make_interpreter
 from edge.inference.scoring import TileClassifier
 from edge.inference.vegetation import VegetationGate
+from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
+from edge.sources.image_header import ImageRefused, read_image
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "models" / "reference" / "mnv2-160-int8"
@@ -115,8 +118,11 @@ def make_option(name: str, bundle, threads: int):
 def build_frames(bundle: str, per_photo: int, bare_share: float, seed: int,
                  split: str = "test") -> tuple[list[np.ndarray], np.ndarray]:
     """(BGR frames, truth per frame and tile: 1 weed, 0 crop, -1 bare) from the bundle's ``split`` photos."""
-    photos = [(cv2.imread(str(p)), role) for p, _label, role in split_photos(bundle_split_args(bundle), split)
-              if role in ("weed", "crop")]
+    photos = []
+    for p, _label, role in split_photos(bundle_split_args(bundle), split):
+        if role in ("weed", "crop"):
+            with contextlib.suppress(ImageRefused):  # a photo that cannot be used is left out
+                photos.append((read_image(p, DEFAULT_MAX_IMAGE_PIXELS), role))
     patches = plant_free_patches([im for im, _ in photos], PATCH, EXG_THRESHOLD)
     rng = random.Random(seed)
     order = [i for i in range(len(photos)) for _ in range(per_photo)]

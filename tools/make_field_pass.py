@@ -62,6 +62,8 @@ from make_sample_video import CROPS, EXG_THRESHOLD, PATCH, gravel_tile, plant_fr
 from edge.core.args import given
 from edge.core.errors import ConfigError, WeedDetectorError
 from edge.core.files import check_output
+from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
+from edge.sources.image_header import ImageRefused, read_image
 from edge.spray.config import SprayConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,15 +279,16 @@ def photo_pool(a: argparse.Namespace) -> list[tuple[str, np.ndarray, str, str, s
         listed = folder_photos(Path(a.images), a.roles)
     pool, unreadable = [], []
     for path, label, role in listed:
-        image = cv2.imread(str(path))
-        if image is None:
-            unreadable.append(path)
+        try:
+            image = read_image(path, DEFAULT_MAX_IMAGE_PIXELS)
+        except ImageRefused as why:
+            unreadable.append(f"{path} ({why})")
             continue
         flat = path.parent == Path(a.images) and a.split is None and "__" in path.name
         pool.append((path.name if flat else f"{label}/{path.name}", image, label, role,
                      None if flat else f"{label}/{path.name}"))
     if unreadable:
-        print(f"make_field_pass: skipped {len(unreadable)} photos OpenCV cannot read, e.g. {unreadable[0]}",
+        print(f"make_field_pass: skipped {len(unreadable)} photo(s) that cannot be used, e.g. {unreadable[0]}",
               file=sys.stderr)
     return pool
 

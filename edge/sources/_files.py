@@ -38,6 +38,7 @@ from edge.core.errors import SourceError
 from edge.core.frame import Frame
 from edge.sources.base import SourceLifecycle
 from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
+from edge.sources.image_header import too_large
 from edge.sources.pacing import Pacer
 from edge.sources.reader import QueueReader
 
@@ -228,10 +229,7 @@ class FileSource(SourceLifecycle):
 
     def _too_large(self, width: int, height: int) -> Optional[str]:
         """Why an image or frame of this size is refused (over ``max_pixels``), or None."""
-        if width * height <= self.max_pixels:
-            return None
-        return (f"{width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
-                f"{self.max_pixels / 1e6:g} (max_image_pixels in [source])")
+        return too_large(width, height, self.max_pixels)
 
     def _pace(self, timeout: Optional[float]) -> None:
         """Wait until the next frame is due (realtime only).

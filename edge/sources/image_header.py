@@ -153,3 +153,40 @@ _READERS = (
     (b"II+\x00", _tiff),
     (b"MM\x00+", _tiff),
 )
+
+
+class ImageRefused(ValueError):
+    """An image file not decoded (:func:`read_image`): its message says why (unreadable, a header that cannot be sized,
+    over the pixel limit, not decodable)."""
+
+
+def too_large(width: int, height: int, max_pixels: int) -> Optional[str]:
+    """Why an image or frame of this size is refused (over ``max_pixels``), or None."""
+    if width * height <= max_pixels:
+        return None
+    return (f"{width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:g} (max_image_pixels in [source])")
+
+
+def read_image(path, max_pixels: int):
+    """The BGR image of the file at ``path``, decoded only after its header's size was checked against
+    ``max_pixels`` (the one way the image source, edge-bench and the tools read an image file); ``ImageRefused``
+    saying why not."""
+    import cv2
+    import numpy as np
+
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # works with any path, unlike imread
+    except (OSError, ValueError) as exc:
+        raise ImageRefused(f"cannot be read ({exc})") from None
+    size = declared_size(data.tobytes())
+    if size is None:
+        raise ImageRefused("its header is not a complete PNG, JPEG, BMP, WebP or TIFF header, "
+                           "so its size cannot be checked before decoding")
+    why = too_large(size.width, size.height, max_pixels)
+    if why:
+        raise ImageRefused(f"its {size.format} header declares {why}")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageRefused("cannot be decoded as an image")
+    return image

@@ -21,7 +21,7 @@ from typing import Any, List
 
 from edge.core.errors import SourceError
 from edge.sources._files import FileSource
-from edge.sources.image_header import declared_size
+from edge.sources.image_header import ImageRefused, read_image
 from edge.sources.pacing import Pacer
 from edge.sources.reader import EndOfStream
 
@@ -108,28 +108,11 @@ class ImageFolderSource(FileSource):
         log.warning("%s: skipping %s: %s", self.name, name, why)
 
     def _decode(self, name: str):
-        import cv2
-        import numpy as np
-
-        full = os.path.join(self._dir, name)
         try:
-            data = np.fromfile(full, dtype=np.uint8)  # works with any path, unlike imread
-        except OSError as exc:
-            self._skip(name, f"cannot be read ({exc})")
+            return read_image(os.path.join(self._dir, name), self.max_pixels)
+        except ImageRefused as why:
+            self._skip(name, str(why))
             return None
-        size = declared_size(data.tobytes())
-        if size is None:
-            self._skip(name, "its header is not a complete PNG, JPEG, BMP, WebP or TIFF header, "
-                             "so its size cannot be checked before decoding")
-            return None
-        too_large = self._too_large(size.width, size.height)
-        if too_large:
-            self._skip(name, f"its {size.format} header declares {too_large}")
-            return None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        if image is None:
-            self._skip(name, "cannot be decoded as an image")
-        return image
 
     def _produce(self) -> tuple:
         """The next image in name order (in the reader thread); ``EndOfStream`` after the

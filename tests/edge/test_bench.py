@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import os
 import math
 from pathlib import Path
@@ -63,6 +64,21 @@ def test_one_run_has_every_field(role, kind):
         assert r["model"]["variant"] == "float32" and r["threads"] == 1  # float32, one thread
     else:
         assert r["model"]["variant"] == "int8"
+
+
+@pytest.mark.parametrize("role", ["pipeline", "naive_baseline"])
+def test_an_image_over_the_pixel_limit_is_skipped_by_both_runs(role, tmp_path):
+    """A PNG declaring 10 gigapixels in the folder: never decoded, skipped by the pipeline's image source and by
+    the naive baseline alike (the baseline used to end in OpenCV's own size error)."""
+    from tests.edge.test_sources import png_declaring
+
+    folder = tmp_path / "images"
+    shutil.copytree(SAMPLES / "images", folder)
+    (folder / "0000_huge.png").write_bytes(png_declaring(100000, 100000))  # first in name order
+    spec = RunSpec(role=role, bundle=str(TOY_BUNDLE), threads=1, n_frames=4, warmup=1,
+                   frames=FramesSpec(kind="images", path=str(folder), width=None, height=None))
+    r = run(spec)
+    assert r["ok"] and r["error"] is None and r["frames"] == 4, r["error"]
 
 
 SPRAY_TOML = """

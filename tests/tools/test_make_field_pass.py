@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.edge.test_sources import png_declaring
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "make_field_pass.py"
 PHOTOS = ROOT / "tests" / "data" / "photos"
@@ -230,6 +232,7 @@ def test_a_weed_train_data_folder_gives_every_photo_its_role(tmp_path):
     (data / "soil").mkdir()
     (data / "soil" / "bare.jpg").write_bytes(next(PHOTOS.glob("charlock/*.jpg")).read_bytes())
     (data / "maize" / "broken.jpg").write_bytes(b"not a jpeg")
+    (data / "maize" / "huge.png").write_bytes(png_declaring(100000, 100000))  # never decoded: 10 gigapixels
     roles = tmp_path / "roles.csv"
     rows = (PHOTOS / "classes.csv").read_text().splitlines()
     rows = [r.replace(",weed,", ",crop,") if r.startswith("charlock,") else r for r in rows] + ["soil,,,,background,1"]
@@ -245,7 +248,7 @@ def test_a_weed_train_data_folder_gives_every_photo_its_role(tmp_path):
                            "--out", tmp_path / "d.avi", "--truth", tmp_path / "d.jsonl"],
                           capture_output=True, text=True, timeout=300)  # no --roles: the data set's crops
     assert proc.returncode == 0, proc.stderr
-    assert "skipped 1 photos OpenCV cannot read, e.g." in proc.stderr and "broken.jpg" in proc.stderr
+    assert "skipped 2 photo(s) that cannot be used, e.g." in proc.stderr and "broken.jpg" in proc.stderr
     default = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert len(default) >= 8 and all(
         p["kind"] == ("crop" if p["class"] in ("maize", "common_wheat", "sugar_beet") else "weed") for p in default)

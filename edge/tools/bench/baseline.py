@@ -18,6 +18,7 @@ pipeline's file sources do, and ``end_to_end`` runs from it to after the output 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Optional
@@ -27,6 +28,8 @@ from edge.tools.bench.runs import RunSpec, finish, invoke_samples, model_info, r
 from edge.tools.bench.system import loadavg
 from edge.core.errors import BundleError, SourceError
 from edge.core.metrics import STAGES
+from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
+from edge.sources.image_header import ImageRefused, read_image
 
 
 def float32_bundle(bundle_ref: str):
@@ -50,6 +53,7 @@ class NaiveFrames:
         import cv2
 
         self.spec = spec
+        self.max_pixels = DEFAULT_MAX_IMAGE_PIXELS  # the image source's default limit, as the pipeline run has it
         self._cap = None
         self._files: list[str] = []
         self._pool: list = []
@@ -95,9 +99,8 @@ class NaiveFrames:
             for _ in range(len(self._files)):
                 path = self._files[self._i % len(self._files)]
                 self._i += 1
-                image = cv2.imread(path)
-                if image is not None:
-                    return image
+                with contextlib.suppress(ImageRefused):  # skipped, as the pipeline's image source skips it
+                    return read_image(path, self.max_pixels)
             raise SourceError(f"no image in {self.spec.path} can be decoded", "replace the corrupt files")
         image = self._pool[self._i % len(self._pool)].copy()
         self._i += 1

@@ -367,7 +367,6 @@ def test_every_schema_field_is_documented():
     (["--video", "no/such.avi"], EXIT_SOURCE, "does not exist"),
     (["--config", "no/such.toml", "--generated", "32x32"], EXIT_CONFIG, "not found"),
     (["--scoring", "frame", "--generated", "32x32"], EXIT_CONFIG, "--scoring chooses how per-lane runs score"),
-    (["--scoring", "frame@2", "--generated", "32x32"], EXIT_CONFIG, "not tiles, frame or frame@S"),
 ])
 def test_user_errors_stop_before_any_run(argv, code, words, tmp_path, capsys):
     out = tmp_path / "r.json"
@@ -386,6 +385,10 @@ def test_user_errors_stop_before_any_run(argv, code, words, tmp_path, capsys):
     (["--threads", "0"], "argument --threads: thread counts must be 1 to 64"),
     (["--generated", "100000x100000"], "frame size '100000x100000' is out of range"),
     (["--generated", "0x48"], "frame size '0x48' is out of range"),
+    (["--generated", "4x4"], "generated frames need a size of at least 8x8"),  # was exit 3, after parsing
+    (["--scoring", "frame@2"], "not tiles, frame or frame@S"),
+    (["--frames", "0"], "argument --frames: expected frames, a whole number of at least 1"),
+    (["--warmup", "-1"], "argument --warmup: expected frames, a whole number of at least 0"),
 ])
 def test_bad_arguments_are_refused_when_parsed(argv, words, capsys):
     with pytest.raises(SystemExit) as e:

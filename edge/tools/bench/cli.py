@@ -43,12 +43,39 @@ def _threads(text: str) -> list[int]:
 
 
 def _size(text: str) -> tuple[int, int]:
-    from edge.tools.bench.frames import parse_size
+    from edge.tools.bench.frames import FramesSpec, parse_size
 
     try:
-        return parse_size(text)
+        w, h = parse_size(text)
+        FramesSpec(kind="generated", width=w, height=h)  # its own bounds (at least 8x8), as an argument error
+        return w, h
     except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _count(least: int, what: str):
+    """An argparse type: a whole number >= ``least`` (--frames, --warmup), refused as a bad argument (exit 2)."""
+    def check(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = least - 1
+        if n < least:
+            raise argparse.ArgumentTypeError(f"expected {what}, a whole number of at least {least}, got {text!r}")
+        return n
+    return check
+
+
+def _scoring(text: str) -> list[str]:
+    from edge.tools.bench.runs import scoring_overrides
+
+    values = _csv(text)
+    try:
+        for v in values:
+            scoring_overrides(v)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return values
 
 
 def _seconds(text: str) -> float:
@@ -89,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exports of each bundle, e.g. int8,float16,float32 (default: the main model)")
     m.add_argument("--threads", type=_threads, metavar="N,N", default=[2], help="interpreter threads, e.g. 1,2,4 (default 2)")
     m.add_argument("--no-baseline", action="store_true", help="skip the naive-loop baseline")
-    m.add_argument("--scoring", type=_csv, metavar="S,S", default=[""],
+    m.add_argument("--scoring", type=_scoring, metavar="S,S", default=[""],
                    help="per-lane runs (--config with [spray]): how tiles are scored, each a run: tiles, frame, "
                         "frame@SCALE (e.g. tiles,frame@0.5,frame@0.75; default: the config's [model] scoring)")
     m.add_argument("--reference", metavar="DIR", default=None,
@@ -112,9 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0, help="generated frames: random seed (default 0)")
 
     n = p.add_argument_group("length")
-    n.add_argument("--frames", type=int, metavar="N", help="measured frames per run (default 300 unless --seconds)")
+    n.add_argument("--frames", type=_count(1, "frames"), metavar="N", help="measured frames per run (default 300 unless --seconds)")
     n.add_argument("--seconds", type=_seconds, metavar="S", help="measured seconds per run (with --frames: whichever ends first)")
-    n.add_argument("--warmup", type=int, default=20, metavar="N", help="frames run before measuring (default 20)")
+    n.add_argument("--warmup", type=_count(0, "frames"), default=20, metavar="N", help="frames run before measuring (default 20)")
     n.add_argument("--timeout", type=_seconds, default=900.0, metavar="S", help="give up on one run after S seconds (default 900)")
 
     o = p.add_argument_group("output")

@@ -31,7 +31,7 @@ from edge.core.files import check_output
 from edge.core.frame import Frame
 from edge.loop.per_lane import LaneProcessor
 from edge.outputs.dryrun import DryRunOutput
-from edge.spray.config import MAX_PLANT_CM2
+from edge.spray.config import MAX_PLANT_CM2, MAX_PLANT_JOIN_CM
 from edge.spray.geometry import Geometry
 from edge.spray.scheduler import SprayScheduler
 from edge.spray.speed import FixedSpeed
@@ -126,6 +126,7 @@ SEEDS = number_list(int, 0, 999_999_999, "whole-number seeds")
 BLUR_PX = number(int, 0, 31, "motion blur in pixels")
 NOISE = number(float, 0.0, 40.0, "sensor noise sigma in grey levels")
 AREA_CM2 = number(float, 0.0, MAX_PLANT_CM2, "an area in cm²")  # [spray] min_plant_cm2's range
+JOIN_CM = number(float, 0.0, MAX_PLANT_JOIN_CM, "a distance in cm")  # [spray] plant_join_cm's range
 
 
 def crop_veto(text: str) -> str:
@@ -147,6 +148,9 @@ def add_rule_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--min-plant-cm2", type=AREA_CM2, metavar="A",
                     help="[spray] min_plant_cm2: ... and one of them saw a plant (a connected patch of vegetation) of at least A cm² "
                          "(default: the config's)")
+    ap.add_argument("--plant-join-cm", type=JOIN_CM, metavar="J",
+                    help="[spray] plant_join_cm: parts of the gate's mask closer than J cm are one plant "
+                         "(default: the config's)")
     ap.add_argument("--gate-min-fraction", type=PROBABILITY, metavar="F",
                     help="[gate] min_fraction: a tile with a smaller vegetated fraction is bare ground "
                          "(default: the config's preset's)")
@@ -154,8 +158,8 @@ def add_rule_options(ap: argparse.ArgumentParser) -> None:
 
 def spray_overrides(a: argparse.Namespace) -> dict:
     """The ``[spray]`` overrides the options of ``add_rule_options`` ask for (empty: the config's)."""
-    out = {} if a.min_plant_share is None else {"min_plant_share": a.min_plant_share}
-    return out if a.min_plant_cm2 is None else {**out, "min_plant_cm2": a.min_plant_cm2}
+    given = {"min_plant_share": a.min_plant_share, "min_plant_cm2": a.min_plant_cm2, "plant_join_cm": a.plant_join_cm}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def gate_overrides(a: argparse.Namespace) -> dict:

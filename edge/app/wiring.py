@@ -289,6 +289,7 @@ def make_lane_planner(cfg: Config, classifier: Classifier, geometry: "Geometry",
                        min_speed_kmh=s.min_speed_kmh, tile_rows=s.tile_rows, enable=enable,
                        vegetation=make_gate(cfg), cell_length_cm=s.cell_length_cm,
                        min_plant_share=s.min_plant_share, min_plant_cm2=s.min_plant_cm2,
+                       plant_join_cm=s.plant_join_cm,
                        latency_floor_ms=s.latency_floor_ms,
                        scorer=make_tile_scorer(cfg, classifier, stack), log_spared=s.log_spared)
 

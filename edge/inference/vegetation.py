@@ -130,11 +130,13 @@ class VegetationGate:
         p = self.params
         return _mask(image, p.exg_threshold, p.exg_min, p.smooth_px, self._planes_for(image)) > 0
 
-    def measure(self, image: np.ndarray, boxes: Sequence[Box], plants: bool = False) -> tuple[TileVegetation, ...]:
+    def measure(self, image: np.ndarray, boxes: Sequence[Box], plants: bool = False,
+                join_px: int = 0) -> tuple[TileVegetation, ...]:
         """Each box's vegetation (fraction, gated, extent), from one mask and its integral image; with ``plants``,
         also the size of the largest connected patch of vegetation reaching into each box that is not gated
         (8-connected regions of the same mask: a plant cut by the tile's edge counts whole, a speck of
-        greenish soil is its few pixels)."""
+        greenish soil is its few pixels). Parts of the mask at most ``join_px`` pixels apart are one patch (a
+        leaf tip the threshold cut off its plant); a patch's size counts its vegetation pixels only."""
         p = self.params
         planes = self._planes_for(image)
         h, w = planes.shape
@@ -142,7 +144,11 @@ class VegetationGate:
         integral = cv2.integral(mask, sum=planes.integral, sdepth=cv2.CV_32S)
         regions = areas = None
         if plants:
-            n, regions = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+            reach = (int(join_px) + 1) // 2  # grown by this on every side, parts join_px apart touch
+            joined = mask if reach < 1 else cv2.dilate(mask, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+            n, regions = cv2.connectedComponents(joined, connectivity=8, ltype=cv2.CV_32S)
+            if reach:
+                regions[mask == 0] = 0  # the ground the growing covered is not the plant's
             areas = np.bincount(regions.ravel(), minlength=n)
             areas[0] = 0  # label 0 is the ground
         out = []

@@ -30,6 +30,7 @@ timings, the fail-safe hooks, the run's spray figures).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -53,7 +54,7 @@ from edge.loop.processor import GateCounts, GpsState, ProcessedFrame, ProcessorC
 from edge.service.records import FramePlace, SavedTile
 from edge.spray.cells import CellCounts, CellGrid, TileView, lane_counts
 from edge.spray.geometry import Geometry, MaxSpeed, kmh_to_cm_s, max_speed
-from edge.spray.config import CELL_LENGTH_CM, LATENCY_FLOOR_MS, MIN_PLANT_CM2, MIN_PLANT_SHARE
+from edge.spray.config import CELL_LENGTH_CM, LATENCY_FLOOR_MS, MIN_PLANT_CM2, MIN_PLANT_SHARE, PLANT_JOIN_CM
 from edge.spray.odometer import Odometer
 from edge.spray.planner import Gate, SprayPlanner
 from edge.spray.scheduler import SprayScheduler
@@ -161,7 +162,7 @@ class LanePlanner:
                  tile_rows: int = 0, enable: Callable[[], bool] | None = None,
                  vegetation: VegetationGate | None = None, cell_length_cm: float = CELL_LENGTH_CM,
                  min_plant_share: float = MIN_PLANT_SHARE, min_plant_cm2: float = MIN_PLANT_CM2,
-                 latency_floor_ms: float = LATENCY_FLOOR_MS,
+                 plant_join_cm: float = PLANT_JOIN_CM, latency_floor_ms: float = LATENCY_FLOOR_MS,
                  scorer: TileScorer | None = None, log_spared: bool = True):
         self.classifier = classifier
         self.rule = rule
@@ -170,6 +171,7 @@ class LanePlanner:
         self.scheduler = scheduler
         self.tile_rows = tile_rows
         self.cells = CellGrid(rule, geometry, cell_length_cm, min_plant_share, min_plant_cm2)
+        self.plant_join_cm = plant_join_cm  # parts of the mask closer than this are one plant (min_plant_cm2)
         # spared cells are those the gate saw a plant in; without the gate every cell would be one
         self.spray = SprayPlanner(geometry, scheduler, speed, min_speed_kmh=min_speed_kmh, enable=enable,
                                   log_spared=log_spared and vegetation is not None)
@@ -188,6 +190,7 @@ class LanePlanner:
         self._last_capture_ns: int | None = None
         self._anchor: _Anchor | None = None
         self._grid: tuple[tuple[int, int], int, tuple[Tile, ...], tuple[Box, ...]] | None = None
+        self._join_px = 0
 
     @property
     def speed(self) -> SpeedSource:
@@ -224,6 +227,9 @@ class LanePlanner:
                                   "feed frames of at least one pixel a tile (a camera's or video's own size; no "
                                   "thumbnails in an image folder), or lower [spray] lanes / tile_rows")
             self._grid = ((width, height), rows, tiles, boxes)
+            # the join distance in pixels of this frame size (the mean scale across and along travel)
+            px_per_cm = math.sqrt(width / self.geometry.footprint_across_cm * height / self.geometry.footprint_along_cm)
+            self._join_px = int(round(self.plant_join_cm * px_per_cm))
             t0 = time.perf_counter_ns()
             self.scorer.warm_up(width, height, len(tiles))
             self.warm_up_ns = time.perf_counter_ns() - t0
@@ -248,7 +254,7 @@ class LanePlanner:
         self.gate_ns = 0
         if self.vegetation is not None:
             t0 = time.perf_counter_ns()
-            veg = self.vegetation.measure(frame.image, boxes, plants=self.cells.min_plant_cm2 > 0)
+            veg = self.vegetation.measure(frame.image, boxes, plants=self.cells.min_plant_cm2 > 0, join_px=self._join_px)
             self.gate_ns = time.perf_counter_ns() - t0
         keep = [i for i in range(len(tiles)) if veg is None or not veg[i].gated]
         scores = [self._bare] * len(tiles)

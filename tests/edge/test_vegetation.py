@@ -155,6 +155,26 @@ PLANTS = [
 ]
 
 
+# (leaf rectangles, join_px, the box (0, 40, 0, 40)'s plant in box pixels): parts at most join_px apart are one
+# plant, counted by their vegetation pixels only
+JOINED = [
+    ([(0, 10, 0, 10), (12, 15, 0, 10)], 0, 100),  # two px of ground between them: two patches
+    ([(0, 10, 0, 10), (12, 15, 0, 10)], 2, 130),  # joined: the ground between is not counted
+    ([(0, 10, 0, 10), (14, 17, 0, 10)], 4, 130),  # four px apart, joined at 4
+    ([(0, 10, 0, 10), (16, 19, 0, 10)], 2, 100),  # six px apart: not joined at 2
+    ([(0, 10, 0, 10), (45, 60, 0, 10)], 40, 250),  # a patch outside the box, joined to one inside: one plant
+]
+
+
+@pytest.mark.parametrize("rects, join_px, plant", JOINED)
+def test_parts_of_a_plant_closer_than_join_px_are_one_plant(rects, join_px, plant):
+    img = solid(SOIL, 80, 80)
+    for x0, x1, y0, y1 in rects:
+        img[y0:y1, x0:x1] = LEAF
+    (v,) = VegetationGate(EXACT).measure(img, [(0, 40, 0, 40)], plants=True, join_px=join_px)
+    assert v.plant == pytest.approx(plant / 1600, abs=1e-12)
+
+
 @pytest.mark.parametrize("rects, box, plant", PLANTS)
 def test_a_tiles_plant_is_its_largest_connected_patch_of_vegetation_all_of_it(rects, box, plant):
     img = solid(SOIL, 80, 80)

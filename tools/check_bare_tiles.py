@@ -43,12 +43,9 @@ CONDITIONS = ("clean", "warm_cast", "dark")
 
 
 def tiles_of(frame: np.ndarray, geometry: Geometry, rows: int) -> list[np.ndarray]:
-    h, w = frame.shape[:2]
-    out = []
-    for t in geometry.tiles(rows or geometry.auto_rows(w, h)):
-        x0, x1, y0, y1 = t.pixels(w, h)
-        out.append(frame[y0:y1, x0:x1])
-    return out
+    """The frame's lane tiles, cut by the runtime's grid (``SourceError`` for a frame too small for it)."""
+    _, _, boxes = geometry.tile_grid(frame.shape[1], frame.shape[0], rows)
+    return [frame[y0:y1, x0:x1] for x0, x1, y0, y1 in boxes]
 
 
 def frames(video: Path, every: int):
@@ -93,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     with Classifier(bundle, num_threads=2) as clf:
         counts = {c: [0, 0, collections.Counter()] for c in CONDITIONS}
         for i, rgb in frames(a.video, max(1, a.every)):
+            try:
+                tiles_of(rgb, geometry, cfg.spray.tile_rows)  # the runtime's own refusal of a frame too small
+            except WeedDetectorError as e:
+                print(f"check_bare_tiles: error: {a.video}: {e}", file=sys.stderr)
+                return e.exit_code
             for c in CONDITIONS:
                 img = by_name[c].apply(rgb, (a.seed, i))
                 tiles = tiles_of(img, geometry, cfg.spray.tile_rows)

@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge.core.clock import SYSTEM_CLOCK, Clock
-from edge.core.errors import ConfigError, SourceError
+from edge.core.errors import ConfigError
 from edge.core.frame import Frame
 from edge.core.metrics import FrameTimings, percentile
 from edge.core.tile import Tile
@@ -218,14 +218,7 @@ class LanePlanner:
         """The tile grid of frames of this size; the first frame of a size also warms the scorer up for it
         (``warm_up_ns``: how long that took, kept out of the run's latency)."""
         if self._grid is None or self._grid[0] != (width, height):
-            rows = self.tile_rows or self.geometry.auto_rows(width, height)
-            tiles = self.geometry.tiles(rows)
-            boxes = tuple(t.pixels(width, height) for t in tiles)
-            if any(min(x1, width) <= max(x0, 0) or min(y1, height) <= max(y0, 0) for x0, x1, y0, y1 in boxes):
-                raise SourceError(f"a {width}x{height} frame is too small for {self.geometry.lanes} lane(s) x {rows} "
-                                  "tile row(s): a tile would hold no pixel",
-                                  "feed frames of at least one pixel a tile (a camera's or video's own size; no "
-                                  "thumbnails in an image folder), or lower [spray] lanes / tile_rows")
+            rows, tiles, boxes = self.geometry.tile_grid(width, height, self.tile_rows)
             self._grid = ((width, height), rows, tiles, boxes)
             # the join distance in pixels of this frame size (the mean scale across and along travel)
             px_per_cm = math.sqrt(width / self.geometry.footprint_across_cm * height / self.geometry.footprint_along_cm)

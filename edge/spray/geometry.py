@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from edge.core.errors import SourceError
 from edge.core.tile import Tile
 from edge.spray.config import SprayConfig
 
@@ -105,6 +106,20 @@ class Geometry:
                 out.append(Tile(lane, row, self.lane_edges[lane], self.lane_edges[lane + 1], y0, y1,
                                 front_cm=max(a, b), rear_cm=min(a, b)))
         return tuple(out)
+
+    def tile_grid(self, width: int, height: int, rows: int = 0) -> tuple[int, tuple[Tile, ...], tuple[tuple[int, int, int, int], ...]]:
+        """(rows, tiles, their pixel boxes (x0, x1, y0, y1)) of frames of this size, ``rows`` tiles along travel a
+        lane (0: ``auto_rows``); ``SourceError`` when the frame is too small for the grid (a tile would hold no
+        pixel) — the per-lane runtime and the tools cut frames by this one grid."""
+        rows = rows or self.auto_rows(width, height)
+        tiles = self.tiles(rows)
+        boxes = tuple(t.pixels(width, height) for t in tiles)
+        if any(min(x1, width) <= max(x0, 0) or min(y1, height) <= max(y0, 0) for x0, x1, y0, y1 in boxes):
+            raise SourceError(f"a {width}x{height} frame is too small for {self.lanes} lane(s) x {rows} "
+                              "tile row(s): a tile would hold no pixel",
+                              "feed frames of at least one pixel a tile (a camera's or video's own size; no "
+                              "thumbnails in an image folder), or lower [spray] lanes / tile_rows")
+        return rows, tiles, boxes
 
     def tile_area_cm2(self, tile: Tile) -> float:
         """The ground a tile covers, cm² (a camera looking straight down: its share of the footprint)."""

@@ -37,3 +37,19 @@ def test_every_lane_tile_of_every_frame_under_each_condition(tmp_path):
     assert doc["rule"]["threshold"] == pytest.approx(load_bundle(DEFAULT_BUNDLE).manifest.rule.threshold)  # shipped
     table = run("check_bare_tiles.py", "--video", out, "--config", conf, "--every", "4")
     assert "| dark (x0.6) | " in table and "/36 |" in table  # frames 0, 4 and 8
+
+
+def test_frames_too_small_for_the_tile_grid_are_the_runtimes_refusal(tmp_path):
+    """A 2x2 video against a 4-lane config: edge-run's own message and exit 5, not OpenCV's resize error."""
+    import cv2
+    import numpy as np
+
+    video = tmp_path / "tiny.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (2, 2))
+    for _ in range(3):
+        w.write(np.full((2, 2, 3), 90, np.uint8))
+    w.release()
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "check_bare_tiles.py"), "--video", str(video),
+                           "--config", str(ROOT / "samples" / "field_pass.toml")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 5 and "too small for 4 lane(s)" in proc.stderr and "Traceback" not in proc.stderr

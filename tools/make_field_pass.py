@@ -65,6 +65,7 @@ from edge.core.files import check_output
 from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
 from edge.sources.image_header import ImageRefused, read_image
 from edge.spray.config import SprayConfig
+from edge.spray.geometry import Geometry
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO / "samples" / "images"
@@ -251,6 +252,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                  "pass's config would never spray)")
     if not 16 <= a.width <= 8192 or not 16 <= a.height <= 8192 or not 1 <= a.lanes <= 64:
         ap.error("--width and --height are 16..8192 pixels, --lanes 1..64")
+    try:  # the pass's config must be one edge-run can cut these frames with
+        Geometry.from_config(SprayConfig(lanes=a.lanes, footprint_across_cm=a.across_cm, footprint_along_cm=a.along_cm,
+                                         nozzle_distance_cm=a.along_cm, speed_kmh=a.speed_kmh)).tile_grid(a.width, a.height)
+    except WeedDetectorError as e:
+        ap.error(f"--lanes {a.lanes} on {a.width}x{a.height} frames: {e}")
     if min(a.weeds, a.crops) < 0 or max(a.weeds, a.crops) > 10000:
         ap.error("--weeds and --crops are 0..10000")
     if not 0 <= a.blur_px <= 255:

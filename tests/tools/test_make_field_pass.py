@@ -317,6 +317,7 @@ def test_a_speed_the_pass_config_would_refuse_is_a_usage_error(speed, tmp_path):
     (["--config-out", "."], "cannot write the --config-out file '.': it is a folder"),
     (["--split", "test", "--split-args", '"x'], "cannot be split into words: No closing quotation"),
     (["--images", ""], "--images: expected a folder of photos, got an empty value"),  # read the current folder
+    (["--lanes", "64"], "--lanes 64 on 32x32 frames: a 32x32 frame is too small for 64 lane(s)"),  # edge-run refused it
 ])
 def test_values_that_cannot_make_a_pass_are_refused_when_parsed(tool, args, words, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

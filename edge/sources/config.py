@@ -11,7 +11,8 @@ kind        keys
 camera      ``camera`` (``/dev/video<camera>``), ``width``, ``height``, ``fps``
 picamera    ``camera`` (picamera2 camera number), ``width``, ``height``, ``fps``
 stream      ``url`` (RTSP/HTTP)
-video       ``path``, ``realtime`` (pace at the file's own rate), ``loop``, ``max_image_pixels``
+video       ``path``, ``realtime`` (pace at the file's own rate; one outside 0.1..1000 fps is refused:
+            give ``fps``), ``loop``, ``max_image_pixels``
 images      ``path``, ``fps`` (slideshow rate with ``realtime``), ``realtime``, ``loop``,
             ``max_image_pixels``
 ==========  ===============================================================
@@ -34,6 +35,7 @@ from edge.core.schema import Finite, PathText
 
 KINDS = ("camera", "video", "images", "stream", "picamera")
 MAX_CAMERA_INDEX = 1023
+MIN_FPS, MAX_FPS = 0.1, 1000.0  # [source] fps's range, and the file rates realtime playback paces by
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # 40 MP: a 7300x5500 photo, about 120 MB as BGR
 LIVE_KINDS = ("camera", "picamera")  # capture size and frame rate are requests to a device
 
@@ -47,7 +49,7 @@ class SourceConfig(BaseModel):
     url: PathText = ""  # rtsp:// or http(s):// stream
     width: int = Field(default=640, ge=16, le=8192)  # capture size requested from a camera (the driver may round)
     height: int = Field(default=480, ge=16, le=8192)
-    fps: Finite = Field(default=30.0, ge=0.1, le=1000)  # cameras: requested rate; images: slideshow rate with realtime
+    fps: Finite = Field(default=30.0, ge=MIN_FPS, le=MAX_FPS)  # cameras: requested rate; images: slideshow rate with realtime
     realtime: bool = False  # video files: pace at the file's frame rate; images: at fps
     loop: bool = False  # image folders / videos: start again at the end
     # images / videos: larger ones are refused before they are decoded (64 kP .. 1 GP, OpenCV's own maximum)

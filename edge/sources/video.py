@@ -24,6 +24,7 @@ from typing import Any, Optional
 from edge.core.errors import SourceError
 from edge.sources._files import FileSource
 from edge.sources.base import FrameTimeout
+from edge.sources.config import MAX_FPS, MIN_FPS
 from edge.sources.pacing import Pacer
 from edge.sources.reader import EndOfStream
 
@@ -83,6 +84,13 @@ class VideoSource(FileSource):
                 cap.release()
                 raise SourceError(
                     f"video file {self.path} does not state its frame rate, needed for realtime playback",
+                    fix="give the frame rate explicitly (fps in the source config), or run without --realtime",
+                )
+            if not self.requested_fps and not MIN_FPS <= fps <= MAX_FPS:  # 0.01 fps would wait 100 s a frame
+                cap.release()
+                raise SourceError(
+                    f"video file {self.path} states a frame rate of {fps:g} fps, outside {MIN_FPS:g}..{MAX_FPS:g}, "
+                    "so realtime playback cannot be paced by it",
                     fix="give the frame rate explicitly (fps in the source config), or run without --realtime",
                 )
             self._pacer = Pacer(fps, self._clock)

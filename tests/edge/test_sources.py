@@ -329,6 +329,19 @@ def test_video_realtime_plays_like_a_camera_and_timeout(tiny_video):
     assert frame.frame_id == 3 and frame.t_capture_ns == 750_000_000
 
 
+def test_video_realtime_refuses_a_file_rate_it_cannot_pace_by(tmp_path):
+    """A header saying 0.01 fps would wait 100 s a frame (the stall check firing meanwhile): refused at start with
+    the fix; an explicit fps paces it instead, and without realtime the file's rate does not matter."""
+    slow = write_video(tmp_path / "slow.avi", 3, fps=0.01)
+    with pytest.raises(SourceError, match=r"states a frame rate of 0.01 fps, outside 0.1..1000") as e:
+        VideoSource(slow, realtime=True, clock=ManualClock(start_ns=0)).start()
+    assert "fps in the source config" in e.value.fix
+    with VideoSource(slow, realtime=True, fps=10, clock=ManualClock(start_ns=0)) as src:
+        assert src.read().frame_id == 0
+    with VideoSource(slow) as src:
+        assert src.read().frame_id == 0
+
+
 def test_video_loop_restarts(tiny_video):
     with VideoSource(tiny_video, loop=True) as src:
         frames = [src.read() for _ in range(10)]

@@ -50,6 +50,9 @@ class StateDir:
     """The two files of the state directory ``path`` (None: no state directory)."""
 
     def __init__(self, path: Path | None):
+        if path is not None and path.exists() and not path.is_dir():  # said at start, not when a pause is saved
+            raise ConfigError(f"the state directory {path} ([service] state_dir or $STATE_DIRECTORY) is not a folder",
+                              "point [service] state_dir at a folder edge-run can write (it is made if missing)")
         self.path = path
 
     def describe(self) -> str:

@@ -532,6 +532,14 @@ def test_a_bad_saved_tuning_is_a_config_error(tmp_path, content, words):
         StateDir(tmp_path).tuning()
 
 
+def test_a_state_dir_that_is_a_file_is_refused_at_start(tmp_path):
+    """Not when the operator first saves a pause from the field: exit 3 at start, --validate-config included."""
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        StateDir(tmp_path / "a-file")
+    assert StateDir(tmp_path / "not-yet").path == tmp_path / "not-yet"  # a missing folder is made when written
+
+
 @pytest.mark.parametrize("saved, kept", [
     ({"decision": {"threshold": 0.0}}, {}),  # an older edge-run saved any value: the config's threshold stands
     ({"decision": {"threshold": True}, "gate": {"sensitivity": "high"}}, {"gate": {"sensitivity": "high"}}),

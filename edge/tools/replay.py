@@ -851,6 +851,12 @@ def plot_pass(s: Score, path: str | Path, window: Window | None = None) -> None:
 
     figure = _figure_class()
     lanes = max(1, len(s.sprayed_by_lane))
+    if window is not None:
+        whole_lo, whole_hi, _ = plot_rows(s)
+        if window[1] <= whole_lo or window[0] >= whole_hi:  # an empty picture is not what was asked for
+            raise ConfigError(f"--plot-m {window[0] / 100:g}:{window[1] / 100:g} lies outside the pass "
+                              f"({whole_lo / 100:g} to {whole_hi / 100:g} m, its plants and sprays included)",
+                              f"give a stretch within it, e.g. --plot-m {whole_lo / 100:g}:{whole_hi / 100:g}")
     lo, hi, rows = plot_rows(s, window)
     width_px, height_px = plot_size_px(s, window)
     if height_px > MAX_PLOT_PX:

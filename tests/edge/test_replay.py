@@ -493,6 +493,14 @@ def test_a_pass_too_long_to_draw_is_exit_3(tmp_path, capsys):
     assert _png_size(png) == (1600, 240)
 
 
+def test_a_stretch_outside_the_pass_is_exit_3_not_an_empty_picture(tmp_path, capsys):
+    args = _plant_files(tmp_path)
+    png = tmp_path / "pass.png"
+    assert main(args + ["--plot", str(png), "--plot-m", "100:200"]) == 3
+    err = capsys.readouterr().err
+    assert "--plot-m 100:200 lies outside the pass" in err and not png.exists(), err
+
+
 @pytest.mark.parametrize("extra", [["--plot-m", "5:1"], ["--plot-m", "a:b"], ["--plot-m", "0:nan"], ["--plot-m", "0:1"]])
 def test_a_bad_plot_stretch_is_exit_2(tmp_path, capsys, extra):
     plot = ["--plot", str(tmp_path / "p.png")] if extra[1] != "0:1" else []  # the last: --plot-m without --plot

@@ -220,6 +220,8 @@ class Manifest(_Strict):
                              "format 2 keeps the threshold in rule.threshold: remove the top-level one")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels contain duplicates")
+        if any(not x.strip() for x in self.labels):  # an empty name in the logs, the live view and replay's causes
+            raise ValueError("labels contain an empty name")
         roles_of = {"weed_labels": self.weed_labels, "crop_labels": self.crop_labels,
                     "background_labels": self.background_labels}
         for field, names in roles_of.items():

@@ -58,6 +58,7 @@ def test_an_upper_case_model_hash_is_the_same_hash(toy_bundle):
         (lambda b: (b / "model.tflite").write_bytes(b""), "is empty"),
         (lambda b: (b / "manifest.json").write_text("{not json"), "not valid JSON"),
         (lambda b: _edit(b, labels=["soil", "weed"]), "which are not in labels"),
+        (lambda b: _edit(b, labels=["soil", "weed", " "]), "labels contain an empty name"),
         (lambda b: _edit(b, weed_labels=["thistle"]), "'thistle'"),
         (lambda b: _edit(b, colour="RGB"), "field 'colour': unknown field"),
         (lambda b: _edit(b, format_version=99), "format_version 99"),

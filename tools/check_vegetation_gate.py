@@ -36,7 +36,6 @@ DATA holds one folder of photos per class (``DATA/<class>/*.jpg``); ``--roles`` 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import sys
@@ -49,11 +48,11 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
+from make_field_pass import readable_photos
+
 from edge.core.errors import WeedDetectorError
 from edge.inference.config import PRESETS, GateConfig, GateParams
 from edge.inference.vegetation import VegetationGate, vegetation_mask
-from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
-from edge.sources.image_header import ImageRefused, read_image
 from train.background import free_windows
 from train.data import DataError, read_roles, scan_folder
 
@@ -117,12 +116,8 @@ def load_photos(data: Path, roles_csv: Path | None) -> list[Photo]:
     if roles_csv is None:
         roles_csv = next((p for p in (data / "classes.csv", data.parent / "classes.csv") if p.is_file()), None)
     roles = read_roles({s.label for s in samples}, roles_csv)
-    photos = []
-    for s in samples:
-        with contextlib.suppress(ImageRefused):  # a photo that cannot be used is left out, as training leaves it
-            img = read_image(s.path, DEFAULT_MAX_IMAGE_PIXELS)
-            photos.append(Photo(s.label, roles.role_of(s.label), f"{s.label}/{s.path.name}", img))
-    return photos
+    return [Photo(samples[i].label, roles.role_of(samples[i].label), f"{samples[i].label}/{samples[i].path.name}", img)
+            for i, img in readable_photos([s.path for s in samples], "check_vegetation_gate")]
 
 
 def _seed(key: str) -> int:

@@ -28,7 +28,6 @@ model (``--reference``: today's shipped 160-px int8 bundle), all in this one pro
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from make_field_pass import bundle_split_args, cutout, split_photos
+from make_field_pass import bundle_split_args, cutout, readable_photos, split_photos
 from make_sample_video import EXG_THRESHOLD, PATCH, gravel_tile, plant_free_patches
 
 from edge.core.metrics import percentile
@@ -51,8 +50,6 @@ from edge.inference.preprocess import Preprocessor
 from edge.inference.runtime import make_interpreter
 from edge.inference.scoring import TileClassifier
 from edge.inference.vegetation import VegetationGate
-from edge.sources.config import DEFAULT_MAX_IMAGE_PIXELS
-from edge.sources.image_header import ImageRefused, read_image
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "models" / "reference" / "mnv2-160-int8"
@@ -118,11 +115,8 @@ def make_option(name: str, bundle, threads: int):
 def build_frames(bundle: str, per_photo: int, bare_share: float, seed: int,
                  split: str = "test") -> tuple[list[np.ndarray], np.ndarray]:
     """(BGR frames, truth per frame and tile: 1 weed, 0 crop, -1 bare) from the bundle's ``split`` photos."""
-    photos = []
-    for p, _label, role in split_photos(bundle_split_args(bundle), split):
-        if role in ("weed", "crop"):
-            with contextlib.suppress(ImageRefused):  # a photo that cannot be used is left out
-                photos.append((read_image(p, DEFAULT_MAX_IMAGE_PIXELS), role))
+    listed = [(p, role) for p, _label, role in split_photos(bundle_split_args(bundle), split) if role in ("weed", "crop")]
+    photos = [(image, listed[i][1]) for i, image in readable_photos([p for p, _ in listed], "compare_lane_scoring")]
     patches = plant_free_patches([im for im, _ in photos], PATCH, EXG_THRESHOLD)
     rng = random.Random(seed)
     order = [i for i in range(len(photos)) for _ in range(per_photo)]

@@ -53,6 +53,7 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -256,7 +257,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         Geometry.from_config(SprayConfig(lanes=a.lanes, footprint_across_cm=a.across_cm, footprint_along_cm=a.along_cm,
                                          nozzle_distance_cm=a.along_cm, speed_kmh=a.speed_kmh)).tile_grid(a.width, a.height)
     except WeedDetectorError as e:
-        ap.error(f"--lanes {a.lanes} on {a.width}x{a.height} frames: {e}")
+        ap.error(f"--lanes {a.lanes} on {a.width}x{a.height} frames: {e.what} — use fewer --lanes or a larger "
+                 "--width / --height")
     if min(a.weeds, a.crops) < 0 or max(a.weeds, a.crops) > 10000:
         ap.error("--weeds and --crops are 0..10000")
     if not 0 <= a.blur_px <= 255:
@@ -275,6 +277,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+def readable_photos(paths: Sequence[Path], tool: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, BGR image) of each of ``paths`` that ``read_image`` reads (its size checked before decoding); the
+    others are left out and counted once on stderr, with the first one and why (every tool reading photos)."""
+    refused = []
+    for i, path in enumerate(paths):
+        try:
+            yield i, read_image(path, DEFAULT_MAX_IMAGE_PIXELS)
+        except ImageRefused as why:
+            refused.append(f"{path} ({why})")
+    if refused:
+        print(f"{tool}: skipped {len(refused)} photo(s) that cannot be used, e.g. {refused[0]}", file=sys.stderr)
+
+
 def photo_pool(a: argparse.Namespace) -> list[tuple[str, np.ndarray, str, str, str | None]]:
     """(name, image, class, weed|crop, photo id in the data set or None) of every photo to take plants
     (and gravel) from: the --images folder, or the chosen split of a weed-train data set."""
@@ -283,19 +298,12 @@ def photo_pool(a: argparse.Namespace) -> list[tuple[str, np.ndarray, str, str, s
                   if role in ("weed", "crop")]
     else:
         listed = folder_photos(Path(a.images), a.roles)
-    pool, unreadable = [], []
-    for path, label, role in listed:
-        try:
-            image = read_image(path, DEFAULT_MAX_IMAGE_PIXELS)
-        except ImageRefused as why:
-            unreadable.append(f"{path} ({why})")
-            continue
+    pool = []
+    for i, image in readable_photos([path for path, _, _ in listed], "make_field_pass"):
+        path, label, role = listed[i]
         flat = path.parent == Path(a.images) and a.split is None and "__" in path.name
         pool.append((path.name if flat else f"{label}/{path.name}", image, label, role,
                      None if flat else f"{label}/{path.name}"))
-    if unreadable:
-        print(f"make_field_pass: skipped {len(unreadable)} photo(s) that cannot be used, e.g. {unreadable[0]}",
-              file=sys.stderr)
     return pool
 
 

@@ -149,7 +149,7 @@ def add_rule_options(ap: argparse.ArgumentParser) -> None:
                     help="[spray] min_plant_cm2: ... and one of them saw a plant (a connected patch of vegetation) of at least A cm² "
                          "(default: the config's)")
     ap.add_argument("--plant-join-cm", type=JOIN_CM, metavar="J",
-                    help="[spray] plant_join_cm: parts of the gate's mask closer than J cm are one plant "
+                    help="[spray] plant_join_cm: parts of the gate's mask at most J cm apart are one plant "
                          "(default: the config's)")
     ap.add_argument("--gate-min-fraction", type=PROBABILITY, metavar="F",
                     help="[gate] min_fraction: a tile with a smaller vegetated fraction is bare ground "

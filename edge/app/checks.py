@@ -34,12 +34,15 @@ def spray_summary(cfg: Config, out: Output) -> str:
               f"= {g.rear_room_cm:g} cm): the image's rear part lies "
               "past the nozzles, so a plant is sprayed only if decided before it gets there, and many sprays land "
               "late; move the spray line back or aim the camera further ahead" if g.rear_room_cm <= 0 else "")
+    gate_on = cfg.gate.active(per_lane=True)  # the plant's size is the gate's measure: without it, not checked
+    size = ("" if not s.min_plant_cm2 else f", one of them a plant of at least {s.min_plant_cm2:g} cm²" if gate_on
+            else f"; min_plant_cm2 = {s.min_plant_cm2:g} is not checked with the gate off")
     return (f"spray: {g.lanes} lane(s) -> channels {list(g.channels)}, {speed} "
             f"(min {s.min_speed_kmh:g}); sprays land up to {at[50]:.1f} km/h at 50 ms and {at[100]:.1f} km/h at "
             f"100 ms from capture to valve command (edge-run prints the measured figure when it stops); ground "
             f"cells of {s.cell_length_cm:g} cm along travel, each decided once from its views (sprayed only if "
             f"{s.min_plant_share:.0%} or more of them saw a plant there"
-            f"{f', one of them a plant of at least {s.min_plant_cm2:g} cm²' if s.min_plant_cm2 else ''}){inside}")
+            f"{size}){inside}")
 
 
 def pulse_outputs(cfg: Config, pulse_s: float = 0.5, gap_s: float = 0.5, stop: threading.Event | None = None,

@@ -25,7 +25,7 @@ classify it and never sprays it. The numbers come in presets (``edge.inference.c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import cv2
@@ -90,6 +90,9 @@ class _Planes:
         self.mask = np.empty((h, w), np.uint8)
         self.plain = np.empty((h, w), np.uint8)
         self.integral = np.empty((h + 1, w + 1), np.int32)
+        self.joined = np.empty((h, w), np.uint8)  # the plants' measure (``plants=True``): the grown mask,
+        self.regions = np.empty((h, w), np.int32)  # its labels
+        self.green = np.empty((h, w), bool)  # and the mask as booleans
 
 
 def _mask(image: np.ndarray, t: float, exg_min: float, smooth_px: int, planes: _Planes) -> np.ndarray:
@@ -135,22 +138,15 @@ class VegetationGate:
         """Each box's vegetation (fraction, gated, extent), from one mask and its integral image; with ``plants``,
         also the size of the largest connected patch of vegetation reaching into each box that is not gated
         (8-connected regions of the same mask: a plant cut by the tile's edge counts whole, a speck of
-        greenish soil is its few pixels). Parts of the mask at most ``join_px`` pixels apart are one patch (a
-        leaf tip the threshold cut off its plant); a patch's size counts its vegetation pixels only."""
+        greenish soil is its few pixels). Parts of the mask at most ``join_px`` pixels apart (along a row, a
+        column or a diagonal: the gap between them, in pixels) are one patch — a leaf tip the threshold cut off
+        its plant; a patch's size counts its vegetation pixels only, and it reaches into a box only through
+        vegetation pixels in the box."""
         p = self.params
         planes = self._planes_for(image)
         h, w = planes.shape
         mask = _mask(image, p.exg_threshold, p.exg_min, p.smooth_px, planes)
         integral = cv2.integral(mask, sum=planes.integral, sdepth=cv2.CV_32S)
-        regions = areas = None
-        if plants:
-            reach = (int(join_px) + 1) // 2  # grown by this on every side, parts join_px apart touch
-            joined = mask if reach < 1 else cv2.dilate(mask, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
-            n, regions = cv2.connectedComponents(joined, connectivity=8, ltype=cv2.CV_32S)
-            if reach:
-                regions[mask == 0] = 0  # the ground the growing covered is not the plant's
-            areas = np.bincount(regions.ravel(), minlength=n)
-            areas[0] = 0  # label 0 is the ground
         out = []
         for x0, x1, y0, y1 in boxes:
             x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
@@ -162,12 +158,33 @@ class VegetationGate:
             rows = np.flatnonzero(np.diff(column))
             extent = None if rows.size == 0 else VegetationExtent(float(rows[0]) / (y1 - y0),
                                                                   float(rows[-1] + 1) / (y1 - y0))
-            gated = fraction < p.min_fraction
-            plant = None
-            if areas is not None and not gated:
-                plant = float(areas[regions[y0:y1, x0:x1]].max()) / ((x1 - x0) * (y1 - y0))
-            out.append(TileVegetation(fraction, gated, extent, plant))
+            out.append(TileVegetation(fraction, fraction < p.min_fraction, extent))
+        if plants and not all(v.gated for v in out):  # a bare frame costs no labelling
+            out = self._with_plants(mask, boxes, out, int(join_px), planes)
         return tuple(out)
+
+    @staticmethod
+    def _with_plants(mask: np.ndarray, boxes: Sequence[Box], veg: list[TileVegetation], join_px: int,
+                     planes: _Planes) -> list[TileVegetation]:
+        """``veg`` with each box's ``plant`` (see ``measure``): the mask grown by ``join_px`` in all (the kernel's
+        side is join_px + 1: parts with a gap of up to join_px pixels touch), labelled, and each label's
+        vegetation pixels counted."""
+        h, w = planes.shape
+        joined = mask if join_px < 1 else cv2.dilate(mask, np.ones((join_px + 1, join_px + 1), np.uint8),
+                                                     dst=planes.joined)
+        n, regions = cv2.connectedComponents(joined, labels=planes.regions, connectivity=8, ltype=cv2.CV_32S)
+        green = np.greater(mask, 0, out=planes.green)
+        areas = np.bincount(regions[green], minlength=n)  # each patch's vegetation pixels (the grown ground left out)
+        out = []
+        for (x0, x1, y0, y1), v in zip(boxes, veg):
+            if v.gated:
+                out.append(v)
+                continue
+            x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
+            inside = regions[y0:y1, x0:x1][green[y0:y1, x0:x1]]  # the labels of the box's vegetation pixels
+            biggest = int(areas[inside].max()) if inside.size else 0
+            out.append(replace(v, plant=biggest / ((x1 - x0) * (y1 - y0))))
+        return out
 
     def frame(self, image: np.ndarray) -> TileVegetation:
         """The whole frame as one tile (whole-frame mode)."""

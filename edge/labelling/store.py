@@ -286,10 +286,12 @@ class LabelStore:
             rows = list(reader)
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise ConfigError(f"the labelling data set's {path} cannot be read ({e})", fix) from None
-        missing = [c for c in header if c not in (reader.fieldnames or ())]
+        if reader.fieldnames is None:  # an empty file: no rows yet, as before the first label
+            return []
+        missing = [c for c in header if c not in reader.fieldnames]
         if missing:
             raise ConfigError(f"the labelling data set's {path} has no {' or '.join(missing)} column "
-                              f"(its header: {','.join(reader.fieldnames or ()) or 'none'})", fix)
+                              f"(its header: {','.join(reader.fieldnames)})", fix)
         return rows
 
     def choices(self) -> list[Choice]:

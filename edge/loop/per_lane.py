@@ -171,7 +171,7 @@ class LanePlanner:
         self.scheduler = scheduler
         self.tile_rows = tile_rows
         self.cells = CellGrid(rule, geometry, cell_length_cm, min_plant_share, min_plant_cm2)
-        self.plant_join_cm = plant_join_cm  # parts of the mask closer than this are one plant (min_plant_cm2)
+        self.plant_join_cm = plant_join_cm  # parts of the mask at most this far apart are one plant (min_plant_cm2)
         # spared cells are those the gate saw a plant in; without the gate every cell would be one
         self.spray = SprayPlanner(geometry, scheduler, speed, min_speed_kmh=min_speed_kmh, enable=enable,
                                   log_spared=log_spared and vegetation is not None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Mapping
 
@@ -50,9 +51,18 @@ class StateDir:
     """The two files of the state directory ``path`` (None: no state directory)."""
 
     def __init__(self, path: Path | None):
-        if path is not None and path.exists() and not path.is_dir():  # said at start, not when a pause is saved
-            raise ConfigError(f"the state directory {path} ([service] state_dir or $STATE_DIRECTORY) is not a folder",
-                              "point [service] state_dir at a folder edge-run can write (it is made if missing)")
+        if path is not None:  # said at start, not when a pause is first saved in the field
+            fix = "point [service] state_dir at a folder edge-run can write (it is made if missing)"
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None
+            except OSError as e:  # a parent edge-run may not search, a loop of links ...
+                raise ConfigError(f"the state directory {path} ([service] state_dir or $STATE_DIRECTORY) cannot be "
+                                  f"looked at ({e.strerror or e})", fix) from None
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                raise ConfigError(f"the state directory {path} ([service] state_dir or $STATE_DIRECTORY) is not a "
+                                  "folder", fix)
         self.path = path
 
     def describe(self) -> str:

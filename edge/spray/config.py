@@ -49,7 +49,7 @@ class SprayConfig(BaseModel):
     cell_length_cm: Finite = Field(default=CELL_LENGTH_CM, ge=0.5, le=MAX_CELL_LENGTH_CM)  # ground cells: one lane x this along travel
     min_plant_share: Finite = Field(default=MIN_PLANT_SHARE, ge=0, le=1)  # a cell sprays only if this share of its views saw a plant in it
     min_plant_cm2: Finite = Field(default=MIN_PLANT_CM2, ge=0, le=MAX_PLANT_CM2)  # ... and one of them saw a plant (a connected patch of vegetation, whole) of at least this many cm² on the ground
-    plant_join_cm: Finite = Field(default=PLANT_JOIN_CM, ge=0, le=MAX_PLANT_JOIN_CM)  # ... parts of the mask closer than this on the ground are one plant
+    plant_join_cm: Finite = Field(default=PLANT_JOIN_CM, ge=0, le=MAX_PLANT_JOIN_CM)  # ... parts of the mask at most this far apart on the ground are one plant
     latency_floor_ms: Finite = Field(default=LATENCY_FLOOR_MS, ge=0, le=2000)  # the least latency a cell's decision deadline keeps free
     nozzle_distance_cm: Finite = Field(ge=1, le=5000)  # from the point under the camera (image centre) back to the spray line
     margin_before_cm: Finite = Field(default=5.0, ge=0, le=500)  # start spraying this far before the tile

@@ -444,6 +444,15 @@ def test_a_data_set_that_cannot_be_used_is_503_with_the_store_s_message(spoil, w
         assert not list(ds.glob("*/*.png"))
 
 
+def test_an_empty_groups_or_roles_file_is_a_data_set_without_rows(store, tmp_path):
+    ds = tmp_path / "dataset"
+    ds.mkdir(exist_ok=True)
+    (ds / "groups.csv").write_text("")
+    (ds / "roles.csv").write_text("")
+    done = store.label(store.frames()[0].key, 1, "weed")
+    assert done.group and "weed" in (ds / "roles.csv").read_text() and done.path in (ds / "groups.csv").read_text()
+
+
 def test_a_sidecar_the_system_could_not_read_once_is_read_again(store, monkeypatch):
     """A read refused by the system (too many open files, an SD card's read error) is not remembered as a broken
     sidecar: the frame is back in the list once the read works."""

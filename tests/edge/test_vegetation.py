@@ -163,6 +163,11 @@ JOINED = [
     ([(0, 10, 0, 10), (14, 17, 0, 10)], 4, 130),  # four px apart, joined at 4
     ([(0, 10, 0, 10), (16, 19, 0, 10)], 2, 100),  # six px apart: not joined at 2
     ([(0, 10, 0, 10), (45, 60, 0, 10)], 40, 250),  # a patch outside the box, joined to one inside: one plant
+    ([(0, 10, 0, 10), (12, 15, 0, 10)], 1, 100),  # an odd distance is exact too: a gap of 2 is not joined at 1 ...
+    ([(0, 10, 0, 10), (11, 14, 0, 10)], 1, 130),  # ... a gap of 1 is
+    ([(0, 10, 0, 10), (13, 16, 0, 10)], 3, 130),
+    ([(0, 10, 0, 10), (14, 17, 0, 10)], 3, 100),
+    ([(0, 4, 30, 34), (41, 70, 0, 40)], 4, 16),  # a plant 1 px outside the box reaches in only by growing: not its
 ]
 
 

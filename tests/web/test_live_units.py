@@ -538,6 +538,9 @@ def test_a_state_dir_that_is_a_file_is_refused_at_start(tmp_path):
     with pytest.raises(ConfigError, match="is not a folder"):
         StateDir(tmp_path / "a-file")
     assert StateDir(tmp_path / "not-yet").path == tmp_path / "not-yet"  # a missing folder is made when written
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # a path that cannot be looked at (as a parent edge-run may
+    with pytest.raises(ConfigError, match="cannot be looked at"):  # not search): exit 3, not an internal error
+        StateDir(tmp_path / "loop")
 
 
 @pytest.mark.parametrize("saved, kept", [

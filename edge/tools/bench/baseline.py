@@ -49,11 +49,11 @@ class NaiveFrames:
     """Frames read the simple way, in the loop: ``VideoCapture.read`` / ``imread`` /
     generated images copied. Files start again at the end, as the pipeline's do."""
 
-    def __init__(self, spec: FramesSpec):
+    def __init__(self, spec: FramesSpec, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         import cv2
 
         self.spec = spec
-        self.max_pixels = DEFAULT_MAX_IMAGE_PIXELS  # the image source's default limit, as the pipeline run has it
+        self.max_pixels = max_pixels  # [source] max_image_pixels, as the pipeline run's image source has it
         self._cap = None
         self._files: list[str] = []
         self._pool: list = []
@@ -101,7 +101,9 @@ class NaiveFrames:
                 self._i += 1
                 with contextlib.suppress(ImageRefused):  # skipped, as the pipeline's image source skips it
                     return read_image(path, self.max_pixels)
-            raise SourceError(f"no image in {self.spec.path} can be decoded", "replace the corrupt files")
+            raise SourceError(f"no image in {self.spec.path} can be used (each unreadable, or over "
+                              f"{self.max_pixels / 1e6:g} megapixels)",
+                              "replace the corrupt files, or raise [source] max_image_pixels in --config")
         image = self._pool[self._i % len(self._pool)].copy()
         self._i += 1
         return image
@@ -141,7 +143,10 @@ def run_naive(spec: RunSpec) -> dict:
     swap = m.input.colour_order == "RGB"
     logits = m.output.kind == "logits"
 
-    frames = NaiveFrames(spec.frames)
+    from edge.config import load_config
+
+    frames = NaiveFrames(spec.frames, load_config(spec.config).source.max_image_pixels if spec.config
+                         else DEFAULT_MAX_IMAGE_PIXELS)
     out = build_output(DryRunOutputConfig())
     by_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     n_total = spec.warmup + spec.n_frames if spec.n_frames is not None else None

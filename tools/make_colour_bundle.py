@@ -61,6 +61,10 @@ def main() -> None:
     ap.add_argument("dest", type=Path)
     ap.add_argument("--size", type=int, default=32)
     args = ap.parse_args()
+    if not 8 <= args.size <= 512:  # the toy's input: a pydantic error below 8, gigabytes of arrays far above
+        ap.error(f"--size is 8..512 pixels, got {args.size}")
+    if args.dest.exists() and (not args.dest.is_dir() or any(args.dest.iterdir())):
+        ap.error(f"{args.dest} exists and is not an empty folder: give a new folder for the bundle")
 
     from edge.inference.bundle import InputSpec, Manifest, OutputSpec, RuleSpec, write_bundle
 

@@ -28,6 +28,7 @@ import csv
 import os
 import random
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -38,6 +39,7 @@ CROPS = {"maize", "common_wheat", "sugar_beet"}  # the dataset's crop classes; o
 PATCH = 50  # gravel patch side in photo pixels (photos are 150x150)
 EXG_THRESHOLD = 30  # plain excess green 2G - R - B above this = plant pixel
 SOIL = "soil"
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"  # the defaults, wherever the tool is run from
 
 
 def plant_pixels(image: np.ndarray, threshold: float = EXG_THRESHOLD) -> np.ndarray:
@@ -127,9 +129,9 @@ def role_of(tile: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", default="samples/images", help="folder of <class>__<id>.jpg photos")
-    ap.add_argument("--out", default="samples/field.avi", help="output video (MJPG AVI)")
-    ap.add_argument("--truth", default="samples/field_truth.csv", help="per-frame truth CSV")
+    ap.add_argument("--images", default=str(SAMPLES / "images"), help="folder of <class>__<id>.jpg photos")
+    ap.add_argument("--out", default=str(SAMPLES / "field.avi"), help="output video (MJPG AVI)")
+    ap.add_argument("--truth", default=str(SAMPLES / "field_truth.csv"), help="per-frame truth CSV")
     ap.add_argument("--size", type=int, default=240, help="frame width and height in pixels")
     ap.add_argument("--fps", type=float, default=15.0)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -137,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quality", type=int, default=85, help="MJPG quality 1-100")
     ap.add_argument("--seed", type=int, default=1711)
     args = ap.parse_args(argv)
+    if not 16 <= args.size <= 4096 or not 1 <= args.fps <= 240 or not 0 < args.seconds <= 3600:
+        ap.error("--size is 16..4096 pixels, --fps 1..240, --seconds above 0 and at most 3600")
+    if not os.path.isdir(args.images):
+        ap.error(f"--images {args.images!r} is not a folder")
 
     names = sorted(n for n in os.listdir(args.images) if n.lower().endswith((".jpg", ".png")) and "__" in n)
     if not names:

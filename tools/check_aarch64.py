@@ -114,12 +114,22 @@ def classify(bundle: Path, images: list[Path]) -> dict:
     from edge.inference.bundle import load_bundle
     from edge.inference import Classifier
 
+    from edge.inference.config import PRESETS
+    from edge.inference.vegetation import VegetationGate
+
     clf = Classifier(load_bundle(bundle), num_threads=1)
-    results = {}
+    gate = VegetationGate(PRESETS["medium"])
+    results, vegetation = {}, {}
     for path in images:
         img = cv2.imread(str(path))
         scores = clf.classify(img, "BGR")
         results[path.name] = [round(float(p), 6) for p in scores.probs]
+        # the per-lane gate on a 4 x 3 grid of the image, with the plant's size (joined over 4 px, the default's
+        # at 16 px/cm): integer work, so the same numbers on any CPU
+        h, w = img.shape[:2]
+        boxes = [(w * i // 4, w * (i + 1) // 4, h * j // 3, h * (j + 1) // 3) for i in range(4) for j in range(3)]
+        vegetation[path.name] = [[round(v.fraction, 9), v.gated, None if v.plant is None else round(v.plant, 9)]
+                                 for v in gate.measure(img, boxes, plants=True, join_px=4)]
     labels = list(clf.labels)
     runtime = str(clf.runtime)
     clf.close()
@@ -135,6 +145,7 @@ def classify(bundle: Path, images: list[Path]) -> dict:
         "runtime": runtime,
         "labels": labels,
         "probs": results,
+        "vegetation": vegetation,
     }
 
 
@@ -152,6 +163,9 @@ def compare(host: dict, arm: dict) -> list[str]:
         top_a = max(range(len(other)), key=other.__getitem__)
         if top_h != top_a or diff > TOLERANCE:
             problems.append(f"{name}: aarch64 {other} vs host {probs} (max diff {diff:.4f})")
+    for name, tiles in host["vegetation"].items():
+        if arm.get("vegetation", {}).get(name) != tiles:
+            problems.append(f"{name}: the gate's tiles on aarch64 {arm.get('vegetation', {}).get(name)} vs host {tiles}")
     if not arm["versions"]["numpy"].startswith("1.24"):
         problems.append(f"aarch64 numpy is {arm['versions']['numpy']}, not apt's 1.24")
     return problems
@@ -215,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
             else:
                 print(f"OK {board} ({cpu}): {len(host['probs'])} images give the same labels and probabilities "
-                      f"(within {TOLERANCE:.4f}) as on {host['machine']}")
+                      f"(within {TOLERANCE:.4f}) and the same gate tiles and plant sizes as on {host['machine']}")
     return 1 if failed else 0
 
 if __name__ == "__main__":

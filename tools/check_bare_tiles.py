@@ -42,10 +42,6 @@ from run_pass_clocked import number
 CONDITIONS = ("clean", "warm_cast", "dark")
 
 
-def tiles_of(frame: np.ndarray, geometry: Geometry, rows: int) -> list[np.ndarray]:
-    """The frame's lane tiles, cut by the runtime's grid (``SourceError`` for a frame too small for it)."""
-    _, _, boxes = geometry.tile_grid(frame.shape[1], frame.shape[0], rows)
-    return [frame[y0:y1, x0:x1] for x0, x1, y0, y1 in boxes]
 
 
 def frames(video: Path, every: int):
@@ -90,14 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     with Classifier(bundle, num_threads=2) as clf:
         counts = {c: [0, 0, collections.Counter()] for c in CONDITIONS}
         for i, rgb in frames(a.video, max(1, a.every)):
-            try:
-                tiles_of(rgb, geometry, cfg.spray.tile_rows)  # the runtime's own refusal of a frame too small
+            try:  # the runtime's grid, and its own refusal of a frame too small for it
+                _, _, boxes = geometry.tile_grid(rgb.shape[1], rgb.shape[0], cfg.spray.tile_rows)
             except WeedDetectorError as e:
                 print(f"check_bare_tiles: error: {a.video}: {e}", file=sys.stderr)
                 return e.exit_code
             for c in CONDITIONS:
                 img = by_name[c].apply(rgb, (a.seed, i))
-                tiles = tiles_of(img, geometry, cfg.spray.tile_rows)
+                tiles = [img[y0:y1, x0:x1] for x0, x1, y0, y1 in boxes]
                 scores = clf.classify_many(tiles, "RGB")
                 probs = np.stack([s.probs for s in scores])
                 fired = np.atleast_1d(np.asarray(rule.fires(rule.view(probs)), bool))

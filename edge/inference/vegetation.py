@@ -148,8 +148,8 @@ class VegetationGate:
         mask = _mask(image, p.exg_threshold, p.exg_min, p.smooth_px, planes)
         integral = cv2.integral(mask, sum=planes.integral, sdepth=cv2.CV_32S)
         out = []
-        for x0, x1, y0, y1 in boxes:
-            x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
+        inside = [(max(0, x0), min(w, x1), max(0, y0), min(h, y1)) for x0, x1, y0, y1 in boxes]  # within the image
+        for x0, x1, y0, y1 in inside:
             if x1 <= x0 or y1 <= y0:
                 raise ValueError(f"tile box {(x0, x1, y0, y1)} lies outside the {w}x{h} image")
             # vegetated pixels (x 255: the mask is 0/255) above each row boundary of the box
@@ -160,7 +160,7 @@ class VegetationGate:
                                                                   float(rows[-1] + 1) / (y1 - y0))
             out.append(TileVegetation(fraction, fraction < p.min_fraction, extent))
         if plants and not all(v.gated for v in out):  # a bare frame costs no labelling
-            out = self._with_plants(mask, boxes, out, int(join_px), planes)
+            out = self._with_plants(mask, inside, out, int(join_px), planes)
         return tuple(out)
 
     @staticmethod
@@ -168,8 +168,7 @@ class VegetationGate:
                      planes: _Planes) -> list[TileVegetation]:
         """``veg`` with each box's ``plant`` (see ``measure``): the mask grown by ``join_px`` in all (the kernel's
         side is join_px + 1: parts with a gap of up to join_px pixels touch), labelled, and each label's
-        vegetation pixels counted."""
-        h, w = planes.shape
+        vegetation pixels counted; ``boxes`` lie within the image."""
         joined = mask if join_px < 1 else cv2.dilate(mask, np.ones((join_px + 1, join_px + 1), np.uint8),
                                                      dst=planes.joined)
         n, regions = cv2.connectedComponents(joined, labels=planes.regions, connectivity=8, ltype=cv2.CV_32S)
@@ -180,9 +179,8 @@ class VegetationGate:
             if v.gated:
                 out.append(v)
                 continue
-            x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
-            inside = regions[y0:y1, x0:x1][green[y0:y1, x0:x1]]  # the labels of the box's vegetation pixels
-            biggest = int(areas[inside].max()) if inside.size else 0
+            labels = regions[y0:y1, x0:x1][green[y0:y1, x0:x1]]  # the labels of the box's vegetation pixels
+            biggest = int(areas[labels].max()) if labels.size else 0
             out.append(replace(v, plant=biggest / ((x1 - x0) * (y1 - y0))))
         return out
 

@@ -115,10 +115,13 @@ def load_head(path, spec: FrameFeatures) -> Head:
             pool_q, logit_q = np.asarray(z["pool_quant"], np.float32), np.asarray(z["logit_quant"], np.float32)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a cut copy too
         raise BundleError(f"{path} is not a frame-features head ({e.__class__.__name__}: {e})", FIX) from None
-    if weight.ndim != 2 or weight.shape[1] != spec.channels or bias.shape != (weight.shape[0],) or \
-            pool_q.shape != (2,) or logit_q.shape != (2,):
+    if weight.ndim != 2 or weight.shape[1] != spec.channels or bias.shape != (weight.shape[0],):
         raise BundleError(f"{path}: head weight {weight.shape} and bias {bias.shape} do not fit "
                           f"{spec.channels} feature channels", FIX)
+    for name, q in (("pool_quant", pool_q), ("logit_quant", logit_q)):
+        if q.shape != (2,):
+            raise BundleError(f"{path}: {name} holds {q.size} value(s) of shape {q.shape}, not the two "
+                              "[scale, zero point] of the int8 graph", FIX)
     if not all(np.isfinite(a).all() for a in (weight, bias, pool_q, logit_q)):
         raise BundleError(f"{path}: the head holds values that are not finite numbers (NaN or infinity)", FIX)
     return Head(weight, bias, (float(pool_q[0]), float(pool_q[1])), (float(logit_q[0]), float(logit_q[1])))

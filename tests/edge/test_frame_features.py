@@ -176,15 +176,26 @@ def _rehash_head(folder):
     (folder / "manifest.json").write_text(json.dumps(m))
 
 
-def _nan_head(folder):
-    """A head whose weights are NaN, with its hash made to match (a broken export, not a damaged copy)."""
+def _rewrite_head(folder, change):
+    """The head's arrays changed by ``change(arrays)``, its hash made to match (a broken export, not a damaged copy)."""
     head = folder / "frame_head.npz"
     with np.load(head) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["weight"] = np.full_like(arrays["weight"], np.nan)
+    change(arrays)
     with open(head, "wb") as f:
         np.savez(f, **arrays)
     _rehash_head(folder)
+
+
+def _nan_head(folder):
+    """A head whose weights are NaN."""
+    _rewrite_head(folder, lambda a: a.update(weight=np.full_like(a["weight"], np.nan)))
+
+
+def _head_with(**changes):
+    """A head with these arrays replaced."""
+    return lambda folder: _rewrite_head(
+        folder, lambda a: a.update({k: np.asarray(v, np.float32) for k, v in changes.items()}))
 
 
 def _cut_head(folder):
@@ -199,6 +210,10 @@ def _cut_head(folder):
 BUNDLE_CASES = [
     ("a head with NaN weights", _nan_head, "not finite numbers"),
     ("a head cut short", _cut_head, "is not a frame-features head"),
+    ("pool_quant of three values", _head_with(pool_quant=[0.1, 0.0, 1.0]),
+     r"pool_quant holds 3 value\(s\) of shape \(3,\), not the two \[scale, zero point\]"),
+    ("logit_quant of one value", _head_with(logit_quant=[0.1]), r"logit_quant holds 1 value\(s\)"),
+    ("a bias of the wrong length", _head_with(bias=[0.0]), r"head weight \(\d+, \d+\) and bias \(1,\) do not fit"),
     ("no frame-features export", _drop_section, "has no frame-features export"),
     ("a head that does not match its hash", _corrupt_head, "frame_head.npz does not match its sha256"),
     ("a missing feature graph", lambda d: (d / "model_features.tflite").unlink(), "model_features.tflite named in"),

@@ -370,6 +370,34 @@ def cmd_threshold(a: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_soup(a: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Average bundles' weights into one bundle, exported and evaluated as a training run's (train.soup)."""
+    import dataclasses
+
+    from edge.inference.bundle import MANIFEST
+    from train.finetune import open_start
+    from train.soup import Parent, check_parents, run_soup
+
+    parents, recorded = [], []
+    for spec in a.bundles:
+        start = open_start(spec, use="averaged")
+        command = start.manifest.training.get("command")
+        t = _recorded_train_args(command, start.folder / MANIFEST,
+                                 "only bundles made by weed-train train can be averaged")
+        dc = _data_config(t)
+        if a.data is not None:
+            dc = dataclasses.replace(dc, data=a.data, csv=None)
+        parents.append(Parent(start, command, dc, _fit_config(t)))
+        recorded.append(t)
+    check_parents(parents)  # before the soup's folder is made
+    ec = _export_config(recorded[0], out=a.out, name=a.name)  # its gate, calibration and rule limits
+    _new_bundle_folder(a)
+    res = run_soup(parents, ec, argv=argv, progress=not a.quiet)
+    print_result(res)
+    check_gate(res, ec.allow_quant_drop)
+    return 0
+
+
 def print_result(res: RunResult) -> None:
     from train.evaluate import summary_lines
 
@@ -566,6 +594,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--representative", type=POSITIVE_INT, default=400, help="training images used to calibrate int8 (default 400)")
     _add_threshold_args(e)
     t.set_defaults(func=cmd_train)
+
+    so = sub.add_parser("soup", help="average the weights of bundles trained on one split (a weight soup) into a "
+                                     "new bundle, exported and evaluated as a training run's")
+    so.add_argument("bundles", nargs="+", metavar="BUNDLE",
+                    help="two or more bundles (folders or shipped names) made by weed-train train on the same data, "
+                         "split and model, each with its model.keras")
+    so.add_argument("--data", type=Path, default=None,
+                    help="the photos they were trained on (default: the path their training command records)")
+    so.add_argument("--out", type=Path, default=Path("models"), help="folder for bundles (default models/)")
+    so.add_argument("--name", required=True, help="the soup's bundle name (its folder under --out)")
+    so.add_argument("--overwrite", action="store_true", help="replace the bundle already in --out/--name")
+    so.add_argument("--quiet", action="store_true", help="no progress bars")
+    so.set_defaults(func=cmd_soup)
 
     th = sub.add_parser("threshold", help="choose a bundle's threshold again from its validation sweep and "
                                           "re-score its test split (needs the data it was trained on)")

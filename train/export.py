@@ -297,8 +297,10 @@ def convert_variants(t: Trained, representative: np.ndarray, quantizations: Sequ
 def training_record(t: Trained, representative_images: int, argv: Sequence[str] | None) -> dict:
     """How the model was made (the manifest's and metrics.json's ``training``)."""
     dc, fc, prep, result = t.dc, t.fc, t.prep, t.result
+    soup = {} if t.soup is None else {"soup": t.soup}
     return {
-        "command": command_line(argv),
+        "command": command_line(argv) if t.soup is None else t.soup["parents"][0]["command"],
+        **soup,
         "seed": fc.seed,
         "mode": fc.mode,
         "started": t.started,

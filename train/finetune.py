@@ -67,8 +67,9 @@ class Start:
                 "backbone": self.manifest.backbone, "input_size": self.manifest.input.height}
 
 
-def open_start(spec: str | Path) -> Start:
-    """The bundle ``spec`` (a folder or a shipped bundle's name) with its Keras model checked."""
+def open_start(spec: str | Path, use: str = "fine-tuned") -> Start:
+    """The bundle ``spec`` (a folder or a shipped bundle's name) with its Keras model checked (``use``: what the
+    refusals say cannot be done with a bundle without one: fine-tuned, averaged)."""
     from edge.core.files import FileRefused
     from edge.inference.bundle import read_manifest, resolve_bundle, sha256_file
 
@@ -78,9 +79,10 @@ def open_start(spec: str | Path) -> Start:
     if tw is None:
         raise BundleError(
             f"bundle {m.name} ({folder}) carries no trained Keras model (no trained_weights in its manifest): "
-            "it cannot be fine-tuned",
-            "fine-tune from a bundle written by a weed-train that saves model.keras (every bundle it writes now, and the "
-            "shipped default plant-seedlings-mnv2), or train from the pretrained backbone without --from-bundle")
+            f"it cannot be {use}",
+            "use a bundle written by a weed-train that saves model.keras (every bundle it writes now, and the "
+            "shipped default plant-seedlings-mnv2)"
+            + (", or train from the pretrained backbone without --from-bundle" if use == "fine-tuned" else ""))
     path = folder / tw.file
     try:
         digest = sha256_file(path)
@@ -92,8 +94,8 @@ def open_start(spec: str | Path) -> Start:
                           f"{tw.sha256[:12]}...: the file was changed or damaged",
                           "copy the bundle folder again from where it was made")
     if not m.backbone or m.input.height != m.input.width:
-        raise BundleError(f"bundle {m.name} records no backbone or a non-square input",
-                          "fine-tune only from bundles written by weed-train train")
+        raise BundleError(f"bundle {m.name} records no backbone or a non-square input: it cannot be {use}",
+                          "use only bundles written by weed-train train")
     return Start(folder, m, path, digest)
 
 

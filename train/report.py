@@ -68,6 +68,23 @@ def _title(doc: dict, ec: ExportConfig) -> list[str]:
 
 
 def _reproduce(t: dict) -> list[str]:
+    soup = t.get("soup")
+    if soup:  # train.soup: each parent's command, then the soup's
+        return [
+            "## Reproduce",
+            "",
+            f"A weight soup: the mean of the weights of {len(soup['parents'])} bundles, each made by its command "
+            "(in a checkout of its own, or with a --name of its own), then averaged:",
+            "",
+            "```sh",
+            *(p["command"] + "   # " + p["bundle"] for p in soup["parents"]),
+            soup["command"],
+            "```",
+            "",
+            f"Seed {t['seed']}; averaged {t['started']}. The first command's split and recipe are the bundle's "
+            "`training.command`.",
+            "",
+        ]
     return [
         "## Reproduce",
         "",

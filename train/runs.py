@@ -156,3 +156,5 @@ class Trained:
     start: finetune.Start | None = None  # the bundle it was fine-tuned from (--from-bundle), or None
     # without a refit: per model (quantization) its validation rows through the edge runtime, once scored
     edge_val_rows: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # a weight soup (train.soup): its command and parents; the training command recorded is the first parent's
+    soup: dict | None = None

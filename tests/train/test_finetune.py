@@ -51,13 +51,11 @@ def bundle(tmp_path_factory) -> tuple[Path, Path]:
     B is a real, loadable bundle written with train.export's own pieces, float32 only (the
     int8 conversion is the slow part of an export, and the fine-tuned bundle below goes
     through the whole export path, int8 and gate included)."""
-    from edge.inference.bundle import RuleSpec, write_bundle
+    from tests.train.bundles import write_float_bundle
     from train.augment import Augment
-    from train.export import (bundle_manifest, convert, manifest_fields, training_record, write_tflite,
-                              write_trained_weights)
     from train.fit import FitConfig
     from train.pipeline import train_model
-    from train.runs import DataConfig, ExportConfig
+    from train.runs import DataConfig
 
     tmp = tmp_path_factory.mktemp("ft")
     orig = _rotations(tmp / "orig", CLASSES)
@@ -68,14 +66,7 @@ def bundle(tmp_path_factory) -> tuple[Path, Path]:
     fc = FitConfig(mode="features", weights="none", input_size=32, embedding_head_epochs=3, batch_size=16,
                    verbose=0, augment=Augment.off())
     t = train_model(dc, fc, progress=False)
-    ec = ExportConfig(out=tmp / "models", name="base")
-    folder = tmp / "models" / "base"
-    tflite = write_tflite(convert(t.result.model, "float32"), tmp / "model_float32.tflite")
-    fields = manifest_fields(t, ec, training_record(t, 0, ["train", "--data", str(orig)]))
-    manifest = bundle_manifest(tflite, "float32", 32, dc.resize, **fields, trained_weights=write_trained_weights(folder, t),
-                               rule=RuleSpec(threshold=0.5, chosen_on="hand-set"), metrics={})
-    write_bundle(folder, manifest, tflite)
-    load_bundle(folder)  # a bundle the edge loads
+    folder = write_float_bundle(t, tmp / "models" / "base", ["train", "--data", str(orig)])
     return folder, orig
 
 

@@ -374,6 +374,7 @@ def cmd_soup(a: argparse.Namespace, argv: Sequence[str]) -> int:
     """Average bundles' weights into one bundle, exported and evaluated as a training run's (train.soup)."""
     import dataclasses
 
+    from edge.core.errors import ConfigError
     from edge.inference.bundle import MANIFEST
     from train.finetune import open_start
     from train.soup import Parent, check_parents, run_soup
@@ -390,6 +391,12 @@ def cmd_soup(a: argparse.Namespace, argv: Sequence[str]) -> int:
         parents.append(Parent(start, command, dc, _fit_config(t)))
         recorded.append(t)
     check_parents(parents)  # before the soup's folder is made
+    target = (a.out / a.name).resolve()
+    for p in parents:
+        if p.start.folder.resolve() == target:
+            raise ConfigError(f"--out {a.out} --name {a.name} is the folder of bundle {p.name}, one of the soup's "
+                              "parents: writing the soup there would replace it",
+                              "give the soup a folder of its own (another --name or --out); copy it over afterwards")
     ec = _export_config(recorded[0], out=a.out, name=a.name)  # its gate, calibration and rule limits
     _new_bundle_folder(a)
     res = run_soup(parents, ec, argv=argv, progress=not a.quiet)

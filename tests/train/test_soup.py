@@ -148,3 +148,15 @@ def test_a_bundle_without_its_keras_model_cannot_be_averaged(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == EXIT_BUNDLE and "carries no trained Keras model" in err and "it cannot be averaged" in err, err
     assert err.count("\n") == 1 and not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_the_soup_is_not_written_over_a_parent(parents, capsys):
+    from edge.core.errors import EXIT_CONFIG
+    from train.cli import main
+
+    before = (parents / "p1" / "model.keras").read_bytes()
+    rc = main(["soup", str(parents / "p1"), str(parents / "p2"), "--out", str(parents), "--name", "p1", "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_CONFIG and "is the folder of bundle p1, one of the soup's parents" in err, err
+    assert (parents / "p1" / "model.keras").read_bytes() == before

@@ -374,21 +374,22 @@ def cmd_soup(a: argparse.Namespace, argv: Sequence[str]) -> int:
     """Average bundles' weights into one bundle, exported and evaluated as a training run's (train.soup)."""
     import dataclasses
 
-    from edge.core.errors import ConfigError
+    from edge.core.errors import BundleError, ConfigError
     from edge.inference.bundle import MANIFEST
     from train.finetune import open_start
-    from train.soup import Parent, check_parents, run_soup
+    from train.soup import Parent, check_count, check_parents, run_soup
 
+    check_count(len(a.bundles))  # before any bundle is opened
     parents, recorded = [], []
     for spec in a.bundles:
         start = open_start(spec, use="averaged")
+        if "soup" in start.manifest.training:
+            raise BundleError(f"bundle {start.name} is itself a soup: its recorded command is its first parent's",
+                              "average the bundles it was made of with the others in one soup")
         command = start.manifest.training.get("command")
         t = _recorded_train_args(command, start.folder / MANIFEST,
                                  "only bundles made by weed-train train can be averaged")
-        dc = _data_config(t)
-        if a.data is not None:
-            dc = dataclasses.replace(dc, data=a.data, csv=None)
-        parents.append(Parent(start, command, dc, _fit_config(t)))
+        parents.append(Parent(start, command, _data_config(t), _fit_config(t)))
         recorded.append(t)
     check_parents(parents)  # before the soup's folder is made
     target = (a.out / a.name).resolve()
@@ -397,9 +398,11 @@ def cmd_soup(a: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ConfigError(f"--out {a.out} --name {a.name} is the folder of bundle {p.name}, one of the soup's "
                               "parents: writing the soup there would replace it",
                               "give the soup a folder of its own (another --name or --out); copy it over afterwards")
-    ec = _export_config(recorded[0], out=a.out, name=a.name)  # its gate, calibration and rule limits
+    # the first parent's calibration, gate and rule limits; not its description
+    ec = _export_config(recorded[0], out=a.out, name=a.name, description="")
     _new_bundle_folder(a)
-    res = run_soup(parents, ec, argv=argv, progress=not a.quiet)
+    data = parents[0].data if a.data is None else dataclasses.replace(parents[0].data, data=a.data, csv=None)
+    res = run_soup(parents, ec, data=data, argv=argv, progress=not a.quiet)
     print_result(res)
     check_gate(res, ec.allow_quant_drop)
     return 0

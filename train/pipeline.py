@@ -321,7 +321,9 @@ def rethreshold(bundle_dir: Path, dc: DataConfig, fc: FitConfig, ec: ExportConfi
     write_robustness_plot(bundle_dir, doc)
     doc["training"]["rethreshold"] = {"command": command, "previous": previous, "at": utc_now()}
     e = doc["models"][main]
-    _rewrite_manifest(bundle_dir, manifest_rule(e, fc.refit),
+    # a soup (train.soup) records its first parent's command, --refit included, but scores validation itself
+    split_model_probs = fc.refit and "soup" not in doc["training"]
+    _rewrite_manifest(bundle_dir, manifest_rule(e, split_model_probs),
                       report.summary_metrics(doc["models"], main, gate), doc["training"])
     ev.write_metrics(bundle_dir / ev.METRICS, doc)
     (bundle_dir / "report.md").write_text(report.render(doc, ec, fc, dc))

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 MAX_PARENTS = 8
 # FitConfig fields every parent must share (the weights must mean the same thing); the others (augmentation,
 # schedule, seeds of the training draws, learning rates) may differ: that is what a soup mixes
-SAME_FIT = ("backbone", "mode", "input_size", "weights")
+SAME_FIT = ("backbone", "mode", "input_size", "weights", "from_bundle")
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,21 @@ class Parent:
         return self.start.name
 
 
+def check_count(n: int) -> None:
+    """Refuse a soup of fewer than two or more than MAX_PARENTS bundles."""
+    if not 2 <= n <= MAX_PARENTS:
+        raise BundleError(f"a soup needs 2 to {MAX_PARENTS} bundles, got {n}",
+                          "name two or more bundles trained on the same split (weed-train soup A B)")
+
+
 def check_parents(parents: Sequence[Parent]) -> None:
     """Refuse parents that cannot be averaged: fewer than two, too many, or made from other data or another model."""
-    if not 2 <= len(parents) <= MAX_PARENTS:
-        raise BundleError(f"a soup needs 2 to {MAX_PARENTS} bundles, got {len(parents)}",
-                          "name two or more bundles trained on the same split (weed-train soup A B)")
+    check_count(len(parents))
     first = parents[0]
+    if first.fit.mode == "scratch" or first.fit.weights == "none":
+        log.warning("the parents were not fine-tuned from pretrained weights (--mode %s --weights %s): networks "
+                    "trained from different random starts rarely average into a good model", first.fit.mode,
+                    first.fit.weights)
     seen = {first.start.sha256: first.name}
     for p in parents[1:]:
         if p.start.sha256 in seen:
@@ -88,7 +97,8 @@ def _differences(a: Parent, b: Parent) -> list[str]:
                        ("backbone", ma.backbone, mb.backbone),
                        ("input", (ma.input.height, ma.input.width, ma.input.resize),
                         (mb.input.height, mb.input.width, mb.input.resize)),
-                       ("preprocessing", ma.preprocessing, mb.preprocessing)):
+                       ("preprocessing", ma.preprocessing, mb.preprocessing),
+                       ("pretrained weights", ma.weights_source, mb.weights_source)):
         if x != y:
             out.append(f"{what} {y} against {x}")
     for f in fields(a.data):
@@ -103,25 +113,69 @@ def _differences(a: Parent, b: Parent) -> list[str]:
 
 
 def average(models: Sequence[keras.Model]) -> keras.Model:
-    """The first model with every weight (trainable or not) replaced by the mean over ``models`` (float64 sums)."""
+    """The first model with every weight (trainable or not) replaced by the mean over ``models`` (float64 sums).
+
+    Weights are matched in the models' order, and must have the same variable name (``kernel``, ``bias``,
+    ``moving_mean``: layer names may differ between processes, ``dense`` and ``dense_1``), shape and dtype; a
+    weight that is not a float (a counter) must be the same in every model."""
+    paths = [[v.name for v in m.weights] for m in models]
     lists = [m.get_weights() for m in models]
-    shapes = [[w.shape for w in ws] for ws in lists]
-    for i, s in enumerate(shapes[1:], 1):
-        if s != shapes[0]:
-            raise BundleError(f"the Keras models do not have the same weights (model {i + 1}: {len(s)} arrays, "
-                              f"model 1: {len(shapes[0])}, or another shape)",
+    for i in range(1, len(models)):
+        if paths[i] != paths[0] or [(w.shape, w.dtype) for w in lists[i]] != [(w.shape, w.dtype) for w in lists[0]]:
+            raise BundleError(f"the Keras models do not have the same weights (model {i + 1}: {len(lists[i])} "
+                              f"arrays, model 1: {len(lists[0])}, or other variables, shapes or types)",
                               "average only bundles of the same backbone, input size and labels")
-    mean = [np.mean(np.stack([ws[k].astype(np.float64) for ws in lists]), axis=0).astype(lists[0][k].dtype)
-            for k in range(len(lists[0]))]
+    mean = []
+    for k, w in enumerate(lists[0]):
+        stack = np.stack([ws[k] for ws in lists])
+        if np.issubdtype(w.dtype, np.floating):
+            mean.append(np.mean(stack.astype(np.float64), axis=0).astype(w.dtype))
+        elif (stack == w).all():
+            mean.append(w)
+        else:
+            raise BundleError(f"the Keras models' weight {models[0].weights[k].path} is not a float and differs "
+                              "between them",
+                              "average only bundles written by weed-train train")
     models[0].set_weights(mean)
     return models[0]
 
 
-def run_soup(parents: Sequence[Parent], ec: ExportConfig, argv: Sequence[str] | None = None,
-             progress: bool = True) -> RunResult:
-    """Average the parents' Keras models and export and evaluate the soup as a training run's model."""
+def _load(p: Parent) -> keras.Model:
+    """A parent's Keras model (its sha256 was checked when it was opened)."""
     import keras
 
+    try:
+        return keras.saving.load_model(p.start.keras_path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - Keras raises many kinds on a file it cannot read
+        raise BundleError(f"bundle {p.name}: its Keras model {p.start.keras_path} cannot be loaded "
+                          f"({e.__class__.__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})",
+                          "copy the bundle folder again from where it was made") from None
+
+
+def _check_split(prep, parents: Sequence[Parent]) -> None:
+    """The split rebuilt here holds the photos each parent was trained, validated and tested on (its counts), and
+    gives the labels the same roles: else the test photos may be some a parent trained on."""
+    counts = prep.counts()
+    roles = (sorted(prep.roles.weed), sorted(prep.roles.crop), sorted(prep.roles.background))
+    for p in parents:
+        m = p.start.manifest
+        if list(prep.labels) != list(m.labels):
+            raise BundleError(f"the data gives the classes {list(prep.labels)}, bundle {p.name} was trained on "
+                              f"{list(m.labels)}", "pass the data the bundles were trained on (--data)")
+        if m.training.get("counts") != counts:
+            raise BundleError(f"the split rebuilt from the data here is not the one bundle {p.name} was trained on "
+                              f"(photos per class and split {counts} against {m.training.get('counts')})",
+                              "pass the data the bundles were trained on, unchanged (--data)")
+        if roles != (sorted(m.weed_labels), sorted(m.crop_labels), sorted(m.background_labels)):
+            raise BundleError(f"the roles file gives weeds {roles[0]}, crops {roles[1]}, background {roles[2]}; "
+                              f"bundle {p.name} was trained with weeds {sorted(m.weed_labels)}, crops "
+                              f"{sorted(m.crop_labels)}", "pass the roles the bundles were trained with")
+
+
+def run_soup(parents: Sequence[Parent], ec: ExportConfig, data: DataConfig | None = None,
+             argv: Sequence[str] | None = None, progress: bool = True) -> RunResult:
+    """Average the parents' Keras models and export and evaluate the soup as a training run's model (``data``: the
+    first parent's data config with the photos' folder where they are here; by default its recorded one)."""
     from train.export import export_bundle
     from train.fit import FitResult
     from train.pipeline import load_splits, prepare
@@ -131,20 +185,18 @@ def run_soup(parents: Sequence[Parent], ec: ExportConfig, argv: Sequence[str] | 
     check_parents(parents)
     started = utc_now()
     first = parents[0]
-    dc, fc, m = first.data, first.fit, first.start.manifest
+    dc, fc, m = data or first.data, first.fit, first.start.manifest
     prep = prepare(dc, progress=progress)
-    if list(prep.labels) != list(m.labels):
-        raise BundleError(f"the data {dc.data or dc.csv} gives the classes {list(prep.labels)}, the bundles were "
-                          f"trained on {list(m.labels)}", "pass the data the bundles were trained on (--data, --roles)")
+    _check_split(prep, parents)
     x, y, raw = load_splits(prep, fc.input_size, dc.resize)
-    models = [keras.saving.load_model(p.start.keras_path, compile=False, safe_mode=True) for p in parents]
-    model = average(models)
+    model = average([_load(p) for p in parents])
     weights = m.training.get("class_weights") or {}
     class_weights = {i: float(weights.get(lab, 1.0)) for i, lab in enumerate(prep.labels)}
     refit = [p.name for p in parents if p.fit.refit]
     notes = [f"weight soup: the mean of the weights of {len(parents)} bundles "
              + ", ".join(f"{p.name} (model.keras sha256 {p.start.sha256[:12]}...)" for p in parents)
-             + "; training.command is the first one's (the split and recipe they share)",
+             + "; training.command and the recipe below are the first one's (the split they share; the others' "
+               "commands are in training.soup)",
              "validation metrics and the threshold are the soup's own, through the edge runtime"
              + (f"; {', '.join(refit)} were refit on train+val, so they have seen these photos: optimistic"
                 if refit else "")]

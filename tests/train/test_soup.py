@@ -86,6 +86,15 @@ def test_a_soup_is_the_mean_of_its_parents_weights_exported_and_evaluated_as_a_r
     with Classifier(b, num_threads=1) as c:
         probs = c.classify(np.full((48, 48, 3), 90, np.uint8)).probs
     assert probs.shape == (len(m.labels),) and abs(float(np.sum(probs)) - 1.0) < 0.02
+    assert "split model" not in m.rule.notes  # the soup scored validation itself
+    with np.load(folder / "validation_rows.npz") as z:
+        assert "through the edge runtime" in str(z["source"])
+
+    # its threshold chosen again: still the soup's own validation, though its recorded command is a parent's
+    assert main(["threshold", "--model", str(folder), "--quiet"]) == 0
+    assert "split model" not in load_bundle(folder).manifest.rule.notes
+    # a soup is not a parent (its recorded command is its first parent's, not how it was made)
+    assert main(["soup", str(folder), str(parents / "p2"), "--out", str(tmp_path), "--name", "again"]) == EXIT_BUNDLE
 
 
 def _with(parent, data=None, fit=None, start=None):
@@ -101,6 +110,8 @@ REFUSALS = [
     ("another input size", dict(fit={"input_size": 48}), "--input-size 48 against 32"),
     ("another backbone", dict(fit={"backbone": "mobilenet_v1"}), "--backbone 'mobilenet_v1' against 'mobilenet_v2'"),
     ("the same Keras model twice", dict(start={"sha256": "same"}), "hold the same Keras model"),
+    ("other photos", dict(data={"data": "elsewhere"}), "its data/split setting data is 'elsewhere'"),
+    ("another starting bundle", dict(fit={"from_bundle": "base"}), "--from-bundle 'base' against ''"),
 ]
 
 
@@ -139,6 +150,16 @@ def test_average_is_the_mean_of_every_weight_and_refuses_other_shapes():
     with pytest.raises(BundleError, match="do not have the same weights"):
         average([model(1.0), model(1.0, units=4)])
 
+    def counted(value):
+        """A model with an integer weight (a counter, as an optimizer or a seed generator holds)."""
+        m = model(1.0)
+        m.counter = keras.Variable(np.int32(value), trainable=False, name="counter")
+        return m
+
+    assert int(average([counted(3), counted(3)]).counter.numpy()) == 3
+    with pytest.raises(BundleError, match="is not a float and differs between them"):
+        average([counted(3), counted(4)])
+
 
 def test_a_bundle_without_its_keras_model_cannot_be_averaged(tmp_path, capsys):
     from tests.conftest import TOY_BUNDLE
@@ -160,3 +181,21 @@ def test_the_soup_is_not_written_over_a_parent(parents, capsys):
     err = capsys.readouterr().err
     assert rc == EXIT_CONFIG and "is the folder of bundle p1, one of the soup's parents" in err, err
     assert (parents / "p1" / "model.keras").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_photos_that_do_not_rebuild_the_parents_split_are_refused(parents, tiny_set, tmp_path):  # noqa: F811
+    """--data pointing at other photos (here one fewer): the test photos might be some a parent trained on."""
+    import shutil
+
+    from train.runs import ExportConfig
+    from train.soup import run_soup
+
+    other = tmp_path / "data"
+    shutil.copytree(tiny_set, other)
+    next((other / "maize").glob("*.png")).unlink()
+    first, second = _parent(parents / "p1"), _parent(parents / "p2")
+    with pytest.raises(BundleError, match="is not the one bundle p1 was trained on"):
+        run_soup([first, second], ExportConfig(out=tmp_path, name="s"), data=dataclasses.replace(first.data, data=other),
+                 progress=False)
+    assert not (tmp_path / "s").exists()

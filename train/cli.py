@@ -377,6 +377,7 @@ def cmd_soup(a: argparse.Namespace, argv: Sequence[str]) -> int:
     from edge.core.errors import BundleError, ConfigError
     from edge.inference.bundle import MANIFEST
     from train.finetune import open_start
+    from train.provenance import portable_path
     from train.soup import Parent, check_count, check_parents, run_soup
 
     check_count(len(a.bundles))  # before any bundle is opened
@@ -402,7 +403,10 @@ def cmd_soup(a: argparse.Namespace, argv: Sequence[str]) -> int:
     ec = _export_config(recorded[0], out=a.out, name=a.name, description="")
     _new_bundle_folder(a)
     data = parents[0].data if a.data is None else dataclasses.replace(parents[0].data, data=a.data, csv=None)
-    res = run_soup(parents, ec, data=data, argv=argv, progress=not a.quiet)
+    # recorded as a canonical command: the bundles' folders portable like the options' paths
+    record = ["soup", *(portable_path(p.start.folder) for p in parents), "--out", str(a.out), "--name", a.name,
+              *(["--data", str(a.data)] if a.data is not None else [])]
+    res = run_soup(parents, ec, data=data, argv=record, progress=not a.quiet)
     print_result(res)
     check_gate(res, ec.allow_quant_drop)
     return 0

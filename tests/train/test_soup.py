@@ -70,6 +70,9 @@ def test_a_soup_is_the_mean_of_its_parents_weights_exported_and_evaluated_as_a_r
     assert [p["bundle"] for p in soup["parents"]] == ["p1", "p2"]
     assert [p["keras_sha256"] for p in soup["parents"]] == [p1.trained_weights.sha256, p2.trained_weights.sha256]
     assert soup["command"].startswith("weed-train soup ") and " --name soup" in soup["command"]
+    from train.provenance import command_base
+    words = soup["command"].split()
+    assert [(command_base() / w).resolve() for w in words[2:4]] == [parents / "p1", parents / "p2"]  # portable
     assert m.training["command"] == p1.training["command"]  # the split the others share: robustness --split rebuilds it
     assert any("weight soup: the mean of the weights of 2 bundles" in n for n in m.training["notes"])
 

@@ -383,7 +383,7 @@ def cmd_soup(a: argparse.Namespace, argv: Sequence[str]) -> int:
     check_count(len(a.bundles))  # before any bundle is opened
     parents, recorded = [], []
     for spec in a.bundles:
-        start = open_start(spec, use="averaged")
+        start = open_start(spec, use="averaged", flag="BUNDLE")
         if "soup" in start.manifest.training:
             raise BundleError(f"bundle {start.name} is itself a soup: its recorded command is its first parent's",
                               "average the bundles it was made of with the others in one soup")

@@ -67,13 +67,13 @@ class Start:
                 "backbone": self.manifest.backbone, "input_size": self.manifest.input.height}
 
 
-def open_start(spec: str | Path, use: str = "fine-tuned") -> Start:
+def open_start(spec: str | Path, use: str = "fine-tuned", flag: str = "--from-bundle") -> Start:
     """The bundle ``spec`` (a folder or a shipped bundle's name) with its Keras model checked (``use``: what the
     refusals say cannot be done with a bundle without one: fine-tuned, averaged)."""
     from edge.core.files import FileRefused
     from edge.inference.bundle import read_manifest, resolve_bundle, sha256_file
 
-    folder = resolve_bundle(spec)
+    folder = resolve_bundle(spec, flag)
     m = read_manifest(folder)
     tw = m.trained_weights
     if tw is None:

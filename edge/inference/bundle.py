@@ -301,8 +301,9 @@ def available_bundles() -> dict[str, Path]:
     return found
 
 
-def resolve_bundle(path_or_name: str | os.PathLike | None) -> Path:
-    """A bundle folder from a path, a shipped bundle's name, or None (the default)."""
+def resolve_bundle(path_or_name: str | os.PathLike | None, flag: str = "--model") -> Path:
+    """A bundle folder from a path, a shipped bundle's name, or None (the default); ``flag``: how the refusals name
+    the argument it came from."""
     if path_or_name is None or str(path_or_name) == "":
         path_or_name = DEFAULT_BUNDLE
     p = Path(path_or_name).expanduser()
@@ -315,11 +316,11 @@ def resolve_bundle(path_or_name: str | os.PathLike | None) -> Path:
     except (OSError, ValueError):  # nothing there: a shipped bundle's name?
         mode = None
     if mode is not None and not stat.S_ISREG(mode):  # a FIFO, a device, a socket: say so, never open it
-        raise BundleError(f"--model {p} is {file_kind(mode)}, not a bundle folder",
+        raise BundleError(f"{flag} {p} is {file_kind(mode)}, not a bundle folder",
                           "pass the bundle folder that holds model.tflite and manifest.json, or a shipped bundle's name")
     if p.suffix == ".tflite":
         raise BundleError(
-            f"--model {p} is a bare .tflite file",
+            f"{flag} {p} is a bare .tflite file",
             "pass the bundle folder that holds model.tflite and manifest.json (export one with `weed-train`)",
         )
     found = available_bundles()
@@ -328,7 +329,7 @@ def resolve_bundle(path_or_name: str | os.PathLike | None) -> Path:
     names = ", ".join(sorted(found)) or "none found"
     raise BundleError(
         f"model bundle '{path_or_name}' not found (not a folder; shipped bundles: {names})",
-        "pass a bundle folder with --model PATH or one of the shipped names",
+        f"pass a bundle folder as {flag} or one of the shipped names",
     )
 
 

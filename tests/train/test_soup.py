@@ -202,3 +202,11 @@ def test_photos_that_do_not_rebuild_the_parents_split_are_refused(parents, tiny_
         run_soup([first, second], ExportConfig(out=tmp_path, name="s"), data=dataclasses.replace(first.data, data=other),
                  progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_bundle_that_is_not_there_is_named_as_the_soups_argument(tmp_path, capsys):
+    from train.cli import main
+
+    rc = main(["soup", str(tmp_path / "nope"), "models/plant-seedlings-mnv2", "--out", str(tmp_path), "--name", "s"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_BUNDLE and "not found" in err and "pass a bundle folder as BUNDLE" in err, err

@@ -69,10 +69,6 @@ def check_parents(parents: Sequence[Parent]) -> None:
     """Refuse parents that cannot be averaged: fewer than two, too many, or made from other data or another model."""
     check_count(len(parents))
     first = parents[0]
-    if first.fit.mode == "scratch" or first.fit.weights == "none":
-        log.warning("the parents were not fine-tuned from pretrained weights (--mode %s --weights %s): networks "
-                    "trained from different random starts rarely average into a good model", first.fit.mode,
-                    first.fit.weights)
     seen = {first.start.sha256: first.name}
     for p in parents[1:]:
         if p.start.sha256 in seen:
@@ -185,6 +181,10 @@ def run_soup(parents: Sequence[Parent], ec: ExportConfig, data: DataConfig | Non
     check_parents(parents)
     started = utc_now()
     first = parents[0]
+    if first.fit.mode == "scratch" or first.fit.weights == "none":
+        log.warning("the parents were not fine-tuned from pretrained weights (--mode %s --weights %s): networks "
+                    "trained from different random starts rarely average into a good model", first.fit.mode,
+                    first.fit.weights)
     dc, fc, m = data or first.data, first.fit, first.start.manifest
     prep = prepare(dc, progress=progress)
     _check_split(prep, parents)

@@ -42,8 +42,6 @@ from run_pass_clocked import number
 CONDITIONS = ("clean", "warm_cast", "dark")
 
 
-
-
 def frames(video: Path, every: int):
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():

@@ -387,10 +387,9 @@ def cmd_soup(a: argparse.Namespace, argv: Sequence[str]) -> int:
         if "soup" in start.manifest.training:
             raise BundleError(f"bundle {start.name} is itself a soup: its recorded command is its first parent's",
                               "average the bundles it was made of with the others in one soup")
-        command = start.manifest.training.get("command")
-        t = _recorded_train_args(command, start.folder / MANIFEST,
+        t = _recorded_train_args(start.manifest.training.get("command"), start.folder / MANIFEST,
                                  "only bundles made by weed-train train can be averaged")
-        parents.append(Parent(start, command, _data_config(t), _fit_config(t)))
+        parents.append(Parent(start, _data_config(t), _fit_config(t)))
         recorded.append(t)
     check_parents(parents)  # before the soup's folder is made
     target = (a.out / a.name).resolve()

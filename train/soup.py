@@ -49,13 +49,17 @@ class Parent:
     """One bundle of the soup: its checked Keras model and the training run its recorded command rebuilds."""
 
     start: Start
-    command: str
     data: DataConfig
     fit: FitConfig
 
     @property
     def name(self) -> str:
         return self.start.name
+
+    @property
+    def command(self) -> str:
+        """The ``weed-train train`` command the bundle records (``data`` and ``fit`` are parsed from it)."""
+        return self.start.manifest.training["command"]
 
 
 def check_count(n: int) -> None:
@@ -94,7 +98,8 @@ def _differences(a: Parent, b: Parent) -> list[str]:
                        ("input", (ma.input.height, ma.input.width, ma.input.resize),
                         (mb.input.height, mb.input.width, mb.input.resize)),
                        ("preprocessing", ma.preprocessing, mb.preprocessing),
-                       ("pretrained weights", ma.weights_source, mb.weights_source)):
+                       ("pretrained weights", ma.weights_source, mb.weights_source),
+                       ("photos per class and split", ma.training.get("counts"), mb.training.get("counts"))):
         if x != y:
             out.append(f"{what} {y} against {x}")
     for f in fields(a.data):
@@ -148,24 +153,24 @@ def _load(p: Parent) -> keras.Model:
                           "copy the bundle folder again from where it was made") from None
 
 
-def _check_split(prep, parents: Sequence[Parent]) -> None:
-    """The split rebuilt here holds the photos each parent was trained, validated and tested on (its counts), and
-    gives the labels the same roles: else the test photos may be some a parent trained on."""
+def _check_split(prep, first: Parent) -> None:
+    """The split rebuilt here holds the photos the parents were trained, validated and tested on (the first one's
+    counts; the others agree with it, ``check_parents``), with the same labels and roles: else the test photos may
+    be some a parent trained on."""
+    m = first.start.manifest
     counts = prep.counts()
     roles = (sorted(prep.roles.weed), sorted(prep.roles.crop), sorted(prep.roles.background))
-    for p in parents:
-        m = p.start.manifest
-        if list(prep.labels) != list(m.labels):
-            raise BundleError(f"the data gives the classes {list(prep.labels)}, bundle {p.name} was trained on "
-                              f"{list(m.labels)}", "pass the data the bundles were trained on (--data)")
-        if m.training.get("counts") != counts:
-            raise BundleError(f"the split rebuilt from the data here is not the one bundle {p.name} was trained on "
-                              f"(photos per class and split {counts} against {m.training.get('counts')})",
-                              "pass the data the bundles were trained on, unchanged (--data)")
-        if roles != (sorted(m.weed_labels), sorted(m.crop_labels), sorted(m.background_labels)):
-            raise BundleError(f"the roles file gives weeds {roles[0]}, crops {roles[1]}, background {roles[2]}; "
-                              f"bundle {p.name} was trained with weeds {sorted(m.weed_labels)}, crops "
-                              f"{sorted(m.crop_labels)}", "pass the roles the bundles were trained with")
+    if list(prep.labels) != list(m.labels):
+        raise BundleError(f"the data gives the classes {list(prep.labels)}, bundle {first.name} was trained on "
+                          f"{list(m.labels)}", "pass the data the bundles were trained on (--data)")
+    if m.training.get("counts") != counts:
+        raise BundleError(f"the split rebuilt from the data here is not the one bundle {first.name} was trained on "
+                          f"(photos per class and split {counts} against {m.training.get('counts')})",
+                          "pass the data the bundles were trained on, unchanged (--data)")
+    if roles != (sorted(m.weed_labels), sorted(m.crop_labels), sorted(m.background_labels)):
+        raise BundleError(f"the roles file gives weeds {roles[0]}, crops {roles[1]}, background {roles[2]}; "
+                          f"bundle {first.name} was trained with weeds {sorted(m.weed_labels)}, crops "
+                          f"{sorted(m.crop_labels)}", "pass the roles the bundles were trained with")
 
 
 def run_soup(parents: Sequence[Parent], ec: ExportConfig, data: DataConfig | None = None,
@@ -187,7 +192,7 @@ def run_soup(parents: Sequence[Parent], ec: ExportConfig, data: DataConfig | Non
                     first.fit.weights)
     dc, fc, m = data or first.data, first.fit, first.start.manifest
     prep = prepare(dc, progress=progress)
-    _check_split(prep, parents)
+    _check_split(prep, first)
     x, y, raw = load_splits(prep, fc.input_size, dc.resize)
     model = average([_load(p) for p in parents])
     weights = m.training.get("class_weights") or {}

@@ -46,9 +46,8 @@ def _parent(folder):
     from train.soup import Parent
 
     start = open_start(folder)
-    command = start.manifest.training["command"]
-    t = cli._recorded_train_args(command, folder / MANIFEST, "")
-    return Parent(start, command, cli._data_config(t), cli._fit_config(t))
+    t = cli._recorded_train_args(start.manifest.training["command"], folder / MANIFEST, "")
+    return Parent(start, cli._data_config(t), cli._fit_config(t))
 
 
 @pytest.mark.slow
